@@ -1,0 +1,38 @@
+{
+  "targets": [
+    {
+      "target_name": "retrace",
+      "sources": [
+        "native/binding.cc",
+        "native/dp_eal.c",
+        "native/dp_port.c",
+        "native/dp_worker.c",
+        "native/dp_counters.c",
+        "native/dp_l2.c",
+        "native/dp_ipv4.c",
+        "native/dp_arp.c"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_DISABLE_CPP_EXCEPTIONS",
+        "ALLOW_EXPERIMENTAL_API",
+        "_GNU_SOURCE"
+      ],
+      "cflags": [
+        "<!@(pkg-config --cflags libdpdk)",
+        "-O3",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter"
+      ],
+      "cflags_c": ["-std=gnu11"],
+      "cflags_cc": ["-std=gnu++17"],
+      "cflags!": ["-fno-exceptions"],
+      "libraries": ["<!@(pkg-config --libs libdpdk)"]
+    }
+  ]
+}

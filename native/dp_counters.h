@@ -1,0 +1,96 @@
+/*
+ * dp_counters.h: every dataplane counter, named once.
+ *
+ * Each list below is an X-macro. It generates the enum used on the packet
+ * path and the snake_case names that the binding, the proto fields, metrics
+ * and logs reuse verbatim, so nothing is counted without a name (VPP lb's
+ * foreach_lb_error). Adding a counter = one line here; the TS side discovers
+ * names at load time.
+ *
+ * Storage: one cache-aligned block per worker lcore plus one spare block for
+ * the control thread (the only writer that uses atomic adds). Workers do plain
+ * increments on their own block; readers sum all blocks (DPDK mempool stats).
+ * A reader may see a slightly stale value, never a torn one: blocks are
+ * uint64_t and x86-64/aarch64 load and store them whole.
+ */
+#ifndef RETRACE_DP_COUNTERS_H
+#define RETRACE_DP_COUNTERS_H
+
+#include <stdint.h>
+#include "dp.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Protocols with symmetric-path accounting. */
+#define DP_PROTO_LIST(X) \
+	X(tcp)               \
+	X(udp)               \
+	X(icmp)
+
+/* Per protocol and per port: what happened on the path back to a side. */
+#define DP_PATH_COUNTER_LIST(X)                                                 \
+	X(rx, "packets received for this protocol on this port")                \
+	X(tx_symmetric, "sent with the side record of a conn: no route lookup")  \
+	X(tx_routed, "sent after a route + neighbour lookup")                   \
+	X(route_divergence, "symmetric sends where the route would have picked another port (a triangle prevented)") \
+	X(asymmetric, "routed replies that left by a port other than the request's (a triangle that happened)") \
+	X(path_changes, "side records refreshed because a side moved to another port or MAC")
+
+/* Per port: why a received packet was dropped. */
+#define DP_DROP_LIST(X)                                                        \
+	X(eth_truncated, "frame shorter than an Ethernet header")               \
+	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast") \
+	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")  \
+	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")          \
+	X(ip_truncated, "frame shorter than the IPv4 header or total length")  \
+	X(ip_bad_version, "IP version is not 4")                               \
+	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                     \
+	X(ip_bad_checksum, "IPv4 header checksum does not verify")             \
+	X(ip_fragment, "IPv4 fragments are not reassembled")                   \
+	X(ip_ttl_exceeded, "TTL reached zero")                                 \
+	X(no_handler, "no service, conn or local address takes this packet")  \
+	X(tx_full, "the driver refused the packet at tx burst")
+
+enum dp_proto {
+#define X(n) DP_PROTO_##n,
+	DP_PROTO_LIST(X)
+#undef X
+	DP_PROTO_MAX
+};
+
+enum dp_path_counter {
+#define X(n, d) DP_PATH_##n,
+	DP_PATH_COUNTER_LIST(X)
+#undef X
+	DP_PATH_MAX
+};
+
+enum dp_drop {
+#define X(n, d) DP_DROP_##n,
+	DP_DROP_LIST(X)
+#undef X
+	DP_DROP_MAX
+};
+
+/* Flat layout returned by dp_counters_read: path counters first, indexed
+ * [proto][port][counter], then drops indexed [port][reason]. */
+#define DP_COUNTERS_PATH_LEN ((size_t)DP_PROTO_MAX * DP_MAX_PORTS * DP_PATH_MAX)
+#define DP_COUNTERS_DROP_LEN ((size_t)DP_MAX_PORTS * DP_DROP_MAX)
+#define DP_COUNTERS_LEN (DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN)
+
+extern const char *const dp_proto_names[DP_PROTO_MAX];
+extern const char *const dp_path_counter_names[DP_PATH_MAX];
+extern const char *const dp_path_counter_help[DP_PATH_MAX];
+extern const char *const dp_drop_names[DP_DROP_MAX];
+extern const char *const dp_drop_help[DP_DROP_MAX];
+
+/* Sum every block into out[DP_COUNTERS_LEN]. Control thread, any state
+ * after dp_start (zeros before). */
+void dp_counters_read(uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

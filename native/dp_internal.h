@@ -1,0 +1,88 @@
+/*
+ * dp_internal.h: what the packet-path files share (l3fwd's l3fwd.h): the
+ * per-lcore context, the counter block, tunables and tiny inline helpers.
+ * Not included by the binding.
+ */
+#ifndef RETRACE_DP_INTERNAL_H
+#define RETRACE_DP_INTERNAL_H
+
+#include <stdatomic.h>
+#include <rte_common.h>
+#include <rte_ethdev.h>
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include "dp.h"
+#include "dp_counters.h"
+
+/* One counter block. Cache-aligned so two lcores never share a line. */
+struct dp_counter_block {
+	uint64_t path[DP_PROTO_MAX][DP_MAX_PORTS][DP_PATH_MAX];
+	uint64_t drop[DP_MAX_PORTS][DP_DROP_MAX];
+} __rte_cache_aligned;
+
+/* A logical port as the packet path sees it. Written by the control thread
+ * before workers launch; read-only afterwards. */
+struct dp_port {
+	uint16_t port_id; /* DPDK port id */
+	struct rte_ether_addr mac;
+	struct dp_port_conf conf;
+	bool started;
+};
+
+/* Per-worker context, owned by one lcore. */
+struct dp_worker {
+	unsigned lcore_id;
+	uint16_t queue_id; /* rx and tx queue index on every port */
+	struct dp_counter_block *ctr;
+	struct rte_eth_dev_tx_buffer *txb[DP_MAX_PORTS];
+	uint64_t busy_polls;
+	uint64_t idle_polls;
+} __rte_cache_aligned;
+
+/* Global dataplane, set up by dp_eal.c / dp_port.c on the control thread. */
+struct dp_global {
+	_Atomic enum dp_state state;
+	atomic_bool run; /* workers loop while true */
+	struct dp_conf conf;
+	struct rte_mempool *pool;
+	uint16_t nb_ports;
+	struct dp_port ports[DP_MAX_PORTS];
+	unsigned nb_workers;
+	struct dp_worker *workers[DP_MAX_WORKERS];
+	/* [0..nb_workers) for workers, [nb_workers] for the control thread. */
+	struct dp_counter_block *blocks;
+};
+
+extern struct dp_global dp;
+
+void dp_set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* dp_port.c */
+int dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t errlen);
+void dp_ports_teardown(void);
+
+/* dp_worker.c */
+int dp_workers_launch(char *err, size_t errlen);
+void dp_workers_join(void);
+
+/* dp_l2.c: entry of the packet path. Takes ownership of every mbuf. */
+void dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);
+
+static inline void
+dp_drop(struct dp_worker *w, uint16_t pidx, enum dp_drop reason, struct rte_mbuf *m)
+{
+	w->ctr->drop[pidx][reason]++;
+	rte_pktmbuf_free(m);
+}
+
+/* Queue m for transmission on logical port pidx; the buffer flushes when full
+ * and at the end of every poll round. Always consumes m. */
+static inline void
+dp_tx(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
+{
+	rte_eth_tx_buffer(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx], m);
+}
+
+#endif

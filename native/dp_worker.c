@@ -1,0 +1,89 @@
+/*
+ * dp_worker.c: the worker lcore loop.
+ *
+ * Each worker owns queue `queue_id` on every port: rx burst, hand the burst
+ * to the packet path (dp_l2_input), which queues replies and forwards into
+ * per-port tx buffers; at the end of every round the buffers are flushed so a
+ * lone packet never waits for a burst to fill.
+ *
+ * Idle back-off: a busy-polling worker pins its CPU at 100%. On a small
+ * machine that starves Node and the test lab, so after `idle_pause_after`
+ * empty rounds it pauses between polls and after `idle_sleep_after` it sleeps
+ * `idle_sleep_us` per round. Any packet resets it. Both thresholds 0 = pure
+ * busy polling (benchmarks, production with dedicated cores).
+ */
+#include <errno.h>
+
+#include <rte_cycles.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_prefetch.h>
+
+#include "dp_internal.h"
+
+static int
+dp_worker_main(void *arg)
+{
+	struct dp_worker *w = arg;
+	struct rte_mbuf *pkts[DP_MAX_BURST];
+	const uint16_t burst = dp.conf.burst;
+	const uint16_t nb_ports = dp.nb_ports;
+	const uint32_t pause_after = dp.conf.idle_pause_after;
+	const uint32_t sleep_after = dp.conf.idle_sleep_after;
+	const uint32_t sleep_us = dp.conf.idle_sleep_us;
+	uint32_t empty = 0;
+
+	while (likely(atomic_load_explicit(&dp.run, memory_order_relaxed))) {
+		uint32_t got = 0;
+
+		for (uint16_t pidx = 0; pidx < nb_ports; pidx++) {
+			uint16_t n = rte_eth_rx_burst(dp.ports[pidx].port_id, w->queue_id, pkts, burst);
+
+			if (n == 0)
+				continue;
+			got += n;
+			dp_l2_input(w, pidx, pkts, n);
+		}
+		for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
+			rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
+
+		if (likely(got != 0)) {
+			w->busy_polls++;
+			empty = 0;
+			continue;
+		}
+		w->idle_polls++;
+		if (empty < UINT32_MAX)
+			empty++;
+		if (sleep_after != 0 && empty > sleep_after)
+			rte_delay_us_sleep(sleep_us);
+		else if (pause_after != 0 && empty > pause_after)
+			rte_pause();
+	}
+	return 0;
+}
+
+int
+dp_workers_launch(char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < dp.nb_workers; i++) {
+		struct dp_worker *w = dp.workers[i];
+		int ret = rte_eal_remote_launch(dp_worker_main, w, w->lcore_id);
+
+		if (ret < 0) {
+			dp_set_err(err, errlen, "cannot launch worker on lcore %u: %s", w->lcore_id,
+				   rte_strerror(-ret));
+			atomic_store(&dp.run, false);
+			dp_workers_join();
+			return ret;
+		}
+	}
+	return 0;
+}
+
+void
+dp_workers_join(void)
+{
+	for (unsigned i = 0; i < dp.nb_workers; i++)
+		rte_eal_wait_lcore(dp.workers[i]->lcore_id);
+}
