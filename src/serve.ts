@@ -1,0 +1,68 @@
+/**
+ * `retrace serve`: the appliance's life cycle.
+ *   gRPC up (health NOT_SERVING) → EAL + ports + workers → SERVING
+ *   SIGINT/SIGTERM → NOT_SERVING → gRPC drains (bounded) → workers, ports, EAL stopped → exit 0
+ */
+import type { Config } from './config';
+import { Dataplane } from './dataplane';
+import { createLogger } from './log';
+import { ApplianceServer } from './server/server';
+
+const SHUTDOWN_GRACE_MS = 2000;
+
+export async function serve(cfg: Config): Promise<number> {
+  const log = createLogger(cfg.log.level);
+  const dp = new Dataplane(cfg);
+  const server = new ApplianceServer(dp, log);
+
+  let address: string;
+  try {
+    address = await server.listen(cfg.grpc.listen);
+  } catch (e) {
+    log.fatal({ err: e, listen: cfg.grpc.listen }, 'cannot bind the gRPC listen address');
+    return 1;
+  }
+  log.info({ listen: address }, 'gRPC server listening (NOT_SERVING until the dataplane is up)');
+
+  let stopping: Promise<number> | undefined;
+  const stop = (reason: string): Promise<number> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'shutting down');
+      await server.shutdown(SHUTDOWN_GRACE_MS);
+      try {
+        dp.stop();
+      } catch (e) {
+        log.error({ err: e }, 'dataplane stop failed');
+        return 1;
+      }
+      log.info('stopped');
+      return 0;
+    })();
+    return stopping;
+  };
+
+  const signalled = new Promise<number>((resolve) => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => void stop(sig).then(resolve));
+    }
+  });
+
+  try {
+    await dp.start();
+  } catch (e) {
+    log.fatal({ err: e }, 'dataplane failed to start');
+    await server.shutdown(0);
+    return 1;
+  }
+  if (stopping !== undefined) {
+    // A signal arrived while the dataplane was starting: finish the stop it began.
+    dp.stop();
+    return stopping;
+  }
+  server.setServing('SERVING');
+  log.info(
+    { ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion },
+    'dataplane running',
+  );
+  return signalled;
+}

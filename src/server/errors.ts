@@ -1,0 +1,49 @@
+/**
+ * One mapping from failures to gRPC status codes, used by every handler: validation errors name
+ * their field, dataplane errno codes map to their meaning, anything else is INTERNAL with a log line
+ * (never a raw throw for grpc-js to turn into UNKNOWN, never CANCELLED).
+ */
+import { status, type ServiceError, Metadata } from '@grpc/grpc-js';
+import { DataplaneError } from '../dataplane';
+import type { Logger } from '../log';
+
+/** A request field failed validation; nothing was changed. */
+export class ValidationError extends Error {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = 'ValidationError';
+  }
+}
+
+const ERRNO_STATUS: Record<string, status> = {
+  ENOENT: status.NOT_FOUND,
+  EEXIST: status.ALREADY_EXISTS,
+  EINVAL: status.INVALID_ARGUMENT,
+  ENOSPC: status.RESOURCE_EXHAUSTED,
+  ENOMEM: status.RESOURCE_EXHAUSTED,
+  EUNAVAILABLE: status.UNAVAILABLE,
+  EBUSY: status.UNAVAILABLE,
+  EPERM: status.FAILED_PRECONDITION,
+  ENOTSUP: status.UNIMPLEMENTED,
+};
+
+export function serviceError(code: status, details: string): ServiceError {
+  const e = new Error(details) as ServiceError;
+  e.code = code;
+  e.details = details;
+  e.metadata = new Metadata();
+  return e;
+}
+
+export function toStatus(err: unknown, log: Logger, method: string): ServiceError {
+  if (err instanceof ValidationError) return serviceError(status.INVALID_ARGUMENT, err.message);
+  if (err instanceof DataplaneError) {
+    const code = ERRNO_STATUS[err.code];
+    if (code !== undefined) return serviceError(code, err.message);
+  }
+  log.error({ err, method }, 'unexpected error in RPC handler');
+  return serviceError(status.INTERNAL, `internal error in ${method}`);
+}

@@ -1,0 +1,78 @@
+/**
+ * The gRPC server: retrace.v1 services over the dataplane, grpc.health.v1 and server reflection
+ * (v1 and v1alpha). Handlers stay thin; see unary.ts and errors.ts.
+ */
+import fs from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import type { Dataplane } from '../dataplane';
+import { PortServiceService } from '../gen/retrace/v1/port';
+import { SystemServiceService } from '../gen/retrace/v1/system';
+import type { Logger } from '../log';
+import { portService } from './port-service';
+import { reflectionPackageDefinition } from './protos';
+import { systemService } from './system-service';
+
+/** Fully-qualified names of the services this server implements (health reports each). */
+export const RETRACE_SERVICES = ['retrace.v1.SystemService', 'retrace.v1.PortService'] as const;
+
+export class ApplianceServer {
+  readonly grpc = new grpc.Server();
+  private readonly health = new HealthImplementation({ '': 'NOT_SERVING' });
+  private boundAddress = '';
+
+  constructor(
+    private readonly dp: Dataplane,
+    private readonly log: Logger,
+  ) {
+    this.grpc.addService(SystemServiceService, systemService(dp, log));
+    this.grpc.addService(PortServiceService, portService(dp, log));
+    this.health.addToServer(this.grpc);
+    new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
+    this.setServing('NOT_SERVING');
+  }
+
+  /** Overall ('') and per-service health. */
+  setServing(s: ServingStatus): void {
+    this.health.setStatus('', s);
+    for (const name of RETRACE_SERVICES) this.health.setStatus(name, s);
+  }
+
+  /** Binds the listen address; resolves to the address actually bound (port 0 → real port). */
+  async listen(address: string): Promise<string> {
+    if (address.startsWith('unix:')) {
+      // A stale socket from a crashed run would make bind fail with EADDRINUSE.
+      const p = address.replace(/^unix:(\/\/)?/, '');
+      try {
+        if (fs.statSync(p).isSocket()) fs.unlinkSync(p);
+      } catch {
+        // Nothing to remove.
+      }
+    }
+    const port = await new Promise<number>((resolve, reject) => {
+      this.grpc.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    });
+    this.boundAddress = address.startsWith('unix:') ? address : address.replace(/:\d+$/, `:${port}`);
+    return this.boundAddress;
+  }
+
+  get address(): string {
+    return this.boundAddress;
+  }
+
+  /** Graceful shutdown: lets running calls finish for up to `graceMs`, then forces. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.setServing('NOT_SERVING');
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.grpc.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.grpc.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
