@@ -27,6 +27,7 @@ struct dp_port {
 	uint16_t port_id; /* DPDK port id */
 	struct rte_ether_addr mac;
 	struct dp_port_conf conf;
+	bool soft_mac; /* the driver cannot set a MAC; we own it in software */
 	bool started;
 };
 

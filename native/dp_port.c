@@ -90,12 +90,20 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 
 		memcpy(a.addr_bytes, pc->mac, RTE_ETHER_ADDR_LEN);
 		ret = rte_eth_dev_default_mac_addr_set(pid, &a);
+		if (ret == -ENOTSUP) {
+			/* The driver cannot program a MAC (net_ring, net_pcap): own the
+			 * address in software; promiscuous mode makes the device hand
+			 * us frames for it, and dp_l2 filters on it. */
+			p->mac = a;
+			p->soft_mac = true;
+			ret = 0;
+		}
 		if (ret < 0) {
 			dp_set_err(err, errlen, "port %s: cannot set MAC: %s", pc->name, rte_strerror(-ret));
 			return ret;
 		}
 	}
-	ret = rte_eth_macaddr_get(pid, &p->mac);
+	ret = p->soft_mac ? 0 : rte_eth_macaddr_get(pid, &p->mac);
 	if (ret < 0) {
 		dp_set_err(err, errlen, "port %s: cannot read MAC: %s", pc->name, rte_strerror(-ret));
 		return ret;
@@ -124,7 +132,7 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 		return ret;
 	}
 	p->started = true;
-	if (pc->promiscuous) {
+	if (pc->promiscuous || p->soft_mac) {
 		ret = rte_eth_promiscuous_enable(pid);
 		if (ret < 0 && ret != -ENOTSUP) {
 			dp_set_err(err, errlen, "port %s: cannot enable promiscuous mode: %s", pc->name,
