@@ -19,7 +19,7 @@ command -v protoc >/dev/null || { echo "gen-proto: protoc missing (apt-get insta
 
 # Options shared with the proto-loader options in src/server/protos.ts:
 # 64-bit integers are bigint (proto-loader: longs=String), so counters stay exact.
-opts=outputServices=grpc-js,forceLong=bigint,esModuleInterop=true,env=node,useDate=true,useExactTypes=false,outputClientImpl=false
+opts=outputServices=grpc-js,forceLong=bigint,esModuleInterop=true,env=node,useDate=true,useExactTypes=false
 
 [[ $mode == --check ]] || { rm -rf "$out"; mkdir -p "$out"; }
 mapfile -t files < <(cd proto && find retrace -name '*.proto' | LC_ALL=C sort)

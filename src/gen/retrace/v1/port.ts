@@ -6,7 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import type { handleUnaryCall, UntypedServiceImplementation } from "@grpc/grpc-js";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 
 export const protobufPackage = "retrace.v1";
 
@@ -948,6 +959,53 @@ export interface PortServiceServer extends UntypedServiceImplementation {
    */
   getPort: handleUnaryCall<GetPortRequest, GetPortResponse>;
 }
+
+export interface PortServiceClient extends Client {
+  /** ListPorts returns every configured port with live statistics. Read-only. */
+  listPorts(
+    request: ListPortsRequest,
+    callback: (error: ServiceError | null, response: ListPortsResponse) => void,
+  ): ClientUnaryCall;
+  listPorts(
+    request: ListPortsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListPortsResponse) => void,
+  ): ClientUnaryCall;
+  listPorts(
+    request: ListPortsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListPortsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * GetPort returns one port by name. NOT_FOUND if no port has that name,
+   * INVALID_ARGUMENT if name is empty. Read-only.
+   */
+  getPort(
+    request: GetPortRequest,
+    callback: (error: ServiceError | null, response: GetPortResponse) => void,
+  ): ClientUnaryCall;
+  getPort(
+    request: GetPortRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPortResponse) => void,
+  ): ClientUnaryCall;
+  getPort(
+    request: GetPortRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPortResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const PortServiceClient = makeGenericClientConstructor(
+  PortServiceService,
+  "retrace.v1.PortService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): PortServiceClient;
+  service: typeof PortServiceService;
+  serviceName: string;
+};
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 

@@ -6,7 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import type { handleUnaryCall, UntypedServiceImplementation } from "@grpc/grpc-js";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
 import { Timestamp } from "../../google/protobuf/timestamp";
 
@@ -737,6 +748,37 @@ export interface SystemServiceServer extends UntypedServiceImplementation {
    */
   getSystemInfo: handleUnaryCall<GetSystemInfoRequest, GetSystemInfoResponse>;
 }
+
+export interface SystemServiceClient extends Client {
+  /**
+   * GetSystemInfo returns versions, the lcore layout and uptime. Read-only,
+   * always safe to retry.
+   */
+  getSystemInfo(
+    request: GetSystemInfoRequest,
+    callback: (error: ServiceError | null, response: GetSystemInfoResponse) => void,
+  ): ClientUnaryCall;
+  getSystemInfo(
+    request: GetSystemInfoRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetSystemInfoResponse) => void,
+  ): ClientUnaryCall;
+  getSystemInfo(
+    request: GetSystemInfoRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetSystemInfoResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const SystemServiceClient = makeGenericClientConstructor(
+  SystemServiceService,
+  "retrace.v1.SystemService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SystemServiceClient;
+  service: typeof SystemServiceService;
+  serviceName: string;
+};
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
