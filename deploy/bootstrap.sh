@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Brings a checkout to a runnable state: system packages, node_modules, the native addon, the
+# generated protobuf code check, and the TypeScript build. Idempotent and quiet when nothing is to
+# do (a second run takes well under a second); prints one line per step that does work.
+#
+# Runs on Debian 12 with Node 20, as root (or with sudo for the apt step). Stamps live in
+# build/.stamps/ (build/ is gitignored; `node-gyp rebuild` wipes it, which only forces a re-run).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "bootstrap: $*"; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+
+stamps=build/.stamps
+mkdir -p "$stamps"
+# Serialise concurrent runs in the same tree (the lock lives outside build/ and node_modules/,
+# which `npm ci` and `node-gyp rebuild` delete).
+exec 9>"${TMPDIR:-/tmp}/retrace-bootstrap.$(pwd | sha256sum | cut -c1-16).lock"
+flock 9
+
+# Signature of a set of files: paths, mtimes and sizes (detects edits, additions and deletions).
+tree_sig() {
+  find "$@" -type f -printf '%p %T@ %s\n' 2>/dev/null | LC_ALL=C sort | sha256sum | cut -d' ' -f1
+}
+stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
+
+# --- a. system packages -----------------------------------------------------------------------
+pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler iproute2 iputils-ping tcpdump ethtool
+      socat libpcap-dev build-essential python3)
+declare -A installed=()
+while read -r name state; do
+  if [[ $state == installed ]]; then installed[$name]=1; fi
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${pkgs[@]}" 2>/dev/null || true)
+missing=()
+for p in "${pkgs[@]}"; do [[ -n ${installed[$p]:-} ]] || missing+=("$p"); done
+if ((${#missing[@]})); then
+  say "installing packages: ${missing[*]}"
+  sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || die "not root and no sudo: install ${missing[*]} by hand"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- b. node_modules --------------------------------------------------------------------------
+lock_stamp=node_modules/.retrace-lock-stamp
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if ! [[ -d node_modules && -f $lock_stamp && $(<"$lock_stamp") == "$lock_sum" ]]; then
+  # No stamp yet (or the lock changed): node_modules may still be exactly what the lock describes
+  # (npm's hidden lockfile matches it, minus optional packages for other platforms). Adopt it
+  # rather than wiping and re-downloading everything.
+  if [[ -f node_modules/.package-lock.json ]] && node -e '
+      const want = require("./package-lock.json").packages, have = require("./node_modules/.package-lock.json").packages;
+      const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+      const ok = Object.keys(have).every((k) => same(have[k], want[k])) &&
+        Object.keys(want).every((k) => k === "" || k in have || want[k].optional || want[k].devOptional);
+      process.exit(ok ? 0 : 1);' 2>/dev/null; then
+    echo "$lock_sum" >"$lock_stamp"
+  else
+    say "npm ci"
+    # Note: with binding.gyp present and no "install" script, npm runs `node-gyp rebuild` here,
+    # which recreates build/ (and so our stamps).
+    npm ci --no-audit --no-fund
+    echo "$lock_sum" >"$lock_stamp"
+    mkdir -p "$stamps"
+  fi
+fi
+
+# --- c. native addon --------------------------------------------------------------------------
+if [[ ! -f binding.gyp ]]; then
+  say "skipping native build: binding.gyp does not exist yet"
+elif [[ -z $(find native -type f \( -name '*.c' -o -name '*.cc' -o -name '*.cpp' \) -print -quit 2>/dev/null) ]]; then
+  say "skipping native build: no sources in native/ yet"
+else
+  gyp=node_modules/.bin/node-gyp
+  if [[ ! -f build/Makefile || ! -f build/config.gypi || binding.gyp -nt build/Makefile ]]; then
+    # Use the headers the nodejs package installs (<prefix>/include/node) when they match the
+    # running node, so that configure needs no download from nodejs.org.
+    nodedir=()
+    nodebin=$(readlink -f "$(command -v node)")
+    for prefix in "${nodebin%/bin/node}" "$(node -p 'process.config.variables.node_prefix || ""')"; do
+      hdr=${prefix%/}/include/node
+      [[ -n $prefix && -f $hdr/common.gypi && -f $hdr/node_version.h ]] || continue
+      hv=$(awk '/#define NODE_(MAJOR|MINOR|PATCH)_VERSION/ {v = v (v ? "." : "") $3} END {print v}' "$hdr/node_version.h")
+      if [[ v$hv == "$(node --version)" ]]; then nodedir=(--nodedir="$prefix"); break; fi
+    done
+    say "node-gyp configure ${nodedir[*]}"
+    "$gyp" configure "${nodedir[@]}" >"$stamps/node-gyp-configure.log" 2>&1 ||
+      { cat "$stamps/node-gyp-configure.log" >&2; die "node-gyp configure failed"; }
+    rm -f "$stamps/native"
+  fi
+  native_sig=$(tree_sig native binding.gyp build/config.gypi)
+  if [[ ! -f build/Release/retrace.node ]] || ! stamp_is native "$native_sig"; then
+    say "building native addon"
+    "$gyp" build -j "$(nproc)" >"$stamps/node-gyp-build.log" 2>&1 ||
+      { grep -v '^gyp info' "$stamps/node-gyp-build.log" | grep -E -m 40 'error|warning|No such|\*\*\*' >&2
+        die "native build failed (full log: $stamps/node-gyp-build.log)"; }
+    [[ -f build/Release/retrace.node ]] || die "native build produced no build/Release/retrace.node"
+    echo "$native_sig" >"$stamps/native"
+  fi
+fi
+
+# --- d. generated code check, TypeScript ------------------------------------------------------
+if [[ -d proto ]]; then
+  proto_sig=$(tree_sig proto src/gen scripts/gen-proto.sh)
+  if ! stamp_is proto "$proto_sig"; then
+    say "checking src/gen against proto/"
+    bash scripts/gen-proto.sh --check >/dev/null || die "src/gen does not match proto/ (run: npm run gen)"
+    echo "$proto_sig" >"$stamps/proto"
+  fi
+fi
+
+ts_sig=$(tree_sig src tsconfig.json package-lock.json)
+if [[ ! -d dist ]] || ! stamp_is tsc "$ts_sig"; then
+  say "tsc"
+  node_modules/.bin/tsc -p tsconfig.json
+  echo "$ts_sig" >"$stamps/tsc"
+fi
