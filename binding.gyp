@@ -10,7 +10,15 @@
         "native/dp_counters.c",
         "native/dp_l2.c",
         "native/dp_ipv4.c",
-        "native/dp_arp.c"
+        "native/dp_arp.c",
+        "native/dp_tables.c",
+        "native/dp_ctl.c",
+        "native/dp_sched.c",
+        "native/dp_conn.c",
+        "native/dp_xmit.c",
+        "native/dp_fnat.c",
+        "native/dp_tcp.c",
+        "native/dp_udp.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

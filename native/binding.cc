@@ -10,8 +10,11 @@
 #include <string>
 #include <vector>
 
+#include <arpa/inet.h>
+
 #include "dp.h"
 #include "dp_counters.h"
+#include "dp_ctl.h"
 
 namespace {
 
@@ -122,7 +125,8 @@ bool ParseConf(Napi::Env env, Napi::Value val, dp_conf *conf) {
       !GetU32(env, o, "burst", 1, DP_MAX_BURST, &burst, "conf.") ||
       !GetU32(env, o, "idlePauseAfter", 0, UINT32_MAX, &conf->idle_pause_after, "conf.") ||
       !GetU32(env, o, "idleSleepAfter", 0, UINT32_MAX, &conf->idle_sleep_after, "conf.") ||
-      !GetU32(env, o, "idleSleepUs", 0, 1000000, &conf->idle_sleep_us, "conf."))
+      !GetU32(env, o, "idleSleepUs", 0, 1000000, &conf->idle_sleep_us, "conf.") ||
+      !GetU32(env, o, "maxConns", 1024, 1u << 26, &conf->max_conns, "conf."))
     return false;
   conf->burst = static_cast<uint16_t>(burst);
   Napi::Value pv = o.Get("ports");
@@ -349,6 +353,301 @@ Napi::Value ReadCounters(const Napi::CallbackInfo &info) {
   return Napi::Value(env, arr);
 }
 
+
+// ---- control API: thin marshalling over dp_ctl.h ----
+
+bool ArgIp(const Napi::CallbackInfo &info, size_t i, const char *name, uint32_t *out) {
+  if (info.Length() <= i || !info[i].IsString()) {
+    Napi::TypeError::New(info.Env(), std::string(name) + " must be a string").ThrowAsJavaScriptException();
+    return false;
+  }
+  std::string s = info[i].As<Napi::String>().Utf8Value();
+  struct in_addr a;
+  if (s.empty()) {
+    *out = 0;
+    return true;
+  }
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) {
+    Napi::TypeError::New(info.Env(), std::string(name) + " is not an IPv4 address").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = a.s_addr;
+  return true;
+}
+
+bool ArgU32(const Napi::CallbackInfo &info, size_t i, const char *name, uint32_t max, uint32_t *out) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    Napi::TypeError::New(info.Env(), std::string(name) + " must be a number").ThrowAsJavaScriptException();
+    return false;
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (d < 0 || d > max || d != static_cast<double>(static_cast<uint32_t>(d))) {
+    Napi::RangeError::New(info.Env(), std::string(name) + " out of range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<uint32_t>(d);
+  return true;
+}
+
+Napi::Value Result(Napi::Env env, int ret, const char *err) {
+  if (ret < 0) ErrnoError(env, ret, err).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+std::string IpString(uint32_t be) {
+  char buf[INET_ADDRSTRLEN];
+  struct in_addr a;
+  a.s_addr = be;
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+// addrAdd(addr, plen, portIndex)
+Napi::Value AddrAdd(const Napi::CallbackInfo &info) {
+  uint32_t a, plen, pidx;
+  if (!CheckArgs(info, 3) || !ArgIp(info, 0, "addr", &a) || !ArgU32(info, 1, "plen", 32, &plen) ||
+      !ArgU32(info, 2, "port", 0xffff, &pidx))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_addr_add(a, (uint8_t)plen, (uint16_t)pidx, err, sizeof(err)), err);
+}
+
+Napi::Value AddrDel(const Napi::CallbackInfo &info) {
+  uint32_t a, plen;
+  if (!CheckArgs(info, 2) || !ArgIp(info, 0, "addr", &a) || !ArgU32(info, 1, "plen", 32, &plen))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_addr_del(a, (uint8_t)plen, err, sizeof(err)), err);
+}
+
+// routeAdd(prefix, plen, portIndex, gw)  gw "" = connected
+Napi::Value RouteAdd(const Napi::CallbackInfo &info) {
+  uint32_t pfx, plen, pidx, gw;
+  if (!CheckArgs(info, 4) || !ArgIp(info, 0, "prefix", &pfx) || !ArgU32(info, 1, "plen", 32, &plen) ||
+      !ArgU32(info, 2, "port", 0xffff, &pidx) || !ArgIp(info, 3, "gateway", &gw))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_route_add(pfx, (uint8_t)plen, (uint16_t)pidx, gw, err, sizeof(err)), err);
+}
+
+Napi::Value RouteDel(const Napi::CallbackInfo &info) {
+  uint32_t pfx, plen;
+  if (!CheckArgs(info, 2) || !ArgIp(info, 0, "prefix", &pfx) || !ArgU32(info, 1, "plen", 32, &plen))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_route_del(pfx, (uint8_t)plen, err, sizeof(err)), err);
+}
+
+// neighAdd(addr, mac, portIndex)
+Napi::Value NeighAdd(const Napi::CallbackInfo &info) {
+  uint32_t a, pidx;
+  if (!CheckArgs(info, 3) || !ArgIp(info, 0, "addr", &a) || !ArgU32(info, 2, "port", 0xffff, &pidx))
+    return info.Env().Undefined();
+  if (!info[1].IsString()) {
+    Napi::TypeError::New(info.Env(), "mac must be a string").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  unsigned b[6];
+  uint8_t mac[6];
+  if (sscanf(info[1].As<Napi::String>().Utf8Value().c_str(), "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1],
+             &b[2], &b[3], &b[4], &b[5]) != 6) {
+    Napi::TypeError::New(info.Env(), "mac must look like aa:bb:cc:dd:ee:ff").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  for (int k = 0; k < 6; k++) mac[k] = (uint8_t)b[k];
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_neigh_add(a, mac, (uint16_t)pidx, err, sizeof(err)), err);
+}
+
+Napi::Value NeighDel(const Napi::CallbackInfo &info) {
+  uint32_t a;
+  if (!CheckArgs(info, 1) || !ArgIp(info, 0, "addr", &a)) return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_neigh_del(a, err, sizeof(err)), err);
+}
+
+Napi::Value NeighList(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::vector<dp_neigh_info> v(DP_MAX_NEIGH);
+  int n = dp_ctl_neigh_list(v.data(), DP_MAX_NEIGH);
+  if (n < 0) return Result(env, n, "dataplane is not running");
+  Napi::Array out = Napi::Array::New(env);
+  for (int i = 0; i < n && i < DP_MAX_NEIGH; i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("addr", IpString(v[i].addr));
+    o.Set("mac", MacString(v[i].mac));
+    o.Set("port", v[i].pidx);
+    o.Set("static", v[i].is_static);
+    o.Set("ageSeconds", v[i].age_s);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
+Napi::Value LipAdd(const Napi::CallbackInfo &info) {
+  uint32_t a, pidx;
+  if (!CheckArgs(info, 2) || !ArgIp(info, 0, "addr", &a) || !ArgU32(info, 1, "port", 0xffff, &pidx))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_lip_add(a, (uint16_t)pidx, err, sizeof(err)), err);
+}
+
+Napi::Value LipDel(const Napi::CallbackInfo &info) {
+  uint32_t a;
+  if (!CheckArgs(info, 1) || !ArgIp(info, 0, "addr", &a)) return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_lip_del(a, err, sizeof(err)), err);
+}
+
+Napi::Value LipUsage(const Napi::CallbackInfo &info) {
+  uint32_t a;
+  if (!CheckArgs(info, 1) || !ArgIp(info, 0, "addr", &a)) return info.Env().Undefined();
+  uint64_t used = 0, cap = 0;
+  int ret = dp_ctl_lip_in_use(a, &used, &cap);
+  if (ret < 0) return Result(info.Env(), ret, "no such local address");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("inUse", Napi::BigInt::New(info.Env(), used));
+  o.Set("capacity", Napi::BigInt::New(info.Env(), cap));
+  return o;
+}
+
+bool ServiceArgs(const Napi::CallbackInfo &info, uint32_t *proto, uint32_t *vaddr, uint32_t *vport) {
+  return ArgU32(info, 0, "protocol", 255, proto) && ArgIp(info, 1, "vip", vaddr) &&
+         ArgU32(info, 2, "port", 0xffff, vport);
+}
+
+// serviceAdd(proto, vip, port, sched, seed)
+Napi::Value ServiceAdd(const Napi::CallbackInfo &info) {
+  uint32_t proto, vaddr, vport, sched, seed;
+  if (!CheckArgs(info, 5) || !ServiceArgs(info, &proto, &vaddr, &vport) ||
+      !ArgU32(info, 3, "scheduler", 16, &sched) || !ArgU32(info, 4, "seed", UINT32_MAX, &seed))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_service_add((uint8_t)proto, vaddr, htons((uint16_t)vport), (int)sched, seed, err, sizeof(err)), err);
+}
+
+Napi::Value ServiceDel(const Napi::CallbackInfo &info) {
+  uint32_t proto, vaddr, vport;
+  if (!CheckArgs(info, 3) || !ServiceArgs(info, &proto, &vaddr, &vport)) return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_service_del((uint8_t)proto, vaddr, htons((uint16_t)vport), err, sizeof(err)), err);
+}
+
+Napi::Value ServiceSetSched(const Napi::CallbackInfo &info) {
+  uint32_t proto, vaddr, vport, sched, seed;
+  if (!CheckArgs(info, 5) || !ServiceArgs(info, &proto, &vaddr, &vport) ||
+      !ArgU32(info, 3, "scheduler", 16, &sched) || !ArgU32(info, 4, "seed", UINT32_MAX, &seed))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_service_set_sched((uint8_t)proto, vaddr, htons((uint16_t)vport), (int)sched, seed, err, sizeof(err)), err);
+}
+
+// serviceSetReals(proto, vip, port, [{addr, port, weight}])
+Napi::Value ServiceSetReals(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t proto, vaddr, vport;
+  if (!CheckArgs(info, 4) || !ServiceArgs(info, &proto, &vaddr, &vport)) return env.Undefined();
+  if (!info[3].IsArray()) {
+    Napi::TypeError::New(env, "reals must be an array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array arr = info[3].As<Napi::Array>();
+  std::vector<dp_real_conf> reals(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value e = arr.Get(i);
+    std::string where = "reals[" + std::to_string(i) + "].";
+    if (!e.IsObject()) {
+      Napi::TypeError::New(env, where + " must be an object").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object o = e.As<Napi::Object>();
+    Napi::Value a = o.Get("addr");
+    struct in_addr ia;
+    if (!a.IsString() || inet_pton(AF_INET, a.As<Napi::String>().Utf8Value().c_str(), &ia) != 1) {
+      Napi::TypeError::New(env, where + "addr must be an IPv4 address").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    uint32_t port, weight;
+    if (!GetU32(env, o, "port", 0, 65535, &port, where) || !GetU32(env, o, "weight", 0, 65535, &weight, where))
+      return env.Undefined();
+    reals[i] = dp_real_conf{ia.s_addr, htons((uint16_t)port), (uint16_t)weight};
+  }
+  char err[DP_ERR_LEN] = "";
+  return Result(env, dp_ctl_service_set_reals((uint8_t)proto, vaddr, htons((uint16_t)vport), reals.data(),
+                                              (unsigned)reals.size(), err, sizeof(err)), err);
+}
+
+Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t proto, vaddr, vport;
+  if (!CheckArgs(info, 3) || !ServiceArgs(info, &proto, &vaddr, &vport)) return env.Undefined();
+  std::vector<dp_real_info> v(DP_MAX_REALS);
+  uint64_t total = 0;
+  int n = dp_ctl_service_reals((uint8_t)proto, vaddr, htons((uint16_t)vport), v.data(), DP_MAX_REALS, &total);
+  if (n < 0) return Result(env, n, n == -ENOENT ? "no such service" : "dataplane is not running");
+  Napi::Object res = Napi::Object::New(env);
+  Napi::Array out = Napi::Array::New(env, n);
+  for (int i = 0; i < n; i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("addr", IpString(v[i].addr));
+    o.Set("port", ntohs(v[i].port));
+    o.Set("weight", v[i].weight);
+    o.Set("activeConns", Napi::BigInt::New(env, v[i].active));
+    o.Set("connsTotal", Napi::BigInt::New(env, v[i].conns_total));
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  res.Set("reals", out);
+  res.Set("connsTotal", Napi::BigInt::New(env, total));
+  return res;
+}
+
+Napi::Value SymmetricSet(const Napi::CallbackInfo &info) {
+  uint32_t proto;
+  if (!CheckArgs(info, 2) || !ArgU32(info, 0, "protocol", 255, &proto)) return info.Env().Undefined();
+  if (!info[1].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "enabled must be a boolean").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Result(info.Env(), dp_ctl_symmetric_set((uint8_t)proto, info[1].As<Napi::Boolean>().Value()),
+                "protocol must be TCP, UDP or ICMP");
+}
+
+Napi::Value SymmetricGet(const Napi::CallbackInfo &info) {
+  uint32_t proto;
+  if (!CheckArgs(info, 1) || !ArgU32(info, 0, "protocol", 255, &proto)) return info.Env().Undefined();
+  return Napi::Boolean::New(info.Env(), dp_ctl_symmetric_get((uint8_t)proto));
+}
+
+static const char *kTimeoutNames[] = {"tcpSyn", "tcpEstablished", "tcpFin", "tcpClose", "udp", "icmp"};
+
+Napi::Value TimeoutsSet(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 1) || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "timeouts must be an object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct dp_timeouts t;
+  uint32_t *v = reinterpret_cast<uint32_t *>(&t);
+  Napi::Object o = info[0].As<Napi::Object>();
+  for (size_t i = 0; i < 6; i++)
+    if (!GetU32(env, o, kTimeoutNames[i], 1, 7 * 86400, &v[i], "timeouts.")) return env.Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(env, dp_ctl_timeouts_set(&t, err, sizeof(err)), err);
+}
+
+Napi::Value TimeoutsGet(const Napi::CallbackInfo &info) {
+  struct dp_timeouts t;
+  dp_ctl_timeouts_get(&t);
+  const uint32_t *v = reinterpret_cast<const uint32_t *>(&t);
+  Napi::Object o = Napi::Object::New(info.Env());
+  for (size_t i = 0; i < 6; i++) o.Set(kTimeoutNames[i], v[i]);
+  return o;
+}
+
+Napi::Value ConnCount(const Napi::CallbackInfo &info) {
+  return Napi::BigInt::New(info.Env(), dp_ctl_conn_count());
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ealInit", Napi::Function::New(env, EalInit));
   exports.Set("start", Napi::Function::New(env, Start));
@@ -361,6 +660,26 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mempool", Napi::Function::New(env, Mempool));
   exports.Set("counterLayout", Napi::Function::New(env, CounterLayout));
   exports.Set("readCounters", Napi::Function::New(env, ReadCounters));
+  exports.Set("addrAdd", Napi::Function::New(env, AddrAdd));
+  exports.Set("addrDel", Napi::Function::New(env, AddrDel));
+  exports.Set("routeAdd", Napi::Function::New(env, RouteAdd));
+  exports.Set("routeDel", Napi::Function::New(env, RouteDel));
+  exports.Set("neighAdd", Napi::Function::New(env, NeighAdd));
+  exports.Set("neighDel", Napi::Function::New(env, NeighDel));
+  exports.Set("neighList", Napi::Function::New(env, NeighList));
+  exports.Set("lipAdd", Napi::Function::New(env, LipAdd));
+  exports.Set("lipDel", Napi::Function::New(env, LipDel));
+  exports.Set("lipUsage", Napi::Function::New(env, LipUsage));
+  exports.Set("serviceAdd", Napi::Function::New(env, ServiceAdd));
+  exports.Set("serviceDel", Napi::Function::New(env, ServiceDel));
+  exports.Set("serviceSetSched", Napi::Function::New(env, ServiceSetSched));
+  exports.Set("serviceSetReals", Napi::Function::New(env, ServiceSetReals));
+  exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
+  exports.Set("symmetricSet", Napi::Function::New(env, SymmetricSet));
+  exports.Set("symmetricGet", Napi::Function::New(env, SymmetricGet));
+  exports.Set("timeoutsSet", Napi::Function::New(env, TimeoutsSet));
+  exports.Set("timeoutsGet", Napi::Function::New(env, TimeoutsGet));
+  exports.Set("connCount", Napi::Function::New(env, ConnCount));
   return exports;
 }
 

@@ -57,6 +57,7 @@ struct dp_conf {
 	uint32_t idle_pause_after; /* empty polls before pausing; 0 = never */
 	uint32_t idle_sleep_after; /* empty polls before sleeping; 0 = never */
 	uint32_t idle_sleep_us;
+	uint32_t max_conns;        /* per worker */
 	uint16_t nb_ports;
 	struct dp_port_conf ports[DP_MAX_PORTS];
 };

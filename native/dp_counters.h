@@ -44,6 +44,7 @@ extern "C" {
 	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast") \
 	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")  \
 	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")          \
+	X(arp_not_ours, "ARP request for an address that is not ours")        \
 	X(ip_truncated, "frame shorter than the IPv4 header or total length")  \
 	X(ip_bad_version, "IP version is not 4")                               \
 	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                     \
@@ -51,6 +52,16 @@ extern "C" {
 	X(ip_fragment, "IPv4 fragments are not reassembled")                   \
 	X(ip_ttl_exceeded, "TTL reached zero")                                 \
 	X(no_handler, "no service, conn or local address takes this packet")  \
+	X(l4_truncated, "TCP/UDP header missing or shorter than it says")    \
+	X(tcp_no_conn, "TCP segment other than SYN for no known conn")        \
+	X(no_real, "service has no real with weight > 0")                    \
+	X(no_lip_port, "every LIP source port of this worker is in use")      \
+	X(conn_table_full, "the worker's conn table is full")                \
+	X(no_route, "no route to the destination")                           \
+	X(neigh_unresolved, "next hop did not answer ARP in time")            \
+	X(hold_full, "too many packets already waiting for ARP")              \
+	X(mtu_exceeded, "packet larger than the egress port's MTU")           \
+	X(redirect_full, "hand-off ring to the conn's owner worker full")     \
 	X(tx_full, "the driver refused the packet at tx burst")
 
 enum dp_proto {

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -22,7 +23,13 @@
 #include <rte_mempool.h>
 #include <rte_version.h>
 
+#include "dp_conn.h"
 #include "dp_internal.h"
+#include "dp_tables.h"
+
+/* dp_ctl.c */
+int dp_ctl_start(char *err, size_t errlen);
+void dp_ctl_stop(void);
 
 struct dp_global dp;
 
@@ -110,13 +117,17 @@ static void
 dp_release(void)
 {
 	for (unsigned i = 0; i < DP_MAX_WORKERS; i++) {
-		if (dp.workers[i] == NULL)
+		struct dp_worker *w = dp.workers[i];
+		if (w == NULL)
 			continue;
+		dp_conn_table_free(w);
+		rte_ring_free(w->redirect);
 		for (uint16_t p = 0; p < DP_MAX_PORTS; p++)
-			rte_free(dp.workers[i]->txb[p]);
-		rte_free(dp.workers[i]);
+			rte_free(w->txb[p]);
+		rte_free(w);
 		dp.workers[i] = NULL;
 	}
+	dp_tables_free();
 	rte_free(dp.blocks);
 	dp.blocks = NULL;
 	if (dp.pool != NULL) {
@@ -177,19 +188,45 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 			goto fail;
 		}
 		w->lcore_id = lcore;
+		w->index = i;
 		w->queue_id = (uint16_t)i;
 		w->ctr = &dp.blocks[i];
 		dp.workers[i++] = w;
 	}
 	dp.nb_workers = nb_workers;
 
+	ret = dp_tables_create(nb_workers, err, errlen);
+	if (ret < 0)
+		goto fail;
+	for (i = 0; i < nb_workers; i++) {
+		struct dp_worker *w = dp.workers[i];
+		char name[RTE_RING_NAMESIZE];
+
+		ret = dp_conn_table_create(w, conf->max_conns, err, errlen);
+		if (ret < 0)
+			goto fail;
+		snprintf(name, sizeof(name), "rt_redir%u_%d", i, getpid() % 100000);
+		w->redirect = rte_ring_create(name, 1024, rte_lcore_to_socket_id(w->lcore_id), RING_F_SC_DEQ);
+		if (w->redirect == NULL) {
+			dp_set_err(err, errlen, "cannot create the redirect ring of worker %u", i);
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+
 	ret = dp_ports_setup(conf, nb_workers, err, errlen);
 	if (ret < 0)
 		goto fail;
 
+	ret = dp_ctl_start(err, errlen);
+	if (ret < 0) {
+		dp_ports_teardown();
+		goto fail;
+	}
 	atomic_store(&dp.run, true);
 	ret = dp_workers_launch(err, errlen);
 	if (ret < 0) {
+		dp_ctl_stop();
 		dp_ports_teardown();
 		goto fail;
 	}
@@ -210,6 +247,7 @@ dp_stop(void)
 		return -EBUSY;
 	atomic_store(&dp.run, false);
 	dp_workers_join();
+	dp_ctl_stop();
 	dp_ports_teardown();
 	dp_release();
 	return 0;

@@ -25,22 +25,53 @@ struct dp_counter_block {
  * before workers launch; read-only afterwards. */
 struct dp_port {
 	uint16_t port_id; /* DPDK port id */
+	_Atomic uint32_t addr; /* first address configured on the port (ARP source) */
 	struct rte_ether_addr mac;
 	struct dp_port_conf conf;
 	bool soft_mac; /* the driver cannot set a MAC; we own it in software */
 	bool started;
 };
 
+/* A packet waiting for its next hop's MAC (ARP in flight). */
+struct dp_held {
+	struct rte_mbuf *m;
+	uint64_t deadline_tsc;
+	uint32_t nh_addr;
+	uint16_t pidx;
+	uint8_t proto; /* enum dp_proto, for the counters */
+	uint8_t pad;
+};
+
+#define DP_HOLD_MAX 64
+#define DP_ARP_RL_SLOTS 64
+
 /* Per-worker context, owned by one lcore. */
 struct dp_worker {
 	unsigned lcore_id;
+	unsigned index;    /* 0..nb_workers-1; RCU thread id; LIP port owner id */
 	uint16_t queue_id; /* rx and tx queue index on every port */
 	struct dp_counter_block *ctr;
 	struct rte_eth_dev_tx_buffer *txb[DP_MAX_PORTS];
 	uint64_t busy_polls;
 	uint64_t idle_polls;
-} __rte_cache_aligned;
+	uint64_t now_tsc;  /* refreshed once per poll round */
 
+	/* Conns (dp_conn.c). */
+	struct rte_hash *conns;
+	struct rte_mempool *conn_pool;
+	uint32_t expire_cursor;
+	_Atomic uint64_t nb_conns;
+
+	/* Packets waiting for ARP (dp_xmit.c). */
+	struct dp_held held[DP_HOLD_MAX];
+	unsigned nb_held;
+	uint32_t held_neigh_gen;
+	uint32_t arp_rl_addr[DP_ARP_RL_SLOTS];
+	uint64_t arp_rl_tsc[DP_ARP_RL_SLOTS];
+
+	/* Packets other workers received for conns this worker owns. */
+	struct rte_ring *redirect;
+} __rte_cache_aligned;
 /* Global dataplane, set up by dp_eal.c / dp_port.c on the control thread. */
 struct dp_global {
 	_Atomic enum dp_state state;

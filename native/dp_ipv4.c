@@ -3,13 +3,16 @@
  * (RFC 1812 5.2.2: length, version, header length, checksum) before anything
  * reads past it, then dispatches by protocol.
  *
- * L4 checksums are not verified here: the lab's kernel peers hand partial
- * checksums to offload, and a load balancer only updates them incrementally.
+ * L4 checksums are not verified: a load balancer updates them incrementally
+ * and the lab's kernel peers may hand partial checksums to offload.
  * Fragments are dropped and counted (no reassembly).
  */
+#include <netinet/in.h>
+
 #include <rte_byteorder.h>
 #include <rte_ip.h>
 
+#include "dp_fnat.h"
 #include "dp_internal.h"
 #include "dp_proto.h"
 
@@ -40,32 +43,36 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 		dp_drop(w, pidx, DP_DROP_ip_truncated, m);
 		return;
 	}
-	/* A correct header sums to 0xffff, i.e. rte_ipv4_cksum-style fold is 0. */
+	/* A correct header sums to 0xffff. */
 	if (unlikely(rte_raw_cksum(ip, ihl) != 0xffff)) {
 		dp_drop(w, pidx, DP_DROP_ip_bad_checksum, m);
 		return;
 	}
-	if (unlikely(ip->fragment_offset &
-		     RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))) {
+	if (unlikely(ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))) {
 		dp_drop(w, pidx, DP_DROP_ip_fragment, m);
 		return;
 	}
+	/* Ethernet padding of short frames is not part of the packet. */
+	if (len > l2 + total)
+		rte_pktmbuf_trim(m, (uint16_t)(len - l2 - total));
 	m->l2_len = l2;
 	m->l3_len = ihl;
 
 	switch (ip->next_proto_id) {
 	case IPPROTO_TCP:
 		w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++;
-		break;
+		dp_fnat_input(w, pidx, m, &dp_fnat_tcp);
+		return;
 	case IPPROTO_UDP:
 		w->ctr->path[DP_PROTO_udp][pidx][DP_PATH_rx]++;
-		break;
+		dp_fnat_input(w, pidx, m, &dp_fnat_udp);
+		return;
 	case IPPROTO_ICMP:
 		w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++;
-		break;
+		dp_drop(w, pidx, DP_DROP_no_handler, m);
+		return;
 	default:
-		break;
+		dp_drop(w, pidx, DP_DROP_no_handler, m);
+		return;
 	}
-	/* Handlers for local addresses, services and conns plug in here. */
-	dp_drop(w, pidx, DP_DROP_no_handler, m);
 }

@@ -18,8 +18,34 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_prefetch.h>
+#include <rte_ring.h>
 
+#include <netinet/in.h>
+
+#include "dp_conn.h"
+#include "dp_fnat.h"
 #include "dp_internal.h"
+#include "dp_tables.h"
+#include "dp_xmit.h"
+
+#define DP_EXPIRE_BUDGET 64 /* conn table entries examined per poll round */
+
+/* Packets other workers handed over (their conn is ours): already
+ * validated and counted at rx, so straight into the FNAT engine. */
+static inline uint32_t
+dp_worker_redirected(struct dp_worker *w)
+{
+	struct rte_mbuf *pkts[32];
+	unsigned n = rte_ring_dequeue_burst(w->redirect, (void **)pkts, RTE_DIM(pkts), NULL);
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(pkts[i], const struct rte_ipv4_hdr *,
+									 sizeof(struct rte_ether_hdr));
+		dp_fnat_input(w, pkts[i]->port, pkts[i],
+			      ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp);
+	}
+	return n;
+}
 
 static int
 dp_worker_main(void *arg)
@@ -28,13 +54,18 @@ dp_worker_main(void *arg)
 	struct rte_mbuf *pkts[DP_MAX_BURST];
 	const uint16_t burst = dp.conf.burst;
 	const uint16_t nb_ports = dp.nb_ports;
+	const unsigned nb_workers = dp.nb_workers;
 	const uint32_t pause_after = dp.conf.idle_pause_after;
 	const uint32_t sleep_after = dp.conf.idle_sleep_after;
 	const uint32_t sleep_us = dp.conf.idle_sleep_us;
 	uint32_t empty = 0;
 
+	rte_rcu_qsbr_thread_register(dpt.qsbr, w->index);
+	rte_rcu_qsbr_thread_online(dpt.qsbr, w->index);
 	while (likely(atomic_load_explicit(&dp.run, memory_order_relaxed))) {
 		uint32_t got = 0;
+
+		w->now_tsc = rte_rdtsc();
 
 		for (uint16_t pidx = 0; pidx < nb_ports; pidx++) {
 			uint16_t n = rte_eth_rx_burst(dp.ports[pidx].port_id, w->queue_id, pkts, burst);
@@ -44,8 +75,15 @@ dp_worker_main(void *arg)
 			got += n;
 			dp_l2_input(w, pidx, pkts, n);
 		}
+		if (unlikely(nb_workers > 1))
+			got += dp_worker_redirected(w);
+		if (unlikely(w->nb_held != 0))
+			dp_xmit_hold_poll(w);
+		dp_conn_expire_step(w, DP_EXPIRE_BUDGET);
 		for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
 			rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
+		/* Every table pointer this round may have held is dropped now. */
+		rte_rcu_qsbr_quiescent(dpt.qsbr, w->index);
 
 		if (likely(got != 0)) {
 			w->busy_polls++;
@@ -60,6 +98,11 @@ dp_worker_main(void *arg)
 		else if (pause_after != 0 && empty > pause_after)
 			rte_pause();
 	}
+	dp_xmit_hold_flush(w);
+	for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
+		rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
+	rte_rcu_qsbr_thread_offline(dpt.qsbr, w->index);
+	rte_rcu_qsbr_thread_unregister(dpt.qsbr, w->index);
 	return 0;
 }
 

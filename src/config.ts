@@ -248,6 +248,8 @@ const baseSchema = z.strictObject({
       mbuf_cache: intIn(0, 512).default(256),
       /** RX/TX burst size. */
       burst: intIn(1, 256).default(32),
+      /** Conns each worker can hold (its conn table and record pool are sized by this). */
+      max_conns: intIn(1024, 67108864).default(131072),
       /** Idle back-off of a worker that finds nothing to do. */
       idle: z
         .strictObject({
@@ -263,6 +265,23 @@ const baseSchema = z.strictObject({
     .prefault({}),
   /** DPDK ports, in port-id order of declaration. Names and devices are unique. */
   ports: z.array(portSchema).min(1, { error: 'must list at least one port' }).max(32, { error: 'at most 32 ports' }),
+  /** Idle timeouts of conns, in seconds, by protocol and TCP state. */
+  timeouts: z
+    .strictObject({
+      /** TCP while the handshake is in progress (SYN sent, SYN-ACK sent). */
+      tcp_syn: intIn(1, 604800).default(30),
+      /** TCP once established. */
+      tcp_established: intIn(1, 604800).default(900),
+      /** TCP after the first FIN. */
+      tcp_fin: intIn(1, 604800).default(60),
+      /** TCP after both FINs or an RST (TIME_WAIT, CLOSE). */
+      tcp_close: intIn(1, 604800).default(10),
+      /** UDP since the last datagram either way. */
+      udp: intIn(1, 604800).default(300),
+      /** ICMP echo conns since the last echo request or reply. */
+      icmp: intIn(1, 604800).default(60),
+    })
+    .prefault({}),
   /** Source-in, source-out per protocol: replies leave by the port/MAC the peer's packets came from. */
   symmetric: z
     .strictObject({

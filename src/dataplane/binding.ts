@@ -21,6 +21,7 @@ export interface NativeConf {
   idlePauseAfter: number;
   idleSleepAfter: number;
   idleSleepUs: number;
+  maxConns: number;
   ports: NativePortConf[];
 }
 
@@ -82,6 +83,36 @@ export interface NativeError extends Error {
   errno: number;
 }
 
+export interface NativeNeighbor {
+  addr: string;
+  mac: string;
+  port: number;
+  static: boolean;
+  ageSeconds: number;
+}
+
+export interface NativeRealInfo {
+  addr: string;
+  port: number;
+  weight: number;
+  activeConns: bigint;
+  connsTotal: bigint;
+}
+
+export interface NativeTimeouts {
+  tcpSyn: number;
+  tcpEstablished: number;
+  tcpFin: number;
+  tcpClose: number;
+  udp: number;
+  icmp: number;
+}
+
+/** IANA protocol numbers, as the native layer takes them. */
+export const IPPROTO = { tcp: 6, udp: 17, icmp: 1 } as const;
+/** Scheduler ids of native/dp_ctl.h (DP_SCHED_ARG_*). */
+export const SCHED_ID = { rr: 1, wrr: 2, wlc: 3, maglev: 4 } as const;
+
 export interface Native {
   ealInit(argv: string[]): void;
   start(conf: NativeConf): Promise<void>;
@@ -94,6 +125,26 @@ export interface Native {
   mempool(): NativeMempool | null;
   counterLayout(): NativeCounterLayout;
   readCounters(): BigUint64Array;
+  addrAdd(addr: string, plen: number, port: number): void;
+  addrDel(addr: string, plen: number): void;
+  routeAdd(prefix: string, plen: number, port: number, gateway: string): void;
+  routeDel(prefix: string, plen: number): void;
+  neighAdd(addr: string, mac: string, port: number): void;
+  neighDel(addr: string): void;
+  neighList(): NativeNeighbor[];
+  lipAdd(addr: string, port: number): void;
+  lipDel(addr: string): void;
+  lipUsage(addr: string): { inUse: bigint; capacity: bigint };
+  serviceAdd(proto: number, vip: string, port: number, sched: number, seed: number): void;
+  serviceDel(proto: number, vip: string, port: number): void;
+  serviceSetSched(proto: number, vip: string, port: number, sched: number, seed: number): void;
+  serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
+  serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
+  symmetricSet(proto: number, on: boolean): void;
+  symmetricGet(proto: number): boolean;
+  timeoutsSet(t: NativeTimeouts): void;
+  timeoutsGet(): NativeTimeouts;
+  connCount(): bigint;
 }
 
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'build', 'Release', 'retrace.node');

@@ -7,7 +7,18 @@
  * status codes in one place (toStatus).
  */
 import { buildEalArgs, deviceName, type Config } from '../config';
-import { isNativeError, loadNative, type Native, type NativeConf, type NativeLcore, type NativeMempool, type NativePortInfo } from './binding';
+import {
+  IPPROTO,
+  SCHED_ID,
+  isNativeError,
+  loadNative,
+  type Native,
+  type NativeConf,
+  type NativeLcore,
+  type NativeMempool,
+  type NativePortInfo,
+  type NativeTimeouts,
+} from './binding';
 
 export type { NativePortInfo as PortInfo, NativeLcore as LcoreInfo, NativeMempool as MempoolInfo } from './binding';
 
@@ -25,6 +36,90 @@ function wrap(e: unknown, context: string): DataplaneError {
   if (e instanceof DataplaneError) return e;
   if (isNativeError(e)) return new DataplaneError(e.code, `${context}: ${e.message}`);
   return new DataplaneError('EIO', `${context}: ${e instanceof Error ? e.message : String(e)}`);
+}
+
+export type Protocol = 'tcp' | 'udp' | 'icmp';
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp'];
+export type Scheduler = 'rr' | 'wrr' | 'wlc' | 'maglev';
+export const SCHEDULERS: readonly Scheduler[] = ['rr', 'wrr', 'wlc', 'maglev'];
+
+/** An address on a port; it also installs the connected route of its prefix. */
+export interface AddressSpec {
+  address: string;
+  prefixLength: number;
+  port: string;
+}
+
+export interface RouteSpec {
+  prefix: string;
+  prefixLength: number;
+  port: string;
+  /** Next hop; undefined for a connected route. */
+  gateway?: string;
+}
+
+export interface RouteView extends RouteSpec {
+  /** True for routes installed by an address (deleted with it). */
+  connected: boolean;
+}
+
+export interface NeighborSpec {
+  address: string;
+  mac: string;
+  port: string;
+}
+
+export interface NeighborView extends NeighborSpec {
+  static: boolean;
+  ageSeconds: number;
+}
+
+/** A local address (LIP): source of the server-side half of FNAT conns. */
+export interface LocalAddressSpec {
+  address: string;
+  port: string;
+}
+
+export interface LocalAddressView extends LocalAddressSpec {
+  portsInUse: bigint;
+  portsTotal: bigint;
+}
+
+export interface ServiceKey {
+  protocol: Protocol;
+  vip: string;
+  /** 0 for ICMP. */
+  port: number;
+}
+
+export interface RealSpec {
+  address: string;
+  /** 0 for ICMP. */
+  port: number;
+  /** 0 drains: no new conns, existing ones continue. */
+  weight: number;
+}
+
+export interface ServiceSpec extends ServiceKey {
+  scheduler: Scheduler;
+  /** Maglev hash seed (same seed + same reals = same table on every node). */
+  seed: number;
+}
+
+export interface RealView extends RealSpec {
+  activeConns: bigint;
+  connsTotal: bigint;
+}
+
+export interface ServiceView extends ServiceSpec {
+  reals: RealView[];
+  connsTotal: bigint;
+}
+
+export type Timeouts = NativeTimeouts;
+
+export function serviceKeyString(k: ServiceKey): string {
+  return `${k.protocol}/${k.vip}:${k.port}`;
 }
 
 export type DataplaneState = 'starting' | 'running' | 'stopping' | 'stopped';
@@ -48,6 +143,7 @@ export function nativeConf(cfg: Config): NativeConf {
     idlePauseAfter: cfg.dataplane.idle.pause_after,
     idleSleepAfter: cfg.dataplane.idle.sleep_after,
     idleSleepUs: cfg.dataplane.idle.sleep_us,
+    maxConns: cfg.dataplane.max_conns,
     ports: cfg.ports.map((p) => ({
       name: p.name,
       devname: deviceName(p.device),
@@ -64,6 +160,11 @@ export class Dataplane {
   private stateValue: DataplaneState = 'starting';
   private startedAtValue: Date | undefined;
   private startCalled = false;
+  // Desired state, as configured through this object: the source for listings.
+  private readonly addresses = new Map<string, AddressSpec>();
+  private readonly routes = new Map<string, RouteSpec>();
+  private readonly lips = new Map<string, LocalAddressSpec>();
+  private readonly services = new Map<string, ServiceSpec & { reals: RealSpec[] }>();
 
   private readonly native: Native;
 
@@ -100,6 +201,16 @@ export class Dataplane {
     }
     this.stateValue = 'running';
     this.startedAtValue = new Date();
+    for (const proto of PROTOCOLS) this.native.symmetricSet(IPPROTO[proto], this.config.symmetric[proto]);
+    const t = this.config.timeouts;
+    this.native.timeoutsSet({
+      tcpSyn: t.tcp_syn,
+      tcpEstablished: t.tcp_established,
+      tcpFin: t.tcp_fin,
+      tcpClose: t.tcp_close,
+      udp: t.udp,
+      icmp: t.icmp,
+    });
   }
 
   get state(): DataplaneState {
@@ -176,6 +287,201 @@ export class Dataplane {
     return snap;
   }
 
+
+  // ---- control: every mutation validates names, calls the native layer once, then records the
+  // desired state; a native failure leaves the recorded state unchanged ----
+
+  private call<T>(what: string, fn: () => T): T {
+    this.requireRunning();
+    try {
+      return fn();
+    } catch (e) {
+      throw wrap(e, what);
+    }
+  }
+
+  private portIndex(name: string): number {
+    const i = this.config.ports.findIndex((p) => p.name === name);
+    if (i < 0) throw new DataplaneError('ENOENT', `no port named "${name}"`);
+    return i;
+  }
+
+  private portName(index: number): string {
+    return this.config.ports[index]?.name ?? `#${index}`;
+  }
+
+  addAddress(a: AddressSpec): void {
+    const idx = this.portIndex(a.port);
+    this.call(`address ${a.address}`, () => this.native.addrAdd(a.address, a.prefixLength, idx));
+    this.addresses.set(a.address, { ...a });
+  }
+
+  deleteAddress(address: string): void {
+    const a = this.addresses.get(address);
+    if (a === undefined) throw new DataplaneError('ENOENT', `no address ${address}`);
+    this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
+    this.addresses.delete(address);
+  }
+
+  listAddresses(): AddressSpec[] {
+    return [...this.addresses.values()].map((a) => ({ ...a }));
+  }
+
+  addRoute(r: RouteSpec): void {
+    const idx = this.portIndex(r.port);
+    this.call(`route ${r.prefix}/${r.prefixLength}`, () => this.native.routeAdd(r.prefix, r.prefixLength, idx, r.gateway ?? ''));
+    this.routes.set(`${r.prefix}/${r.prefixLength}`, { ...r });
+  }
+
+  deleteRoute(prefix: string, prefixLength: number): void {
+    const key = `${prefix}/${prefixLength}`;
+    if (!this.routes.has(key)) {
+      const connected = this.listRoutes().some((r) => r.connected && `${r.prefix}/${r.prefixLength}` === key);
+      throw new DataplaneError(connected ? 'EPERM' : 'ENOENT', connected ? `route ${key} belongs to an address; delete the address` : `no route ${key}`);
+    }
+    this.call(`route ${key}`, () => this.native.routeDel(prefix, prefixLength));
+    this.routes.delete(key);
+  }
+
+  listRoutes(): RouteView[] {
+    const out: RouteView[] = [...this.routes.values()].map((r) => ({ ...r, connected: false }));
+    const seen = new Set<string>();
+    for (const a of this.addresses.values()) {
+      const prefix = networkOf(a.address, a.prefixLength);
+      const key = `${prefix}/${a.prefixLength}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push({ prefix, prefixLength: a.prefixLength, port: a.port, connected: true });
+    }
+    return out;
+  }
+
+  addNeighbor(n: NeighborSpec): void {
+    const idx = this.portIndex(n.port);
+    this.call(`neighbor ${n.address}`, () => this.native.neighAdd(n.address, n.mac, idx));
+  }
+
+  deleteNeighbor(address: string): void {
+    this.call(`neighbor ${address}`, () => this.native.neighDel(address));
+  }
+
+  listNeighbors(): NeighborView[] {
+    return this.call('neighbors', () => this.native.neighList()).map((n) => ({
+      address: n.addr,
+      mac: n.mac,
+      port: this.portName(n.port),
+      static: n.static,
+      ageSeconds: n.ageSeconds,
+    }));
+  }
+
+  addLocalAddress(l: LocalAddressSpec): void {
+    const idx = this.portIndex(l.port);
+    this.call(`local address ${l.address}`, () => this.native.lipAdd(l.address, idx));
+    this.lips.set(l.address, { ...l });
+  }
+
+  deleteLocalAddress(address: string): void {
+    if (!this.lips.has(address)) throw new DataplaneError('ENOENT', `no local address ${address}`);
+    this.call(`local address ${address}`, () => this.native.lipDel(address));
+    this.lips.delete(address);
+  }
+
+  listLocalAddresses(): LocalAddressView[] {
+    return [...this.lips.values()].map((l) => {
+      const u = this.call(`local address ${l.address}`, () => this.native.lipUsage(l.address));
+      return { ...l, portsInUse: u.inUse, portsTotal: u.capacity };
+    });
+  }
+
+  addService(s: ServiceSpec): void {
+    const key = serviceKeyString(s);
+    this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
+    this.services.set(key, { ...s, reals: [] });
+  }
+
+  deleteService(k: ServiceKey): void {
+    const key = serviceKeyString(k);
+    this.call(`service ${key}`, () => this.native.serviceDel(IPPROTO[k.protocol], k.vip, k.port));
+    this.services.delete(key);
+  }
+
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number): void {
+    const key = serviceKeyString(k);
+    const s = this.services.get(key);
+    if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
+    s.scheduler = scheduler;
+    s.seed = seed;
+  }
+
+  /** Replaces the whole set of reals (declarative). */
+  setReals(k: ServiceKey, reals: RealSpec[]): void {
+    const key = serviceKeyString(k);
+    const s = this.services.get(key);
+    if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    this.call(`service ${key}`, () =>
+      this.native.serviceSetReals(
+        IPPROTO[k.protocol],
+        k.vip,
+        k.port,
+        reals.map((r) => ({ addr: r.address, port: r.port, weight: r.weight })),
+      ),
+    );
+    s.reals = reals.map((r) => ({ ...r }));
+  }
+
+  getService(k: ServiceKey): ServiceView {
+    const key = serviceKeyString(k);
+    const s = this.services.get(key);
+    if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    const live = this.call(`service ${key}`, () => this.native.serviceReals(IPPROTO[k.protocol], k.vip, k.port));
+    return {
+      protocol: s.protocol,
+      vip: s.vip,
+      port: s.port,
+      scheduler: s.scheduler,
+      seed: s.seed,
+      connsTotal: live.connsTotal,
+      reals: live.reals.map((r) => ({
+        address: r.addr,
+        port: r.port,
+        weight: r.weight,
+        activeConns: r.activeConns,
+        connsTotal: r.connsTotal,
+      })),
+    };
+  }
+
+  listServices(): ServiceView[] {
+    return [...this.services.values()].map((s) => this.getService(s));
+  }
+
+  setSymmetric(protocol: Protocol, enabled: boolean): void {
+    this.call('symmetric mode', () => this.native.symmetricSet(IPPROTO[protocol], enabled));
+  }
+
+  symmetric(): Record<Protocol, boolean> {
+    this.requireRunning();
+    return { tcp: this.native.symmetricGet(IPPROTO.tcp), udp: this.native.symmetricGet(IPPROTO.udp), icmp: this.native.symmetricGet(IPPROTO.icmp) };
+  }
+
+  setTimeouts(t: Partial<Timeouts>): Timeouts {
+    const merged = { ...this.timeouts(), ...t };
+    this.call('timeouts', () => this.native.timeoutsSet(merged));
+    return merged;
+  }
+
+  timeouts(): Timeouts {
+    this.requireRunning();
+    return this.native.timeoutsGet();
+  }
+
+  connCount(): bigint {
+    this.requireRunning();
+    return this.native.connCount();
+  }
+
   /** Stops workers and ports and releases the EAL. Idempotent. */
   stop(): void {
     if (this.stateValue !== 'running') return;
@@ -189,4 +495,12 @@ export class Dataplane {
       this.stateValue = 'stopped';
     }
   }
+}
+
+/** The network address of addr/len in dotted quad. */
+export function networkOf(addr: string, len: number): string {
+  const n = addr.split('.').reduce((acc, o) => (acc << 8) | Number(o), 0) >>> 0;
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const net = (n & mask) >>> 0;
+  return [24, 16, 8, 0].map((sh) => (net >>> sh) & 0xff).join('.');
 }

@@ -1,0 +1,248 @@
+/*
+ * dp_conn.c: the per-worker conn table (see dp_conn.h).
+ *
+ * Storage: an rte_hash (two keys per conn, the side tagged into the data
+ * word) and an rte_mempool of conn records. Expiry: an incremental walk of
+ * the hash (rte_hash_iterate), a bounded number of entries per poll round,
+ * so a table of millions of conns needs no per-conn timer.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_hash.h>
+#include <rte_jhash.h>
+#include <rte_malloc.h>
+#include <rte_mempool.h>
+
+#include "dp_conn.h"
+#include "dp_internal.h"
+#include "dp_sched.h"
+
+int
+dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t errlen)
+{
+	char name[RTE_HASH_NAMESIZE];
+	int socket = (int)rte_lcore_to_socket_id(w->lcore_id);
+
+	snprintf(name, sizeof(name), "rt_conn%u_%d", w->index, getpid() % 100000);
+	struct rte_hash_parameters p = {
+		.name = name,
+		.entries = max_conns * 2,
+		.key_len = sizeof(struct dp_conn_key),
+		.hash_func = rte_jhash,
+		.socket_id = socket,
+		/* Single writer, single reader: the owning worker. */
+		.extra_flag = 0,
+	};
+	w->conns = rte_hash_create(&p);
+	if (w->conns == NULL) {
+		dp_set_err(err, errlen, "cannot create the conn table of worker %u (%u conns): %s "
+			   "(raise eal.memory_mb or lower dataplane.max_conns)",
+			   w->index, max_conns, rte_strerror(rte_errno));
+		return -ENOMEM;
+	}
+	snprintf(name, sizeof(name), "rt_cpool%u_%d", w->index, getpid() % 100000);
+	w->conn_pool = rte_mempool_create(name, max_conns, sizeof(struct dp_conn), 0, 0, NULL, NULL,
+					  NULL, NULL, socket, MEMPOOL_F_SP_PUT | MEMPOOL_F_SC_GET);
+	if (w->conn_pool == NULL) {
+		dp_set_err(err, errlen, "cannot create the conn pool of worker %u (%u conns): %s "
+			   "(raise eal.memory_mb or lower dataplane.max_conns)",
+			   w->index, max_conns, rte_strerror(rte_errno));
+		rte_hash_free(w->conns);
+		w->conns = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void
+dp_conn_table_free(struct dp_worker *w)
+{
+	if (w->conns != NULL) {
+		const void *key;
+		void *data;
+		uint32_t it = 0;
+
+		/* Give back references held by conns still alive at stop. */
+		while (rte_hash_iterate(w->conns, &key, &data, &it) >= 0) {
+			enum dp_side_id s;
+			struct dp_conn *c = dp_conn_untag(data, &s);
+			if (s == DP_SIDE_CLIENT && c->real != NULL &&
+			    atomic_fetch_sub(&c->real->refs, 1) == 1)
+				rte_free(c->real);
+		}
+		rte_hash_free(w->conns);
+		w->conns = NULL;
+	}
+	rte_mempool_free(w->conn_pool);
+	w->conn_pool = NULL;
+}
+
+uint64_t
+dp_conn_count(const struct dp_worker *w)
+{
+	return atomic_load_explicit(&w->nb_conns, memory_order_relaxed);
+}
+
+struct dp_conn *
+dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from)
+{
+	void *d;
+
+	if (rte_hash_lookup_data(w->conns, k, &d) < 0)
+		return NULL;
+	return dp_conn_untag(d, from);
+}
+
+static inline void
+dp_conn_server_key(const struct dp_conn *c, struct dp_conn_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->saddr = c->raddr;
+	k->daddr = c->laddr;
+	k->sport = c->rport;
+	k->dport = c->lport;
+	k->proto = c->proto;
+}
+
+static inline void
+dp_conn_client_key(const struct dp_conn *c, struct dp_conn_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->saddr = c->caddr;
+	k->daddr = c->vaddr;
+	k->sport = c->cport;
+	k->dport = c->vport;
+	k->proto = c->proto;
+}
+
+/* Take a source port on some LIP, round-robin over LIPs from a per-worker
+ * start so load spreads; NULL when every pool of this worker is empty. */
+static struct dp_lip *
+dp_lip_take(struct dp_worker *w, enum dp_proto proto, uint16_t *lport)
+{
+	struct dp_lip_set *ls = atomic_load_explicit(&dpt.lips, memory_order_acquire);
+	static __thread uint32_t next;
+
+	for (uint32_t k = 0; k < ls->n; k++) {
+		struct dp_lip *lip = ls->lips[(next + k) % ls->n];
+		uint32_t port;
+
+		if (rte_ring_dequeue_elem(lip->free_ports[w->index][proto], &port, sizeof(port)) == 0) {
+			next = (next + k + 1) % ls->n;
+			*lport = (uint16_t)port;
+			return lip;
+		}
+	}
+	return NULL;
+}
+
+struct dp_conn *
+dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop)
+{
+	struct dp_real_set *set = atomic_load_explicit(&svc->set, memory_order_acquire);
+	enum dp_proto proto = ck->proto == IPPROTO_TCP ? DP_PROTO_tcp :
+			      ck->proto == IPPROTO_UDP ? DP_PROTO_udp : DP_PROTO_icmp;
+	struct dp_real *real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
+	struct dp_conn *c;
+	struct dp_conn_key sk;
+	void *obj;
+
+	if (unlikely(real == NULL)) {
+		*drop = DP_DROP_no_real;
+		return NULL;
+	}
+	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0)) {
+		*drop = DP_DROP_conn_table_full;
+		return NULL;
+	}
+	c = obj;
+	memset(c, 0, sizeof(*c));
+	c->lip = dp_lip_take(w, proto, &c->lport);
+	if (unlikely(c->lip == NULL)) {
+		rte_mempool_put(w->conn_pool, c);
+		*drop = DP_DROP_no_lip_port;
+		return NULL;
+	}
+	c->caddr = ck->saddr;
+	c->vaddr = ck->daddr;
+	c->cport = ck->sport;
+	c->vport = ck->dport;
+	c->laddr = c->lip->addr;
+	c->raddr = real->addr;
+	/* ICMP echo keeps the id in the port slot and has no real port. */
+	c->rport = ck->proto == IPPROTO_ICMP ? c->lport : real->port;
+	c->proto = ck->proto;
+	c->pidx_proto = (uint8_t)proto;
+	c->created_tsc = c->last_tsc = w->now_tsc;
+	c->real = real;
+
+	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0))
+		goto full;
+	dp_conn_server_key(c, &sk);
+	if (unlikely(rte_hash_add_key_data(w->conns, &sk, dp_conn_tag(c, DP_SIDE_SERVER)) < 0)) {
+		rte_hash_del_key(w->conns, ck);
+		goto full;
+	}
+	atomic_fetch_add_explicit(&real->refs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&real->active, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&real->conns_total, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&svc->conns_total, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
+	return c;
+full:
+	{
+		uint32_t p = c->lport;
+		rte_ring_enqueue_elem(c->lip->free_ports[w->index][proto], &p, sizeof(p));
+	}
+	rte_mempool_put(w->conn_pool, c);
+	*drop = DP_DROP_conn_table_full;
+	return NULL;
+}
+
+void
+dp_conn_destroy(struct dp_worker *w, struct dp_conn *c)
+{
+	struct dp_conn_key k;
+	uint32_t port = c->lport;
+
+	dp_conn_client_key(c, &k);
+	rte_hash_del_key(w->conns, &k);
+	dp_conn_server_key(c, &k);
+	rte_hash_del_key(w->conns, &k);
+	rte_ring_enqueue_elem(c->lip->free_ports[w->index][c->pidx_proto], &port, sizeof(port));
+	atomic_fetch_sub_explicit(&c->real->active, 1, memory_order_relaxed);
+	if (atomic_fetch_sub_explicit(&c->real->refs, 1, memory_order_acq_rel) == 1)
+		rte_free(c->real); /* removed from its service while this conn lived */
+	atomic_fetch_sub_explicit(&w->nb_conns, 1, memory_order_relaxed);
+	rte_mempool_put(w->conn_pool, c);
+}
+
+void
+dp_conn_expire_step(struct dp_worker *w, unsigned budget)
+{
+	const uint64_t hz = rte_get_tsc_hz();
+	const void *key;
+	void *data;
+
+	for (unsigned i = 0; i < budget; i++) {
+		if (rte_hash_iterate(w->conns, &key, &data, &w->expire_cursor) < 0) {
+			w->expire_cursor = 0; /* wrapped: start the next pass */
+			return;
+		}
+		enum dp_side_id s;
+		struct dp_conn *c = dp_conn_untag(data, &s);
+
+		/* Each conn appears twice; judge it at its client key only. */
+		if (s != DP_SIDE_CLIENT)
+			continue;
+		if (w->now_tsc - c->last_tsc > (uint64_t)c->timeout_s * hz)
+			dp_conn_destroy(w, c);
+	}
+}

@@ -1,0 +1,119 @@
+/*
+ * dp_conn.h: connections, owned by one worker each.
+ *
+ * Naming follows the four parties of full NAT: the client (caddr:cport)
+ * talks to a virtual service (vaddr:vport); we talk to the real server
+ * (raddr:rport) from a local address (laddr:lport). A conn is hashed under
+ * two keys, the tuple a packet from the client carries and the tuple a
+ * packet from the real server carries, so one lookup yields the conn and
+ * which side the packet came from.
+ *
+ * Each side has a record of where that side's packets arrive: port, the
+ * peer's MAC (our next hop toward it) and our MAC on that port. Packets to
+ * a side go out with that record: no route lookup, no ARP. The record is
+ * taken from the first packet of that side and refreshed, with a
+ * path_changes count, when a later packet arrives on another port or from
+ * another MAC.
+ *
+ * Thread: all functions here run on the owning worker only; the table has
+ * no concurrent readers (counts are read via dp_conn_count).
+ */
+#ifndef RETRACE_DP_CONN_H
+#define RETRACE_DP_CONN_H
+
+#include <stdint.h>
+
+#include <rte_ether.h>
+
+#include "dp_tables.h"
+
+struct dp_worker;
+
+/* Hash key: 16 bytes, explicit padding, always zeroed before use (the hash
+ * compares raw bytes). For ICMP the ports carry the echo id (see dp_icmp.c). */
+struct dp_conn_key {
+	uint32_t saddr;
+	uint32_t daddr;
+	uint16_t sport;
+	uint16_t dport;
+	uint8_t proto;
+	uint8_t pad[3];
+};
+
+enum dp_side_id { DP_SIDE_CLIENT = 0, DP_SIDE_SERVER = 1 };
+
+struct dp_side {
+	struct rte_ether_addr peer_mac;  /* L2 source of that side's packets */
+	struct rte_ether_addr local_mac; /* our MAC they were sent to */
+	uint8_t pidx;                    /* port they arrive on */
+	uint8_t valid;                   /* a packet from this side was seen */
+	uint8_t route_pidx;              /* where a route lookup would send */
+	uint8_t route_ok;                /* 0: no route to the peer at all */
+	uint32_t route_gen;              /* dpt.route_gen route_pidx is from */
+};
+
+enum dp_tcp_state {
+	DP_TCP_NONE = 0,
+	DP_TCP_SYN_SENT,    /* client SYN forwarded */
+	DP_TCP_SYN_RECV,    /* server SYN-ACK forwarded */
+	DP_TCP_ESTABLISHED,
+	DP_TCP_FIN_WAIT,    /* one side sent FIN */
+	DP_TCP_TIME_WAIT,   /* both sides sent FIN */
+	DP_TCP_CLOSE,       /* RST seen */
+};
+
+#define DP_CONN_F_CLIENT_FIN 0x1
+#define DP_CONN_F_SERVER_FIN 0x2
+
+struct dp_conn {
+	uint32_t caddr, vaddr, laddr, raddr;
+	uint16_t cport, vport, lport, rport;
+	uint8_t proto;      /* IPPROTO_* */
+	uint8_t pidx_proto; /* enum dp_proto */
+	uint8_t state;
+	uint8_t flags;
+	uint32_t timeout_s;
+	uint64_t last_tsc;
+	uint64_t created_tsc;
+	struct dp_side side[2];
+	struct dp_real *real;
+	struct dp_lip *lip;
+	uint64_t pkts[2];   /* from client, from server */
+	uint64_t bytes[2];
+} __rte_cache_aligned;
+
+/* The hash's data word: conn pointer with the side in bit 0. */
+static inline void *
+dp_conn_tag(struct dp_conn *c, enum dp_side_id s)
+{
+	return (void *)((uintptr_t)c | (uintptr_t)s);
+}
+static inline struct dp_conn *
+dp_conn_untag(void *d, enum dp_side_id *s)
+{
+	*s = (enum dp_side_id)((uintptr_t)d & 1);
+	return (struct dp_conn *)((uintptr_t)d & ~(uintptr_t)1);
+}
+
+/* Per-worker table life cycle (control thread, before launch / after join). */
+int dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t errlen);
+void dp_conn_table_free(struct dp_worker *w);
+
+/* Worker: lookup; NULL on miss. */
+struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
+
+/* Worker: create a conn for a new client flow: picks the real, a LIP and a
+ * source port, inserts both keys. Returns NULL and sets *drop on failure. */
+struct dp_conn *dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck,
+			       enum dp_drop *drop);
+
+/* Worker: remove a conn now (both keys), return its port, drop references. */
+void dp_conn_destroy(struct dp_worker *w, struct dp_conn *c);
+
+/* Worker: expire idle conns, examining at most budget entries. */
+void dp_conn_expire_step(struct dp_worker *w, unsigned budget);
+
+/* Any thread: conns currently owned by w. */
+uint64_t dp_conn_count(const struct dp_worker *w);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * dp_ctl.h: control-plane mutations of the shared tables (dp_tables.h).
+ *
+ * Thread: the control thread (Node main thread). Each call takes the table
+ * writer mutex for its duration, so calls may also come from the
+ * housekeeping thread; workers never call these. State: RUNNING, else
+ * -EBUSY. Errors: 0 or a negative errno listed per call, with a reason
+ * written to err. Addresses and ports are in network byte order.
+ */
+#ifndef RETRACE_DP_CTL_H
+#define RETRACE_DP_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DP_MAX_ROUTES 4096
+#define DP_MAX_NEXTHOPS 1024
+#define DP_MAX_NEIGH 16384
+#define DP_MAX_ADDRS 1024
+#define DP_MAX_SERVICES 4096
+#define DP_MAX_REALS 1024     /* per service */
+#define DP_MAX_LIPS 64
+
+/* Per-protocol timeouts in seconds. */
+struct dp_timeouts {
+	uint32_t tcp_syn;
+	uint32_t tcp_established;
+	uint32_t tcp_fin;
+	uint32_t tcp_close;
+	uint32_t udp;
+	uint32_t icmp;
+};
+
+
+/* Address on a port plus its connected route. -EEXIST (address already
+ * local), -ENOENT (no such port), -ENOSPC (table full), -EINVAL. */
+int dp_ctl_addr_add(uint32_t addr, uint8_t plen, uint16_t pidx, char *err, size_t errlen);
+/* -ENOENT (not a port address). */
+int dp_ctl_addr_del(uint32_t addr, uint8_t plen, char *err, size_t errlen);
+
+/* Route prefix/plen via gw (0 = connected) out of port pidx.
+ * -EEXIST (same prefix exists), -ENOENT (no such port), -ENOSPC, -EINVAL. */
+int dp_ctl_route_add(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, char *err, size_t errlen);
+/* -ENOENT (no such route). */
+int dp_ctl_route_del(uint32_t prefix, uint8_t plen, char *err, size_t errlen);
+
+/* Static neighbour (replaces a learned one). -ENOENT (no such port), -ENOSPC. */
+int dp_ctl_neigh_add(uint32_t addr, const uint8_t mac[6], uint16_t pidx, char *err, size_t errlen);
+/* -ENOENT. */
+int dp_ctl_neigh_del(uint32_t addr, char *err, size_t errlen);
+
+struct dp_neigh_info {
+	uint32_t addr;
+	uint8_t mac[6];
+	uint16_t pidx;
+	bool is_static;
+	uint32_t age_s; /* seconds since last seen (learned entries) */
+};
+/* Copies up to max entries; returns how many exist (may exceed max). */
+int dp_ctl_neigh_list(struct dp_neigh_info *out, unsigned max);
+
+/* LIP on port pidx. -EEXIST, -ENOENT (no such port), -ENOSPC, -ENOMEM. */
+int dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen);
+/* -ENOENT, -EBUSY (conns still use its ports). */
+int dp_ctl_lip_del(uint32_t addr, char *err, size_t errlen);
+/* Ports in use on a LIP, summed over workers and protocols. -ENOENT. */
+int dp_ctl_lip_in_use(uint32_t addr, uint64_t *in_use, uint64_t *capacity);
+
+enum { DP_SCHED_ARG_RR = 1, DP_SCHED_ARG_WRR, DP_SCHED_ARG_WLC, DP_SCHED_ARG_MAGLEV };
+
+/* Virtual service proto (IPPROTO_TCP/UDP/ICMP) vaddr:vport (vport 0 for
+ * ICMP). -EEXIST, -ENOSPC, -EINVAL (bad proto, port or scheduler). */
+int dp_ctl_service_add(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
+		       char *err, size_t errlen);
+/* Existing conns continue until they expire. -ENOENT. */
+int dp_ctl_service_del(uint8_t proto, uint32_t vaddr, uint16_t vport, char *err, size_t errlen);
+/* Change the scheduler (tables rebuilt). -ENOENT, -EINVAL. */
+int dp_ctl_service_set_sched(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
+			     char *err, size_t errlen);
+
+struct dp_real_conf {
+	uint32_t addr;
+	uint16_t port;
+	uint16_t weight;
+};
+/* Replace the whole set of reals (declarative). A real kept across calls
+ * (same addr:port) keeps its conn counters. -ENOENT (no service), -EINVAL
+ * (duplicate real), -E2BIG (more than DP_MAX_REALS), -ENOMEM. */
+int dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport,
+			     const struct dp_real_conf *reals, unsigned n, char *err, size_t errlen);
+
+struct dp_real_info {
+	uint32_t addr;
+	uint16_t port;
+	uint16_t weight;
+	int64_t active;
+	uint64_t conns_total;
+};
+/* Reals of a service with live counters; returns the count or -ENOENT. */
+int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
+			 unsigned max, uint64_t *conns_total);
+
+/* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
+int dp_ctl_symmetric_set(uint8_t proto, bool on);
+bool dp_ctl_symmetric_get(uint8_t proto);
+
+/* Seconds; every value 1..86400*7. -EINVAL. */
+int dp_ctl_timeouts_set(const struct dp_timeouts *t, char *err, size_t errlen);
+void dp_ctl_timeouts_get(struct dp_timeouts *t);
+
+/* Conns currently in the tables, summed over workers. */
+uint64_t dp_ctl_conn_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

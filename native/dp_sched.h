@@ -1,0 +1,36 @@
+/*
+ * dp_sched.h: schedulers. A real set is built once per change on the
+ * control side (dp_sched_build) and read by workers (dp_sched_pick).
+ *
+ *   rr      reals with weight > 0 in canonical order, one per new conn;
+ *           a cursor per worker, so each worker spreads exactly evenly.
+ *   wrr     a precomputed smooth weighted round-robin sequence (nginx's
+ *           interleaving), so proportions are exact over one cycle.
+ *   wlc     least active conns per unit of weight (IPVS wlc without the
+ *           inactive-conn term).
+ *   maglev  Maglev consistent hashing (Eisenbud et al., NSDI 2016): a
+ *           lookup table of prime size >= 100 x reals, filled from each
+ *           real's permutation, weighted by giving each real turns in
+ *           proportion to its weight. Reals are taken in canonical order
+ *           (address, port) and hashed with the service's seed, so every
+ *           node with the same config builds the same table, and the same
+ *           client (address, port) maps to the same real across restarts.
+ * Weight 0 drains a real: no scheduler picks it; its conns continue.
+ */
+#ifndef RETRACE_DP_SCHED_H
+#define RETRACE_DP_SCHED_H
+
+#include "dp_tables.h"
+
+/* Control side: fill wrr/maglev tables of set (reals already sorted).
+ * -ENOMEM. */
+int dp_sched_build(struct dp_real_set *set, enum dp_sched_kind kind, uint32_t seed);
+
+/* Worker side: a real for a new conn, or NULL when every real is drained. */
+struct dp_real *dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set,
+			      unsigned worker, uint32_t caddr, uint16_t cport);
+
+/* Smallest prime >= n (n small enough for trial division). */
+uint32_t dp_next_prime(uint32_t n);
+
+#endif

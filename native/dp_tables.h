@@ -1,0 +1,191 @@
+/*
+ * dp_tables.h: the tables the control plane writes and every worker reads:
+ * local addresses, routes, neighbours, virtual services with their reals,
+ * local addresses for the server side (LIPs), per-protocol switches.
+ *
+ * Concurrency (one writer, lock-free readers):
+ * - Writers: every dp_ctl_* function below, plus the housekeeping thread
+ *   (neighbour learning and ageing). They serialise on one mutex taken
+ *   inside each function; workers never take it.
+ * - Readers: workers, without locks. rte_hash tables use
+ *   RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF, the LPM and every pointer a
+ *   worker may hold (service, real set) are retired through one RCU QSBR
+ *   variable on which each worker reports a quiescent state once per poll
+ *   round; writers free only after rte_rcu_qsbr_synchronize.
+ *
+ * Addresses are IPv4 in network byte order everywhere (uint32_t), ports too.
+ */
+#ifndef RETRACE_DP_TABLES_H
+#define RETRACE_DP_TABLES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rte_ether.h>
+#include <rte_hash.h>
+#include <rte_lpm.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+
+#include "dp.h"
+#include "dp_counters.h"
+#include "dp_ctl.h"
+
+#define DP_LPORT_MIN 1024     /* LIP source ports handed out: [MIN, MAX] */
+#define DP_LPORT_MAX 65535
+
+/* ---- local addresses ---- */
+enum dp_addr_kind {
+	DP_ADDR_PORT = 1, /* an address of a port (with a connected route) */
+	DP_ADDR_VIP = 2,  /* a virtual service address (any port answers ARP) */
+	DP_ADDR_LIP = 4,  /* a local address for the server side of FNAT */
+};
+
+/* Value stored in the address hash: kind bits | port << 8. */
+static inline uint64_t dp_addr_pack(unsigned kinds, uint16_t pidx) { return kinds | ((uint64_t)pidx << 8); }
+static inline unsigned dp_addr_kinds(uint64_t v) { return (unsigned)(v & 0xff); }
+static inline uint16_t dp_addr_port(uint64_t v) { return (uint16_t)((v >> 8) & 0xffff); }
+
+/* ---- neighbours: the hash value packs MAC, port and flags into 64 bits so
+ * a reader sees one consistent word without RCU on the value ---- */
+#define DP_NEIGH_STATIC 0x1
+static inline uint64_t
+dp_neigh_pack(const struct rte_ether_addr *mac, uint8_t pidx, uint8_t flags)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 6; i++)
+		v |= (uint64_t)mac->addr_bytes[i] << (8 * i);
+	return v | ((uint64_t)pidx << 48) | ((uint64_t)flags << 56);
+}
+static inline void
+dp_neigh_mac(uint64_t v, struct rte_ether_addr *mac)
+{
+	for (int i = 0; i < 6; i++)
+		mac->addr_bytes[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint8_t dp_neigh_port(uint64_t v) { return (uint8_t)(v >> 48); }
+static inline uint8_t dp_neigh_flags(uint64_t v) { return (uint8_t)(v >> 56); }
+
+struct dp_nexthop {
+	uint32_t gw;    /* 0 = directly connected: the destination is the neighbour */
+	uint16_t pidx;
+	uint16_t refs;  /* routes using it (control only) */
+};
+
+/* ---- virtual services ---- */
+enum dp_sched_kind { DP_SCHED_RR = 1, DP_SCHED_WRR, DP_SCHED_WLC, DP_SCHED_MAGLEV };
+
+struct dp_real {
+	uint32_t addr;
+	uint16_t port;
+	_Atomic uint16_t weight;      /* 0 = drain: no new conns; updated in place */
+	atomic_int_fast32_t active;   /* live conns, for wlc */
+	atomic_int_fast32_t refs;     /* the set + every conn using it */
+	atomic_uint_fast64_t conns_total;
+};
+
+/* An immutable snapshot of a service's reals and scheduler tables. Replaced
+ * whole (RCU) on every change. */
+struct dp_real_set {
+	uint32_t n;
+	struct dp_real **reals;      /* n entries, canonical order (addr, port) */
+	uint32_t wrr_len;            /* weighted sequence of indices into reals */
+	uint32_t *wrr;
+	uint32_t maglev_len;         /* prime; 0 unless scheduler is maglev */
+	int32_t *maglev;             /* -1 = no real (all drained) */
+};
+
+struct dp_service_key {
+	uint32_t vaddr;
+	uint16_t vport;  /* 0 for ICMP */
+	uint8_t proto;   /* IPPROTO_* */
+	uint8_t pad;
+};
+
+struct dp_service {
+	struct dp_service_key key;
+	enum dp_sched_kind sched;
+	uint32_t seed;
+	struct dp_real_set *_Atomic set;
+	uint32_t rr_cursor[DP_MAX_WORKERS]; /* per worker, written only by it */
+	atomic_uint_fast64_t conns_total;
+};
+
+/* ---- LIPs: per worker a ring of free source ports, ports p with
+ * p % nb_workers == worker, so a reply's destination port names the worker
+ * that owns its conn ---- */
+struct dp_lip {
+	uint32_t addr;
+	uint16_t pidx;   /* port the LIP lives on (for ARP); informational */
+	struct rte_ring *free_ports[DP_MAX_WORKERS][DP_PROTO_MAX];
+	uint32_t capacity[DP_MAX_WORKERS]; /* ports per worker per protocol */
+};
+
+struct dp_lip_set {
+	uint32_t n;
+	struct dp_lip *lips[DP_MAX_LIPS];
+};
+
+struct dp_tables {
+	struct rte_rcu_qsbr *qsbr;   /* one thread id per worker */
+	struct rte_hash *addrs;      /* uint32 addr -> packed kinds/port */
+	struct rte_lpm *lpm;         /* prefix -> nexthop index */
+	struct dp_nexthop nexthops[DP_MAX_NEXTHOPS];
+	_Atomic uint32_t route_gen;  /* bumped on every route change */
+	struct rte_hash *neigh;      /* uint32 addr -> packed MAC/port/flags */
+	_Atomic uint32_t neigh_gen;  /* bumped when a neighbour appears/changes */
+	struct rte_hash *services;   /* dp_service_key -> struct dp_service * */
+	struct dp_lip_set *_Atomic lips;
+	atomic_bool symmetric[DP_PROTO_MAX];
+	struct dp_timeouts timeouts; /* read by workers; 32-bit stores are atomic */
+	struct rte_ring *learn;      /* workers -> housekeeper: neighbour sightings */
+};
+
+extern struct dp_tables dpt;
+
+/* Learned-neighbour message (fixed size, rte_ring_elem). */
+struct dp_learn_msg {
+	uint32_t addr;
+	uint8_t pidx;
+	uint8_t pad;
+	struct rte_ether_addr mac;
+};
+
+/* Lifecycle (dp_tables.c): create before workers launch, free after join. */
+int dp_tables_create(unsigned nb_workers, char *err, size_t errlen);
+void dp_tables_free(void);
+
+/* Worker-side helpers (hot path). */
+static inline int
+dp_addr_lookup(uint32_t addr, uint64_t *val)
+{
+	void *d;
+	int ret = rte_hash_lookup_data(dpt.addrs, &addr, &d);
+	if (ret >= 0)
+		*val = (uint64_t)(uintptr_t)d;
+	return ret;
+}
+
+static inline int
+dp_route_lookup(uint32_t addr_be, const struct dp_nexthop **nh)
+{
+	uint32_t idx;
+
+	if (rte_lpm_lookup(dpt.lpm, rte_be_to_cpu_32(addr_be), &idx) != 0)
+		return -ENOENT;
+	*nh = &dpt.nexthops[idx];
+	return 0;
+}
+
+static inline int
+dp_neigh_lookup(uint32_t addr, uint64_t *val)
+{
+	void *d;
+	int ret = rte_hash_lookup_data(dpt.neigh, &addr, &d);
+	if (ret >= 0)
+		*val = (uint64_t)(uintptr_t)d;
+	return ret;
+}
+
+#endif

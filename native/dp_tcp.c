@@ -1,0 +1,106 @@
+/*
+ * dp_tcp.c: TCP for the FNAT engine.
+ *
+ * State is tracked from flags only (no sequence checking), enough to pick
+ * timeouts the way IPVS does:
+ *   SYN_SENT    client SYN seen                     timeout tcp_syn
+ *   SYN_RECV    server SYN-ACK seen                 timeout tcp_syn
+ *   ESTABLISHED client ACK after SYN-ACK, or data   timeout tcp_established
+ *   FIN_WAIT    one side sent FIN                   timeout tcp_fin
+ *   TIME_WAIT   both sides sent FIN                 timeout tcp_close
+ *   CLOSE       RST from either side                timeout tcp_close
+ * Only a SYN (without ACK) opens a conn; any other segment for no conn is
+ * dropped (tcp_no_conn). A SYN on a conn in TIME_WAIT or CLOSE replaces it.
+ */
+#include <netinet/in.h>
+
+#include <rte_tcp.h>
+
+#include "dp_csum.h"
+#include "dp_fnat.h"
+
+static enum dp_drop
+tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
+{
+	uint32_t off = m->l2_len + m->l3_len;
+	uint32_t ip_end = m->l2_len + rte_be_to_cpu_16(ip->total_length);
+	struct rte_tcp_hdr *th;
+
+	if (unlikely(off + sizeof(*th) > ip_end))
+		return DP_DROP_l4_truncated;
+	th = rte_pktmbuf_mtod_offset(m, struct rte_tcp_hdr *, off);
+	if (unlikely(((th->data_off >> 4) * 4u) < sizeof(*th) || off + (th->data_off >> 4) * 4u > ip_end))
+		return DP_DROP_l4_truncated;
+	l4->hdr = th;
+	l4->sport = th->src_port;
+	l4->dport = th->dst_port;
+	l4->flags = th->tcp_flags;
+	return DP_DROP_MAX;
+}
+
+static bool
+tcp_may_create(const struct dp_l4 *l4)
+{
+	return (l4->flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) == RTE_TCP_SYN_FLAG;
+}
+
+static bool
+tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
+{
+	(void)l4;
+	return c->state == DP_TCP_TIME_WAIT || c->state == DP_TCP_CLOSE;
+}
+
+static uint32_t
+tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
+{
+	const struct dp_timeouts *t = &dpt.timeouts;
+	uint8_t f = l4->flags;
+
+	if (f & RTE_TCP_RST_FLAG) {
+		c->state = DP_TCP_CLOSE;
+	} else if (f & RTE_TCP_FIN_FLAG) {
+		c->flags |= from == DP_SIDE_CLIENT ? DP_CONN_F_CLIENT_FIN : DP_CONN_F_SERVER_FIN;
+		c->state = (c->flags & (DP_CONN_F_CLIENT_FIN | DP_CONN_F_SERVER_FIN)) ==
+				   (DP_CONN_F_CLIENT_FIN | DP_CONN_F_SERVER_FIN)
+			   ? DP_TCP_TIME_WAIT : DP_TCP_FIN_WAIT;
+	} else if (from == DP_SIDE_CLIENT) {
+		if ((f & RTE_TCP_SYN_FLAG) && c->state == DP_TCP_NONE)
+			c->state = DP_TCP_SYN_SENT;
+		else if ((f & RTE_TCP_ACK_FLAG) && c->state == DP_TCP_SYN_RECV)
+			c->state = DP_TCP_ESTABLISHED;
+	} else {
+		if ((f & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG) &&
+		    (c->state == DP_TCP_SYN_SENT || c->state == DP_TCP_NONE))
+			c->state = DP_TCP_SYN_RECV;
+		else if (c->state == DP_TCP_SYN_RECV && !(f & RTE_TCP_SYN_FLAG))
+			c->state = DP_TCP_ESTABLISHED;
+	}
+	switch (c->state) {
+	case DP_TCP_ESTABLISHED: return t->tcp_established;
+	case DP_TCP_FIN_WAIT: return t->tcp_fin;
+	case DP_TCP_TIME_WAIT:
+	case DP_TCP_CLOSE: return t->tcp_close;
+	default: return t->tcp_syn;
+	}
+}
+
+static void
+tcp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t acc)
+{
+	struct rte_tcp_hdr *th = l4->hdr;
+
+	th->src_port = sport;
+	th->dst_port = dport;
+	th->cksum = dp_csum_apply(th->cksum, acc);
+}
+
+const struct dp_fnat_ops dp_fnat_tcp = {
+	.ipproto = IPPROTO_TCP,
+	.proto = DP_PROTO_tcp,
+	.parse = tcp_parse,
+	.may_create = tcp_may_create,
+	.stale = tcp_stale,
+	.update = tcp_update,
+	.rewrite = tcp_rewrite,
+};

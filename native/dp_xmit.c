@@ -1,0 +1,216 @@
+/*
+ * dp_xmit.c: symmetric and routed transmission (see dp_xmit.h), the ARP
+ * hold queue and ARP requests.
+ */
+#include <rte_arp.h>
+#include <rte_cycles.h>
+#include <rte_ip.h>
+
+#include "dp_xmit.h"
+
+#define DP_HOLD_TIMEOUT_MS 1000
+#define DP_ARP_MIN_INTERVAL_MS 200
+
+/* Refresh the cached "what would the route say" for a side. */
+static inline void
+dp_side_route(struct dp_side *s, uint32_t peer_addr)
+{
+	const struct dp_nexthop *nh;
+	uint32_t gen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
+
+	if (likely(s->route_gen == gen && gen != 0))
+		return;
+	if (dp_route_lookup(peer_addr, &nh) == 0) {
+		s->route_pidx = (uint8_t)nh->pidx;
+		s->route_ok = 1;
+	} else {
+		s->route_ok = 0;
+	}
+	s->route_gen = gen;
+}
+
+void
+dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
+	       uint32_t peer_addr, enum dp_proto proto)
+{
+	if (likely(s->valid && s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
+		return;
+	if (s->valid)
+		w->ctr->path[proto][pidx][DP_PATH_path_changes]++;
+	s->pidx = (uint8_t)pidx;
+	rte_ether_addr_copy(&eh->src_addr, &s->peer_mac);
+	/* Replies come from the address the peer used, unless it was a
+	 * broadcast/multicast (then: our MAC on that port). */
+	if (rte_is_unicast_ether_addr(&eh->dst_addr))
+		rte_ether_addr_copy(&eh->dst_addr, &s->local_mac);
+	else
+		rte_ether_addr_copy(&dp.ports[pidx].mac, &s->local_mac);
+	s->valid = 1;
+	s->route_gen = 0; /* recompute the divergence reference */
+	dp_side_route(s, peer_addr);
+}
+
+static inline bool
+dp_mtu_ok(struct dp_worker *w, uint16_t pidx, enum dp_proto proto, struct rte_mbuf *m)
+{
+	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+
+	if (likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu))
+		return true;
+	/* Fragmentation-needed back to the sender belongs to dp_icmp.c. */
+	w->ctr->drop[pidx][DP_DROP_mtu_exceeded]++;
+	rte_pktmbuf_free(m);
+	(void)proto;
+	return false;
+}
+
+void
+dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto,
+		struct rte_mbuf *m)
+{
+	if (!to->valid || !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed)) {
+		dp_xmit_routed(w, peer_addr, proto, to, m);
+		return;
+	}
+	uint16_t pidx = to->pidx;
+	if (unlikely(!dp_mtu_ok(w, pidx, proto, m)))
+		return;
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	rte_ether_addr_copy(&to->peer_mac, &eh->dst_addr);
+	rte_ether_addr_copy(&to->local_mac, &eh->src_addr);
+	w->ctr->path[proto][pidx][DP_PATH_tx_symmetric]++;
+	dp_side_route(to, peer_addr);
+	if (!to->route_ok || to->route_pidx != pidx)
+		w->ctr->path[proto][pidx][DP_PATH_route_divergence]++;
+	dp_tx(w, pidx, m);
+}
+
+static void
+dp_arp_request(struct dp_worker *w, uint16_t pidx, uint32_t target)
+{
+	unsigned slot = (rte_be_to_cpu_32(target) * 2654435761u) % DP_ARP_RL_SLOTS;
+	uint64_t min_gap = rte_get_tsc_hz() / 1000 * DP_ARP_MIN_INTERVAL_MS;
+
+	if (w->arp_rl_addr[slot] == target && w->now_tsc - w->arp_rl_tsc[slot] < min_gap)
+		return;
+	w->arp_rl_addr[slot] = target;
+	w->arp_rl_tsc[slot] = w->now_tsc;
+
+	struct rte_mbuf *m = rte_pktmbuf_alloc(dp.pool);
+	if (m == NULL)
+		return;
+	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, sizeof(*eh) + sizeof(struct rte_arp_hdr));
+	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eh + 1);
+	const struct rte_ether_addr *mac = &dp.ports[pidx].mac;
+
+	memset(&eh->dst_addr, 0xff, sizeof(eh->dst_addr));
+	rte_ether_addr_copy(mac, &eh->src_addr);
+	eh->ether_type = RTE_BE16(RTE_ETHER_TYPE_ARP);
+	arp->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
+	arp->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+	arp->arp_hlen = RTE_ETHER_ADDR_LEN;
+	arp->arp_plen = 4;
+	arp->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
+	rte_ether_addr_copy(mac, &arp->arp_data.arp_sha);
+	/* Source 0.0.0.0 (an ARP probe) if the port has no address yet. */
+	arp->arp_data.arp_sip = atomic_load_explicit(&dp.ports[pidx].addr, memory_order_relaxed);
+	memset(&arp->arp_data.arp_tha, 0, sizeof(arp->arp_data.arp_tha));
+	arp->arp_data.arp_tip = target;
+	dp_tx(w, pidx, m);
+}
+
+/* Send with a resolved MAC; the common tail of routed sends. */
+static inline void
+dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr *dmac, enum dp_proto proto,
+		 const struct dp_side *to, struct rte_mbuf *m)
+{
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+
+	rte_ether_addr_copy(dmac, &eh->dst_addr);
+	rte_ether_addr_copy(&dp.ports[pidx].mac, &eh->src_addr);
+	w->ctr->path[proto][pidx][DP_PATH_tx_routed]++;
+	if (to != NULL && to->valid && to->pidx != pidx)
+		w->ctr->path[proto][pidx][DP_PATH_asymmetric]++;
+	dp_tx(w, pidx, m);
+}
+
+void
+dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
+	       struct rte_mbuf *m)
+{
+	const struct dp_nexthop *nh;
+	uint64_t nv;
+
+	if (unlikely(dp_route_lookup(dst, &nh) != 0)) {
+		/* Counted on the port the packet would have come from: we do
+		 * not know another. */
+		w->ctr->drop[to != NULL && to->valid ? to->pidx : 0][DP_DROP_no_route]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	uint16_t pidx = nh->pidx;
+	uint32_t nh_addr = nh->gw != 0 ? nh->gw : dst;
+
+	if (unlikely(!dp_mtu_ok(w, pidx, proto, m)))
+		return;
+	if (likely(dp_neigh_lookup(nh_addr, &nv) >= 0)) {
+		struct rte_ether_addr mac;
+		dp_neigh_mac(nv, &mac);
+		dp_xmit_resolved(w, pidx, &mac, proto, to, m);
+		return;
+	}
+	if (w->nb_held >= DP_HOLD_MAX) {
+		w->ctr->drop[pidx][DP_DROP_hold_full]++;
+		rte_pktmbuf_free(m);
+	} else {
+		struct dp_held *h = &w->held[w->nb_held++];
+		h->m = m;
+		h->nh_addr = nh_addr;
+		h->pidx = pidx;
+		h->proto = (uint8_t)proto;
+		h->deadline_tsc = w->now_tsc + rte_get_tsc_hz() / 1000 * DP_HOLD_TIMEOUT_MS;
+		/* The side reference for the asymmetric count is gone by the
+		 * time the packet leaves; a held packet is a conn's first packet
+		 * toward that side, which never has a record anyway. */
+	}
+	dp_arp_request(w, pidx, nh_addr);
+}
+
+void
+dp_xmit_hold_poll(struct dp_worker *w)
+{
+	uint32_t gen = atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire);
+	bool retry = gen != w->held_neigh_gen;
+	unsigned keep = 0;
+
+	w->held_neigh_gen = gen;
+	for (unsigned i = 0; i < w->nb_held; i++) {
+		struct dp_held *h = &w->held[i];
+		uint64_t nv;
+
+		if (retry && dp_neigh_lookup(h->nh_addr, &nv) >= 0) {
+			struct rte_ether_addr mac;
+			dp_neigh_mac(nv, &mac);
+			dp_xmit_resolved(w, h->pidx, &mac, (enum dp_proto)h->proto, NULL, h->m);
+			continue;
+		}
+		if (w->now_tsc > h->deadline_tsc) {
+			w->ctr->drop[h->pidx][DP_DROP_neigh_unresolved]++;
+			rte_pktmbuf_free(h->m);
+			continue;
+		}
+		if (w->now_tsc - w->arp_rl_tsc[(rte_be_to_cpu_32(h->nh_addr) * 2654435761u) % DP_ARP_RL_SLOTS] >
+		    rte_get_tsc_hz() / 1000 * DP_ARP_MIN_INTERVAL_MS)
+			dp_arp_request(w, h->pidx, h->nh_addr);
+		w->held[keep++] = *h;
+	}
+	w->nb_held = keep;
+}
+
+void
+dp_xmit_hold_flush(struct dp_worker *w)
+{
+	for (unsigned i = 0; i < w->nb_held; i++)
+		rte_pktmbuf_free(w->held[i].m);
+	w->nb_held = 0;
+}

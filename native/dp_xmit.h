@@ -1,0 +1,38 @@
+/*
+ * dp_xmit.h: sending IPv4 packets, the two ways of ARCHITECTURE.md's rule.
+ *
+ *   symmetric  toward a conn side with a record, protocol switch on: out of
+ *              the recorded port, to the recorded peer MAC, from the recorded
+ *              local MAC. No route lookup, no ARP. Counted tx_symmetric, and
+ *              route_divergence when the route would have picked another port.
+ *   routed     no record yet, or the switch off: route lookup, neighbour
+ *              lookup (ARP if unknown, the packet waits in a small hold
+ *              queue). Counted tx_routed, and asymmetric when it leaves by a
+ *              port other than the one the destination side's packets
+ *              arrive on.
+ *
+ * Worker only. Both consume the mbuf. The mbuf holds a full Ethernet +
+ * IPv4 frame whose IP header is final (addresses, TTL, checksums).
+ */
+#ifndef RETRACE_DP_XMIT_H
+#define RETRACE_DP_XMIT_H
+
+#include "dp_conn.h"
+#include "dp_internal.h"
+
+void dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto,
+		     struct rte_mbuf *m);
+void dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
+		    struct rte_mbuf *m);
+
+/* Record (or refresh) the side a packet arrived from. */
+void dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
+		    uint32_t peer_addr, enum dp_proto proto);
+
+/* Retry held packets (neighbours learned) and drop the expired ones. */
+void dp_xmit_hold_poll(struct dp_worker *w);
+
+/* Free everything still held (worker exit). */
+void dp_xmit_hold_flush(struct dp_worker *w);
+
+#endif
