@@ -18,7 +18,8 @@
         "native/dp_xmit.c",
         "native/dp_fnat.c",
         "native/dp_tcp.c",
-        "native/dp_udp.c"
+        "native/dp_udp.c",
+        "native/dp_icmp.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -126,7 +126,9 @@ bool ParseConf(Napi::Env env, Napi::Value val, dp_conf *conf) {
       !GetU32(env, o, "idlePauseAfter", 0, UINT32_MAX, &conf->idle_pause_after, "conf.") ||
       !GetU32(env, o, "idleSleepAfter", 0, UINT32_MAX, &conf->idle_sleep_after, "conf.") ||
       !GetU32(env, o, "idleSleepUs", 0, 1000000, &conf->idle_sleep_us, "conf.") ||
-      !GetU32(env, o, "maxConns", 1024, 1u << 26, &conf->max_conns, "conf."))
+      !GetU32(env, o, "maxConns", 1024, 1u << 26, &conf->max_conns, "conf.") ||
+      !GetU32(env, o, "icmpRate", 0, 100000000, &conf->icmp_rate, "conf.") ||
+      !GetU32(env, o, "icmpBurst", 1, 100000000, &conf->icmp_burst, "conf."))
     return false;
   conf->burst = static_cast<uint16_t>(burst);
   Napi::Value pv = o.Get("ports");

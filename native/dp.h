@@ -58,6 +58,8 @@ struct dp_conf {
 	uint32_t idle_sleep_after; /* empty polls before sleeping; 0 = never */
 	uint32_t idle_sleep_us;
 	uint32_t max_conns;        /* per worker */
+	uint32_t icmp_rate;        /* ICMP we originate, per port per second; 0 = no limit */
+	uint32_t icmp_burst;
 	uint16_t nb_ports;
 	struct dp_port_conf ports[DP_MAX_PORTS];
 };

@@ -73,7 +73,7 @@ dp_conn_table_free(struct dp_worker *w)
 		while (rte_hash_iterate(w->conns, &key, &data, &it) >= 0) {
 			enum dp_side_id s;
 			struct dp_conn *c = dp_conn_untag(data, &s);
-			if (s == DP_SIDE_CLIENT && c->real != NULL &&
+			if (s == DP_SIDE_CLIENT && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
 			    atomic_fetch_sub(&c->real->refs, 1) == 1)
 				rte_free(c->real);
 		}
@@ -206,6 +206,36 @@ full:
 	return NULL;
 }
 
+struct dp_conn *
+dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop)
+{
+	void *obj;
+	struct dp_conn *c;
+
+	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0)) {
+		*drop = DP_DROP_conn_table_full;
+		return NULL;
+	}
+	c = obj;
+	memset(c, 0, sizeof(*c));
+	c->caddr = ck->saddr;
+	c->vaddr = ck->daddr;
+	c->cport = ck->sport;
+	c->vport = ck->dport;
+	c->proto = ck->proto;
+	c->pidx_proto = DP_PROTO_icmp;
+	c->flags = DP_CONN_F_LOCAL;
+	c->state = DP_TCP_ESTABLISHED;
+	c->created_tsc = c->last_tsc = w->now_tsc;
+	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0)) {
+		rte_mempool_put(w->conn_pool, c);
+		*drop = DP_DROP_conn_table_full;
+		return NULL;
+	}
+	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
+	return c;
+}
+
 void
 dp_conn_destroy(struct dp_worker *w, struct dp_conn *c)
 {
@@ -214,6 +244,11 @@ dp_conn_destroy(struct dp_worker *w, struct dp_conn *c)
 
 	dp_conn_client_key(c, &k);
 	rte_hash_del_key(w->conns, &k);
+	if (c->flags & DP_CONN_F_LOCAL) {
+		atomic_fetch_sub_explicit(&w->nb_conns, 1, memory_order_relaxed);
+		rte_mempool_put(w->conn_pool, c);
+		return;
+	}
 	dp_conn_server_key(c, &k);
 	rte_hash_del_key(w->conns, &k);
 	rte_ring_enqueue_elem(c->lip->free_ports[w->index][c->pidx_proto], &port, sizeof(port));

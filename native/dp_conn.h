@@ -64,6 +64,7 @@ enum dp_tcp_state {
 
 #define DP_CONN_F_CLIENT_FIN 0x1
 #define DP_CONN_F_SERVER_FIN 0x2
+#define DP_CONN_F_LOCAL 0x4 /* ICMP echo to one of our addresses: client side only */
 
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
@@ -106,6 +107,9 @@ struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k,
  * source port, inserts both keys. Returns NULL and sets *drop on failure. */
 struct dp_conn *dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck,
 			       enum dp_drop *drop);
+
+/* Worker: create a local conn (client key only, no real, no LIP). */
+struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);
 
 /* Worker: remove a conn now (both keys), return its port, drop references. */
 void dp_conn_destroy(struct dp_worker *w, struct dp_conn *c);

@@ -62,6 +62,12 @@ extern "C" {
 	X(hold_full, "too many packets already waiting for ARP")              \
 	X(mtu_exceeded, "packet larger than the egress port's MTU")           \
 	X(redirect_full, "hand-off ring to the conn's owner worker full")     \
+	X(icmp_truncated, "ICMP message shorter than its header")             \
+	X(icmp_bad_checksum, "ICMP checksum does not verify")                 \
+	X(icmp_unsupported, "ICMP type we neither answer nor forward")         \
+	X(icmp_error_truncated, "ICMP error quoting less than an IP header + 8 bytes") \
+	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")  \
+	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate") \
 	X(tx_full, "the driver refused the packet at tx burst")
 
 enum dp_proto {

@@ -1,15 +1,19 @@
 /*
- * dp_fnat.h: full NAT for port-based protocols, shared by dp_tcp.c and
- * dp_udp.c (and, with echo ids as ports, dp_icmp.c).
+ * dp_fnat.h: full NAT, shared by dp_tcp.c, dp_udp.c and dp_icmp.c (echo
+ * ids stand in for ports).
  *
  * A protocol plugs in through an operation table; every slot is filled:
  *   parse       validate the L4 header, fill ports (network order), flags
- *   may_create  may this packet open a conn? (TCP: a SYN; UDP: any)
+ *   may_create  may this packet open a conn? (TCP: a SYN; UDP: any; ICMP:
+ *               an echo request)
  *   stale       is this conn finished so a new opening should replace it?
  *   update      advance protocol state for a packet from `from`; returns
  *               the conn's idle timeout in seconds
- *   rewrite     store the new ports and fix the L4 checksum given the
- *               accumulated address+port difference
+ *   rewrite     store the new ports and fix the L4 checksum, given the
+ *               checksum difference of the address rewrite (for protocols
+ *               whose checksum covers a pseudo-header)
+ *   local       a packet for no conn and no service: answer it (ICMP echo
+ *               to our own address) or drop it, counted
  */
 #ifndef RETRACE_DP_FNAT_H
 #define RETRACE_DP_FNAT_H
@@ -23,7 +27,8 @@ struct dp_l4 {
 	void *hdr;        /* L4 header */
 	uint16_t sport;   /* network order; ICMP: echo id */
 	uint16_t dport;   /* network order; ICMP: echo id */
-	uint8_t flags;    /* TCP flags */
+	uint16_t svc_port;/* port a service is keyed by (ICMP: 0) */
+	uint8_t flags;    /* TCP flags; ICMP: type */
 };
 
 struct dp_fnat_ops {
@@ -34,14 +39,29 @@ struct dp_fnat_ops {
 	bool (*may_create)(const struct dp_l4 *l4);
 	bool (*stale)(const struct dp_conn *c, const struct dp_l4 *l4);
 	uint32_t (*update)(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
-	void (*rewrite)(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t csum_acc);
+	void (*rewrite)(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t addr_csum_acc);
+	void (*local)(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+		      struct dp_conn *local_conn);
 };
 
 extern const struct dp_fnat_ops dp_fnat_tcp;
 extern const struct dp_fnat_ops dp_fnat_udp;
+extern const struct dp_fnat_ops dp_fnat_icmp;
 
-/* Handle an IPv4 packet of ops' protocol (header validated, l2/l3 lengths
- * set). Consumes m. */
+/* Parse with ops and forward. Header validated, l2/l3 lengths set.
+ * Consumes m. */
 void dp_fnat_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops);
+
+/* Forward an already parsed packet. Consumes m. */
+void dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
+		     struct dp_l4 *l4);
+
+/* If the packet's LIP destination port belongs to another worker, hand m
+ * to it and return true. */
+bool dp_fnat_redirect(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, uint32_t daddr, uint16_t lport_be);
+
+/* Drop for TCP/UDP packets that match nothing. */
+void dp_fnat_local_drop(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+			struct dp_conn *local_conn);
 
 #endif

@@ -69,6 +69,10 @@ struct dp_worker {
 	uint32_t arp_rl_addr[DP_ARP_RL_SLOTS];
 	uint64_t arp_rl_tsc[DP_ARP_RL_SLOTS];
 
+	/* Rate limit of ICMP we originate, per port (dp_icmp.c). */
+	uint64_t icmp_tokens[DP_MAX_PORTS];
+	uint64_t icmp_tb_tsc[DP_MAX_PORTS];
+
 	/* Packets other workers received for conns this worker owns. */
 	struct rte_ring *redirect;
 } __rte_cache_aligned;

@@ -13,6 +13,7 @@
 #include <rte_ip.h>
 
 #include "dp_fnat.h"
+#include "dp_icmp.h"
 #include "dp_internal.h"
 #include "dp_proto.h"
 
@@ -69,7 +70,7 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 		return;
 	case IPPROTO_ICMP:
 		w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++;
-		dp_drop(w, pidx, DP_DROP_no_handler, m);
+		dp_icmp_input(w, pidx, m);
 		return;
 	default:
 		dp_drop(w, pidx, DP_DROP_no_handler, m);

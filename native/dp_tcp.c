@@ -35,6 +35,7 @@ tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	l4->sport = th->src_port;
 	l4->dport = th->dst_port;
 	l4->flags = th->tcp_flags;
+	l4->svc_port = th->dst_port;
 	return DP_DROP_MAX;
 }
 
@@ -90,6 +91,9 @@ tcp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t acc)
 {
 	struct rte_tcp_hdr *th = l4->hdr;
 
+	acc = dp_csum_acc16(acc, th->src_port, sport);
+	acc = dp_csum_acc16(acc, th->dst_port, dport);
+
 	th->src_port = sport;
 	th->dst_port = dport;
 	th->cksum = dp_csum_apply(th->cksum, acc);
@@ -103,4 +107,5 @@ const struct dp_fnat_ops dp_fnat_tcp = {
 	.stale = tcp_stale,
 	.update = tcp_update,
 	.rewrite = tcp_rewrite,
+	.local = dp_fnat_local_drop,
 };

@@ -27,6 +27,7 @@ udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	l4->sport = uh->src_port;
 	l4->dport = uh->dst_port;
 	l4->flags = 0;
+	l4->svc_port = uh->dst_port;
 	return DP_DROP_MAX;
 }
 
@@ -57,6 +58,9 @@ udp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t acc)
 {
 	struct rte_udp_hdr *uh = l4->hdr;
 
+	acc = dp_csum_acc16(acc, uh->src_port, sport);
+	acc = dp_csum_acc16(acc, uh->dst_port, dport);
+
 	uh->src_port = sport;
 	uh->dst_port = dport;
 	if (uh->dgram_cksum != 0) {
@@ -73,4 +77,5 @@ const struct dp_fnat_ops dp_fnat_udp = {
 	.stale = udp_stale,
 	.update = udp_update,
 	.rewrite = udp_rewrite,
+	.local = dp_fnat_local_drop,
 };

@@ -24,6 +24,7 @@
 
 #include "dp_conn.h"
 #include "dp_fnat.h"
+#include "dp_icmp.h"
 #include "dp_internal.h"
 #include "dp_tables.h"
 #include "dp_xmit.h"
@@ -41,8 +42,11 @@ dp_worker_redirected(struct dp_worker *w)
 	for (unsigned i = 0; i < n; i++) {
 		const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(pkts[i], const struct rte_ipv4_hdr *,
 									 sizeof(struct rte_ether_hdr));
-		dp_fnat_input(w, pkts[i]->port, pkts[i],
-			      ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp);
+		if (ip->next_proto_id == IPPROTO_ICMP)
+			dp_icmp_input(w, pkts[i]->port, pkts[i]);
+		else
+			dp_fnat_input(w, pkts[i]->port, pkts[i],
+				      ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp);
 	}
 	return n;
 }

@@ -57,7 +57,8 @@ dp_mtu_ok(struct dp_worker *w, uint16_t pidx, enum dp_proto proto, struct rte_mb
 
 	if (likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu))
 		return true;
-	/* Fragmentation-needed back to the sender belongs to dp_icmp.c. */
+	/* dp_fnat_forward checked (and answered) before the rewrite; this is
+	 * the guard for paths where the egress port was not known then. */
 	w->ctr->drop[pidx][DP_DROP_mtu_exceeded]++;
 	rte_pktmbuf_free(m);
 	(void)proto;

@@ -250,6 +250,10 @@ const baseSchema = z.strictObject({
       burst: intIn(1, 256).default(32),
       /** Conns each worker can hold (its conn table and record pool are sized by this). */
       max_conns: intIn(1024, 67108864).default(131072),
+      /** ICMP the appliance originates (echo replies, errors), per port per second; 0 = unlimited. */
+      icmp_rate: intIn(0, 100000000).default(1000),
+      /** Burst allowance for icmp_rate, in messages. */
+      icmp_burst: intIn(1, 100000000).default(100),
       /** Idle back-off of a worker that finds nothing to do. */
       idle: z
         .strictObject({

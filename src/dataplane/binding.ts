@@ -22,6 +22,8 @@ export interface NativeConf {
   idleSleepAfter: number;
   idleSleepUs: number;
   maxConns: number;
+  icmpRate: number;
+  icmpBurst: number;
   ports: NativePortConf[];
 }
 

@@ -144,6 +144,8 @@ export function nativeConf(cfg: Config): NativeConf {
     idleSleepAfter: cfg.dataplane.idle.sleep_after,
     idleSleepUs: cfg.dataplane.idle.sleep_us,
     maxConns: cfg.dataplane.max_conns,
+    icmpRate: cfg.dataplane.icmp_rate,
+    icmpBurst: cfg.dataplane.icmp_burst,
     ports: cfg.ports.map((p) => ({
       name: p.name,
       devname: deviceName(p.device),
