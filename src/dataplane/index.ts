@@ -6,7 +6,9 @@
  * `ENODEV`, ...) or `EUNAVAILABLE` when the dataplane is not running. src/server maps codes to gRPC
  * status codes in one place (toStatus).
  */
-import { buildEalArgs, deviceName, type Config } from '../config';
+import fs from 'node:fs';
+import path from 'node:path';
+import { buildEalArgs, deviceName, filePrefix, type Config } from '../config';
 import {
   IPPROTO,
   SCHED_ID,
@@ -495,6 +497,7 @@ export class Dataplane {
       throw wrap(e, 'dataplane stop');
     } finally {
       this.stateValue = 'stopped';
+      removeEalRuntimeDir(this.config);
     }
   }
 }
@@ -505,4 +508,17 @@ export function networkOf(addr: string, len: number): string {
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const net = (n & mask) >>> 0;
   return [24, 16, 8, 0].map((sh) => (net >>> sh) & 0xff).join('.');
+}
+
+/**
+ * EAL leaves /var/run/dpdk/<file-prefix> (or $XDG_RUNTIME_DIR/dpdk/<prefix> for non-root) behind
+ * even with --no-shconf; with a prefix per process they would pile up.
+ */
+function removeEalRuntimeDir(cfg: Config): void {
+  const base = process.getuid?.() === 0 ? '/var/run/dpdk' : path.join(process.env.XDG_RUNTIME_DIR ?? '/tmp', 'dpdk');
+  try {
+    fs.rmSync(path.join(base, filePrefix(cfg, process.pid)), { recursive: true, force: true });
+  } catch {
+    // Best effort: a leftover directory is harmless.
+  }
 }
