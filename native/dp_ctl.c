@@ -147,6 +147,20 @@ dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, c
 	}
 	if (!dp_valid_port(pidx, err, errlen))
 		return -ENOENT;
+	if (plen == 0) {
+		if (atomic_load(&dpt.default_nh) >= 0) {
+			dp_set_err(err, errlen, "a default route exists");
+			return -EEXIST;
+		}
+		ret = dp_nexthop_get(pidx, gw, &nh);
+		if (ret < 0) {
+			dp_set_err(err, errlen, "next-hop table full");
+			return ret;
+		}
+		atomic_store(&dpt.default_nh, (int32_t)nh);
+		atomic_fetch_add(&dpt.route_gen, 1);
+		return 0;
+	}
 	if (rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(prefix), plen, &nh_old) == 1) {
 		dp_set_err(err, errlen, "a route for this prefix exists");
 		return -EEXIST;
@@ -171,7 +185,19 @@ dp_route_del_locked(uint32_t prefix, uint8_t plen, char *err, size_t errlen)
 {
 	uint32_t nh;
 
-	if (plen > 32 || rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(prefix), plen, &nh) != 1) {
+	if (plen == 0 && prefix == 0) {
+		int32_t d = atomic_load(&dpt.default_nh);
+		if (d < 0) {
+			dp_set_err(err, errlen, "no such route");
+			return -ENOENT;
+		}
+		atomic_store(&dpt.default_nh, -1);
+		atomic_fetch_add(&dpt.route_gen, 1);
+		dp_grace_period();
+		dpt.nexthops[d].refs--;
+		return 0;
+	}
+	if (plen == 0 || plen > 32 || rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(prefix), plen, &nh) != 1) {
 		dp_set_err(err, errlen, "no such route");
 		return -ENOENT;
 	}

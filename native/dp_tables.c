@@ -102,6 +102,7 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 	}
 	for (int p = 0; p < DP_PROTO_MAX; p++)
 		atomic_store(&dpt.symmetric[p], true);
+	atomic_store(&dpt.default_nh, -1);
 	dpt.timeouts = (struct dp_timeouts){
 		.tcp_syn = 30, .tcp_established = 900, .tcp_fin = 60, .tcp_close = 10,
 		.udp = 300, .icmp = 60,

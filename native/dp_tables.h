@@ -133,6 +133,7 @@ struct dp_tables {
 	struct rte_lpm *lpm;         /* prefix -> nexthop index */
 	struct dp_nexthop nexthops[DP_MAX_NEXTHOPS];
 	_Atomic uint32_t route_gen;  /* bumped on every route change */
+	_Atomic int32_t default_nh;  /* 0.0.0.0/0 (rte_lpm has no depth 0); -1 = none */
 	struct rte_hash *neigh;      /* uint32 addr -> packed MAC/port/flags */
 	_Atomic uint32_t neigh_gen;  /* bumped when a neighbour appears/changes */
 	struct rte_hash *services;   /* dp_service_key -> struct dp_service * */
@@ -172,8 +173,12 @@ dp_route_lookup(uint32_t addr_be, const struct dp_nexthop **nh)
 {
 	uint32_t idx;
 
-	if (rte_lpm_lookup(dpt.lpm, rte_be_to_cpu_32(addr_be), &idx) != 0)
-		return -ENOENT;
+	if (rte_lpm_lookup(dpt.lpm, rte_be_to_cpu_32(addr_be), &idx) != 0) {
+		int32_t d = atomic_load_explicit(&dpt.default_nh, memory_order_acquire);
+		if (d < 0)
+			return -ENOENT;
+		idx = (uint32_t)d;
+	}
 	*nh = &dpt.nexthops[idx];
 	return 0;
 }

@@ -1,0 +1,168 @@
+/**
+ * A `retrace serve` child process and typed, promise-based gRPC clients for it. One EAL per process:
+ * the lab demo and the e2e tests run the appliance this way. stop() sends SIGTERM to its PID and
+ * waits; kill() is the safety net.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';
+import { NetworkServiceClient } from '../gen/retrace/v1/network';
+import { PathServiceClient } from '../gen/retrace/v1/path';
+import { PortServiceClient } from '../gen/retrace/v1/port';
+import { SystemServiceClient } from '../gen/retrace/v1/system';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const CLI_PATH = path.join(REPO_ROOT, 'dist', 'cli.js');
+
+type UnaryMethod<Req, Res> = (
+  req: Req,
+  md: grpc.Metadata,
+  opts: Partial<grpc.CallOptions>,
+  cb: (e: grpc.ServiceError | null, r: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** Methods of a ts-proto grpc-js client, as (request) => Promise<response>. */
+export type Promised<C> = {
+  [K in keyof C as C[K] extends UnaryMethod<infer _Q, infer _R> ? K : never]: C[K] extends UnaryMethod<infer Q, infer R>
+    ? (req: Q, timeoutMs?: number) => Promise<R>
+    : never;
+};
+
+export function promised<C extends grpc.Client>(client: C): Promised<C> {
+  return new Proxy({} as Promised<C>, {
+    get(_t, name: string) {
+      const fn = (client as unknown as Record<string, unknown>)[name];
+      if (typeof fn !== 'function') return undefined;
+      return (req: unknown, timeoutMs = 10000) =>
+        new Promise((resolve, reject) => {
+          (fn as UnaryMethod<unknown, unknown>).call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (e, r) =>
+            e ? reject(e) : resolve(r),
+          );
+        });
+    },
+  });
+}
+
+export interface ApplianceApi {
+  network: Promised<NetworkServiceClient>;
+  balancer: Promised<LoadBalancerServiceClient>;
+  path: Promised<PathServiceClient>;
+  ports: Promised<PortServiceClient>;
+  system: Promised<SystemServiceClient>;
+}
+
+export class ApplianceProcess {
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retrace-app-'));
+  readonly socket = path.join(this.dir, 'grpc.sock');
+  readonly address = `unix:${this.socket}`;
+  child: ChildProcess | undefined;
+  /** Everything the child wrote (JSON log lines on stderr). */
+  output = '';
+  private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
+  private clients: grpc.Client[] = [];
+  private apiValue: ApplianceApi | undefined;
+
+  /** Writes the YAML config and spawns `retrace serve` on this object's unix socket. */
+  start(configYaml: string): void {
+    const file = path.join(this.dir, 'retrace.yaml');
+    fs.writeFileSync(file, configYaml);
+    const child = spawn(process.execPath, [CLI_PATH, 'serve', '--config', file, '--listen', this.address], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.child = child;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  healthCheck(service = ''): Promise<string> {
+    const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
+    const client = new Client(this.address, grpc.credentials.createInsecure());
+    return new Promise((resolve, reject) => {
+      client.check({ service }, { deadline: Date.now() + 2000 }, (err: grpc.ServiceError | null, res: { status: string }) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res.status);
+      });
+    });
+  }
+
+  /** Polls grpc.health.v1 until SERVING; throws with the child's output otherwise. */
+  async waitServing(timeoutMs = 30000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`appliance exited early:\n${this.output}`);
+      try {
+        last = await this.healthCheck();
+        if (last === 'SERVING') return;
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new Error(`appliance never became SERVING (last: ${last})\n${this.output}`);
+  }
+
+  get api(): ApplianceApi {
+    if (this.apiValue === undefined) {
+      const creds = grpc.credentials.createInsecure();
+      const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials) => C): Promised<C> => {
+        const c = new Ctor(this.address, creds);
+        this.clients.push(c);
+        return promised(c);
+      };
+      this.apiValue = {
+        network: mk(NetworkServiceClient),
+        balancer: mk(LoadBalancerServiceClient),
+        path: mk(PathServiceClient),
+        ports: mk(PortServiceClient),
+        system: mk(SystemServiceClient),
+      };
+    }
+    return this.apiValue;
+  }
+
+  private closeClients(): void {
+    for (const c of this.clients.splice(0)) c.close();
+    this.apiValue = undefined;
+  }
+
+  /** SIGTERM by PID and wait for the exit (SIGKILL after timeoutMs). */
+  async stop(timeoutMs = 10000): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+    this.closeClients();
+    if (!this.child || !this.exited) throw new Error('appliance not started');
+    const t0 = Date.now();
+    if (this.running) this.child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    const res = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    if (res === 'timeout') {
+      this.child.kill('SIGKILL');
+      const r = await this.exited;
+      return { ...r, ms: Date.now() - t0 };
+    }
+    return { ...res, ms: Date.now() - t0 };
+  }
+
+  /** Safety net: SIGKILL if still running, remove the temp dir. Never throws. */
+  async kill(): Promise<void> {
+    this.closeClients();
+    if (this.running && this.child) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The lab with a running appliance, configured over gRPC the way an orchestrator would: port
+ * addresses, ONE default route (via router-a, uplink-a), LIPs on the server side. Services are added
+ * per scenario. Shared by `retrace lab demo` and the e2e tests, so both exercise the same setup.
+ */
+import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace/v1/types';
+import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { ApplianceProcess } from './appliance';
+import { LAB, LabTopology, ROOT_PORTS, type RootPort } from './topology';
+
+export type Proto = 'tcp' | 'udp' | 'icmp';
+export type Sched = 'rr' | 'wrr' | 'wlc' | 'maglev';
+
+const PB_PROTO: Record<Proto, PbProtocol> = {
+  tcp: PbProtocol.PROTOCOL_TCP,
+  udp: PbProtocol.PROTOCOL_UDP,
+  icmp: PbProtocol.PROTOCOL_ICMP,
+};
+const PB_SCHED: Record<Sched, PbScheduler> = {
+  rr: PbScheduler.SCHEDULER_RR,
+  wrr: PbScheduler.SCHEDULER_WRR,
+  wlc: PbScheduler.SCHEDULER_WLC,
+  maglev: PbScheduler.SCHEDULER_MAGLEV,
+};
+
+export interface ScenarioOptions {
+  /** Extra YAML appended to the generated config (e.g. "timeouts: {udp: 5}"). */
+  extraYaml?: string;
+  /** Log progress lines (the demo passes console.log). */
+  log?: (line: string) => void;
+  /** Reuse an existing topology (e.g. across an appliance restart). */
+  lab?: LabTopology;
+}
+
+export interface RealSpec {
+  address: string;
+  port: number;
+  weight?: number;
+}
+
+export class LabScenario {
+  readonly app = new ApplianceProcess();
+  private constructor(
+    readonly lab: LabTopology,
+    private readonly ownsLab: boolean,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** Builds the lab (unless given), starts echo servers, the appliance, and the base network. */
+  static async start(opts: ScenarioOptions = {}): Promise<LabScenario> {
+    const log = opts.log ?? (() => {});
+    const lab = opts.lab ?? LabTopology.create();
+    const sc = new LabScenario(lab, opts.lab === undefined, log);
+    try {
+      if (opts.lab === undefined) {
+        log(`lab ${lab.tag}: namespaces up`);
+        await lab.startEchoServers();
+        log('echo servers running on rs1, rs2, rs3');
+      }
+      await sc.startAppliance(opts.extraYaml);
+      return sc;
+    } catch (e) {
+      await sc.destroy();
+      throw e;
+    }
+  }
+
+  /** Spawns `retrace serve` on the lab's ports and applies the base network over gRPC. */
+  async startAppliance(extraYaml = ''): Promise<void> {
+    const yaml = [
+      'eal:\n  memory_mb: 256',
+      'dataplane:\n  mbufs: 8191\n  max_conns: 16384',
+      this.lab.applianceConfigYaml(),
+      extraYaml,
+    ].join('\n');
+    this.app.start(yaml);
+    await this.app.waitServing();
+    const { network, balancer } = this.app.api;
+    for (const port of ROOT_PORTS) {
+      const p = LAB.ports[port];
+      await network.createAddress({ address: { address: p.addr, prefixLength: p.prefixLen, port } });
+    }
+    // One default route, toward router-a: replies routed by it to client-b form a triangle.
+    await network.createRoute({ route: { prefix: '0.0.0.0', prefixLength: 0, port: 'uplink-a', gateway: LAB.routerAUplink, connected: false } });
+    for (const lip of LAB.lips) {
+      await balancer.createLocalAddress({ localAddress: { address: lip, port: 'servers', portsInUse: 0n, portsTotal: 0n } });
+    }
+    this.log(`appliance up: ports ${ROOT_PORTS.join(', ')}; default route via router-a; LIPs ${LAB.lips.join(', ')}`);
+  }
+
+  /** Creates a virtual service and sets its reals. */
+  async addService(proto: Proto, vip: string, port: number, sched: Sched, reals: RealSpec[], seed = 0): Promise<void> {
+    const { balancer } = this.app.api;
+    await balancer.createVirtualService({
+      virtualService: { protocol: PB_PROTO[proto], vip, port, scheduler: PB_SCHED[sched], seed, reals: [], connsTotal: 0n },
+    });
+    await this.setReals(proto, vip, port, reals);
+  }
+
+  async setReals(proto: Proto, vip: string, port: number, reals: RealSpec[]): Promise<void> {
+    await this.app.api.balancer.setReals({
+      key: { protocol: PB_PROTO[proto], vip, port },
+      reals: reals.map((r) => ({ address: r.address, port: r.port, weight: r.weight ?? 1, activeConns: 0n, connsTotal: 0n })),
+    });
+  }
+
+  async setSymmetric(proto: Proto, enabled: boolean): Promise<void> {
+    await this.app.api.path.setSymmetricMode({ protocol: PB_PROTO[proto], enabled });
+  }
+
+  async counters(): Promise<GetCountersResponse> {
+    return this.app.api.path.getCounters({});
+  }
+
+  /** Path counters of one protocol on one port (zeros if absent). */
+  static portCounters(c: GetCountersResponse, proto: Proto, port: RootPort): PathCounters {
+    const pc = c[proto]?.ports.find((p) => p.port === port)?.counters;
+    return pc ?? { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+  }
+
+  async stopAppliance(): Promise<number | null> {
+    const r = await this.app.stop();
+    return r.code;
+  }
+
+  /** Stops the appliance and, if this scenario built it, the lab. Never throws. */
+  async destroy(): Promise<void> {
+    try {
+      if (this.app.running) await this.app.stop();
+    } catch {
+      // fall through to kill
+    }
+    await this.app.kill();
+    if (this.ownsLab) this.lab.destroy();
+  }
+}
+
+/** Difference of two counter snapshots, per field (for "this traffic moved these counters"). */
+export function pathDelta(after: PathCounters, before: PathCounters): PathCounters {
+  return {
+    rx: after.rx - before.rx,
+    txSymmetric: after.txSymmetric - before.txSymmetric,
+    txRouted: after.txRouted - before.txRouted,
+    routeDivergence: after.routeDivergence - before.routeDivergence,
+    asymmetric: after.asymmetric - before.asymmetric,
+    pathChanges: after.pathChanges - before.pathChanges,
+  };
+}
