@@ -2,6 +2,7 @@
 /**
  * The `retrace` command.
  *   retrace serve [--config FILE] [flags]   run the appliance (dataplane + gRPC server)
+ *   retrace lab demo                        the namespace lab demo (README's main command)
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.
  */
 import { Command, InvalidArgumentError } from 'commander';
@@ -51,6 +52,15 @@ export function buildProgram(): Command {
       // Loaded lazily: a config error must not need (or load) DPDK.
       const { serve } = await import('./serve');
       process.exitCode = await serve(cfg);
+    });
+
+  const lab = program.command('lab').description('the network-namespace lab (needs root, iproute2, tcpdump)');
+  lab
+    .command('demo')
+    .description('build the lab, run TCP/UDP/ping through the appliance with symmetric return on and off, print the paths taken')
+    .action(async () => {
+      const { runDemo } = await import('./lab/demo');
+      process.exitCode = await runDemo();
     });
 
   return program;
