@@ -19,7 +19,8 @@
         "native/dp_fnat.c",
         "native/dp_tcp.c",
         "native/dp_udp.c",
-        "native/dp_icmp.c"
+        "native/dp_icmp.c",
+        "native/dp_events.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -15,6 +15,7 @@
 #include "dp.h"
 #include "dp_counters.h"
 #include "dp_ctl.h"
+#include "dp_events.h"
 
 namespace {
 
@@ -128,7 +129,8 @@ bool ParseConf(Napi::Env env, Napi::Value val, dp_conf *conf) {
       !GetU32(env, o, "idleSleepUs", 0, 1000000, &conf->idle_sleep_us, "conf.") ||
       !GetU32(env, o, "maxConns", 1024, 1u << 26, &conf->max_conns, "conf.") ||
       !GetU32(env, o, "icmpRate", 0, 100000000, &conf->icmp_rate, "conf.") ||
-      !GetU32(env, o, "icmpBurst", 1, 100000000, &conf->icmp_burst, "conf."))
+      !GetU32(env, o, "icmpBurst", 1, 100000000, &conf->icmp_burst, "conf.") ||
+      !GetU32(env, o, "eventRing", 64, 1u << 24, &conf->event_ring, "conf."))
     return false;
   conf->burst = static_cast<uint16_t>(burst);
   Napi::Value pv = o.Get("ports");
@@ -650,6 +652,154 @@ Napi::Value ConnCount(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), dp_ctl_conn_count());
 }
 
+// ---- conn events and snapshots (dp_events.h) ----
+
+// connInfoLayout(): byte offsets of struct dp_conn_info, so TS decodes the
+// buffers below without guessing the C layout.
+Napi::Value ConnInfoLayout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#define OFF(f) o.Set(#f, static_cast<uint32_t>(offsetof(struct dp_conn_info, f)))
+  OFF(time_ns); OFF(created_ns); OFF(last_ns); OFF(pkts); OFF(bytes);
+  OFF(caddr); OFF(vaddr); OFF(laddr); OFF(raddr); OFF(cport); OFF(vport); OFF(lport); OFF(rport);
+  OFF(type); OFF(proto); OFF(state); OFF(flags); OFF(side_pidx); OFF(changed_side); OFF(worker); OFF(peer_mac);
+#undef OFF
+  o.Set("size", static_cast<uint32_t>(sizeof(struct dp_conn_info)));
+  return o;
+}
+
+Napi::Value EventsEnable(const Napi::CallbackInfo &info) {
+  if (!CheckArgs(info, 1) || !info[0].IsBoolean()) {
+    if (!info.Env().IsExceptionPending())
+      Napi::TypeError::New(info.Env(), "enabled must be a boolean").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  dp_events_enable(info[0].As<Napi::Boolean>().Value() ? 1 : 0);
+  return info.Env().Undefined();
+}
+
+// eventsDrain(max): { buffer, count, dropped } — never blocks.
+Napi::Value EventsDrain(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t max;
+  if (!CheckArgs(info, 1) || !ArgU32(info, 0, "max", 1u << 20, &max)) return env.Undefined();
+  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, sizeof(struct dp_conn_info) * (max ? max : 1));
+  uint64_t dropped = 0;
+  unsigned n = dp_events_drain(reinterpret_cast<struct dp_conn_info *>(buf.Data()), max, &dropped);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("buffer", buf);
+  o.Set("count", n);
+  o.Set("dropped", Napi::BigInt::New(env, dropped));
+  return o;
+}
+
+class DumpWorker : public Napi::AsyncWorker {
+ public:
+  DumpWorker(Napi::Env env, unsigned worker, uint32_t cursor, unsigned max)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), worker_(worker),
+        cursor_(cursor), out_(max ? max : 1) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { ret_ = dp_conns_dump(worker_, &cursor_, out_.data(), (unsigned)out_.size(), &done_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (ret_ < 0) {
+      deferred_.Reject(ErrnoError(env, ret_, ret_ == -ETIMEDOUT ? "worker did not answer the conn dump in time" : "").Value());
+      return;
+    }
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t *>(out_.data()), sizeof(struct dp_conn_info) * ret_);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("buffer", buf);
+    o.Set("count", ret_);
+    o.Set("cursor", cursor_);
+    o.Set("done", done_ != 0);
+    deferred_.Resolve(o);
+  }
+ private:
+  Napi::Promise::Deferred deferred_;
+  unsigned worker_;
+  uint32_t cursor_;
+  std::vector<struct dp_conn_info> out_;
+  int ret_ = 0;
+  int done_ = 0;
+};
+
+// connsDump(worker, cursor, max): Promise<{buffer, count, cursor, done}>
+Napi::Value ConnsDump(const Napi::CallbackInfo &info) {
+  uint32_t worker, cursor, max;
+  if (!CheckArgs(info, 3) || !ArgU32(info, 0, "worker", 1024, &worker) || !ArgU32(info, 1, "cursor", UINT32_MAX, &cursor) ||
+      !ArgU32(info, 2, "max", 65536, &max))
+    return info.Env().Undefined();
+  auto *w = new DumpWorker(info.Env(), worker, cursor, max);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+class DeleteWorker : public Napi::AsyncWorker {
+ public:
+  DeleteWorker(Napi::Env env, const dp_conn_filter &f)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), f_(f) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { ret_ = dp_conns_delete(&f_); }
+  void OnOK() override {
+    if (ret_ < 0)
+      deferred_.Reject(ErrnoError(Env(), (int)ret_, ret_ == -ETIMEDOUT ? "worker did not answer in time" : "").Value());
+    else
+      deferred_.Resolve(Napi::BigInt::New(Env(), ret_));
+  }
+ private:
+  Napi::Promise::Deferred deferred_;
+  dp_conn_filter f_;
+  int64_t ret_ = 0;
+};
+
+// connsDelete({protocol, client, clientPort, vip, vipPort, real, realPort}): Promise<bigint>
+Napi::Value ConnsDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 1) || !info[0].IsObject()) {
+    if (!env.IsExceptionPending()) Napi::TypeError::New(env, "filter must be an object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  dp_conn_filter f;
+  memset(&f, 0, sizeof(f));
+  uint32_t v;
+  if (!GetU32(env, o, "protocol", 0, 255, &v, "filter.")) return env.Undefined();
+  f.proto = (uint8_t)v;
+  const char *addrs[] = {"client", "vip", "real"};
+  uint32_t *dst[] = {&f.caddr, &f.vaddr, &f.raddr};
+  for (int i = 0; i < 3; i++) {
+    Napi::Value a = o.Get(addrs[i]);
+    if (!a.IsString()) {
+      Napi::TypeError::New(env, std::string("filter.") + addrs[i] + " must be a string").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::string s = a.As<Napi::String>().Utf8Value();
+    struct in_addr ia;
+    if (!s.empty()) {
+      if (inet_pton(AF_INET, s.c_str(), &ia) != 1) {
+        Napi::TypeError::New(env, std::string("filter.") + addrs[i] + " is not an IPv4 address").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      *dst[i] = ia.s_addr;
+    }
+  }
+  const char *ports[] = {"clientPort", "vipPort", "realPort"};
+  uint16_t *pdst[] = {&f.cport, &f.vport, &f.rport};
+  for (int i = 0; i < 3; i++) {
+    if (!GetU32(env, o, ports[i], 0, 65535, &v, "filter.")) return env.Undefined();
+    *pdst[i] = htons((uint16_t)v);
+  }
+  auto *w = new DeleteWorker(env, f);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value NbWorkers(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), dp_nb_workers());
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ealInit", Napi::Function::New(env, EalInit));
   exports.Set("start", Napi::Function::New(env, Start));
@@ -682,6 +832,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("timeoutsSet", Napi::Function::New(env, TimeoutsSet));
   exports.Set("timeoutsGet", Napi::Function::New(env, TimeoutsGet));
   exports.Set("connCount", Napi::Function::New(env, ConnCount));
+  exports.Set("connInfoLayout", Napi::Function::New(env, ConnInfoLayout));
+  exports.Set("eventsEnable", Napi::Function::New(env, EventsEnable));
+  exports.Set("eventsDrain", Napi::Function::New(env, EventsDrain));
+  exports.Set("connsDump", Napi::Function::New(env, ConnsDump));
+  exports.Set("connsDelete", Napi::Function::New(env, ConnsDelete));
+  exports.Set("nbWorkers", Napi::Function::New(env, NbWorkers));
   return exports;
 }
 

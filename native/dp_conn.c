@@ -239,6 +239,13 @@ dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_
 void
 dp_conn_destroy(struct dp_worker *w, struct dp_conn *c)
 {
+	dp_event_emit(w, c, DP_EV_CLOSED, 0);
+	dp_conn_destroy_silent(w, c);
+}
+
+void
+dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
+{
 	struct dp_conn_key k;
 	uint32_t port = c->lport;
 

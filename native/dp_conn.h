@@ -114,6 +114,9 @@ struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_k
 /* Worker: remove a conn now (both keys), return its port, drop references. */
 void dp_conn_destroy(struct dp_worker *w, struct dp_conn *c);
 
+/* Worker: the same without a closed event (a conn that never sent). */
+void dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c);
+
 /* Worker: expire idle conns, examining at most budget entries. */
 void dp_conn_expire_step(struct dp_worker *w, unsigned budget);
 

@@ -122,6 +122,7 @@ dp_release(void)
 			continue;
 		dp_conn_table_free(w);
 		rte_ring_free(w->redirect);
+		rte_ring_free(w->events);
 		for (uint16_t p = 0; p < DP_MAX_PORTS; p++)
 			rte_free(w->txb[p]);
 		rte_free(w);
@@ -195,6 +196,7 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 	}
 	dp.nb_workers = nb_workers;
 
+	dp_events_clock_init();
 	ret = dp_tables_create(nb_workers, err, errlen);
 	if (ret < 0)
 		goto fail;
@@ -205,6 +207,15 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 		ret = dp_conn_table_create(w, conf->max_conns, err, errlen);
 		if (ret < 0)
 			goto fail;
+		snprintf(name, sizeof(name), "rt_ev%u_%d", i, getpid() % 100000);
+		w->events = rte_ring_create_elem(name, sizeof(struct dp_conn_info), conf->event_ring,
+						 rte_lcore_to_socket_id(w->lcore_id), RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (w->events == NULL) {
+			dp_set_err(err, errlen, "cannot create the event ring of worker %u (%u entries): %s", i,
+				   conf->event_ring, rte_strerror(rte_errno));
+			ret = -ENOMEM;
+			goto fail;
+		}
 		snprintf(name, sizeof(name), "rt_redir%u_%d", i, getpid() % 100000);
 		w->redirect = rte_ring_create(name, 1024, rte_lcore_to_socket_id(w->lcore_id), RING_F_SC_DEQ);
 		if (w->redirect == NULL) {

@@ -80,6 +80,7 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 	enum dp_side_id from;
 	enum dp_drop why;
 	struct dp_conn *c;
+	bool fresh = false;
 
 	memset(&k, 0, sizeof(k));
 	k.saddr = ip->src_addr;
@@ -117,15 +118,19 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 			return;
 		}
 		from = DP_SIDE_CLIENT;
+		fresh = true;
 	}
 
 	struct dp_side *in_side = &c->side[from];
 	uint32_t in_peer = from == DP_SIDE_CLIENT ? c->caddr : c->raddr;
-	dp_side_record(w, in_side, pidx, eh, in_peer, ops->proto);
+	if (dp_side_record(w, in_side, pidx, eh, in_peer, ops->proto))
+		dp_event_emit(w, c, DP_EV_PATH, (uint8_t)from);
 
 	if (unlikely(ip->time_to_live <= 1)) {
 		dp_icmp_send_error(w, pidx, m, in_side, RTE_IP_ICMP_TIME_EXCEEDED, 0, 0);
 		dp_drop(w, pidx, DP_DROP_ip_ttl_exceeded, m);
+		if (fresh) /* a conn whose first packet never left does not exist */
+			dp_conn_destroy_silent(w, c);
 		return;
 	}
 	enum dp_side_id to = from == DP_SIDE_CLIENT ? DP_SIDE_SERVER : DP_SIDE_CLIENT;
@@ -138,10 +143,17 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 		/* Without DF the packet would need fragmenting, which we do not
 		 * do: counted the same way. */
 		dp_drop(w, (uint16_t)out, DP_DROP_mtu_exceeded, m);
+		if (fresh)
+			dp_conn_destroy_silent(w, c);
 		return;
 	}
 
+	uint8_t prev_state = c->state;
 	c->timeout_s = ops->update(c, from, l4);
+	if (fresh)
+		dp_event_emit(w, c, DP_EV_CREATED, 0);
+	else if (c->state != prev_state)
+		dp_event_emit(w, c, DP_EV_STATE, 0);
 	c->last_tsc = w->now_tsc;
 	c->pkts[from]++;
 	c->bytes[from] += rte_pktmbuf_pkt_len(m);

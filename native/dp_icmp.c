@@ -148,8 +148,11 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 			dp_drop(w, pidx, why, m);
 			return;
 		}
+		dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp);
+		dp_event_emit(w, c, DP_EV_CREATED, 0);
+	} else if (dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp)) {
+		dp_event_emit(w, c, DP_EV_PATH, DP_SIDE_CLIENT);
 	}
-	dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp);
 	c->timeout_s = dpt.timeouts.icmp;
 	c->last_tsc = w->now_tsc;
 	c->pkts[DP_SIDE_CLIENT]++;

@@ -14,6 +14,7 @@
 
 #include "dp.h"
 #include "dp_counters.h"
+#include "dp_events.h"
 
 /* One counter block. Cache-aligned so two lcores never share a line. */
 struct dp_counter_block {
@@ -45,6 +46,20 @@ struct dp_held {
 #define DP_HOLD_MAX 64
 #define DP_ARP_RL_SLOTS 64
 
+/* Control -> worker requests (dp_events.c). The control side writes the
+ * fields, then bumps req; the worker serves and sets done = req. */
+struct dp_mailbox {
+	_Atomic uint32_t req;
+	_Atomic uint32_t done;
+	int kind;
+	uint32_t cursor;
+	unsigned max;
+	unsigned count;
+	int walked_all;
+	struct dp_conn_info *out;
+	struct dp_conn_filter filter;
+};
+
 /* Per-worker context, owned by one lcore. */
 struct dp_worker {
 	unsigned lcore_id;
@@ -72,6 +87,11 @@ struct dp_worker {
 	/* Rate limit of ICMP we originate, per port (dp_icmp.c). */
 	uint64_t icmp_tokens[DP_MAX_PORTS];
 	uint64_t icmp_tb_tsc[DP_MAX_PORTS];
+
+	/* Conn events toward the control plane (dp_events.c). */
+	struct rte_ring *events;
+	uint64_t events_dropped;
+	struct dp_mailbox mb;
 
 	/* Packets other workers received for conns this worker owns. */
 	struct rte_ring *redirect;
@@ -102,6 +122,13 @@ void dp_ports_teardown(void);
 /* dp_worker.c */
 int dp_workers_launch(char *err, size_t errlen);
 void dp_workers_join(void);
+
+/* dp_events.c (worker side) */
+struct dp_conn;
+extern atomic_bool dp_events_on;
+void dp_event_emit(struct dp_worker *w, const struct dp_conn *c, enum dp_event_type type, uint8_t changed_side);
+void dp_mailbox_serve(struct dp_worker *w);
+void dp_events_clock_init(void);
 
 /* dp_l2.c: entry of the packet path. Takes ownership of every mbuf. */
 void dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);

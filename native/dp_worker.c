@@ -84,6 +84,9 @@ dp_worker_main(void *arg)
 		if (unlikely(w->nb_held != 0))
 			dp_xmit_hold_poll(w);
 		dp_conn_expire_step(w, DP_EXPIRE_BUDGET);
+		if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
+			     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))
+			dp_mailbox_serve(w);
 		for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
 			rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
 		/* Every table pointer this round may have held is dropped now. */

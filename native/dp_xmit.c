@@ -29,13 +29,15 @@ dp_side_route(struct dp_side *s, uint32_t peer_addr)
 	s->route_gen = gen;
 }
 
-void
+bool
 dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
 	       uint32_t peer_addr, enum dp_proto proto)
 {
+	bool moved = s->valid;
+
 	if (likely(s->valid && s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
-		return;
-	if (s->valid)
+		return false;
+	if (moved)
 		w->ctr->path[proto][pidx][DP_PATH_path_changes]++;
 	s->pidx = (uint8_t)pidx;
 	rte_ether_addr_copy(&eh->src_addr, &s->peer_mac);
@@ -48,6 +50,7 @@ dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const stru
 	s->valid = 1;
 	s->route_gen = 0; /* recompute the divergence reference */
 	dp_side_route(s, peer_addr);
+	return moved;
 }
 
 static inline bool

@@ -25,8 +25,9 @@ void dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr
 void dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
 		    struct rte_mbuf *m);
 
-/* Record (or refresh) the side a packet arrived from. */
-void dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
+/* Record (or refresh) the side a packet arrived from. Returns true when an
+ * existing record moved (a path change, counted). */
+bool dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
 		    uint32_t peer_addr, enum dp_proto proto);
 
 /* Retry held packets (neighbours learned) and drop the expired ones. */

@@ -254,6 +254,10 @@ const baseSchema = z.strictObject({
       icmp_rate: intIn(0, 100000000).default(1000),
       /** Burst allowance for icmp_rate, in messages. */
       icmp_burst: intIn(1, 100000000).default(100),
+      /** Conn events each worker can queue for the control plane before dropping (power of two). */
+      event_ring: intIn(64, 16777216)
+        .refine((v) => (v & (v - 1)) === 0, { error: 'must be a power of two' })
+        .default(65536),
       /** Idle back-off of a worker that finds nothing to do. */
       idle: z
         .strictObject({

@@ -24,6 +24,7 @@ export interface NativeConf {
   maxConns: number;
   icmpRate: number;
   icmpBurst: number;
+  eventRing: number;
   ports: NativePortConf[];
 }
 
@@ -147,6 +148,24 @@ export interface Native {
   timeoutsSet(t: NativeTimeouts): void;
   timeoutsGet(): NativeTimeouts;
   connCount(): bigint;
+  connInfoLayout(): Record<string, number>;
+  eventsEnable(on: boolean): void;
+  eventsDrain(max: number): { buffer: Buffer; count: number; dropped: bigint };
+  connsDump(worker: number, cursor: number, max: number): Promise<{ buffer: Buffer; count: number; cursor: number; done: boolean }>;
+  connsDelete(filter: NativeConnFilter): Promise<bigint>;
+  nbWorkers(): number;
+}
+
+export interface NativeConnFilter {
+  /** IANA number; 0 = any. */
+  protocol: number;
+  /** "" = any. */
+  client: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+  real: string;
+  realPort: number;
 }
 
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'build', 'Release', 'retrace.node');

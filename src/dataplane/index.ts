@@ -21,6 +21,9 @@ import {
   type NativePortInfo,
   type NativeTimeouts,
 } from './binding';
+import { decodeConns, type ConnView } from './conns';
+
+export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
 
 export type { NativePortInfo as PortInfo, NativeLcore as LcoreInfo, NativeMempool as MempoolInfo } from './binding';
 
@@ -120,6 +123,17 @@ export interface ServiceView extends ServiceSpec {
 
 export type Timeouts = NativeTimeouts;
 
+/** Conn selection; unset fields match anything. */
+export interface ConnFilter {
+  protocol: Protocol;
+  client: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+  real: string;
+  realPort: number;
+}
+
 export function serviceKeyString(k: ServiceKey): string {
   return `${k.protocol}/${k.vip}:${k.port}`;
 }
@@ -148,6 +162,7 @@ export function nativeConf(cfg: Config): NativeConf {
     maxConns: cfg.dataplane.max_conns,
     icmpRate: cfg.dataplane.icmp_rate,
     icmpBurst: cfg.dataplane.icmp_burst,
+    eventRing: cfg.dataplane.event_ring,
     ports: cfg.ports.map((p) => ({
       name: p.name,
       devname: deviceName(p.device),
@@ -484,6 +499,66 @@ export class Dataplane {
   connCount(): bigint {
     this.requireRunning();
     return this.native.connCount();
+  }
+
+  // ---- conns and conn events ----
+
+  private layout: Record<string, number> | undefined;
+
+  private connLayout(): Record<string, number> {
+    this.layout ??= this.native.connInfoLayout();
+    return this.layout;
+  }
+
+  get workers(): number {
+    this.requireRunning();
+    return this.native.nbWorkers();
+  }
+
+  /** Turns conn event production on or off in every worker (off costs nothing per conn). */
+  enableEvents(on: boolean): void {
+    this.requireRunning();
+    this.native.eventsEnable(on);
+  }
+
+  /** Takes up to max queued events; `dropped` is the running total lost to full worker rings. */
+  drainEvents(max: number): { events: ConnView[]; dropped: bigint } {
+    this.requireRunning();
+    const r = this.native.eventsDrain(max);
+    return { events: decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name)), dropped: r.dropped };
+  }
+
+  /**
+   * One page of one worker's conns, from cursor (0 = start). The worker walks its own table between
+   * bursts; `done` means the walk reached the end.
+   */
+  async dumpConns(worker: number, cursor: number, max: number): Promise<{ conns: ConnView[]; cursor: number; done: boolean }> {
+    this.requireRunning();
+    try {
+      const r = await this.native.connsDump(worker, cursor, max);
+      return { conns: decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name)), cursor: r.cursor, done: r.done };
+    } catch (e) {
+      throw wrap(e, 'conn dump');
+    }
+  }
+
+  /** Deletes matching conns on every worker (each produces a closed event); returns how many. */
+  async deleteConns(filter: Partial<ConnFilter>): Promise<bigint> {
+    this.requireRunning();
+    const f = {
+      protocol: filter.protocol ? IPPROTO[filter.protocol] : 0,
+      client: filter.client ?? '',
+      clientPort: filter.clientPort ?? 0,
+      vip: filter.vip ?? '',
+      vipPort: filter.vipPort ?? 0,
+      real: filter.real ?? '',
+      realPort: filter.realPort ?? 0,
+    };
+    try {
+      return await this.native.connsDelete(f);
+    } catch (e) {
+      throw wrap(e, 'conn delete');
+    }
   }
 
   /** Stops workers and ports and releases the EAL. Idempotent. */

@@ -1,0 +1,102 @@
+/**
+ * Conns and conn events as the control plane sees them: decoding the fixed-size records
+ * (struct dp_conn_info, native/dp_events.h) the addon hands over in Buffers. Offsets come from the
+ * addon itself (connInfoLayout), never from a copy of the C struct.
+ */
+import type { Protocol } from './index';
+
+export type ConnEventType = 'created' | 'state_changed' | 'path_changed' | 'closed' | 'snapshot';
+export type TcpState = 'none' | 'syn_sent' | 'syn_recv' | 'established' | 'fin_wait' | 'time_wait' | 'close';
+
+const EVENT_TYPES: Record<number, ConnEventType> = { 1: 'created', 2: 'state_changed', 3: 'path_changed', 4: 'closed', 5: 'snapshot' };
+const TCP_STATES: TcpState[] = ['none', 'syn_sent', 'syn_recv', 'established', 'fin_wait', 'time_wait', 'close'];
+const PROTOS: Record<number, Protocol> = { 6: 'tcp', 17: 'udp', 1: 'icmp' };
+
+export interface ConnSide {
+  /** Port name the side's packets arrive on; undefined until that side has sent a packet. */
+  port?: string;
+  /** That side's next-hop MAC. */
+  peerMac?: string;
+  packets: bigint;
+  bytes: bigint;
+}
+
+export interface ConnView {
+  type: ConnEventType;
+  protocol: Protocol;
+  /** For TCP the tracked state; UDP/ICMP conns that saw traffic are "established". */
+  state: TcpState;
+  /** ICMP echo to one of our own addresses (no real server). */
+  local: boolean;
+  client: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+  localAddress: string;
+  localPort: number;
+  real: string;
+  realPort: number;
+  client_side: ConnSide;
+  server_side: ConnSide;
+  /** For path_changed: which side moved. */
+  changedSide?: 'client' | 'server';
+  worker: number;
+  timeNs: bigint;
+  createdNs: bigint;
+  lastNs: bigint;
+}
+
+function ip(dv: DataView, off: number): string {
+  // Stored in network byte order: bytes in memory are the dotted quad.
+  return `${dv.getUint8(off)}.${dv.getUint8(off + 1)}.${dv.getUint8(off + 2)}.${dv.getUint8(off + 3)}`;
+}
+
+function mac(dv: DataView, off: number): string {
+  const b: string[] = [];
+  for (let i = 0; i < 6; i++) b.push(dv.getUint8(off + i).toString(16).padStart(2, '0'));
+  return b.join(':');
+}
+
+export function decodeConns(buf: Buffer, count: number, layout: Record<string, number>, portNames: string[]): ConnView[] {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: ConnView[] = [];
+  const L = layout;
+  for (let i = 0; i < count; i++) {
+    const b = i * L.size;
+    const side = (s: 0 | 1): ConnSide => {
+      const pidx = dv.getUint8(b + L.side_pidx + s);
+      return {
+        port: pidx === 0xff ? undefined : (portNames[pidx] ?? `#${pidx}`),
+        peerMac: pidx === 0xff ? undefined : mac(dv, b + L.peer_mac + 6 * s),
+        packets: dv.getBigUint64(b + L.pkts + 8 * s, true),
+        bytes: dv.getBigUint64(b + L.bytes + 8 * s, true),
+      };
+    };
+    const type = EVENT_TYPES[dv.getUint8(b + L.type)] ?? 'snapshot';
+    const proto = PROTOS[dv.getUint8(b + L.proto)] ?? 'tcp';
+    const icmp = proto === 'icmp';
+    const local = (dv.getUint8(b + L.flags) & 0x4) !== 0;
+    out.push({
+      type,
+      protocol: proto,
+      state: TCP_STATES[dv.getUint8(b + L.state)] ?? 'none',
+      local,
+      client: ip(dv, b + L.caddr),
+      clientPort: dv.getUint16(b + L.cport, false),
+      vip: ip(dv, b + L.vaddr),
+      vipPort: icmp ? 0 : dv.getUint16(b + L.vport, false),
+      localAddress: local ? '' : ip(dv, b + L.laddr),
+      localPort: local ? 0 : dv.getUint16(b + L.lport, false),
+      real: local ? '' : ip(dv, b + L.raddr),
+      realPort: icmp ? 0 : dv.getUint16(b + L.rport, false),
+      client_side: side(0),
+      server_side: side(1),
+      changedSide: type === 'path_changed' ? (dv.getUint8(b + L.changed_side) === 0 ? 'client' : 'server') : undefined,
+      worker: dv.getUint8(b + L.worker),
+      timeNs: dv.getBigUint64(b + L.time_ns, true),
+      createdNs: dv.getBigUint64(b + L.created_ns, true),
+      lastNs: dv.getBigUint64(b + L.last_ns, true),
+    });
+  }
+  return out;
+}
