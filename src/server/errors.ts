@@ -22,10 +22,16 @@ const ERRNO_STATUS: Record<string, status> = {
   ENOENT: status.NOT_FOUND,
   EEXIST: status.ALREADY_EXISTS,
   EINVAL: status.INVALID_ARGUMENT,
+  // Too many items in one request (more reals than a service holds).
+  E2BIG: status.INVALID_ARGUMENT,
   ENOSPC: status.RESOURCE_EXHAUSTED,
   ENOMEM: status.RESOURCE_EXHAUSTED,
+  // Dataplane not running: Dataplane checks its own state before every native call.
   EUNAVAILABLE: status.UNAVAILABLE,
-  EBUSY: status.UNAVAILABLE,
+  // The object is in use (a local address whose ports conns still hold). The native layer also
+  // answers EBUSY when it is not running, but Dataplane turns that case into EUNAVAILABLE first.
+  EBUSY: status.FAILED_PRECONDITION,
+  // Not allowed in the current state (deleting the connected route of an address).
   EPERM: status.FAILED_PRECONDITION,
   ENOTSUP: status.UNIMPLEMENTED,
 };

@@ -7,15 +7,27 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import type { Dataplane } from '../dataplane';
+import { LoadBalancerServiceService } from '../gen/retrace/v1/balancer';
+import { NetworkServiceService } from '../gen/retrace/v1/network';
+import { PathServiceService } from '../gen/retrace/v1/path';
 import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
 import type { Logger } from '../log';
+import { balancerService } from './balancer-service';
+import { networkService } from './network-service';
+import { pathService } from './path-service';
 import { portService } from './port-service';
 import { reflectionPackageDefinition } from './protos';
 import { systemService } from './system-service';
 
 /** Fully-qualified names of the services this server implements (health reports each). */
-export const RETRACE_SERVICES = ['retrace.v1.SystemService', 'retrace.v1.PortService'] as const;
+export const RETRACE_SERVICES = [
+  'retrace.v1.SystemService',
+  'retrace.v1.PortService',
+  'retrace.v1.NetworkService',
+  'retrace.v1.LoadBalancerService',
+  'retrace.v1.PathService',
+] as const;
 
 export class ApplianceServer {
   readonly grpc = new grpc.Server();
@@ -28,6 +40,9 @@ export class ApplianceServer {
   ) {
     this.grpc.addService(SystemServiceService, systemService(dp, log));
     this.grpc.addService(PortServiceService, portService(dp, log));
+    this.grpc.addService(NetworkServiceService, networkService(dp, log));
+    this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
+    this.grpc.addService(PathServiceService, pathService(dp, log));
     this.health.addToServer(this.grpc);
     new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
     this.setServing('NOT_SERVING');

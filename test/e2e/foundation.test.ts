@@ -32,6 +32,7 @@ eal:
   memory_mb: 128
 dataplane:
   mbufs: 4095
+  max_conns: 4096
 ports:
   - name: lab0
     device: net_af_packet0,iface=${rootEnd}

@@ -66,9 +66,14 @@ describe('default config', () => {
         mbufs: 16383,
         mbuf_cache: 256,
         burst: 32,
+        max_conns: 131072,
+        icmp_rate: 1000,
+        icmp_burst: 100,
+        event_ring: 65536,
         idle: { pause_after: 64, sleep_after: 1024, sleep_us: 100 },
       },
       ports: [{ name: 'virt0', device: 'net_ring0', mtu: 1500, rx_desc: 1024, tx_desc: 1024, promiscuous: false }],
+      timeouts: { tcp_syn: 30, tcp_established: 900, tcp_fin: 60, tcp_close: 10, udp: 300, icmp: 60 },
       symmetric: { tcp: true, udp: true, icmp: true },
     });
   });

@@ -1,0 +1,58 @@
+import type { Dataplane, ServiceView } from '../dataplane';
+import type { LoadBalancerServiceServer, VirtualService } from '../gen/retrace/v1/balancer';
+import type { Logger } from '../log';
+import { protocolToProto, schedulerToProto } from './enums';
+import { unary } from './unary';
+import * as v from './validate';
+
+export function toVirtualService(s: ServiceView): VirtualService {
+  return {
+    protocol: protocolToProto(s.protocol),
+    vip: s.vip,
+    port: s.port,
+    scheduler: schedulerToProto(s.scheduler),
+    seed: s.seed,
+    reals: s.reals.map((r) => ({ address: r.address, port: r.port, weight: r.weight, activeConns: r.activeConns, connsTotal: r.connsTotal })),
+    connsTotal: s.connsTotal,
+  };
+}
+
+export function balancerService(dp: Dataplane, log: Logger): LoadBalancerServiceServer {
+  return {
+    createVirtualService: unary(log, 'CreateVirtualService', (req) => {
+      dp.addService(v.createVirtualService(req));
+      return {};
+    }),
+    getVirtualService: unary(log, 'GetVirtualService', (req) => ({
+      virtualService: toVirtualService(dp.getService(v.getVirtualService(req))),
+    })),
+    listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map(toVirtualService) })),
+    updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
+      const u = v.updateVirtualService(req);
+      dp.updateService(u.key, u.scheduler, u.seed);
+      return {};
+    }),
+    deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {
+      dp.deleteService(v.deleteVirtualService(req));
+      return {};
+    }),
+    setReals: unary(log, 'SetReals', (req) => {
+      const s = v.setReals(req);
+      dp.setReals(s.key, s.reals);
+      return {};
+    }),
+
+    createLocalAddress: unary(log, 'CreateLocalAddress', (req) => {
+      dp.addLocalAddress(v.createLocalAddress(req));
+      return {};
+    }),
+    deleteLocalAddress: unary(log, 'DeleteLocalAddress', (req) => {
+      dp.deleteLocalAddress(v.deleteLocalAddress(req));
+      return {};
+    }),
+    listLocalAddresses: unary(log, 'ListLocalAddresses', () => ({ localAddresses: dp.listLocalAddresses() })),
+
+    getTimeouts: unary(log, 'GetTimeouts', () => ({ timeouts: dp.timeouts() })),
+    setTimeouts: unary(log, 'SetTimeouts', (req) => ({ timeouts: dp.setTimeouts(v.setTimeouts(req)) })),
+  };
+}

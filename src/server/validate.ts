@@ -1,0 +1,235 @@
+/**
+ * Pure request validators: each takes a decoded request and returns the argument of the one
+ * Dataplane call its handler makes, or throws ValidationError(field, reason) naming the first bad
+ * field by its proto path (`address.prefix_length`, `reals[2].weight`). Nothing here touches the
+ * dataplane: whether a port name exists, an address is already taken or a table is full is the
+ * dataplane's answer (NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED).
+ */
+import type {
+  AddressSpec,
+  LocalAddressSpec,
+  NeighborSpec,
+  Protocol as DpProtocol,
+  RealSpec,
+  RouteSpec,
+  Scheduler as DpScheduler,
+  ServiceKey,
+  ServiceSpec,
+  Timeouts as DpTimeouts,
+} from '../dataplane';
+import type {
+  CreateLocalAddressRequest,
+  CreateVirtualServiceRequest,
+  DeleteLocalAddressRequest,
+  DeleteVirtualServiceRequest,
+  GetVirtualServiceRequest,
+  Real,
+  SetRealsRequest,
+  SetTimeoutsRequest,
+  UpdateVirtualServiceRequest,
+  VirtualServiceKey,
+} from '../gen/retrace/v1/balancer';
+import type {
+  CreateAddressRequest,
+  CreateNeighborRequest,
+  CreateRouteRequest,
+  DeleteAddressRequest,
+  DeleteNeighborRequest,
+  DeleteRouteRequest,
+} from '../gen/retrace/v1/network';
+import type { SetSymmetricModeRequest } from '../gen/retrace/v1/path';
+import { protocolFromProto, schedulerFromProto } from './enums';
+import { ValidationError } from './errors';
+
+// ---- field checks ----
+
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const IPV4_RE = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
+const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+/** A required message field (ts-proto leaves an absent sub-message undefined). */
+function present<T>(v: T | undefined, field: string): T {
+  if (v === undefined || v === null) throw new ValidationError(field, 'required');
+  return v;
+}
+
+function ipv4Value(s: string): number {
+  return s.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+/** A dotted-quad IPv4 address: four decimal octets 0..255, no leading zeros. */
+export function ipv4(s: string, field: string, opts: { allowZero?: boolean } = {}): string {
+  if (s === '') throw new ValidationError(field, 'required');
+  if (!IPV4_RE.test(s)) throw new ValidationError(field, `"${s}" is not a dotted-quad IPv4 address`);
+  if (!opts.allowZero && s === '0.0.0.0') throw new ValidationError(field, 'must not be 0.0.0.0');
+  return s;
+}
+
+/** A unicast, non-zero MAC "aa:bb:cc:dd:ee:ff"; returned in lower case. */
+export function mac(s: string, field: string): string {
+  if (s === '') throw new ValidationError(field, 'required');
+  if (!MAC_RE.test(s)) throw new ValidationError(field, `"${s}" is not a MAC address like 02:00:00:00:00:01`);
+  if ((parseInt(s.slice(0, 2), 16) & 1) !== 0) throw new ValidationError(field, 'must be a unicast MAC (multicast bit set)');
+  if (/^(00:){5}00$/.test(s)) throw new ValidationError(field, 'must not be the zero MAC');
+  return s.toLowerCase();
+}
+
+/** A port name; whether a port has it is the dataplane's answer (NOT_FOUND). */
+export function portName(s: string, field: string): string {
+  if (s === '') throw new ValidationError(field, 'required');
+  return s;
+}
+
+function intIn(n: number, min: number, max: number, field: string): number {
+  if (!Number.isInteger(n) || n < min || n > max) throw new ValidationError(field, `must be ${min}..${max}, got ${n}`);
+  return n;
+}
+
+/** The layer-4 port that goes with a protocol: 0 for ICMP, 1..65535 otherwise. */
+export function l4Port(protocol: DpProtocol, n: number, field: string): number {
+  if (protocol === 'icmp') {
+    if (n !== 0) throw new ValidationError(field, `must be 0 for ICMP, got ${n}`);
+    return 0;
+  }
+  return intIn(n, 1, 65535, field);
+}
+
+/** A network prefix: a dotted quad with every bit beyond prefixLength zero. */
+export function prefix(s: string, prefixLength: number, field: string, lengthField: string): { prefix: string; prefixLength: number } {
+  ipv4(s, field, { allowZero: true });
+  intIn(prefixLength, 0, 32, lengthField);
+  const hostBits = prefixLength === 32 ? 0 : ipv4Value(s) % 2 ** (32 - prefixLength);
+  if (hostBits !== 0) throw new ValidationError(field, `"${s}" has host bits set beyond /${prefixLength}`);
+  return { prefix: s, prefixLength };
+}
+
+// ---- NetworkService ----
+
+export function createAddress(req: CreateAddressRequest): AddressSpec {
+  const a = present(req.address, 'address');
+  return {
+    address: ipv4(a.address, 'address.address'),
+    prefixLength: intIn(a.prefixLength, 1, 32, 'address.prefix_length'),
+    port: portName(a.port, 'address.port'),
+  };
+}
+
+export function deleteAddress(req: DeleteAddressRequest): string {
+  return ipv4(req.address, 'address');
+}
+
+export function createRoute(req: CreateRouteRequest): RouteSpec {
+  const r = present(req.route, 'route');
+  const p = prefix(r.prefix, r.prefixLength, 'route.prefix', 'route.prefix_length');
+  const port = portName(r.port, 'route.port');
+  if (r.gateway === '0.0.0.0') throw new ValidationError('route.gateway', 'use "" for a connected route, not 0.0.0.0');
+  const gateway = r.gateway === '' ? undefined : ipv4(r.gateway, 'route.gateway');
+  return { ...p, port, gateway };
+}
+
+export function deleteRoute(req: DeleteRouteRequest): { prefix: string; prefixLength: number } {
+  return prefix(req.prefix, req.prefixLength, 'prefix', 'prefix_length');
+}
+
+export function createNeighbor(req: CreateNeighborRequest): NeighborSpec {
+  const n = present(req.neighbor, 'neighbor');
+  return {
+    address: ipv4(n.address, 'neighbor.address'),
+    mac: mac(n.mac, 'neighbor.mac'),
+    port: portName(n.port, 'neighbor.port'),
+  };
+}
+
+export function deleteNeighbor(req: DeleteNeighborRequest): string {
+  return ipv4(req.address, 'address');
+}
+
+// ---- LoadBalancerService ----
+
+function serviceKey(k: { protocol: number; vip: string; port: number }, prefix: string): ServiceKey {
+  const protocol = protocolFromProto(k.protocol, `${prefix}protocol`);
+  return { protocol, vip: ipv4(k.vip, `${prefix}vip`), port: l4Port(protocol, k.port, `${prefix}port`) };
+}
+
+function key(k: VirtualServiceKey | undefined): ServiceKey {
+  return serviceKey(present(k, 'key'), 'key.');
+}
+
+export function createVirtualService(req: CreateVirtualServiceRequest): ServiceSpec {
+  const s = present(req.virtualService, 'virtual_service');
+  const k = serviceKey(s, 'virtual_service.');
+  const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
+  if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
+  return { ...k, scheduler, seed: s.seed };
+}
+
+export function getVirtualService(req: GetVirtualServiceRequest): ServiceKey {
+  return key(req.key);
+}
+
+export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceKey {
+  return key(req.key);
+}
+
+export function updateVirtualService(req: UpdateVirtualServiceRequest): { key: ServiceKey; scheduler: DpScheduler; seed: number } {
+  return { key: key(req.key), scheduler: schedulerFromProto(req.scheduler, 'scheduler'), seed: req.seed };
+}
+
+function real(r: Real, protocol: DpProtocol, field: string): RealSpec {
+  return {
+    address: ipv4(r.address, `${field}.address`),
+    port: l4Port(protocol, r.port, `${field}.port`),
+    weight: intIn(r.weight, 0, 65535, `${field}.weight`),
+  };
+}
+
+export function setReals(req: SetRealsRequest): { key: ServiceKey; reals: RealSpec[] } {
+  const k = key(req.key);
+  const seen = new Map<string, number>();
+  const reals = req.reals.map((r, i) => {
+    const spec = real(r, k.protocol, `reals[${i}]`);
+    const id = `${spec.address}:${spec.port}`;
+    const first = seen.get(id);
+    if (first !== undefined) throw new ValidationError(`reals[${i}]`, `repeats reals[${first}] (${id})`);
+    seen.set(id, i);
+    return spec;
+  });
+  return { key: k, reals };
+}
+
+export function createLocalAddress(req: CreateLocalAddressRequest): LocalAddressSpec {
+  const l = present(req.localAddress, 'local_address');
+  return { address: ipv4(l.address, 'local_address.address'), port: portName(l.port, 'local_address.port') };
+}
+
+export function deleteLocalAddress(req: DeleteLocalAddressRequest): string {
+  return ipv4(req.address, 'address');
+}
+
+const TIMEOUT_FIELDS: readonly [keyof DpTimeouts, string][] = [
+  ['tcpSyn', 'tcp_syn'],
+  ['tcpEstablished', 'tcp_established'],
+  ['tcpFin', 'tcp_fin'],
+  ['tcpClose', 'tcp_close'],
+  ['udp', 'udp'],
+  ['icmp', 'icmp'],
+];
+
+/** Timeout bounds in seconds (7 days), as the dataplane enforces them. */
+export const TIMEOUT_MAX_S = 604800;
+
+export function setTimeouts(req: SetTimeoutsRequest): Partial<DpTimeouts> {
+  const t = present(req.timeouts, 'timeouts');
+  const out: Partial<DpTimeouts> = {};
+  for (const [k, name] of TIMEOUT_FIELDS) {
+    const v = t[k];
+    if (v !== undefined) out[k] = intIn(v, 1, TIMEOUT_MAX_S, `timeouts.${name}`);
+  }
+  return out;
+}
+
+// ---- PathService ----
+
+export function setSymmetricMode(req: SetSymmetricModeRequest): { protocol: DpProtocol; enabled: boolean } {
+  return { protocol: protocolFromProto(req.protocol, 'protocol'), enabled: req.enabled };
+}

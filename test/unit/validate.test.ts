@@ -1,0 +1,161 @@
+/** The request validators alone: no dataplane, no server. */
+import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { ValidationError } from '../../src/server/errors';
+import * as v from '../../src/server/validate';
+
+/** The "field: reason" message a validator throws, or '' if it returns. */
+function problem(fn: () => unknown): string {
+  try {
+    fn();
+    return '';
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return e.message;
+  }
+}
+
+const tcpKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: 80 };
+const real = (address: string, port: number, weight: number) => ({ address, port, weight, activeConns: 0n, connsTotal: 0n });
+
+describe('ipv4', () => {
+  it.each(['0.0.0.1', '10.0.0.1', '255.255.255.255', '198.18.0.1'])('accepts %s', (a) => {
+    expect(v.ipv4(a, 'f')).toBe(a);
+  });
+
+  it.each(['', '10.0.0', '10.0.0.1.2', '256.0.0.1', '01.0.0.1', '10.0.0.1 ', 'a.b.c.d', '::1', '10.0.0.-1'])('rejects "%s"', (a) => {
+    expect(problem(() => v.ipv4(a, 'address.address'))).toMatch(/^address\.address: /);
+  });
+
+  it('rejects 0.0.0.0 unless allowed', () => {
+    expect(problem(() => v.ipv4('0.0.0.0', 'vip'))).toBe('vip: must not be 0.0.0.0');
+    expect(v.ipv4('0.0.0.0', 'prefix', { allowZero: true })).toBe('0.0.0.0');
+  });
+});
+
+describe('mac', () => {
+  it('accepts any case and returns lower case', () => {
+    expect(v.mac('02:AB:cd:00:00:01', 'm')).toBe('02:ab:cd:00:00:01');
+  });
+
+  it.each([
+    ['', 'required'],
+    ['2:0:0:0:0:1', 'not a MAC'],
+    ['02-00-00-00-00-01', 'not a MAC'],
+    ['02:00:00:00:00:01:02', 'not a MAC'],
+    ['01:00:5e:00:00:01', 'unicast'],
+    ['00:00:00:00:00:00', 'zero MAC'],
+  ])('rejects "%s" (%s)', (m, why) => {
+    expect(problem(() => v.mac(m, 'neighbor.mac'))).toMatch(new RegExp(`^neighbor\\.mac: .*${why}`));
+  });
+});
+
+describe('createAddress', () => {
+  it('returns the dataplane spec', () => {
+    expect(v.createAddress({ address: { address: '10.0.0.1', prefixLength: 24, port: 'p0' } })).toEqual({ address: '10.0.0.1', prefixLength: 24, port: 'p0' });
+  });
+
+  it.each([
+    [{}, 'address: required'],
+    [{ address: { address: '', prefixLength: 24, port: 'p0' } }, 'address.address: required'],
+    [{ address: { address: '10.0.0.1', prefixLength: 0, port: 'p0' } }, 'address.prefix_length: must be 1..32, got 0'],
+    [{ address: { address: '10.0.0.1', prefixLength: 33, port: 'p0' } }, 'address.prefix_length: must be 1..32, got 33'],
+    [{ address: { address: '10.0.0.1', prefixLength: 24, port: '' } }, 'address.port: required'],
+  ])('rejects %j with "%s"', (req, msg) => {
+    expect(problem(() => v.createAddress(req as never))).toBe(msg);
+  });
+});
+
+describe('createRoute', () => {
+  it('makes "" a connected route and keeps a gateway', () => {
+    expect(v.createRoute({ route: { prefix: '10.1.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } })).toEqual({
+      prefix: '10.1.0.0',
+      prefixLength: 16,
+      port: 'p0',
+      gateway: undefined,
+    });
+    expect(v.createRoute({ route: { prefix: '0.0.0.0', prefixLength: 0, port: 'p0', gateway: '10.0.0.254', connected: false } }).gateway).toBe('10.0.0.254');
+  });
+
+  it('rejects host bits beyond the prefix length, a bad length and gateway 0.0.0.0', () => {
+    const r = { prefix: '10.1.2.0', prefixLength: 16, port: 'p0', gateway: '', connected: false };
+    expect(problem(() => v.createRoute({ route: r }))).toBe('route.prefix: "10.1.2.0" has host bits set beyond /16');
+    expect(problem(() => v.createRoute({ route: { ...r, prefixLength: 40 } }))).toBe('route.prefix_length: must be 0..32, got 40');
+    expect(problem(() => v.createRoute({ route: { ...r, prefix: '10.1.0.0', gateway: '0.0.0.0' } }))).toMatch(/^route\.gateway: use ""/);
+    expect(v.createRoute({ route: { ...r, prefix: '10.1.2.3', prefixLength: 32 } }).prefix).toBe('10.1.2.3');
+  });
+});
+
+describe('createVirtualService', () => {
+  const svc = { ...tcpKey, scheduler: Scheduler.SCHEDULER_WRR, seed: 7, reals: [], connsTotal: 0n };
+
+  it('returns the dataplane spec', () => {
+    expect(v.createVirtualService({ virtualService: svc })).toEqual({ protocol: 'tcp', vip: '198.18.0.10', port: 80, scheduler: 'wrr', seed: 7 });
+  });
+
+  it('requires port 0 for ICMP and 1..65535 otherwise', () => {
+    expect(v.createVirtualService({ virtualService: { ...svc, protocol: Protocol.PROTOCOL_ICMP, port: 0 } }).port).toBe(0);
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, protocol: Protocol.PROTOCOL_ICMP } }))).toBe(
+      'virtual_service.port: must be 0 for ICMP, got 80',
+    );
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, port: 0 } }))).toBe('virtual_service.port: must be 1..65535, got 0');
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, protocol: Protocol.PROTOCOL_UDP, port: 65536 } }))).toBe(
+      'virtual_service.port: must be 1..65535, got 65536',
+    );
+  });
+
+  it('rejects unspecified enums and reals (they belong to SetReals)', () => {
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, protocol: Protocol.PROTOCOL_UNSPECIFIED } }))).toMatch(
+      /^virtual_service\.protocol: required/,
+    );
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, scheduler: Scheduler.SCHEDULER_UNSPECIFIED } }))).toMatch(
+      /^virtual_service\.scheduler: required/,
+    );
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, reals: [real('10.0.0.2', 80, 1)] } }))).toMatch(
+      /^virtual_service\.reals: must be empty/,
+    );
+  });
+});
+
+describe('setReals', () => {
+  it('accepts weight 0 and an empty set', () => {
+    expect(v.setReals({ key: tcpKey, reals: [real('10.0.0.2', 8080, 0)] }).reals).toEqual([{ address: '10.0.0.2', port: 8080, weight: 0 }]);
+    expect(v.setReals({ key: tcpKey, reals: [] }).reals).toEqual([]);
+  });
+
+  it('names the bad real by index', () => {
+    const ok = real('10.0.0.2', 80, 1);
+    expect(problem(() => v.setReals({ key: tcpKey, reals: [ok, ok, ok] }))).toBe('reals[1]: repeats reals[0] (10.0.0.2:80)');
+    expect(problem(() => v.setReals({ key: tcpKey, reals: [ok, real('10.0.0.3', 80, 1), real('10.0.0.4', 80, 65536)] }))).toBe(
+      'reals[2].weight: must be 0..65535, got 65536',
+    );
+    expect(problem(() => v.setReals({ key: tcpKey, reals: [real('10.0.0.300', 80, 1)] }))).toMatch(/^reals\[0\]\.address: /);
+    expect(problem(() => v.setReals({ key: { ...tcpKey, protocol: Protocol.PROTOCOL_ICMP, port: 0 }, reals: [ok] }))).toBe(
+      'reals[0].port: must be 0 for ICMP, got 80',
+    );
+  });
+
+  it('requires the key', () => {
+    expect(problem(() => v.setReals({ key: undefined, reals: [] }))).toBe('key: required');
+    expect(problem(() => v.setReals({ key: { ...tcpKey, vip: '' }, reals: [] }))).toBe('key.vip: required');
+  });
+});
+
+describe('setTimeouts', () => {
+  it('keeps only the fields that are set', () => {
+    expect(v.setTimeouts({ timeouts: { udp: 30, tcpSyn: 5 } })).toEqual({ udp: 30, tcpSyn: 5 });
+    expect(v.setTimeouts({ timeouts: {} })).toEqual({});
+  });
+
+  it('rejects 0 and values beyond 7 days naming the field', () => {
+    expect(problem(() => v.setTimeouts({ timeouts: { tcpEstablished: 0 } }))).toBe('timeouts.tcp_established: must be 1..604800, got 0');
+    expect(problem(() => v.setTimeouts({ timeouts: { icmp: 604801 } }))).toBe('timeouts.icmp: must be 1..604800, got 604801');
+    expect(problem(() => v.setTimeouts({ timeouts: undefined }))).toBe('timeouts: required');
+  });
+});
+
+describe('setSymmetricMode', () => {
+  it('maps the protocol and rejects UNSPECIFIED', () => {
+    expect(v.setSymmetricMode({ protocol: Protocol.PROTOCOL_UDP, enabled: false })).toEqual({ protocol: 'udp', enabled: false });
+    expect(problem(() => v.setSymmetricMode({ protocol: Protocol.PROTOCOL_UNSPECIFIED, enabled: true }))).toMatch(/^protocol: required/);
+  });
+});
