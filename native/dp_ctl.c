@@ -108,6 +108,36 @@ dp_addr_clear_kind(uint32_t addr, unsigned kind)
 
 /* ------------------------------------------------------------------- routes */
 
+/* Control-only registry of installed prefixes and who owns them: a route
+ * the user created, and/or the connected route of port addresses (counted,
+ * so two addresses in one subnet share it). The LPM holds the user's next
+ * hop while one exists, else the connected one. */
+struct dp_route_reg {
+	uint32_t prefix;
+	uint8_t plen;
+	bool user;
+	uint16_t conn_refs;  /* port addresses whose subnet this is */
+	uint16_t conn_pidx;  /* port of the first such address */
+	uint32_t nh;         /* next-hop index currently in the LPM */
+};
+static struct dp_route_reg route_reg[DP_MAX_ROUTES];
+static unsigned nb_route_reg;
+
+static struct dp_route_reg *
+dp_route_reg_find(uint32_t prefix, uint8_t plen)
+{
+	for (unsigned i = 0; i < nb_route_reg; i++)
+		if (route_reg[i].prefix == prefix && route_reg[i].plen == plen)
+			return &route_reg[i];
+	return NULL;
+}
+
+static void
+dp_route_reg_remove(struct dp_route_reg *r)
+{
+	*r = route_reg[--nb_route_reg];
+}
+
 static int
 dp_nexthop_get(uint16_t pidx, uint32_t gw, uint32_t *idx)
 {
@@ -131,12 +161,48 @@ dp_nexthop_get(uint16_t pidx, uint32_t gw, uint32_t *idx)
 	return 0;
 }
 
+/* Install prefix -> (pidx, gw) in the LPM (or the default slot), replacing
+ * what is there. Caller holds ctl_lock. */
 static int
-dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, char *err, size_t errlen)
+dp_lpm_install(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, uint32_t *nh_out,
+	       char *err, size_t errlen)
 {
-	uint32_t nh_old, nh;
-	int ret;
+	uint32_t nh;
+	int ret = dp_nexthop_get(pidx, gw, &nh);
 
+	if (ret < 0) {
+		dp_set_err(err, errlen, "next-hop table full");
+		return ret;
+	}
+	if (plen == 0) {
+		atomic_store(&dpt.default_nh, (int32_t)nh);
+	} else if (rte_lpm_add(dpt.lpm, rte_be_to_cpu_32(prefix), plen, nh) < 0) {
+		dpt.nexthops[nh].refs--;
+		dp_set_err(err, errlen, "route table full");
+		return -ENOSPC;
+	}
+	atomic_fetch_add(&dpt.route_gen, 1);
+	*nh_out = nh;
+	return 0;
+}
+
+/* Remove prefix from the LPM and release its next hop after a grace
+ * period (a worker may still hold the index it just looked up). */
+static void
+dp_lpm_remove(uint32_t prefix, uint8_t plen, uint32_t nh)
+{
+	if (plen == 0)
+		atomic_store(&dpt.default_nh, -1);
+	else
+		rte_lpm_delete(dpt.lpm, rte_be_to_cpu_32(prefix), plen);
+	atomic_fetch_add(&dpt.route_gen, 1);
+	dp_grace_period();
+	dpt.nexthops[nh].refs--;
+}
+
+static int
+dp_route_check(uint32_t prefix, uint8_t plen, char *err, size_t errlen)
+{
 	if (plen > 32) {
 		dp_set_err(err, errlen, "prefix length %u out of range", plen);
 		return -EINVAL;
@@ -145,68 +211,98 @@ dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, c
 		dp_set_err(err, errlen, "prefix has host bits set");
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* A user route. Caller holds ctl_lock. */
+static int
+dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, char *err, size_t errlen)
+{
+	int ret = dp_route_check(prefix, plen, err, errlen);
+
+	if (ret < 0)
+		return ret;
 	if (!dp_valid_port(pidx, err, errlen))
 		return -ENOENT;
-	if (plen == 0) {
-		if (atomic_load(&dpt.default_nh) >= 0) {
-			dp_set_err(err, errlen, "a default route exists");
-			return -EEXIST;
-		}
-		ret = dp_nexthop_get(pidx, gw, &nh);
-		if (ret < 0) {
-			dp_set_err(err, errlen, "next-hop table full");
-			return ret;
-		}
-		atomic_store(&dpt.default_nh, (int32_t)nh);
-		atomic_fetch_add(&dpt.route_gen, 1);
-		return 0;
-	}
-	if (rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(prefix), plen, &nh_old) == 1) {
-		dp_set_err(err, errlen, "a route for this prefix exists");
+	if (dp_route_reg_find(prefix, plen) != NULL) {
+		dp_set_err(err, errlen, "a route for this prefix exists (a port address's subnet, or a route)");
 		return -EEXIST;
 	}
-	ret = dp_nexthop_get(pidx, gw, &nh);
-	if (ret < 0) {
-		dp_set_err(err, errlen, "next-hop table full");
-		return ret;
-	}
-	ret = rte_lpm_add(dpt.lpm, rte_be_to_cpu_32(prefix), plen, nh);
-	if (ret < 0) {
-		dpt.nexthops[nh].refs--;
+	if (nb_route_reg >= DP_MAX_ROUTES) {
 		dp_set_err(err, errlen, "route table full");
 		return -ENOSPC;
 	}
-	atomic_fetch_add(&dpt.route_gen, 1);
+	uint32_t nh;
+	ret = dp_lpm_install(prefix, plen, pidx, gw, &nh, err, errlen);
+	if (ret < 0)
+		return ret;
+	route_reg[nb_route_reg++] = (struct dp_route_reg){ .prefix = prefix, .plen = plen, .user = true, .nh = nh };
 	return 0;
 }
 
 static int
 dp_route_del_locked(uint32_t prefix, uint8_t plen, char *err, size_t errlen)
 {
-	uint32_t nh;
+	struct dp_route_reg *r = dp_route_reg_find(prefix, plen);
 
-	if (plen == 0 && prefix == 0) {
-		int32_t d = atomic_load(&dpt.default_nh);
-		if (d < 0) {
-			dp_set_err(err, errlen, "no such route");
-			return -ENOENT;
-		}
-		atomic_store(&dpt.default_nh, -1);
-		atomic_fetch_add(&dpt.route_gen, 1);
+	if (r == NULL || !r->user) {
+		dp_set_err(err, errlen, r == NULL ? "no such route" : "this is a port address's connected route");
+		return r == NULL ? -ENOENT : -EPERM;
+	}
+	if (r->conn_refs > 0) {
+		/* Addresses in this subnet remain: fall back to the connected route. */
+		uint32_t old = r->nh, nh;
+		int ret = dp_lpm_install(prefix, plen, r->conn_pidx, 0, &nh, err, errlen);
+		if (ret < 0)
+			return ret;
 		dp_grace_period();
-		dpt.nexthops[d].refs--;
+		dpt.nexthops[old].refs--;
+		r->nh = nh;
+		r->user = false;
 		return 0;
 	}
-	if (plen == 0 || plen > 32 || rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(prefix), plen, &nh) != 1) {
-		dp_set_err(err, errlen, "no such route");
-		return -ENOENT;
-	}
-	rte_lpm_delete(dpt.lpm, rte_be_to_cpu_32(prefix), plen);
-	atomic_fetch_add(&dpt.route_gen, 1);
-	/* A worker may still hold the next-hop index it just looked up. */
-	dp_grace_period();
-	dpt.nexthops[nh].refs--;
+	dp_lpm_remove(prefix, plen, r->nh);
+	dp_route_reg_remove(r);
 	return 0;
+}
+
+/* The connected route of a port address: shared, counted. */
+static int
+dp_route_connected_get(uint32_t net, uint8_t plen, uint16_t pidx, char *err, size_t errlen)
+{
+	struct dp_route_reg *r = dp_route_reg_find(net, plen);
+
+	if (r != NULL) {
+		r->conn_refs++;
+		if (r->conn_refs == 1)
+			r->conn_pidx = pidx;
+		return 0;
+	}
+	if (nb_route_reg >= DP_MAX_ROUTES) {
+		dp_set_err(err, errlen, "route table full");
+		return -ENOSPC;
+	}
+	uint32_t nh;
+	int ret = dp_lpm_install(net, plen, pidx, 0, &nh, err, errlen);
+	if (ret < 0)
+		return ret;
+	route_reg[nb_route_reg++] = (struct dp_route_reg){
+		.prefix = net, .plen = plen, .conn_refs = 1, .conn_pidx = pidx, .nh = nh,
+	};
+	return 0;
+}
+
+static void
+dp_route_connected_put(uint32_t net, uint8_t plen)
+{
+	struct dp_route_reg *r = dp_route_reg_find(net, plen);
+
+	if (r == NULL || r->conn_refs == 0)
+		return;
+	if (--r->conn_refs > 0 || r->user)
+		return;
+	dp_lpm_remove(net, plen, r->nh);
+	dp_route_reg_remove(r);
 }
 
 int
@@ -259,17 +355,11 @@ dp_ctl_addr_add(uint32_t addr, uint8_t plen, uint16_t pidx, char *err, size_t er
 	}
 	uint32_t none = 0;
 	atomic_compare_exchange_strong(&dp.ports[pidx].addr, &none, addr);
-	/* The connected route; an existing identical prefix (a second address
-	 * in the same subnet) is fine. */
-	uint32_t nh;
-	uint32_t net = addr & dp_mask(plen);
-	if (rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(net), plen, &nh) != 1) {
-		ret = dp_route_add_locked(net, plen, pidx, 0, err, errlen);
-		if (ret < 0) {
-			dp_addr_clear_kind(addr, DP_ADDR_PORT);
-			goto out;
-		}
-	}
+	/* The connected route of the address's subnet, shared with other
+	 * addresses in it (and overridden by a user route while one exists). */
+	ret = dp_route_connected_get(addr & dp_mask(plen), plen, pidx, err, errlen);
+	if (ret < 0)
+		dp_addr_clear_kind(addr, DP_ADDR_PORT);
 out:
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
@@ -292,13 +382,8 @@ dp_ctl_addr_del(uint32_t addr, uint8_t plen, char *err, size_t errlen)
 		uint32_t a = addr;
 		atomic_compare_exchange_strong(&dp.ports[p].addr, &a, 0);
 	}
-	if (plen >= 1 && plen <= 32) {
-		uint32_t nh;
-		uint32_t net = addr & dp_mask(plen);
-		if (rte_lpm_is_rule_present(dpt.lpm, rte_be_to_cpu_32(net), plen, &nh) == 1 &&
-		    dpt.nexthops[nh].gw == 0)
-			dp_route_del_locked(net, plen, err, errlen);
-	}
+	if (plen >= 1 && plen <= 32)
+		dp_route_connected_put(addr & dp_mask(plen), plen);
 out:
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
@@ -1047,6 +1132,7 @@ int
 dp_ctl_start(char *err, size_t errlen)
 {
 	memset(neigh_seen, 0, sizeof(neigh_seen));
+	nb_route_reg = 0;
 	atomic_store(&hk_run, true);
 	if (pthread_create(&hk_thread, NULL, dp_housekeeper, NULL) != 0) {
 		dp_set_err(err, errlen, "cannot start the housekeeping thread");

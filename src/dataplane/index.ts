@@ -368,7 +368,8 @@ export class Dataplane {
     for (const a of this.addresses.values()) {
       const prefix = networkOf(a.address, a.prefixLength);
       const key = `${prefix}/${a.prefixLength}`;
-      if (seen.has(key)) continue;
+      // A user route for the subnet takes precedence (the dataplane routes by it).
+      if (seen.has(key) || this.routes.has(key)) continue;
       seen.add(key);
       out.push({ prefix, prefixLength: a.prefixLength, port: a.port, connected: true });
     }

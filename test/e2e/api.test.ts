@@ -153,6 +153,44 @@ symmetric:
     });
   });
 
+  describe('connected routes shared by addresses and user routes', () => {
+    it('keeps a subnet routed while another address in it remains', async () => {
+      await createAddress({ address: '10.0.9.1', prefixLength: 24, port: 'p0' });
+      await createAddress({ address: '10.0.9.2', prefixLength: 24, port: 'p0' });
+      await call(net, net.deleteAddress, { address: '10.0.9.1' });
+      expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toHaveLength(1);
+      // The prefix is still taken: a user route for it is refused.
+      await fails(
+        call(net, net.createRoute, { route: { prefix: '10.0.9.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } }),
+        grpc.status.ALREADY_EXISTS,
+      );
+      await call(net, net.deleteAddress, { address: '10.0.9.2' });
+      expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toHaveLength(0);
+    });
+
+    it('leaves a user route alone when an address in its prefix comes and goes', async () => {
+      await call(net, net.createRoute, { route: { prefix: '10.0.8.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
+      await createAddress({ address: '10.0.8.1', prefixLength: 24, port: 'p1' });
+      const listed = (await routes()).filter((r) => r.prefix === '10.0.8.0');
+      expect(listed).toHaveLength(1);
+      expect(listed[0].connected).toBe(false);
+      await call(net, net.deleteAddress, { address: '10.0.8.1' });
+      expect((await routes()).filter((r) => r.prefix === '10.0.8.0')).toHaveLength(1);
+      await call(net, net.deleteRoute, { prefix: '10.0.8.0', prefixLength: 24 });
+      expect((await routes()).filter((r) => r.prefix === '10.0.8.0')).toHaveLength(0);
+    });
+
+    it('falls back to the connected route when the user route over an address is deleted', async () => {
+      await call(net, net.createRoute, { route: { prefix: '10.0.7.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
+      await createAddress({ address: '10.0.7.1', prefixLength: 24, port: 'p0' });
+      await call(net, net.deleteRoute, { prefix: '10.0.7.0', prefixLength: 24 });
+      const listed = (await routes()).filter((r) => r.prefix === '10.0.7.0');
+      expect(listed).toEqual([expect.objectContaining({ connected: true, port: 'p0' })]);
+      await fails(call(net, net.deleteRoute, { prefix: '10.0.7.0', prefixLength: 24 }), grpc.status.FAILED_PRECONDITION);
+      await call(net, net.deleteAddress, { address: '10.0.7.1' });
+    });
+  });
+
   describe('ListAddresses', () => {
     it('lists addresses in creation order', async () => {
       await createAddress({ address: '10.0.3.2', prefixLength: 24, port: 'p1' });
