@@ -206,6 +206,24 @@ const baseSchema = z.strictObject({
           if (problem) ctx.addIssue({ code: 'custom', message: problem });
         })
         .default('127.0.0.1:50051'),
+      /** Conn events kept in memory for WatchConnEvents since_seq replays. */
+      event_history: intIn(0, 16777216).default(65536),
+      /** Events buffered per WatchConnEvents stream before it is told it lost some. */
+      subscriber_buffer: intIn(16, 1048576).default(4096),
+    })
+    .prefault({}),
+  /** Prometheus metrics over plain HTTP (GET /metrics). */
+  metrics: z
+    .strictObject({
+      /** host:port to serve /metrics on; "" = off. */
+      listen: z
+        .string()
+        .superRefine((s, ctx) => {
+          if (s === '') return;
+          const problem = s.startsWith('unix:') ? 'must be host:port' : listenAddressProblem(s);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        })
+        .default(''),
     })
     .prefault({}),
   /** Node-side logging (pino). */
