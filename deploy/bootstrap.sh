@@ -26,7 +26,7 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 
 # --- a. system packages -----------------------------------------------------------------------
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler iproute2 iputils-ping tcpdump ethtool
-      socat libpcap-dev build-essential python3)
+      socat libpcap-dev build-essential python3 clang-14 libclang-rt-14-dev)
 declare -A installed=()
 while read -r name state; do
   if [[ $state == installed ]]; then installed[$name]=1; fi

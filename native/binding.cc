@@ -133,6 +133,7 @@ bool ParseConf(Napi::Env env, Napi::Value val, dp_conf *conf) {
       !GetU32(env, o, "eventRing", 64, 1u << 24, &conf->event_ring, "conf."))
     return false;
   conf->burst = static_cast<uint16_t>(burst);
+  conf->manual = false;
   Napi::Value pv = o.Get("ports");
   if (!pv.IsArray()) {
     Napi::TypeError::New(env, "conf.ports must be an array").ThrowAsJavaScriptException();

@@ -61,6 +61,8 @@ struct dp_conf {
 	uint32_t icmp_rate;        /* ICMP we originate, per port per second; 0 = no limit */
 	uint32_t icmp_burst;
 	uint32_t event_ring;       /* per worker, power of two */
+	bool manual;               /* tests/fuzzing: one worker context, no lcore
+				    * launched; the caller drives dp_worker_round */
 	uint16_t nb_ports;
 	struct dp_port_conf ports[DP_MAX_PORTS];
 };

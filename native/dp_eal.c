@@ -142,7 +142,8 @@ int
 dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 {
 	enum dp_state expected = DP_STATE_EAL_READY;
-	unsigned nb_workers = rte_lcore_count() - 1;
+	/* Harnesses drive one worker context from their own thread. */
+	unsigned nb_workers = conf->manual ? 1 : rte_lcore_count() - 1;
 	int ret;
 
 	if (dp_get_state() != DP_STATE_EAL_READY) {
@@ -179,7 +180,8 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 
 	/* One context per worker lcore, in lcore order; worker i uses queue i. */
 	unsigned lcore, i = 0;
-	RTE_LCORE_FOREACH_WORKER(lcore) {
+	for (lcore = conf->manual ? rte_get_main_lcore() : rte_get_next_lcore(-1, 1, 0);
+	     lcore < RTE_MAX_LCORE && i < nb_workers; lcore = rte_get_next_lcore(lcore, 1, 0)) {
 		struct dp_worker *w = rte_zmalloc_socket("retrace_worker", sizeof(*w),
 							 RTE_CACHE_LINE_SIZE,
 							 rte_lcore_to_socket_id(lcore));
@@ -235,7 +237,7 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 		goto fail;
 	}
 	atomic_store(&dp.run, true);
-	ret = dp_workers_launch(err, errlen);
+	ret = conf->manual ? 0 : dp_workers_launch(err, errlen);
 	if (ret < 0) {
 		dp_ctl_stop();
 		dp_ports_teardown();
@@ -257,7 +259,8 @@ dp_stop(void)
 	if (!atomic_compare_exchange_strong(&dp.state, &expected, DP_STATE_STOPPED))
 		return -EBUSY;
 	atomic_store(&dp.run, false);
-	dp_workers_join();
+	if (!dp.conf.manual)
+		dp_workers_join();
 	dp_ctl_stop();
 	dp_ports_teardown();
 	dp_release();

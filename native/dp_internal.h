@@ -122,6 +122,10 @@ void dp_ports_teardown(void);
 /* dp_worker.c */
 int dp_workers_launch(char *err, size_t errlen);
 void dp_workers_join(void);
+/* Harnesses (conf.manual): run one poll round over pkts received on pidx
+ * (n may be 0), on the calling thread, as worker 0. */
+void dp_worker_round(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);
+struct dp_worker *dp_manual_worker(void);
 
 /* dp_events.c (worker side) */
 struct dp_conn;

@@ -51,6 +51,51 @@ dp_worker_redirected(struct dp_worker *w)
 	return n;
 }
 
+/* Everything a poll round does after rx: hand-offs, ARP hold queue, conn
+ * expiry, mailbox, tx flush. */
+static inline uint32_t
+dp_worker_housekeep(struct dp_worker *w, uint16_t nb_ports, unsigned nb_workers)
+{
+	uint32_t got = 0;
+
+	if (unlikely(nb_workers > 1))
+		got += dp_worker_redirected(w);
+	if (unlikely(w->nb_held != 0))
+		dp_xmit_hold_poll(w);
+	dp_conn_expire_step(w, DP_EXPIRE_BUDGET);
+	if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
+		     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))
+		dp_mailbox_serve(w);
+	for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
+		rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
+	return got;
+}
+
+void
+dp_worker_round(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
+{
+	/* Online only while processing, so control-side grace periods never
+	 * wait for a harness that is not running a round. */
+	rte_rcu_qsbr_thread_online(dpt.qsbr, w->index);
+	w->now_tsc = rte_rdtsc();
+	if (n > 0)
+		dp_l2_input(w, pidx, pkts, n);
+	dp_worker_housekeep(w, dp.nb_ports, dp.nb_workers);
+	rte_rcu_qsbr_thread_offline(dpt.qsbr, w->index);
+}
+
+struct dp_worker *
+dp_manual_worker(void)
+{
+	static bool registered;
+
+	if (!registered) {
+		rte_rcu_qsbr_thread_register(dpt.qsbr, 0);
+		registered = true;
+	}
+	return dp.workers[0];
+}
+
 static int
 dp_worker_main(void *arg)
 {
@@ -79,16 +124,7 @@ dp_worker_main(void *arg)
 			got += n;
 			dp_l2_input(w, pidx, pkts, n);
 		}
-		if (unlikely(nb_workers > 1))
-			got += dp_worker_redirected(w);
-		if (unlikely(w->nb_held != 0))
-			dp_xmit_hold_poll(w);
-		dp_conn_expire_step(w, DP_EXPIRE_BUDGET);
-		if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
-			     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))
-			dp_mailbox_serve(w);
-		for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
-			rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
+		got += dp_worker_housekeep(w, nb_ports, nb_workers);
 		/* Every table pointer this round may have held is dropped now. */
 		rte_rcu_qsbr_quiescent(dpt.qsbr, w->index);
 
@@ -100,9 +136,12 @@ dp_worker_main(void *arg)
 		w->idle_polls++;
 		if (empty < UINT32_MAX)
 			empty++;
-		if (sleep_after != 0 && empty > sleep_after)
+		if (sleep_after != 0 && empty > sleep_after) {
+			/* Asleep we hold nothing: let grace periods pass meanwhile. */
+			rte_rcu_qsbr_thread_offline(dpt.qsbr, w->index);
 			rte_delay_us_sleep(sleep_us);
-		else if (pause_after != 0 && empty > pause_after)
+			rte_rcu_qsbr_thread_online(dpt.qsbr, w->index);
+		} else if (pause_after != 0 && empty > pause_after)
 			rte_pause();
 	}
 	dp_xmit_hold_flush(w);

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Seed corpus for fuzz_packet: valid lab-like frames (see fuzz_packet.c for the record format)."""
+import os
+import socket
+import struct
+import sys
+
+PORT_MAC = [bytes([2, 0, 0, 0, 0, i + 1]) for i in range(3)]
+PEER = bytes([2, 0xaa, 0, 0, 0, 1])
+CLIENT, VIP, REAL, LIP = '198.18.2.2', '198.19.0.1', '198.18.30.11', '198.18.30.100'
+
+
+def csum(b):
+    if len(b) % 2:
+        b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+def ip4(src, dst, proto, payload, ttl=64, df=True):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 1, 0x4000 if df else 0, ttl, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + payload
+
+
+def l4(src, dst, proto, hdr_wo_csum, csum_off, data=b''):
+    seg = hdr_wo_csum + data
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, proto, len(seg))
+    c = csum(pseudo + seg)
+    return seg[:csum_off] + struct.pack('!H', c) + seg[csum_off + 2:]
+
+
+def tcp(src, dst, sport, dport, flags, data=b''):
+    h = struct.pack('!HHIIBBHHH', sport, dport, 1000, 0, 5 << 4, flags, 65535, 0, 0)
+    return ip4(src, dst, 6, l4(src, dst, 6, h, 16, data))
+
+
+def udp(src, dst, sport, dport, data=b'hello'):
+    h = struct.pack('!HHHH', sport, dport, 8 + len(data), 0)
+    return ip4(src, dst, 17, l4(src, dst, 17, h, 6, data))
+
+
+def icmp(src, dst, typ, code, rest, data=b''):
+    m = struct.pack('!BBH', typ, code, 0) + rest + data
+    return ip4(src, dst, 1, m[:2] + struct.pack('!H', csum(m)) + m[4:])
+
+
+def eth(port, payload, ethertype=0x0800, src=PEER):
+    return PORT_MAC[port] + src + struct.pack('!H', ethertype) + payload
+
+
+def rec(port, frame):
+    return bytes([port]) + struct.pack('!H', len(frame)) + frame
+
+
+def arp_req(port, target):
+    a = struct.pack('!HHBBH6s4s6s4s', 1, 0x0800, 6, 4, 1, PEER, socket.inet_aton('198.18.20.2'), b'\0' * 6,
+                    socket.inet_aton(target))
+    return b'\xff' * 6 + PEER + b'\x08\x06' + a
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    syn = tcp(CLIENT, VIP, 40000, 80, 0x02)
+    seeds = {
+        'tcp_syn': rec(1, eth(1, syn)),
+        'tcp_conn': rec(1, eth(1, syn)) + rec(2, eth(2, tcp(REAL, LIP, 8080, 1024, 0x12))) +
+                    rec(1, eth(1, tcp(CLIENT, VIP, 40000, 80, 0x10, b'data'))) +
+                    rec(1, eth(1, tcp(CLIENT, VIP, 40000, 80, 0x11))),
+        'udp': rec(1, eth(1, udp(CLIENT, VIP, 40001, 80))) + rec(2, eth(2, udp(REAL, LIP, 8080, 1024))),
+        'ping_vip': rec(1, eth(1, icmp(CLIENT, VIP, 8, 0, struct.pack('!HH', 77, 1), b'x' * 32))),
+        'ping_local': rec(1, eth(1, icmp(CLIENT, '198.18.20.1', 8, 0, struct.pack('!HH', 78, 1)))),
+        'icmp_err': rec(1, eth(1, syn)) +
+                    rec(2, eth(2, icmp(REAL, LIP, 3, 3, b'\0\0\0\0', tcp(LIP, REAL, 1024, 8080, 0x02)[:28]))),
+        'frag_needed': rec(1, eth(1, tcp(CLIENT, VIP, 40002, 80, 0x02))) +
+                       rec(1, eth(1, tcp(CLIENT, VIP, 40002, 80, 0x10, b'z' * 1300))),
+        'ttl1': rec(1, eth(1, ip4(CLIENT, VIP, 6, tcp(CLIENT, VIP, 40003, 80, 0x02)[20:], ttl=1))),
+        'arp': rec(1, arp_req(1, VIP)),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), 'wb') as f:
+            f.write(data)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1] if len(sys.argv) > 1 else 'build/fuzz/corpus')
