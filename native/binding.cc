@@ -599,6 +599,10 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
     o.Set("weight", v[i].weight);
     o.Set("activeConns", Napi::BigInt::New(env, v[i].active));
     o.Set("connsTotal", Napi::BigInt::New(env, v[i].conns_total));
+    o.Set("packetsToReal", Napi::BigInt::New(env, v[i].pkts[0]));
+    o.Set("packetsFromReal", Napi::BigInt::New(env, v[i].pkts[1]));
+    o.Set("bytesToReal", Napi::BigInt::New(env, v[i].bytes[0]));
+    o.Set("bytesFromReal", Napi::BigInt::New(env, v[i].bytes[1]));
     out.Set(static_cast<uint32_t>(i), o);
   }
   res.Set("reals", out);

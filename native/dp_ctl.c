@@ -775,7 +775,8 @@ dp_real_set_make(const struct dp_service *svc, const struct dp_real_set *old,
 			atomic_fetch_add(&r->refs, 1);
 			atomic_store(&r->weight, conf[i].weight);
 		} else {
-			r = rte_zmalloc("retrace_real", sizeof(*r), RTE_CACHE_LINE_SIZE);
+			r = rte_zmalloc("retrace_real", sizeof(*r) + sizeof(r->stats[0]) * dp.nb_workers,
+					RTE_CACHE_LINE_SIZE);
 			if (r == NULL) {
 				s->n = i;
 				dp_real_set_free(s);
@@ -1020,6 +1021,11 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 				.active = (int64_t)atomic_load(&r->active),
 				.conns_total = atomic_load(&r->conns_total),
 			};
+			for (unsigned w = 0; w < dp.nb_workers; w++)
+				for (int d = 0; d < 2; d++) {
+					out[i].pkts[d] += r->stats[w].pkts[d];
+					out[i].bytes[d] += r->stats[w].bytes[d];
+				}
 		}
 		*conns_total = atomic_load(&svc->conns_total);
 		ret = (int)s->n;

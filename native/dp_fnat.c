@@ -155,8 +155,11 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 	else if (c->state != prev_state)
 		dp_event_emit(w, c, DP_EV_STATE, 0);
 	c->last_tsc = w->now_tsc;
+	uint32_t len = rte_pktmbuf_pkt_len(m);
 	c->pkts[from]++;
-	c->bytes[from] += rte_pktmbuf_pkt_len(m);
+	c->bytes[from] += len;
+	c->real->stats[w->index].pkts[from]++;
+	c->real->stats[w->index].bytes[from] += len;
 
 	uint32_t nsrc;
 	uint16_t nsport, ndport;

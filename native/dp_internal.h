@@ -40,7 +40,7 @@ struct dp_held {
 	uint32_t nh_addr;
 	uint16_t pidx;
 	uint8_t proto; /* enum dp_proto, for the counters */
-	uint8_t pad;
+	uint8_t asymmetric; /* leaving by another port than its side's packets arrive on */
 };
 
 #define DP_HOLD_MAX 64

@@ -76,6 +76,12 @@ struct dp_nexthop {
 /* ---- virtual services ---- */
 enum dp_sched_kind { DP_SCHED_RR = 1, DP_SCHED_WRR, DP_SCHED_WLC, DP_SCHED_MAGLEV };
 
+/* Per-worker traffic of one real: one cache line per worker, plain adds. */
+struct dp_real_stats {
+	uint64_t pkts[2];   /* from client (to the real), from the real */
+	uint64_t bytes[2];
+} __rte_cache_aligned;
+
 struct dp_real {
 	uint32_t addr;
 	uint16_t port;
@@ -83,6 +89,7 @@ struct dp_real {
 	atomic_int_fast32_t active;   /* live conns, for wlc */
 	atomic_int_fast32_t refs;     /* the set + every conn using it */
 	atomic_uint_fast64_t conns_total;
+	struct dp_real_stats stats[]; /* nb_workers entries */
 };
 
 /* An immutable snapshot of a service's reals and scheduler tables. Replaced

@@ -123,17 +123,23 @@ dp_arp_request(struct dp_worker *w, uint16_t pidx, uint32_t target)
 	dp_tx(w, pidx, m);
 }
 
+static inline bool
+dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
+{
+	return to != NULL && to->valid && to->pidx != pidx;
+}
+
 /* Send with a resolved MAC; the common tail of routed sends. */
 static inline void
 dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr *dmac, enum dp_proto proto,
-		 const struct dp_side *to, struct rte_mbuf *m)
+		 bool asymmetric, struct rte_mbuf *m)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 
 	rte_ether_addr_copy(dmac, &eh->dst_addr);
 	rte_ether_addr_copy(&dp.ports[pidx].mac, &eh->src_addr);
 	w->ctr->path[proto][pidx][DP_PATH_tx_routed]++;
-	if (to != NULL && to->valid && to->pidx != pidx)
+	if (asymmetric)
 		w->ctr->path[proto][pidx][DP_PATH_asymmetric]++;
 	dp_tx(w, pidx, m);
 }
@@ -160,7 +166,7 @@ dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const str
 	if (likely(dp_neigh_lookup(nh_addr, &nv) >= 0)) {
 		struct rte_ether_addr mac;
 		dp_neigh_mac(nv, &mac);
-		dp_xmit_resolved(w, pidx, &mac, proto, to, m);
+		dp_xmit_resolved(w, pidx, &mac, proto, dp_is_asymmetric(to, pidx), m);
 		return;
 	}
 	if (w->nb_held >= DP_HOLD_MAX) {
@@ -173,9 +179,8 @@ dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const str
 		h->pidx = pidx;
 		h->proto = (uint8_t)proto;
 		h->deadline_tsc = w->now_tsc + rte_get_tsc_hz() / 1000 * DP_HOLD_TIMEOUT_MS;
-		/* The side reference for the asymmetric count is gone by the
-		 * time the packet leaves; a held packet is a conn's first packet
-		 * toward that side, which never has a record anyway. */
+		/* Decided now: the side record may be gone when the packet leaves. */
+		h->asymmetric = dp_is_asymmetric(to, pidx);
 	}
 	dp_arp_request(w, pidx, nh_addr);
 }
@@ -195,7 +200,7 @@ dp_xmit_hold_poll(struct dp_worker *w)
 		if (retry && dp_neigh_lookup(h->nh_addr, &nv) >= 0) {
 			struct rte_ether_addr mac;
 			dp_neigh_mac(nv, &mac);
-			dp_xmit_resolved(w, h->pidx, &mac, (enum dp_proto)h->proto, NULL, h->m);
+			dp_xmit_resolved(w, h->pidx, &mac, (enum dp_proto)h->proto, h->asymmetric, h->m);
 			continue;
 		}
 		if (w->now_tsc > h->deadline_tsc) {

@@ -100,6 +100,10 @@ export interface NativeRealInfo {
   weight: number;
   activeConns: bigint;
   connsTotal: bigint;
+  packetsToReal: bigint;
+  packetsFromReal: bigint;
+  bytesToReal: bigint;
+  bytesFromReal: bigint;
 }
 
 export interface NativeTimeouts {

@@ -114,6 +114,11 @@ export interface ServiceSpec extends ServiceKey {
 export interface RealView extends RealSpec {
   activeConns: bigint;
   connsTotal: bigint;
+  /** Packets and bytes of this real's conns, toward it and from it. */
+  packetsToReal: bigint;
+  packetsFromReal: bigint;
+  bytesToReal: bigint;
+  bytesFromReal: bigint;
 }
 
 export interface ServiceView extends ServiceSpec {
@@ -469,6 +474,10 @@ export class Dataplane {
         weight: r.weight,
         activeConns: r.activeConns,
         connsTotal: r.connsTotal,
+        packetsToReal: r.packetsToReal,
+        packetsFromReal: r.packetsFromReal,
+        bytesToReal: r.bytesToReal,
+        bytesFromReal: r.bytesFromReal,
       })),
     };
   }
