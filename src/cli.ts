@@ -3,9 +3,12 @@
  * The `retrace` command.
  *   retrace serve [--config FILE] [flags]   run the appliance (dataplane + gRPC server)
  *   retrace lab demo                        the namespace lab demo (README's main command)
+ *   retrace services|reals|conns|counters|top|apply|get-config|drain|undrain
+ *                                           clients of a running appliance (src/cli/commands.ts)
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { addClientCommands } from './cli/commands';
 import { ConfigError, loadConfig, type Overrides } from './config';
 import { VERSION } from './version';
 
@@ -63,6 +66,7 @@ export function buildProgram(): Command {
       process.exitCode = await runDemo();
     });
 
+  addClientCommands(program);
   return program;
 }
 

@@ -1,11 +1,12 @@
 /**
  * `retrace serve`: the appliance's life cycle.
- *   gRPC up (health NOT_SERVING) → EAL + ports + workers → SERVING
- *   SIGINT/SIGTERM → NOT_SERVING → gRPC drains (bounded) → workers, ports, EAL stopped → exit 0
+ *   gRPC up (health NOT_SERVING) → metrics HTTP up (if metrics.listen) → EAL + ports + workers → SERVING
+ *   SIGINT/SIGTERM → NOT_SERVING → gRPC drains (bounded) → metrics closed → workers, ports, EAL stopped → exit 0
  */
 import type { Config } from './config';
 import { Dataplane } from './dataplane';
 import { createLogger } from './log';
+import { createMetricsRegistry, MetricsServer } from './server/metrics';
 import { ApplianceServer } from './server/server';
 
 const SHUTDOWN_GRACE_MS = 2000;
@@ -24,11 +25,24 @@ export async function serve(cfg: Config): Promise<number> {
   }
   log.info({ listen: address }, 'gRPC server listening (NOT_SERVING until the dataplane is up)');
 
+  let metrics: MetricsServer | undefined;
+  if (cfg.metrics.listen !== '') {
+    metrics = new MetricsServer(createMetricsRegistry({ dp, drained: () => server.config.drained, events: () => server.events.status() }), log);
+    try {
+      log.info({ listen: await metrics.listen(cfg.metrics.listen) }, 'metrics listening (GET /metrics)');
+    } catch (e) {
+      log.fatal({ err: e, listen: cfg.metrics.listen }, 'cannot bind the metrics listen address');
+      await server.shutdown(0);
+      return 1;
+    }
+  }
+
   let stopping: Promise<number> | undefined;
   const stop = (reason: string): Promise<number> => {
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
       await server.shutdown(SHUTDOWN_GRACE_MS);
+      await metrics?.close();
       try {
         dp.stop();
       } catch (e) {
@@ -52,6 +66,7 @@ export async function serve(cfg: Config): Promise<number> {
   } catch (e) {
     log.fatal({ err: e }, 'dataplane failed to start');
     await server.shutdown(0);
+    await metrics?.close();
     return 1;
   }
   if (stopping !== undefined) {

@@ -12,7 +12,10 @@
  *       --connected connects the socket, so an ICMP port-unreachable shows up as ECONNREFUSED;
  *       otherwise a reply from any other address is reported as such.
  *   node dist/lab/client.js who --proto tcp|udp --host H [--port 8081] [--count N] [--concurrency C]
- *       asks an identity port N times, each on a new connection / new socket.
+ *                               [--local-port-base B]
+ *       asks an identity port N times, each on a new connection / new socket. With
+ *       --local-port-base, item i binds source port B+i (a fixed client tuple, e.g. to check that
+ *       a hashing scheduler maps it to the same real every time); otherwise the kernel picks.
  *
  * Prints exactly one JSON line on stdout (TcpEchoReport, UdpEchoReport or WhoReport from
  * results.ts) and exits 0, whatever happened to the individual items: ECONNREFUSED, resets and
@@ -202,6 +205,8 @@ interface UdpOpts {
   intervalMs: number;
   timeoutMs: number;
   connected: boolean;
+  /** Source port for item i (undefined: the kernel's choice). */
+  localPort?: (index: number) => number;
   /** Payload for round r; check(reply) returns a failure reason or undefined. */
   payload: () => Buffer;
   check: (sent: Buffer, reply: Buffer) => string | undefined;
@@ -210,12 +215,12 @@ interface UdpOpts {
 /** Sockets stay open until the whole run is over, so every item has its own source port. */
 const openSockets: dgram.Socket[] = [];
 
-function bindSocket(o: UdpOpts): Promise<dgram.Socket> {
+function bindSocket(o: UdpOpts, index: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
     const sock = dgram.createSocket('udp4');
     openSockets.push(sock);
     sock.once('error', reject);
-    sock.bind(0, () => {
+    sock.bind(o.localPort?.(index) ?? 0, () => {
       sock.removeListener('error', reject);
       if (!o.connected) return resolve(sock);
       sock.connect(o.port, o.host, () => resolve(sock));
@@ -233,7 +238,7 @@ async function udpOne(index: number, o: UdpOpts): Promise<UdpItemResult & { repl
   };
   let sock: dgram.Socket;
   try {
-    sock = await bindSocket(o);
+    sock = await bindSocket(o, index);
   } catch (e) {
     return fail(errReason(e));
   }
@@ -315,13 +320,13 @@ async function udpMain(v: Record<string, string | boolean | undefined>): Promise
 // Identity ("who")
 // ---------------------------------------------------------------------------------------------
 
-function whoTcpOne(index: number, host: string, port: number, timeoutMs: number): Promise<WhoItemResult> {
+function whoTcpOne(index: number, host: string, port: number, timeoutMs: number, localPort?: number): Promise<WhoItemResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const res: WhoItemResult = { index, ok: false, ms: 0 };
     const chunks: Buffer[] = [];
     let settled = false;
-    const sock = net.connect({ host, port });
+    const sock = net.connect({ host, port, ...(localPort !== undefined ? { localPort } : {}) });
     const finish = (reason?: string): void => {
       if (settled) return;
       settled = true;
@@ -356,10 +361,13 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
   const count = int(v.count as string | undefined, 1, '--count', 0, 60000);
   const timeoutMs = int(v['timeout-ms'] as string | undefined, 2000, '--timeout-ms', 1, 3_600_000);
   const concurrency = int(v.concurrency as string | undefined, 1, '--concurrency', 1, 100_000);
+  const base = v['local-port-base'] === undefined ? undefined : int(v['local-port-base'] as string, 0, '--local-port-base', 1, 65535);
+  if (base !== undefined && base + count - 1 > 65535) throw new UsageError(`--local-port-base ${base} + --count ${count} runs past port 65535`);
+  const localPort = base === undefined ? undefined : (i: number) => base + i;
   const t0 = performance.now();
   let results: WhoItemResult[];
   if (proto === 'tcp') {
-    results = await pool(count, concurrency, (i) => whoTcpOne(i, host, port, timeoutMs));
+    results = await pool(count, concurrency, (i) => whoTcpOne(i, host, port, timeoutMs, localPort?.(i)));
   } else {
     const o: UdpOpts = {
       host,
@@ -368,6 +376,7 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
       intervalMs: 0,
       timeoutMs,
       connected: v.connected === true,
+      localPort,
       payload: () => Buffer.from('who'),
       check: (_sent, reply) => (reply.toString('utf8').trim() ? undefined : 'empty answer'),
     };
@@ -404,6 +413,7 @@ async function main(): Promise<void> {
       'timeout-ms': { type: 'string' },
       proto: { type: 'string' },
       connected: { type: 'boolean' },
+      'local-port-base': { type: 'string' },
     },
     strict: true,
   });

@@ -6,7 +6,7 @@
 import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace/v1/types';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { ApplianceProcess } from './appliance';
-import { LAB, LabTopology, ROOT_PORTS, type RootPort } from './topology';
+import { LAB, LabTopology, ROOT_PORTS, type ApplianceYamlOptions, type RootPort } from './topology';
 
 export type Proto = 'tcp' | 'udp' | 'icmp';
 export type Sched = 'rr' | 'wrr' | 'wlc' | 'maglev';
@@ -30,6 +30,10 @@ export interface ScenarioOptions {
   log?: (line: string) => void;
   /** Reuse an existing topology (e.g. across an appliance restart). */
   lab?: LabTopology;
+  /** Per-port overrides for the generated `ports:` section (e.g. `{ port: { servers: { mtu: 1200 } } }`). */
+  ports?: ApplianceYamlOptions;
+  /** Extra `dataplane:` fields (e.g. `{ icmp_rate: 50, icmp_burst: 10 }`); extraYaml cannot repeat that key. */
+  dataplane?: Record<string, string | number | boolean>;
 }
 
 export interface RealSpec {
@@ -57,7 +61,7 @@ export class LabScenario {
         await lab.startEchoServers();
         log('echo servers running on rs1, rs2, rs3');
       }
-      await sc.startAppliance(opts.extraYaml);
+      await sc.startAppliance(opts.extraYaml, opts.ports, opts.dataplane);
       return sc;
     } catch (e) {
       await sc.destroy();
@@ -66,11 +70,12 @@ export class LabScenario {
   }
 
   /** Spawns `retrace serve` on the lab's ports and applies the base network over gRPC. */
-  async startAppliance(extraYaml = ''): Promise<void> {
+  async startAppliance(extraYaml = '', ports: ApplianceYamlOptions = {}, dataplane: Record<string, string | number | boolean> = {}): Promise<void> {
+    const dp = { mbufs: 8191, max_conns: 16384, ...dataplane };
     const yaml = [
       'eal:\n  memory_mb: 256',
-      'dataplane:\n  mbufs: 8191\n  max_conns: 16384',
-      this.lab.applianceConfigYaml(),
+      `dataplane:\n${Object.entries(dp).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`).join('\n')}`,
+      this.lab.applianceConfigYaml(ports),
       extraYaml,
     ].join('\n');
     this.app.start(yaml);
@@ -100,7 +105,17 @@ export class LabScenario {
   async setReals(proto: Proto, vip: string, port: number, reals: RealSpec[]): Promise<void> {
     await this.app.api.balancer.setReals({
       key: { protocol: PB_PROTO[proto], vip, port },
-      reals: reals.map((r) => ({ address: r.address, port: r.port, weight: r.weight ?? 1, activeConns: 0n, connsTotal: 0n })),
+      reals: reals.map((r) => ({
+        address: r.address,
+        port: r.port,
+        weight: r.weight ?? 1,
+        activeConns: 0n,
+        connsTotal: 0n,
+        packetsToReal: 0n,
+        packetsFromReal: 0n,
+        bytesToReal: 0n,
+        bytesFromReal: 0n,
+      })),
     });
   }
 

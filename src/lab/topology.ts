@@ -177,6 +177,8 @@ export interface WhoOptions {
   count?: number;
   concurrency?: number;
   timeoutMs?: number;
+  /** Item i binds source port localPortBase+i (a fixed client tuple); default: the kernel picks. */
+  localPortBase?: number;
 }
 
 export interface PingOptions {
@@ -191,6 +193,14 @@ export interface PingOptions {
   dontFragment?: boolean;
   /** Echo identifier (`-e`, iputils ≥ 20210202); default: the kernel's choice. */
   id?: number;
+  /** IP time to live of the requests (`-t`); default: the kernel's. */
+  ttl?: number;
+  /**
+   * Seconds before ping gives up (`-w`). With it, ping waits for `count` replies however late they
+   * come (it keeps probing meanwhile, so `transmitted` may exceed `count`); without it, ping stops
+   * waiting about two round trips after its last request, which turns a stall into "loss".
+   */
+  deadline?: number;
 }
 
 export interface PingResult {
@@ -624,6 +634,7 @@ export class LabTopology {
     const args = ['who', '--proto', opts.proto ?? 'tcp', '--host', host, '--port', String(port), '--count', String(count)];
     pushOpt(args, '--concurrency', opts.concurrency);
     pushOpt(args, '--timeout-ms', opts.timeoutMs);
+    pushOpt(args, '--local-port-base', opts.localPortBase);
     return this.client(role, args, budget(count, opts.concurrency ?? 1, opts.timeoutMs ?? 2000));
   }
 
@@ -634,10 +645,28 @@ export class LabTopology {
     if (opts.size !== undefined) args.push('-s', String(opts.size));
     if (opts.dontFragment) args.push('-M', 'do');
     if (opts.id !== undefined) args.push('-e', String(opts.id));
+    if (opts.ttl !== undefined) args.push('-t', String(opts.ttl));
+    if (opts.deadline !== undefined) args.push('-w', String(opts.deadline));
     args.push(host);
-    const limit = (count * ((opts.interval ?? 0.2) + (opts.timeout ?? 1)) + 10) * 1000;
+    const limit = (Math.max(count * ((opts.interval ?? 0.2) + (opts.timeout ?? 1)), opts.deadline ?? 0) + 10) * 1000;
     const res = await this.execAsync(role, 'ping', args, { timeoutMs: limit });
     return parsePing(res.stdout + res.stderr, res.code);
+  }
+
+  /**
+   * Sends raw Ethernet frames out of `dev` in a namespace through an AF_PACKET socket (python3),
+   * past the kernel's IP stack: for frames no socket API would build (malformed ICMP, forged
+   * errors). Each frame goes out as given, in order; throws if python3 fails.
+   */
+  injectFrames(role: Role, dev: string, frames: readonly Buffer[]): void {
+    const script = [
+      'import socket, sys',
+      's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+      's.bind((sys.argv[1], 0))',
+      'for h in sys.argv[2:]:',
+      '    s.send(bytes.fromhex(h))',
+    ].join('\n');
+    this.exec(role, 'python3', ['-c', script, dev, ...frames.map((f) => f.toString('hex'))]);
   }
 
   // --- captures ---------------------------------------------------------------------------------

@@ -12,7 +12,17 @@ export function toVirtualService(s: ServiceView): VirtualService {
     port: s.port,
     scheduler: schedulerToProto(s.scheduler),
     seed: s.seed,
-    reals: s.reals.map((r) => ({ address: r.address, port: r.port, weight: r.weight, activeConns: r.activeConns, connsTotal: r.connsTotal })),
+    reals: s.reals.map((r) => ({
+      address: r.address,
+      port: r.port,
+      weight: r.weight,
+      activeConns: r.activeConns,
+      connsTotal: r.connsTotal,
+      packetsToReal: r.packetsToReal,
+      packetsFromReal: r.packetsFromReal,
+      bytesToReal: r.bytesToReal,
+      bytesFromReal: r.bytesFromReal,
+    })),
     connsTotal: s.connsTotal,
   };
 }

@@ -1,10 +1,12 @@
 /**
- * The one mapping between the proto enums (retrace.v1.Protocol, retrace.v1.Scheduler), the
- * dataplane's names ('tcp', 'rr', ...) and IANA protocol numbers. Request values go through the
+ * The one mapping between the proto enums (retrace.v1.Protocol, retrace.v1.Scheduler,
+ * retrace.v1.ConnState, retrace.v1.ConnEventType, retrace.v1.Side), the dataplane's names ('tcp',
+ * 'rr', 'established', 'created', ...) and IANA protocol numbers. Request values go through the
  * *FromProto functions, which reject *_UNSPECIFIED and unknown numbers as INVALID_ARGUMENT.
  */
-import type { Protocol as DpProtocol, Scheduler as DpScheduler } from '../dataplane';
+import type { ConnEventType as DpEventType, Protocol as DpProtocol, Scheduler as DpScheduler, TcpState } from '../dataplane';
 import { IPPROTO } from '../dataplane/binding';
+import { ConnEventType, ConnState, Side } from '../gen/retrace/v1/conn';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 import { ValidationError } from './errors';
 
@@ -64,4 +66,59 @@ export function schedulerToProto(s: DpScheduler): Scheduler {
   const v = SCHEDULER_VALUES.get(s);
   if (v === undefined) throw new Error(`unknown dataplane scheduler "${s}"`);
   return v;
+}
+
+// ---- conns ----
+
+/** Conn states; the dataplane's 'none' (before the first packet is handled) is never reported. */
+const STATE_NAMES = new Map<ConnState, TcpState>([
+  [ConnState.CONN_STATE_SYN_SENT, 'syn_sent'],
+  [ConnState.CONN_STATE_SYN_RECV, 'syn_recv'],
+  [ConnState.CONN_STATE_ESTABLISHED, 'established'],
+  [ConnState.CONN_STATE_FIN_WAIT, 'fin_wait'],
+  [ConnState.CONN_STATE_TIME_WAIT, 'time_wait'],
+  [ConnState.CONN_STATE_CLOSE, 'close'],
+]);
+
+/** Event types; the dataplane's 'snapshot' is a listing, not an event (no proto value). */
+const EVENT_TYPE_NAMES = new Map<ConnEventType, DpEventType>([
+  [ConnEventType.CONN_EVENT_TYPE_CREATED, 'created'],
+  [ConnEventType.CONN_EVENT_TYPE_STATE_CHANGED, 'state_changed'],
+  [ConnEventType.CONN_EVENT_TYPE_PATH_CHANGED, 'path_changed'],
+  [ConnEventType.CONN_EVENT_TYPE_CLOSED, 'closed'],
+]);
+
+const STATE_VALUES = invert(STATE_NAMES);
+const EVENT_TYPE_VALUES = invert(EVENT_TYPE_NAMES);
+
+/** A request's ConnState as the dataplane's name; `field` names it in the INVALID_ARGUMENT. */
+export function connStateFromProto(s: ConnState, field: string): TcpState {
+  const name = STATE_NAMES.get(s);
+  if (name === undefined) throw new ValidationError(field, s === ConnState.CONN_STATE_UNSPECIFIED ? 'CONN_STATE_UNSPECIFIED is not a state' : `unknown conn state ${s}`);
+  return name;
+}
+
+/** A dataplane state as ConnState ('none' → CONN_STATE_UNSPECIFIED). */
+export function connStateToProto(s: TcpState): ConnState {
+  return STATE_VALUES.get(s) ?? ConnState.CONN_STATE_UNSPECIFIED;
+}
+
+/** A request's ConnEventType as the dataplane's name; `field` names it in the INVALID_ARGUMENT. */
+export function eventTypeFromProto(t: ConnEventType, field: string): DpEventType {
+  const name = EVENT_TYPE_NAMES.get(t);
+  if (name === undefined) {
+    throw new ValidationError(field, t === ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED ? 'CONN_EVENT_TYPE_UNSPECIFIED is not an event type' : `unknown event type ${t}`);
+  }
+  return name;
+}
+
+/** A dataplane event type as ConnEventType ('snapshot' → CONN_EVENT_TYPE_UNSPECIFIED). */
+export function eventTypeToProto(t: DpEventType): ConnEventType {
+  return EVENT_TYPE_VALUES.get(t) ?? ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED;
+}
+
+export function sideToProto(s: 'client' | 'server' | undefined): Side {
+  if (s === 'client') return Side.SIDE_CLIENT;
+  if (s === 'server') return Side.SIDE_SERVER;
+  return Side.SIDE_UNSPECIFIED;
 }

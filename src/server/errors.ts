@@ -18,6 +18,17 @@ export class ValidationError extends Error {
   }
 }
 
+/** A well-formed request that asks for something beyond what exists (a seq not yet assigned). */
+export class OutOfRangeError extends Error {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = 'OutOfRangeError';
+  }
+}
+
 const ERRNO_STATUS: Record<string, status> = {
   ENOENT: status.NOT_FOUND,
   EEXIST: status.ALREADY_EXISTS,
@@ -46,6 +57,7 @@ export function serviceError(code: status, details: string): ServiceError {
 
 export function toStatus(err: unknown, log: Logger, method: string): ServiceError {
   if (err instanceof ValidationError) return serviceError(status.INVALID_ARGUMENT, err.message);
+  if (err instanceof OutOfRangeError) return serviceError(status.OUT_OF_RANGE, err.message);
   if (err instanceof DataplaneError) {
     const code = ERRNO_STATUS[err.code];
     if (code !== undefined) return serviceError(code, err.message);

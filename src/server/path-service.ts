@@ -2,6 +2,7 @@ import type { CounterSnapshot, Dataplane } from '../dataplane';
 import { DropCounters, PathCounters, type GetCountersResponse, type PathServiceServer, type ProtocolCounters } from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
 import { unary } from './unary';
+import { watchCounters } from './watch-counters';
 import * as v from './validate';
 
 /** snake_case (the dataplane's counter names) → the camelCase key ts-proto gives the same field. */
@@ -47,5 +48,6 @@ export function pathService(dp: Dataplane, log: Logger): PathServiceServer {
     }),
     // Two reads, no mutation: the counter snapshot and the conn count.
     getCounters: unary(log, 'GetCounters', () => toCountersResponse(dp.counters(), dp.connCount())),
+    watchCounters: watchCounters(dp, log),
   };
 }

@@ -8,12 +8,16 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import type { Dataplane } from '../dataplane';
 import { LoadBalancerServiceService } from '../gen/retrace/v1/balancer';
+import { ConfigServiceService } from '../gen/retrace/v1/config';
 import { NetworkServiceService } from '../gen/retrace/v1/network';
 import { PathServiceService } from '../gen/retrace/v1/path';
 import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
 import type { Logger } from '../log';
 import { balancerService } from './balancer-service';
+import { ConnServiceDefinition, connService } from './conn-service';
+import { EventHub } from './event-hub';
+import { ConfigManager, configService } from './config-service';
 import { networkService } from './network-service';
 import { pathService } from './path-service';
 import { portService } from './port-service';
@@ -27,12 +31,18 @@ export const RETRACE_SERVICES = [
   'retrace.v1.NetworkService',
   'retrace.v1.LoadBalancerService',
   'retrace.v1.PathService',
+  'retrace.v1.ConnService',
+  'retrace.v1.ConfigService',
 ] as const;
 
 export class ApplianceServer {
   readonly grpc = new grpc.Server();
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING' });
   private boundAddress = '';
+  /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
+  readonly events: EventHub;
+  /** ConfigService's state (drain); read by the metrics. */
+  readonly config: ConfigManager;
 
   constructor(
     private readonly dp: Dataplane,
@@ -43,6 +53,11 @@ export class ApplianceServer {
     this.grpc.addService(NetworkServiceService, networkService(dp, log));
     this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
     this.grpc.addService(PathServiceService, pathService(dp, log));
+    this.events = new EventHub(dp, { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
+    this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
+    // Drain turns health NOT_SERVING (overall and per service) until Undrain.
+    this.config = new ConfigManager(dp, log, { setDrained: (d) => this.setServing(d ? 'NOT_SERVING' : 'SERVING') });
+    this.grpc.addService(ConfigServiceService, configService(this.config, log));
     this.health.addToServer(this.grpc);
     new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
     this.setServing('NOT_SERVING');
@@ -79,6 +94,8 @@ export class ApplianceServer {
   /** Graceful shutdown: lets running calls finish for up to `graceMs`, then forces. */
   async shutdown(graceMs: number): Promise<void> {
     this.setServing('NOT_SERVING');
+    // Open event streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
+    this.events.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();

@@ -5,8 +5,12 @@
  * dataplane: whether a port name exists, an address is already taken or a table is full is the
  * dataplane's answer (NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED).
  */
+import { createHash } from 'node:crypto';
 import type {
   AddressSpec,
+  ConnEventType as DpEventType,
+  ConnFilter as DpConnFilter,
+  ConnView,
   LocalAddressSpec,
   NeighborSpec,
   Protocol as DpProtocol,
@@ -15,6 +19,7 @@ import type {
   Scheduler as DpScheduler,
   ServiceKey,
   ServiceSpec,
+  TcpState,
   Timeouts as DpTimeouts,
 } from '../dataplane';
 import type {
@@ -29,6 +34,7 @@ import type {
   UpdateVirtualServiceRequest,
   VirtualServiceKey,
 } from '../gen/retrace/v1/balancer';
+import type { ConnFilter, DeleteConnsRequest, ListConnsRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
 import type {
   CreateAddressRequest,
   CreateNeighborRequest,
@@ -38,7 +44,7 @@ import type {
   DeleteRouteRequest,
 } from '../gen/retrace/v1/network';
 import type { SetSymmetricModeRequest } from '../gen/retrace/v1/path';
-import { protocolFromProto, schedulerFromProto } from './enums';
+import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
 import { ValidationError } from './errors';
 
 // ---- field checks ----
@@ -232,4 +238,129 @@ export function setTimeouts(req: SetTimeoutsRequest): Partial<DpTimeouts> {
 
 export function setSymmetricMode(req: SetSymmetricModeRequest): { protocol: DpProtocol; enabled: boolean } {
   return { protocol: protocolFromProto(req.protocol, 'protocol'), enabled: req.enabled };
+}
+
+// ---- ConnService ----
+
+/**
+ * A validated ConnFilter: a conn matches when its value is in every non-empty set (OR within a
+ * set, AND across sets).
+ */
+export interface ConnQuery {
+  protocols: ReadonlySet<DpProtocol>;
+  clients: ReadonlySet<string>;
+  vips: ReadonlySet<string>;
+  reals: ReadonlySet<string>;
+  states: ReadonlySet<TcpState>;
+}
+
+/** The fields of a conn a ConnQuery looks at (a ConnView, or an event the hub keeps). */
+export type ConnKey = Pick<ConnView, 'protocol' | 'state' | 'client' | 'vip' | 'real'>;
+
+function inSet<T>(set: ReadonlySet<T>, v: T): boolean {
+  return set.size === 0 || set.has(v);
+}
+
+export function matchConn(q: ConnQuery, c: ConnKey): boolean {
+  return inSet(q.protocols, c.protocol) && inSet(q.clients, c.client) && inSet(q.vips, c.vip) && inSet(q.reals, c.real) && inSet(q.states, c.state);
+}
+
+export function isEmptyQuery(q: ConnQuery): boolean {
+  return q.protocols.size + q.clients.size + q.vips.size + q.reals.size + q.states.size === 0;
+}
+
+export function connFilter(f: ConnFilter | undefined, field: string): ConnQuery {
+  const addrs = (list: string[] | undefined, name: string) => new Set((list ?? []).map((a, i) => ipv4(a, `${field}.${name}[${i}]`)));
+  return {
+    protocols: new Set((f?.protocols ?? []).map((p, i) => protocolFromProto(p, `${field}.protocols[${i}]`))),
+    clients: addrs(f?.clients, 'clients'),
+    vips: addrs(f?.vips, 'vips'),
+    reals: addrs(f?.reals, 'reals'),
+    states: new Set((f?.states ?? []).map((st, i) => connStateFromProto(st, `${field}.states[${i}]`))),
+  };
+}
+
+/** Where a ListConns page starts: a worker lcore and a position in its table. */
+export interface PagePosition {
+  worker: number;
+  cursor: number;
+}
+
+export const LIST_CONNS_DEFAULT_PAGE = 100;
+export const LIST_CONNS_MAX_PAGE = 10000;
+
+/** Short digest of a query, so a page token only continues the listing it came from. */
+function queryDigest(q: ConnQuery): string {
+  const canon = [q.protocols, q.clients, q.vips, q.reals, q.states].map((set) => [...set].sort());
+  return createHash('sha256').update(JSON.stringify(canon)).digest('base64url').slice(0, 11);
+}
+
+/** An opaque token: version, worker, cursor, query digest. */
+export function encodePageToken(pos: PagePosition, q: ConnQuery): string {
+  return Buffer.from(`c1.${pos.worker}.${pos.cursor}.${queryDigest(q)}`).toString('base64url');
+}
+
+function decodePageToken(token: string, q: ConnQuery): PagePosition {
+  const m = /^c1\.(\d{1,4})\.(\d{1,10})\.([A-Za-z0-9_-]{11})$/.exec(Buffer.from(token, 'base64url').toString('latin1'));
+  if (m === null || Number(m[2]) > 0xffffffff) throw new ValidationError('page_token', 'not a token this server issued');
+  if (m[3] !== queryDigest(q)) throw new ValidationError('page_token', 'was issued for another filter: page with the filter of the first request');
+  return { worker: Number(m[1]), cursor: Number(m[2]) };
+}
+
+export function listConns(req: ListConnsRequest): { query: ConnQuery; pageSize: number; start: PagePosition } {
+  const query = connFilter(req.filter, 'filter');
+  const pageSize = req.pageSize === 0 ? LIST_CONNS_DEFAULT_PAGE : Math.min(req.pageSize, LIST_CONNS_MAX_PAGE);
+  const start = req.pageToken === '' ? { worker: 0, cursor: 0 } : decodePageToken(req.pageToken, query);
+  return { query, pageSize, start };
+}
+
+/** DeleteConns: the dataplane filter ({} with all = true removes every conn). */
+export function deleteConns(req: DeleteConnsRequest): Partial<DpConnFilter> {
+  const f: Partial<DpConnFilter> = {};
+  if (req.protocol !== undefined) f.protocol = protocolFromProto(req.protocol, 'protocol');
+  const icmp = f.protocol === 'icmp';
+  const addr = (v: string, name: string) => (v === '' ? undefined : ipv4(v, name));
+  const port = (v: number, name: string, icmpMustBeZero: boolean) => {
+    if (v === 0) return undefined;
+    if (icmp && icmpMustBeZero) throw new ValidationError(name, `must be 0 for ICMP, got ${v}`);
+    return intIn(v, 1, 65535, name);
+  };
+  const fields: [keyof DpConnFilter, string | number | undefined][] = [
+    ['client', addr(req.client, 'client')],
+    ['clientPort', port(req.clientPort, 'client_port', false)],
+    ['vip', addr(req.vip, 'vip')],
+    ['vipPort', port(req.vipPort, 'vip_port', true)],
+    ['real', addr(req.real, 'real')],
+    ['realPort', port(req.realPort, 'real_port', true)],
+  ];
+  for (const [k, v] of fields) if (v !== undefined) (f as Record<string, unknown>)[k] = v;
+  const empty = Object.keys(f).length === 0;
+  if (req.all && !empty) throw new ValidationError('all', 'must not be combined with filter fields (all = true removes every conn)');
+  if (!req.all && empty) throw new ValidationError('all', 'the filter is empty: set at least one field, or all = true to remove every conn');
+  return f;
+}
+
+export interface WatchSpec {
+  follow: boolean;
+  sinceSeq?: bigint;
+  initialState: boolean;
+  query: ConnQuery;
+  /** Empty: every type. */
+  types: ReadonlySet<DpEventType>;
+}
+
+export function watchConnEvents(req: WatchConnEventsRequest): WatchSpec {
+  if (req.initialState && req.sinceSeq !== undefined) {
+    throw new ValidationError('initial_state', 'cannot be combined with since_seq (a snapshot already is the current state)');
+  }
+  if (!req.follow && req.sinceSeq === undefined && !req.initialState) {
+    throw new ValidationError('follow', 'nothing to send: set follow, since_seq or initial_state');
+  }
+  return {
+    follow: req.follow,
+    sinceSeq: req.sinceSeq,
+    initialState: req.initialState,
+    query: connFilter(req.filter, 'filter'),
+    types: new Set(req.types.map((t, i) => eventTypeFromProto(t, `types[${i}]`))),
+  };
 }

@@ -15,7 +15,7 @@ import {
   type VirtualServiceKey,
 } from '../../src/gen/retrace/v1/balancer';
 import { NetworkServiceClient, type Address } from '../../src/gen/retrace/v1/network';
-import { PathServiceClient, type PathCounters } from '../../src/gen/retrace/v1/path';
+import { PathServiceClient, type PathCounters, type WatchCountersRequest, type WatchCountersResponse } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { loadNative } from '../../src/dataplane/binding';
 import { Appliance, call, ROOT } from '../helpers/appliance';
@@ -35,7 +35,17 @@ async function fails(p: Promise<unknown>, code: grpc.status, details?: string | 
 }
 
 const tcp80: VirtualServiceKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.10.1', port: 80 };
-const real = (address: string, port: number, weight: number): Real => ({ address, port, weight, activeConns: 0n, connsTotal: 0n });
+const real = (address: string, port: number, weight: number): Real => ({
+  address,
+  port,
+  weight,
+  activeConns: 0n,
+  connsTotal: 0n,
+  packetsToReal: 0n,
+  packetsFromReal: 0n,
+  bytesToReal: 0n,
+  bytesFromReal: 0n,
+});
 const svc = (k: VirtualServiceKey, scheduler = Scheduler.SCHEDULER_WRR, seed = 0): VirtualService => ({
   ...k,
   scheduler,
@@ -620,6 +630,42 @@ symmetric:
         for (const v of Object.values(d.counters!)) expect(typeof v).toBe('bigint');
       }
       expect(res.connCount).toBe(0n);
+    });
+  });
+
+  describe('WatchCounters', () => {
+    const watch = (req: Partial<WatchCountersRequest>) =>
+      new Promise<{ messages: WatchCountersResponse[]; error?: grpc.ServiceError }>((resolve) => {
+        const messages: WatchCountersResponse[] = [];
+        const stream = pathSvc.watchCounters({ count: 0, ...req } as WatchCountersRequest);
+        stream.on('data', (m: WatchCountersResponse) => messages.push(m));
+        stream.on('error', (error: grpc.ServiceError) => resolve({ messages, error }));
+        stream.on('end', () => resolve({ messages }));
+      });
+
+    it('streams count messages at the interval, each with counters and rates over that interval', async () => {
+      const { messages, error } = await watch({ interval: { seconds: 0n, nanos: 150_000_000 }, count: 3 });
+      expect(error).toBeUndefined();
+      expect(messages).toHaveLength(3);
+      for (const m of messages) {
+        expect(m.counters?.tcp?.ports.map((p) => p.port)).toEqual(['p0', 'p1']);
+        expect(m.rates?.seconds).toBeGreaterThan(0.1);
+        expect(m.rates?.ports.map((p) => p.port)).toEqual(['p0', 'p1']);
+      }
+    });
+
+    it('rejects an interval under 100 ms naming the field', async () => {
+      const { messages, error } = await watch({ interval: { seconds: 0n, nanos: 10_000_000 } });
+      expect(messages).toHaveLength(0);
+      expect(error).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/^interval:/) });
+    });
+
+    it('stops when the client cancels', async () => {
+      const stream = pathSvc.watchCounters({ interval: { seconds: 0n, nanos: 100_000_000 }, count: 0 });
+      await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+      const ended = new Promise<grpc.ServiceError>((resolve) => stream.on('error', resolve));
+      stream.cancel();
+      expect((await ended).code).toBe(grpc.status.CANCELLED);
     });
   });
 

@@ -1,6 +1,18 @@
 import { PROTOCOLS, SCHEDULERS } from '../../src/dataplane';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
-import { ianaProtocolNumber, protocolFromProto, protocolToProto, schedulerFromProto, schedulerToProto } from '../../src/server/enums';
+import { ConnEventType, ConnState, Side } from '../../src/gen/retrace/v1/conn';
+import {
+  connStateFromProto,
+  connStateToProto,
+  eventTypeFromProto,
+  eventTypeToProto,
+  ianaProtocolNumber,
+  protocolFromProto,
+  protocolToProto,
+  schedulerFromProto,
+  schedulerToProto,
+  sideToProto,
+} from '../../src/server/enums';
 import { ValidationError } from '../../src/server/errors';
 
 describe('Protocol mapping', () => {
@@ -48,5 +60,40 @@ describe('Scheduler mapping', () => {
   it('rejects SCHEDULER_UNSPECIFIED and unknown numbers naming the field', () => {
     expect(() => schedulerFromProto(Scheduler.SCHEDULER_UNSPECIFIED, 'virtual_service.scheduler')).toThrow(/^virtual_service\.scheduler: required/);
     expect(() => schedulerFromProto(9 as Scheduler, 'scheduler')).toThrow(/^scheduler: unknown scheduler 9/);
+  });
+});
+
+describe('Conn state, event type and side mapping', () => {
+  it.each([
+    [ConnState.CONN_STATE_SYN_SENT, 'syn_sent'],
+    [ConnState.CONN_STATE_SYN_RECV, 'syn_recv'],
+    [ConnState.CONN_STATE_ESTABLISHED, 'established'],
+    [ConnState.CONN_STATE_FIN_WAIT, 'fin_wait'],
+    [ConnState.CONN_STATE_TIME_WAIT, 'time_wait'],
+    [ConnState.CONN_STATE_CLOSE, 'close'],
+  ] as const)('maps %s to "%s" both ways', (proto, name) => {
+    expect(connStateFromProto(proto, 'states[0]')).toBe(name);
+    expect(connStateToProto(name)).toBe(proto);
+  });
+
+  it.each([
+    [ConnEventType.CONN_EVENT_TYPE_CREATED, 'created'],
+    [ConnEventType.CONN_EVENT_TYPE_STATE_CHANGED, 'state_changed'],
+    [ConnEventType.CONN_EVENT_TYPE_PATH_CHANGED, 'path_changed'],
+    [ConnEventType.CONN_EVENT_TYPE_CLOSED, 'closed'],
+  ] as const)('maps %s to "%s" both ways', (proto, name) => {
+    expect(eventTypeFromProto(proto, 'types[0]')).toBe(name);
+    expect(eventTypeToProto(name)).toBe(proto);
+  });
+
+  it('reports what has no proto value as *_UNSPECIFIED and rejects it in requests', () => {
+    expect(connStateToProto('none')).toBe(ConnState.CONN_STATE_UNSPECIFIED);
+    expect(eventTypeToProto('snapshot')).toBe(ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED);
+    expect(() => connStateFromProto(ConnState.CONN_STATE_UNSPECIFIED, 'filter.states[2]')).toThrow(/^filter\.states\[2\]: /);
+    expect(() => eventTypeFromProto(9 as ConnEventType, 'types[0]')).toThrow(/^types\[0\]: unknown event type 9/);
+  });
+
+  it('maps sides', () => {
+    expect([sideToProto('client'), sideToProto('server'), sideToProto(undefined)]).toEqual([Side.SIDE_CLIENT, Side.SIDE_SERVER, Side.SIDE_UNSPECIFIED]);
   });
 });

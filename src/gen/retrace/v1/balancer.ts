@@ -93,6 +93,23 @@ export interface Real {
    * added (kept while the real stays in the set across SetReals calls).
    */
   connsTotal: bigint;
+  /**
+   * Output only: packets of this real's conns forwarded toward it (client to
+   * real), since it was added.
+   */
+  packetsToReal: bigint;
+  /**
+   * Output only: packets of this real's conns forwarded from it (real to
+   * client).
+   */
+  packetsFromReal: bigint;
+  /**
+   * Output only: bytes toward the real, counted as received frame lengths
+   * (Ethernet header included, FCS excluded).
+   */
+  bytesToReal: bigint;
+  /** Output only: bytes from the real, counted like bytes_to_real. */
+  bytesFromReal: bigint;
 }
 
 /** CreateVirtualServiceRequest carries the service to create. */
@@ -568,7 +585,17 @@ export const VirtualService: MessageFns<VirtualService> = {
 };
 
 function createBaseReal(): Real {
-  return { address: "", port: 0, weight: 0, activeConns: 0n, connsTotal: 0n };
+  return {
+    address: "",
+    port: 0,
+    weight: 0,
+    activeConns: 0n,
+    connsTotal: 0n,
+    packetsToReal: 0n,
+    packetsFromReal: 0n,
+    bytesToReal: 0n,
+    bytesFromReal: 0n,
+  };
 }
 
 export const Real: MessageFns<Real> = {
@@ -593,6 +620,30 @@ export const Real: MessageFns<Real> = {
         throw new globalThis.Error("value provided for field message.connsTotal of type uint64 too large");
       }
       writer.uint32(40).uint64(message.connsTotal);
+    }
+    if (message.packetsToReal !== 0n) {
+      if (BigInt.asUintN(64, message.packetsToReal) !== message.packetsToReal) {
+        throw new globalThis.Error("value provided for field message.packetsToReal of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.packetsToReal);
+    }
+    if (message.packetsFromReal !== 0n) {
+      if (BigInt.asUintN(64, message.packetsFromReal) !== message.packetsFromReal) {
+        throw new globalThis.Error("value provided for field message.packetsFromReal of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.packetsFromReal);
+    }
+    if (message.bytesToReal !== 0n) {
+      if (BigInt.asUintN(64, message.bytesToReal) !== message.bytesToReal) {
+        throw new globalThis.Error("value provided for field message.bytesToReal of type uint64 too large");
+      }
+      writer.uint32(64).uint64(message.bytesToReal);
+    }
+    if (message.bytesFromReal !== 0n) {
+      if (BigInt.asUintN(64, message.bytesFromReal) !== message.bytesFromReal) {
+        throw new globalThis.Error("value provided for field message.bytesFromReal of type uint64 too large");
+      }
+      writer.uint32(72).uint64(message.bytesFromReal);
     }
     return writer;
   },
@@ -650,6 +701,38 @@ export const Real: MessageFns<Real> = {
             message.connsTotal = reader.uint64() as bigint;
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.packetsToReal = reader.uint64() as bigint;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.packetsFromReal = reader.uint64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.bytesToReal = reader.uint64() as bigint;
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.bytesFromReal = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -677,6 +760,26 @@ export const Real: MessageFns<Real> = {
         : isSet(object.conns_total)
         ? BigInt(object.conns_total)
         : 0n,
+      packetsToReal: isSet(object.packetsToReal)
+        ? BigInt(object.packetsToReal)
+        : isSet(object.packets_to_real)
+        ? BigInt(object.packets_to_real)
+        : 0n,
+      packetsFromReal: isSet(object.packetsFromReal)
+        ? BigInt(object.packetsFromReal)
+        : isSet(object.packets_from_real)
+        ? BigInt(object.packets_from_real)
+        : 0n,
+      bytesToReal: isSet(object.bytesToReal)
+        ? BigInt(object.bytesToReal)
+        : isSet(object.bytes_to_real)
+        ? BigInt(object.bytes_to_real)
+        : 0n,
+      bytesFromReal: isSet(object.bytesFromReal)
+        ? BigInt(object.bytesFromReal)
+        : isSet(object.bytes_from_real)
+        ? BigInt(object.bytes_from_real)
+        : 0n,
     };
   },
 
@@ -697,6 +800,18 @@ export const Real: MessageFns<Real> = {
     if (message.connsTotal !== 0n) {
       obj.connsTotal = message.connsTotal.toString();
     }
+    if (message.packetsToReal !== 0n) {
+      obj.packetsToReal = message.packetsToReal.toString();
+    }
+    if (message.packetsFromReal !== 0n) {
+      obj.packetsFromReal = message.packetsFromReal.toString();
+    }
+    if (message.bytesToReal !== 0n) {
+      obj.bytesToReal = message.bytesToReal.toString();
+    }
+    if (message.bytesFromReal !== 0n) {
+      obj.bytesFromReal = message.bytesFromReal.toString();
+    }
     return obj;
   },
 
@@ -713,6 +828,18 @@ export const Real: MessageFns<Real> = {
       : 0n;
     message.connsTotal = (object.connsTotal !== undefined && object.connsTotal !== null)
       ? BigInt(object.connsTotal)
+      : 0n;
+    message.packetsToReal = (object.packetsToReal !== undefined && object.packetsToReal !== null)
+      ? BigInt(object.packetsToReal)
+      : 0n;
+    message.packetsFromReal = (object.packetsFromReal !== undefined && object.packetsFromReal !== null)
+      ? BigInt(object.packetsFromReal)
+      : 0n;
+    message.bytesToReal = (object.bytesToReal !== undefined && object.bytesToReal !== null)
+      ? BigInt(object.bytesToReal)
+      : 0n;
+    message.bytesFromReal = (object.bytesFromReal !== undefined && object.bytesFromReal !== null)
+      ? BigInt(object.bytesFromReal)
       : 0n;
     return message;
   },

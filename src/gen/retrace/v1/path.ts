@@ -11,13 +11,17 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
+import { Timestamp } from "../../google/protobuf/timestamp";
 import { Protocol, protocolFromJSON, protocolToJSON } from "./types";
 
 export const protobufPackage = "retrace.v1";
@@ -204,6 +208,100 @@ export interface DropCounters {
   icmpRateLimited: bigint;
   /** The driver refused the packet at tx burst. */
   txFull: bigint;
+}
+
+/** WatchCountersRequest sets the pace. */
+export interface WatchCountersRequest {
+  /** Time between messages: 100 ms to 1 h; unset = 1 s. */
+  interval:
+    | Duration
+    | undefined;
+  /** Messages to send before the stream ends; 0 = until cancelled. */
+  count: number;
+}
+
+/** WatchCountersResponse is one tick. */
+export interface WatchCountersResponse {
+  /** When the counters were read. */
+  time:
+    | Date
+    | undefined;
+  /** Every counter, as GetCounters returns them. */
+  counters:
+    | CounterSnapshot
+    | undefined;
+  /** Rates over the interval that ended at `time`. */
+  rates: CounterRates | undefined;
+}
+
+/** CounterSnapshot holds the same counters as GetCountersResponse. */
+export interface CounterSnapshot {
+  /** TCP path counters. */
+  tcp:
+    | ProtocolCounters
+    | undefined;
+  /** UDP path counters. */
+  udp:
+    | ProtocolCounters
+    | undefined;
+  /** ICMP path counters. */
+  icmp:
+    | ProtocolCounters
+    | undefined;
+  /** Drops per port, in configuration order. */
+  drops: PortDropCounters[];
+  /** Conns currently in the conn tables. */
+  connCount: bigint;
+}
+
+/** CounterRates are per-second rates over one interval. */
+export interface CounterRates {
+  /** Length of the interval the rates cover, in seconds. */
+  seconds: number;
+  /** New conns per second, summed over every virtual service. */
+  connsPerSecond: number;
+  /** TCP packet rates. */
+  tcp:
+    | ProtocolRates
+    | undefined;
+  /** UDP packet rates. */
+  udp:
+    | ProtocolRates
+    | undefined;
+  /** ICMP packet rates. */
+  icmp:
+    | ProtocolRates
+    | undefined;
+  /** Per port driver rates, in configuration order. */
+  ports: PortRates[];
+}
+
+/** ProtocolRates are packet rates of one protocol summed over ports. */
+export interface ProtocolRates {
+  /** Packets received per second. */
+  rxPps: number;
+  /** Packets sent with a side record per second. */
+  txSymmetricPps: number;
+  /** Packets sent after a route lookup per second. */
+  txRoutedPps: number;
+  /** Triangles prevented per second (route_divergence). */
+  routeDivergencePps: number;
+  /** Triangles that happened per second (asymmetric). */
+  asymmetricPps: number;
+}
+
+/** PortRates are one port's driver rates. */
+export interface PortRates {
+  /** Port name. */
+  port: string;
+  /** Packets received per second. */
+  rxPps: number;
+  /** Packets sent per second. */
+  txPps: number;
+  /** Bits received per second (frame bytes x 8). */
+  rxBps: number;
+  /** Bits sent per second. */
+  txBps: number;
 }
 
 function createBaseSymmetricMode(): SymmetricMode {
@@ -1993,6 +2091,801 @@ export const DropCounters: MessageFns<DropCounters> = {
   },
 };
 
+function createBaseWatchCountersRequest(): WatchCountersRequest {
+  return { interval: undefined, count: 0 };
+}
+
+export const WatchCountersRequest: MessageFns<WatchCountersRequest> = {
+  encode(message: WatchCountersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.interval !== undefined) {
+      Duration.encode(message.interval, writer.uint32(10).fork()).join();
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).uint32(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchCountersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchCountersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.interval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchCountersRequest {
+    return {
+      interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: WatchCountersRequest): unknown {
+    const obj: any = {};
+    if (message.interval !== undefined) {
+      obj.interval = Duration.toJSON(message.interval);
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchCountersRequest>): WatchCountersRequest {
+    return WatchCountersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchCountersRequest>): WatchCountersRequest {
+    const message = createBaseWatchCountersRequest();
+    message.interval = (object.interval !== undefined && object.interval !== null)
+      ? Duration.fromPartial(object.interval)
+      : undefined;
+    message.count = object.count ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchCountersResponse(): WatchCountersResponse {
+  return { time: undefined, counters: undefined, rates: undefined };
+}
+
+export const WatchCountersResponse: MessageFns<WatchCountersResponse> = {
+  encode(message: WatchCountersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(10).fork()).join();
+    }
+    if (message.counters !== undefined) {
+      CounterSnapshot.encode(message.counters, writer.uint32(18).fork()).join();
+    }
+    if (message.rates !== undefined) {
+      CounterRates.encode(message.rates, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchCountersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchCountersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.counters = CounterSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rates = CounterRates.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchCountersResponse {
+    return {
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      counters: isSet(object.counters) ? CounterSnapshot.fromJSON(object.counters) : undefined,
+      rates: isSet(object.rates) ? CounterRates.fromJSON(object.rates) : undefined,
+    };
+  },
+
+  toJSON(message: WatchCountersResponse): unknown {
+    const obj: any = {};
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.counters !== undefined) {
+      obj.counters = CounterSnapshot.toJSON(message.counters);
+    }
+    if (message.rates !== undefined) {
+      obj.rates = CounterRates.toJSON(message.rates);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchCountersResponse>): WatchCountersResponse {
+    return WatchCountersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchCountersResponse>): WatchCountersResponse {
+    const message = createBaseWatchCountersResponse();
+    message.time = object.time ?? undefined;
+    message.counters = (object.counters !== undefined && object.counters !== null)
+      ? CounterSnapshot.fromPartial(object.counters)
+      : undefined;
+    message.rates = (object.rates !== undefined && object.rates !== null)
+      ? CounterRates.fromPartial(object.rates)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCounterSnapshot(): CounterSnapshot {
+  return { tcp: undefined, udp: undefined, icmp: undefined, drops: [], connCount: 0n };
+}
+
+export const CounterSnapshot: MessageFns<CounterSnapshot> = {
+  encode(message: CounterSnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tcp !== undefined) {
+      ProtocolCounters.encode(message.tcp, writer.uint32(10).fork()).join();
+    }
+    if (message.udp !== undefined) {
+      ProtocolCounters.encode(message.udp, writer.uint32(18).fork()).join();
+    }
+    if (message.icmp !== undefined) {
+      ProtocolCounters.encode(message.icmp, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.drops) {
+      PortDropCounters.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.connCount !== 0n) {
+      if (BigInt.asUintN(64, message.connCount) !== message.connCount) {
+        throw new globalThis.Error("value provided for field message.connCount of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.connCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CounterSnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCounterSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tcp = ProtocolCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.udp = ProtocolCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.icmp = ProtocolCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.drops.push(PortDropCounters.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.connCount = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CounterSnapshot {
+    return {
+      tcp: isSet(object.tcp) ? ProtocolCounters.fromJSON(object.tcp) : undefined,
+      udp: isSet(object.udp) ? ProtocolCounters.fromJSON(object.udp) : undefined,
+      icmp: isSet(object.icmp) ? ProtocolCounters.fromJSON(object.icmp) : undefined,
+      drops: globalThis.Array.isArray(object?.drops) ? object.drops.map((e: any) => PortDropCounters.fromJSON(e)) : [],
+      connCount: isSet(object.connCount)
+        ? BigInt(object.connCount)
+        : isSet(object.conn_count)
+        ? BigInt(object.conn_count)
+        : 0n,
+    };
+  },
+
+  toJSON(message: CounterSnapshot): unknown {
+    const obj: any = {};
+    if (message.tcp !== undefined) {
+      obj.tcp = ProtocolCounters.toJSON(message.tcp);
+    }
+    if (message.udp !== undefined) {
+      obj.udp = ProtocolCounters.toJSON(message.udp);
+    }
+    if (message.icmp !== undefined) {
+      obj.icmp = ProtocolCounters.toJSON(message.icmp);
+    }
+    if (message.drops?.length) {
+      obj.drops = message.drops.map((e) => PortDropCounters.toJSON(e));
+    }
+    if (message.connCount !== 0n) {
+      obj.connCount = message.connCount.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CounterSnapshot>): CounterSnapshot {
+    return CounterSnapshot.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CounterSnapshot>): CounterSnapshot {
+    const message = createBaseCounterSnapshot();
+    message.tcp = (object.tcp !== undefined && object.tcp !== null)
+      ? ProtocolCounters.fromPartial(object.tcp)
+      : undefined;
+    message.udp = (object.udp !== undefined && object.udp !== null)
+      ? ProtocolCounters.fromPartial(object.udp)
+      : undefined;
+    message.icmp = (object.icmp !== undefined && object.icmp !== null)
+      ? ProtocolCounters.fromPartial(object.icmp)
+      : undefined;
+    message.drops = object.drops?.map((e) => PortDropCounters.fromPartial(e)) || [];
+    message.connCount = (object.connCount !== undefined && object.connCount !== null) ? BigInt(object.connCount) : 0n;
+    return message;
+  },
+};
+
+function createBaseCounterRates(): CounterRates {
+  return { seconds: 0, connsPerSecond: 0, tcp: undefined, udp: undefined, icmp: undefined, ports: [] };
+}
+
+export const CounterRates: MessageFns<CounterRates> = {
+  encode(message: CounterRates, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seconds !== 0) {
+      writer.uint32(9).double(message.seconds);
+    }
+    if (message.connsPerSecond !== 0) {
+      writer.uint32(17).double(message.connsPerSecond);
+    }
+    if (message.tcp !== undefined) {
+      ProtocolRates.encode(message.tcp, writer.uint32(26).fork()).join();
+    }
+    if (message.udp !== undefined) {
+      ProtocolRates.encode(message.udp, writer.uint32(34).fork()).join();
+    }
+    if (message.icmp !== undefined) {
+      ProtocolRates.encode(message.icmp, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.ports) {
+      PortRates.encode(v!, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CounterRates {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCounterRates();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.seconds = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.connsPerSecond = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tcp = ProtocolRates.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.udp = ProtocolRates.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.icmp = ProtocolRates.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ports.push(PortRates.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CounterRates {
+    return {
+      seconds: isSet(object.seconds) ? globalThis.Number(object.seconds) : 0,
+      connsPerSecond: isSet(object.connsPerSecond)
+        ? globalThis.Number(object.connsPerSecond)
+        : isSet(object.conns_per_second)
+        ? globalThis.Number(object.conns_per_second)
+        : 0,
+      tcp: isSet(object.tcp) ? ProtocolRates.fromJSON(object.tcp) : undefined,
+      udp: isSet(object.udp) ? ProtocolRates.fromJSON(object.udp) : undefined,
+      icmp: isSet(object.icmp) ? ProtocolRates.fromJSON(object.icmp) : undefined,
+      ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => PortRates.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: CounterRates): unknown {
+    const obj: any = {};
+    if (message.seconds !== 0) {
+      obj.seconds = floatToJson(message.seconds);
+    }
+    if (message.connsPerSecond !== 0) {
+      obj.connsPerSecond = floatToJson(message.connsPerSecond);
+    }
+    if (message.tcp !== undefined) {
+      obj.tcp = ProtocolRates.toJSON(message.tcp);
+    }
+    if (message.udp !== undefined) {
+      obj.udp = ProtocolRates.toJSON(message.udp);
+    }
+    if (message.icmp !== undefined) {
+      obj.icmp = ProtocolRates.toJSON(message.icmp);
+    }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => PortRates.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CounterRates>): CounterRates {
+    return CounterRates.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CounterRates>): CounterRates {
+    const message = createBaseCounterRates();
+    message.seconds = object.seconds ?? 0;
+    message.connsPerSecond = object.connsPerSecond ?? 0;
+    message.tcp = (object.tcp !== undefined && object.tcp !== null) ? ProtocolRates.fromPartial(object.tcp) : undefined;
+    message.udp = (object.udp !== undefined && object.udp !== null) ? ProtocolRates.fromPartial(object.udp) : undefined;
+    message.icmp = (object.icmp !== undefined && object.icmp !== null)
+      ? ProtocolRates.fromPartial(object.icmp)
+      : undefined;
+    message.ports = object.ports?.map((e) => PortRates.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseProtocolRates(): ProtocolRates {
+  return { rxPps: 0, txSymmetricPps: 0, txRoutedPps: 0, routeDivergencePps: 0, asymmetricPps: 0 };
+}
+
+export const ProtocolRates: MessageFns<ProtocolRates> = {
+  encode(message: ProtocolRates, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rxPps !== 0) {
+      writer.uint32(9).double(message.rxPps);
+    }
+    if (message.txSymmetricPps !== 0) {
+      writer.uint32(17).double(message.txSymmetricPps);
+    }
+    if (message.txRoutedPps !== 0) {
+      writer.uint32(25).double(message.txRoutedPps);
+    }
+    if (message.routeDivergencePps !== 0) {
+      writer.uint32(33).double(message.routeDivergencePps);
+    }
+    if (message.asymmetricPps !== 0) {
+      writer.uint32(41).double(message.asymmetricPps);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProtocolRates {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProtocolRates();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.rxPps = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.txSymmetricPps = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.txRoutedPps = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.routeDivergencePps = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.asymmetricPps = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProtocolRates {
+    return {
+      rxPps: isSet(object.rxPps)
+        ? globalThis.Number(object.rxPps)
+        : isSet(object.rx_pps)
+        ? globalThis.Number(object.rx_pps)
+        : 0,
+      txSymmetricPps: isSet(object.txSymmetricPps)
+        ? globalThis.Number(object.txSymmetricPps)
+        : isSet(object.tx_symmetric_pps)
+        ? globalThis.Number(object.tx_symmetric_pps)
+        : 0,
+      txRoutedPps: isSet(object.txRoutedPps)
+        ? globalThis.Number(object.txRoutedPps)
+        : isSet(object.tx_routed_pps)
+        ? globalThis.Number(object.tx_routed_pps)
+        : 0,
+      routeDivergencePps: isSet(object.routeDivergencePps)
+        ? globalThis.Number(object.routeDivergencePps)
+        : isSet(object.route_divergence_pps)
+        ? globalThis.Number(object.route_divergence_pps)
+        : 0,
+      asymmetricPps: isSet(object.asymmetricPps)
+        ? globalThis.Number(object.asymmetricPps)
+        : isSet(object.asymmetric_pps)
+        ? globalThis.Number(object.asymmetric_pps)
+        : 0,
+    };
+  },
+
+  toJSON(message: ProtocolRates): unknown {
+    const obj: any = {};
+    if (message.rxPps !== 0) {
+      obj.rxPps = floatToJson(message.rxPps);
+    }
+    if (message.txSymmetricPps !== 0) {
+      obj.txSymmetricPps = floatToJson(message.txSymmetricPps);
+    }
+    if (message.txRoutedPps !== 0) {
+      obj.txRoutedPps = floatToJson(message.txRoutedPps);
+    }
+    if (message.routeDivergencePps !== 0) {
+      obj.routeDivergencePps = floatToJson(message.routeDivergencePps);
+    }
+    if (message.asymmetricPps !== 0) {
+      obj.asymmetricPps = floatToJson(message.asymmetricPps);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProtocolRates>): ProtocolRates {
+    return ProtocolRates.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProtocolRates>): ProtocolRates {
+    const message = createBaseProtocolRates();
+    message.rxPps = object.rxPps ?? 0;
+    message.txSymmetricPps = object.txSymmetricPps ?? 0;
+    message.txRoutedPps = object.txRoutedPps ?? 0;
+    message.routeDivergencePps = object.routeDivergencePps ?? 0;
+    message.asymmetricPps = object.asymmetricPps ?? 0;
+    return message;
+  },
+};
+
+function createBasePortRates(): PortRates {
+  return { port: "", rxPps: 0, txPps: 0, rxBps: 0, txBps: 0 };
+}
+
+export const PortRates: MessageFns<PortRates> = {
+  encode(message: PortRates, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.port !== "") {
+      writer.uint32(10).string(message.port);
+    }
+    if (message.rxPps !== 0) {
+      writer.uint32(17).double(message.rxPps);
+    }
+    if (message.txPps !== 0) {
+      writer.uint32(25).double(message.txPps);
+    }
+    if (message.rxBps !== 0) {
+      writer.uint32(33).double(message.rxBps);
+    }
+    if (message.txBps !== 0) {
+      writer.uint32(41).double(message.txBps);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PortRates {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePortRates();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.port = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.rxPps = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.txPps = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.rxBps = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.txBps = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PortRates {
+    return {
+      port: isSet(object.port) ? globalThis.String(object.port) : "",
+      rxPps: isSet(object.rxPps)
+        ? globalThis.Number(object.rxPps)
+        : isSet(object.rx_pps)
+        ? globalThis.Number(object.rx_pps)
+        : 0,
+      txPps: isSet(object.txPps)
+        ? globalThis.Number(object.txPps)
+        : isSet(object.tx_pps)
+        ? globalThis.Number(object.tx_pps)
+        : 0,
+      rxBps: isSet(object.rxBps)
+        ? globalThis.Number(object.rxBps)
+        : isSet(object.rx_bps)
+        ? globalThis.Number(object.rx_bps)
+        : 0,
+      txBps: isSet(object.txBps)
+        ? globalThis.Number(object.txBps)
+        : isSet(object.tx_bps)
+        ? globalThis.Number(object.tx_bps)
+        : 0,
+    };
+  },
+
+  toJSON(message: PortRates): unknown {
+    const obj: any = {};
+    if (message.port !== "") {
+      obj.port = message.port;
+    }
+    if (message.rxPps !== 0) {
+      obj.rxPps = floatToJson(message.rxPps);
+    }
+    if (message.txPps !== 0) {
+      obj.txPps = floatToJson(message.txPps);
+    }
+    if (message.rxBps !== 0) {
+      obj.rxBps = floatToJson(message.rxBps);
+    }
+    if (message.txBps !== 0) {
+      obj.txBps = floatToJson(message.txBps);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PortRates>): PortRates {
+    return PortRates.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PortRates>): PortRates {
+    const message = createBasePortRates();
+    message.port = object.port ?? "";
+    message.rxPps = object.rxPps ?? 0;
+    message.txPps = object.txPps ?? 0;
+    message.rxBps = object.rxBps ?? 0;
+    message.txBps = object.txBps ?? 0;
+    return message;
+  },
+};
+
 /** PathService controls and observes the path replies take. */
 export type PathServiceService = typeof PathServiceService;
 export const PathServiceService = {
@@ -2037,6 +2930,23 @@ export const PathServiceService = {
     responseSerialize: (value: GetCountersResponse): Buffer => Buffer.from(GetCountersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetCountersResponse => GetCountersResponse.decode(value),
   },
+  /**
+   * WatchCounters streams the counters every `interval`, each message with the
+   * rates over the interval that ended with it. The first message comes one
+   * interval after the call. A slow reader gets fewer messages, never a
+   * backlog: a tick is skipped while the previous message is still queued.
+   * Read-only.
+   */
+  watchCounters: {
+    path: "/retrace.v1.PathService/WatchCounters" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchCountersRequest): Buffer => Buffer.from(WatchCountersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchCountersRequest => WatchCountersRequest.decode(value),
+    responseSerialize: (value: WatchCountersResponse): Buffer =>
+      Buffer.from(WatchCountersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchCountersResponse => WatchCountersResponse.decode(value),
+  },
 } as const;
 
 export interface PathServiceServer extends UntypedServiceImplementation {
@@ -2053,6 +2963,14 @@ export interface PathServiceServer extends UntypedServiceImplementation {
    * and the number of conns. Read-only.
    */
   getCounters: handleUnaryCall<GetCountersRequest, GetCountersResponse>;
+  /**
+   * WatchCounters streams the counters every `interval`, each message with the
+   * rates over the interval that ended with it. The first message comes one
+   * interval after the call. A slow reader gets fewer messages, never a
+   * backlog: a tick is skipped while the previous message is still queued.
+   * Read-only.
+   */
+  watchCounters: handleServerStreamingCall<WatchCountersRequest, WatchCountersResponse>;
 }
 
 export interface PathServiceClient extends Client {
@@ -2111,6 +3029,22 @@ export interface PathServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetCountersResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * WatchCounters streams the counters every `interval`, each message with the
+   * rates over the interval that ended with it. The first message comes one
+   * interval after the call. A slow reader gets fewer messages, never a
+   * backlog: a tick is skipped while the previous message is still queued.
+   * Read-only.
+   */
+  watchCounters(
+    request: WatchCountersRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchCountersResponse>;
+  watchCounters(
+    request: WatchCountersRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchCountersResponse>;
 }
 
 export const PathServiceClient = makeGenericClientConstructor(
@@ -2122,6 +3056,10 @@ export const PathServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
+
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
 export type DeepPartial<T> = T extends bigint ? string | number | bigint
@@ -2129,6 +3067,28 @@ export type DeepPartial<T> = T extends bigint ? string | number | bigint
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -1,0 +1,121 @@
+/**
+ * What every client subcommand shares: the server address (--server, $RETRACE_SERVER, the config
+ * file's grpc.listen, or 127.0.0.1:50051), promise-based gRPC clients, and the two ways a command
+ * fails: UsageError (exit 2) and a gRPC status (exit 1, printed as `CODE_NAME: details`).
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { ConfigError, loadConfig } from '../config';
+import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';
+import { ConfigDiff, ConfigServiceClient } from '../gen/retrace/v1/config';
+import { ConnServiceClient } from '../gen/retrace/v1/conn';
+import { NetworkServiceClient } from '../gen/retrace/v1/network';
+import { PathServiceClient } from '../gen/retrace/v1/path';
+import { PortServiceClient } from '../gen/retrace/v1/port';
+import { promised, type Promised } from '../lab/appliance';
+import { APPLIED_METADATA_KEY } from '../server/config-service';
+import { formatDiff } from './format';
+
+export const DEFAULT_SERVER = '127.0.0.1:50051';
+
+/** Bad command-line usage: exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export interface ServerOptions {
+  server?: string;
+  config?: string;
+}
+
+/** Adds --server and --config to a client subcommand. */
+export function serverOptions(cmd: Command): Command {
+  return cmd
+    .option('-s, --server <address>', `appliance gRPC address: host:port or unix:/path (default: $RETRACE_SERVER, else grpc.listen of --config, else ${DEFAULT_SERVER})`)
+    .option('-c, --config <file>', "appliance configuration file to read grpc.listen from");
+}
+
+/**
+ * The address to dial. A wildcard listen address (0.0.0.0, [::]) in the config file is dialled on
+ * loopback.
+ */
+export function serverAddress(opts: ServerOptions, env: NodeJS.ProcessEnv = process.env): string {
+  if (opts.server !== undefined && opts.server !== '') return opts.server;
+  if (env.RETRACE_SERVER) return env.RETRACE_SERVER;
+  if (opts.config !== undefined) {
+    const listen = loadConfig({ file: opts.config }).grpc.listen;
+    return listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+  }
+  return DEFAULT_SERVER;
+}
+
+export interface Api {
+  balancer: Promised<LoadBalancerServiceClient>;
+  config: Promised<ConfigServiceClient>;
+  conn: Promised<ConnServiceClient>;
+  network: Promised<NetworkServiceClient>;
+  path: Promised<PathServiceClient>;
+  ports: Promised<PortServiceClient>;
+  /** The raw ConnService client (for streams). */
+  connClient: ConnServiceClient;
+  close(): void;
+}
+
+/** Clients for one address; calls time out after 10 s. */
+export function connect(address: string): Api {
+  const creds = grpc.credentials.createInsecure();
+  const clients: grpc.Client[] = [];
+  const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials) => C): C => {
+    const c = new Ctor(address, creds);
+    clients.push(c);
+    return c;
+  };
+  const connClient = mk(ConnServiceClient);
+  return {
+    balancer: promised(mk(LoadBalancerServiceClient)),
+    config: promised(mk(ConfigServiceClient)),
+    conn: promised(connClient),
+    network: promised(mk(NetworkServiceClient)),
+    path: promised(mk(PathServiceClient)),
+    ports: promised(mk(PortServiceClient)),
+    connClient,
+    close: () => clients.forEach((c) => c.close()),
+  };
+}
+
+/** Runs a command body with clients for the resolved server, closing them afterwards. */
+export async function withApi<T>(opts: ServerOptions, fn: (api: Api) => Promise<T>): Promise<T> {
+  const api = connect(serverAddress(opts));
+  try {
+    return await fn(api);
+  } finally {
+    api.close();
+  }
+}
+
+export function isServiceError(e: unknown): e is grpc.ServiceError {
+  return e instanceof Error && typeof (e as grpc.ServiceError).code === 'number' && 'metadata' in e;
+}
+
+/** `INVALID_ARGUMENT: config.routes[0].port: ...`, plus what a failed ApplyConfig applied. */
+export function describeServiceError(e: grpc.ServiceError): string {
+  const name = grpc.status[e.code] ?? String(e.code);
+  const details = e.details || e.message;
+  const applied = e.metadata?.get(APPLIED_METADATA_KEY)[0];
+  if (!(applied instanceof Buffer)) return `${name}: ${details}`;
+  // The details end in a one-line summary of the same: print the full list instead.
+  const diff = ConfigDiff.decode(applied);
+  let out = `${name}: ${details.replace(/ \(applied before the failure: .*\)$/, '')}`;
+  out += `\napplied before the failure:\n${formatDiff(diff) || '  nothing'}`;
+  return out;
+}
+
+/** Exit code and message for an error a command threw. */
+export function failure(e: unknown): { code: number; message: string } {
+  if (e instanceof UsageError || e instanceof ConfigError) return { code: 2, message: e.message };
+  if (isServiceError(e)) return { code: 1, message: describeServiceError(e) };
+  return { code: 1, message: e instanceof Error ? e.message : String(e) };
+}

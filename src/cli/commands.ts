@@ -1,0 +1,222 @@
+/**
+ * The client subcommands of `retrace` (ipvsadm-like), each one or a few gRPC calls to --server:
+ *   services                     virtual services with reals, weights, active and total conns
+ *   reals set SERVICE REAL...    replace a service's reals (SERVICE tcp/198.18.0.10:80, REAL 10.1.0.11:8080@2)
+ *   conns                        conns (ConnService.ListConns), with filters
+ *   counters                     path counters per protocol × port, non-zero drops
+ *   top                          live path counters with rates
+ *   apply -f FILE                ApplyConfig from YAML; prints the diff
+ *   get-config                   GetConfig as YAML (or JSON)
+ *   drain / undrain              ConfigService.Drain / Undrain
+ * Exit codes: 0 done, 1 a gRPC error (printed as CODE_NAME: details) or other failure, 2 bad usage.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { Real } from '../gen/retrace/v1/balancer';
+import { Config } from '../gen/retrace/v1/config';
+import type { Conn, ConnFilter } from '../gen/retrace/v1/conn';
+import { Protocol } from '../gen/retrace/v1/types';
+import { failure, serverAddress, serverOptions, UsageError, withApi, type ServerOptions } from './client';
+import { configToYaml, readConfigFile } from './config-file';
+import { diffCount, formatConns, formatCounters, formatDiff, formatServices } from './format';
+import { runTop } from './top';
+
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const IPV4 = `${OCTET}(?:\\.${OCTET}){3}`;
+const PROTOCOLS: Record<string, Protocol> = { tcp: Protocol.PROTOCOL_TCP, udp: Protocol.PROTOCOL_UDP, icmp: Protocol.PROTOCOL_ICMP };
+
+const bigintJson = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+
+/** `tcp/198.18.0.10:80`, `udp/198.18.0.10:53`, `icmp/198.18.0.10`. */
+export function parseServiceKey(s: string): { protocol: Protocol; vip: string; port: number } {
+  const m = new RegExp(`^(tcp|udp|icmp)/(${IPV4})(?::([0-9]{1,5}))?$`, 'i').exec(s);
+  if (!m) throw new UsageError(`bad service "${s}": expected PROTO/VIP:PORT (tcp/198.18.0.10:80) or icmp/VIP`);
+  const protocol = PROTOCOLS[m[1].toLowerCase()];
+  if (protocol !== Protocol.PROTOCOL_ICMP && m[3] === undefined) throw new UsageError(`bad service "${s}": ${m[1]} needs a port (${m[1]}/${m[2]}:PORT)`);
+  return { protocol, vip: m[2], port: Number(m[3] ?? 0) };
+}
+
+/** `10.1.0.11:8080`, `10.1.0.11:8080@3` (weight, default 1), `10.1.0.11@0` for ICMP. */
+export function parseReal(s: string): { address: string; port: number; weight: number } {
+  const m = new RegExp(`^(${IPV4})(?::([0-9]{1,5}))?(?:@([0-9]{1,5}))?$`).exec(s);
+  if (!m) throw new UsageError(`bad real "${s}": expected ADDRESS:PORT[@WEIGHT] (10.1.0.11:8080@2)`);
+  return { address: m[1], port: Number(m[2] ?? 0), weight: Number(m[3] ?? 1) };
+}
+
+/** Wraps an action: prints `retrace: message` on failure and sets the exit code (1, or 2 for usage). */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      const f = failure(e);
+      process.stderr.write(`retrace: ${f.message}\n`);
+      process.exitCode = f.code;
+    }
+  };
+}
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a number > 0');
+  return n;
+}
+
+function positiveInt(v: string): number {
+  if (!/^[1-9][0-9]*$/.test(v)) throw new InvalidArgumentError('must be a whole number > 0');
+  return Number(v);
+}
+
+function ipv4Arg(v: string): string {
+  if (!new RegExp(`^${IPV4}$`).test(v)) throw new InvalidArgumentError('must be a dotted-quad IPv4 address');
+  return v;
+}
+
+export function addClientCommands(program: Command): void {
+  serverOptions(program.command('services'))
+    .description('list virtual services with their reals, weights, active and total conns')
+    .option('--json', 'print the ListVirtualServices response as JSON')
+    .action(
+      action(async (opts: ServerOptions & { json?: boolean }) => {
+        await withApi(opts, async (api) => {
+          const { virtualServices } = await api.balancer.listVirtualServices({});
+          out(opts.json ? JSON.stringify({ virtualServices }, bigintJson, 2) : formatServices(virtualServices));
+        });
+      }),
+    );
+
+  const reals = program.command('reals').description('change the reals of a virtual service');
+  serverOptions(reals.command('set'))
+    .description('replace every real of SERVICE (reals listed again keep their conns; weight 0 drains)')
+    .argument('<service>', 'PROTO/VIP:PORT, e.g. tcp/198.18.0.10:80 (icmp/VIP for ICMP)')
+    .argument('[reals...]', 'ADDRESS:PORT[@WEIGHT], weight 0..65535, default 1 (ADDRESS[@WEIGHT] for ICMP)')
+    .option('--clear', 'remove every real (no REAL given)')
+    .action(
+      action(async (service: string, realArgs: string[], opts: ServerOptions & { clear?: boolean }) => {
+        const key = parseServiceKey(service);
+        if (realArgs.length === 0 && !opts.clear) throw new UsageError('reals set: give at least one REAL, or --clear to remove them all');
+        if (realArgs.length > 0 && opts.clear) throw new UsageError('reals set: --clear takes no REAL');
+        const list = realArgs.map(parseReal).map((r) => ({ ...Real.create(), ...r }));
+        await withApi(opts, async (api) => {
+          await api.balancer.setReals({ key, reals: list });
+          const { virtualService } = await api.balancer.getVirtualService({ key });
+          out(formatServices(virtualService ? [virtualService] : []));
+        });
+      }),
+    );
+
+  serverOptions(program.command('conns'))
+    .description('list conns (ConnService.ListConns)')
+    .option('-p, --protocol <proto>', 'tcp, udp or icmp')
+    .option('--client <address>', 'client address', ipv4Arg)
+    .option('--vip <address>', 'virtual service address', ipv4Arg)
+    .option('--real <address>', 'real server address', ipv4Arg)
+    .option('-n, --limit <n>', 'print at most n conns', positiveInt)
+    .option('--json', 'print the conns as JSON')
+    .action(
+      action(async (opts: ServerOptions & { protocol?: string; client?: string; vip?: string; real?: string; limit?: number; json?: boolean }) => {
+        const filter: ConnFilter = { protocols: [], clients: [], vips: [], reals: [], states: [] };
+        if (opts.protocol !== undefined) {
+          const p = PROTOCOLS[opts.protocol.toLowerCase()];
+          if (p === undefined) throw new UsageError(`--protocol: expected tcp, udp or icmp, got "${opts.protocol}"`);
+          filter.protocols.push(p);
+        }
+        if (opts.client) filter.clients.push(opts.client);
+        if (opts.vip) filter.vips.push(opts.vip);
+        if (opts.real) filter.reals.push(opts.real);
+        await withApi(opts, async (api) => {
+          const conns: Conn[] = [];
+          let pageToken = '';
+          do {
+            const page = await api.conn.listConns({ filter, pageSize: 1000, pageToken });
+            conns.push(...page.conns);
+            pageToken = page.nextPageToken;
+          } while (pageToken !== '' && (opts.limit === undefined || conns.length < opts.limit));
+          const shown = opts.limit === undefined ? conns : conns.slice(0, opts.limit);
+          out(opts.json ? JSON.stringify(shown, bigintJson, 2) : formatConns(shown));
+        });
+      }),
+    );
+
+  serverOptions(program.command('counters'))
+    .description('path counters per protocol and port (rx, symmetric, routed, triangles prevented and happened, path changes) and non-zero drops')
+    .option('--json', 'print the GetCounters response as JSON')
+    .action(
+      action(async (opts: ServerOptions & { json?: boolean }) => {
+        await withApi(opts, async (api) => {
+          const c = await api.path.getCounters({});
+          out(opts.json ? JSON.stringify(c, bigintJson, 2) : formatCounters(c));
+        });
+      }),
+    );
+
+  serverOptions(program.command('top'))
+    .description('live per-protocol path counters with rates; q or Ctrl-C quits')
+    .option('-i, --interval <seconds>', 'refresh interval', positiveNumber, 1)
+    .option('-n, --iterations <n>', 'quit after n refreshes', positiveInt)
+    .action(
+      action(async (opts: ServerOptions & { interval: number; iterations?: number }) => {
+        const server = serverAddress(opts);
+        await withApi(opts, (api) =>
+          runTop(api, { server, intervalMs: opts.interval * 1000, iterations: opts.iterations, out: process.stdout, input: process.stdin }),
+        );
+      }),
+    );
+
+  serverOptions(program.command('apply'))
+    .description('make the configuration equal to a YAML document (ConfigService.ApplyConfig) and print what changed')
+    .requiredOption('-f, --file <file>', 'YAML or JSON retrace.v1.Config ("-" reads standard input)')
+    .option('--dry-run', 'only print what would change')
+    .action(
+      action(async (opts: ServerOptions & { file: string; dryRun?: boolean }) => {
+        const config = readConfigFile(opts.file);
+        await withApi(opts, async (api) => {
+          const res = await api.config.applyConfig({ config, dryRun: opts.dryRun === true });
+          const diff = res.diff!;
+          const n = diffCount(diff);
+          if (n > 0) out(formatDiff(diff));
+          out(n === 0 ? 'no changes' : `${res.dryRun ? 'would apply' : 'applied'} ${n} change${n === 1 ? '' : 's'}`);
+        });
+      }),
+    );
+
+  serverOptions(program.command('get-config'))
+    .description('print the configuration (ConfigService.GetConfig) in the form `retrace apply -f` reads')
+    .option('-o, --output <format>', 'yaml or json', 'yaml')
+    .action(
+      action(async (opts: ServerOptions & { output: string }) => {
+        if (opts.output !== 'yaml' && opts.output !== 'json') throw new UsageError(`--output: expected yaml or json, got "${opts.output}"`);
+        await withApi(opts, async (api) => {
+          const { config, drained } = await api.config.getConfig({});
+          const cfg = config ?? Config.create();
+          if (opts.output === 'json') out(JSON.stringify(Config.toJSON(cfg), null, 2));
+          else out(`${drained ? '# drained: the weights below are restored by `retrace undrain`\n' : ''}${configToYaml(cfg)}`);
+        });
+      }),
+    );
+
+  serverOptions(program.command('drain'))
+    .description('health NOT_SERVING and every real weight 0: new conns refused, existing ones finish')
+    .action(
+      action(async (opts: ServerOptions) => {
+        await withApi(opts, async (api) => {
+          const r = await api.config.drain({});
+          out(`drained: ${r.realsDrained} real(s) set to weight 0 in ${r.virtualServices} virtual service(s); health NOT_SERVING`);
+        });
+      }),
+    );
+
+  serverOptions(program.command('undrain'))
+    .description('restore the weights drain remembered and turn health back to SERVING')
+    .action(
+      action(async (opts: ServerOptions) => {
+        await withApi(opts, async (api) => {
+          const r = await api.config.undrain({});
+          out(`undrained: ${r.realsRestored} real weight(s) restored in ${r.virtualServices} virtual service(s); health SERVING`);
+        });
+      }),
+    );
+}

@@ -1,0 +1,141 @@
+/** Plain-text rendering for the CLI: aligned tables, diffs, counters. Pure functions. */
+import type { ConfigDiff, ResourceChanges } from '../gen/retrace/v1/config';
+import type { Conn } from '../gen/retrace/v1/conn';
+import { ConnState } from '../gen/retrace/v1/conn';
+import type { VirtualService } from '../gen/retrace/v1/balancer';
+import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { Protocol, Scheduler } from '../gen/retrace/v1/types';
+
+/**
+ * Columns separated by two spaces: left-aligned, except columns of numbers (bigint, number, or
+ * empty) and the columns listed in `right`, which are right-aligned.
+ */
+export function table(header: string[], rows: (string | number | bigint)[][], right: number[] = []): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const numeric = header.map((_, i) => right.includes(i) || (rows.length > 0 && rows.every((r) => typeof r[i] !== 'string' || r[i] === '')));
+  const width = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => (numeric[i] ? c.padStart(width[i]) : c.padEnd(width[i])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export const PROTOCOL_NAME: Record<number, string> = {
+  [Protocol.PROTOCOL_TCP]: 'tcp',
+  [Protocol.PROTOCOL_UDP]: 'udp',
+  [Protocol.PROTOCOL_ICMP]: 'icmp',
+};
+
+export const SCHEDULER_NAME: Record<number, string> = {
+  [Scheduler.SCHEDULER_RR]: 'rr',
+  [Scheduler.SCHEDULER_WRR]: 'wrr',
+  [Scheduler.SCHEDULER_WLC]: 'wlc',
+  [Scheduler.SCHEDULER_MAGLEV]: 'maglev',
+};
+
+const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
+
+/** ipvsadm -Ln style: one line per service, one indented `->` line per real. */
+export function formatServices(services: VirtualService[]): string {
+  if (services.length === 0) return 'no virtual services';
+  const rows: (string | bigint | number)[][] = [];
+  for (const s of services) {
+    rows.push([PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), SCHEDULER_NAME[s.scheduler] ?? '?', '', '', s.connsTotal]);
+    for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', r.weight, r.activeConns, r.connsTotal]);
+  }
+  return table(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);
+}
+
+/** Column titles of the path counters, in the words an operator reads them in. */
+export const PATH_COLUMNS: [keyof PathCounters, string][] = [
+  ['rx', 'RX'],
+  ['txSymmetric', 'SYMMETRIC'],
+  ['txRouted', 'ROUTED'],
+  ['routeDivergence', 'TRIANGLES-PREVENTED'],
+  ['asymmetric', 'TRIANGLES-HAPPENED'],
+  ['pathChanges', 'PATH-CHANGES'],
+];
+
+export const PROTOCOL_KEYS = ['tcp', 'udp', 'icmp'] as const;
+
+const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Per protocol × port path counters, then the non-zero drops by port and reason. */
+export function formatCounters(c: GetCountersResponse): string {
+  const rows: (string | bigint)[][] = [];
+  for (const p of PROTOCOL_KEYS) {
+    for (const port of c[p]?.ports ?? []) rows.push([p, port.port, ...PATH_COLUMNS.map(([k]) => port.counters?.[k] ?? 0n)]);
+  }
+  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}`, ''];
+  const drops: (string | bigint)[][] = [];
+  for (const d of c.drops) {
+    for (const [reason, value] of Object.entries(d.counters ?? {})) if (typeof value === 'bigint' && value !== 0n) drops.push([d.port, snake(reason), value]);
+  }
+  out.push(drops.length === 0 ? 'drops: none' : `drops:\n${table(['PORT', 'REASON', 'PACKETS'], drops)}`);
+  return out.join('\n');
+}
+
+const KIND_TITLES: [keyof ConfigDiff, string][] = [
+  ['addresses', 'addresses'],
+  ['routes', 'routes'],
+  ['neighbors', 'neighbors'],
+  ['localAddresses', 'local_addresses'],
+  ['virtualServices', 'virtual_services'],
+  ['reals', 'reals'],
+  ['symmetric', 'symmetric'],
+  ['timeouts', 'timeouts'],
+];
+
+/** `+ key` created, `~ key` updated, `- key` deleted, grouped by kind; '' for an empty diff. */
+export function formatDiff(d: ConfigDiff): string {
+  const lines: string[] = [];
+  for (const [k, title] of KIND_TITLES) {
+    const c = d[k] as ResourceChanges | undefined;
+    if (c === undefined || c.created.length + c.updated.length + c.deleted.length === 0) continue;
+    lines.push(`${title}:`);
+    for (const key of c.created) lines.push(`  + ${key}`);
+    for (const key of c.updated) lines.push(`  ~ ${key}`);
+    for (const key of c.deleted) lines.push(`  - ${key}`);
+  }
+  return lines.join('\n');
+}
+
+/** Number of entries in a diff. */
+export function diffCount(d: ConfigDiff): number {
+  return KIND_TITLES.reduce((n, [k]) => {
+    const c = d[k] as ResourceChanges | undefined;
+    return n + (c ? c.created.length + c.updated.length + c.deleted.length : 0);
+  }, 0);
+}
+
+const STATE_NAME: Record<number, string> = {
+  [ConnState.CONN_STATE_SYN_SENT]: 'SYN_SENT',
+  [ConnState.CONN_STATE_SYN_RECV]: 'SYN_RECV',
+  [ConnState.CONN_STATE_ESTABLISHED]: 'ESTABLISHED',
+  [ConnState.CONN_STATE_FIN_WAIT]: 'FIN_WAIT',
+  [ConnState.CONN_STATE_TIME_WAIT]: 'TIME_WAIT',
+  [ConnState.CONN_STATE_CLOSE]: 'CLOSE',
+};
+
+/** One line per conn: both halves, where each side's packets arrive, and packet counts. */
+export function formatConns(conns: Conn[]): string {
+  if (conns.length === 0) return 'no conns';
+  const rows = conns.map((c) => [
+    PROTOCOL_NAME[c.protocol] ?? '?',
+    STATE_NAME[c.state] ?? '?',
+    `${c.client}:${c.clientPort}`,
+    hostPort(c.vip, c.vipPort, c.protocol),
+    c.local ? '(local)' : `${c.localAddress}:${c.localPort}`,
+    c.local ? '' : hostPort(c.real, c.realPort, c.protocol),
+    c.clientSide?.port ?? '',
+    c.serverSide?.port ?? '',
+    c.clientSide?.packets ?? 0n,
+    c.serverSide?.packets ?? 0n,
+    c.worker,
+  ]);
+  return table(['PROTO', 'STATE', 'CLIENT', 'VIRTUAL', 'LOCAL', 'REAL', 'CLIENT-PORT', 'SERVER-PORT', 'PKTS-IN', 'PKTS-BACK', 'WORKER'], rows);
+}

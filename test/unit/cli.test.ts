@@ -1,0 +1,103 @@
+/** The client CLI's pure parts: argument parsing, the strict config file reader, rendering. */
+import { UsageError, serverAddress } from '../../src/cli/client';
+import { parseReal, parseServiceKey } from '../../src/cli/commands';
+import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
+import { formatDiff, table } from '../../src/cli/format';
+import { renderTop } from '../../src/cli/top';
+import { ConfigDiff } from '../../src/gen/retrace/v1/config';
+import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
+import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+
+function usage(fn: () => unknown): string {
+  try {
+    fn();
+    return '';
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    return e.message;
+  }
+}
+
+describe('parseServiceKey and parseReal', () => {
+  it('reads PROTO/VIP:PORT and icmp/VIP', () => {
+    expect(parseServiceKey('tcp/198.18.0.10:80')).toEqual({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: 80 });
+    expect(parseServiceKey('ICMP/198.18.0.10')).toEqual({ protocol: Protocol.PROTOCOL_ICMP, vip: '198.18.0.10', port: 0 });
+  });
+
+  it.each(['tcp/198.18.0.10', 'sctp/1.2.3.4:80', 'tcp:1.2.3.4:80', 'udp/1.2.3:53', ''])('rejects "%s"', (s) => {
+    expect(usage(() => parseServiceKey(s))).toMatch(/^bad service/);
+  });
+
+  it('reads ADDRESS:PORT@WEIGHT with weight 1 by default', () => {
+    expect(parseReal('10.1.0.11:8080@3')).toEqual({ address: '10.1.0.11', port: 8080, weight: 3 });
+    expect(parseReal('10.1.0.11:8080')).toEqual({ address: '10.1.0.11', port: 8080, weight: 1 });
+    expect(parseReal('10.1.0.11@0')).toEqual({ address: '10.1.0.11', port: 0, weight: 0 });
+    expect(usage(() => parseReal('10.1.0.11:http'))).toMatch(/^bad real/);
+  });
+});
+
+describe('serverAddress', () => {
+  it('prefers --server, then $RETRACE_SERVER, then the default', () => {
+    expect(serverAddress({ server: 'unix:/x.sock' }, { RETRACE_SERVER: '1.2.3.4:5' })).toBe('unix:/x.sock');
+    expect(serverAddress({}, { RETRACE_SERVER: '1.2.3.4:5' })).toBe('1.2.3.4:5');
+    expect(serverAddress({}, {})).toBe('127.0.0.1:50051');
+  });
+});
+
+describe('parseConfigDocument', () => {
+  it('accepts camelCase and snake_case keys and short enum names', () => {
+    const c = parseConfigDocument(
+      'local_addresses: [{address: 10.1.0.1, port: b}]\nvirtualServices:\n  - {protocol: udp, vip: 198.18.0.10, port: 53, scheduler: maglev, seed: 7, reals: [{address: 10.1.0.11, port: 53}]}\n',
+      'f',
+    );
+    expect(c.localAddresses[0].address).toBe('10.1.0.1');
+    expect(c.virtualServices[0]).toMatchObject({ protocol: Protocol.PROTOCOL_UDP, scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 7 });
+    expect(c.virtualServices[0].reals[0]).toMatchObject({ address: '10.1.0.11', port: 53, weight: 0 });
+    expect(c.symmetric).toBeUndefined();
+  });
+
+  it('accepts a GetConfig response ({config, drained})', () => {
+    expect(parseConfigDocument('{"config": {"addresses": [{"address": "1.2.3.4", "prefixLength": 24, "port": "a"}]}, "drained": true}', 'f').addresses).toHaveLength(1);
+  });
+
+  it.each([
+    ['routes: [{prefix: 0.0.0.0, gatway: 1.2.3.4}]', 'f: routes[0].gatway: unknown key'],
+    ['colour: blue', 'f: colour: unknown key'],
+    ['symmetric: {tcp: "no"}', 'f: symmetric.tcp: expected true or false, got "no"'],
+    ['virtual_services: [{port: "80"}]', 'f: virtual_services[0].port: expected a number, got "80"'],
+    ['addresses: {address: 1.2.3.4}', 'f: addresses: expected a list, got a mapping'],
+    ['routes: [\n', /^f: YAML syntax error/],
+  ])('rejects %j naming the path', (text, message) => {
+    const m = usage(() => parseConfigDocument(text, 'f'));
+    if (typeof message === 'string') expect(m).toBe(message);
+    else expect(m).toMatch(message);
+  });
+
+  it('reads back what configToYaml writes', () => {
+    const c = parseConfigDocument('virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n', 'f');
+    expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
+  });
+});
+
+describe('rendering', () => {
+  it('aligns columns, numbers to the right', () => {
+    expect(table(['A', 'N'], [['x', 1n], ['long', 100]])).toBe('A       N\nx       1\nlong  100');
+  });
+
+  it('prints a diff by kind with + ~ -', () => {
+    const d = ConfigDiff.fromPartial({ routes: { created: ['0.0.0.0/0'], updated: [], deleted: ['10.0.0.0/8'] }, reals: { created: [], updated: ['s r'], deleted: [] } });
+    expect(formatDiff(d)).toBe('routes:\n  + 0.0.0.0/0\n  - 10.0.0.0/8\nreals:\n  ~ s r');
+  });
+
+  it('shows per-second rates over the interval between two frames', () => {
+    const counters = (rx: bigint): GetCountersResponse => ({
+      tcp: { total: { ...PathCounters.create(), rx }, ports: [] },
+      udp: undefined,
+      icmp: undefined,
+      drops: [],
+      connCount: 0n,
+    });
+    const frame = renderTop('s', 1, { at: 3000, counters: counters(150n) }, { at: 1000, counters: counters(50n) });
+    expect(frame).toMatch(/^rx\s+150\s+50\.0\s+0\s+0\s+0\s+0$/m);
+  });
+});

@@ -1,0 +1,307 @@
+/** ConfigService's pure parts: document validation, the diff plan, folding and drain weights. No dataplane. */
+import { Real } from '../../src/gen/retrace/v1/balancer';
+import type { Config } from '../../src/gen/retrace/v1/config';
+import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import {
+  foldChanges,
+  planConfig,
+  realsDiff,
+  restoreWeights,
+  summarizeDiff,
+  diffSize,
+  validateConfig,
+  type ConfigState,
+  type DesiredConfig,
+  type Step,
+} from '../../src/server/config-service';
+import { ValidationError } from '../../src/server/errors';
+
+const PORTS = ['uplink-a', 'uplink-b'];
+
+const real = (address: string, port: number, weight: number): Real => ({ ...Real.create(), address, port, weight });
+
+/** A valid document with one of everything. */
+function doc(): Config {
+  return {
+    addresses: [{ address: '198.18.0.1', prefixLength: 24, port: 'uplink-a' }],
+    routes: [{ prefix: '0.0.0.0', prefixLength: 0, port: 'uplink-a', gateway: '198.18.0.254', connected: false }],
+    neighbors: [{ address: '198.18.0.254', mac: '02:00:00:00:00:FE', port: 'uplink-a', static: false, ageSeconds: 0 }],
+    localAddresses: [{ address: '10.1.0.1', port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }],
+    virtualServices: [
+      {
+        protocol: Protocol.PROTOCOL_TCP,
+        vip: '198.18.0.10',
+        port: 80,
+        scheduler: Scheduler.SCHEDULER_WRR,
+        seed: 0,
+        reals: [real('10.1.0.12', 8080, 1), real('10.1.0.11', 8080, 2)],
+        connsTotal: 0n,
+      },
+      {
+        protocol: Protocol.PROTOCOL_UDP,
+        vip: '198.18.0.10',
+        port: 53,
+        scheduler: Scheduler.SCHEDULER_MAGLEV,
+        seed: 7,
+        reals: [real('10.1.0.11', 53, 1)],
+        connsTotal: 0n,
+      },
+    ],
+    symmetric: undefined,
+    timeouts: undefined,
+  };
+}
+
+/** The "field: reason" message validateConfig throws, or '' if it returns. */
+function problem(cfg: Config | undefined): string {
+  try {
+    validateConfig(cfg, PORTS);
+    return '';
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return e.message;
+  }
+}
+
+const EMPTY: ConfigState = {
+  addresses: [],
+  routes: [],
+  neighbors: [],
+  localAddresses: [],
+  services: [],
+  symmetric: { tcp: true, udp: true, icmp: true },
+  timeouts: { tcpSyn: 30, tcpEstablished: 900, tcpFin: 60, tcpClose: 10, udp: 300, icmp: 60 },
+};
+
+/** The state an applied document leaves (what readState would then read back). */
+function stateOf(d: DesiredConfig, base: ConfigState = EMPTY): ConfigState {
+  return {
+    ...d,
+    symmetric: d.symmetric ?? base.symmetric,
+    timeouts: { ...base.timeouts, ...d.timeouts },
+  };
+}
+
+const ops = (steps: Step[]) => steps.map((s) => s.op);
+
+describe('validateConfig', () => {
+  it('returns the desired state in dataplane terms', () => {
+    const d = validateConfig(doc(), PORTS);
+    expect(d.addresses).toEqual([{ address: '198.18.0.1', prefixLength: 24, port: 'uplink-a' }]);
+    expect(d.routes).toEqual([{ prefix: '0.0.0.0', prefixLength: 0, port: 'uplink-a', gateway: '198.18.0.254' }]);
+    expect(d.neighbors).toEqual([{ address: '198.18.0.254', mac: '02:00:00:00:00:fe', port: 'uplink-a' }]);
+    expect(d.services[0]).toEqual({
+      protocol: 'tcp',
+      vip: '198.18.0.10',
+      port: 80,
+      scheduler: 'wrr',
+      seed: 0,
+      reals: [
+        { address: '10.1.0.12', port: 8080, weight: 1 },
+        { address: '10.1.0.11', port: 8080, weight: 2 },
+      ],
+    });
+    expect(d.symmetric).toBeUndefined();
+    expect(d.timeouts).toBeUndefined();
+  });
+
+  it('accepts an empty document (delete everything)', () => {
+    expect(problem({ addresses: [], routes: [], neighbors: [], localAddresses: [], virtualServices: [], symmetric: undefined, timeouts: undefined })).toBe('');
+  });
+
+  it('requires the config', () => {
+    expect(problem(undefined)).toBe('config: required');
+  });
+
+  const bad: [string, (c: Config) => void, string | RegExp][] = [
+    ['a real weight out of range', (c) => (c.virtualServices[1].reals[0].weight = 70000), 'config.virtual_services[1].reals[0].weight: must be 0..65535, got 70000'],
+    ['a real port on an ICMP service', (c) => (c.virtualServices[1].protocol = Protocol.PROTOCOL_ICMP), /^config\.virtual_services\[1\]\.port: must be 0 for ICMP/],
+    ['a duplicate real', (c) => c.virtualServices[0].reals.push(real('10.1.0.11', 8080, 5)), /^config\.virtual_services\[0\]\.reals\[2\]: repeats/],
+    ['a missing scheduler', (c) => (c.virtualServices[0].scheduler = Scheduler.SCHEDULER_UNSPECIFIED), /^config\.virtual_services\[0\]\.scheduler: required/],
+    ['a bad vip', (c) => (c.virtualServices[0].vip = '198.18.0'), /^config\.virtual_services\[0\]\.vip: /],
+    ['a duplicate service', (c) => c.virtualServices.push({ ...c.virtualServices[0] }), /^config\.virtual_services\[2\]\.vip: repeats config\.virtual_services\[0\]\.vip/],
+    ['a prefix length of 0 on an address', (c) => (c.addresses[0].prefixLength = 0), 'config.addresses[0].prefix_length: must be 1..32, got 0'],
+    ['an unknown port name', (c) => (c.addresses[0].port = 'eth0'), 'config.addresses[0].port: no port named "eth0" (ports: uplink-a, uplink-b)'],
+    ['a duplicate address', (c) => c.addresses.push({ ...c.addresses[0], prefixLength: 16 }), /^config\.addresses\[1\]\.address: repeats config\.addresses\[0\]\.address/],
+    ['host bits in a route prefix', (c) => (c.routes[0].prefix = '10.0.0.1'), /^config\.routes\[0\]\.prefix: .*host bits/],
+    ['a connected route', (c) => (c.routes[0].connected = true), /^config\.routes\[0\]\.connected: must be false/],
+    ['gateway 0.0.0.0', (c) => (c.routes[0].gateway = '0.0.0.0'), /^config\.routes\[0\]\.gateway: /],
+    ['a multicast neighbour MAC', (c) => (c.neighbors[0].mac = '01:00:5e:00:00:01'), /^config\.neighbors\[0\]\.mac: .*unicast/],
+    ['a local address on no port', (c) => (c.localAddresses[0].port = ''), 'config.local_addresses[0].port: required'],
+    ['a local address that is also a port address', (c) => (c.localAddresses[0].address = '198.18.0.1'), /^config\.local_addresses\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address/],
+    ['a vip that is also a local address', (c) => (c.virtualServices[0].vip = '10.1.0.1'), /^config\.virtual_services\[0\]\.vip: "10\.1\.0\.1" is also config\.local_addresses\[0\]\.address/],
+    ['a timeout of 0', (c) => (c.timeouts = { udp: 0 }), 'config.timeouts.udp: must be 1..604800, got 0'],
+  ];
+
+  it.each(bad)('rejects %s naming its path', (_name, mutate, message) => {
+    const c = doc();
+    mutate(c);
+    if (typeof message === 'string') expect(problem(c)).toBe(message);
+    else expect(problem(c)).toMatch(message);
+  });
+
+  it('lets services share a vip', () => {
+    expect(problem(doc())).toBe('');
+  });
+
+  it('rejects more than 1024 reals on one service', () => {
+    const c = doc();
+    c.virtualServices[0].reals = Array.from({ length: 1025 }, (_, i) => real(`10.2.${i >> 8}.${i & 255}`, 80, 1));
+    expect(problem(c)).toBe('config.virtual_services[0].reals: at most 1024 reals, got 1025');
+  });
+});
+
+describe('planConfig', () => {
+  const desired = () => validateConfig(doc(), PORTS);
+
+  it('creates everything from empty, dependencies first', () => {
+    const steps = planConfig(EMPTY, desired());
+    expect(ops(steps)).toEqual(['addRoute', 'addAddress', 'addNeighbor', 'addLocalAddress', 'addService', 'setReals', 'addService', 'setReals']);
+    const diff = foldChanges(steps.flatMap((s) => s.changes));
+    expect(diff.virtualServices).toEqual({ created: ['tcp/198.18.0.10:80', 'udp/198.18.0.10:53'], updated: [], deleted: [] });
+    expect(diff.reals!.created).toEqual(['tcp/198.18.0.10:80 10.1.0.11:8080', 'tcp/198.18.0.10:80 10.1.0.12:8080', 'udp/198.18.0.10:53 10.1.0.11:53']);
+  });
+
+  it('plans nothing when the state already matches (idempotent)', () => {
+    const d = desired();
+    expect(planConfig(stateOf(d), d)).toEqual([]);
+  });
+
+  it('ignores the order of reals', () => {
+    const d = desired();
+    const state = stateOf(d);
+    state.services[0].reals = [...state.services[0].reals].reverse();
+    expect(planConfig(state, d)).toEqual([]);
+  });
+
+  it('sets the reals of only the service whose reals changed', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[0].reals[0].weight = 5;
+    const steps = planConfig(state, d);
+    expect(steps).toEqual([
+      {
+        op: 'setReals',
+        key: { protocol: 'tcp', vip: '198.18.0.10', port: 80 },
+        reals: d.services[0].reals,
+        changes: [['reals', 'updated', 'tcp/198.18.0.10:80 10.1.0.12:8080']],
+      },
+    ]);
+  });
+
+  it('updates the scheduler without touching the reals', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[1].seed = 8;
+    expect(ops(planConfig(state, d))).toEqual(['updateService']);
+  });
+
+  it('deletes what is gone before creating what is new, so an address can change role', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    // The port address becomes a local address.
+    d.addresses = [];
+    d.localAddresses.push({ address: '198.18.0.1', port: 'uplink-a' });
+    d.services.pop();
+    const steps = planConfig(state, d);
+    expect(ops(steps)).toEqual(['deleteService', 'deleteAddress', 'addLocalAddress']);
+    const diff = foldChanges(steps.flatMap((s) => s.changes));
+    expect(diff.virtualServices!.deleted).toEqual(['udp/198.18.0.10:53']);
+    expect(diff.reals!.deleted).toEqual(['udp/198.18.0.10:53 10.1.0.11:53']);
+    expect(diff.addresses!.deleted).toEqual(['198.18.0.1']);
+    expect(diff.localAddresses!.created).toEqual(['198.18.0.1']);
+  });
+
+  it('re-creates a changed address and route, reported as updated', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.addresses[0].prefixLength = 16;
+    d.routes[0].gateway = '198.18.0.253';
+    const steps = planConfig(state, d);
+    expect(ops(steps)).toEqual(['deleteRoute', 'deleteAddress', 'addRoute', 'addAddress']);
+    const diff = foldChanges(steps.flatMap((s) => s.changes));
+    expect(diff.addresses).toEqual({ created: [], updated: ['198.18.0.1'], deleted: [] });
+    expect(diff.routes).toEqual({ created: [], updated: ['0.0.0.0/0'], deleted: [] });
+  });
+
+  it('replaces a changed neighbour in place', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.neighbors[0].mac = '02:00:00:00:00:fd';
+    expect(planConfig(state, d).map((s) => [s.op, s.changes])).toEqual([['addNeighbor', [['neighbors', 'updated', '198.18.0.254']]]]);
+  });
+
+  it('switches only the protocols whose symmetric mode differs, and leaves it alone when unset', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    expect(planConfig(state, d)).toEqual([]);
+    d.symmetric = { tcp: true, udp: false, icmp: true };
+    expect(planConfig(state, d).map((s) => s.op === 'setSymmetric' && [s.protocol, s.enabled])).toEqual([['udp', false]]);
+  });
+
+  it('sets only the timeouts that differ', () => {
+    const d = desired();
+    d.timeouts = { udp: 300, tcpSyn: 20 };
+    const steps = planConfig(stateOf(desired()), d);
+    expect(steps).toEqual([{ op: 'setTimeouts', timeouts: { tcpSyn: 20 }, changes: [['timeouts', 'updated', 'tcp_syn']] }]);
+  });
+});
+
+describe('foldChanges and summaries', () => {
+  it('keeps a deletion whose re-creation never happened', () => {
+    const d = foldChanges([['addresses', 'deleted', '10.0.0.1']]);
+    expect(d.addresses).toEqual({ created: [], updated: [], deleted: ['10.0.0.1'] });
+    expect(diffSize(d)).toBe(1);
+  });
+
+  it('summarises per kind, or says nothing', () => {
+    expect(summarizeDiff(foldChanges([]))).toBe('nothing');
+    expect(
+      summarizeDiff(
+        foldChanges([
+          ['reals', 'created', 'a'],
+          ['reals', 'deleted', 'b'],
+          ['localAddresses', 'created', 'c'],
+        ]),
+      ),
+    ).toBe('local_addresses: 1 created; reals: 1 created, 1 deleted');
+  });
+});
+
+describe('realsDiff', () => {
+  it('lists created, updated and deleted reals in canonical order', () => {
+    const cur = [
+      { address: '10.0.0.2', port: 80, weight: 1 },
+      { address: '10.0.0.10', port: 80, weight: 1 },
+    ];
+    const want = [
+      { address: '10.0.0.10', port: 80, weight: 3 },
+      { address: '10.0.0.9', port: 80, weight: 1 },
+    ];
+    expect(realsDiff('s', cur, want)).toEqual([
+      ['reals', 'created', 's 10.0.0.9:80'],
+      ['reals', 'updated', 's 10.0.0.10:80'],
+      ['reals', 'deleted', 's 10.0.0.2:80'],
+    ]);
+  });
+});
+
+describe('restoreWeights', () => {
+  const live = [
+    { address: '10.0.0.1', port: 80, weight: 0 },
+    { address: '10.0.0.2', port: 80, weight: 0 },
+    { address: '10.0.0.3', port: 80, weight: 4 },
+  ];
+
+  it('gives drained reals their remembered weight and keeps weights set since', () => {
+    const mem = new Map([
+      ['10.0.0.1:80', 2],
+      ['10.0.0.3:80', 1],
+    ]);
+    expect(restoreWeights(live, mem).map((r) => r.weight)).toEqual([2, 0, 4]);
+  });
+
+  it('changes nothing without a memory', () => {
+    expect(restoreWeights(live, undefined)).toEqual(live);
+  });
+});
