@@ -25,6 +25,16 @@ export async function serve(cfg: Config): Promise<number> {
   }
   log.info({ listen: address }, 'gRPC server listening (NOT_SERVING until the dataplane is up)');
 
+  if (cfg.health.listen !== '') {
+    try {
+      log.info({ listen: await server.listenHealth(cfg.health.listen) }, 'health-only gRPC listening');
+    } catch (e) {
+      log.fatal({ err: e, listen: cfg.health.listen }, 'cannot bind the health listen address');
+      await server.shutdown(0);
+      return 1;
+    }
+  }
+
   let metrics: MetricsServer | undefined;
   if (cfg.metrics.listen !== '') {
     metrics = new MetricsServer(createMetricsRegistry({ dp, drained: () => server.config.drained, events: () => server.events.status() }), log);
@@ -75,6 +85,7 @@ export async function serve(cfg: Config): Promise<number> {
     return stopping;
   }
   server.setServing('SERVING');
+  server.setLive(true);
   log.info(
     { ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion },
     'dataplane running',

@@ -35,9 +35,17 @@ export const RETRACE_SERVICES = [
   'retrace.v1.ConfigService',
 ] as const;
 
+/**
+ * Health service name that reports liveness: SERVING while the dataplane runs, drained or not
+ * (a drained appliance must not be restarted by a liveness probe). "" is readiness.
+ */
+export const LIVENESS_SERVICE = 'liveness';
+
 export class ApplianceServer {
   readonly grpc = new grpc.Server();
-  private readonly health = new HealthImplementation({ '': 'NOT_SERVING' });
+  /** Health only, plaintext, for probes (health.listen); created on listenHealth. */
+  private healthServer: grpc.Server | undefined;
+  private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [LIVENESS_SERVICE]: 'NOT_SERVING' });
   private boundAddress = '';
   /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
   readonly events: EventHub;
@@ -63,27 +71,27 @@ export class ApplianceServer {
     this.setServing('NOT_SERVING');
   }
 
-  /** Overall ('') and per-service health. */
+  /** Readiness: overall ('') and per-service health. */
   setServing(s: ServingStatus): void {
     this.health.setStatus('', s);
     for (const name of RETRACE_SERVICES) this.health.setStatus(name, s);
   }
 
+  /** Liveness (LIVENESS_SERVICE): the dataplane runs. Drain does not touch it. */
+  setLive(live: boolean): void {
+    this.health.setStatus(LIVENESS_SERVICE, live ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** Serves grpc.health.v1 alone on a second, plaintext address; resolves to the bound address. */
+  async listenHealth(address: string): Promise<string> {
+    this.healthServer = new grpc.Server();
+    this.health.addToServer(this.healthServer);
+    return bind(this.healthServer, address);
+  }
+
   /** Binds the listen address; resolves to the address actually bound (port 0 → real port). */
   async listen(address: string): Promise<string> {
-    if (address.startsWith('unix:')) {
-      // A stale socket from a crashed run would make bind fail with EADDRINUSE.
-      const p = address.replace(/^unix:(\/\/)?/, '');
-      try {
-        if (fs.statSync(p).isSocket()) fs.unlinkSync(p);
-      } catch {
-        // Nothing to remove.
-      }
-    }
-    const port = await new Promise<number>((resolve, reject) => {
-      this.grpc.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-    });
-    this.boundAddress = address.startsWith('unix:') ? address : address.replace(/:\d+$/, `:${port}`);
+    this.boundAddress = await bind(this.grpc, address);
     return this.boundAddress;
   }
 
@@ -94,6 +102,7 @@ export class ApplianceServer {
   /** Graceful shutdown: lets running calls finish for up to `graceMs`, then forces. */
   async shutdown(graceMs: number): Promise<void> {
     this.setServing('NOT_SERVING');
+    this.setLive(false);
     // Open event streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
     this.events.close();
     await new Promise<void>((resolve) => {
@@ -106,5 +115,23 @@ export class ApplianceServer {
         resolve();
       });
     });
+    // Last, so probes see NOT_SERVING for as long as the API drains.
+    this.healthServer?.forceShutdown();
   }
+}
+
+async function bind(server: grpc.Server, address: string): Promise<string> {
+  if (address.startsWith('unix:')) {
+    // A stale socket from a crashed run would make bind fail with EADDRINUSE.
+    const p = address.replace(/^unix:(\/\/)?/, '');
+    try {
+      if (fs.statSync(p).isSocket()) fs.unlinkSync(p);
+    } catch {
+      // Nothing to remove.
+    }
+  }
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+  return address.startsWith('unix:') ? address : address.replace(/:\d+$/, `:${port}`);
 }

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { PortServiceClient, type ListPortsResponse, type GetPortResponse, type GetPortRequest, type ListPortsRequest } from '../../src/gen/retrace/v1/port';
 import { SystemServiceClient, type GetSystemInfoRequest, type GetSystemInfoResponse, LcoreRole, DataplaneState } from '../../src/gen/retrace/v1/system';
 import { Appliance, call, ROOT } from '../helpers/appliance';
@@ -22,12 +23,15 @@ describe('retrace serve with an af_packet port in a namespace lab', () => {
   let rootEnd: string;
   let peer: string;
   let ports: PortServiceClient;
+  const healthSock = path.join(app.dir, 'health.sock');
   let system: SystemServiceClient;
 
   beforeAll(async () => {
     ns = lab.addNamespace('client');
     ({ root: rootEnd, peer } = lab.addVeth(ns, 0, '198.18.0.2/24'));
     app.start(`
+health:
+  listen: unix:${healthSock}
 eal:
   memory_mb: 128
 dataplane:
@@ -54,6 +58,30 @@ ports:
       expect(await app.healthCheck('')).toBe('SERVING');
       expect(await app.healthCheck('retrace.v1.PortService')).toBe('SERVING');
       expect(await app.healthCheck('retrace.v1.SystemService')).toBe('SERVING');
+    });
+
+    it('serves readiness ("") and liveness on the health-only port, and nothing else there', async () => {
+      const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
+      const hc = new Client(`unix:${healthSock}`, grpc.credentials.createInsecure());
+      const check = (service: string) =>
+        new Promise<string>((resolve, reject) =>
+          hc.check({ service }, (e: grpc.ServiceError | null, r: { status: string }) => (e ? reject(e) : resolve(r.status))),
+        );
+      try {
+        expect(await check('')).toBe('SERVING');
+        expect(await check('liveness')).toBe('SERVING');
+      } finally {
+        hc.close();
+      }
+      const sys = new SystemServiceClient(`unix:${healthSock}`, grpc.credentials.createInsecure());
+      try {
+        await expect(call<GetSystemInfoRequest, GetSystemInfoResponse>(sys, sys.getSystemInfo, {})).rejects.toMatchObject({
+          code: grpc.status.UNIMPLEMENTED,
+        });
+      } finally {
+        sys.close();
+      }
+      await expect(listServices(`unix:${healthSock}`, 'v1')).rejects.toMatchObject({ code: grpc.status.UNIMPLEMENTED });
     });
 
     it('answers NOT_FOUND for a service it does not serve', async () => {

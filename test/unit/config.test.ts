@@ -51,6 +51,7 @@ describe('default config', () => {
     const cfg = loadConfig({});
     expect(cfg).toEqual({
       grpc: { listen: '127.0.0.1:50051', event_history: 65536, subscriber_buffer: 4096 },
+      health: { listen: '' },
       metrics: { listen: '' },
       log: { level: 'info' },
       eal: {
