@@ -230,6 +230,16 @@ const baseSchema = z.strictObject({
         .default(''),
     })
     .prefault({}),
+  /** Persistence of the configuration applied over the API. */
+  state: z
+    .strictObject({
+      /**
+       * File holding the applied configuration (GetConfig's document, plus the drain flag),
+       * rewritten atomically after every change and applied at start. "" = not persisted.
+       */
+      file: z.string().default(''),
+    })
+    .prefault({}),
   /** Prometheus metrics over plain HTTP (GET /metrics). */
   metrics: z
     .strictObject({

@@ -84,7 +84,20 @@ export async function serve(cfg: Config): Promise<number> {
     dp.stop();
     return stopping;
   }
-  server.setServing('SERVING');
+  if (server.persister !== undefined) {
+    try {
+      const r = server.persister.restore();
+      log.info({ file: server.persister.file, ...r }, r.restored ? 'configuration restored' : 'no saved configuration yet');
+    } catch (e) {
+      log.fatal({ err: e }, 'cannot restore the saved configuration');
+      process.stderr.write(`retrace: state: ${(e as Error).message}\n`);
+      await server.shutdown(0);
+      await metrics?.close();
+      dp.stop();
+      return 2;
+    }
+  }
+  server.setServing(server.config.drained ? 'NOT_SERVING' : 'SERVING');
   server.setLive(true);
   log.info(
     { ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion },

@@ -324,6 +324,17 @@ export class Dataplane {
     }
   }
 
+  private readonly changeListeners: (() => void)[] = [];
+
+  /** Called after every successful configuration change (for persistence). */
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  private changed(): void {
+    for (const l of this.changeListeners) l();
+  }
+
   private portIndex(name: string): number {
     const i = this.config.ports.findIndex((p) => p.name === name);
     if (i < 0) throw new DataplaneError('ENOENT', `no port named "${name}"`);
@@ -338,6 +349,7 @@ export class Dataplane {
     const idx = this.portIndex(a.port);
     this.call(`address ${a.address}`, () => this.native.addrAdd(a.address, a.prefixLength, idx));
     this.addresses.set(a.address, { ...a });
+    this.changed();
   }
 
   deleteAddress(address: string): void {
@@ -345,6 +357,7 @@ export class Dataplane {
     if (a === undefined) throw new DataplaneError('ENOENT', `no address ${address}`);
     this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
     this.addresses.delete(address);
+    this.changed();
   }
 
   listAddresses(): AddressSpec[] {
@@ -355,6 +368,7 @@ export class Dataplane {
     const idx = this.portIndex(r.port);
     this.call(`route ${r.prefix}/${r.prefixLength}`, () => this.native.routeAdd(r.prefix, r.prefixLength, idx, r.gateway ?? ''));
     this.routes.set(`${r.prefix}/${r.prefixLength}`, { ...r });
+    this.changed();
   }
 
   deleteRoute(prefix: string, prefixLength: number): void {
@@ -365,6 +379,7 @@ export class Dataplane {
     }
     this.call(`route ${key}`, () => this.native.routeDel(prefix, prefixLength));
     this.routes.delete(key);
+    this.changed();
   }
 
   listRoutes(): RouteView[] {
@@ -384,10 +399,12 @@ export class Dataplane {
   addNeighbor(n: NeighborSpec): void {
     const idx = this.portIndex(n.port);
     this.call(`neighbor ${n.address}`, () => this.native.neighAdd(n.address, n.mac, idx));
+    this.changed();
   }
 
   deleteNeighbor(address: string): void {
     this.call(`neighbor ${address}`, () => this.native.neighDel(address));
+    this.changed();
   }
 
   listNeighbors(): NeighborView[] {
@@ -404,12 +421,14 @@ export class Dataplane {
     const idx = this.portIndex(l.port);
     this.call(`local address ${l.address}`, () => this.native.lipAdd(l.address, idx));
     this.lips.set(l.address, { ...l });
+    this.changed();
   }
 
   deleteLocalAddress(address: string): void {
     if (!this.lips.has(address)) throw new DataplaneError('ENOENT', `no local address ${address}`);
     this.call(`local address ${address}`, () => this.native.lipDel(address));
     this.lips.delete(address);
+    this.changed();
   }
 
   listLocalAddresses(): LocalAddressView[] {
@@ -423,12 +442,14 @@ export class Dataplane {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
     this.services.set(key, { ...s, reals: [] });
+    this.changed();
   }
 
   deleteService(k: ServiceKey): void {
     const key = serviceKeyString(k);
     this.call(`service ${key}`, () => this.native.serviceDel(IPPROTO[k.protocol], k.vip, k.port));
     this.services.delete(key);
+    this.changed();
   }
 
   updateService(k: ServiceKey, scheduler: Scheduler, seed: number): void {
@@ -438,6 +459,7 @@ export class Dataplane {
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
+    this.changed();
   }
 
   /** Replaces the whole set of reals (declarative). */
@@ -454,6 +476,7 @@ export class Dataplane {
       ),
     );
     s.reals = reals.map((r) => ({ ...r }));
+    this.changed();
   }
 
   getService(k: ServiceKey): ServiceView {
@@ -488,6 +511,7 @@ export class Dataplane {
 
   setSymmetric(protocol: Protocol, enabled: boolean): void {
     this.call('symmetric mode', () => this.native.symmetricSet(IPPROTO[protocol], enabled));
+    this.changed();
   }
 
   symmetric(): Record<Protocol, boolean> {
@@ -498,6 +522,7 @@ export class Dataplane {
   setTimeouts(t: Partial<Timeouts>): Timeouts {
     const merged = { ...this.timeouts(), ...t };
     this.call('timeouts', () => this.native.timeoutsSet(merged));
+    this.changed();
     return merged;
   }
 

@@ -10,6 +10,8 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';
+import { ConfigServiceClient } from '../gen/retrace/v1/config';
+import { ConnServiceClient } from '../gen/retrace/v1/conn';
 import { NetworkServiceClient } from '../gen/retrace/v1/network';
 import { PathServiceClient } from '../gen/retrace/v1/path';
 import { PortServiceClient } from '../gen/retrace/v1/port';
@@ -53,6 +55,8 @@ export interface ApplianceApi {
   path: Promised<PathServiceClient>;
   ports: Promised<PortServiceClient>;
   system: Promised<SystemServiceClient>;
+  config: Promised<ConfigServiceClient>;
+  conns: Promised<ConnServiceClient>;
 }
 
 export class ApplianceProcess {
@@ -68,6 +72,7 @@ export class ApplianceProcess {
 
   /** Writes the YAML config and spawns `retrace serve` on this object's unix socket. */
   start(configYaml: string): void {
+    this.closeClients();
     const file = path.join(this.dir, 'retrace.yaml');
     fs.writeFileSync(file, configYaml);
     const child = spawn(process.execPath, [CLI_PATH, 'serve', '--config', file, '--listen', this.address], {
@@ -126,6 +131,8 @@ export class ApplianceProcess {
         path: mk(PathServiceClient),
         ports: mk(PortServiceClient),
         system: mk(SystemServiceClient),
+        config: mk(ConfigServiceClient),
+        conns: mk(ConnServiceClient),
       };
     }
     return this.apiValue;
@@ -134,6 +141,21 @@ export class ApplianceProcess {
   private closeClients(): void {
     for (const c of this.clients.splice(0)) c.close();
     this.apiValue = undefined;
+  }
+
+  /** SIGKILL by PID (a crash) and wait for the exit. */
+  async crash(): Promise<void> {
+    this.closeClients();
+    if (this.running && this.child) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  /** Resolves with the exit code once the child exits by itself. */
+  async exitCode(): Promise<number | null> {
+    if (!this.exited) throw new Error('appliance not started');
+    return (await this.exited).code;
   }
 
   /** SIGTERM by PID and wait for the exit (SIGKILL after timeoutMs). */

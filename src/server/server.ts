@@ -21,6 +21,7 @@ import { ConfigManager, configService } from './config-service';
 import { networkService } from './network-service';
 import { pathService } from './path-service';
 import { portService } from './port-service';
+import { StatePersister } from './persist';
 import { reflectionPackageDefinition } from './protos';
 import { systemService } from './system-service';
 
@@ -51,6 +52,8 @@ export class ApplianceServer {
   readonly events: EventHub;
   /** ConfigService's state (drain); read by the metrics. */
   readonly config: ConfigManager;
+  /** state.file persistence; undefined when off. */
+  readonly persister: StatePersister | undefined;
 
   constructor(
     private readonly dp: Dataplane,
@@ -64,8 +67,18 @@ export class ApplianceServer {
     this.events = new EventHub(dp, { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
     this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
-    this.config = new ConfigManager(dp, log, { setDrained: (d) => this.setServing(d ? 'NOT_SERVING' : 'SERVING') });
+    this.config = new ConfigManager(dp, log, {
+      setDrained: (d) => {
+        this.setServing(d ? 'NOT_SERVING' : 'SERVING');
+        this.persister?.schedule();
+      },
+    });
     this.grpc.addService(ConfigServiceService, configService(this.config, log));
+    if (dp.config.state.file !== '') {
+      const persister = new StatePersister(dp.config.state.file, this.config, log);
+      this.persister = persister;
+      dp.onChange(() => persister.schedule());
+    }
     this.health.addToServer(this.grpc);
     new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
     this.setServing('NOT_SERVING');
