@@ -4,6 +4,7 @@
  * per scenario. Shared by `retrace lab demo` and the e2e tests, so both exercise the same setup.
  */
 import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace/v1/types';
+import { Real } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { ApplianceProcess } from './appliance';
 import { LAB, LabTopology, ROOT_PORTS, type ApplianceYamlOptions, type RootPort } from './topology';
@@ -105,17 +106,7 @@ export class LabScenario {
   async setReals(proto: Proto, vip: string, port: number, reals: RealSpec[]): Promise<void> {
     await this.app.api.balancer.setReals({
       key: { protocol: PB_PROTO[proto], vip, port },
-      reals: reals.map((r) => ({
-        address: r.address,
-        port: r.port,
-        weight: r.weight ?? 1,
-        activeConns: 0n,
-        connsTotal: 0n,
-        packetsToReal: 0n,
-        packetsFromReal: 0n,
-        bytesToReal: 0n,
-        bytesFromReal: 0n,
-      })),
+      reals: reals.map((r) => Real.create({ address: r.address, port: r.port, weight: r.weight ?? 1 })),
     });
   }
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   LoadBalancerServiceClient,
-  type Real,
+  Real,
   type Timeouts,
   type VirtualService,
   type VirtualServiceKey,
@@ -35,17 +35,7 @@ async function fails(p: Promise<unknown>, code: grpc.status, details?: string | 
 }
 
 const tcp80: VirtualServiceKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.10.1', port: 80 };
-const real = (address: string, port: number, weight: number): Real => ({
-  address,
-  port,
-  weight,
-  activeConns: 0n,
-  connsTotal: 0n,
-  packetsToReal: 0n,
-  packetsFromReal: 0n,
-  bytesToReal: 0n,
-  bytesFromReal: 0n,
-});
+const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });
 const svc = (k: VirtualServiceKey, scheduler = Scheduler.SCHEDULER_WRR, seed = 0): VirtualService => ({
   ...k,
   scheduler,

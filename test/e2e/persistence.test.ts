@@ -6,20 +6,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ApplianceProcess } from '../../src/lab/appliance';
+import { Real } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import type { Config } from '../../src/gen/retrace/v1/config';
 
-const real = (address: string, port: number, weight: number) => ({
-  address,
-  port,
-  weight,
-  activeConns: 0n,
-  connsTotal: 0n,
-  packetsToReal: 0n,
-  packetsFromReal: 0n,
-  bytesToReal: 0n,
-  bytesFromReal: 0n,
-});
+const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });
 
 function service(n: number) {
   return {

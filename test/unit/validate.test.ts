@@ -1,4 +1,5 @@
 /** The request validators alone: no dataplane, no server. */
+import { Real } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ValidationError } from '../../src/server/errors';
 import * as v from '../../src/server/validate';
@@ -15,17 +16,7 @@ function problem(fn: () => unknown): string {
 }
 
 const tcpKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: 80 };
-const real = (address: string, port: number, weight: number) => ({
-  address,
-  port,
-  weight,
-  activeConns: 0n,
-  connsTotal: 0n,
-  packetsToReal: 0n,
-  packetsFromReal: 0n,
-  bytesToReal: 0n,
-  bytesFromReal: 0n,
-});
+const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });
 
 describe('ipv4', () => {
   it.each(['0.0.0.1', '10.0.0.1', '255.255.255.255', '198.18.0.1'])('accepts %s', (a) => {
