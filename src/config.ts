@@ -210,6 +210,32 @@ const baseSchema = z.strictObject({
       event_history: intIn(0, 16777216).default(65536),
       /** Events buffered per WatchConnEvents stream before it is told it lost some. */
       subscriber_buffer: intIn(16, 1048576).default(4096),
+      /**
+       * TLS for the control API (the health-only listener stays plaintext for probes). All ""
+       * = plaintext. cert_file + key_file = TLS; client_ca_file too = mutual TLS (clients must
+       * present a certificate signed by that CA).
+       */
+      tls: z
+        .strictObject({
+          /** PEM certificate chain of the server. */
+          cert_file: z.string().default(''),
+          /** PEM private key of the server. */
+          key_file: z.string().default(''),
+          /** PEM CA bundle that client certificates must chain to; "" = no client certificates. */
+          client_ca_file: z.string().default(''),
+        })
+        .superRefine((t, ctx) => {
+          if ((t.cert_file === '') !== (t.key_file === '')) {
+            ctx.addIssue({ code: 'custom', path: [t.cert_file === '' ? 'cert_file' : 'key_file'], message: 'cert_file and key_file go together' });
+          }
+          if (t.client_ca_file !== '' && t.cert_file === '') {
+            ctx.addIssue({ code: 'custom', path: ['client_ca_file'], message: 'mutual TLS needs cert_file and key_file too' });
+          }
+          for (const k of ['cert_file', 'key_file', 'client_ca_file'] as const) {
+            if (t[k] !== '' && !fs.existsSync(t[k])) ctx.addIssue({ code: 'custom', path: [k], message: `file not found: ${t[k]}` });
+          }
+        })
+        .prefault({}),
     })
     .prefault({}),
   /**

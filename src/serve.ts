@@ -7,7 +7,7 @@ import type { Config } from './config';
 import { Dataplane } from './dataplane';
 import { createLogger } from './log';
 import { createMetricsRegistry, MetricsServer } from './server/metrics';
-import { ApplianceServer } from './server/server';
+import { ApplianceServer, serverCredentials } from './server/server';
 
 const SHUTDOWN_GRACE_MS = 2000;
 
@@ -18,12 +18,15 @@ export async function serve(cfg: Config): Promise<number> {
 
   let address: string;
   try {
-    address = await server.listen(cfg.grpc.listen);
+    address = await server.listen(cfg.grpc.listen, serverCredentials(cfg.grpc.tls));
   } catch (e) {
     log.fatal({ err: e, listen: cfg.grpc.listen }, 'cannot bind the gRPC listen address');
     return 1;
   }
-  log.info({ listen: address }, 'gRPC server listening (NOT_SERVING until the dataplane is up)');
+  log.info(
+    { listen: address, tls: cfg.grpc.tls.cert_file === '' ? 'off' : cfg.grpc.tls.client_ca_file === '' ? 'on' : 'mutual' },
+    'gRPC server listening (NOT_SERVING until the dataplane is up)',
+  );
 
   if (cfg.health.listen !== '') {
     try {

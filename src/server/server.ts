@@ -103,8 +103,8 @@ export class ApplianceServer {
   }
 
   /** Binds the listen address; resolves to the address actually bound (port 0 → real port). */
-  async listen(address: string): Promise<string> {
-    this.boundAddress = await bind(this.grpc, address);
+  async listen(address: string, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<string> {
+    this.boundAddress = await bind(this.grpc, address, credentials);
     return this.boundAddress;
   }
 
@@ -133,7 +133,18 @@ export class ApplianceServer {
   }
 }
 
-async function bind(server: grpc.Server, address: string): Promise<string> {
+/** Server credentials from grpc.tls: plaintext, TLS, or mutual TLS. Reads the files now. */
+export function serverCredentials(tls: { cert_file: string; key_file: string; client_ca_file: string }): grpc.ServerCredentials {
+  if (tls.cert_file === '') return grpc.ServerCredentials.createInsecure();
+  const ca = tls.client_ca_file === '' ? null : fs.readFileSync(tls.client_ca_file);
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: fs.readFileSync(tls.cert_file), private_key: fs.readFileSync(tls.key_file) }],
+    ca !== null,
+  );
+}
+
+async function bind(server: grpc.Server, address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<string> {
   if (address.startsWith('unix:')) {
     // A stale socket from a crashed run would make bind fail with EADDRINUSE.
     const p = address.replace(/^unix:(\/\/)?/, '');
@@ -144,7 +155,7 @@ async function bind(server: grpc.Server, address: string): Promise<string> {
     }
   }
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(address, credentials, (err, p) => (err ? reject(err) : resolve(p)));
   });
   return address.startsWith('unix:') ? address : address.replace(/:\d+$/, `:${port}`);
 }
