@@ -50,7 +50,13 @@ describe('default config', () => {
   it('loads without a file and applies every default', () => {
     const cfg = loadConfig({});
     expect(cfg).toEqual({
-      grpc: { listen: '127.0.0.1:50051', event_history: 65536, subscriber_buffer: 4096 },
+      grpc: {
+        listen: '127.0.0.1:50051',
+        event_history: 65536,
+        subscriber_buffer: 4096,
+        tls: { cert_file: '', key_file: '', client_ca_file: '' },
+      },
+      state: { file: '' },
       health: { listen: '' },
       metrics: { listen: '' },
       log: { level: 'info' },
