@@ -3,6 +3,7 @@
  *   services                     virtual services with reals, weights, active and total conns
  *   reals set SERVICE REAL...    replace a service's reals (SERVICE tcp/198.18.0.10:80, REAL 10.1.0.11:8080@2)
  *   conns                        conns (ConnService.ListConns), with filters
+ *   events                       conn events (ConnService.WatchConnEvents), one line each; --follow
  *   counters                     path counters per protocol × port, non-zero drops
  *   top                          live path counters with rates
  *   apply -f FILE                ApplyConfig from YAML; prints the diff
@@ -13,11 +14,11 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { Real } from '../gen/retrace/v1/balancer';
 import { Config } from '../gen/retrace/v1/config';
-import type { Conn, ConnFilter } from '../gen/retrace/v1/conn';
+import { ConnEventType, type Conn, type ConnFilter, type WatchConnEventsRequest, type WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { Protocol } from '../gen/retrace/v1/types';
 import { failure, serverAddress, serverOptions, UsageError, withApi, type ServerOptions } from './client';
 import { configToYaml, readConfigFile } from './config-file';
-import { diffCount, formatConns, formatCounters, formatDiff, formatServices } from './format';
+import { diffCount, formatConns, formatCounters, formatDiff, formatEvent, formatServices } from './format';
 import { runTop } from './top';
 
 const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -139,6 +140,67 @@ export function addClientCommands(program: Command): void {
           out(opts.json ? JSON.stringify(shown, bigintJson, 2) : formatConns(shown));
         });
       }),
+    );
+
+  const EVENT_TYPES: Record<string, ConnEventType> = {
+    created: ConnEventType.CONN_EVENT_TYPE_CREATED,
+    state: ConnEventType.CONN_EVENT_TYPE_STATE_CHANGED,
+    path: ConnEventType.CONN_EVENT_TYPE_PATH_CHANGED,
+    closed: ConnEventType.CONN_EVENT_TYPE_CLOSED,
+  };
+  serverOptions(program.command('events'))
+    .description('conn events, one line each (ConnService.WatchConnEvents); lost events are reported as such')
+    .option('-f, --follow', 'keep streaming new events until Ctrl-C (default unless --since or --initial)')
+    .option('--initial', 'first list the current conns, then a snapshot-end line')
+    .option('--since <seq>', 'replay kept events after this sequence number', (v) => {
+      if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError('must be a sequence number');
+      return BigInt(v);
+    })
+    .option('-t, --type <types>', 'comma-separated: created, state, path, closed (default all)')
+    .option('--vip <address>', 'only conns of this virtual service address', ipv4Arg)
+    .option('--client <address>', 'only conns of this client', ipv4Arg)
+    .option('--json', 'one JSON object per line')
+    .action(
+      action(
+        async (
+          opts: ServerOptions & { follow?: boolean; initial?: boolean; since?: bigint; type?: string; vip?: string; client?: string; json?: boolean },
+        ) => {
+          const types = (opts.type ?? '')
+            .split(',')
+            .filter((t) => t !== '')
+            .map((t) => {
+              const v = EVENT_TYPES[t.trim()];
+              if (v === undefined) throw new UsageError(`--type: expected created, state, path or closed, got "${t}"`);
+              return v;
+            });
+          const follow = opts.follow ?? (opts.since === undefined && !opts.initial);
+          const req: WatchConnEventsRequest = {
+            follow,
+            sinceSeq: opts.since,
+            initialState: opts.initial ?? false,
+            filter: { protocols: [], clients: opts.client ? [opts.client] : [], vips: opts.vip ? [opts.vip] : [], reals: [], states: [] },
+            types,
+          };
+          await withApi(opts, (api) =>
+            new Promise<void>((resolve, reject) => {
+              const stream = api.connClient.watchConnEvents(req);
+              const stop = () => stream.cancel();
+              process.once('SIGINT', stop);
+              stream.on('data', (m: WatchConnEventsResponse) => out(opts.json ? JSON.stringify(m, bigintJson) : formatEvent(m)));
+              stream.on('error', (e: Error & { code?: number }) => {
+                process.removeListener('SIGINT', stop);
+                // Cancelled by our own Ctrl-C handler: a normal end.
+                if (e.code === 1) resolve();
+                else reject(e);
+              });
+              stream.on('end', () => {
+                process.removeListener('SIGINT', stop);
+                resolve();
+              });
+            }),
+          );
+        },
+      ),
     );
 
   serverOptions(program.command('counters'))

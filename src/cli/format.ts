@@ -1,6 +1,6 @@
 /** Plain-text rendering for the CLI: aligned tables, diffs, counters. Pure functions. */
 import type { ConfigDiff, ResourceChanges } from '../gen/retrace/v1/config';
-import type { Conn } from '../gen/retrace/v1/conn';
+import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
 import type { VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
@@ -138,4 +138,36 @@ export function formatConns(conns: Conn[]): string {
     c.worker,
   ]);
   return table(['PROTO', 'STATE', 'CLIENT', 'VIRTUAL', 'LOCAL', 'REAL', 'CLIENT-PORT', 'SERVER-PORT', 'PKTS-IN', 'PKTS-BACK', 'WORKER'], rows);
+}
+
+const EVENT_NAME: Record<number, string> = { 1: 'created', 2: 'state', 3: 'path', 4: 'closed' };
+const LOST_SOURCE: Record<number, string> = { 1: 'dataplane ring', 2: 'this stream\'s buffer', 3: 'history' };
+
+function connLine(c: Conn): string {
+  const proto = PROTOCOL_NAME[c.protocol] ?? '?';
+  const via = c.local ? '(local)' : `via ${c.localAddress}:${c.localPort} -> ${hostPort(c.real, c.realPort, c.protocol)}`;
+  const sides = `client-side ${c.clientSide?.port || '-'}${c.clientSide?.peerMac ? ` ${c.clientSide.peerMac}` : ''}, server-side ${c.serverSide?.port || '-'}`;
+  return `${proto} ${STATE_NAME[c.state] ?? '?'} ${c.client}:${c.clientPort} -> ${hostPort(c.vip, c.vipPort, c.protocol)} ${via} [${sides}]`;
+}
+
+/** One line per WatchConnEvents message. */
+export function formatEvent(m: WatchConnEventsResponse): string {
+  const time = m.time ? m.time.toISOString() : '';
+  if (m.event) {
+    const e = m.event;
+    const extra =
+      e.type === 4 && e.conn
+        ? ` pkts ${e.conn.clientSide?.packets ?? 0n}/${e.conn.serverSide?.packets ?? 0n}`
+        : e.type === 3
+          ? ` (${e.changedSide === 1 ? 'client' : 'server'} side moved)`
+          : '';
+    return `${m.seq} ${time} ${EVENT_NAME[e.type] ?? '?'} ${e.conn ? connLine(e.conn) : ''}${extra}`;
+  }
+  if (m.lost) {
+    const range = m.lost.firstSeq !== 0n ? ` (seq ${m.lost.firstSeq}..${m.lost.lastSeq})` : '';
+    return `-- lost ${m.lost.count} events in the ${LOST_SOURCE[m.lost.source] ?? 'unknown stage'}${range}`;
+  }
+  if (m.snapshot) return `= ${time} conn ${connLine(m.snapshot)}`;
+  if (m.snapshotEnd) return `-- end of snapshot: ${m.snapshotEnd.conns} conns, events follow after seq ${m.snapshotEnd.lastSeq}`;
+  return '';
 }
