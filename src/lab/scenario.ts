@@ -4,7 +4,7 @@
  * per scenario. Shared by `retrace lab demo` and the e2e tests, so both exercise the same setup.
  */
 import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace/v1/types';
-import { Real } from '../gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { ApplianceProcess } from './appliance';
 import { LAB, LabTopology, ROOT_PORTS, type ApplianceYamlOptions, type RootPort } from './topology';
@@ -98,7 +98,7 @@ export class LabScenario {
   async addService(proto: Proto, vip: string, port: number, sched: Sched, reals: RealSpec[], seed = 0): Promise<void> {
     const { balancer } = this.app.api;
     await balancer.createVirtualService({
-      virtualService: { protocol: PB_PROTO[proto], vip, port, scheduler: PB_SCHED[sched], seed, reals: [], connsTotal: 0n },
+      virtualService: VirtualService.create({ protocol: PB_PROTO[proto], vip, port, scheduler: PB_SCHED[sched], seed }),
     });
     await this.setReals(proto, vip, port, reals);
   }

@@ -11,7 +11,7 @@ import {
   LoadBalancerServiceClient,
   Real,
   type Timeouts,
-  type VirtualService,
+  VirtualService,
   type VirtualServiceKey,
 } from '../../src/gen/retrace/v1/balancer';
 import { NetworkServiceClient, type Address } from '../../src/gen/retrace/v1/network';
@@ -36,13 +36,7 @@ async function fails(p: Promise<unknown>, code: grpc.status, details?: string | 
 
 const tcp80: VirtualServiceKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.10.1', port: 80 };
 const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });
-const svc = (k: VirtualServiceKey, scheduler = Scheduler.SCHEDULER_WRR, seed = 0): VirtualService => ({
-  ...k,
-  scheduler,
-  seed,
-  reals: [],
-  connsTotal: 0n,
-});
+const svc = (k: VirtualServiceKey, scheduler = Scheduler.SCHEDULER_WRR, seed = 0): VirtualService => VirtualService.create({ ...k, scheduler, seed });
 
 describe('control API on a two-port net_ring appliance', () => {
   const app = new Appliance();
