@@ -17,6 +17,10 @@
  *       --local-port-base, item i binds source port B+i (a fixed client tuple, e.g. to check that
  *       a hashing scheduler maps it to the same real every time); otherwise the kernel picks.
  *
+ *   Every mode also takes --local-address A: sockets bind source address A (one of the
+ *   namespace's addresses) instead of letting the route choose, e.g. to spread flows over an ECMP
+ *   route that hashes source addresses.
+ *
  * Prints exactly one JSON line on stdout (TcpEchoReport, UdpEchoReport or WhoReport from
  * results.ts) and exits 0, whatever happened to the individual items: ECONNREFUSED, resets and
  * timeouts are per-item failures. Bad arguments print {"error": "..."} and exit 2.
@@ -76,6 +80,7 @@ function report<T extends ItemResult>(results: T[], t0: number) {
 interface TcpOpts {
   host: string;
   port: number;
+  localAddress?: string;
   bytes: number;
   rounds: number;
   intervalMs: number;
@@ -93,7 +98,7 @@ function tcpOne(index: number, o: TcpOpts): Promise<TcpItemResult> {
     let settled = false;
     let succeeded = false;
     let roundTimer: NodeJS.Timeout | undefined;
-    const sock = net.connect({ host: o.host, port: o.port });
+    const sock = net.connect({ host: o.host, port: o.port, ...(o.localAddress !== undefined ? { localAddress: o.localAddress } : {}) });
 
     const finish = (reason?: string): void => {
       if (settled) return;
@@ -187,6 +192,7 @@ async function tcpMain(v: Record<string, string | boolean | undefined>): Promise
     rounds: int(v.rounds as string | undefined, 1, '--rounds', 1, 1_000_000),
     intervalMs: int(v['interval-ms'] as string | undefined, 0, '--interval-ms', 0, 3_600_000),
     timeoutMs: int(v['timeout-ms'] as string | undefined, 5000, '--timeout-ms', 1, 3_600_000),
+    localAddress: localAddr(v),
   };
   const concurrency = int(v.concurrency as string | undefined, 32, '--concurrency', 1, 100_000);
   const t0 = performance.now();
@@ -205,6 +211,8 @@ interface UdpOpts {
   intervalMs: number;
   timeoutMs: number;
   connected: boolean;
+  /** Source address to bind (undefined: the route's choice). */
+  localAddress?: string;
   /** Source port for item i (undefined: the kernel's choice). */
   localPort?: (index: number) => number;
   /** Payload for round r; check(reply) returns a failure reason or undefined. */
@@ -220,7 +228,7 @@ function bindSocket(o: UdpOpts, index: number): Promise<dgram.Socket> {
     const sock = dgram.createSocket('udp4');
     openSockets.push(sock);
     sock.once('error', reject);
-    sock.bind(o.localPort?.(index) ?? 0, () => {
+    sock.bind(o.localPort?.(index) ?? 0, o.localAddress, () => {
       sock.removeListener('error', reject);
       if (!o.connected) return resolve(sock);
       sock.connect(o.port, o.host, () => resolve(sock));
@@ -302,6 +310,7 @@ async function udpMain(v: Record<string, string | boolean | undefined>): Promise
     intervalMs: int(v['interval-ms'] as string | undefined, 0, '--interval-ms', 0, 3_600_000),
     timeoutMs: int(v['timeout-ms'] as string | undefined, 2000, '--timeout-ms', 1, 3_600_000),
     connected: v.connected === true,
+    localAddress: localAddr(v),
     payload: () => crypto.randomBytes(bytes),
     check: (sent, reply) =>
       reply.equals(sent) ? undefined
@@ -320,13 +329,18 @@ async function udpMain(v: Record<string, string | boolean | undefined>): Promise
 // Identity ("who")
 // ---------------------------------------------------------------------------------------------
 
-function whoTcpOne(index: number, host: string, port: number, timeoutMs: number, localPort?: number): Promise<WhoItemResult> {
+function whoTcpOne(index: number, host: string, port: number, timeoutMs: number, localPort?: number, localAddress?: string): Promise<WhoItemResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const res: WhoItemResult = { index, ok: false, ms: 0 };
     const chunks: Buffer[] = [];
     let settled = false;
-    const sock = net.connect({ host, port, ...(localPort !== undefined ? { localPort } : {}) });
+    const sock = net.connect({
+      host,
+      port,
+      ...(localPort !== undefined ? { localPort } : {}),
+      ...(localAddress !== undefined ? { localAddress } : {}),
+    });
     const finish = (reason?: string): void => {
       if (settled) return;
       settled = true;
@@ -364,10 +378,11 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
   const base = v['local-port-base'] === undefined ? undefined : int(v['local-port-base'] as string, 0, '--local-port-base', 1, 65535);
   if (base !== undefined && base + count - 1 > 65535) throw new UsageError(`--local-port-base ${base} + --count ${count} runs past port 65535`);
   const localPort = base === undefined ? undefined : (i: number) => base + i;
+  const localAddress = localAddr(v);
   const t0 = performance.now();
   let results: WhoItemResult[];
   if (proto === 'tcp') {
-    results = await pool(count, concurrency, (i) => whoTcpOne(i, host, port, timeoutMs, localPort?.(i)));
+    results = await pool(count, concurrency, (i) => whoTcpOne(i, host, port, timeoutMs, localPort?.(i), localAddress));
   } else {
     const o: UdpOpts = {
       host,
@@ -376,6 +391,7 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
       intervalMs: 0,
       timeoutMs,
       connected: v.connected === true,
+      localAddress,
       localPort,
       payload: () => Buffer.from('who'),
       check: (_sent, reply) => (reply.toString('utf8').trim() ? undefined : 'empty answer'),
@@ -391,6 +407,14 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/** --local-address: a dotted quad, or undefined when not given. */
+function localAddr(v: Record<string, string | boolean | undefined>): string | undefined {
+  const a = v['local-address'];
+  if (a === undefined) return undefined;
+  if (typeof a !== 'string' || net.isIPv4(a) === false) throw new UsageError(`--local-address must be an IPv4 address, got "${String(a)}"`);
+  return a;
+}
 
 function str(v: string | boolean | undefined, flag: string): string {
   if (typeof v !== 'string' || v === '') throw new UsageError(`${flag} is required`);
@@ -414,6 +438,7 @@ async function main(): Promise<void> {
       proto: { type: 'string' },
       connected: { type: 'boolean' },
       'local-port-base': { type: 'string' },
+      'local-address': { type: 'string' },
     },
     strict: true,
   });
