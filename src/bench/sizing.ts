@@ -1,0 +1,93 @@
+/**
+ * Memory arithmetic for the benchmark: how much EAL memory a run needs (-m / eal.memory_mb), and
+ * what a conn costs according to the structures the dataplane allocates. Read off DPDK 22.11 on
+ * this build with sizeof() and rte_mempool_calc_obj_size() (see docs/bench.md):
+ *
+ * - an mbuf is a 2368-byte mempool object: 64 header + 128 struct rte_mbuf + 128 headroom + 2048
+ *   data room (retrace and testpmd both use 2176-byte buffers);
+ * - a conn record (struct dp_conn: 136 bytes of fields, __rte_cache_aligned to 192) is a 320-byte
+ *   mempool object: 64 header + 192 + 64 of padding rte_mempool adds so that consecutive objects
+ *   start on different memory channels (the pool is created without MEMPOOL_F_NO_SPREAD);
+ * - without hugepages (eal.hugepages false, --no-huge, what both sides run with here) and without
+ *   PCI, rte_mempool_populate_default keeps every object inside one 4 KiB page (the pools do not
+ *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 12 conn records per
+ *   page, 341 bytes each. With hugepages they pack at 2368 and 320 bytes;
+ * - the conn hash (rte_hash, 16-byte keys, entries = 2 × max_conns because each conn is hashed
+ *   under its client and its server tuple) has a 32-byte key slot per entry (+1), 64-byte buckets
+ *   of 8 entries over the next power of two of the entries, and a free-slot ring of 4 bytes over the
+ *   next power of two; the record pool has a ring of 8-byte pointers over the next power of two;
+ * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB).
+ */
+
+export const PAGE = 4096;
+export const MBUF_OBJ_BYTES = 2368;
+export const CONN_OBJ_BYTES = 320;
+export const CONN_STRUCT_BYTES = 192;
+export const HASH_KEY_SLOT_BYTES = 32;
+export const HASH_BUCKET_BYTES = 64;
+export const HASH_BUCKET_ENTRIES = 8;
+export const LIP_RING_BYTES = 4 * 65536;
+
+/** Bytes per object of a pool populated in 4 KiB pages without IOVA-contiguous spanning. */
+export function perPageObjBytes(obj: number): number {
+  const perPage = Math.floor(PAGE / obj);
+  return perPage >= 1 ? PAGE / perPage : Math.ceil(obj / PAGE) * PAGE;
+}
+
+export function pow2ceil(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** Bytes of an mbuf pool of n mbufs without hugepages (objects plus its ring of pointers). */
+export function mbufPoolBytes(n: number): number {
+  return n * perPageObjBytes(MBUF_OBJ_BYTES) + 8 * pow2ceil(n + 1);
+}
+
+export interface ConnTableBytes {
+  pool: number;
+  poolRing: number;
+  hashBuckets: number;
+  hashKeys: number;
+  hashFreeRing: number;
+  total: number;
+  /** total / maxConns */
+  perConn: number;
+}
+
+/** What one worker's conn table of max_conns conns allocates without hugepages (see the file comment). */
+export function connTableBytes(maxConns: number): ConnTableBytes {
+  const entries = 2 * maxConns;
+  const pool = maxConns * perPageObjBytes(CONN_OBJ_BYTES);
+  const poolRing = 8 * pow2ceil(maxConns + 1);
+  const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
+  const hashKeys = HASH_KEY_SLOT_BYTES * (entries + 1);
+  const hashFreeRing = 4 * pow2ceil(entries + 1);
+  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing;
+  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, total, perConn: total / maxConns };
+}
+
+/** LIPs needed for `conns` conns of one protocol on one worker (64512 source ports each). */
+export function lipsFor(conns: number): number {
+  return Math.max(1, Math.ceil(conns / 64512));
+}
+
+/** mbufs for a retrace run replaying `packets` frames: the pcap copy plus working room. */
+export function mbufsFor(packets: number): number {
+  // 2^q - 1 is the mempool's best size, when that does not waste much.
+  const n = packets + 32767;
+  const p = pow2ceil(n + 1) - 1;
+  return p <= n * 1.1 ? p : n;
+}
+
+/** eal.memory_mb for a run (mbuf pool, conn table, LIP port rings, event rings, heap margin). */
+export function retraceMemoryMb(opts: { mbufs: number; maxConns: number; lips: number; eventRing?: number }): number {
+  const bytes =
+    mbufPoolBytes(opts.mbufs) +
+    connTableBytes(opts.maxConns).total +
+    opts.lips * 3 * LIP_RING_BYTES +
+    (opts.eventRing ?? 65536) * 128 +
+    256 * 2 ** 20;
+  return Math.ceil((bytes * 1.05) / 2 ** 20);
+}
