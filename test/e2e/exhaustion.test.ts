@@ -117,8 +117,7 @@ describe('resource exhaustion (max_conns 1024, one worker)', () => {
 
   // -------------------------------------------------------------------------------------------
   describe('conn table full', () => {
-    // Skipped: fails in the lab (under investigation in the operations issue); see the issue note.
-    it.skip('drops new conns beyond the table as conn_table_full, keeps existing ones working, and recovers after they expire', async () => {
+    it('drops new conns beyond the table as conn_table_full, keeps existing ones working, and recovers after they expire', async () => {
       const before = await counters();
       expect(before.connCount).toBe(0n);
       const createdBefore = await connsCreated();

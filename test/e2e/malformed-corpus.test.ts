@@ -351,8 +351,7 @@ function predict(recs: readonly Rec[], ours: ReadonlySet<string>): Record<RootPo
 
 // ---------------------------------------------------------------------------------------------
 
-// Skipped: the fuzzer-corpus case fails in the lab (under investigation in the operations issue).
-describe.skip('the fuzz corpus and a random corpus replayed into the live appliance', () => {
+describe('the fuzz corpus and a random corpus replayed into the live appliance', () => {
   let sc: LabScenario;
   const portMac = {} as Record<RootPort, string>;
   const peerMac = {} as Record<RootPort, string>;
