@@ -37,8 +37,14 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 		.key_len = sizeof(struct dp_conn_key),
 		.hash_func = rte_jhash,
 		.socket_id = socket,
-		/* Single writer, single reader: the owning worker. */
-		.extra_flag = 0,
+		/*
+		 * Single writer, single reader: the owning worker, so no concurrency flags. The
+		 * extendable bucket table makes every one of the entries insertable: without it
+		 * cuckoo displacement gives up a little below capacity, and a conn would be
+		 * refused as conn_table_full with records still free (and then accepted on the
+		 * next packet with another LIP port, which makes the counter lie).
+		 */
+		.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE,
 	};
 	w->conns = rte_hash_create(&p);
 	if (w->conns == NULL) {
