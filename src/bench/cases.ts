@@ -496,7 +496,14 @@ export async function caseNewConns(ctx: Ctx): Promise<Figure[]> {
       ctx,
       `new-conns run ${r + 1}`,
       async () => ({ tp: await testpmd(ctx, pcap), res: await newConnsRun(ctx, pcap, flows, false) }),
-      ({ tp, res }) => shareJudge(ctx, [tp.cpuShare, res.workerCpuShare], Math.max(tp.foreignCores, res.foreignCores)),
+      // Not the worker's share here: while it creates conns it first-touches fresh pages (hash key
+      // slots and buckets), and in this VM the host backing them stalls the vCPU, which shows as
+      // CPU the worker did not get although nothing else ran. So: testpmd's core, and other work.
+      ({ tp, res }) => {
+        const q = shareJudge(ctx, [tp.cpuShare], Math.max(tp.foreignCores, res.foreignCores));
+        const f = foreignJudge(ctx, res.foreignCores);
+        return { ok: q.ok && f.ok, score: q.score + f.score, why: `${q.why}; during the burst ${f.why}, worker ${pct0(res.workerCpuShare)} of its CPU` };
+      },
     );
     const { tp, res } = at.value;
     base.push(tp.pps);

@@ -195,6 +195,41 @@ async function main(): Promise<number> {
   const quiet = a.quick ? { maxLoad: a.maxLoad, loadAtStart: loadAvg(), waitedS: 0, reachedQuiet: loadAvg()[0] < a.maxLoad, note: `quick mode, no waiting; 1-minute load average ${loadAvg()[0].toFixed(2)} at start` } : await waitQuiet(a, log);
   const startedAt = new Date().toISOString();
   const results: CaseResult[] = [];
+  const suffix = a.quick ? '-quick' : a.cases.length && !a.merge ? `-${a.cases.join('+')}` : '';
+  const base = `${a.date}${suffix}`;
+  fs.mkdirSync(a.out, { recursive: true });
+  const jsonFile = path.join(a.out, `${base}.json`);
+  const svgName = `${base}-forwarding.svg`;
+  const prior: Suite | undefined = a.merge && fs.existsSync(jsonFile) ? (JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as Suite) : undefined;
+  // Written after every case, so an interrupted run keeps what it measured.
+  const save = (): Suite => {
+    let cases = results;
+    if (prior) {
+      const order = Object.keys(CASES);
+      const map = new Map(prior.cases.map((c) => [c.name, c]));
+      for (const r of results) map.set(r.name, r);
+      cases = [...map.values()].sort((x, y) => order.indexOf(x.name) - order.indexOf(y.name));
+    }
+    const suite: Suite = {
+      version: 1,
+      date: a.date,
+      startedAt: prior?.startedAt ?? startedAt,
+      finishedAt: new Date().toISOString(),
+      quick: a.quick,
+      runsPerCase: ctx.runs,
+      warmupS: ctx.warmupS,
+      measureS: ctx.measureS,
+      guard: { attempts: ctx.attempts, minShare: ctx.minShare, maxForeign: ctx.maxForeign },
+      machine,
+      quiet: prior ? { ...prior.quiet, note: `${prior.quiet.note}; re-run of ${a.cases.join(', ')}: ${quiet.note}` } : quiet,
+      cases,
+    };
+    suite.targets = evaluateTargets(suite);
+    fs.writeFileSync(jsonFile, JSON.stringify(suite, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2) + '\n');
+    fs.writeFileSync(path.join(a.out, svgName), forwardingSvg(suite));
+    fs.writeFileSync(path.join(a.out, `${base}.md`), markdown(suite, svgName));
+    return suite;
+  };
   let failed = 0;
   for (const name of names) {
     const c = CASES[name];
@@ -212,44 +247,13 @@ async function main(): Promise<number> {
     res.seconds = now() - t0;
     res.loadAfter = loadAvg();
     results.push(res);
+    save();
   }
   fs.rmSync(dir, { recursive: true, force: true });
-
-  const suffix = a.quick ? '-quick' : a.cases.length && !a.merge ? `-${a.cases.join('+')}` : '';
-  const base = `${a.date}${suffix}`;
-  fs.mkdirSync(a.out, { recursive: true });
-  const jsonFile = path.join(a.out, `${base}.json`);
-  let cases = results;
-  let prior: Suite | undefined;
-  if (a.merge && fs.existsSync(jsonFile)) {
-    prior = JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as Suite;
-    const order = Object.keys(CASES);
-    const map = new Map(prior.cases.map((c) => [c.name, c]));
-    for (const r of results) map.set(r.name, r);
-    cases = [...map.values()].sort((x, y) => order.indexOf(x.name) - order.indexOf(y.name));
-  }
-  const suite: Suite = {
-    version: 1,
-    date: a.date,
-    startedAt: prior?.startedAt ?? startedAt,
-    finishedAt: new Date().toISOString(),
-    quick: a.quick,
-    runsPerCase: ctx.runs,
-    warmupS: ctx.warmupS,
-    measureS: ctx.measureS,
-    guard: { attempts: ctx.attempts, minShare: ctx.minShare, maxForeign: ctx.maxForeign },
-    machine,
-    quiet: prior && a.merge ? { ...prior.quiet, note: `${prior.quiet.note}; re-run of ${a.cases.join(', ')}: ${quiet.note}` } : quiet,
-    cases,
-  };
-  suite.targets = evaluateTargets(suite);
-  const svgName = `${base}-forwarding.svg`;
-  fs.writeFileSync(jsonFile, JSON.stringify(suite, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2) + '\n');
-  fs.writeFileSync(path.join(a.out, svgName), forwardingSvg(suite));
-  fs.writeFileSync(path.join(a.out, `${base}.md`), markdown(suite, svgName));
+  const suite = save();
   log('');
   log('targets:');
-  for (const t of suite.targets) log(`  ${t.met === null ? 'n/a   ' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}${t.spread ? ` (${t.spread})` : ''}`);
+  for (const t of suite.targets ?? []) log(`  ${t.met === null ? 'n/a   ' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}${t.spread ? ` (${t.spread})` : ''}`);
   log(`results: ${path.relative(process.cwd(), jsonFile)}, ${base}.md, ${svgName}`);
   return failed > 0 ? 1 : 0;
 }
