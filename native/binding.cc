@@ -758,44 +758,87 @@ class DeleteWorker : public Napi::AsyncWorker {
   int64_t ret_ = 0;
 };
 
-// connsDelete({protocol, client, clientPort, vip, vipPort, real, realPort}): Promise<bigint>
-Napi::Value ConnsDelete(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  if (!CheckArgs(info, 1) || !info[0].IsObject()) {
-    if (!env.IsExceptionPending()) Napi::TypeError::New(env, "filter must be an object").ThrowAsJavaScriptException();
-    return env.Undefined();
+// Reads {protocol, client, clientPort, vip, vipPort, real, realPort} (addresses "" = any, ports
+// in host order, 0 = any) into a dp_conn_filter in network order. False with a JS exception.
+static bool ParseConnFilter(Napi::Env env, const Napi::Value &arg, dp_conn_filter *f) {
+  if (!arg.IsObject()) {
+    Napi::TypeError::New(env, "filter must be an object").ThrowAsJavaScriptException();
+    return false;
   }
-  Napi::Object o = info[0].As<Napi::Object>();
-  dp_conn_filter f;
-  memset(&f, 0, sizeof(f));
+  Napi::Object o = arg.As<Napi::Object>();
+  memset(f, 0, sizeof(*f));
   uint32_t v;
-  if (!GetU32(env, o, "protocol", 0, 255, &v, "filter.")) return env.Undefined();
-  f.proto = (uint8_t)v;
+  if (!GetU32(env, o, "protocol", 0, 255, &v, "filter.")) return false;
+  f->proto = (uint8_t)v;
   const char *addrs[] = {"client", "vip", "real"};
-  uint32_t *dst[] = {&f.caddr, &f.vaddr, &f.raddr};
+  uint32_t *dst[] = {&f->caddr, &f->vaddr, &f->raddr};
   for (int i = 0; i < 3; i++) {
     Napi::Value a = o.Get(addrs[i]);
     if (!a.IsString()) {
       Napi::TypeError::New(env, std::string("filter.") + addrs[i] + " must be a string").ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
     std::string s = a.As<Napi::String>().Utf8Value();
     struct in_addr ia;
     if (!s.empty()) {
       if (inet_pton(AF_INET, s.c_str(), &ia) != 1) {
         Napi::TypeError::New(env, std::string("filter.") + addrs[i] + " is not an IPv4 address").ThrowAsJavaScriptException();
-        return env.Undefined();
+        return false;
       }
       *dst[i] = ia.s_addr;
     }
   }
   const char *ports[] = {"clientPort", "vipPort", "realPort"};
-  uint16_t *pdst[] = {&f.cport, &f.vport, &f.rport};
+  uint16_t *pdst[] = {&f->cport, &f->vport, &f->rport};
   for (int i = 0; i < 3; i++) {
-    if (!GetU32(env, o, ports[i], 0, 65535, &v, "filter.")) return env.Undefined();
+    if (!GetU32(env, o, ports[i], 0, 65535, &v, "filter.")) return false;
     *pdst[i] = htons((uint16_t)v);
   }
+  return true;
+}
+
+// connsDelete({protocol, client, clientPort, vip, vipPort, real, realPort}): Promise<bigint>
+Napi::Value ConnsDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  dp_conn_filter f;
+  if (!CheckArgs(info, 1) || !ParseConnFilter(env, info[0], &f)) return env.Undefined();
   auto *w = new DeleteWorker(env, f);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+class GetConnWorker : public Napi::AsyncWorker {
+ public:
+  GetConnWorker(Napi::Env env, const dp_conn_filter &f)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), f_(f) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { ret_ = dp_conn_get(&f_, &out_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (ret_ < 0) {
+      deferred_.Reject(ErrnoError(env, ret_, ret_ == -ETIMEDOUT ? "worker did not answer in time" : "").Value());
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("buffer", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t *>(&out_), ret_ == 1 ? sizeof(out_) : 0));
+    o.Set("count", ret_);
+    deferred_.Resolve(o);
+  }
+ private:
+  Napi::Promise::Deferred deferred_;
+  dp_conn_filter f_;
+  struct dp_conn_info out_ {};
+  int ret_ = 0;
+};
+
+// connGet({protocol, client, clientPort, vip, vipPort, real: "", realPort: 0}): Promise<{buffer, count}>
+// The client-side key of one conn; count is 0 when no worker has it.
+Napi::Value ConnGet(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  dp_conn_filter f;
+  if (!CheckArgs(info, 1) || !ParseConnFilter(env, info[0], &f)) return env.Undefined();
+  auto *w = new GetConnWorker(env, f);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -842,6 +885,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventsDrain", Napi::Function::New(env, EventsDrain));
   exports.Set("connsDump", Napi::Function::New(env, ConnsDump));
   exports.Set("connsDelete", Napi::Function::New(env, ConnsDelete));
+  exports.Set("connGet", Napi::Function::New(env, ConnGet));
   exports.Set("nbWorkers", Napi::Function::New(env, NbWorkers));
   return exports;
 }

@@ -2,6 +2,7 @@
  * dp_events.c: conn events and the per-worker mailbox (see dp_events.h).
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 
 #define DP_MB_DUMP 1
 #define DP_MB_DELETE 2
+#define DP_MB_GET 3
 #define DP_MB_ENTRIES_PER_ROUND 4096
 
 atomic_bool dp_events_on;
@@ -125,6 +127,29 @@ dp_mailbox_serve(struct dp_worker *w)
 	void *data;
 	unsigned budget = DP_MB_ENTRIES_PER_ROUND;
 
+	if (mb->kind == DP_MB_GET) {
+		/* One exact lookup of the client-side key; ICMP keys carry the echo id twice. */
+		struct dp_conn_key k = {
+			.saddr = mb->filter.caddr, .daddr = mb->filter.vaddr,
+			.sport = mb->filter.cport,
+			.dport = mb->filter.proto == IPPROTO_ICMP ? mb->filter.cport : mb->filter.vport,
+			.proto = mb->filter.proto,
+		};
+		enum dp_side_id s;
+		mb->count = 0;
+		if (rte_hash_lookup_data(w->conns, &k, &data) >= 0) {
+			struct dp_conn *c = dp_conn_untag(data, &s);
+			if (s == DP_SIDE_CLIENT) {
+				dp_conn_info_fill(w, c, &mb->out[0]);
+				mb->out[0].type = DP_EV_SNAPSHOT;
+				mb->count = 1;
+			}
+		}
+		mb->walked_all = 1;
+		atomic_store_explicit(&mb->done, atomic_load_explicit(&mb->req, memory_order_relaxed),
+				      memory_order_release);
+		return;
+	}
 	while (budget-- > 0) {
 		if (mb->kind == DP_MB_DUMP && mb->count >= mb->max)
 			break;
@@ -236,4 +261,34 @@ dp_conns_delete(const struct dp_conn_filter *f)
 	}
 	pthread_mutex_unlock(&mb_lock);
 	return total;
+}
+
+int
+dp_conn_get(const struct dp_conn_filter *f, struct dp_conn_info *out)
+{
+	int ret = 0;
+
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&mb_lock);
+	/* The owner of a client-side key is whichever worker RSS gave the flow: ask each. */
+	for (unsigned i = 0; i < dp.nb_workers && ret == 0; i++) {
+		struct dp_worker *w = dp.workers[i];
+		if (!dp_mailbox_idle(w)) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		w->mb.kind = DP_MB_GET;
+		w->mb.filter = *f;
+		w->mb.out = out;
+		w->mb.count = 0;
+		w->mb.walked_all = 0;
+		int r = dp_mailbox_call(w);
+		if (r < 0)
+			ret = r;
+		else if (w->mb.count == 1)
+			ret = 1;
+	}
+	pthread_mutex_unlock(&mb_lock);
+	return ret;
 }

@@ -77,6 +77,12 @@ struct dp_conn_filter {
 };
 int64_t dp_conns_delete(const struct dp_conn_filter *f);
 
+/* Find the conn whose client-side key is (f->proto, f->caddr, f->cport,
+ * f->vaddr, f->vport; ports in network order, vport ignored for ICMP where
+ * cport is the echo id) on whichever worker owns it. Returns 1 and fills
+ * *out when found, 0 when no worker has it, -EBUSY/-ETIMEDOUT. */
+int dp_conn_get(const struct dp_conn_filter *f, struct dp_conn_info *out);
+
 unsigned dp_nb_workers(void);
 
 #ifdef __cplusplus

@@ -157,6 +157,8 @@ export interface Native {
   eventsDrain(max: number): { buffer: Buffer; count: number; dropped: bigint };
   connsDump(worker: number, cursor: number, max: number): Promise<{ buffer: Buffer; count: number; cursor: number; done: boolean }>;
   connsDelete(filter: NativeConnFilter): Promise<bigint>;
+  /** One conn by its client-side key (real/realPort ignored); count 0 = no worker has it. */
+  connGet(key: NativeConnFilter): Promise<{ buffer: Buffer; count: number }>;
   nbWorkers(): number;
 }
 

@@ -139,6 +139,9 @@ export interface ConnFilter {
   realPort: number;
 }
 
+/** A conn's client-side key: what GetConn looks it up by. */
+export type ConnKey = Pick<ConnFilter, 'protocol' | 'client' | 'clientPort' | 'vip' | 'vipPort'>;
+
 export function serviceKeyString(k: ServiceKey): string {
   return `${k.protocol}/${k.vip}:${k.port}`;
 }
@@ -574,6 +577,20 @@ export class Dataplane {
       return { conns: decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name)), cursor: r.cursor, done: r.done };
     } catch (e) {
       throw wrap(e, 'conn dump');
+    }
+  }
+
+  /**
+   * The conn whose client-side key is (protocol, client, clientPort, vip, vipPort): an exact
+   * lookup on each worker in turn. For ICMP clientPort is the echo id and vipPort is ignored.
+   */
+  async getConn(key: ConnKey): Promise<ConnView | undefined> {
+    this.requireRunning();
+    try {
+      const r = await this.native.connGet({ ...key, protocol: IPPROTO[key.protocol], real: '', realPort: 0 });
+      return r.count === 0 ? undefined : decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name))[0];
+    } catch (e) {
+      throw wrap(e, 'conn lookup');
     }
   }
 

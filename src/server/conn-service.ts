@@ -3,7 +3,7 @@
  * WatchConnEvents and GetEventStatus over the EventHub.
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import type { ConnView, Dataplane } from '../dataplane';
+import { DataplaneError, type ConnView, type Dataplane } from '../dataplane';
 import {
   ConnServiceService,
   type ConnServiceServer,
@@ -111,6 +111,17 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
       const q = v.listConns(req);
       const page = await listConnsPage(dp, q.query, q.pageSize, q.start);
       return { conns: page.conns.map(toConn), nextPageToken: page.next === undefined ? '' : v.encodePageToken(page.next, q.query) };
+    }),
+
+    getConn: unary(log, 'GetConn', async (req) => {
+      const key = v.getConn(req);
+      const c = await dp.getConn(key);
+      if (c === undefined) {
+        const vipPart = key.protocol === 'icmp' ? key.vip : `${key.vip}:${key.vipPort}`;
+        const id = key.protocol === 'icmp' ? ` echo id ${key.clientPort}` : `:${key.clientPort}`;
+        throw new DataplaneError('ENOENT', `no ${key.protocol} conn ${key.client}${id} -> ${vipPart}`);
+      }
+      return { conn: toConn(c) };
     }),
 
     deleteConns: unary(log, 'DeleteConns', async (req) => ({ deleted: await dp.deleteConns(v.deleteConns(req)) })),

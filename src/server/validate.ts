@@ -10,6 +10,7 @@ import type {
   AddressSpec,
   ConnEventType as DpEventType,
   ConnFilter as DpConnFilter,
+  ConnKey as DpConnKey,
   ConnView,
   LocalAddressSpec,
   NeighborSpec,
@@ -34,7 +35,7 @@ import type {
   UpdateVirtualServiceRequest,
   VirtualServiceKey,
 } from '../gen/retrace/v1/balancer';
-import type { ConnFilter, DeleteConnsRequest, ListConnsRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
+import type { ConnFilter, DeleteConnsRequest, GetConnRequest, ListConnsRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
 import type {
   CreateAddressRequest,
   CreateNeighborRequest,
@@ -315,6 +316,16 @@ export function listConns(req: ListConnsRequest): { query: ConnQuery; pageSize: 
 }
 
 /** DeleteConns: the dataplane filter ({} with all = true removes every conn). */
+export function getConn(req: GetConnRequest): DpConnKey {
+  const protocol = protocolFromProto(req.protocol, 'protocol');
+  const client = ipv4(req.client, 'client');
+  const clientPort = intIn(req.clientPort, 1, 65535, 'client_port');
+  const vip = ipv4(req.vip, 'vip');
+  if (protocol === 'icmp' && req.vipPort !== 0) throw new ValidationError('vip_port', `must be 0 for ICMP, got ${req.vipPort}`);
+  const vipPort = protocol === 'icmp' ? 0 : intIn(req.vipPort, 1, 65535, 'vip_port');
+  return { protocol, client, clientPort, vip, vipPort };
+}
+
 export function deleteConns(req: DeleteConnsRequest): Partial<DpConnFilter> {
   const f: Partial<DpConnFilter> = {};
   if (req.protocol !== undefined) f.protocol = protocolFromProto(req.protocol, 'protocol');

@@ -399,6 +399,32 @@ export interface ListConnsResponse {
 }
 
 /**
+ * GetConnRequest names one conn by its client-side tuple. Every field is
+ * required.
+ */
+export interface GetConnRequest {
+  /** Protocol; not PROTOCOL_UNSPECIFIED. */
+  protocol: Protocol;
+  /** Client address, dotted quad. */
+  client: string;
+  /** Client port (TCP, UDP) or echo identifier (ICMP), 1..65535. */
+  clientPort: number;
+  /**
+   * Virtual service address (or, for a local ICMP echo conn, the address
+   * that was pinged), dotted quad.
+   */
+  vip: string;
+  /** Virtual service port, 1..65535; must be 0 for PROTOCOL_ICMP. */
+  vipPort: number;
+}
+
+/** GetConnResponse holds the conn. */
+export interface GetConnResponse {
+  /** The conn as the worker lcore that owns it sees it now. */
+  conn: Conn | undefined;
+}
+
+/**
  * DeleteConnsRequest selects the conns to remove. Each set field must match
  * (AND); unset fields (0, "") match anything. Either at least one field is
  * set, or all is true and no field is set.
@@ -1513,6 +1539,214 @@ export const ListConnsResponse: MessageFns<ListConnsResponse> = {
     const message = createBaseListConnsResponse();
     message.conns = object.conns?.map((e) => Conn.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetConnRequest(): GetConnRequest {
+  return { protocol: 0, client: "", clientPort: 0, vip: "", vipPort: 0 };
+}
+
+export const GetConnRequest: MessageFns<GetConnRequest> = {
+  encode(message: GetConnRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.protocol !== 0) {
+      writer.uint32(8).int32(message.protocol);
+    }
+    if (message.client !== "") {
+      writer.uint32(18).string(message.client);
+    }
+    if (message.clientPort !== 0) {
+      writer.uint32(24).uint32(message.clientPort);
+    }
+    if (message.vip !== "") {
+      writer.uint32(34).string(message.vip);
+    }
+    if (message.vipPort !== 0) {
+      writer.uint32(40).uint32(message.vipPort);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetConnRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetConnRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.protocol = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.clientPort = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.vip = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.vipPort = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetConnRequest {
+    return {
+      protocol: isSet(object.protocol) ? protocolFromJSON(object.protocol) : 0,
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
+      clientPort: isSet(object.clientPort)
+        ? globalThis.Number(object.clientPort)
+        : isSet(object.client_port)
+        ? globalThis.Number(object.client_port)
+        : 0,
+      vip: isSet(object.vip) ? globalThis.String(object.vip) : "",
+      vipPort: isSet(object.vipPort)
+        ? globalThis.Number(object.vipPort)
+        : isSet(object.vip_port)
+        ? globalThis.Number(object.vip_port)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetConnRequest): unknown {
+    const obj: any = {};
+    if (message.protocol !== 0) {
+      obj.protocol = protocolToJSON(message.protocol);
+    }
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
+    if (message.clientPort !== 0) {
+      obj.clientPort = Math.round(message.clientPort);
+    }
+    if (message.vip !== "") {
+      obj.vip = message.vip;
+    }
+    if (message.vipPort !== 0) {
+      obj.vipPort = Math.round(message.vipPort);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetConnRequest>): GetConnRequest {
+    return GetConnRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetConnRequest>): GetConnRequest {
+    const message = createBaseGetConnRequest();
+    message.protocol = object.protocol ?? 0;
+    message.client = object.client ?? "";
+    message.clientPort = object.clientPort ?? 0;
+    message.vip = object.vip ?? "";
+    message.vipPort = object.vipPort ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetConnResponse(): GetConnResponse {
+  return { conn: undefined };
+}
+
+export const GetConnResponse: MessageFns<GetConnResponse> = {
+  encode(message: GetConnResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.conn !== undefined) {
+      Conn.encode(message.conn, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetConnResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetConnResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.conn = Conn.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetConnResponse {
+    return { conn: isSet(object.conn) ? Conn.fromJSON(object.conn) : undefined };
+  },
+
+  toJSON(message: GetConnResponse): unknown {
+    const obj: any = {};
+    if (message.conn !== undefined) {
+      obj.conn = Conn.toJSON(message.conn);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetConnResponse>): GetConnResponse {
+    return GetConnResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetConnResponse>): GetConnResponse {
+    const message = createBaseGetConnResponse();
+    message.conn = (object.conn !== undefined && object.conn !== null) ? Conn.fromPartial(object.conn) : undefined;
     return message;
   },
 };
@@ -3262,6 +3496,23 @@ export const ConnServiceService = {
     responseDeserialize: (value: Buffer): ListConnsResponse => ListConnsResponse.decode(value),
   },
   /**
+   * GetConn returns one conn by its client-side tuple (protocol, client,
+   * client_port, vip, vip_port): the key the dataplane itself looks it up by,
+   * asked of each worker lcore in turn (an exact lookup, not a walk).
+   * INVALID_ARGUMENT naming a missing or bad field; NOT_FOUND when no worker
+   * holds the conn (it never existed, expired or was deleted); UNAVAILABLE
+   * while the dataplane is not running. Read-only.
+   */
+  getConn: {
+    path: "/retrace.v1.ConnService/GetConn" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetConnRequest): Buffer => Buffer.from(GetConnRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetConnRequest => GetConnRequest.decode(value),
+    responseSerialize: (value: GetConnResponse): Buffer => Buffer.from(GetConnResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetConnResponse => GetConnResponse.decode(value),
+  },
+  /**
    * DeleteConns removes every conn that matches a filter, on every worker
    * lcore, and returns how many it removed. Each removed conn produces a
    * closed event. Packets of a removed flow that arrive later are handled as
@@ -3330,6 +3581,15 @@ export interface ConnServiceServer extends UntypedServiceImplementation {
    */
   listConns: handleUnaryCall<ListConnsRequest, ListConnsResponse>;
   /**
+   * GetConn returns one conn by its client-side tuple (protocol, client,
+   * client_port, vip, vip_port): the key the dataplane itself looks it up by,
+   * asked of each worker lcore in turn (an exact lookup, not a walk).
+   * INVALID_ARGUMENT naming a missing or bad field; NOT_FOUND when no worker
+   * holds the conn (it never existed, expired or was deleted); UNAVAILABLE
+   * while the dataplane is not running. Read-only.
+   */
+  getConn: handleUnaryCall<GetConnRequest, GetConnResponse>;
+  /**
    * DeleteConns removes every conn that matches a filter, on every worker
    * lcore, and returns how many it removed. Each removed conn produces a
    * closed event. Packets of a removed flow that arrive later are handled as
@@ -3382,6 +3642,29 @@ export interface ConnServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListConnsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * GetConn returns one conn by its client-side tuple (protocol, client,
+   * client_port, vip, vip_port): the key the dataplane itself looks it up by,
+   * asked of each worker lcore in turn (an exact lookup, not a walk).
+   * INVALID_ARGUMENT naming a missing or bad field; NOT_FOUND when no worker
+   * holds the conn (it never existed, expired or was deleted); UNAVAILABLE
+   * while the dataplane is not running. Read-only.
+   */
+  getConn(
+    request: GetConnRequest,
+    callback: (error: ServiceError | null, response: GetConnResponse) => void,
+  ): ClientUnaryCall;
+  getConn(
+    request: GetConnRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetConnResponse) => void,
+  ): ClientUnaryCall;
+  getConn(
+    request: GetConnRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetConnResponse) => void,
   ): ClientUnaryCall;
   /**
    * DeleteConns removes every conn that matches a filter, on every worker
