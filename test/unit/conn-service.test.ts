@@ -1,10 +1,10 @@
 /**
  * ConnService's pure parts: request validation (filters, page tokens, DeleteConns' empty-filter
- * rule, WatchConnEvents' forbidden combinations) and ListConns paging over a fake dataplane whose
+ * rule, GetConn's required tuple, WatchConnEvents' forbidden combinations) and ListConns paging over a fake dataplane whose
  * workers hand out their tables the way dumpConns does (a cursor after the last conn returned).
  */
 import type { ConnView } from '../../src/dataplane';
-import { ConnEventType, ConnState, DeleteConnsRequest, ListConnsRequest, WatchConnEventsRequest } from '../../src/gen/retrace/v1/conn';
+import { ConnEventType, ConnState, DeleteConnsRequest, GetConnRequest, ListConnsRequest, WatchConnEventsRequest } from '../../src/gen/retrace/v1/conn';
 import { Protocol } from '../../src/gen/retrace/v1/types';
 import { listConnsPage } from '../../src/server/conn-service';
 import { ValidationError } from '../../src/server/errors';
@@ -153,6 +153,38 @@ describe('DeleteConns validation', () => {
     invalid(() => v.deleteConns(DeleteConnsRequest.fromPartial({ protocol: Protocol.PROTOCOL_ICMP, realPort: 80 })), 'real_port');
     invalid(() => v.deleteConns(DeleteConnsRequest.fromPartial({ clientPort: 70000 })), 'client_port');
     invalid(() => v.deleteConns(DeleteConnsRequest.fromPartial({ real: '0.0.0.0' })), 'real');
+  });
+});
+
+describe('GetConn validation', () => {
+  const tcp = { protocol: Protocol.PROTOCOL_TCP, client: '198.18.2.2', clientPort: 40000, vip: '198.19.0.1', vipPort: 80 };
+  const icmp = { protocol: Protocol.PROTOCOL_ICMP, client: '198.18.2.2', clientPort: 4242, vip: '198.19.0.1', vipPort: 0 };
+  const req = (r: Parameters<typeof GetConnRequest.fromPartial>[0]) => v.getConn(GetConnRequest.fromPartial(r));
+
+  it('maps the tuple to the dataplane key, ICMP with its echo id and vip_port 0', () => {
+    expect(req(tcp)).toEqual({ protocol: 'tcp', client: '198.18.2.2', clientPort: 40000, vip: '198.19.0.1', vipPort: 80 });
+    expect(req({ ...tcp, protocol: Protocol.PROTOCOL_UDP, clientPort: 65535, vipPort: 1 })).toMatchObject({ protocol: 'udp', clientPort: 65535, vipPort: 1 });
+    expect(req(icmp)).toEqual({ protocol: 'icmp', client: '198.18.2.2', clientPort: 4242, vip: '198.19.0.1', vipPort: 0 });
+  });
+
+  it('requires every field', () => {
+    expect(() => req({})).toThrow(/^protocol: required/);
+    invalid(() => req({ ...tcp, client: '' }), 'client');
+    invalid(() => req({ ...tcp, clientPort: 0 }), 'client_port');
+    invalid(() => req({ ...tcp, vip: '' }), 'vip');
+    invalid(() => req({ ...tcp, vipPort: 0 }), 'vip_port');
+  });
+
+  it('names the bad field', () => {
+    invalid(() => req({ ...tcp, protocol: Protocol.PROTOCOL_UNSPECIFIED }), 'protocol');
+    invalid(() => req({ ...tcp, protocol: 99 as Protocol }), 'protocol');
+    invalid(() => req({ ...tcp, client: '198.18.2.256' }), 'client');
+    invalid(() => req({ ...tcp, client: '0.0.0.0' }), 'client');
+    invalid(() => req({ ...tcp, clientPort: 65536 }), 'client_port');
+    invalid(() => req({ ...icmp, clientPort: 0 }), 'client_port');
+    invalid(() => req({ ...tcp, vip: 'vip' }), 'vip');
+    invalid(() => req({ ...tcp, vipPort: 70000 }), 'vip_port');
+    expect(() => req({ ...icmp, vipPort: 80 })).toThrow('vip_port: must be 0 for ICMP, got 80');
   });
 });
 
