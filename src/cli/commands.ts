@@ -3,6 +3,7 @@
  *   services                     virtual services with reals, weights, active and total conns
  *   reals set SERVICE REAL...    replace a service's reals (SERVICE tcp/198.18.0.10:80, REAL 10.1.0.11:8080@2)
  *   conns                        conns (ConnService.ListConns), with filters
+ *   conns get PROTO CLIENT VIP   one conn by its client-side tuple (ConnService.GetConn)
  *   events                       conn events (ConnService.WatchConnEvents), one line each; --follow
  *   counters                     path counters per protocol × port, non-zero drops
  *   top                          live path counters with rates
@@ -14,7 +15,14 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { Real } from '../gen/retrace/v1/balancer';
 import { Config } from '../gen/retrace/v1/config';
-import { ConnEventType, type Conn, type ConnFilter, type WatchConnEventsRequest, type WatchConnEventsResponse } from '../gen/retrace/v1/conn';
+import {
+  ConnEventType,
+  type Conn,
+  type ConnFilter,
+  type GetConnRequest,
+  type WatchConnEventsRequest,
+  type WatchConnEventsResponse,
+} from '../gen/retrace/v1/conn';
 import { Protocol } from '../gen/retrace/v1/types';
 import { failure, serverAddress, serverOptions, UsageError, withApi, type ServerOptions } from './client';
 import { configToYaml, readConfigFile } from './config-file';
@@ -41,6 +49,35 @@ export function parseReal(s: string): { address: string; port: number; weight: n
   const m = new RegExp(`^(${IPV4})(?::([0-9]{1,5}))?(?:@([0-9]{1,5}))?$`).exec(s);
   if (!m) throw new UsageError(`bad real "${s}": expected ADDRESS:PORT[@WEIGHT] (10.1.0.11:8080@2)`);
   return { address: m[1], port: Number(m[2] ?? 0), weight: Number(m[3] ?? 1) };
+}
+
+/**
+ * The GetConn request for `conns get PROTO CLIENT:PORT VIP[:PORT]`: `tcp 198.18.2.2:40000
+ * 198.19.0.1:80`, `icmp 198.18.2.2:4242 198.19.0.1` (ICMP: the echo id in place of the client
+ * port, no VIP port). Ports 1..65535.
+ */
+export function parseConnTuple(proto: string, client: string, vip: string): GetConnRequest {
+  const protocol = PROTOCOLS[proto.toLowerCase()];
+  if (protocol === undefined) throw new UsageError(`bad protocol "${proto}": expected tcp, udp or icmp`);
+  const icmp = protocol === Protocol.PROTOCOL_ICMP;
+  const port = (s: string | undefined, what: string): number => {
+    const n = Number(s);
+    if (!/^[0-9]{1,5}$/.test(s ?? '') || n < 1 || n > 65535) throw new UsageError(`bad ${what} "${s}": must be 1..65535`);
+    return n;
+  };
+  const c = new RegExp(`^(${IPV4}):([0-9]+)$`).exec(client);
+  if (!c) throw new UsageError(`bad client "${client}": expected CLIENT:${icmp ? 'ECHO-ID' : 'PORT'} (198.18.2.2:${icmp ? '4242' : '40000'})`);
+  const v = new RegExp(`^(${IPV4})(?::([0-9]+))?$`).exec(vip);
+  if (!v) throw new UsageError(`bad vip "${vip}": expected ${icmp ? 'VIP (198.19.0.1)' : 'VIP:PORT (198.19.0.1:80)'}`);
+  if (icmp && v[2] !== undefined) throw new UsageError(`bad vip "${vip}": an ICMP conn has no vip port (give VIP alone)`);
+  if (!icmp && v[2] === undefined) throw new UsageError(`bad vip "${vip}": ${proto.toLowerCase()} needs a port (VIP:PORT)`);
+  return {
+    protocol,
+    client: c[1],
+    clientPort: port(c[2], icmp ? 'echo id' : 'client port'),
+    vip: v[1],
+    vipPort: icmp ? 0 : port(v[2], 'vip port'),
+  };
 }
 
 /** Wraps an action: prints `retrace: message` on failure and sets the exit code (1, or 2 for usage). */
@@ -109,8 +146,8 @@ export function addClientCommands(program: Command): void {
       }),
     );
 
-  serverOptions(program.command('conns'))
-    .description('list conns (ConnService.ListConns)')
+  const conns = serverOptions(program.command('conns'))
+    .description('list conns (ConnService.ListConns); `conns get` shows one')
     .option('-p, --protocol <proto>', 'tcp, udp or icmp')
     .option('--client <address>', 'client address', ipv4Arg)
     .option('--vip <address>', 'virtual service address', ipv4Arg)
@@ -138,6 +175,27 @@ export function addClientCommands(program: Command): void {
           } while (pageToken !== '' && (opts.limit === undefined || conns.length < opts.limit));
           const shown = opts.limit === undefined ? conns : conns.slice(0, opts.limit);
           out(opts.json ? JSON.stringify(shown, bigintJson, 2) : formatConns(shown));
+        });
+      }),
+    );
+
+  serverOptions(conns.command('get'))
+    .description('show one conn by its client-side tuple (ConnService.GetConn); NOT_FOUND if there is none')
+    .argument('<protocol>', 'tcp, udp or icmp')
+    .argument('<client>', 'CLIENT:PORT (ICMP: CLIENT:ECHO-ID), e.g. 198.18.2.2:40000')
+    .argument('<vip>', 'VIP:PORT (ICMP: VIP alone), e.g. 198.19.0.1:80')
+    .option('--json', 'print the conn as JSON')
+    .action(
+      action(async (proto: string, client: string, vip: string, _opts: unknown, cmd: Command) => {
+        // The parent `conns` shares --server, --config and --json: read them from either.
+        const opts = cmd.optsWithGlobals<ServerOptions & { json?: boolean; protocol?: string; client?: string; vip?: string; real?: string; limit?: number }>();
+        if (opts.protocol !== undefined || opts.client !== undefined || opts.vip !== undefined || opts.real !== undefined || opts.limit !== undefined) {
+          throw new UsageError('conns get: the list filters (--protocol, --client, --vip, --real, --limit) do not apply; give the tuple');
+        }
+        const req = parseConnTuple(proto, client, vip);
+        await withApi(opts, async (api) => {
+          const { conn } = await api.conn.getConn(req);
+          out(opts.json ? JSON.stringify(conn, bigintJson, 2) : formatConns(conn ? [conn] : []));
         });
       }),
     );

@@ -1,6 +1,6 @@
 /** The client CLI's pure parts: argument parsing, the strict config file reader, rendering. */
 import { UsageError, serverAddress } from '../../src/cli/client';
-import { parseReal, parseServiceKey } from '../../src/cli/commands';
+import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
 import { formatDiff, table } from '../../src/cli/format';
 import { renderTop } from '../../src/cli/top';
@@ -33,6 +33,42 @@ describe('parseServiceKey and parseReal', () => {
     expect(parseReal('10.1.0.11:8080')).toEqual({ address: '10.1.0.11', port: 8080, weight: 1 });
     expect(parseReal('10.1.0.11@0')).toEqual({ address: '10.1.0.11', port: 0, weight: 0 });
     expect(usage(() => parseReal('10.1.0.11:http'))).toMatch(/^bad real/);
+  });
+});
+
+describe('parseConnTuple (conns get)', () => {
+  it('reads PROTO CLIENT:PORT VIP:PORT, and icmp CLIENT:ECHO-ID VIP', () => {
+    expect(parseConnTuple('tcp', '198.18.2.2:40000', '198.19.0.1:80')).toEqual({
+      protocol: Protocol.PROTOCOL_TCP,
+      client: '198.18.2.2',
+      clientPort: 40000,
+      vip: '198.19.0.1',
+      vipPort: 80,
+    });
+    expect(parseConnTuple('UDP', '198.18.1.2:1', '198.19.0.1:65535')).toMatchObject({ protocol: Protocol.PROTOCOL_UDP, clientPort: 1, vipPort: 65535 });
+    expect(parseConnTuple('icmp', '198.18.2.2:4242', '198.19.0.1')).toEqual({
+      protocol: Protocol.PROTOCOL_ICMP,
+      client: '198.18.2.2',
+      clientPort: 4242,
+      vip: '198.19.0.1',
+      vipPort: 0,
+    });
+  });
+
+  it.each([
+    [['sctp', '1.2.3.4:5', '1.2.3.5:80'], /^bad protocol "sctp"/],
+    [['tcp', '1.2.3.4', '1.2.3.5:80'], /^bad client "1\.2\.3\.4": expected CLIENT:PORT/],
+    [['icmp', '1.2.3.4', '1.2.3.5'], /^bad client "1\.2\.3\.4": expected CLIENT:ECHO-ID/],
+    [['tcp', '1.2.3:5', '1.2.3.5:80'], /^bad client/],
+    [['tcp', '1.2.3.4:0', '1.2.3.5:80'], /^bad client port "0": must be 1\.\.65535/],
+    [['udp', '1.2.3.4:65536', '1.2.3.5:80'], /^bad client port "65536"/],
+    [['icmp', '1.2.3.4:0', '1.2.3.5'], /^bad echo id "0"/],
+    [['tcp', '1.2.3.4:5', '1.2.3.5'], /^bad vip "1\.2\.3\.5": tcp needs a port/],
+    [['tcp', '1.2.3.4:5', '1.2.3.5:0'], /^bad vip port "0"/],
+    [['icmp', '1.2.3.4:5', '1.2.3.5:80'], /^bad vip "1\.2\.3\.5:80": an ICMP conn has no vip port/],
+    [['udp', '1.2.3.4:5', 'vip:80'], /^bad vip "vip:80"/],
+  ])('rejects %j', (args, message) => {
+    expect(usage(() => parseConnTuple(args[0], args[1], args[2]))).toMatch(message);
   });
 });
 
