@@ -19,10 +19,29 @@
 #include <rte_jhash.h>
 #include <rte_malloc.h>
 #include <rte_mempool.h>
+#include <rte_prefetch.h>
 
 #include "dp_conn.h"
 #include "dp_internal.h"
 #include "dp_sched.h"
+
+static void
+dp_conn_rec_add(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
+{
+	struct dp_worker *w = arg;
+
+	(void)mp, (void)idx;
+	((struct dp_conn *)obj)->proto = 0; /* free */
+	w->conn_recs[w->nb_conn_recs++] = obj;
+}
+
+/* Every record goes back through here: proto 0 marks it free for the walks. */
+static inline void
+dp_conn_free(struct dp_worker *w, struct dp_conn *c)
+{
+	c->proto = 0;
+	rte_mempool_put(w->conn_pool, c);
+}
 
 int
 dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t errlen)
@@ -64,6 +83,23 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 		w->conns = NULL;
 		return -ENOMEM;
 	}
+	/*
+	 * The expiry walk and conn dumps go over the records, not the hash: rte_hash_iterate
+	 * skips empty slots without bound, so a mostly empty table of millions of slots would
+	 * cost a full scan per poll round. Walking the records costs the budget, not the size.
+	 */
+	w->conn_recs = rte_zmalloc_socket(name, sizeof(*w->conn_recs) * max_conns, 0, socket);
+	if (w->conn_recs == NULL) {
+		dp_set_err(err, errlen, "cannot create the conn index of worker %u (%u conns) "
+			   "(raise eal.memory_mb or lower dataplane.max_conns)", w->index, max_conns);
+		rte_mempool_free(w->conn_pool);
+		rte_hash_free(w->conns);
+		w->conn_pool = NULL;
+		w->conns = NULL;
+		return -ENOMEM;
+	}
+	w->nb_conn_recs = 0;
+	rte_mempool_obj_iter(w->conn_pool, dp_conn_rec_add, w);
 	return 0;
 }
 
@@ -88,6 +124,9 @@ dp_conn_table_free(struct dp_worker *w)
 	}
 	rte_mempool_free(w->conn_pool);
 	w->conn_pool = NULL;
+	rte_free(w->conn_recs);
+	w->conn_recs = NULL;
+	w->nb_conn_recs = 0;
 }
 
 uint64_t
@@ -172,7 +211,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	memset(c, 0, sizeof(*c));
 	c->lip = dp_lip_take(w, proto, &c->lport);
 	if (unlikely(c->lip == NULL)) {
-		rte_mempool_put(w->conn_pool, c);
+		dp_conn_free(w, c);
 		*drop = DP_DROP_no_lip_port;
 		return NULL;
 	}
@@ -196,6 +235,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 		rte_hash_del_key(w->conns, ck);
 		goto full;
 	}
+	w->conn_adds++;
 	atomic_fetch_add_explicit(&real->refs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->active, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->conns_total, 1, memory_order_relaxed);
@@ -207,7 +247,7 @@ full:
 		uint32_t p = c->lport;
 		rte_ring_enqueue_elem(c->lip->free_ports[w->index][proto], &p, sizeof(p));
 	}
-	rte_mempool_put(w->conn_pool, c);
+	dp_conn_free(w, c);
 	*drop = DP_DROP_conn_table_full;
 	return NULL;
 }
@@ -234,10 +274,11 @@ dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_
 	c->state = DP_TCP_ESTABLISHED;
 	c->created_tsc = c->last_tsc = w->now_tsc;
 	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0)) {
-		rte_mempool_put(w->conn_pool, c);
+		dp_conn_free(w, c);
 		*drop = DP_DROP_conn_table_full;
 		return NULL;
 	}
+	w->conn_adds++;
 	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
 	return c;
 }
@@ -255,11 +296,12 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 	struct dp_conn_key k;
 	uint32_t port = c->lport;
 
+	w->conn_gen++;
 	dp_conn_client_key(c, &k);
 	rte_hash_del_key(w->conns, &k);
 	if (c->flags & DP_CONN_F_LOCAL) {
 		atomic_fetch_sub_explicit(&w->nb_conns, 1, memory_order_relaxed);
-		rte_mempool_put(w->conn_pool, c);
+		dp_conn_free(w, c);
 		return;
 	}
 	dp_conn_server_key(c, &k);
@@ -269,28 +311,27 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 	if (atomic_fetch_sub_explicit(&c->real->refs, 1, memory_order_acq_rel) == 1)
 		rte_free(c->real); /* removed from its service while this conn lived */
 	atomic_fetch_sub_explicit(&w->nb_conns, 1, memory_order_relaxed);
-	rte_mempool_put(w->conn_pool, c);
+	dp_conn_free(w, c);
 }
 
 void
 dp_conn_expire_step(struct dp_worker *w, unsigned budget)
 {
 	const uint64_t hz = rte_get_tsc_hz();
-	const void *key;
-	void *data;
+	const uint32_t n = w->nb_conn_recs;
+	uint32_t i = w->expire_cursor;
 
-	for (unsigned i = 0; i < budget; i++) {
-		if (rte_hash_iterate(w->conns, &key, &data, &w->expire_cursor) < 0) {
-			w->expire_cursor = 0; /* wrapped: start the next pass */
-			return;
-		}
-		enum dp_side_id s;
-		struct dp_conn *c = dp_conn_untag(data, &s);
+	for (; budget > 0; budget--) {
+		struct dp_conn *c = w->conn_recs[i];
 
-		/* Each conn appears twice; judge it at its client key only. */
-		if (s != DP_SIDE_CLIENT)
+		if (++i == n)
+			i = 0;
+		/* Records are walked in memory order: fetch a few ahead. */
+		rte_prefetch0(w->conn_recs[i + 4 < n ? i + 4 : i]);
+		if (c->proto == 0)
 			continue;
 		if (w->now_tsc - c->last_tsc > (uint64_t)c->timeout_s * hz)
 			dp_conn_destroy(w, c);
 	}
+	w->expire_cursor = i;
 }

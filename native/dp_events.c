@@ -123,7 +123,6 @@ void
 dp_mailbox_serve(struct dp_worker *w)
 {
 	struct dp_mailbox *mb = &w->mb;
-	const void *key;
 	void *data;
 	unsigned budget = DP_MB_ENTRIES_PER_ROUND;
 
@@ -150,17 +149,17 @@ dp_mailbox_serve(struct dp_worker *w)
 				      memory_order_release);
 		return;
 	}
+	/* Over the records (cursor = record index), like the expiry walk: bounded work per round
+	 * however empty the table is, and every live record is exactly one conn. */
 	while (budget-- > 0) {
 		if (mb->kind == DP_MB_DUMP && mb->count >= mb->max)
 			break;
-		int32_t pos = rte_hash_iterate(w->conns, &key, &data, &mb->cursor);
-		if (pos < 0) {
+		if (mb->cursor >= w->nb_conn_recs) {
 			mb->walked_all = 1;
 			break;
 		}
-		enum dp_side_id s;
-		struct dp_conn *c = dp_conn_untag(data, &s);
-		if (s != DP_SIDE_CLIENT)
+		struct dp_conn *c = w->conn_recs[mb->cursor++];
+		if (c->proto == 0)
 			continue;
 		if (mb->kind == DP_MB_DUMP) {
 			dp_conn_info_fill(w, c, &mb->out[mb->count]);

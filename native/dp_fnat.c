@@ -14,7 +14,9 @@
 #include <netinet/in.h>
 
 #include <rte_byteorder.h>
+#include <rte_hash.h>
 #include <rte_ip.h>
+#include <rte_prefetch.h>
 
 #include "dp_csum.h"
 #include "dp_fnat.h"
@@ -70,26 +72,28 @@ dp_egress_port(const struct dp_side *to, enum dp_proto proto, uint32_t dst)
 	return dp_route_lookup(dst, &nh) == 0 ? nh->pidx : -1;
 }
 
-void
-dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
-		struct dp_l4 *l4)
+static inline void
+dp_fnat_key(struct dp_conn_key *k, const struct rte_ipv4_hdr *ip, const struct dp_l4 *l4, uint8_t ipproto)
+{
+	k->saddr = ip->src_addr;
+	k->daddr = ip->dst_addr;
+	k->sport = l4->sport;
+	k->dport = l4->dport;
+	k->proto = ipproto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+/* Forward with the conn the key k found (c, from), or c = NULL for none. */
+static void
+dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
+		     struct dp_l4 *l4, const struct dp_conn_key *kp, struct dp_conn *c, enum dp_side_id from)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
-	struct dp_conn_key k;
-	enum dp_side_id from;
+	const struct dp_conn_key k = *kp;
 	enum dp_drop why;
-	struct dp_conn *c;
 	bool fresh = false;
 
-	memset(&k, 0, sizeof(k));
-	k.saddr = ip->src_addr;
-	k.daddr = ip->dst_addr;
-	k.sport = l4->sport;
-	k.dport = l4->dport;
-	k.proto = ops->ipproto;
-
-	c = dp_conn_lookup(w, &k, &from);
 	if (c != NULL && (c->flags & DP_CONN_F_LOCAL)) {
 		ops->local(w, pidx, m, l4, c);
 		return;
@@ -178,6 +182,94 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
 
 	dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, m);
+}
+
+void
+dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
+		struct dp_l4 *l4)
+{
+	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *,
+								 sizeof(struct rte_ether_hdr));
+	struct dp_conn_key k;
+	enum dp_side_id from = DP_SIDE_CLIENT;
+
+	dp_fnat_key(&k, ip, l4, ops->ipproto);
+	struct dp_conn *c = dp_conn_lookup(w, &k, &from);
+	dp_fnat_forward_conn(w, pidx, m, ops, l4, &k, c, from);
+}
+
+/*
+ * The batch: parse every packet and build its key, look all keys up with one
+ * rte_hash_lookup_bulk_data per 64 (it computes the signatures and prefetches
+ * the buckets for the whole group, so the cache misses overlap instead of
+ * queueing), prefetch every conn record found, then forward in order.
+ *
+ * A result is only as good as the table it came from: forwarding packet i
+ * may remove a conn (a finished tuple reused, a fresh conn whose first packet
+ * could not leave), and a freed record may be handed out again at once. So
+ * after any removal (w->conn_gen moved) the remaining packets look up again.
+ * Misses are looked up again once a conn was created: an earlier packet of
+ * the batch may have created theirs.
+ */
+void
+dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
+{
+	struct dp_conn_key keys[RTE_HASH_LOOKUP_BULK_MAX];
+	const void *kptr[RTE_HASH_LOOKUP_BULK_MAX];
+	void *data[RTE_HASH_LOOKUP_BULK_MAX];
+	struct dp_l4 l4[RTE_HASH_LOOKUP_BULK_MAX];
+	struct rte_mbuf *ok[RTE_HASH_LOOKUP_BULK_MAX];
+	const struct dp_fnat_ops *ops[RTE_HASH_LOOKUP_BULK_MAX];
+
+	for (uint16_t base = 0; base < n; base += RTE_HASH_LOOKUP_BULK_MAX) {
+		uint16_t end = RTE_MIN(n, base + RTE_HASH_LOOKUP_BULK_MAX);
+		unsigned nk = 0;
+
+		for (uint16_t i = base; i < end; i++) {
+			struct rte_mbuf *m = pkts[i];
+			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
+									  sizeof(struct rte_ether_hdr));
+			const struct dp_fnat_ops *o = ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp;
+			enum dp_drop why = o->parse(m, ip, &l4[nk]);
+
+			if (unlikely(why != DP_DROP_MAX)) {
+				dp_drop(w, pidx, why, m);
+				continue;
+			}
+			dp_fnat_key(&keys[nk], ip, &l4[nk], o->ipproto);
+			kptr[nk] = &keys[nk];
+			ops[nk] = o;
+			ok[nk++] = m;
+		}
+		if (nk == 0)
+			continue;
+
+		uint64_t hits = 0;
+		rte_hash_lookup_bulk_data(w->conns, kptr, nk, &hits, data);
+		for (unsigned j = 0; j < nk; j++) {
+			if (hits & (1ull << j)) {
+				/* The record spans three lines; the forward path reads all of them. */
+				char *rec = (char *)((uintptr_t)data[j] & ~(uintptr_t)1);
+				rte_prefetch0(rec);
+				rte_prefetch0(rec + RTE_CACHE_LINE_SIZE);
+				rte_prefetch0(rec + 2 * RTE_CACHE_LINE_SIZE);
+			}
+		}
+
+		const uint32_t gen = w->conn_gen, adds = w->conn_adds;
+		for (unsigned j = 0; j < nk; j++) {
+			enum dp_side_id from = DP_SIDE_CLIENT;
+			struct dp_conn *c = NULL;
+
+			if (unlikely(w->conn_gen != gen))
+				c = dp_conn_lookup(w, &keys[j], &from);
+			else if (likely(hits & (1ull << j)))
+				c = dp_conn_untag(data[j], &from);
+			else if (w->conn_adds != adds)
+				c = dp_conn_lookup(w, &keys[j], &from);
+			dp_fnat_forward_conn(w, pidx, ok[j], ops[j], &l4[j], &keys[j], c, from);
+		}
+	}
 }
 
 void

@@ -74,7 +74,11 @@ struct dp_worker {
 	/* Conns (dp_conn.c). */
 	struct rte_hash *conns;
 	struct rte_mempool *conn_pool;
-	uint32_t expire_cursor;
+	struct dp_conn **conn_recs; /* every record of conn_pool, in memory order */
+	uint32_t nb_conn_recs;
+	uint32_t expire_cursor;     /* index into conn_recs */
+	uint32_t conn_gen;          /* bumped at every removal: voids bulk lookup results */
+	uint32_t conn_adds;         /* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;
 
 	/* Packets waiting for ARP (dp_xmit.c). */

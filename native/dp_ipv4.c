@@ -17,7 +17,7 @@
 #include "dp_internal.h"
 #include "dp_proto.h"
 
-void
+bool
 dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
 	const uint32_t l2 = sizeof(struct rte_ether_hdr);
@@ -27,31 +27,31 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 
 	if (unlikely(len < l2 + sizeof(struct rte_ipv4_hdr))) {
 		dp_drop(w, pidx, DP_DROP_ip_truncated, m);
-		return;
+		return false;
 	}
 	ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, l2);
 	if (unlikely((ip->version_ihl >> 4) != 4)) {
 		dp_drop(w, pidx, DP_DROP_ip_bad_version, m);
-		return;
+		return false;
 	}
 	ihl = (uint32_t)(ip->version_ihl & 0x0f) * 4;
 	if (unlikely(ihl < sizeof(struct rte_ipv4_hdr))) {
 		dp_drop(w, pidx, DP_DROP_ip_bad_ihl, m);
-		return;
+		return false;
 	}
 	total = rte_be_to_cpu_16(ip->total_length);
 	if (unlikely(total < ihl || l2 + total > len)) {
 		dp_drop(w, pidx, DP_DROP_ip_truncated, m);
-		return;
+		return false;
 	}
 	/* A correct header sums to 0xffff. */
 	if (unlikely(rte_raw_cksum(ip, ihl) != 0xffff)) {
 		dp_drop(w, pidx, DP_DROP_ip_bad_checksum, m);
-		return;
+		return false;
 	}
 	if (unlikely(ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))) {
 		dp_drop(w, pidx, DP_DROP_ip_fragment, m);
-		return;
+		return false;
 	}
 	/* Ethernet padding of short frames is not part of the packet. */
 	if (len > l2 + total)
@@ -62,18 +62,16 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 	switch (ip->next_proto_id) {
 	case IPPROTO_TCP:
 		w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++;
-		dp_fnat_input(w, pidx, m, &dp_fnat_tcp);
-		return;
+		return true;
 	case IPPROTO_UDP:
 		w->ctr->path[DP_PROTO_udp][pidx][DP_PATH_rx]++;
-		dp_fnat_input(w, pidx, m, &dp_fnat_udp);
-		return;
+		return true;
 	case IPPROTO_ICMP:
 		w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++;
 		dp_icmp_input(w, pidx, m);
-		return;
+		return false;
 	default:
 		dp_drop(w, pidx, DP_DROP_no_handler, m);
-		return;
+		return false;
 	}
 }

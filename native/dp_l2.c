@@ -13,50 +13,61 @@
 #include <rte_ether.h>
 #include <rte_prefetch.h>
 
+#include "dp_fnat.h"
 #include "dp_internal.h"
 #include "dp_proto.h"
 
 #define DP_PREFETCH_OFFSET 4
 
-static inline void
+/* Returns true when m is validated TCP or UDP over IPv4, left for the batch. */
+static inline bool
 dp_l2_one(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
 	const struct rte_ether_hdr *eh;
 
 	if (unlikely(rte_pktmbuf_data_len(m) < sizeof(struct rte_ether_hdr))) {
 		dp_drop(w, pidx, DP_DROP_eth_truncated, m);
-		return;
+		return false;
 	}
 	eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
 	if (unlikely(!rte_is_same_ether_addr(&eh->dst_addr, &dp.ports[pidx].mac) &&
 		     !rte_is_multicast_ether_addr(&eh->dst_addr))) {
 		/* Broadcast is a multicast address too. */
 		dp_drop(w, pidx, DP_DROP_not_for_us, m);
-		return;
+		return false;
 	}
 	switch (eh->ether_type) {
 	case RTE_BE16(RTE_ETHER_TYPE_IPV4):
-		dp_ipv4_input(w, pidx, m);
-		return;
+		return dp_ipv4_input(w, pidx, m);
 	case RTE_BE16(RTE_ETHER_TYPE_ARP):
 		dp_arp_input(w, pidx, m);
-		return;
+		return false;
 	default:
 		dp_drop(w, pidx, DP_DROP_unsupported_ethertype, m);
-		return;
+		return false;
 	}
 }
 
+/*
+ * Headers are checked packet by packet; TCP and UDP (the bulk of the traffic)
+ * are then forwarded as one batch so their conn lookups overlap (dp_fnat_burst).
+ * Other packets (ARP, ICMP, drops) are done at once: they may go ahead of TCP
+ * and UDP of the same burst, but never of their own flow.
+ */
 void
 dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
 {
-	uint16_t i;
+	struct rte_mbuf *l4[DP_MAX_BURST];
+	uint16_t i, nl4 = 0;
 
 	for (i = 0; i < n && i < DP_PREFETCH_OFFSET; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	for (i = 0; i < n; i++) {
 		if (i + DP_PREFETCH_OFFSET < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + DP_PREFETCH_OFFSET], void *));
-		dp_l2_one(w, pidx, pkts[i]);
+		if (dp_l2_one(w, pidx, pkts[i]))
+			l4[nl4++] = pkts[i];
 	}
+	if (nl4 != 0)
+		dp_fnat_burst(w, pidx, l4, nl4);
 }

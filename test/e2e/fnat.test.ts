@@ -515,7 +515,9 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
     const vip = labVip(50);
     const seed = 0xc0ffee;
     const COUNT = 40;
-    const base: Record<'tcp' | 'udp', number> = { tcp: 41000, udp: 42000 };
+    // Below the kernel's ephemeral range (32768-60999): a port the kernel gave an earlier
+    // connection of client-b may still be held (TIME_WAIT), and binding it fails EADDRINUSE.
+    const base: Record<'tcp' | 'udp', number> = { tcp: 21000, udp: 22000 };
 
     const addServices = async (): Promise<void> => {
       await sc.addService('tcp', vip, WHO, 'maglev', reals(WHO), seed);
