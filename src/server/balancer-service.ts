@@ -1,30 +1,52 @@
 import type { Dataplane, ServiceView } from '../dataplane';
-import type { LoadBalancerServiceServer, VirtualService } from '../gen/retrace/v1/balancer';
+import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
 import { protocolToProto, schedulerToProto } from './enums';
 import { unary } from './unary';
 import * as v from './validate';
 
+/** A service's traffic: the per-real packet and byte counters summed over its current reals. */
+export interface ServiceTraffic {
+  packetsToReals: bigint;
+  packetsFromReals: bigint;
+  bytesToReals: bigint;
+  bytesFromReals: bigint;
+}
+
+export function serviceTraffic(s: ServiceView): ServiceTraffic {
+  const t: ServiceTraffic = { packetsToReals: 0n, packetsFromReals: 0n, bytesToReals: 0n, bytesFromReals: 0n };
+  for (const r of s.reals) {
+    t.packetsToReals += r.packetsToReal;
+    t.packetsFromReals += r.packetsFromReal;
+    t.bytesToReals += r.bytesToReal;
+    t.bytesFromReals += r.bytesFromReal;
+  }
+  return t;
+}
+
 export function toVirtualService(s: ServiceView): VirtualService {
-  return {
+  return VirtualService.create({
     protocol: protocolToProto(s.protocol),
     vip: s.vip,
     port: s.port,
     scheduler: schedulerToProto(s.scheduler),
     seed: s.seed,
-    reals: s.reals.map((r) => ({
-      address: r.address,
-      port: r.port,
-      weight: r.weight,
-      activeConns: r.activeConns,
-      connsTotal: r.connsTotal,
-      packetsToReal: r.packetsToReal,
-      packetsFromReal: r.packetsFromReal,
-      bytesToReal: r.bytesToReal,
-      bytesFromReal: r.bytesFromReal,
-    })),
+    reals: s.reals.map((r) =>
+      Real.create({
+        address: r.address,
+        port: r.port,
+        weight: r.weight,
+        activeConns: r.activeConns,
+        connsTotal: r.connsTotal,
+        packetsToReal: r.packetsToReal,
+        packetsFromReal: r.packetsFromReal,
+        bytesToReal: r.bytesToReal,
+        bytesFromReal: r.bytesFromReal,
+      }),
+    ),
     connsTotal: s.connsTotal,
-  };
+    ...serviceTraffic(s),
+  });
 }
 
 export function balancerService(dp: Dataplane, log: Logger): LoadBalancerServiceServer {

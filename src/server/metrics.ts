@@ -12,6 +12,7 @@
  *   retrace_port_<stat>_total{port}               driver statistics (rx_packets, tx_bytes, ...)
  *   retrace_conns                                 conns in the conn tables
  *   retrace_virtual_services, retrace_service_reals{protocol,vip,vport}, retrace_service_conns_total{...}
+ *   retrace_service_{packets,bytes}_{to,from}_reals_total{...}   per-service traffic (sum over its reals)
  *   retrace_real_weight / _active_conns / _conns_total{protocol,vip,vport,real}
  *   retrace_real_{packets,bytes}_{to,from}_real_total{...}   per-real traffic
  *   retrace_conn_events_total, retrace_conn_events_lost_total{stage}, retrace_conn_event_streams
@@ -30,6 +31,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { CounterSnapshot, Dataplane, PortInfo, ServiceView } from '../dataplane';
 import { DESCRIPTOR_SET_BASE64 } from '../gen/descriptors';
 import type { Logger } from '../log';
+import { serviceTraffic, type ServiceTraffic } from './balancer-service';
 
 export interface MetricsSources {
   dp: Dataplane;
@@ -178,6 +180,21 @@ export function createMetricsRegistry(src: MetricsSources): Registry {
       perService((s) => this.inc(svcLabels(s), Number(s.connsTotal)));
     },
   });
+  // Per-service traffic: the per-real counters below summed over the service's current reals (the
+  // VirtualService fields packets_to_reals, ...). Removing a real takes its counts out of the sum.
+  for (const field of ['packetsToReals', 'packetsFromReals', 'bytesToReals', 'bytesFromReals'] as const satisfies readonly (keyof ServiceTraffic)[]) {
+    const [unit, dir] = field.startsWith('packets') ? ['Packets', field.slice(7)] : ['Bytes', field.slice(5)];
+    new Counter({
+      name: `retrace_service_${snake(field)}_total`,
+      help: `${unit} of a virtual service's conns forwarded ${dir === 'ToReals' ? 'toward its reals' : 'from its reals'}: the sum over its current reals, each counted since it was added (a removed real's counts leave the sum).`,
+      labelNames: ['protocol', 'vip', 'vport'],
+      registers,
+      collect() {
+        this.reset();
+        perService((s) => this.inc(svcLabels(s), Number(serviceTraffic(s)[field])));
+      },
+    });
+  }
   new Gauge({
     name: 'retrace_real_weight',
     help: 'Weight of a real in its virtual service (0 = drained: no new conns).',

@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import YAML from 'yaml';
-import { Real, type VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { ConfigDiff, ConfigServiceClient, type Config, type ResourceChanges } from '../../src/gen/retrace/v1/config';
 import { DropCounters, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
@@ -89,15 +89,8 @@ function probeFrames(): Buffer[] {
 }
 
 const real = (address: string, port: number, weight: number): Real => ({ ...Real.create(), address, port, weight });
-const service = (protocol: Protocol, port: number, scheduler: Scheduler, reals: Real[], seed = 0): VirtualService => ({
-  protocol,
-  vip: '198.18.0.10',
-  port,
-  scheduler,
-  seed,
-  reals,
-  connsTotal: 0n,
-});
+const service = (protocol: Protocol, port: number, scheduler: Scheduler, reals: Real[], seed = 0): VirtualService =>
+  VirtualService.create({ protocol, vip: '198.18.0.10', port, scheduler, seed, reals });
 
 /** The base document: one of every kind of resource, three services. */
 function doc(): Config {
@@ -418,6 +411,10 @@ ports:
       expect(value('retrace_real_weight', { protocol: 'tcp', vip: '198.18.0.10', vport: '80', real: '10.1.0.12:8080' })).toBe(2);
       expect(value('retrace_real_active_conns', { protocol: 'tcp', vip: '198.18.0.10', vport: '443', real: '10.1.0.13:8443' })).toBe(0);
       expect(types.get('retrace_real_conns_total')).toBe('counter');
+      for (const m of ['packets_to_reals', 'packets_from_reals', 'bytes_to_reals', 'bytes_from_reals']) {
+        expect([m, types.get(`retrace_service_${m}_total`)]).toEqual([m, 'counter']);
+        expect([m, value(`retrace_service_${m}_total`, { protocol: 'tcp', vip: '198.18.0.10', vport: '80' })]).toEqual([m, 0]);
+      }
       expect(value('retrace_conn_events_lost_total', { stage: 'dataplane_ring' })).toBe(0);
       expect(types.get('retrace_conn_events_total')).toBe('counter');
       expect(value('retrace_drained', {})).toBe(0);

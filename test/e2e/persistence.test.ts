@@ -6,22 +6,21 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ApplianceProcess } from '../../src/lab/appliance';
-import { Real } from '../../src/gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import type { Config } from '../../src/gen/retrace/v1/config';
 
 const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });
 
 function service(n: number) {
-  return {
+  return VirtualService.create({
     protocol: Protocol.PROTOCOL_TCP,
     vip: `198.19.${Math.floor(n / 250)}.${(n % 250) + 1}`,
     port: 80,
     scheduler: Scheduler.SCHEDULER_WRR,
     seed: 0,
     reals: [real('10.1.0.11', 8080, 1), real('10.1.0.12', 8080, 2), real('10.1.0.13', 8080, 3)],
-    connsTotal: 0n,
-  };
+  });
 }
 
 function baseConfig(services: number): Config {

@@ -1,5 +1,5 @@
 /** ConfigService's pure parts: document validation, the diff plan, folding and drain weights. No dataplane. */
-import { Real } from '../../src/gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import type { Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import {
@@ -28,24 +28,22 @@ function doc(): Config {
     neighbors: [{ address: '198.18.0.254', mac: '02:00:00:00:00:FE', port: 'uplink-a', static: false, ageSeconds: 0 }],
     localAddresses: [{ address: '10.1.0.1', port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }],
     virtualServices: [
-      {
+      VirtualService.create({
         protocol: Protocol.PROTOCOL_TCP,
         vip: '198.18.0.10',
         port: 80,
         scheduler: Scheduler.SCHEDULER_WRR,
         seed: 0,
         reals: [real('10.1.0.12', 8080, 1), real('10.1.0.11', 8080, 2)],
-        connsTotal: 0n,
-      },
-      {
+      }),
+      VirtualService.create({
         protocol: Protocol.PROTOCOL_UDP,
         vip: '198.18.0.10',
         port: 53,
         scheduler: Scheduler.SCHEDULER_MAGLEV,
         seed: 7,
         reals: [real('10.1.0.11', 53, 1)],
-        connsTotal: 0n,
-      },
+      }),
     ],
     symmetric: undefined,
     timeouts: undefined,

@@ -4,7 +4,7 @@
  */
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { DataplaneError, serviceKeyString, type Dataplane, type RealSpec, type ServiceKey, type ServiceSpec } from '../../src/dataplane';
-import { Real } from '../../src/gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { ConfigDiff, type Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { APPLIED_METADATA_KEY, ConfigManager } from '../../src/server/config-service';
@@ -94,15 +94,8 @@ class FakeDataplane {
 }
 
 const real = (address: string, port: number, weight: number): Real => ({ ...Real.create(), address, port, weight });
-const svc = (port: number, reals: Real[], scheduler = Scheduler.SCHEDULER_WRR) => ({
-  protocol: Protocol.PROTOCOL_TCP,
-  vip: '198.18.0.10',
-  port,
-  scheduler,
-  seed: 0,
-  reals,
-  connsTotal: 0n,
-});
+const svc = (port: number, reals: Real[], scheduler = Scheduler.SCHEDULER_WRR) =>
+  VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port, scheduler, seed: 0, reals });
 
 function doc(): Config {
   return {

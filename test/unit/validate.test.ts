@@ -1,5 +1,5 @@
 /** The request validators alone: no dataplane, no server. */
-import { Real } from '../../src/gen/retrace/v1/balancer';
+import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ValidationError } from '../../src/server/errors';
 import * as v from '../../src/server/validate';
@@ -87,7 +87,7 @@ describe('createRoute', () => {
 });
 
 describe('createVirtualService', () => {
-  const svc = { ...tcpKey, scheduler: Scheduler.SCHEDULER_WRR, seed: 7, reals: [], connsTotal: 0n };
+  const svc = VirtualService.create({ ...tcpKey, scheduler: Scheduler.SCHEDULER_WRR, seed: 7 });
 
   it('returns the dataplane spec', () => {
     expect(v.createVirtualService({ virtualService: svc })).toEqual({ protocol: 'tcp', vip: '198.18.0.10', port: 80, scheduler: 'wrr', seed: 7 });

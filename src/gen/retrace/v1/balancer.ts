@@ -69,6 +69,31 @@ export interface VirtualService {
    * it was created.
    */
   connsTotal: bigint;
+  /**
+   * Output only (ignored in requests): packets forwarded toward the reals
+   * (client to real): the sum of packets_to_real over the service's current
+   * reals, each counted since it was added. Not a service lifetime total: a
+   * real removed by SetReals takes its counts out of the sum, so the value
+   * can go down.
+   */
+  packetsToReals: bigint;
+  /**
+   * Output only (ignored in requests): packets forwarded from the reals (real
+   * to client): the sum of packets_from_real over the current reals, like
+   * packets_to_reals.
+   */
+  packetsFromReals: bigint;
+  /**
+   * Output only (ignored in requests): bytes toward the reals: the sum of
+   * bytes_to_real over the current reals (received frame lengths, Ethernet
+   * header included, FCS excluded), like packets_to_reals.
+   */
+  bytesToReals: bigint;
+  /**
+   * Output only (ignored in requests): bytes from the reals: the sum of
+   * bytes_from_real over the current reals, like packets_to_reals.
+   */
+  bytesFromReals: bigint;
 }
 
 /** Real is a backend server of a virtual service. */
@@ -116,7 +141,8 @@ export interface Real {
 export interface CreateVirtualServiceRequest {
   /**
    * The service. Required: protocol, vip, port (per protocol) and scheduler;
-   * reals must be empty; conns_total is ignored.
+   * reals must be empty; the output-only counters (conns_total, the
+   * packet and byte totals) are ignored.
    */
   virtualService: VirtualService | undefined;
 }
@@ -411,7 +437,19 @@ export const VirtualServiceKey: MessageFns<VirtualServiceKey> = {
 };
 
 function createBaseVirtualService(): VirtualService {
-  return { protocol: 0, vip: "", port: 0, scheduler: 0, seed: 0, reals: [], connsTotal: 0n };
+  return {
+    protocol: 0,
+    vip: "",
+    port: 0,
+    scheduler: 0,
+    seed: 0,
+    reals: [],
+    connsTotal: 0n,
+    packetsToReals: 0n,
+    packetsFromReals: 0n,
+    bytesToReals: 0n,
+    bytesFromReals: 0n,
+  };
 }
 
 export const VirtualService: MessageFns<VirtualService> = {
@@ -439,6 +477,30 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.connsTotal of type uint64 too large");
       }
       writer.uint32(56).uint64(message.connsTotal);
+    }
+    if (message.packetsToReals !== 0n) {
+      if (BigInt.asUintN(64, message.packetsToReals) !== message.packetsToReals) {
+        throw new globalThis.Error("value provided for field message.packetsToReals of type uint64 too large");
+      }
+      writer.uint32(64).uint64(message.packetsToReals);
+    }
+    if (message.packetsFromReals !== 0n) {
+      if (BigInt.asUintN(64, message.packetsFromReals) !== message.packetsFromReals) {
+        throw new globalThis.Error("value provided for field message.packetsFromReals of type uint64 too large");
+      }
+      writer.uint32(72).uint64(message.packetsFromReals);
+    }
+    if (message.bytesToReals !== 0n) {
+      if (BigInt.asUintN(64, message.bytesToReals) !== message.bytesToReals) {
+        throw new globalThis.Error("value provided for field message.bytesToReals of type uint64 too large");
+      }
+      writer.uint32(80).uint64(message.bytesToReals);
+    }
+    if (message.bytesFromReals !== 0n) {
+      if (BigInt.asUintN(64, message.bytesFromReals) !== message.bytesFromReals) {
+        throw new globalThis.Error("value provided for field message.bytesFromReals of type uint64 too large");
+      }
+      writer.uint32(88).uint64(message.bytesFromReals);
     }
     return writer;
   },
@@ -512,6 +574,38 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.connsTotal = reader.uint64() as bigint;
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.packetsToReals = reader.uint64() as bigint;
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.packetsFromReals = reader.uint64() as bigint;
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.bytesToReals = reader.uint64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.bytesFromReals = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -536,6 +630,26 @@ export const VirtualService: MessageFns<VirtualService> = {
         ? BigInt(object.connsTotal)
         : isSet(object.conns_total)
         ? BigInt(object.conns_total)
+        : 0n,
+      packetsToReals: isSet(object.packetsToReals)
+        ? BigInt(object.packetsToReals)
+        : isSet(object.packets_to_reals)
+        ? BigInt(object.packets_to_reals)
+        : 0n,
+      packetsFromReals: isSet(object.packetsFromReals)
+        ? BigInt(object.packetsFromReals)
+        : isSet(object.packets_from_reals)
+        ? BigInt(object.packets_from_reals)
+        : 0n,
+      bytesToReals: isSet(object.bytesToReals)
+        ? BigInt(object.bytesToReals)
+        : isSet(object.bytes_to_reals)
+        ? BigInt(object.bytes_to_reals)
+        : 0n,
+      bytesFromReals: isSet(object.bytesFromReals)
+        ? BigInt(object.bytesFromReals)
+        : isSet(object.bytes_from_reals)
+        ? BigInt(object.bytes_from_reals)
         : 0n,
     };
   },
@@ -563,6 +677,18 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.connsTotal !== 0n) {
       obj.connsTotal = message.connsTotal.toString();
     }
+    if (message.packetsToReals !== 0n) {
+      obj.packetsToReals = message.packetsToReals.toString();
+    }
+    if (message.packetsFromReals !== 0n) {
+      obj.packetsFromReals = message.packetsFromReals.toString();
+    }
+    if (message.bytesToReals !== 0n) {
+      obj.bytesToReals = message.bytesToReals.toString();
+    }
+    if (message.bytesFromReals !== 0n) {
+      obj.bytesFromReals = message.bytesFromReals.toString();
+    }
     return obj;
   },
 
@@ -579,6 +705,18 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.reals = object.reals?.map((e) => Real.fromPartial(e)) || [];
     message.connsTotal = (object.connsTotal !== undefined && object.connsTotal !== null)
       ? BigInt(object.connsTotal)
+      : 0n;
+    message.packetsToReals = (object.packetsToReals !== undefined && object.packetsToReals !== null)
+      ? BigInt(object.packetsToReals)
+      : 0n;
+    message.packetsFromReals = (object.packetsFromReals !== undefined && object.packetsFromReals !== null)
+      ? BigInt(object.packetsFromReals)
+      : 0n;
+    message.bytesToReals = (object.bytesToReals !== undefined && object.bytesToReals !== null)
+      ? BigInt(object.bytesToReals)
+      : 0n;
+    message.bytesFromReals = (object.bytesFromReals !== undefined && object.bytesFromReals !== null)
+      ? BigInt(object.bytesFromReals)
       : 0n;
     return message;
   },
