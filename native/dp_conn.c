@@ -74,7 +74,9 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	}
 	snprintf(name, sizeof(name), "rt_cpool%u_%d", w->index, getpid() % 100000);
 	w->conn_pool = rte_mempool_create(name, max_conns, sizeof(struct dp_conn), 0, 0, NULL, NULL,
-					  NULL, NULL, socket, MEMPOOL_F_SP_PUT | MEMPOOL_F_SC_GET);
+					  NULL, NULL, socket,
+					  RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET | RTE_MEMPOOL_F_NO_CACHE_ALIGN |
+						  RTE_MEMPOOL_F_NO_SPREAD);
 	if (w->conn_pool == NULL) {
 		dp_set_err(err, errlen, "cannot create the conn pool of worker %u (%u conns): %s "
 			   "(raise eal.memory_mb or lower dataplane.max_conns)",
@@ -315,11 +317,29 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 }
 
 void
-dp_conn_expire_step(struct dp_worker *w, unsigned budget)
+dp_conn_expire_step(struct dp_worker *w)
 {
+	const uint64_t pass_tsc = rte_get_tsc_hz() * DP_EXPIRE_PASS_S;
 	const uint64_t hz = rte_get_tsc_hz();
 	const uint32_t n = w->nb_conn_recs;
+	uint64_t dt = w->now_tsc - w->expire_tsc;
 	uint32_t i = w->expire_cursor;
+	unsigned budget;
+
+	/*
+	 * Paced by time, not by rounds: the whole pool is examined once per DP_EXPIRE_PASS_S
+	 * whatever the poll rate, so a busy worker (many rounds a second) does not spend its
+	 * cycles re-reading records, and an idle one still expires on time. The credit counts
+	 * record x TSC cycles.
+	 */
+	if (dt > pass_tsc)
+		dt = pass_tsc;
+	w->expire_tsc = w->now_tsc;
+	w->expire_credit += dt * n;
+	budget = (unsigned)RTE_MIN(w->expire_credit / pass_tsc, (uint64_t)DP_EXPIRE_MAX_STEP);
+	w->expire_credit -= (uint64_t)budget * pass_tsc;
+	if (w->expire_credit > pass_tsc * DP_EXPIRE_MAX_STEP)
+		w->expire_credit = 0; /* behind by more than a step: never save up a burst */
 
 	for (; budget > 0; budget--) {
 		struct dp_conn *c = w->conn_recs[i];

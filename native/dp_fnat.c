@@ -154,16 +154,17 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 
 	uint8_t prev_state = c->state;
 	c->timeout_s = ops->update(c, from, l4);
-	if (fresh)
-		dp_event_emit(w, c, DP_EV_CREATED, 0);
-	else if (c->state != prev_state)
-		dp_event_emit(w, c, DP_EV_STATE, 0);
 	c->last_tsc = w->now_tsc;
 	uint32_t len = rte_pktmbuf_pkt_len(m);
 	c->pkts[from]++;
 	c->bytes[from] += len;
 	c->real->stats[w->index].pkts[from]++;
 	c->real->stats[w->index].bytes[from] += len;
+	/* After the counting: an event shows the conn with this packet in it. */
+	if (fresh)
+		dp_event_emit(w, c, DP_EV_CREATED, 0);
+	else if (c->state != prev_state)
+		dp_event_emit(w, c, DP_EV_STATE, 0);
 
 	uint32_t nsrc;
 	uint16_t nsport, ndport;

@@ -136,6 +136,7 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 		rte_pktmbuf_free(m);
 		return;
 	}
+	bool created = false;
 	if (c == NULL) {
 		struct dp_conn_key k = {
 			.saddr = ip->src_addr, .daddr = ip->dst_addr,
@@ -149,7 +150,7 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 			return;
 		}
 		dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp);
-		dp_event_emit(w, c, DP_EV_CREATED, 0);
+		created = true;
 	} else if (dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp)) {
 		dp_event_emit(w, c, DP_EV_PATH, DP_SIDE_CLIENT);
 	}
@@ -159,6 +160,8 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	c->bytes[DP_SIDE_CLIENT] += rte_pktmbuf_pkt_len(m);
 	c->pkts[DP_SIDE_SERVER]++; /* our reply */
 	c->bytes[DP_SIDE_SERVER] += rte_pktmbuf_pkt_len(m);
+	if (created) /* after the counting: the event shows this exchange */
+		dp_event_emit(w, c, DP_EV_CREATED, 0);
 
 	/* The reply is the request turned around. */
 	uint16_t oldw = *(uint16_t *)ic;

@@ -77,6 +77,8 @@ struct dp_worker {
 	struct dp_conn **conn_recs; /* every record of conn_pool, in memory order */
 	uint32_t nb_conn_recs;
 	uint32_t expire_cursor;     /* index into conn_recs */
+	uint64_t expire_tsc;        /* last expiry step */
+	uint64_t expire_credit;     /* records x TSC cycles owed to the walk */
 	uint32_t conn_gen;          /* bumped at every removal: voids bulk lookup results */
 	uint32_t conn_adds;         /* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;

@@ -29,7 +29,6 @@
 #include "dp_tables.h"
 #include "dp_xmit.h"
 
-#define DP_EXPIRE_BUDGET 64 /* conn table entries examined per poll round */
 
 /* Packets other workers handed over (their conn is ours): already
  * validated and counted at rx, so straight into the FNAT engine. */
@@ -62,7 +61,7 @@ dp_worker_housekeep(struct dp_worker *w, uint16_t nb_ports, unsigned nb_workers)
 		got += dp_worker_redirected(w);
 	if (unlikely(w->nb_held != 0))
 		dp_xmit_hold_poll(w);
-	dp_conn_expire_step(w, DP_EXPIRE_BUDGET);
+	dp_conn_expire_step(w);
 	if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
 		     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))
 		dp_mailbox_serve(w);

@@ -5,24 +5,27 @@
  *
  * - an mbuf is a 2368-byte mempool object: 64 header + 128 struct rte_mbuf + 128 headroom + 2048
  *   data room (retrace and testpmd both use 2176-byte buffers);
- * - a conn record (struct dp_conn: 136 bytes of fields, __rte_cache_aligned to 192) is a 320-byte
- *   mempool object: 64 header + 192 + 64 of padding rte_mempool adds so that consecutive objects
- *   start on different memory channels (the pool is created without MEMPOOL_F_NO_SPREAD);
+ * - a conn record (struct dp_conn: 136 bytes, not cache aligned) is a 160-byte mempool object: 24
+ *   header + 136 (the pool is created with RTE_MEMPOOL_F_NO_CACHE_ALIGN and _NO_SPREAD, so there is
+ *   no alignment and no channel-spreading padding);
  * - without hugepages (eal.hugepages false, --no-huge, what both sides run with here) and without
  *   PCI, rte_mempool_populate_default keeps every object inside one 4 KiB page (the pools do not
- *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 12 conn records per
- *   page, 341 bytes each. With hugepages they pack at 2368 and 320 bytes;
+ *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 25 conn records per
+ *   page, 163.84 bytes each. With hugepages they pack at 2368 and 160 bytes;
  * - the conn hash (rte_hash, 16-byte keys, entries = 2 × max_conns because each conn is hashed
  *   under its client and its server tuple) has a 32-byte key slot per entry (+1), 64-byte buckets
- *   of 8 entries over the next power of two of the entries, and a free-slot ring of 4 bytes over the
- *   next power of two; the record pool has a ring of 8-byte pointers over the next power of two;
+ *   of 8 entries over the next power of two of the entries, as many again for the extendable
+ *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
+ *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
+ *   pointers over the next power of two, and the worker an 8-byte index of every record (the
+ *   expiry walk);
  * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB).
  */
 
 export const PAGE = 4096;
 export const MBUF_OBJ_BYTES = 2368;
-export const CONN_OBJ_BYTES = 320;
-export const CONN_STRUCT_BYTES = 192;
+export const CONN_OBJ_BYTES = 160;
+export const CONN_STRUCT_BYTES = 136;
 export const HASH_KEY_SLOT_BYTES = 32;
 export const HASH_BUCKET_BYTES = 64;
 export const HASH_BUCKET_ENTRIES = 8;
@@ -51,6 +54,8 @@ export interface ConnTableBytes {
   hashBuckets: number;
   hashKeys: number;
   hashFreeRing: number;
+  hashExtBuckets: number;
+  recordIndex: number;
   total: number;
   /** total / maxConns */
   perConn: number;
@@ -64,8 +69,11 @@ export function connTableBytes(maxConns: number): ConnTableBytes {
   const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
   const hashKeys = HASH_KEY_SLOT_BYTES * (entries + 1);
   const hashFreeRing = 4 * pow2ceil(entries + 1);
-  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing;
-  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, total, perConn: total / maxConns };
+  const nbBuckets = pow2ceil(entries) / HASH_BUCKET_ENTRIES;
+  const hashExtBuckets = nbBuckets * HASH_BUCKET_BYTES + 4 * pow2ceil(nbBuckets + 1);
+  const recordIndex = 8 * maxConns;
+  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex;
+  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, total, perConn: total / maxConns };
 }
 
 /** LIPs needed for `conns` conns of one protocol on one worker (64512 source ports each). */
