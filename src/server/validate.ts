@@ -319,7 +319,8 @@ export function listConns(req: ListConnsRequest): { query: ConnQuery; pageSize: 
 export function getConn(req: GetConnRequest): DpConnKey {
   const protocol = protocolFromProto(req.protocol, 'protocol');
   const client = ipv4(req.client, 'client');
-  const clientPort = intIn(req.clientPort, 1, 65535, 'client_port');
+  // Echo id 0 is legal on the wire; a port 0 is not.
+  const clientPort = intIn(req.clientPort, protocol === 'icmp' ? 0 : 1, 65535, 'client_port');
   const vip = ipv4(req.vip, 'vip');
   if (protocol === 'icmp' && req.vipPort !== 0) throw new ValidationError('vip_port', `must be 0 for ICMP, got ${req.vipPort}`);
   const vipPort = protocol === 'icmp' ? 0 : intIn(req.vipPort, 1, 65535, 'vip_port');

@@ -165,6 +165,8 @@ describe('GetConn validation', () => {
     expect(req(tcp)).toEqual({ protocol: 'tcp', client: '198.18.2.2', clientPort: 40000, vip: '198.19.0.1', vipPort: 80 });
     expect(req({ ...tcp, protocol: Protocol.PROTOCOL_UDP, clientPort: 65535, vipPort: 1 })).toMatchObject({ protocol: 'udp', clientPort: 65535, vipPort: 1 });
     expect(req(icmp)).toEqual({ protocol: 'icmp', client: '198.18.2.2', clientPort: 4242, vip: '198.19.0.1', vipPort: 0 });
+    // Echo id 0 is a legal id on the wire (ping -e 0): an exact key, not "any".
+    expect(req({ ...icmp, clientPort: 0 })).toMatchObject({ protocol: 'icmp', clientPort: 0 });
   });
 
   it('requires every field', () => {
@@ -181,7 +183,7 @@ describe('GetConn validation', () => {
     invalid(() => req({ ...tcp, client: '198.18.2.256' }), 'client');
     invalid(() => req({ ...tcp, client: '0.0.0.0' }), 'client');
     invalid(() => req({ ...tcp, clientPort: 65536 }), 'client_port');
-    invalid(() => req({ ...icmp, clientPort: 0 }), 'client_port');
+    invalid(() => req({ ...icmp, clientPort: 65536 }), 'client_port');
     invalid(() => req({ ...tcp, vip: 'vip' }), 'vip');
     invalid(() => req({ ...tcp, vipPort: 70000 }), 'vip_port');
     expect(() => req({ ...icmp, vipPort: 80 })).toThrow('vip_port: must be 0 for ICMP, got 80');

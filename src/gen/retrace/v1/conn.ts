@@ -407,7 +407,7 @@ export interface GetConnRequest {
   protocol: Protocol;
   /** Client address, dotted quad. */
   client: string;
-  /** Client port (TCP, UDP) or echo identifier (ICMP), 1..65535. */
+  /** Client port (TCP, UDP), 1..65535, or echo identifier (ICMP), 0..65535. */
   clientPort: number;
   /**
    * Virtual service address (or, for a local ICMP echo conn, the address
