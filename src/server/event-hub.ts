@@ -280,8 +280,14 @@ class Subscriber {
           continue;
         }
       } else {
-        const item = this.queue.shift();
-        if (item === undefined) return;
+        let item = this.queue.shift();
+        if (item === undefined) {
+          // Caught up after a loss: report it now rather than with the next matching event,
+          // which may never come (a burst that ends, a filter that rarely matches).
+          if (this.pending === undefined) return;
+          item = this.pending;
+          this.pending = undefined;
+        }
         if (isEntry(item)) this.queued--;
         msg = isEntry(item) ? item.bytes : encodeLost(item.source, item.count, item.firstSeq, item.lastSeq);
       }

@@ -239,6 +239,21 @@ describe('EventHub', () => {
       expect(sink.seqs.at(-1)).toBe(153n);
     });
 
+    it('reports a loss as soon as it has caught up, without waiting for another event', () => {
+      const sink = new FakeSink();
+      subscribe(sink);
+      sink.paused = true;
+      source.produce(40);
+      settle();
+      sink.resume();
+      settle();
+      // Nothing more is produced: the last thing the stream gets is the notice for 23 events.
+      const { events, lost } = checkGapsMatchLoss(sink.got);
+      expect(events).toBe(17);
+      expect(lost).toBe(23n);
+      expect(sink.got.at(-1)?.lost).toMatchObject({ count: 23n, firstSeq: 18n, lastSeq: 40n });
+    });
+
     it('writes on drain only: nothing while the transport pushes back, everything after', () => {
       const sink = new FakeSink();
       subscribe(sink);
