@@ -437,11 +437,15 @@ describe('ConnService in the lab', () => {
     it('drops what its queue cannot hold and reports exactly that, gap by gap', async () => {
       // Its own HTTP/2 connection: a paused stream holds back its connection's shared window.
       slowClient = new ConnServiceClient(sc.app.address, grpc.credentials.createInsecure(), { 'retrace.test.connection': 'slow' });
+      const idsBefore = new Set((await status()).subscribers!.streams.map((s) => s.id));
       const slow = watch({ follow: true }, slowClient);
       slow.call.pause();
+      // The slow stream's id: the one stream that is new now.
+      const withSlow = await until('the slow stream', status, (s) => s.subscribers!.streams.some((x) => !idsBefore.has(x.id)));
+      const slowId = withSlow.subscribers!.streams.find((x) => !idsBefore.has(x.id))!.id;
       // A second stream, read as fast as it comes (16 is small for bursts: it may lose some too).
       const other = watch({ follow: true });
-      await until('two streams', status, (s) => s.subscribers?.streams.length === 2);
+      await until('two streams', status, (s) => s.subscribers?.streams.length === idsBefore.size + 2);
       const rss0 = rssKb();
 
       const r = await sc.lab.tcpEcho('client-b', vip, 80, { conns: 400, bytes: 100, concurrency: 40 });
@@ -449,11 +453,16 @@ describe('ConnService in the lab', () => {
       const seenPaused = await settled();
       expect(seenPaused).toBeGreaterThanOrEqual(400n * 5n);
       const paused = await status();
-      const slowSt = paused.subscribers!.streams.find((s) => s.blocked)!;
+      // How much the transport
+      // took before pushing back (HTTP/2 windows, socket buffers) depends on the host's load, so
+      // neither `blocked` at this instant nor the share lost is fixed; what is: the queue never
+      // held more than 16, it lost events, and every event is sent, queued or counted lost.
+      const slowSt = paused.subscribers!.streams.find((x) => x.id === slowId)!;
       expect(slowSt).toBeDefined();
       expect(slowSt.queueLength).toBeLessThanOrEqual(16);
       expect(slowSt.queuePeak).toBeLessThanOrEqual(16);
-      expect(slowSt.lost).toBeGreaterThan(seenPaused / 2n);
+      expect(slowSt.lost).toBeGreaterThan(0n);
+      expect(slowSt.sent + slowSt.lost + BigInt(slowSt.queueLength)).toBeGreaterThanOrEqual(seenPaused);
       expect(paused.subscribers!.bufferCapacity).toBe(16);
       expect(rssKb() - rss0).toBeLessThan(64 * 1024);
       expect(slow.msgs).toEqual([]);
