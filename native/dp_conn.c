@@ -108,22 +108,15 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 void
 dp_conn_table_free(struct dp_worker *w)
 {
-	if (w->conns != NULL) {
-		const void *key;
-		void *data;
-		uint32_t it = 0;
-
-		/* Give back references held by conns still alive at stop. */
-		while (rte_hash_iterate(w->conns, &key, &data, &it) >= 0) {
-			enum dp_side_id s;
-			struct dp_conn *c = dp_conn_untag(data, &s);
-			if (s == DP_SIDE_CLIENT && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
-			    atomic_fetch_sub(&c->real->refs, 1) == 1)
-				rte_free(c->real);
-		}
-		rte_hash_free(w->conns);
-		w->conns = NULL;
+	/* Give back references held by conns still alive at stop. */
+	for (uint32_t i = 0; i < w->nb_conn_recs; i++) {
+		struct dp_conn *c = w->conn_recs[i];
+		if (c->proto != 0 && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
+		    atomic_fetch_sub(&c->real->refs, 1) == 1)
+			rte_free(c->real);
 	}
+	rte_hash_free(w->conns);
+	w->conns = NULL;
 	rte_mempool_free(w->conn_pool);
 	w->conn_pool = NULL;
 	rte_free(w->conn_recs);

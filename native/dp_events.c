@@ -145,9 +145,7 @@ dp_mailbox_serve(struct dp_worker *w)
 			}
 		}
 		mb->walked_all = 1;
-		atomic_store_explicit(&mb->done, atomic_load_explicit(&mb->req, memory_order_relaxed),
-				      memory_order_release);
-		return;
+		budget = 0; /* answered: straight to completion */
 	}
 	/* Over the records (cursor = record index), like the expiry walk: bounded work per round
 	 * however empty the table is, and every live record is exactly one conn. */

@@ -86,11 +86,10 @@ dp_fnat_key(struct dp_conn_key *k, const struct rte_ipv4_hdr *ip, const struct d
 /* Forward with the conn the key k found (c, from), or c = NULL for none. */
 static void
 dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
-		     struct dp_l4 *l4, const struct dp_conn_key *kp, struct dp_conn *c, enum dp_side_id from)
+		     struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
-	const struct dp_conn_key k = *kp;
 	enum dp_drop why;
 	bool fresh = false;
 
@@ -116,7 +115,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 			dp_drop(w, pidx, ops->ipproto == IPPROTO_TCP ? DP_DROP_tcp_no_conn : DP_DROP_no_handler, m);
 			return;
 		}
-		c = dp_conn_create(w, svc, &k, &why);
+		c = dp_conn_create(w, svc, k, &why);
 		if (c == NULL) {
 			dp_drop(w, pidx, why, m);
 			return;
