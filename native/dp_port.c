@@ -27,7 +27,14 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 
 	ret = rte_eth_dev_get_port_by_name(pc->devname, &pid);
 	if (ret < 0) {
-		dp_set_err(err, errlen, "port %s: device %s was not probed by EAL", pc->name, pc->devname);
+		/* An af_packet probe failing on PACKET_FANOUT is the one cause an operator cannot
+		 * guess from the EAL log: DPDK 22.11 names the fanout group (pid ^ ifindex) & 0xffff
+		 * per network namespace, so another af_packet process can hold the same id. */
+		dp_set_err(err, errlen, "port %s: device %s was not probed by EAL (see its log%s)",
+			   pc->name, pc->devname,
+			   strncmp(pc->devname, "net_af_packet", 13) == 0 ?
+			   "; PACKET_FANOUT EINVAL: another af_packet process in this netns "
+			   "has group id pid^ifindex, start again" : "");
 		return -ENODEV;
 	}
 	p->port_id = pid;

@@ -59,6 +59,8 @@ export interface ApplianceApi {
   conns: Promised<ConnServiceClient>;
 }
 
+const FANOUT_COLLISION = /could not set PACKET_FANOUT on AF_PACKET socket for \S+:\s*Invalid argument/;
+
 export class ApplianceProcess {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retrace-app-'));
   readonly socket = path.join(this.dir, 'grpc.sock');
@@ -69,9 +71,21 @@ export class ApplianceProcess {
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
   private clients: grpc.Client[] = [];
   private apiValue: ApplianceApi | undefined;
+  private configYaml: string | undefined;
+  /** Starts repeated because of a PACKET_FANOUT group id collision (see waitServing). */
+  fanoutRestarts = 0;
+  /** Where the current child's output starts in `output`. */
+  private outputMark = 0;
 
   /** Writes the YAML config and spawns `retrace serve` on this object's unix socket. */
   start(configYaml: string): void {
+    this.configYaml = configYaml;
+    this.fanoutRestarts = 0;
+    this.spawnChild();
+  }
+
+  private spawnChild(): void {
+    const configYaml = this.configYaml!;
     this.closeClients();
     const file = path.join(this.dir, 'retrace.yaml');
     fs.writeFileSync(file, configYaml);
@@ -80,7 +94,9 @@ export class ApplianceProcess {
     });
     child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    // 'close' comes after the last stdout/stderr data, so output is whole once it resolves.
+    this.exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    this.outputMark = this.output.length;
     this.child = child;
   }
 
@@ -105,7 +121,20 @@ export class ApplianceProcess {
     const deadline = Date.now() + timeoutMs;
     let last = '';
     while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`appliance exited early:\n${this.output}`);
+      if (!this.running) {
+        // DPDK 22.11's af_packet PMD names its PACKET_FANOUT group (pid ^ ifindex) & 0xffff, and
+        // group ids are per network namespace: another af_packet process here (the other node of
+        // the ECMP lab, a testpmd) whose pid ^ ifindex is equal makes the probe fail with EINVAL.
+        // The pid is all that differs on a new start, so start again, a bounded number of times.
+        await this.exited;
+        if (FANOUT_COLLISION.test(this.output.slice(this.outputMark)) && this.fanoutRestarts < 3) {
+          this.fanoutRestarts++;
+          this.output += `\n[lab] PACKET_FANOUT group id collision: starting again (${this.fanoutRestarts}/3)\n`;
+          this.spawnChild();
+          continue;
+        }
+        throw new Error(`appliance exited early:\n${this.output}`);
+      }
       try {
         last = await this.healthCheck();
         if (last === 'SERVING') return;

@@ -6,6 +6,7 @@
  *       N connections; on each, R rounds of "send B random bytes, wait until the same B bytes came
  *       back" (I ms apart), then close. Byte-exact or it is a failure.
  *   node dist/lab/client.js udp --host H --port P [--count N] [--bytes B] [--concurrency C]
+ *                               [--local-port-base B]
  *                               [--rounds R] [--interval-ms I] [--timeout-ms T] [--connected]
  *       N sockets, each with its own source port (all stay open until the end, so no port repeats);
  *       each sends R datagrams of B random bytes and waits for a byte-exact reply from H:P.
@@ -298,6 +299,14 @@ function closeSockets(): void {
   }
 }
 
+/** --local-port-base B: item i binds source port B+i (a client tuple no earlier run used). */
+function localPortBase(v: Record<string, string | boolean | undefined>, count: number): ((i: number) => number) | undefined {
+  if (v['local-port-base'] === undefined) return undefined;
+  const base = int(v['local-port-base'] as string, 0, '--local-port-base', 1, 65535);
+  if (base + count - 1 > 65535) throw new UsageError(`--local-port-base ${base} + --count ${count} runs past port 65535`);
+  return (i: number) => base + i;
+}
+
 async function udpMain(v: Record<string, string | boolean | undefined>): Promise<UdpEchoReport> {
   const host = str(v.host, '--host');
   const port = int(v.port as string | undefined, NaN, '--port', 1, 65535);
@@ -311,6 +320,7 @@ async function udpMain(v: Record<string, string | boolean | undefined>): Promise
     timeoutMs: int(v['timeout-ms'] as string | undefined, 2000, '--timeout-ms', 1, 3_600_000),
     connected: v.connected === true,
     localAddress: localAddr(v),
+    localPort: localPortBase(v, count),
     payload: () => crypto.randomBytes(bytes),
     check: (sent, reply) =>
       reply.equals(sent) ? undefined
@@ -375,9 +385,7 @@ async function whoMain(v: Record<string, string | boolean | undefined>): Promise
   const count = int(v.count as string | undefined, 1, '--count', 0, 60000);
   const timeoutMs = int(v['timeout-ms'] as string | undefined, 2000, '--timeout-ms', 1, 3_600_000);
   const concurrency = int(v.concurrency as string | undefined, 1, '--concurrency', 1, 100_000);
-  const base = v['local-port-base'] === undefined ? undefined : int(v['local-port-base'] as string, 0, '--local-port-base', 1, 65535);
-  if (base !== undefined && base + count - 1 > 65535) throw new UsageError(`--local-port-base ${base} + --count ${count} runs past port 65535`);
-  const localPort = base === undefined ? undefined : (i: number) => base + i;
+  const localPort = localPortBase(v, count);
   const localAddress = localAddr(v);
   const t0 = performance.now();
   let results: WhoItemResult[];

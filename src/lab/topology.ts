@@ -170,6 +170,8 @@ export interface EchoUdpOptions {
   timeoutMs?: number;
   /** connect() the sockets, so ICMP port-unreachable shows up as ECONNREFUSED. */
   connected?: boolean;
+  /** Item i binds source port localPortBase+i (default: the kernel's choice). */
+  localPortBase?: number;
 }
 
 export interface WhoOptions {
@@ -624,6 +626,7 @@ export class LabTopology {
     pushOpt(args, '--interval-ms', opts.intervalMs);
     pushOpt(args, '--timeout-ms', opts.timeoutMs);
     if (opts.connected) args.push('--connected');
+    pushOpt(args, '--local-port-base', opts.localPortBase);
     const per = ((opts.timeoutMs ?? 2000) + (opts.intervalMs ?? 0)) * (opts.rounds ?? 1);
     return this.client(role, args, budget(count, opts.concurrency ?? 32, per));
   }

@@ -25,7 +25,7 @@ import {
 import { Protocol } from '../../src/gen/retrace/v1/types';
 import { promised, type Promised } from '../../src/lab/appliance';
 import { LabScenario } from '../../src/lab/scenario';
-import { LAB, labVip, REAL_SERVERS } from '../../src/lab/topology';
+import { LAB, labVip, REAL_SERVERS, type EchoUdpOptions, type Role } from '../../src/lab/topology';
 
 const TIMEOUTS = 'timeouts: {tcp_close: 2, udp: 120}';
 const ECHO = LAB.echoPort;
@@ -127,6 +127,17 @@ describe('ConnService in the lab', () => {
     } while (pageToken !== '' && pages < 1000);
     return { conns, pages };
   };
+  /**
+   * UDP flows on source ports no earlier flow of this suite used (below the ephemeral range). The
+   * cases count created events exactly, and a kernel-chosen port can repeat the tuple of a conn
+   * that is still alive (udp timeout 120 s): that flow then makes no new conn and no event.
+   */
+  let nextLocalPort = 20000;
+  const udpEcho = (role: Role, host: string, port: number, opts: EchoUdpOptions & { count: number }) => {
+    const localPortBase = nextLocalPort;
+    nextLocalPort += opts.count;
+    return sc.lab.udpEcho(role, host, port, { ...opts, localPortBase });
+  };
   /** Streams opened by a case are cancelled after it, and the hub forgets them. */
   afterEach(async () => {
     for (const w of watches.splice(0)) await w.cancel();
@@ -149,8 +160,8 @@ describe('ConnService in the lab', () => {
 
     beforeAll(async () => {
       await sc.addService('udp', vip, 80, 'rr', reals);
-      const b = await sc.lab.udpEcho('client-b', vip, 80, { count: 30, concurrency: 10 });
-      const a = await sc.lab.udpEcho('client-a', vip, 80, { count: 20, concurrency: 10 });
+      const b = await udpEcho('client-b', vip, 80, { count: 30, concurrency: 10 });
+      const a = await udpEcho('client-a', vip, 80, { count: 20, concurrency: 10 });
       expect([a.ok, b.ok]).toEqual([20, 30]);
     }, 60000);
 
@@ -213,8 +224,8 @@ describe('ConnService in the lab', () => {
 
     beforeAll(async () => {
       await sc.addService('udp', vip, 80, 'rr', reals);
-      await sc.lab.udpEcho('client-b', vip, 80, { count: 12, concurrency: 12 });
-      await sc.lab.udpEcho('client-a', vip, 80, { count: 8, concurrency: 8 });
+      await udpEcho('client-b', vip, 80, { count: 12, concurrency: 12 });
+      await udpEcho('client-a', vip, 80, { count: 8, concurrency: 8 });
     }, 60000);
 
     it('refuses an empty filter without all, and all with a filter', async () => {
@@ -308,7 +319,7 @@ describe('ConnService in the lab', () => {
     }, 120000);
 
     it('sends a snapshot of current conns, then snapshot_end, then live events', async () => {
-      await sc.lab.udpEcho('client-b', udpVip, 80, { count: 15, concurrency: 15 });
+      await udpEcho('client-b', udpVip, 80, { count: 15, concurrency: 15 });
       const before = (await list({ filter: { vips: [udpVip] } })).conns;
       expect(before.length).toBe(15);
       const w = watch({ follow: true, initialState: true, filter: { vips: [udpVip] } });
@@ -319,7 +330,7 @@ describe('ConnService in the lab', () => {
       expect(w.msgs[end].snapshotEnd!.conns).toBe(15n);
       const lastSeq = w.msgs[end].snapshotEnd!.lastSeq;
 
-      await sc.lab.udpEcho('client-a', udpVip, 80, { count: 5, concurrency: 5 });
+      await udpEcho('client-a', udpVip, 80, { count: 5, concurrency: 5 });
       await w.wait('5 created events', (x) => x.events.filter((m) => m.event?.type === ConnEventType.CONN_EVENT_TYPE_CREATED).length >= 5);
       const live = w.msgs.slice(end + 1);
       expect(live.every((m) => m.event !== undefined && m.seq > lastSeq && m.event.conn?.vip === udpVip)).toBe(true);
@@ -338,7 +349,7 @@ describe('ConnService in the lab', () => {
       const feed = watch({ follow: true, filter: { vips: [udpVip] } });
       await until('producing', status, (s) => s.producing);
       const from = (await status()).seen;
-      await sc.lab.udpEcho('client-b', udpVip, 80, { count: 6, concurrency: 6 });
+      await udpEcho('client-b', udpVip, 80, { count: 6, concurrency: 6 });
       await feed.wait('6 events', (x) => x.events.length >= 6);
       const expected = feed.events.filter((m) => m.seq > from).map((m) => m.seq);
 
@@ -350,7 +361,7 @@ describe('ConnService in the lab', () => {
       const mid = expected[2];
       const resumed = watch({ follow: true, sinceSeq: mid, filter: { vips: [udpVip] } });
       await resumed.wait('replayed', (x) => x.events.length >= expected.length - 3);
-      await sc.lab.udpEcho('client-b', udpVip, 80, { count: 2, concurrency: 2 });
+      await udpEcho('client-b', udpVip, 80, { count: 2, concurrency: 2 });
       await resumed.wait('live after replay', (x) => x.events.length >= expected.length - 3 + 2);
       const got = resumed.events.map((m) => m.seq);
       expect(got.slice(0, expected.length - 3)).toEqual(expected.slice(3));
@@ -374,7 +385,7 @@ describe('ConnService in the lab', () => {
       expect(st.subscribers?.bufferCapacity).toBe(4096);
       // Events are not produced while nobody follows.
       const seen = st.seen;
-      await sc.lab.udpEcho('client-b', udpVip, 80, { count: 3, concurrency: 3 });
+      await udpEcho('client-b', udpVip, 80, { count: 3, concurrency: 3 });
       await sleep(300);
       expect((await status()).seen).toBe(seen);
     }, 60000);
