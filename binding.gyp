@@ -35,6 +35,8 @@
       "cflags": [
         "<!@(pkg-config --cflags libdpdk)",
         "-O3",
+        "-fvisibility=hidden",
+        "-flto=auto",
         "-Wall",
         "-Wextra",
         "-Wno-unused-parameter"
@@ -42,6 +44,7 @@
       "cflags_c": ["-std=gnu11"],
       "cflags_cc": ["-std=gnu++17"],
       "cflags!": ["-fno-exceptions"],
+      "ldflags": ["-O3", "-flto=auto"],
       "libraries": ["<!@(pkg-config --libs libdpdk)"]
     }
   ]

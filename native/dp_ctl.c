@@ -88,7 +88,8 @@ dp_addr_set_kind(uint32_t addr, unsigned kind, uint16_t pidx)
 		if (kinds & DP_ADDR_PORT || kinds & DP_ADDR_LIP)
 			port = dp_addr_port(cur);
 	}
-	int ret = rte_hash_add_key_data(dpt.addrs, &addr, (void *)(uintptr_t)dp_addr_pack(kinds | kind, port));
+	struct dp_addr_key k = dp_addr_key(addr);
+	int ret = rte_hash_add_key_data(dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds | kind, port));
 	return ret < 0 ? ret : 0;
 }
 
@@ -100,9 +101,10 @@ dp_addr_clear_kind(uint32_t addr, unsigned kind)
 	if (dp_addr_lookup(addr, &cur) < 0 || !(dp_addr_kinds(cur) & kind))
 		return -ENOENT;
 	unsigned kinds = dp_addr_kinds(cur) & ~kind;
+	struct dp_addr_key k = dp_addr_key(addr);
 	if (kinds == 0)
-		return rte_hash_del_key(dpt.addrs, &addr) < 0 ? -ENOENT : 0;
-	int ret = rte_hash_add_key_data(dpt.addrs, &addr, (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
+		return rte_hash_del_key(dpt.addrs, &k) < 0 ? -ENOENT : 0;
+	int ret = rte_hash_add_key_data(dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
 	return ret < 0 ? ret : 0;
 }
 
@@ -422,6 +424,8 @@ dp_ctl_neigh_del(uint32_t addr, char *err, size_t errlen)
 		return -EBUSY;
 	pthread_mutex_lock(&ctl_lock);
 	int ret = rte_hash_del_key(dpt.neigh, &addr);
+	if (ret >= 0)
+		atomic_fetch_add(&dpt.neigh_gen, 1); /* voids the workers' next-hop caches */
 	pthread_mutex_unlock(&ctl_lock);
 	if (ret < 0) {
 		dp_set_err(err, errlen, "no such neighbour");
@@ -506,6 +510,8 @@ dp_neigh_age(uint64_t now, uint64_t hz)
 		if (pos >= 0 && pos < DP_MAX_NEIGH)
 			neigh_seen[pos] = 0;
 	}
+	if (nv != 0)
+		atomic_fetch_add(&dpt.neigh_gen, 1);
 }
 
 /* --------------------------------------------------------------------- LIPs */

@@ -4,8 +4,8 @@
  *   from the client:  caddr:cport -> vaddr:vport  becomes  laddr:lport -> raddr:rport
  *   from the server:  raddr:rport -> laddr:lport  becomes  vaddr:vport -> caddr:cport
  *
- * The IP header checksum is recomputed (20 bytes, cheap); the L4 checksum
- * is updated incrementally from the address and port differences.
+ * Both checksums are updated incrementally (RFC 1624) from the address, port
+ * and TTL differences; dp_ipv4_input verified the header checksum.
  *
  * Before anything is rewritten, the packet is checked against the TTL and
  * the egress port's MTU: ICMP time-exceeded and fragmentation-needed must
@@ -63,13 +63,11 @@ dp_fnat_local_drop(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struc
 /* Egress port the packet toward `to` would use, or -1 when unknown (no
  * route): the MTU check then happens at transmit. */
 static inline int
-dp_egress_port(const struct dp_side *to, enum dp_proto proto, uint32_t dst)
+dp_egress_port(struct dp_worker *w, const struct dp_side *to, enum dp_proto proto, uint32_t dst)
 {
-	const struct dp_nexthop *nh;
-
 	if (to->valid && atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))
 		return to->pidx;
-	return dp_route_lookup(dst, &nh) == 0 ? nh->pidx : -1;
+	return dp_route_port(w, dst);
 }
 
 static inline void
@@ -138,7 +136,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	}
 	enum dp_side_id to = from == DP_SIDE_CLIENT ? DP_SIDE_SERVER : DP_SIDE_CLIENT;
 	uint32_t ndst = to == DP_SIDE_SERVER ? c->raddr : c->caddr;
-	int out = dp_egress_port(&c->side[to], ops->proto, ndst);
+	int out = dp_egress_port(w, &c->side[to], ops->proto, ndst);
 	if (unlikely(out >= 0 && rte_be_to_cpu_16(ip->total_length) > dp.ports[out].conf.mtu)) {
 		if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_DF_FLAG))
 			dp_icmp_send_error(w, pidx, m, in_side, RTE_IP_ICMP_DEST_UNREACH, RTE_IP_ICMP_FRAG_NEEDED,
@@ -175,11 +173,14 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	acc = dp_csum_acc32(acc, ip->dst_addr, ndst);
 	ops->rewrite(l4, nsport, ndport, acc);
 
+	/* The header checksum was verified at input, so an incremental update
+	 * is exact: the same address difference, plus the TTL/protocol word. */
+	uint16_t ttl_proto = (uint16_t)(ip->time_to_live << 8 | ip->next_proto_id);
+	acc = dp_csum_acc16(acc, rte_cpu_to_be_16(ttl_proto), rte_cpu_to_be_16((uint16_t)(ttl_proto - 0x100)));
 	ip->src_addr = nsrc;
 	ip->dst_addr = ndst;
 	ip->time_to_live--;
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum, acc);
 
 	dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, m);
 }
@@ -229,12 +230,21 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 			struct rte_mbuf *m = pkts[i];
 			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
 									  sizeof(struct rte_ether_hdr));
-			const struct dp_fnat_ops *o = ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp;
-			enum dp_drop why = o->parse(m, ip, &l4[nk]);
+			const struct dp_fnat_ops *o;
 
-			if (unlikely(why != DP_DROP_MAX)) {
-				dp_drop(w, pidx, why, m);
-				continue;
+			if (ip->next_proto_id == IPPROTO_ICMP) {
+				/* Echo joins the batch; errors and the rest are done here. */
+				if (!dp_icmp_take(w, pidx, m, &l4[nk]))
+					continue;
+				o = &dp_fnat_icmp;
+			} else {
+				o = ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp;
+				enum dp_drop why = o->parse(m, ip, &l4[nk]);
+
+				if (unlikely(why != DP_DROP_MAX)) {
+					dp_drop(w, pidx, why, m);
+					continue;
+				}
 			}
 			dp_fnat_key(&keys[nk], ip, &l4[nk], o->ipproto);
 			kptr[nk] = &keys[nk];

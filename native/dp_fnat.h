@@ -52,7 +52,7 @@ extern const struct dp_fnat_ops dp_fnat_icmp;
  * Consumes m. */
 void dp_fnat_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops);
 
-/* TCP and UDP packets whose IPv4 header was validated (l2/l3 lengths set),
+/* TCP, UDP and ICMP packets whose IPv4 header was validated (l2/l3 lengths set),
  * all from port pidx: parse, look the conns up in bulk, forward. Consumes
  * every mbuf. */
 void dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);

@@ -169,11 +169,15 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	ic->icmp_code = 0;
 	ic->icmp_cksum = dp_csum_apply(ic->icmp_cksum, dp_csum_acc16(0, oldw, *(uint16_t *)ic));
 	uint32_t peer = ip->src_addr;
+	/* Swapping the addresses leaves the header sum as it is (verified at
+	 * input): only the TTL/protocol word changes. */
+	uint16_t ttl_proto = (uint16_t)(ip->time_to_live << 8 | ip->next_proto_id);
 	ip->src_addr = ip->dst_addr;
 	ip->dst_addr = peer;
 	ip->time_to_live = 64;
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum,
+					 dp_csum_acc16(0, rte_cpu_to_be_16(ttl_proto),
+						       rte_cpu_to_be_16((uint16_t)(64 << 8 | IPPROTO_ICMP))));
 	dp_xmit_to_side(w, &c->side[DP_SIDE_CLIENT], peer, DP_PROTO_icmp, m);
 }
 
@@ -317,31 +321,38 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 	dp_xmit_to_side(w, &c->side[to], odst, DP_PROTO_icmp, m);
 }
 
-void
-dp_icmp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
+bool
+dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4)
 {
 	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	struct dp_l4 l4;
-	enum dp_drop why = icmp_parse(m, ip, &l4);
+	enum dp_drop why = icmp_parse(m, ip, l4);
 
 	if (unlikely(why != DP_DROP_MAX)) {
 		dp_drop(w, pidx, why, m);
-		return;
+		return false;
 	}
-	switch (l4.flags) {
+	switch (l4->flags) {
 	case RTE_IP_ICMP_ECHO_REQUEST:
 	case RTE_IP_ICMP_ECHO_REPLY:
-		dp_fnat_forward(w, pidx, m, &dp_fnat_icmp, &l4);
-		return;
+		return true;
 	case RTE_IP_ICMP_DEST_UNREACH:
 	case RTE_IP_ICMP_TIME_EXCEEDED:
 	case RTE_IP_ICMP_PARAM_PROBLEM:
-		icmp_error_input(w, pidx, m, &l4);
-		return;
+		icmp_error_input(w, pidx, m, l4);
+		return false;
 	default:
 		dp_drop(w, pidx, DP_DROP_icmp_unsupported, m);
-		return;
+		return false;
 	}
+}
+
+void
+dp_icmp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
+{
+	struct dp_l4 l4;
+
+	if (dp_icmp_take(w, pidx, m, &l4))
+		dp_fnat_forward(w, pidx, m, &dp_fnat_icmp, &l4);
 }
 
 void

@@ -60,6 +60,22 @@ struct dp_mailbox {
 	struct dp_conn_filter filter;
 };
 
+/*
+ * One answer of "where does a routed packet to dst go": port and next-hop MAC,
+ * valid while neither the routes nor the neighbours changed since (the
+ * generation numbers). Values only, no table pointers, so RCU has nothing to
+ * protect here.
+ */
+#define DP_NH_CACHE_SLOTS 256
+struct dp_nh_cache {
+	uint32_t dst;
+	uint32_t route_gen;
+	uint32_t neigh_gen;
+	uint16_t pidx;
+	struct rte_ether_addr mac;
+	uint8_t valid;
+};
+
 /* Per-worker context, owned by one lcore. */
 struct dp_worker {
 	unsigned lcore_id;
@@ -82,6 +98,9 @@ struct dp_worker {
 	uint32_t conn_gen;          /* bumped at every removal: voids bulk lookup results */
 	uint32_t conn_adds;         /* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;
+
+	/* Routed sends: the last answers of route + neighbour lookup (dp_xmit.c). */
+	struct dp_nh_cache nh_cache[DP_NH_CACHE_SLOTS];
 
 	/* Packets waiting for ARP (dp_xmit.c). */
 	struct dp_held held[DP_HOLD_MAX];

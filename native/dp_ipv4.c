@@ -13,7 +13,6 @@
 #include <rte_ip.h>
 
 #include "dp_fnat.h"
-#include "dp_icmp.h"
 #include "dp_internal.h"
 #include "dp_proto.h"
 
@@ -68,8 +67,7 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 		return true;
 	case IPPROTO_ICMP:
 		w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++;
-		dp_icmp_input(w, pidx, m);
-		return false;
+		return true;
 	default:
 		dp_drop(w, pidx, DP_DROP_no_handler, m);
 		return false;

@@ -19,7 +19,7 @@
 
 #define DP_PREFETCH_OFFSET 4
 
-/* Returns true when m is validated TCP or UDP over IPv4, left for the batch. */
+/* Returns true when m is validated TCP, UDP or ICMP over IPv4, left for the batch. */
 static inline bool
 dp_l2_one(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
@@ -49,10 +49,11 @@ dp_l2_one(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 }
 
 /*
- * Headers are checked packet by packet; TCP and UDP (the bulk of the traffic)
- * are then forwarded as one batch so their conn lookups overlap (dp_fnat_burst).
- * Other packets (ARP, ICMP, drops) are done at once: they may go ahead of TCP
- * and UDP of the same burst, but never of their own flow.
+ * Headers are checked packet by packet; TCP, UDP and ICMP (the bulk of the
+ * traffic) are then forwarded as one batch so their conn lookups overlap
+ * (dp_fnat_burst). Other packets (ARP, drops) are done at once, and so are
+ * ICMP errors when the batch parses them: they may go ahead of packets of
+ * the same burst, but never of their own flow.
  */
 void
 dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)

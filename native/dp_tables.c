@@ -9,7 +9,7 @@
 
 #include <rte_errno.h>
 #include <rte_hash.h>
-#include <rte_jhash.h>
+#include <rte_hash_crc.h>
 #include <rte_lcore.h>
 #include <rte_lpm.h>
 #include <rte_malloc.h>
@@ -26,7 +26,7 @@ dp_hash_create(const char *name, uint32_t entries, uint32_t key_len, char *err, 
 		.name = name,
 		.entries = entries,
 		.key_len = key_len,
-		.hash_func = rte_jhash,
+		.hash_func = rte_hash_crc, /* per packet for neighbours and addresses: cheap */
 		.hash_func_init_val = 0,
 		.socket_id = (int)rte_socket_id(),
 		/* Lock-free readers, one writer at a time (the control mutex). */
@@ -65,7 +65,7 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 		goto fail;
 	}
 	snprintf(name, sizeof(name), "rt_addrs_%d", getpid());
-	dpt.addrs = dp_hash_create(name, DP_MAX_ADDRS, sizeof(uint32_t), err, errlen);
+	dpt.addrs = dp_hash_create(name, DP_MAX_ADDRS, sizeof(struct dp_addr_key), err, errlen);
 	snprintf(name, sizeof(name), "rt_neigh_%d", getpid());
 	dpt.neigh = dpt.addrs ? dp_hash_create(name, DP_MAX_NEIGH, sizeof(uint32_t), err, errlen) : NULL;
 	snprintf(name, sizeof(name), "rt_svc_%d", getpid());

@@ -142,7 +142,7 @@ struct dp_tables {
 	_Atomic uint32_t route_gen;  /* bumped on every route change */
 	_Atomic int32_t default_nh;  /* 0.0.0.0/0 (rte_lpm has no depth 0); -1 = none */
 	struct rte_hash *neigh;      /* uint32 addr -> packed MAC/port/flags */
-	_Atomic uint32_t neigh_gen;  /* bumped when a neighbour appears/changes */
+	_Atomic uint32_t neigh_gen;  /* bumped when a neighbour appears, changes or goes */
 	struct rte_hash *services;   /* dp_service_key -> struct dp_service * */
 	struct dp_lip_set *_Atomic lips;
 	atomic_bool symmetric[DP_PROTO_MAX];
@@ -164,12 +164,29 @@ struct dp_learn_msg {
 int dp_tables_create(unsigned nb_workers, char *err, size_t errlen);
 void dp_tables_free(void);
 
+/*
+ * Key of the address table: 16 bytes, so rte_hash compares keys with its SSE
+ * routine; a 4-byte key goes through a memcmp call (echo to a local address
+ * looks one up per packet).
+ */
+struct dp_addr_key {
+	uint32_t addr;
+	uint32_t zero[3];
+};
+
+static inline struct dp_addr_key
+dp_addr_key(uint32_t addr)
+{
+	return (struct dp_addr_key){ .addr = addr };
+}
+
 /* Worker-side helpers (hot path). */
 static inline int
 dp_addr_lookup(uint32_t addr, uint64_t *val)
 {
+	struct dp_addr_key k = dp_addr_key(addr);
 	void *d;
-	int ret = rte_hash_lookup_data(dpt.addrs, &addr, &d);
+	int ret = rte_hash_lookup_data(dpt.addrs, &k, &d);
 	if (ret >= 0)
 		*val = (uint64_t)(uintptr_t)d;
 	return ret;

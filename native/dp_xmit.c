@@ -144,13 +144,28 @@ dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr
 	dp_tx(w, pidx, m);
 }
 
+/*
+ * A routed send costs an LPM lookup and a neighbour hash lookup (hash and key
+ * compare), and routed traffic goes to few next hops (gateways, the reals of
+ * conns whose server side has not answered yet, everything when a symmetric
+ * switch is off). So the answers are remembered per destination, in a small
+ * direct-mapped cache that any route or neighbour change voids.
+ */
 void
 dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
 	       struct rte_mbuf *m)
 {
+	const uint32_t rgen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
+	const uint32_t ngen = atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire);
+	struct dp_nh_cache *e = dp_nh_cache_slot(w, dst);
 	const struct dp_nexthop *nh;
 	uint64_t nv;
 
+	if (likely(dp_nh_cache_fresh(e, dst, rgen, ngen))) {
+		if (likely(dp_mtu_ok(w, e->pidx, proto, m)))
+			dp_xmit_resolved(w, e->pidx, &e->mac, proto, dp_is_asymmetric(to, e->pidx), m);
+		return;
+	}
 	if (unlikely(dp_route_lookup(dst, &nh) != 0)) {
 		/* Counted on the port the packet would have come from: we do
 		 * not know another. */
@@ -164,9 +179,15 @@ dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const str
 	if (unlikely(!dp_mtu_ok(w, pidx, proto, m)))
 		return;
 	if (likely(dp_neigh_lookup(nh_addr, &nv) >= 0)) {
-		struct rte_ether_addr mac;
-		dp_neigh_mac(nv, &mac);
-		dp_xmit_resolved(w, pidx, &mac, proto, dp_is_asymmetric(to, pidx), m);
+		/* The generations were read before the lookups: a change racing
+		 * with them leaves an entry that is already void. */
+		dp_neigh_mac(nv, &e->mac);
+		e->dst = dst;
+		e->pidx = pidx;
+		e->route_gen = rgen;
+		e->neigh_gen = ngen;
+		e->valid = 1;
+		dp_xmit_resolved(w, pidx, &e->mac, proto, dp_is_asymmetric(to, pidx), m);
 		return;
 	}
 	if (w->nb_held >= DP_HOLD_MAX) {

@@ -25,6 +25,32 @@ void dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr
 void dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
 		    struct rte_mbuf *m);
 
+static inline struct dp_nh_cache *
+dp_nh_cache_slot(struct dp_worker *w, uint32_t dst)
+{
+	return &w->nh_cache[(dst * 2654435761u) >> 24];
+}
+
+static inline bool
+dp_nh_cache_fresh(const struct dp_nh_cache *e, uint32_t dst, uint32_t route_gen, uint32_t neigh_gen)
+{
+	return e->valid && e->dst == dst && e->route_gen == route_gen && e->neigh_gen == neigh_gen;
+}
+
+/* Port a routed packet to dst leaves by, or -1 without a route. */
+static inline int
+dp_route_port(struct dp_worker *w, uint32_t dst)
+{
+	const struct dp_nh_cache *e = dp_nh_cache_slot(w, dst);
+	const struct dp_nexthop *nh;
+
+	/* A fresh entry for dst answers for the route too. */
+	if (likely(dp_nh_cache_fresh(e, dst, atomic_load_explicit(&dpt.route_gen, memory_order_acquire),
+				     atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire))))
+		return e->pidx;
+	return dp_route_lookup(dst, &nh) == 0 ? nh->pidx : -1;
+}
+
 /* Record (or refresh) the side a packet arrived from. Returns true when an
  * existing record moved (a path change, counted). */
 bool dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
