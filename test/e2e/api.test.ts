@@ -20,19 +20,12 @@ import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { loadNative } from '../../src/dataplane/binding';
 import { Appliance, call, ROOT } from '../helpers/appliance';
 import { listServices } from '../helpers/reflection';
+import { fails } from '../helpers/wait';
 
 const GRPCURL = path.resolve(ROOT, '..', 'shared', 'tools', 'grpcurl');
 const haveGrpcurl = fs.existsSync(GRPCURL);
 
 const NEW_SERVICES = ['retrace.v1.NetworkService', 'retrace.v1.LoadBalancerService', 'retrace.v1.PathService'];
-
-/** Expects a call to fail with `code` and, if given, details matching `details`. */
-async function fails(p: Promise<unknown>, code: grpc.status, details?: string | RegExp): Promise<void> {
-  await expect(p).rejects.toMatchObject({
-    code,
-    ...(details === undefined ? {} : { details: typeof details === 'string' ? expect.stringContaining(details) : expect.stringMatching(details) }),
-  });
-}
 
 const tcp80: VirtualServiceKey = { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.10.1', port: 80 };
 const real = (address: string, port: number, weight: number): Real => Real.create({ address, port, weight });

@@ -26,28 +26,11 @@ import { Protocol } from '../../src/gen/retrace/v1/types';
 import { promised, type Promised } from '../../src/lab/appliance';
 import { LabScenario } from '../../src/lab/scenario';
 import { LAB, labVip, REAL_SERVERS, type EchoUdpOptions, type Role } from '../../src/lab/topology';
+import { sleep, until, fails } from '../helpers/wait';
 
 const TIMEOUTS = 'timeouts: {tcp_close: 2, udp: 120}';
 const ECHO = LAB.echoPort;
 const reals = REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO }));
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 20000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let v = await fn();
-  while (!ok(v)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x))}`);
-    await sleep(100);
-    v = await fn();
-  }
-  return v;
-}
-
-/** Expects a call to fail with `code` and details naming `field`. */
-async function fails(p: Promise<unknown>, code: grpc.status, details: string | RegExp): Promise<void> {
-  await expect(p).rejects.toMatchObject({ code, details: typeof details === 'string' ? expect.stringContaining(details) : expect.stringMatching(details) });
-}
 
 /** A WatchConnEvents stream, read in flowing mode unless paused; collects messages and the final status. */
 class Watch {

@@ -15,6 +15,7 @@ import { Protocol } from '../../src/gen/retrace/v1/types';
 import { CLI_PATH } from '../../src/lab/appliance';
 import { LabScenario } from '../../src/lab/scenario';
 import { LAB, labVip, REAL_SERVERS } from '../../src/lab/topology';
+import { sleep, until, fails } from '../helpers/wait';
 
 const TCP_VIP = labVip(70);
 const UDP_VIP = labVip(71);
@@ -26,24 +27,6 @@ const ECHO_ID = 4242;
 const LOCAL_ECHO_ID = 4343;
 /** Long UDP and ICMP timeouts: the conns must outlive the file. The metrics listener is for the totals. */
 const EXTRA_YAML = 'timeouts: {udp: 600, icmp: 600}\nmetrics:\n  listen: "127.0.0.1:0"';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 20000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let v = await fn();
-  while (!ok(v)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? String(x) : x))}`);
-    await sleep(100);
-    v = await fn();
-  }
-  return v;
-}
-
-/** Expects a call to fail with `code` and details matching. */
-async function fails(p: Promise<unknown>, code: grpc.status, details: string | RegExp): Promise<void> {
-  await expect(p).rejects.toMatchObject({ code, details: typeof details === 'string' ? expect.stringContaining(details) : expect.stringMatching(details) });
-}
 
 /** The GetConn request naming a listed conn. */
 const tupleOf = (c: Conn): GetConnRequest => ({ protocol: c.protocol, client: c.client, clientPort: c.clientPort, vip: c.vip, vipPort: c.vipPort });
