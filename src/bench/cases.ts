@@ -336,7 +336,7 @@ interface NewConnsRun {
  * then SetReals, and every SYN of the next pass opens a conn. GetCounters' conn count is polled
  * back to back; the rate is taken between 5% and 95% of the flows.
  */
-async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boolean, profileTag?: string, subscriberBuffer?: number): Promise<NewConnsRun> {
+async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boolean, profileTag?: string, subscriberBuffer?: number, batch?: number): Promise<NewConnsRun> {
   const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.ceil(flows * 1.3), lips: lipsFor(flows) + 1, emptyPcap: ctx.emptyPcap, subscriberBuffer });
   let ev: EventCounter | undefined;
   try {
@@ -344,7 +344,7 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
     await rr.setupNetwork();
     await rr.addService('tcp', false);
     if (watch) {
-      ev = new EventCounter(rr.app.address);
+      ev = new EventCounter(rr.app.address, batch);
       ev.start();
       for (let i = 0; ; i++) {
         const st = await rr.api.conns.getEventStatus({});
@@ -527,8 +527,9 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
   // The default per-stream buffer (grpc.subscriber_buffer 4096), and one large enough to hold the
   // whole burst, which shows how fast the stream itself drains.
   for (const v of [
-    { id: '', buffer: 4096, what: 'grpc.subscriber_buffer 4096 (default)' },
-    { id: '-buffer-1m', buffer: 1 << 20, what: 'grpc.subscriber_buffer 1048576' },
+    { id: '-batches', buffer: 4096, batch: 4096, rpc: 'WatchConnEventBatches', what: 'max_batch 4096, grpc.subscriber_buffer 4096 (default)' },
+    { id: '', buffer: 4096, batch: undefined, rpc: 'WatchConnEvents', what: 'one event per message, grpc.subscriber_buffer 4096 (default)' },
+    { id: '-buffer-1m', buffer: 1 << 20, batch: undefined, rpc: 'WatchConnEvents', what: 'one event per message, grpc.subscriber_buffer 1048576' },
   ]) {
     const perS: number[] = [];
     const conns: number[] = [];
@@ -537,7 +538,7 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     const unreportedNext: number[] = [];
     const runs: unknown[] = [];
     for (let r = 0; r < ctx.runs; r++) {
-      const at = await tryQuiet(ctx, `conn-events${v.id} run ${r + 1}`, () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer), (res) => foreignJudge(ctx, res.foreignCores));
+      const at = await tryQuiet(ctx, `conn-events${v.id} run ${r + 1}`, () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch), (res) => foreignJudge(ctx, res.foreignCores));
       const res = at.value;
       const e = res.events!;
       perS.push(e.perS);
@@ -548,8 +549,8 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
       runs.push({ run: r + 1, ...res, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
       ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}`);
     }
-    const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one WatchConnEvents subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
-    f1.details = { flows, subscriberBuffer: v.buffer, runs };
+    const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
+    f1.details = { flows, subscriberBuffer: v.buffer, maxBatch: v.batch, runs };
     out.push(f1);
     out.push(figure(`conn-events${v.id}-lost`, `Conn events reported lost in the stream (LostEvents), ${v.what}`, 'events', lost, { higherIsBetter: false }));
     out.push(figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, { higherIsBetter: false }));

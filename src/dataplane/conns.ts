@@ -57,16 +57,48 @@ function mac(dv: DataView, off: number): string {
   return b.join(':');
 }
 
-export function decodeConns(buf: Buffer, count: number, layout: Record<string, number>, portNames: string[]): ConnView[] {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const out: ConnView[] = [];
-  const L = layout;
-  for (let i = 0; i < count; i++) {
-    const b = i * L.size;
+/** Record fields as the addon lays them out (connInfoLayout): byte offsets and the record size. */
+export type ConnLayout = Record<string, number>;
+
+/** The number codes of a record and their names (dp_event_type, dp_tcp_state, IPPROTO_*). */
+export const RECORD_CODES = { eventTypes: EVENT_TYPES, tcpStates: TCP_STATES, protocols: PROTOS } as const;
+
+/** DP_CONN_F_LOCAL: an ICMP echo to one of our own addresses. */
+export const CONN_FLAG_LOCAL = 0x4;
+
+/**
+ * Fixed-size conn records (struct dp_conn_info) in one Buffer, as the addon hands them over: read
+ * one as a ConnView, or hand the raw bytes to a reader that needs no objects (the event encoder).
+ */
+export class ConnRecords {
+  readonly dv: DataView;
+
+  constructor(
+    readonly buffer: Buffer,
+    readonly count: number,
+    readonly layout: ConnLayout,
+    readonly portNames: readonly string[],
+  ) {
+    this.dv = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  }
+
+  /** Byte offset of record i. */
+  offset(i: number): number {
+    return i * this.layout.size;
+  }
+
+  /** The name of port index pidx (0xff = the side has no record yet). */
+  portName(pidx: number): string | undefined {
+    return pidx === 0xff ? undefined : (this.portNames[pidx] ?? `#${pidx}`);
+  }
+
+  view(i: number): ConnView {
+    const { dv, layout: L } = this;
+    const b = this.offset(i);
     const side = (s: 0 | 1): ConnSide => {
       const pidx = dv.getUint8(b + L.side_pidx + s);
       return {
-        port: pidx === 0xff ? undefined : (portNames[pidx] ?? `#${pidx}`),
+        port: this.portName(pidx),
         peerMac: pidx === 0xff ? undefined : mac(dv, b + L.peer_mac + 6 * s),
         packets: dv.getBigUint64(b + L.pkts + 8 * s, true),
         bytes: dv.getBigUint64(b + L.bytes + 8 * s, true),
@@ -75,8 +107,8 @@ export function decodeConns(buf: Buffer, count: number, layout: Record<string, n
     const type = EVENT_TYPES[dv.getUint8(b + L.type)] ?? 'snapshot';
     const proto = PROTOS[dv.getUint8(b + L.proto)] ?? 'tcp';
     const icmp = proto === 'icmp';
-    const local = (dv.getUint8(b + L.flags) & 0x4) !== 0;
-    out.push({
+    const local = (dv.getUint8(b + L.flags) & CONN_FLAG_LOCAL) !== 0;
+    return {
       type,
       protocol: proto,
       state: TCP_STATES[dv.getUint8(b + L.state)] ?? 'none',
@@ -96,7 +128,16 @@ export function decodeConns(buf: Buffer, count: number, layout: Record<string, n
       timeNs: dv.getBigUint64(b + L.time_ns, true),
       createdNs: dv.getBigUint64(b + L.created_ns, true),
       lastNs: dv.getBigUint64(b + L.last_ns, true),
-    });
+    };
   }
-  return out;
+
+  views(): ConnView[] {
+    const out: ConnView[] = [];
+    for (let i = 0; i < this.count; i++) out.push(this.view(i));
+    return out;
+  }
+}
+
+export function decodeConns(buf: Buffer, count: number, layout: ConnLayout, portNames: readonly string[]): ConnView[] {
+  return new ConnRecords(buf, count, layout, portNames).views();
 }

@@ -21,9 +21,10 @@ import {
   type NativePortInfo,
   type NativeTimeouts,
 } from './binding';
-import { decodeConns, type ConnView } from './conns';
+import { ConnRecords, decodeConns, type ConnView } from './conns';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
+export { ConnRecords, CONN_FLAG_LOCAL, RECORD_CODES, type ConnLayout } from './conns';
 
 export type { NativePortInfo as PortInfo, NativeLcore as LcoreInfo, NativeMempool as MempoolInfo } from './binding';
 
@@ -542,6 +543,7 @@ export class Dataplane {
   // ---- conns and conn events ----
 
   private layout: Record<string, number> | undefined;
+  private names: string[] | undefined;
 
   private connLayout(): Record<string, number> {
     this.layout ??= this.native.connInfoLayout();
@@ -560,10 +562,16 @@ export class Dataplane {
   }
 
   /** Takes up to max queued events; `dropped` is the running total lost to full worker rings. */
-  drainEvents(max: number): { events: ConnView[]; dropped: bigint } {
+  drainEvents(max: number): { records: ConnRecords; dropped: bigint } {
     this.requireRunning();
     const r = this.native.eventsDrain(max);
-    return { events: decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name)), dropped: r.dropped };
+    return { records: new ConnRecords(r.buffer, r.count, this.connLayout(), this.portNames()), dropped: r.dropped };
+  }
+
+  /** Port names by port index, as conn records name their sides' ports. */
+  private portNames(): string[] {
+    this.names ??= this.config.ports.map((p) => p.name);
+    return this.names;
   }
 
   /**
@@ -574,7 +582,7 @@ export class Dataplane {
     this.requireRunning();
     try {
       const r = await this.native.connsDump(worker, cursor, max);
-      return { conns: decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name)), cursor: r.cursor, done: r.done };
+      return { conns: decodeConns(r.buffer, r.count, this.connLayout(), this.portNames()), cursor: r.cursor, done: r.done };
     } catch (e) {
       throw wrap(e, 'conn dump');
     }
@@ -588,7 +596,7 @@ export class Dataplane {
     this.requireRunning();
     try {
       const r = await this.native.connGet({ ...key, protocol: IPPROTO[key.protocol], real: '', realPort: 0 });
-      return r.count === 0 ? undefined : decodeConns(r.buffer, r.count, this.connLayout(), this.config.ports.map((p) => p.name))[0];
+      return r.count === 0 ? undefined : decodeConns(r.buffer, r.count, this.connLayout(), this.portNames())[0];
     } catch (e) {
       throw wrap(e, 'conn lookup');
     }

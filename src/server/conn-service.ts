@@ -8,6 +8,7 @@ import {
   ConnServiceService,
   type ConnServiceServer,
   type GetEventStatusResponse,
+  type WatchConnEventBatchesRequest,
   type WatchConnEventsRequest,
 } from '../gen/retrace/v1/conn';
 import type { Logger } from '../log';
@@ -24,10 +25,12 @@ import * as v from './validate';
 export const ConnServiceDefinition = {
   ...ConnServiceService,
   watchConnEvents: { ...ConnServiceService.watchConnEvents, responseSerialize: (b: Buffer): Buffer => b },
+  watchConnEventBatches: { ...ConnServiceService.watchConnEventBatches, responseSerialize: (b: Buffer): Buffer => b },
 } as const;
 
-type ConnServiceImpl = Omit<ConnServiceServer, 'watchConnEvents'> & {
+type ConnServiceImpl = Omit<ConnServiceServer, 'watchConnEvents' | 'watchConnEventBatches'> & {
   watchConnEvents: (call: ServerWritableStream<WatchConnEventsRequest, Buffer>) => void;
+  watchConnEventBatches: (call: ServerWritableStream<WatchConnEventBatchesRequest, Buffer>) => void;
 };
 
 /** Conns read per dump call when a filter may skip many (the worker walks 4096 entries per poll round). */
@@ -74,23 +77,21 @@ export async function listConnsPage(
   return { conns: out, next: worker < workers ? { worker, cursor } : undefined };
 }
 
-/** initial_state: every matching conn, table by table, then snapshot_end. */
-async function* snapshot(dp: Dataplane, query: v.ConnQuery, lastSeq: bigint): AsyncGenerator<Buffer> {
+/** initial_state: every matching conn, table by table, page by page, then snapshot_end. */
+async function* snapshot(dp: Dataplane, query: v.ConnQuery, lastSeq: bigint): AsyncGenerator<Buffer[]> {
   let sent = 0n;
   for (let w = 0; w < dp.workers; w++) {
     let cursor = 0;
     for (;;) {
       const page = await dp.dumpConns(w, cursor, SNAPSHOT_CHUNK);
-      for (const c of page.conns) {
-        if (!v.matchConn(query, c)) continue;
-        sent++;
-        yield encodeSnapshot(c);
-      }
+      const msgs = page.conns.filter((c) => v.matchConn(query, c)).map(encodeSnapshot);
+      sent += BigInt(msgs.length);
+      if (msgs.length > 0) yield msgs;
       if (page.done) break;
       cursor = page.cursor;
     }
   }
-  yield encodeSnapshotEnd(sent, lastSeq);
+  yield [encodeSnapshotEnd(sent, lastSeq)];
 }
 
 export function toEventStatus(s: HubStatus, workers: number, ringCapacity: number, now = Date.now()): GetEventStatusResponse {
@@ -126,47 +127,65 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
 
     deleteConns: unary(log, 'DeleteConns', async (req) => ({ deleted: await dp.deleteConns(v.deleteConns(req)) })),
 
-    watchConnEvents: (call) => {
-      let closeSub: (() => void) | undefined;
-      let ended = false;
-      // Ends the call once: OK, or the mapped status (never UNKNOWN, never a raw throw).
-      const end = (err?: unknown): void => {
-        if (ended) return;
-        ended = true;
-        closeSub?.();
-        if (err === undefined) call.end();
-        else call.emit('error', toStatus(err, log, 'WatchConnEvents'));
-      };
-      const gone = (): void => {
-        ended = true;
-        closeSub?.();
-      };
-      call.on('cancelled', gone);
-      call.on('close', gone);
-      call.on('error', gone);
-      try {
-        const w = v.watchConnEvents(call.request);
-        if (w.sinceSeq !== undefined && w.sinceSeq > hub.lastSeq) {
-          throw new OutOfRangeError('since_seq', `${w.sinceSeq} is beyond the last event (${hub.lastSeq}); the appliance may have restarted`);
-        }
-        const match = (e: EventKey): boolean => (w.types.size === 0 || w.types.has(e.type)) && v.matchConn(w.query, e);
-        const sub = hub.subscribe(call, {
-          follow: w.follow,
-          sinceSeq: w.sinceSeq,
-          match,
-          preamble: w.initialState ? (lastSeq) => snapshot(dp, w.query, lastSeq) : undefined,
-          peer: call.getPeer(),
-          onDone: end,
-        });
-        if (ended) sub.close();
-        else closeSub = () => sub.close();
-      } catch (err) {
-        end(err);
-      }
-    },
+    watchConnEvents: (call) => watch(dp, hub, log, 'WatchConnEvents', call, () => v.watchConnEvents(call.request)),
+
+    watchConnEventBatches: (call) => watch(dp, hub, log, 'WatchConnEventBatches', call, () => v.watchConnEventBatches(call.request)),
 
     getEventStatus: unary(log, 'GetEventStatus', () =>
       toEventStatus(hub.status(), dp.config.dataplane.workers, dp.config.dataplane.event_ring),
     ),
   };
+}
+
+/**
+ * A WatchConnEvents or WatchConnEventBatches call on the hub; `spec` validates the request (its
+ * INVALID_ARGUMENT ends the call before anything is written).
+ */
+function watch(
+  dp: Dataplane,
+  hub: EventHub,
+  log: Logger,
+  method: string,
+  call: ServerWritableStream<unknown, Buffer>,
+  spec: () => v.WatchSpec,
+): void {
+  let closeSub: (() => void) | undefined;
+  let ended = false;
+  // Ends the call once: OK, or the mapped status (never UNKNOWN, never a raw throw).
+  const end = (err?: unknown): void => {
+    if (ended) return;
+    ended = true;
+    closeSub?.();
+    if (err === undefined) call.end();
+    else call.emit('error', toStatus(err, log, method));
+  };
+  const gone = (): void => {
+    ended = true;
+    closeSub?.();
+  };
+  call.on('cancelled', gone);
+  call.on('close', gone);
+  call.on('error', gone);
+  try {
+    const w = spec();
+    if (w.sinceSeq !== undefined && w.sinceSeq > hub.lastSeq) {
+      throw new OutOfRangeError('since_seq', `${w.sinceSeq} is beyond the last event (${hub.lastSeq}); the appliance may have restarted`);
+    }
+    // No filter: every event, without reading any of its fields.
+    const match =
+      w.types.size === 0 && v.isEmptyQuery(w.query) ? undefined : (e: EventKey): boolean => (w.types.size === 0 || w.types.has(e.type)) && v.matchConn(w.query, e);
+    const sub = hub.subscribe(call, {
+      follow: w.follow,
+      sinceSeq: w.sinceSeq,
+      match,
+      preamble: w.initialState ? (lastSeq) => snapshot(dp, w.query, lastSeq) : undefined,
+      maxBatch: w.maxBatch,
+      peer: call.getPeer(),
+      onDone: end,
+    });
+    if (ended) sub.close();
+    else closeSub = () => sub.close();
+  } catch (err) {
+    end(err);
+  }
 }

@@ -29,12 +29,26 @@
 import type { ConnView } from '../dataplane';
 import { DataplaneError } from '../dataplane';
 import type { Logger } from '../log';
-import { encodeEvent, encodeLost, LostEventsSource } from './conn-messages';
+import { encodeLost, LostEventsSource } from './conn-messages';
 
-/** What the hub needs from the dataplane (Dataplane implements it). */
+/** One drained batch of events, in ring order. */
+export interface DrainedEvents {
+  readonly count: number;
+  /** The filter fields of event i; asked only for streams with a filter. */
+  key(i: number): EventKey;
+  /**
+   * Every event as WatchConnEventsResponse bytes, numbered firstSeq, firstSeq + 1, …, back to
+   * back in one Buffer, each behind its tag and length as an element of
+   * WatchConnEventBatchesResponse.messages: event i is buf[starts[i]..ends[i]), its element
+   * buf[ends[i - 1] (0 for i = 0)..ends[i]).
+   */
+  encode(firstSeq: bigint): { buf: Buffer; starts: Uint32Array; ends: Uint32Array };
+}
+
+/** What the hub needs from the dataplane (event-encode.ts adapts Dataplane to it). */
 export interface EventSource {
   enableEvents(on: boolean): void;
-  drainEvents(max: number): { events: ConnView[]; dropped: bigint };
+  drainEvents(max: number): { events: DrainedEvents; dropped: bigint };
 }
 
 /** Where a stream's messages go: a grpc-js ServerWritableStream, or any object-mode Writable. */
@@ -61,14 +75,19 @@ export interface SubscribeOptions {
   follow: boolean;
   /** Replay kept events with a greater seq first. */
   sinceSeq?: bigint;
-  /** Which events this stream wants (loss notices always pass). */
-  match: (e: EventKey) => boolean;
+  /** Which events this stream wants (loss notices always pass); undefined: all of them. */
+  match?: (e: EventKey) => boolean;
   /**
    * Messages written before anything else (the initial_state snapshot, ending with snapshot_end),
    * pulled one at a time with backpressure. Gets the seq of the last event numbered before it
    * began: every event queued for the stream meanwhile has a greater one.
    */
-  preamble?: (lastSeq: bigint) => AsyncIterable<Buffer>;
+  preamble?: (lastSeq: bigint) => AsyncIterable<Buffer[]>;
+  /**
+   * Batch mode (WatchConnEventBatches): each write carries up to this many messages as one
+   * WatchConnEventBatchesResponse. Unset: one message per write (WatchConnEvents).
+   */
+  maxBatch?: number;
   /** The client's address, for GetEventStatus. */
   peer?: string;
   /**
@@ -104,10 +123,24 @@ export interface HubStatus {
   subscribers: SubscriberStatus[];
 }
 
-/** A numbered event: its encoded message and the fields filters need. */
-interface Entry extends EventKey {
+/** A numbered event: its encoded message, and where to read the fields filters need. */
+interface Entry {
   seq: bigint;
-  bytes: Buffer;
+  /** The encoded message: buf[start..end), shared with the rest of its drained batch; as a batch element from `element`. */
+  buf: Buffer;
+  element: number;
+  start: number;
+  end: number;
+  batch: DrainedEvents;
+  index: number;
+  /** The filter fields, once a stream with a filter has asked. */
+  key?: EventKey;
+}
+
+function wants(match: ((e: EventKey) => boolean) | undefined, e: Entry): boolean {
+  if (match === undefined) return true;
+  e.key ??= e.batch.key(e.index);
+  return match(e.key);
 }
 
 /** A loss notice waiting in a queue (encoded when written, so consecutive ones can merge). */
@@ -120,7 +153,67 @@ interface Notice {
 
 type Item = Entry | Notice;
 
-const isEntry = (i: Item): i is Entry => 'bytes' in i;
+const isEntry = (i: Item): i is Entry => 'buf' in i;
+
+/** A message to write: bytes of its own, or an event's place in its batch's buffer. */
+type Message = Buffer | Entry;
+
+const messageBytes = (m: Message): Buffer => (Buffer.isBuffer(m) ? m : m.buf.subarray(m.start, m.end));
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 128) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+/** Bytes of a message as an element of WatchConnEventBatchesResponse.messages. */
+function elementLength(m: Message): number {
+  return Buffer.isBuffer(m) ? 1 + varintLength(m.length) + m.length : m.end - m.element;
+}
+
+/**
+ * WatchConnEventBatchesResponse from messages: each is field 1 (tag 0x0a), its length, its
+ * bytes. Events already carry their tag and length (DrainedEvents.encode), so a run of events
+ * that lie next to each other in one buffer is copied at once, and a batch that is one such run
+ * is a view, not a copy. `bytes` is the sum of elementLength().
+ */
+export function encodeBatch(messages: readonly Message[], bytes: number): Buffer {
+  const first = messages[0];
+  const last = messages[messages.length - 1];
+  if (!Buffer.isBuffer(first) && !Buffer.isBuffer(last) && last.buf === first.buf && last.end - first.element === bytes) {
+    return first.buf.subarray(first.element, last.end); // one run: nothing between the events
+  }
+  const out = Buffer.allocUnsafe(bytes);
+  let o = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i];
+    if (Buffer.isBuffer(m)) {
+      out[o++] = 0x0a;
+      let n = m.length;
+      while (n >= 128) {
+        out[o++] = (n & 127) | 128;
+        n >>>= 7;
+      }
+      out[o++] = n;
+      o += m.copy(out, o);
+      continue;
+    }
+    // The longest run of adjacent events from here.
+    let j = i;
+    while (j + 1 < messages.length) {
+      const next = messages[j + 1];
+      const cur = messages[j] as Entry;
+      if (Buffer.isBuffer(next) || next.buf !== cur.buf || next.element !== cur.end) break;
+      j++;
+    }
+    o += m.buf.copy(out, o, m.element, (messages[j] as Entry).end);
+    i = j;
+  }
+  return out;
+}
 
 /**
  * Drain batch bounds: small while idle (the addon allocates a buffer per call), larger under load,
@@ -242,7 +335,7 @@ class Subscriber {
 
   /** A new numbered event (following streams only). */
   offer(e: Entry): void {
-    if (this.phase === 'done' || this.phase === 'replay' || !this.opts.match(e)) return;
+    if (this.phase === 'done' || this.phase === 'replay' || !wants(this.opts.match, e)) return;
     if (this.queued >= this.hub.subscriberBuffer) {
       if (this.pending === undefined) this.pending = { source: LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_BUFFER, count: 0n, firstSeq: e.seq, lastSeq: e.seq };
       this.pending.count++;
@@ -270,8 +363,18 @@ class Subscriber {
 
   /** Writes what is due until the sink pushes back. */
   flush(): void {
+    this.collect();
+    this.writeBatch();
+  }
+
+  /** Messages of a batch being gathered (batch mode only). */
+  private batch: Message[] = [];
+  private batchBytes = 0;
+
+  /** Takes what is due, message by message, into write(). */
+  private collect(): void {
     while (!this.blocked && (this.phase === 'replay' || this.phase === 'live')) {
-      let msg: Buffer | undefined;
+      let msg: Message | undefined;
       if (this.phase === 'replay') {
         msg = this.nextReplay();
         if (msg === undefined) {
@@ -289,26 +392,56 @@ class Subscriber {
           this.pending = undefined;
         }
         if (isEntry(item)) this.queued--;
-        msg = isEntry(item) ? item.bytes : encodeLost(item.source, item.count, item.firstSeq, item.lastSeq);
+        msg = isEntry(item) ? item : encodeLost(item.source, item.count, item.firstSeq, item.lastSeq);
       }
-      if (!this.write(msg)) {
-        this.sink.once('drain', () => {
-          this.blocked = false;
-          this.flush();
-        });
-      }
+      if (!this.write(msg)) this.waitDrain();
     }
   }
 
-  private write(msg: Buffer): boolean {
+  /**
+   * One message to the stream: written at once, or in batch mode added to the batch, which is
+   * written when full (and by flush() with whatever it holds once nothing more is due).
+   */
+  private write(msg: Message): boolean {
     this.sent++;
+    const max = this.opts.maxBatch;
+    if (max === undefined) return this.send(messageBytes(msg));
+    this.batch.push(msg);
+    this.batchBytes += elementLength(msg);
+    return this.batch.length < max || this.writeBatch();
+  }
+
+  /** Writes the gathered batch, if any, as one WatchConnEventBatchesResponse. */
+  private writeBatch(): boolean {
+    if (this.batch.length === 0) return !this.blocked;
+    const msg = encodeBatch(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    const ok = this.send(msg);
+    if (!ok) this.waitDrain();
+    return ok;
+  }
+
+  private send(msg: Buffer): boolean {
     const ok = this.sink.write(msg);
     this.blocked = !ok;
     return ok;
   }
 
+  /** Blocked: flush again on 'drain' (once, however many writes returned false). */
+  private waitDrain(): void {
+    if (this.drainWait) return;
+    this.drainWait = true;
+    this.sink.once('drain', () => {
+      this.drainWait = false;
+      this.blocked = false;
+      this.flush();
+    });
+  }
+  private drainWait = false;
+
   /** The next replayed message (an event or a HISTORY notice); undefined once caught up. */
-  private nextReplay(): Buffer | undefined {
+  private nextReplay(): Message | undefined {
     const h = this.hub.history;
     const end = this.replayEnd ?? h.last;
     while (this.cursor < end) {
@@ -320,23 +453,21 @@ class Subscriber {
       }
       this.cursor = next;
       const e = h.get(next);
-      if (e !== undefined && this.opts.match(e)) return e.bytes;
+      if (e !== undefined && wants(this.opts.match, e)) return e;
     }
     return undefined;
   }
 
-  private async runPreamble(messages: AsyncIterable<Buffer>): Promise<void> {
+  private async runPreamble(pages: AsyncIterable<Buffer[]>): Promise<void> {
     try {
-      for await (const msg of messages) {
-        if (this.phase === 'done') return;
-        if (!this.write(msg)) {
-          await new Promise<void>((resolve) => {
-            this.wake = resolve;
-            this.sink.once('drain', resolve);
-          });
-          this.wake = undefined;
-          this.blocked = false;
+      for await (const page of pages) {
+        for (const msg of page) {
+          if (this.phase === 'done') return;
+          if (!this.write(msg)) await this.preambleDrain();
         }
+        // A page is all that is ready now: its partial batch goes out rather than wait.
+        if (this.phase === 'done') return;
+        if (!this.writeBatch()) await this.preambleDrain();
       }
     } catch (err) {
       this.hub.finish(this, err);
@@ -348,7 +479,18 @@ class Subscriber {
     this.flush();
   }
 
+  /** The preamble waits for 'drain' (or for the stream to go). */
+  private async preambleDrain(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      this.sink.once('drain', resolve);
+    });
+    this.wake = undefined;
+    this.blocked = false;
+  }
+
   private finish(): void {
+    this.writeBatch();
     this.hub.finish(this);
   }
 
@@ -358,6 +500,8 @@ class Subscriber {
     this.queue.clear();
     this.queued = 0;
     this.pending = undefined;
+    this.batch = [];
+    this.batchBytes = 0;
     this.wake?.();
   }
 
@@ -513,7 +657,9 @@ export class EventHub {
 
   /** The next tick: after the drain period, or (the rings may hold more) once I/O has run. */
   private schedule(soon: boolean): void {
-    if (soon) this.immediate = setImmediate(() => this.tick()).unref();
+    // Not unref'd: an unref'd immediate lets the loop block in poll until some other timer or
+    // I/O wakes it, which left a backlog in the rings waiting for milliseconds at a time.
+    if (soon) this.immediate = setImmediate(() => this.tick());
     else this.timer = setTimeout(() => this.tick(), this.intervalMs).unref();
   }
 
@@ -543,17 +689,25 @@ export class EventHub {
       this.lastDropped = dropped;
       for (const s of this.subscribers.values()) if (s.follow) s.notifyDataplaneLoss(lost);
     }
-    for (const c of events) this.publish(c);
+    const n = events.count;
+    if (n > 0) {
+      const first = this.history.last + 1n;
+      const { buf, starts, ends } = events.encode(first);
+      let seq = first;
+      let element = 0;
+      for (let i = 0; i < n; i++, seq++) {
+        this.publish({ seq, buf, element, start: starts[i], end: ends[i], batch: events, index: i });
+        element = ends[i];
+      }
+    }
     // Adapt the batch: grow while batches come back full, shrink when mostly empty.
-    const full = events.length === max;
+    const full = n === max;
     if (full) this.batch = Math.min(max * 4, this.maxBatch);
-    else if (events.length < max / 4) this.batch = Math.max(Math.floor(max / 2), this.minBatch);
+    else if (n < max / 4) this.batch = Math.max(Math.floor(max / 2), this.minBatch);
     return full;
   }
 
-  private publish(c: ConnView): void {
-    const seq = this.history.last + 1n;
-    const e: Entry = { seq, bytes: encodeEvent(seq, c), type: c.type, protocol: c.protocol, state: c.state, client: c.client, vip: c.vip, real: c.real };
+  private publish(e: Entry): void {
     this.history.push(e);
     for (const s of this.subscribers.values()) if (s.follow) s.offer(e);
   }

@@ -17,6 +17,7 @@ import type { Logger } from '../log';
 import { balancerService } from './balancer-service';
 import { ConnServiceDefinition, connService } from './conn-service';
 import { EventHub } from './event-hub';
+import { dataplaneEventSource } from './event-encode';
 import { ConfigManager, configService } from './config-service';
 import { networkService } from './network-service';
 import { pathService } from './path-service';
@@ -64,7 +65,7 @@ export class ApplianceServer {
     this.grpc.addService(NetworkServiceService, networkService(dp, log));
     this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
     this.grpc.addService(PathServiceService, pathService(dp, log));
-    this.events = new EventHub(dp, { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
+    this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
     this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
     this.config = new ConfigManager(dp, log, {

@@ -35,7 +35,7 @@ import type {
   UpdateVirtualServiceRequest,
   VirtualServiceKey,
 } from '../gen/retrace/v1/balancer';
-import type { ConnFilter, DeleteConnsRequest, GetConnRequest, ListConnsRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
+import type { ConnFilter, DeleteConnsRequest, GetConnRequest, ListConnsRequest, WatchConnEventBatchesRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
 import type {
   CreateAddressRequest,
   CreateNeighborRequest,
@@ -359,6 +359,17 @@ export interface WatchSpec {
   query: ConnQuery;
   /** Empty: every type. */
   types: ReadonlySet<DpEventType>;
+  /** WatchConnEventBatches: messages per batch. */
+  maxBatch?: number;
+}
+
+/** Messages per WatchConnEventBatches batch: the default (max_batch 0) and the limit. */
+export const EVENT_BATCH_DEFAULT = 1024;
+export const EVENT_BATCH_MAX = 8192;
+
+export function watchConnEventBatches(req: WatchConnEventBatchesRequest): WatchSpec {
+  if (req.maxBatch > EVENT_BATCH_MAX) throw new ValidationError('max_batch', `${req.maxBatch} is over the limit of ${EVENT_BATCH_MAX} messages`);
+  return { ...watchConnEvents(req), maxBatch: req.maxBatch === 0 ? EVENT_BATCH_DEFAULT : req.maxBatch };
 }
 
 export function watchConnEvents(req: WatchConnEventsRequest): WatchSpec {

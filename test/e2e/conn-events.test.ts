@@ -16,6 +16,8 @@ import {
   DeleteConnsRequest,
   ListConnsRequest,
   LostEventsSource,
+  WatchConnEventBatchesRequest,
+  WatchConnEventBatchesResponse,
   WatchConnEventsRequest,
   type Conn,
   type DeepPartial,
@@ -38,9 +40,21 @@ class Watch {
   readonly call: grpc.ClientReadableStream<WatchConnEventsResponse>;
   readonly status: Promise<grpc.StatusObject>;
 
-  constructor(client: ConnServiceClient, req: DeepPartial<WatchConnEventsRequest>) {
-    this.call = client.watchConnEvents(WatchConnEventsRequest.fromPartial(req));
-    this.call.on('data', (m: WatchConnEventsResponse) => this.msgs.push(m));
+  /** batched: read WatchConnEventBatches (req.maxBatch) and keep the messages of every batch. */
+  readonly batches: number[] = [];
+
+  constructor(client: ConnServiceClient, req: DeepPartial<WatchConnEventBatchesRequest>, batched = false) {
+    if (batched) {
+      const call = client.watchConnEventBatches(WatchConnEventBatchesRequest.fromPartial(req));
+      call.on('data', (b: WatchConnEventBatchesResponse) => {
+        this.batches.push(b.messages.length);
+        this.msgs.push(...b.messages);
+      });
+      this.call = call as unknown as grpc.ClientReadableStream<WatchConnEventsResponse>;
+    } else {
+      this.call = client.watchConnEvents(WatchConnEventsRequest.fromPartial(req));
+      this.call.on('data', (m: WatchConnEventsResponse) => this.msgs.push(m));
+    }
     this.status = new Promise((resolve) => {
       this.call.on('status', resolve);
       this.call.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details, metadata: e.metadata }));
@@ -89,8 +103,8 @@ describe('ConnService in the lab', () => {
     client = new ConnServiceClient(sc.app.address, grpc.credentials.createInsecure());
     api = promised(client);
   };
-  const watch = (req: DeepPartial<WatchConnEventsRequest>, via = client): Watch => {
-    const w = new Watch(via, req);
+  const watch = (req: DeepPartial<WatchConnEventBatchesRequest>, via = client, batched = false): Watch => {
+    const w = new Watch(via, req, batched);
     watches.push(w);
     return w;
   };
@@ -300,6 +314,30 @@ describe('ConnService in the lab', () => {
       expect(st.dataplane?.lost).toBe(0n);
       expect(st.seen).toBeGreaterThanOrEqual(seqs.at(-1)!);
     }, 120000);
+
+    it('WatchConnEventBatches carries exactly the messages of WatchConnEvents, filter included, in batches', async () => {
+      const filter = { protocols: [Protocol.PROTOCOL_TCP], vips: [tcpVip] };
+      const single = watch({ follow: true, filter });
+      const batched = watch({ follow: true, filter, maxBatch: 7 }, client, true);
+      await until('two streams', status, (s) => s.subscribers?.streams.length === 2);
+      const r = await sc.lab.tcpEcho('client-b', tcpVip, 80, { conns: 40, bytes: 500, concurrency: 20 });
+      expect(r.ok).toBe(40);
+      const closed = (x: Watch) => x.events.filter((m) => m.event?.type === ConnEventType.CONN_EVENT_TYPE_CLOSED).length;
+      for (const w of [single, batched]) await w.wait('40 closed events', (x) => closed(x) >= 40, 30000);
+      await sleep(200);
+      expect(batched.msgs.length).toBe(single.msgs.length);
+      expect(batched.msgs).toEqual(single.msgs);
+      expect(batched.msgs.every((m) => m.event?.conn?.vip === tcpVip)).toBe(true);
+      expect(Math.max(...batched.batches)).toBeLessThanOrEqual(7);
+      expect(batched.batches.length).toBeLessThan(batched.msgs.length);
+    }, 120000);
+
+    it('WatchConnEventBatches rejects max_batch over 8192 as INVALID_ARGUMENT naming it', async () => {
+      const w = watch({ follow: true, maxBatch: 8193 }, client, true);
+      const st = await w.status;
+      expect(st.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(st.details).toMatch(/^max_batch: /);
+    });
 
     it('sends a snapshot of current conns, then snapshot_end, then live events', async () => {
       await udpEcho('client-b', udpVip, 80, { count: 15, concurrency: 15 });

@@ -6,8 +6,9 @@
 import { EventEmitter } from 'node:events';
 import type { ConnEventType as DpEventType, ConnView } from '../../src/dataplane';
 import { DataplaneError } from '../../src/dataplane';
-import { ConnEventType, LostEventsSource, WatchConnEventsResponse } from '../../src/gen/retrace/v1/conn';
-import { EventHub, type EventKey, type EventSink, type SubscribeOptions } from '../../src/server/event-hub';
+import { ConnEventType, LostEventsSource, WatchConnEventBatchesResponse, WatchConnEventsResponse } from '../../src/gen/retrace/v1/conn';
+import { encodeEvent } from '../../src/server/conn-messages';
+import { EventHub, type DrainedEvents, type EventKey, type EventSink, type SubscribeOptions } from '../../src/server/event-hub';
 
 const NOW_NS = 1_700_000_000_000_000_000n;
 
@@ -49,9 +50,27 @@ class FakeSource {
     this.enableCalls.push(on);
   }
 
-  drainEvents(max: number): { events: ConnView[]; dropped: bigint } {
+  drainEvents(max: number): { events: DrainedEvents; dropped: bigint } {
     if (this.failWith) throw this.failWith;
-    return { events: this.pending.splice(0, max), dropped: this.dropped };
+    const views = this.pending.splice(0, max);
+    const events: DrainedEvents = {
+      count: views.length,
+      key: (i) => views[i],
+      encode: (first) => {
+        // Each message behind its batch-element tag and length, as DrainedEvents promises.
+        const msgs = views.map((v, i) => encodeEvent(first + BigInt(i), v));
+        const heads = msgs.map((m) => Buffer.from([0x0a, ...(m.length < 128 ? [m.length] : [(m.length & 127) | 128, m.length >> 7])]));
+        const starts = new Uint32Array(msgs.length);
+        const ends = new Uint32Array(msgs.length);
+        let o = 0;
+        msgs.forEach((m, i) => {
+          starts[i] = o + heads[i].length;
+          ends[i] = o += heads[i].length + m.length;
+        });
+        return { buf: Buffer.concat(msgs.flatMap((m, i) => [heads[i], m])), starts, ends };
+      },
+    };
+    return { events, dropped: this.dropped };
   }
 
   /** The workers produce `count` events (only while enabled, like the real rings). */
@@ -82,6 +101,18 @@ class FakeSink extends EventEmitter implements EventSink {
 
   lost(source: LostEventsSource) {
     return this.got.filter((m) => m.lost?.source === source).map((m) => m.lost!);
+  }
+}
+
+/** A WatchConnEventBatches stream: records each write as the batch of messages it carries. */
+class BatchSink extends FakeSink {
+  readonly batches: number[] = [];
+
+  write(chunk: Buffer): boolean {
+    const b = WatchConnEventBatchesResponse.decode(chunk);
+    this.batches.push(b.messages.length);
+    this.got.push(...b.messages);
+    return !this.paused;
   }
 }
 
@@ -404,9 +435,9 @@ describe('EventHub', () => {
       subscribe(sink, {
         preamble: async function* (lastSeq) {
           seenLastSeq = lastSeq;
-          yield Buffer.from(snapshot(1));
+          yield [Buffer.from(snapshot(1))];
           await gate;
-          yield Buffer.from(snapshot(2));
+          yield [Buffer.from(snapshot(2))];
         },
       });
       source.produce(3);
@@ -429,6 +460,61 @@ describe('EventHub', () => {
       await jest.advanceTimersByTimeAsync(0);
       expect(onDone).toHaveBeenCalledWith(expect.objectContaining({ code: 'EUNAVAILABLE' }));
       expect(hub.status().producing).toBe(false);
+    });
+  });
+
+  describe('batches (WatchConnEventBatches)', () => {
+    it('writes what is due as one batch, split at maxBatch, in seq order', () => {
+      const sink = new BatchSink();
+      subscribe(sink, { maxBatch: 4 });
+      source.produce(10);
+      tick();
+      expect(sink.batches).toEqual([4, 4, 2]);
+      expect(sink.seqs).toEqual(range(1n, 10n));
+    });
+
+    it('sends a lone event at once rather than wait for a batch to fill', () => {
+      const sink = new BatchSink();
+      subscribe(sink, { maxBatch: 256 });
+      source.produce(1);
+      tick();
+      expect(sink.batches).toEqual([1]);
+    });
+
+    it('stops at backpressure and carries loss notices in the batches, gaps covered exactly', () => {
+      make({ buffer: 8 });
+      const sink = new BatchSink();
+      subscribe(sink, { maxBatch: 4 });
+      sink.paused = true;
+      source.produce(30);
+      for (let i = 0; i < 5; i++) tick();
+      // One batch went out before write() said stop; a full queue waits, the rest are lost.
+      expect(sink.batches).toEqual([4]);
+      expect(hub.status().subscribers[0].queueLength).toBe(8);
+      sink.resume();
+      tick();
+      expect(sink.batches.slice(1).every((n) => n <= 4)).toBe(true);
+      const { events, lost } = checkGapsMatchLoss(sink.got);
+      expect(events + Number(lost)).toBe(30);
+      expect(lost).toBe(18n);
+    });
+
+    it('batches a snapshot page by page and ends it with snapshot_end', async () => {
+      const sink = new BatchSink();
+      const msg = (n: number) => Buffer.from(WatchConnEventsResponse.encode({ seq: 0n, time: undefined, snapshotEnd: { conns: BigInt(n), lastSeq: 0n } }).finish());
+      subscribe(sink, {
+        maxBatch: 3,
+        follow: false,
+        preamble: async function* () {
+          yield [msg(1), msg(2), msg(3), msg(4)];
+          yield [msg(5)];
+          yield [msg(6)];
+        },
+      });
+      await jest.advanceTimersByTimeAsync(0);
+      expect(sink.batches).toEqual([3, 1, 1, 1]);
+      expect(sink.got.map((m) => Number(m.snapshotEnd?.conns))).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(done[done.length - 1]).toHaveBeenCalledWith(undefined);
     });
   });
 

@@ -501,6 +501,35 @@ export interface WatchConnEventsRequest {
   types: ConnEventType[];
 }
 
+/**
+ * WatchConnEventBatchesRequest asks for the stream of WatchConnEvents in
+ * batches. Fields 1-5 mean what they mean in WatchConnEventsRequest.
+ */
+export interface WatchConnEventBatchesRequest {
+  /** See WatchConnEventsRequest.follow. */
+  follow: boolean;
+  /** See WatchConnEventsRequest.since_seq. */
+  sinceSeq?:
+    | bigint
+    | undefined;
+  /** See WatchConnEventsRequest.initial_state. */
+  initialState: boolean;
+  /** See WatchConnEventsRequest.filter. */
+  filter:
+    | ConnFilter
+    | undefined;
+  /** See WatchConnEventsRequest.types. */
+  types: ConnEventType[];
+  /** The most messages in one batch, 1 to 8192. 0 means 1024. */
+  maxBatch: number;
+}
+
+/** WatchConnEventBatchesResponse is one batch of the stream. */
+export interface WatchConnEventBatchesResponse {
+  /** In stream order; never empty. */
+  messages: WatchConnEventsResponse[];
+}
+
 /** WatchConnEventsResponse is one message of the stream. */
 export interface WatchConnEventsResponse {
   /**
@@ -2176,6 +2205,259 @@ export const WatchConnEventsRequest: MessageFns<WatchConnEventsRequest> = {
   },
 };
 
+function createBaseWatchConnEventBatchesRequest(): WatchConnEventBatchesRequest {
+  return { follow: false, sinceSeq: undefined, initialState: false, filter: undefined, types: [], maxBatch: 0 };
+}
+
+export const WatchConnEventBatchesRequest: MessageFns<WatchConnEventBatchesRequest> = {
+  encode(message: WatchConnEventBatchesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.follow !== false) {
+      writer.uint32(8).bool(message.follow);
+    }
+    if (message.sinceSeq !== undefined) {
+      if (BigInt.asUintN(64, message.sinceSeq) !== message.sinceSeq) {
+        throw new globalThis.Error("value provided for field message.sinceSeq of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.sinceSeq);
+    }
+    if (message.initialState !== false) {
+      writer.uint32(24).bool(message.initialState);
+    }
+    if (message.filter !== undefined) {
+      ConnFilter.encode(message.filter, writer.uint32(34).fork()).join();
+    }
+    if (message.types.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.types) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.maxBatch !== 0) {
+      writer.uint32(48).uint32(message.maxBatch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchConnEventBatchesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchConnEventBatchesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sinceSeq = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.initialState = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.filter = ConnFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.types.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.types.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxBatch = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchConnEventBatchesRequest {
+    return {
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+      sinceSeq: isSet(object.sinceSeq)
+        ? BigInt(object.sinceSeq)
+        : isSet(object.since_seq)
+        ? BigInt(object.since_seq)
+        : undefined,
+      initialState: isSet(object.initialState)
+        ? globalThis.Boolean(object.initialState)
+        : isSet(object.initial_state)
+        ? globalThis.Boolean(object.initial_state)
+        : false,
+      filter: isSet(object.filter) ? ConnFilter.fromJSON(object.filter) : undefined,
+      types: globalThis.Array.isArray(object?.types) ? object.types.map((e: any) => connEventTypeFromJSON(e)) : [],
+      maxBatch: isSet(object.maxBatch)
+        ? globalThis.Number(object.maxBatch)
+        : isSet(object.max_batch)
+        ? globalThis.Number(object.max_batch)
+        : 0,
+    };
+  },
+
+  toJSON(message: WatchConnEventBatchesRequest): unknown {
+    const obj: any = {};
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    if (message.sinceSeq !== undefined) {
+      obj.sinceSeq = message.sinceSeq.toString();
+    }
+    if (message.initialState !== false) {
+      obj.initialState = message.initialState;
+    }
+    if (message.filter !== undefined) {
+      obj.filter = ConnFilter.toJSON(message.filter);
+    }
+    if (message.types?.length) {
+      obj.types = message.types.map((e) => connEventTypeToJSON(e));
+    }
+    if (message.maxBatch !== 0) {
+      obj.maxBatch = Math.round(message.maxBatch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchConnEventBatchesRequest>): WatchConnEventBatchesRequest {
+    return WatchConnEventBatchesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchConnEventBatchesRequest>): WatchConnEventBatchesRequest {
+    const message = createBaseWatchConnEventBatchesRequest();
+    message.follow = object.follow ?? false;
+    message.sinceSeq = (object.sinceSeq !== undefined && object.sinceSeq !== null)
+      ? BigInt(object.sinceSeq)
+      : undefined;
+    message.initialState = object.initialState ?? false;
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? ConnFilter.fromPartial(object.filter)
+      : undefined;
+    message.types = object.types?.map((e) => e) || [];
+    message.maxBatch = object.maxBatch ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchConnEventBatchesResponse(): WatchConnEventBatchesResponse {
+  return { messages: [] };
+}
+
+export const WatchConnEventBatchesResponse: MessageFns<WatchConnEventBatchesResponse> = {
+  encode(message: WatchConnEventBatchesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      WatchConnEventsResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchConnEventBatchesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchConnEventBatchesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(WatchConnEventsResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchConnEventBatchesResponse {
+    return {
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => WatchConnEventsResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: WatchConnEventBatchesResponse): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => WatchConnEventsResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchConnEventBatchesResponse>): WatchConnEventBatchesResponse {
+    return WatchConnEventBatchesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchConnEventBatchesResponse>): WatchConnEventBatchesResponse {
+    const message = createBaseWatchConnEventBatchesResponse();
+    message.messages = object.messages?.map((e) => WatchConnEventsResponse.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseWatchConnEventsResponse(): WatchConnEventsResponse {
   return { seq: 0n, time: undefined, event: undefined, lost: undefined, snapshotEnd: undefined, snapshot: undefined };
 }
@@ -3553,6 +3835,25 @@ export const ConnServiceService = {
     responseDeserialize: (value: Buffer): WatchConnEventsResponse => WatchConnEventsResponse.decode(value),
   },
   /**
+   * WatchConnEventBatches is WatchConnEvents for high event rates: the same
+   * messages in the same order (events, LostEvents, snapshot, snapshot_end),
+   * several per stream message. A batch never waits to fill up: it holds
+   * what is ready when the stream can take more, so one event alone still
+   * arrives at once. Statuses as for WatchConnEvents, plus INVALID_ARGUMENT
+   * for max_batch.
+   */
+  watchConnEventBatches: {
+    path: "/retrace.v1.ConnService/WatchConnEventBatches" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchConnEventBatchesRequest): Buffer =>
+      Buffer.from(WatchConnEventBatchesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchConnEventBatchesRequest => WatchConnEventBatchesRequest.decode(value),
+    responseSerialize: (value: WatchConnEventBatchesResponse): Buffer =>
+      Buffer.from(WatchConnEventBatchesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchConnEventBatchesResponse => WatchConnEventBatchesResponse.decode(value),
+  },
+  /**
    * GetEventStatus reports the event stages: capacity, usage, events seen
    * and lost per stage, and every open WatchConnEvents stream. Read-only.
    */
@@ -3611,6 +3912,15 @@ export interface ConnServiceServer extends UntypedServiceImplementation {
    * OK once everything asked for was sent.
    */
   watchConnEvents: handleServerStreamingCall<WatchConnEventsRequest, WatchConnEventsResponse>;
+  /**
+   * WatchConnEventBatches is WatchConnEvents for high event rates: the same
+   * messages in the same order (events, LostEvents, snapshot, snapshot_end),
+   * several per stream message. A batch never waits to fill up: it holds
+   * what is ready when the stream can take more, so one event alone still
+   * arrives at once. Statuses as for WatchConnEvents, plus INVALID_ARGUMENT
+   * for max_batch.
+   */
+  watchConnEventBatches: handleServerStreamingCall<WatchConnEventBatchesRequest, WatchConnEventBatchesResponse>;
   /**
    * GetEventStatus reports the event stages: capacity, usage, events seen
    * and lost per stage, and every open WatchConnEvents stream. Read-only.
@@ -3710,6 +4020,23 @@ export interface ConnServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchConnEventsResponse>;
+  /**
+   * WatchConnEventBatches is WatchConnEvents for high event rates: the same
+   * messages in the same order (events, LostEvents, snapshot, snapshot_end),
+   * several per stream message. A batch never waits to fill up: it holds
+   * what is ready when the stream can take more, so one event alone still
+   * arrives at once. Statuses as for WatchConnEvents, plus INVALID_ARGUMENT
+   * for max_batch.
+   */
+  watchConnEventBatches(
+    request: WatchConnEventBatchesRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchConnEventBatchesResponse>;
+  watchConnEventBatches(
+    request: WatchConnEventBatchesRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchConnEventBatchesResponse>;
   /**
    * GetEventStatus reports the event stages: capacity, usage, events seen
    * and lost per stage, and every open WatchConnEvents stream. Read-only.

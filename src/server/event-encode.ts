@@ -1,0 +1,435 @@
+/**
+ * Conn events straight from the dataplane's raw records (struct dp_conn_info) to the protobuf bytes
+ * of WatchConnEventsResponse, for the whole drained batch into one Buffer: no ConnView, Date or
+ * bigint per event. The conn-event stream is the one place where the control plane handles
+ * hundreds of thousands of messages a second; ts-proto's encoder (object in, BinaryWriter with
+ * forks out) costs tens of microseconds per event there.
+ *
+ * The output is byte-identical to `encodeEvent(seq, records.view(i))` (conn-messages.ts), which a
+ * unit test checks on random records: same fields, same order (field number), same defaults
+ * omitted, same millisecond Timestamps. Field numbers come from proto/retrace/v1/conn.proto; the
+ * enum values come from the mapping functions in enums.ts, so nothing here restates them.
+ */
+import { RECORD_CODES, type ConnRecords, type Dataplane } from '../dataplane';
+import type { DrainedEvents, EventSource } from './event-hub';
+import { connStateToProto, eventTypeToProto, protocolToProto, sideToProto } from './enums';
+
+// Wire tags: (field number << 3) | wire type (0 varint, 2 length-delimited).
+const T = {
+  resp: { seq: 8, time: 18, event: 26 },
+  event: { type: 8, conn: 18, changedSide: 24, duration: 34 },
+  conn: { protocol: 8, state: 16, local: 24, client: 34, clientPort: 40, vip: 50, vipPort: 56, localAddress: 66, localPort: 72, real: 82, realPort: 88, clientSide: 98, serverSide: 106, worker: 112, createdAt: 122, lastPacketAt: 130 },
+  side: { port: 10, peerMac: 18, packets: 24, bytes: 32 },
+  ts: { seconds: 8, nanos: 16 },
+} as const;
+
+/** Record code → proto enum value, built once from the mappings in enums.ts. */
+function table<K extends string | number, V>(codes: Record<K, V> | readonly V[], map: (v: V) => number): number[] {
+  const out: number[] = new Array<number>(256).fill(-1);
+  for (const [k, v] of Object.entries(codes) as [string, V][]) out[Number(k)] = map(v);
+  return out;
+}
+const EVENT_TYPE = table(RECORD_CODES.eventTypes, eventTypeToProto);
+const STATE = table(RECORD_CODES.tcpStates, connStateToProto);
+const PROTOCOL = table(RECORD_CODES.protocols, protocolToProto);
+// What a ConnView gets for codes the tables lack (conns.ts): type snapshot, state none, tcp.
+const EVENT_TYPE_OTHER = eventTypeToProto('snapshot');
+const STATE_OTHER = connStateToProto('none');
+const PROTOCOL_OTHER = protocolToProto('tcp');
+const CODE_CLOSED = Number(Object.entries(RECORD_CODES.eventTypes).find(([, v]) => v === 'closed')?.[0]);
+const CODE_PATH = Number(Object.entries(RECORD_CODES.eventTypes).find(([, v]) => v === 'path_changed')?.[0]);
+const CODE_ICMP = Number(Object.entries(RECORD_CODES.protocols).find(([, v]) => v === 'icmp')?.[0]);
+const SIDE_CLIENT = sideToProto('client');
+const SIDE_SERVER = sideToProto('server');
+const CONN_FLAG_LOCAL = 0x4;
+
+/** ASCII of 0..255 in decimal and of a byte in two hex digits. */
+const DEC = Array.from({ length: 256 }, (_, i) => Buffer.from(String(i), 'latin1'));
+const HEX = Buffer.from(Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0')).join(''), 'latin1');
+
+/** Largest encoding of one event without its two port names. */
+const MAX_EVENT = 400;
+
+/** 2^32 = 4294 * 10^6 + 967296: exact 64-bit ns to ms in doubles. */
+const TWO32 = 4294967296;
+
+/** The last Timestamp body encoded for one of a record's times, and the ns range it covers. */
+interface TsCache {
+  hi: number;
+  xFrom: number;
+  len: number;
+  body: Buffer;
+}
+
+const tsCache = (): TsCache => ({ hi: -1, xFrom: 0, len: 0, body: Buffer.alloc(16) });
+
+class Writer {
+  /** Timestamp caches for time_ns, created_ns and last_ns. */
+  readonly tsTime = tsCache();
+  readonly tsCreated = tsCache();
+  readonly tsLast = tsCache();
+
+  buf: Buffer;
+  pos = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  /** An unsigned varint of a number below 2^53. */
+  varint(v: number): void {
+    const b = this.buf;
+    if (v < 0x80000000) {
+      while (v >= 128) {
+        b[this.pos++] = (v & 127) | 128;
+        v >>>= 7;
+      }
+      b[this.pos++] = v;
+      return;
+    }
+    while (v >= 128) {
+      b[this.pos++] = (v % 128) | 128;
+      v = Math.floor(v / 128);
+    }
+    b[this.pos++] = v;
+  }
+
+  /** An unsigned varint of the 64-bit value hi * 2^32 + lo. */
+  varint64(hi: number, lo: number): void {
+    if (hi < 0x200000) return this.varint(hi * TWO32 + lo); // below 2^53: exact as a double
+    const b = this.buf;
+    // Low 28 bits, then 28 more straddling the halves, then the rest of hi.
+    for (let i = 0; i < 4; i++) {
+      b[this.pos++] = (lo & 127) | 128;
+      lo >>>= 7;
+    }
+    const mid = lo | ((hi & 0x7) << 4); // 4 bits of lo left, 3 bits of hi
+    hi >>>= 3;
+    b[this.pos++] = mid | 128;
+    while (hi >= 128) {
+      b[this.pos++] = (hi & 127) | 128;
+      hi >>>= 7;
+    }
+    b[this.pos++] = hi;
+  }
+
+  /** Starts a length-delimited field: its tag and one byte for the length (fixed in end()). */
+  begin(tag: number): number {
+    this.varint(tag);
+    return this.pos++;
+  }
+
+  /** Ends the field begun at `at`: the length is one byte when under 128, else the body moves. */
+  end(at: number): void {
+    const len = this.pos - at - 1;
+    if (len < 128) {
+      this.buf[at] = len;
+      return;
+    }
+    const extra = len < 16384 ? 1 : 2; // bodies here are far below 2 MiB
+    this.buf.copyWithin(at + 1 + extra, at + 1, this.pos);
+    this.pos += extra;
+    const save = this.pos;
+    this.pos = at;
+    this.varint(len);
+    this.pos = save;
+  }
+
+  bytes(tag: number, src: Buffer): void {
+    this.buf[this.pos++] = tag;
+    this.varint(src.length);
+    // Names are short: a loop beats Buffer.copy's per-call cost.
+    for (let i = 0; i < src.length; i++) this.buf[this.pos++] = src[i];
+  }
+
+  /** A dotted quad from 4 bytes in network order (never empty). */
+  ipv4(tag: number, dv: DataView, off: number): void {
+    const b = this.buf;
+    b[this.pos++] = tag;
+    const at = this.pos++;
+    for (let i = 0; i < 4; i++) {
+      if (i > 0) b[this.pos++] = 0x2e;
+      const d = DEC[dv.getUint8(off + i)];
+      for (let j = 0; j < d.length; j++) b[this.pos++] = d[j];
+    }
+    b[at] = this.pos - at - 1;
+  }
+
+  /** aa:bb:cc:dd:ee:ff. */
+  mac(tag: number, dv: DataView, off: number): void {
+    const b = this.buf;
+    b[this.pos++] = tag;
+    b[this.pos++] = 17;
+    for (let i = 0; i < 6; i++) {
+      if (i > 0) b[this.pos++] = 0x3a;
+      const x = dv.getUint8(off + i) * 2;
+      b[this.pos++] = HEX[x];
+      b[this.pos++] = HEX[x + 1];
+    }
+  }
+
+  /**
+   * A Timestamp with millisecond precision, like ts-proto's Date fields. Events of one batch
+   * mostly fall in the same millisecond: the last encoding is reused while it does (per cache,
+   * one for each of the record's three times).
+   */
+  timestampMs(tag: number, dv: DataView, off: number, c: TsCache): void {
+    const lo = dv.getUint32(off, true);
+    const hi = dv.getUint32(off + 4, true);
+    // ns = hi * 2^32 + lo = hi * 4294 * 10^6 + (hi * 967296 + lo): ms exact in doubles.
+    const x = hi * 967296 + lo;
+    if (hi !== c.hi || x < c.xFrom || x >= c.xFrom + 1e6) {
+      const xms = Math.floor(x / 1e6);
+      const ms = hi * 4294 + xms;
+      const seconds = Math.floor(ms / 1000);
+      const nanos = (ms % 1000) * 1e6;
+      c.hi = hi;
+      c.xFrom = xms * 1e6;
+      const save = this.pos;
+      if (seconds !== 0) {
+        this.buf[this.pos++] = T.ts.seconds;
+        this.varint(seconds);
+      }
+      if (nanos !== 0) {
+        this.buf[this.pos++] = T.ts.nanos;
+        this.varint(nanos);
+      }
+      c.len = this.pos - save;
+      for (let i = 0; i < c.len; i++) c.body[i] = this.buf[save + i];
+      this.pos = save;
+    }
+    this.varint(tag);
+    this.buf[this.pos++] = c.len;
+    for (let i = 0; i < c.len; i++) this.buf[this.pos++] = c.body[i];
+  }
+
+  /** A Duration of (a - b) ns (0 when negative), full nanosecond precision. */
+  durationNs(tag: number, dv: DataView, offA: number, offB: number): void {
+    let lo = dv.getUint32(offA, true) - dv.getUint32(offB, true);
+    let hi = dv.getUint32(offA + 4, true) - dv.getUint32(offB + 4, true);
+    if (lo < 0) {
+      lo += TWO32;
+      hi -= 1;
+    }
+    if (hi < 0) hi = lo = 0;
+    let seconds: number;
+    let nanos: number;
+    if (hi < 0x200000) {
+      // Below 2^53 ns (104 days): exact in a double.
+      const d = hi * TWO32 + lo;
+      seconds = Math.floor(d / 1e9);
+      nanos = d % 1e9;
+    } else {
+      const d = (BigInt(hi) << 32n) | BigInt(lo);
+      seconds = Number(d / 1_000_000_000n);
+      nanos = Number(d % 1_000_000_000n);
+    }
+    const at = this.begin(tag);
+    if (seconds !== 0) {
+      this.buf[this.pos++] = T.ts.seconds;
+      this.varint(seconds);
+    }
+    if (nanos !== 0) {
+      this.buf[this.pos++] = T.ts.nanos;
+      this.varint(nanos);
+    }
+    this.end(at);
+  }
+}
+
+/** Port names as UTF-8 by port index (0..254), cached per names array (the dataplane's is fixed). */
+interface Names {
+  names: readonly string[];
+  bytes: Buffer[];
+  /** The longest, in bytes: room to reserve per event for two of them. */
+  longest: number;
+}
+let nameCache: Names | undefined;
+
+function portNames(r: ConnRecords): Names {
+  if (nameCache?.names !== r.portNames) {
+    const bytes = Array.from({ length: 255 }, (_, pidx) => Buffer.from(r.portName(pidx) ?? '', 'utf8'));
+    nameCache = { names: r.portNames, bytes, longest: Math.max(...bytes.map((b) => b.length)) };
+  }
+  return nameCache;
+}
+
+function side(w: Writer, r: ConnRecords, names: Names, tag: number, b: number, s: number): void {
+  const { dv, layout: L } = r;
+  const at = w.begin(tag);
+  const pidx = dv.getUint8(b + L.side_pidx + s);
+  if (pidx !== 0xff) {
+    const name = names.bytes[pidx];
+    if (name.length > 0) w.bytes(T.side.port, name);
+    w.mac(T.side.peerMac, dv, b + L.peer_mac + 6 * s);
+  }
+  const pk = b + L.pkts + 8 * s;
+  const pkLo = dv.getUint32(pk, true);
+  const pkHi = dv.getUint32(pk + 4, true);
+  if (pkLo !== 0 || pkHi !== 0) {
+    w.buf[w.pos++] = T.side.packets;
+    w.varint64(pkHi, pkLo);
+  }
+  const by = b + L.bytes + 8 * s;
+  const byLo = dv.getUint32(by, true);
+  const byHi = dv.getUint32(by + 4, true);
+  if (byLo !== 0 || byHi !== 0) {
+    w.buf[w.pos++] = T.side.bytes;
+    w.varint64(byHi, byLo);
+  }
+  w.end(at);
+}
+
+function conn(w: Writer, r: ConnRecords, names: Names, tag: number, b: number): void {
+  const { dv, layout: L } = r;
+  const C = T.conn;
+  const protoCode = dv.getUint8(b + L.proto);
+  const icmp = protoCode === CODE_ICMP;
+  const local = (dv.getUint8(b + L.flags) & CONN_FLAG_LOCAL) !== 0;
+  const at = w.begin(tag);
+  const protocol = PROTOCOL[protoCode] >= 0 ? PROTOCOL[protoCode] : PROTOCOL_OTHER;
+  if (protocol !== 0) {
+    w.buf[w.pos++] = C.protocol;
+    w.varint(protocol);
+  }
+  const st = STATE[dv.getUint8(b + L.state)];
+  const state = st >= 0 ? st : STATE_OTHER;
+  if (state !== 0) {
+    w.buf[w.pos++] = C.state;
+    w.varint(state);
+  }
+  if (local) {
+    w.buf[w.pos++] = C.local;
+    w.buf[w.pos++] = 1;
+  }
+  w.ipv4(C.client, dv, b + L.caddr);
+  const cport = dv.getUint16(b + L.cport, false);
+  if (cport !== 0) {
+    w.buf[w.pos++] = C.clientPort;
+    w.varint(cport);
+  }
+  w.ipv4(C.vip, dv, b + L.vaddr);
+  const vport = icmp ? 0 : dv.getUint16(b + L.vport, false);
+  if (vport !== 0) {
+    w.buf[w.pos++] = C.vipPort;
+    w.varint(vport);
+  }
+  if (!local) {
+    w.ipv4(C.localAddress, dv, b + L.laddr);
+    const lport = dv.getUint16(b + L.lport, false);
+    if (lport !== 0) {
+      w.buf[w.pos++] = C.localPort;
+      w.varint(lport);
+    }
+    w.ipv4(C.real, dv, b + L.raddr);
+  }
+  const rport = icmp ? 0 : dv.getUint16(b + L.rport, false);
+  if (rport !== 0) {
+    w.buf[w.pos++] = C.realPort;
+    w.varint(rport);
+  }
+  side(w, r, names, C.clientSide, b, 0);
+  side(w, r, names, C.serverSide, b, 1);
+  const worker = dv.getUint8(b + L.worker);
+  if (worker !== 0) {
+    w.buf[w.pos++] = C.worker;
+    w.varint(worker);
+  }
+  w.timestampMs(C.createdAt, dv, b + L.created_ns, w.tsCreated);
+  w.timestampMs(C.lastPacketAt, dv, b + L.last_ns, w.tsLast);
+  w.end(at);
+}
+
+/** One varint below 2^53 from a bigint seq without allocating for the common case. */
+function seqNumber(seq: bigint): number {
+  if (seq > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`event seq ${seq} beyond 2^53`);
+  return Number(seq);
+}
+
+/**
+ * Encoded messages back to back, each behind the tag and length that make it one element of
+ * WatchConnEventBatchesResponse.messages (field 1): message i is buf[starts[i] .. ends[i]), and
+ * buf[ends[i - 1] (0 for i = 0) .. ends[i]) is the same message as a batch element. A run of
+ * consecutive events is therefore already a batch, with no copying.
+ */
+export interface EncodedEvents {
+  buf: Buffer;
+  starts: Uint32Array;
+  ends: Uint32Array;
+}
+
+/** Message i of an EncodedEvents as its own Buffer (a view). */
+export function messageAt(e: EncodedEvents, i: number): Buffer {
+  return e.buf.subarray(e.starts[i], e.ends[i]);
+}
+
+/** Tag of WatchConnEventBatchesResponse.messages: field 1, length-delimited. */
+export const BATCH_ELEMENT_TAG = 0x0a;
+
+/**
+ * Every record of `r` as a WatchConnEventsResponse carrying a ConnEvent, numbered firstSeq,
+ * firstSeq + 1, …, back to back in one Buffer, each as a batch element.
+ */
+export function encodeEventRecords(r: ConnRecords, firstSeq: bigint): EncodedEvents {
+  const starts = new Uint32Array(r.count);
+  const ends = new Uint32Array(r.count);
+  if (r.count === 0) return { buf: Buffer.alloc(0), starts, ends };
+  const { dv, layout: L } = r;
+  const names = portNames(r);
+  const room = MAX_EVENT + 2 * names.longest;
+  const w = new Writer(r.count * (192 + 2 * names.longest));
+  let seq = seqNumber(firstSeq);
+  for (let i = 0; i < r.count; i++, seq++) {
+    w.reserve(room);
+    const b = r.offset(i);
+    const typeCode = dv.getUint8(b + L.type);
+    const element = w.begin(BATCH_ELEMENT_TAG);
+    w.buf[w.pos++] = T.resp.seq;
+    w.varint(seq);
+    w.timestampMs(T.resp.time, dv, b + L.time_ns, w.tsTime);
+    const ev = w.begin(T.resp.event);
+    const type = EVENT_TYPE[typeCode] >= 0 ? EVENT_TYPE[typeCode] : EVENT_TYPE_OTHER;
+    if (type !== 0) {
+      w.buf[w.pos++] = T.event.type;
+      w.varint(type);
+    }
+    conn(w, r, names, T.event.conn, b);
+    if (typeCode === CODE_PATH) {
+      const side = dv.getUint8(b + L.changed_side) === 0 ? SIDE_CLIENT : SIDE_SERVER;
+      if (side !== 0) {
+        w.buf[w.pos++] = T.event.changedSide;
+        w.varint(side);
+      }
+    }
+    if (typeCode === CODE_CLOSED) w.durationNs(T.event.duration, dv, b + L.time_ns, b + L.created_ns);
+    w.end(ev);
+    const len = w.pos - element - 1;
+    w.end(element);
+    ends[i] = w.pos;
+    starts[i] = w.pos - len;
+  }
+  return { buf: w.buf, starts, ends };
+}
+
+/** The dataplane as the EventHub's source: raw records, encoded here, decoded only for filters. */
+export function dataplaneEventSource(dp: Pick<Dataplane, 'enableEvents' | 'drainEvents'>): EventSource {
+  return {
+    enableEvents: (on) => dp.enableEvents(on),
+    drainEvents: (max) => {
+      const { records, dropped } = dp.drainEvents(max);
+      const events: DrainedEvents = {
+        count: records.count,
+        key: (i) => records.view(i),
+        encode: (firstSeq) => encodeEventRecords(records, firstSeq),
+      };
+      return { events, dropped };
+    },
+  };
+}
