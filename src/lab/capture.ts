@@ -46,7 +46,10 @@ export class Capture {
     // only when full or after the ~1 s buffer timeout, and SIGTERM discards the open block, so
     // a short exchange just before stop() would be missing from the file.
     // -Z root: do not drop privileges, the file lives in a root-only directory.
-    const args = ['-i', dev, '-nn', '-e', '-l', '-U', '--immediate-mode', '-Z', 'root', '-w', file];
+    // -B 32768 (KiB): the kernel's capture buffer. The 2 MiB default overflowed under CI load while
+    // tcpdump wrote a TCP echo of megabytes (64 KiB GSO frames on veth), and the kernel then dropped
+    // the short exchange that followed (CI: 35 of 42 UDP packets captured on rs2).
+    const args = ['-i', dev, '-nn', '-e', '-l', '-U', '--immediate-mode', '-B', '32768', '-Z', 'root', '-w', file];
     if (opts.snaplen) args.push('-s', String(opts.snaplen));
     if (filter.trim()) args.push(filter);
     const argv = ns ? ['ip', 'netns', 'exec', ns, 'tcpdump', ...args] : ['tcpdump', ...args];
