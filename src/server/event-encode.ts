@@ -10,7 +10,7 @@
  * omitted, same millisecond Timestamps. Field numbers come from proto/retrace/v1/conn.proto; the
  * enum values come from the mapping functions in enums.ts, so nothing here restates them.
  */
-import { RECORD_CODES, type ConnRecords, type Dataplane } from '../dataplane';
+import { CONN_FLAG_LOCAL, RECORD_CODES, type ConnRecords, type Dataplane } from '../dataplane';
 import type { DrainedEvents, EventSource } from './event-hub';
 import { connStateToProto, eventTypeToProto, protocolToProto, sideToProto } from './enums';
 
@@ -23,25 +23,23 @@ const T = {
   ts: { seconds: 8, nanos: 16 },
 } as const;
 
-/** Record code → proto enum value, built once from the mappings in enums.ts. */
-function table<K extends string | number, V>(codes: Record<K, V> | readonly V[], map: (v: V) => number): number[] {
-  const out: number[] = new Array<number>(256).fill(-1);
+/**
+ * Record code → proto enum value for all 256 codes, built once from the mappings in enums.ts.
+ * Codes the record tables lack get what ConnRecords.view() gives them (conns.ts): `other`.
+ */
+function table<K extends string | number, V>(codes: Record<K, V> | readonly V[], map: (v: V) => number, other: V): number[] {
+  const out: number[] = new Array<number>(256).fill(map(other));
   for (const [k, v] of Object.entries(codes) as [string, V][]) out[Number(k)] = map(v);
   return out;
 }
-const EVENT_TYPE = table(RECORD_CODES.eventTypes, eventTypeToProto);
-const STATE = table(RECORD_CODES.tcpStates, connStateToProto);
-const PROTOCOL = table(RECORD_CODES.protocols, protocolToProto);
-// What a ConnView gets for codes the tables lack (conns.ts): type snapshot, state none, tcp.
-const EVENT_TYPE_OTHER = eventTypeToProto('snapshot');
-const STATE_OTHER = connStateToProto('none');
-const PROTOCOL_OTHER = protocolToProto('tcp');
+const EVENT_TYPE = table(RECORD_CODES.eventTypes, eventTypeToProto, 'snapshot');
+const STATE = table(RECORD_CODES.tcpStates, connStateToProto, 'none');
+const PROTOCOL = table(RECORD_CODES.protocols, protocolToProto, 'tcp');
 const CODE_CLOSED = Number(Object.entries(RECORD_CODES.eventTypes).find(([, v]) => v === 'closed')?.[0]);
 const CODE_PATH = Number(Object.entries(RECORD_CODES.eventTypes).find(([, v]) => v === 'path_changed')?.[0]);
 const CODE_ICMP = Number(Object.entries(RECORD_CODES.protocols).find(([, v]) => v === 'icmp')?.[0]);
 const SIDE_CLIENT = sideToProto('client');
 const SIDE_SERVER = sideToProto('server');
-const CONN_FLAG_LOCAL = 0x4;
 
 /** ASCII of 0..255 in decimal and of a byte in two hex digits. */
 const DEC = Array.from({ length: 256 }, (_, i) => Buffer.from(String(i), 'latin1'));
@@ -120,6 +118,28 @@ class Writer {
     b[this.pos++] = hi;
   }
 
+  /** A varint field, left out when 0 (proto3's default), as ts-proto does. */
+  uint(tag: number, v: number): void {
+    if (v === 0) return;
+    this.buf[this.pos++] = tag;
+    this.varint(v);
+  }
+
+  /** A uint64 field from a little-endian u64 at dv[off], left out when 0. */
+  u64(tag: number, dv: DataView, off: number): void {
+    const lo = dv.getUint32(off, true);
+    const hi = dv.getUint32(off + 4, true);
+    if (lo === 0 && hi === 0) return;
+    this.buf[this.pos++] = tag;
+    this.varint64(hi, lo);
+  }
+
+  /** The body of a Timestamp or Duration (both are seconds = 1, nanos = 2). */
+  secondsNanos(seconds: number, nanos: number): void {
+    this.uint(T.ts.seconds, seconds);
+    this.uint(T.ts.nanos, nanos);
+  }
+
   /** Starts a length-delimited field: its tag and one byte for the length (fixed in end()). */
   begin(tag: number): number {
     this.varint(tag);
@@ -193,14 +213,7 @@ class Writer {
       c.hi = hi;
       c.xFrom = xms * 1e6;
       const save = this.pos;
-      if (seconds !== 0) {
-        this.buf[this.pos++] = T.ts.seconds;
-        this.varint(seconds);
-      }
-      if (nanos !== 0) {
-        this.buf[this.pos++] = T.ts.nanos;
-        this.varint(nanos);
-      }
+      this.secondsNanos(seconds, nanos);
       c.len = this.pos - save;
       for (let i = 0; i < c.len; i++) c.body[i] = this.buf[save + i];
       this.pos = save;
@@ -232,14 +245,7 @@ class Writer {
       nanos = Number(d % 1_000_000_000n);
     }
     const at = this.begin(tag);
-    if (seconds !== 0) {
-      this.buf[this.pos++] = T.ts.seconds;
-      this.varint(seconds);
-    }
-    if (nanos !== 0) {
-      this.buf[this.pos++] = T.ts.nanos;
-      this.varint(nanos);
-    }
+    this.secondsNanos(seconds, nanos);
     this.end(at);
   }
 }
@@ -270,20 +276,8 @@ function side(w: Writer, r: ConnRecords, names: Names, tag: number, b: number, s
     if (name.length > 0) w.bytes(T.side.port, name);
     w.mac(T.side.peerMac, dv, b + L.peer_mac + 6 * s);
   }
-  const pk = b + L.pkts + 8 * s;
-  const pkLo = dv.getUint32(pk, true);
-  const pkHi = dv.getUint32(pk + 4, true);
-  if (pkLo !== 0 || pkHi !== 0) {
-    w.buf[w.pos++] = T.side.packets;
-    w.varint64(pkHi, pkLo);
-  }
-  const by = b + L.bytes + 8 * s;
-  const byLo = dv.getUint32(by, true);
-  const byHi = dv.getUint32(by + 4, true);
-  if (byLo !== 0 || byHi !== 0) {
-    w.buf[w.pos++] = T.side.bytes;
-    w.varint64(byHi, byLo);
-  }
+  w.u64(T.side.packets, dv, b + L.pkts + 8 * s);
+  w.u64(T.side.bytes, dv, b + L.bytes + 8 * s);
   w.end(at);
 }
 
@@ -294,54 +288,22 @@ function conn(w: Writer, r: ConnRecords, names: Names, tag: number, b: number): 
   const icmp = protoCode === CODE_ICMP;
   const local = (dv.getUint8(b + L.flags) & CONN_FLAG_LOCAL) !== 0;
   const at = w.begin(tag);
-  const protocol = PROTOCOL[protoCode] >= 0 ? PROTOCOL[protoCode] : PROTOCOL_OTHER;
-  if (protocol !== 0) {
-    w.buf[w.pos++] = C.protocol;
-    w.varint(protocol);
-  }
-  const st = STATE[dv.getUint8(b + L.state)];
-  const state = st >= 0 ? st : STATE_OTHER;
-  if (state !== 0) {
-    w.buf[w.pos++] = C.state;
-    w.varint(state);
-  }
-  if (local) {
-    w.buf[w.pos++] = C.local;
-    w.buf[w.pos++] = 1;
-  }
+  w.uint(C.protocol, PROTOCOL[protoCode]);
+  w.uint(C.state, STATE[dv.getUint8(b + L.state)]);
+  w.uint(C.local, local ? 1 : 0);
   w.ipv4(C.client, dv, b + L.caddr);
-  const cport = dv.getUint16(b + L.cport, false);
-  if (cport !== 0) {
-    w.buf[w.pos++] = C.clientPort;
-    w.varint(cport);
-  }
+  w.uint(C.clientPort, dv.getUint16(b + L.cport, false));
   w.ipv4(C.vip, dv, b + L.vaddr);
-  const vport = icmp ? 0 : dv.getUint16(b + L.vport, false);
-  if (vport !== 0) {
-    w.buf[w.pos++] = C.vipPort;
-    w.varint(vport);
-  }
+  w.uint(C.vipPort, icmp ? 0 : dv.getUint16(b + L.vport, false));
   if (!local) {
     w.ipv4(C.localAddress, dv, b + L.laddr);
-    const lport = dv.getUint16(b + L.lport, false);
-    if (lport !== 0) {
-      w.buf[w.pos++] = C.localPort;
-      w.varint(lport);
-    }
+    w.uint(C.localPort, dv.getUint16(b + L.lport, false));
     w.ipv4(C.real, dv, b + L.raddr);
   }
-  const rport = icmp ? 0 : dv.getUint16(b + L.rport, false);
-  if (rport !== 0) {
-    w.buf[w.pos++] = C.realPort;
-    w.varint(rport);
-  }
+  w.uint(C.realPort, icmp ? 0 : dv.getUint16(b + L.rport, false));
   side(w, r, names, C.clientSide, b, 0);
   side(w, r, names, C.serverSide, b, 1);
-  const worker = dv.getUint8(b + L.worker);
-  if (worker !== 0) {
-    w.buf[w.pos++] = C.worker;
-    w.varint(worker);
-  }
+  w.uint(C.worker, dv.getUint8(b + L.worker));
   w.timestampMs(C.createdAt, dv, b + L.created_ns, w.tsCreated);
   w.timestampMs(C.lastPacketAt, dv, b + L.last_ns, w.tsLast);
   w.end(at);
@@ -391,23 +353,12 @@ export function encodeEventRecords(r: ConnRecords, firstSeq: bigint): EncodedEve
     const b = r.offset(i);
     const typeCode = dv.getUint8(b + L.type);
     const element = w.begin(BATCH_ELEMENT_TAG);
-    w.buf[w.pos++] = T.resp.seq;
-    w.varint(seq);
+    w.uint(T.resp.seq, seq);
     w.timestampMs(T.resp.time, dv, b + L.time_ns, w.tsTime);
     const ev = w.begin(T.resp.event);
-    const type = EVENT_TYPE[typeCode] >= 0 ? EVENT_TYPE[typeCode] : EVENT_TYPE_OTHER;
-    if (type !== 0) {
-      w.buf[w.pos++] = T.event.type;
-      w.varint(type);
-    }
+    w.uint(T.event.type, EVENT_TYPE[typeCode]);
     conn(w, r, names, T.event.conn, b);
-    if (typeCode === CODE_PATH) {
-      const side = dv.getUint8(b + L.changed_side) === 0 ? SIDE_CLIENT : SIDE_SERVER;
-      if (side !== 0) {
-        w.buf[w.pos++] = T.event.changedSide;
-        w.varint(side);
-      }
-    }
+    if (typeCode === CODE_PATH) w.uint(T.event.changedSide, dv.getUint8(b + L.changed_side) === 0 ? SIDE_CLIENT : SIDE_SERVER);
     if (typeCode === CODE_CLOSED) w.durationNs(T.event.duration, dv, b + L.time_ns, b + L.created_ns);
     w.end(ev);
     const len = w.pos - element - 1;

@@ -307,6 +307,11 @@ class Subscriber {
   /** Replay: seq of the last history entry handled; replayEnd bounds a replay without follow. */
   private cursor = 0n;
   private replayEnd: bigint | undefined;
+  /** Messages of a batch being gathered (batch mode only), and their bytes as batch elements. */
+  private batch: Message[] = [];
+  private batchBytes = 0;
+  /** A 'drain' listener is registered (flush() again when it fires). */
+  private drainWait = false;
   /** Resolves a preamble waiting for 'drain' (also on close). */
   private wake: (() => void) | undefined;
 
@@ -366,10 +371,6 @@ class Subscriber {
     this.collect();
     this.writeBatch();
   }
-
-  /** Messages of a batch being gathered (batch mode only). */
-  private batch: Message[] = [];
-  private batchBytes = 0;
 
   /** Takes what is due, message by message, into write(). */
   private collect(): void {
@@ -438,7 +439,6 @@ class Subscriber {
       this.flush();
     });
   }
-  private drainWait = false;
 
   /** The next replayed message (an event or a HISTORY notice); undefined once caught up. */
   private nextReplay(): Message | undefined {

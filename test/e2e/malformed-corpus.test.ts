@@ -38,6 +38,7 @@ import type { DropCounters, GetCountersResponse } from '../../src/gen/retrace/v1
 import { DataplaneState } from '../../src/gen/retrace/v1/system';
 import { LabScenario, type Proto, type RealSpec } from '../../src/lab/scenario';
 import { LAB, REAL_SERVERS, ROOT_PORTS, type Role, type RootPort } from '../../src/lab/topology';
+import { prng } from '../helpers/prng';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const VIP = '198.19.0.1'; // the fuzz harness's VIP: TCP/UDP port 80 and ICMP
@@ -130,18 +131,6 @@ function sum16(b: Buffer, from: number, to: number): number {
   if (i < to) acc += b[i] << 8;
   while (acc > 0xffff) acc = (acc & 0xffff) + Math.floor(acc / 0x10000);
   return acc;
-}
-
-/** mulberry32: a small seeded PRNG, so the random corpus is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A deterministic corpus of `n` frames: plausible lab traffic, randomly corrupted. */

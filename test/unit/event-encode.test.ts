@@ -8,6 +8,7 @@ import { ConnRecords, type ConnLayout } from '../../src/dataplane';
 import { encodeEvent } from '../../src/server/conn-messages';
 import { dataplaneEventSource, encodeEventRecords, messageAt, type EncodedEvents } from '../../src/server/event-encode';
 import { WatchConnEventBatchesResponse, WatchConnEventsResponse } from '../../src/gen/retrace/v1/conn';
+import { prng } from '../helpers/prng';
 
 let layout: ConnLayout;
 const PORTS = ['uplink-a', 'uplink-b', 'servers', 'näme-ütf8'];
@@ -15,18 +16,6 @@ const PORTS = ['uplink-a', 'uplink-b', 'servers', 'näme-ütf8'];
 beforeAll(() => {
   layout = loadNative().connInfoLayout();
 });
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function u64(rnd: () => number): bigint {
   // Mix of magnitudes: 0, small, around 2^32, around 2^53, up to 2^64 - 1.
