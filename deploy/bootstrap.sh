@@ -25,8 +25,11 @@ tree_sig() {
 stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 
 # --- a. system packages -----------------------------------------------------------------------
-pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler iproute2 iputils-ping tcpdump ethtool
-      socat libpcap-dev build-essential python3 clang-14 libclang-rt-14-dev)
+# libprotobuf-dev: google/protobuf/*.proto (the well-known types the API imports) for protoc.
+# netbase: /etc/protocols, which `ip route get ... ipproto udp` and getprotobyname() read.
+pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
+      iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
+      libclang-rt-14-dev)
 declare -A installed=()
 while read -r name state; do
   if [[ $state == installed ]]; then installed[$name]=1; fi
@@ -107,7 +110,12 @@ if [[ -d proto ]]; then
   proto_sig=$(tree_sig proto src/gen scripts/gen-proto.sh)
   if ! stamp_is proto "$proto_sig"; then
     say "checking src/gen against proto/"
-    bash scripts/gen-proto.sh --check >/dev/null || die "src/gen does not match proto/ (run: npm run gen)"
+    # Tell a missing tool or include (gen-proto's own message) from a stale src/gen.
+    if ! out=$(bash scripts/gen-proto.sh --check 2>&1); then
+      echo "$out" | tail -n 20 >&2
+      if grep -q '^gen-proto: src/gen is stale' <<<"$out"; then die "src/gen does not match proto/ (run: npm run gen)"; fi
+      die "scripts/gen-proto.sh --check failed (see above)"
+    fi
     echo "$proto_sig" >"$stamps/proto"
   fi
 fi

@@ -16,6 +16,9 @@ fi
 plugin=node_modules/.bin/protoc-gen-ts_proto
 [[ -x $plugin ]] || { echo "gen-proto: $plugin missing (run npm ci)" >&2; exit 1; }
 command -v protoc >/dev/null || { echo "gen-proto: protoc missing (apt-get install protobuf-compiler)" >&2; exit 1; }
+# The API imports protobuf's well-known types; Debian ships them in libprotobuf-dev, not with protoc.
+[[ -f /usr/include/google/protobuf/duration.proto ]] ||
+  { echo "gen-proto: /usr/include/google/protobuf/duration.proto missing (apt-get install libprotobuf-dev)" >&2; exit 1; }
 
 # Options shared with the proto-loader options in src/server/protos.ts:
 # 64-bit integers are bigint (proto-loader: longs=String), so counters stay exact.
