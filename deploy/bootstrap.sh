@@ -27,9 +27,14 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 # --- a. system packages -----------------------------------------------------------------------
 # libprotobuf-dev: google/protobuf/*.proto (the well-known types the API imports) for protoc.
 # netbase: /etc/protocols, which `ip route get ... ipproto udp` and getprotobyname() read.
+# gobgpd: the tests check the BGP sidecar's rendered gobgpd.toml with `gobgpd --dry-run`.
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
       iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
-      libclang-rt-14-dev)
+      libclang-rt-14-dev gobgpd)
+# kubectl renders deploy/k8s in the tests (`kubectl kustomize`). Debian 12 ships it as
+# kubernetes-client (1.20, which deploy/k8s is written to render with); a kubectl that is
+# already installed (e.g. a newer one from Kubernetes' own apt repository) is used as it is.
+command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
 declare -A installed=()
 while read -r name state; do
   if [[ $state == installed ]]; then installed[$name]=1; fi
@@ -45,6 +50,11 @@ if ((${#missing[@]})); then
   fi
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Only gobgpd's binaries are wanted (the lab starts its own speakers); the package also
+  # enables a system-wide daemon, which a test machine should not run.
+  if [[ " ${missing[*]} " == *" gobgpd "* ]] && command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable --now gobgpd.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- b. node_modules --------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readYamlDocs, type Obj } from './kustomize';
+import { readYamlDocs, type Obj } from './k8s-yaml';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -181,8 +181,8 @@ describe('deploy/Dockerfile', () => {
   });
 });
 
-describe('deploy/k8s/components/bgp/Dockerfile (sidecar image)', () => {
-  const instrs = parseDockerfile(path.join(ROOT, 'deploy', 'k8s', 'components', 'bgp', 'Dockerfile'));
+describe('deploy/k8s/overlays/bgp/Dockerfile (sidecar image)', () => {
+  const instrs = parseDockerfile(path.join(ROOT, 'deploy', 'k8s', 'overlays', 'bgp', 'Dockerfile'));
   it('pins its base, verifies the downloaded probe and installs gobgpd from Debian', () => {
     expect(resolveFrom(instrs).map((f) => f.image)).toEqual(['debian:12-slim']);
     const add = instrs.find((i) => i.op === 'ADD')!;
@@ -190,7 +190,7 @@ describe('deploy/k8s/components/bgp/Dockerfile (sidecar image)', () => {
     expect(instrs.find((i) => i.op === 'ARG' && i.args.startsWith('GRPC_HEALTH_PROBE_SHA256='))!.args).toMatch(/=[0-9a-f]{64}$/);
     expect(instrs.filter((i) => i.op === 'RUN').map((i) => i.args).join(' ')).toMatch(/apt-get install .*gobgpd/);
     for (const c of instrs.filter((i) => i.op === 'COPY')) {
-      for (const s of copyArgs(c.args).srcs) expect(fs.existsSync(path.join(ROOT, 'deploy', 'k8s', 'components', 'bgp', s))).toBe(true);
+      for (const s of copyArgs(c.args).srcs) expect(fs.existsSync(path.join(ROOT, 'deploy', 'k8s', 'overlays', 'bgp', s))).toBe(true);
     }
   });
 });

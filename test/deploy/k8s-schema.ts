@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import ts from 'typescript';
-import type { K8sObject } from './kustomize';
+import type { K8sObject } from './k8s-yaml';
 
 interface KindInfo {
   module: string;

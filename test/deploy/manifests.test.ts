@@ -1,18 +1,17 @@
 /**
  * deploy/k8s: every manifest parses and matches the Kubernetes schemas (kubernetes-models), the
- * kustomizations render (test/deploy/kustomize.ts; cross-checked with `kubectl kustomize` where
- * kubectl exists), and the rendered DaemonSets keep the invariants deploy/README.md explains.
- * The sample configs pass the appliance's own validators (src/config.ts parseConfig, the
- * `retrace apply` parser), with the pending `health` key tracked separately.
+ * kustomizations render with `kubectl kustomize`, and the rendered DaemonSets keep the
+ * invariants deploy/README.md explains. The sample configs pass the appliance's own validators
+ * (src/config.ts parseConfig, the `retrace apply` parser).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { parseConfigDocument } from '../../src/cli/config-file';
-import { ConfigError, parseConfig, type Config } from '../../src/config';
-import { isObj, readKustomization, readYamlDocs, render, type K8sObject, type Obj } from './kustomize';
+import { parseConfig, type Config } from '../../src/config';
+import { findObject, isObj, kustomize, readKustomization, readYamlDocs, type K8sObject, type Obj } from './k8s-yaml';
 import { KINDS, kindKey, strictFieldErrors, validateSchema } from './k8s-schema';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -39,44 +38,14 @@ function generatorFiles(): Set<string> {
   for (const f of yamlFiles()) {
     if (path.basename(f) !== 'kustomization.yaml') continue;
     const k = readKustomization(path.join(K8S, path.dirname(f)));
-    for (const g of k.configMapGenerator) for (const file of g.files) out.add(path.relative(K8S, path.join(k.dir, file)));
+    for (const file of k.generatorFiles) out.add(path.relative(K8S, path.join(k.dir, file)));
   }
   return out;
 }
 
-/** Whether src/config.ts knows the `health` section yet (the probes and the BGP announcer need it). */
-const HAS_HEALTH = (() => {
-  try {
-    parseConfig('health: {listen: "0.0.0.0:50052"}\nports: [{name: p, device: net_ring0}]\n');
-    return true;
-  } catch (e) {
-    if (e instanceof ConfigError && e.issues.every((i) => i.path.startsWith('health') && i.reason === 'unknown key')) return false;
-    throw e;
-  }
-})();
+const rendered = new Map(VARIANTS.map((v) => [v, kustomize(path.join(K8S, v))]));
 
-/**
- * parseConfig of a sample; while the schema lacks `health`, that key (and only that key) is
- * taken out first, and everything else must pass as it is.
- */
-function parseSample(text: string, source: string): Config {
-  if (HAS_HEALTH) return parseConfig(text, source);
-  const raw = YAML.parse(text) as Obj;
-  try {
-    parseConfig(text, source);
-    throw new Error(`${source}: expected the pending "health" key to be rejected`);
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    const others = e.issues.filter((i) => !(i.path.startsWith('health') && i.reason === 'unknown key'));
-    if (others.length > 0) throw new Error(`${source} fails the config schema:\n${others.map((i) => `  ${i.path}: ${i.reason}`).join('\n')}`);
-  }
-  delete raw.health;
-  return parseConfig(YAML.stringify(raw), source);
-}
-
-const rendered = new Map(VARIANTS.map((v) => [v, render(path.join(K8S, v))]));
-
-const find = (objs: K8sObject[], kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata.name === name);
+const find = findObject;
 type Container = Obj & { name: string; resources?: { requests?: Obj; limits?: Obj }; securityContext?: Obj; env?: { name: string; value?: string }[] };
 
 function daemonSet(variant: string) {
@@ -98,7 +67,7 @@ function sample(variant: string): { text: string; cfg: Config; services: string;
   if (!cm) throw new Error(`${variant}: no ConfigMap retrace-config`);
   const data = cm.data as Record<string, string>;
   const text = data['retrace.yaml'];
-  return { text, cfg: parseSample(text, `${variant}: retrace.yaml`), services: data['services.yaml'], raw: YAML.parse(text) as Obj };
+  return { text, cfg: parseConfig(text, `${variant}: retrace.yaml`), services: data['services.yaml'], raw: YAML.parse(text) as Obj };
 }
 
 /** Kubernetes quantity → bytes (binary and decimal suffixes) or cores for cpu. */
@@ -151,11 +120,11 @@ describe('deploy/k8s files', () => {
   it('every kustomization references files that exist; patches target resources of their base', () => {
     for (const f of yamlFiles().filter((x) => path.basename(x) === 'kustomization.yaml')) {
       const k = readKustomization(path.join(K8S, path.dirname(f)));
-      for (const r of [...k.resources, ...k.components, ...k.patches, ...k.configMapGenerator.flatMap((g) => g.files)]) {
-        expect(fs.existsSync(path.join(k.dir, r))).toBe(true);
+      for (const r of [...k.bases, ...k.patches, ...k.generatorFiles]) {
+        expect([r, fs.existsSync(path.join(k.dir, r))]).toEqual([r, true]);
       }
     }
-    // Rendering checks each patch's kind/name against the objects it is applied to.
+    // kubectl kustomize refuses a patch whose kind/name matches nothing in its base.
     for (const v of VARIANTS) expect(rendered.get(v)!.length).toBeGreaterThanOrEqual(4);
   });
 
@@ -168,7 +137,8 @@ describe('deploy/k8s files', () => {
       }
     }
     const kinds = rendered.get(v)!.map((o) => `${o.kind}/${o.metadata.name}`).sort();
-    expect(kinds).toEqual(expect.arrayContaining(['ConfigMap/retrace-config', 'DaemonSet/retrace', 'Namespace/retrace-system', 'ServiceAccount/retrace']));
+    expect(kinds).toEqual(expect.arrayContaining(['DaemonSet/retrace', 'Namespace/retrace-system', 'ServiceAccount/retrace']));
+    expect(find(rendered.get(v)!, 'ConfigMap', 'retrace-config')).toBeDefined();
     for (const o of rendered.get(v)!) if (o.kind !== 'Namespace') expect(o.metadata.namespace).toBe('retrace-system');
   });
 
@@ -181,27 +151,6 @@ describe('deploy/k8s files', () => {
     const errors = strictFieldErrors([{ label: 'typo', obj: bad }]);
     expect(errors.join('\n')).toMatch(/hostNetwok/);
   }, 60000);
-
-  const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
-  (kubectl ? it.each(VARIANTS) : it.skip.each(VARIANTS))('%s: kubectl kustomize renders the same objects as the test renderer', (v) => {
-    const out = execFileSync('kubectl', ['kustomize', path.join(K8S, v)], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    // kustomize suffixes generated ConfigMap names with a content hash and rewrites references.
-    const normalize = (o: unknown): unknown => JSON.parse(JSON.stringify(o).replace(/"(retrace-[a-z]+)-[a-z0-9]{10}"/g, '"$1"'));
-    const sortLists = (o: unknown): unknown => {
-      if (Array.isArray(o)) {
-        const items = o.map(sortLists);
-        return items.every((i) => isObj(i) && typeof (i.name ?? i.mountPath) === 'string')
-          ? items.sort((a, b) => String((a as Obj).name ?? (a as Obj).mountPath).localeCompare(String((b as Obj).name ?? (b as Obj).mountPath)))
-          : items;
-      }
-      if (isObj(o)) return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, sortLists(x)]));
-      return o;
-    };
-    const key = (o: K8sObject) => `${o.kind}/${o.metadata.name}`;
-    const theirs = (YAML.parseAllDocuments(out).map((d) => normalize(d.toJS())) as K8sObject[]).sort((a, b) => key(a).localeCompare(key(b)));
-    const ours = rendered.get(v)!.map((o) => normalize(o) as K8sObject).sort((a, b) => key(a).localeCompare(key(b)));
-    expect(sortLists(ours)).toEqual(sortLists(theirs));
-  });
 });
 
 describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
@@ -246,7 +195,7 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
     const names = new Set(pod.volumes.map((vol) => vol.name));
     for (const c of all) for (const m of (c.volumeMounts as { name: string }[]) ?? []) expect(names).toContain(m.name);
     const configVol = pod.volumes.find((vol) => vol.name === 'config')!;
-    expect((configVol.configMap as Obj).name).toBe('retrace-config');
+    expect((configVol.configMap as Obj).name).toBe(find(rendered.get(v)!, 'ConfigMap', 'retrace-config')!.metadata.name);
     for (const vol of pod.volumes) {
       if (isObj(vol.configMap)) expect(find(rendered.get(v)!, 'ConfigMap', String(vol.configMap.name))).toBeDefined();
     }
@@ -271,8 +220,8 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
 
   it('probes: gRPC health on health.listen for startup and readiness; liveness does not depend on drain', () => {
     const healthPort = 50052;
-    if (HAS_HEALTH) expect(portOf(String(((raw.health as Obj).listen)))).toBe(healthPort);
-    expect((raw.health as Obj).listen).toBe('0.0.0.0:50052'); // REQUIRED key, pending in the schema
+    expect(cfg.health.listen).toBe('0.0.0.0:50052');
+    expect(portOf(cfg.health.listen)).toBe(healthPort);
     expect(retrace.startupProbe).toMatchObject({ grpc: { port: healthPort } });
     expect(retrace.readinessProbe).toMatchObject({ grpc: { port: healthPort } });
     expect(retrace.livenessProbe).toMatchObject({ tcpSocket: { port: healthPort } });
@@ -317,7 +266,7 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
     const derived = YAML.parse(sample(v).text) as Obj & { eal: Obj; dataplane?: Obj };
     derived.eal.lcores = lcores;
     derived.dataplane = { ...(derived.dataplane ?? {}), workers };
-    const full = parseSample(YAML.stringify(derived), `${v}: derived retrace.yaml`);
+    const full = parseConfig(YAML.stringify(derived), `${v}: derived retrace.yaml`);
     expect(full.dataplane.workers).toBe(workers);
     // af_packet with several workers needs one queue pair per worker.
     for (const p of full.ports) {
@@ -341,17 +290,7 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
   });
 });
 
-describe('pending config keys', () => {
-  (HAS_HEALTH ? it.each(VARIANTS) : it.skip.each(VARIANTS))('%s: health.listen passes the config schema', (v) => {
-    // Skipped while src/config.ts has no `health` section: the appliance would reject the sample
-    // configs (exit 2) until it does. The DaemonSet's probes and the BGP announcer require it.
-    const { cfg } = sample(v);
-    expect((cfg as unknown as { health: { listen: string } }).health.listen).toBe('0.0.0.0:50052');
-  });
-  if (!HAS_HEALTH) it.todo('health.listen: add the `health` section to src/config.ts (the samples already use it)');
-});
-
-describe('BGP component (overlays/bgp)', () => {
+describe('BGP sidecar (overlays/bgp)', () => {
   const { pod, retrace } = daemonSet('overlays/bgp');
   const c = (name: string) => [...pod.containers, ...(pod.initContainers ?? [])].find((x) => x.name === name)!;
   const bgpCm = find(rendered.get('overlays/bgp')!, 'ConfigMap', 'retrace-bgp')!;
@@ -360,7 +299,7 @@ describe('BGP component (overlays/bgp)', () => {
     expect(pod.initContainers!.map((x) => x.name)).toEqual(['bgp-render']);
     expect(pod.containers.map((x) => x.name).sort()).toEqual(['bgp-announcer', 'gobgpd', 'retrace']);
     for (const f of ['gobgpd.toml', 'announce.sh', 'bgp-render.js']) {
-      expect((bgpCm.data as Record<string, string>)[f]).toBe(fs.readFileSync(path.join(K8S, 'components', 'bgp', f), 'utf8'));
+      expect((bgpCm.data as Record<string, string>)[f]).toBe(fs.readFileSync(path.join(K8S, 'overlays', 'bgp', f), 'utf8'));
     }
   });
 
@@ -370,7 +309,7 @@ describe('BGP component (overlays/bgp)', () => {
     expect(cmd).toContain('--config-file=/run/bgp/gobgpd.toml');
     expect(envOf(c('bgp-render'), 'OUT_DIR')).toBe('/run/bgp');
     expect((c('gobgpd').lifecycle as Obj).preStop).toBeDefined();
-    expect(fs.readFileSync(path.join(K8S, 'components', 'bgp', 'gobgpd.toml'), 'utf8')).toMatch(/^\s*port = -1$/m);
+    expect(fs.readFileSync(path.join(K8S, 'overlays', 'bgp', 'gobgpd.toml'), 'utf8')).toMatch(/^\s*port = -1$/m);
   });
 
   it('the announcer polls the appliance health port and waits for the services marker', () => {

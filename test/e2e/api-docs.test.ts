@@ -14,8 +14,8 @@ import * as grpc from '@grpc/grpc-js';
 import { DESCRIPTOR_SET_BASE64 } from '../../src/gen/descriptors';
 import { ApplianceProcess, REPO_ROOT } from '../../src/lab/appliance';
 import { RETRACE_SERVICES } from '../../src/server/server';
+import { GRPCURL, describeWith } from '../helpers/tools';
 
-const GRPCURL = path.resolve(REPO_ROOT, '..', 'shared', 'tools', 'grpcurl');
 const DOC = path.join(REPO_ROOT, 'docs', 'api.md');
 
 export interface DocCommand {
@@ -78,7 +78,7 @@ function codeNumber(name: string): number {
 
 function run(cmd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const env = { ...process.env, PATH: `${path.dirname(GRPCURL)}:${process.env.PATH ?? ''}` };
+    const env = { ...process.env, PATH: `${path.dirname(GRPCURL.path!)}:${process.env.PATH ?? ''}` };
     execFile('bash', ['-c', cmd], { env, timeout: 20000, cwd: REPO_ROOT }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
@@ -106,7 +106,7 @@ describe('docs/api.md', () => {
   });
 });
 
-(fs.existsSync(GRPCURL) ? describe : describe.skip)('docs/api.md grpcurl examples against an appliance', () => {
+describeWith(GRPCURL)('docs/api.md grpcurl examples against an appliance', () => {
   const app = new ApplianceProcess();
 
   beforeAll(async () => {

@@ -21,9 +21,8 @@ import { loadNative } from '../../src/dataplane/binding';
 import { Appliance, call, ROOT } from '../helpers/appliance';
 import { listServices } from '../helpers/reflection';
 import { fails } from '../helpers/wait';
+import { GRPCURL, itWith } from '../helpers/tools';
 
-const GRPCURL = path.resolve(ROOT, '..', 'shared', 'tools', 'grpcurl');
-const haveGrpcurl = fs.existsSync(GRPCURL);
 
 const NEW_SERVICES = ['retrace.v1.NetworkService', 'retrace.v1.LoadBalancerService', 'retrace.v1.PathService'];
 
@@ -649,9 +648,9 @@ symmetric:
   // ------------------------------------------------------------------------ grpcurl
 
   describe('grpcurl (real client, JSON field names)', () => {
-    const grpcurl = (args: string[], target: string[]) => execFileSync(GRPCURL, ['-plaintext', '-unix', ...args, app.socket, ...target], { encoding: 'utf8' });
+    const grpcurl = (args: string[], target: string[]) => execFileSync(GRPCURL.path!, ['-plaintext', '-unix', ...args, app.socket, ...target], { encoding: 'utf8' });
 
-    (haveGrpcurl ? it : it.skip).each([
+    itWith(GRPCURL).each([
       ['retrace.v1.NetworkService', ['CreateAddress', 'DeleteAddress', 'ListAddresses', 'CreateRoute', 'DeleteRoute', 'ListRoutes', 'CreateNeighbor', 'DeleteNeighbor', 'ListNeighbors']],
       [
         'retrace.v1.LoadBalancerService',
@@ -663,13 +662,13 @@ symmetric:
       for (const r of rpcs as string[]) expect(out).toContain(`rpc ${r} ( .retrace.v1.${r}Request )`);
     });
 
-    (haveGrpcurl ? it : it.skip)('creates an address from JSON field names and lists it', () => {
+    itWith(GRPCURL)('creates an address from JSON field names and lists it', () => {
       grpcurl(['-d', '{"address":{"address":"10.0.9.1","prefixLength":24,"port":"p1"}}'], ['retrace.v1.NetworkService/CreateAddress']);
       const list = JSON.parse(grpcurl([], ['retrace.v1.NetworkService/ListAddresses']));
       expect(list.addresses).toContainEqual({ address: '10.0.9.1', prefixLength: 24, port: 'p1' });
     });
 
-    (haveGrpcurl ? it : it.skip)('reports INVALID_ARGUMENT with the field to grpcurl', () => {
+    itWith(GRPCURL)('reports INVALID_ARGUMENT with the field to grpcurl', () => {
       let err = '';
       try {
         grpcurl(['-d', '{"address":{"address":"10.0.9.2","prefixLength":40,"port":"p1"}}'], ['retrace.v1.NetworkService/CreateAddress']);
@@ -680,7 +679,7 @@ symmetric:
       expect(err).toContain('address.prefix_length');
     });
 
-    (haveGrpcurl ? it : it.skip)('renders uint64 counters as exact decimal strings', () => {
+    itWith(GRPCURL)('renders uint64 counters as exact decimal strings', () => {
       const c = JSON.parse(grpcurl(['-emit-defaults'], ['retrace.v1.PathService/GetCounters']));
       expect(c.tcp.total.rx).toMatch(/^\d+$/);
       expect(c.drops[0].counters.notForUs).toMatch(/^\d+$/);

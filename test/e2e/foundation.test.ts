@@ -13,8 +13,8 @@ import { SystemServiceClient, type GetSystemInfoRequest, type GetSystemInfoRespo
 import { Appliance, call, ROOT } from '../helpers/appliance';
 import { Lab, linkMac, nsExec } from '../helpers/netns';
 import { listServices, reflect } from '../helpers/reflection';
+import { GRPCURL, itWith } from '../helpers/tools';
 
-const GRPCURL = path.resolve(ROOT, '..', 'shared', 'tools', 'grpcurl');
 
 describe('retrace serve with an af_packet port in a namespace lab', () => {
   const lab = new Lab();
@@ -162,10 +162,9 @@ ports:
       expect(text).toContain('google/protobuf/timestamp.proto');
     });
 
-    const haveGrpcurl = fs.existsSync(GRPCURL);
-    (haveGrpcurl ? it : it.skip)('lets grpcurl describe and call every retrace service', () => {
+    itWith(GRPCURL)('lets grpcurl describe and call every retrace service', () => {
       const sock = app.socket;
-      const g = (...args: string[]) => execFileSync(GRPCURL, ['-plaintext', '-unix', ...args], { encoding: 'utf8' });
+      const g = (...args: string[]) => execFileSync(GRPCURL.path!, ['-plaintext', '-unix', ...args], { encoding: 'utf8' });
       expect(g(sock, 'list')).toContain('retrace.v1.PortService');
       expect(g(sock, 'describe', 'retrace.v1.SystemService')).toContain('rpc GetSystemInfo');
       const info = JSON.parse(g(sock, 'retrace.v1.SystemService/GetSystemInfo'));
