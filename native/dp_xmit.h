@@ -1,5 +1,6 @@
 /*
- * dp_xmit.h: sending IPv4 packets, the two ways of ARCHITECTURE.md's rule.
+ * dp_xmit.h: sending IPv4 packets, the two ways of the source-in, source-out rule
+ * (docs/design.md, "Source-in, source-out").
  *
  *   symmetric  toward a conn side with a record, protocol switch on: out of
  *              the recorded port, to the recorded peer MAC, from the recorded

@@ -3,7 +3,7 @@
  * Ethernet addresses, ARP, IPv4 addresses, TCP/UDP ports and flags, ICMP type/code/id (and the
  * quoted packet of an ICMP error), plus whether the IPv4 header and L4 checksums are correct —
  * the property a FNAT rewrite must preserve and the thing veth TX offload breaks (see
- * ARCHITECTURE "Two traps"). tcpdump's own one-line rendering is attached as `summary`.
+ * docs/design.md, "The lab"). tcpdump's own one-line rendering is attached as `summary`.
  */
 
 export type CapturedProto = 'tcp' | 'udp' | 'icmp' | 'arp' | 'ipv4' | 'ipv6' | 'other';

@@ -37,7 +37,7 @@
  * - Routers forward (ip_forward=1) with rp_filter=0 everywhere (all, default, each interface) and
  *   send no ICMP redirects. IPv6 is disabled in every namespace (no router solicitations or MLD
  *   in captures). TX checksum offload is off on every veth end inside a namespace: with it on,
- *   af_packet would see partial L4 checksums (ARCHITECTURE "Two traps").
+ *   af_packet would see partial L4 checksums (docs/design.md, "The lab").
  * - The root-namespace ends carry no IPv4 address, have IPv6 disabled, forwarding=0 and ARP off,
  *   so the host kernel neither routes nor answers anything arriving there; the appliance owns them.
  * - startEchoServers() runs src/lab/echo-server.ts in rs1..rs3 (TCP+UDP echo on 8080, identity on

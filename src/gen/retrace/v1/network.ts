@@ -1672,8 +1672,9 @@ export const ListNeighborsResponse: MessageFns<ListNeighborsResponse> = {
 
 /**
  * NetworkService manages the appliance's own addresses, its routing table and
- * its neighbour (ARP) table. Changes apply to the packet path at once and are
- * not persisted: a restart starts from the configuration file again.
+ * its neighbour (ARP) table. Changes apply to the packet path at once; with
+ * state.file set in the appliance's configuration they are saved after every
+ * change and applied again at start.
  */
 export type NetworkServiceService = typeof NetworkServiceService;
 export const NetworkServiceService = {

@@ -2903,8 +2903,9 @@ export const PathServiceService = {
   },
   /**
    * SetSymmetricMode switches symmetric return for one protocol. Applies to
-   * the next packet of every conn, existing ones included. Idempotent. Not
-   * persisted: a restart goes back to the configuration file (symmetric:).
+   * the next packet of every conn, existing ones included. Idempotent. Saved
+   * with the rest of the applied state when state.file is set; otherwise a
+   * restart goes back to the configuration file (symmetric:).
    */
   setSymmetricMode: {
     path: "/retrace.v1.PathService/SetSymmetricMode" as const,
@@ -2954,8 +2955,9 @@ export interface PathServiceServer extends UntypedServiceImplementation {
   getSymmetricMode: handleUnaryCall<GetSymmetricModeRequest, GetSymmetricModeResponse>;
   /**
    * SetSymmetricMode switches symmetric return for one protocol. Applies to
-   * the next packet of every conn, existing ones included. Idempotent. Not
-   * persisted: a restart goes back to the configuration file (symmetric:).
+   * the next packet of every conn, existing ones included. Idempotent. Saved
+   * with the rest of the applied state when state.file is set; otherwise a
+   * restart goes back to the configuration file (symmetric:).
    */
   setSymmetricMode: handleUnaryCall<SetSymmetricModeRequest, SetSymmetricModeResponse>;
   /**
@@ -2992,8 +2994,9 @@ export interface PathServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * SetSymmetricMode switches symmetric return for one protocol. Applies to
-   * the next packet of every conn, existing ones included. Idempotent. Not
-   * persisted: a restart goes back to the configuration file (symmetric:).
+   * the next packet of every conn, existing ones included. Idempotent. Saved
+   * with the rest of the applied state when state.file is set; otherwise a
+   * restart goes back to the configuration file (symmetric:).
    */
   setSymmetricMode(
     request: SetSymmetricModeRequest,
