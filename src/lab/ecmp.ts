@@ -22,8 +22,7 @@
  *
  * - Namespaces `rt-<tag>-<role>` (roles: client, edge, sw, rs1..rs3), random 6-hex-digit tag; root
  *   ends `rt<tag>1u`, `rt<tag>1s`, `rt<tag>2u`, `rt<tag>2s`, each a `net_af_packet` port of one
- *   node. Same conventions as topology.ts: no IPv6, rp_filter 0, no redirects, TX checksum offload
- *   off on namespace veth ends, root ends without addresses, ARP or forwarding.
+ *   node. Built on NetnsLab (netns.ts) with the same conventions as topology.ts.
  * - The client namespace has several source addresses (ECMP.clients) so the kernel's L4 hash and
  *   the Maglev hash both see varied tuples; the lab's client.js binds them with --local-address.
  * - Steering: setVipNexthops() rewrites the multipath route in `edge`'s main table (what a BGP
@@ -33,29 +32,17 @@
  * - routeGet() asks the edge kernel which nexthop a given 5-tuple would take (`ip route get ...
  *   iif lan ipproto P sport S dport D`), i.e. the ECMP hash decision for that flow. Under policy 1
  *   that is where UDP goes, but not TCP from the client namespace: see setMultipathHash().
- * - EcmpScaleOut adds the two appliances (ApplianceProcess), configures them, reads their counters,
+ * - EcmpScaleOut (scale-out.ts) adds the two appliances (ApplianceProcess), configures them, reads their counters,
  *   and plays a BGP sidecar (withdrawOnDrain): poll a node's readiness and, once it reports
  *   NOT_SERVING, remove its nexthop from the edge route.
- * - destroy() kills every process the lab started (by PID), deletes the root links and namespaces.
- *   Idempotent, never throws, also runs from a process 'exit' hook.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import readline from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
 import YAML from 'yaml';
-import { Real, VirtualService } from '../gen/retrace/v1/balancer';
-import type { Config } from '../gen/retrace/v1/config';
-import type { Conn } from '../gen/retrace/v1/conn';
-import type { DropCounters, GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
-import { Protocol, Scheduler } from '../gen/retrace/v1/types';
-import { ApplianceProcess } from './appliance';
 import type { HeldConnEvent } from './held-conn';
-import type { EchoServerEvent, TcpEchoReport, UdpEchoReport, WhoReport } from './results';
-import { killSync, run, runAsync, sleepSync, type RunOptions } from './sh';
-import { LAB, REAL_SERVERS, type RealServer } from './topology';
+import { budget, NetnsLab, onJsonLines, type NetnsLabOptions } from './netns';
+import type { TcpEchoReport, UdpEchoReport, WhoReport } from './results';
+import { killSync } from './sh';
+import { LAB, REAL_SERVERS } from './topology';
 
 // ---------------------------------------------------------------------------------------------
 // Plan
@@ -118,17 +105,10 @@ const DEVICES: Record<EcmpRole, readonly string[]> = {
   rs3: ['eth0'],
 };
 
-const DEFAULT_SCRIPTS_DIR = path.resolve(__dirname, '..', '..', 'dist', 'lab');
 /** `ip rule` priorities for pins: one per client address. */
 const PIN_PRIORITY_BASE = 1000;
 
-export interface EcmpLabOptions {
-  tag?: string;
-  scriptsDir?: string;
-  node?: string;
-  log?: (line: string) => void;
-  cleanupOnExit?: boolean;
-}
+export type EcmpLabOptions = NetnsLabOptions;
 
 export interface EcmpClientOptions {
   /** Source address (one of ECMP.clients); default: the route's choice (ECMP.client). */
@@ -146,126 +126,37 @@ interface Child {
 // EcmpLab: namespaces, links, routes, echo servers, clients
 // ---------------------------------------------------------------------------------------------
 
-export class EcmpLab {
-  readonly tag: string;
-  readonly dir: string;
-  private readonly scriptsDir: string;
-  private readonly node: string;
-  private readonly log: (line: string) => void;
-  private readonly namespaces: string[] = [];
-  private readonly rootLinks: string[] = [];
-  private readonly children: Child[] = [];
-  private readonly echoEvents = new Map<RealServer, EchoServerEvent[]>();
-  private destroyed = false;
-  private readonly exitHook = (): void => this.destroy();
-
+export class EcmpLab extends NetnsLab<EcmpRole> {
   private constructor(opts: EcmpLabOptions) {
-    if (opts.tag !== undefined && !/^[0-9a-f]{6}$/.test(opts.tag)) throw new Error(`lab tag must be 6 lower-case hex digits, got "${opts.tag}"`);
-    this.tag = opts.tag ?? crypto.randomBytes(3).toString('hex');
-    this.scriptsDir = opts.scriptsDir ?? DEFAULT_SCRIPTS_DIR;
-    this.node = opts.node ?? process.execPath;
-    this.log = opts.log ?? (() => undefined);
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `retrace-ecmp-${this.tag}-`));
-    if (opts.cleanupOnExit ?? true) process.on('exit', this.exitHook);
+    super(ECMP_ROLES, opts, 'retrace-ecmp');
   }
 
   /** Builds namespaces, links, addresses, routes. Tears down what it made and rethrows on failure. */
   static create(opts: EcmpLabOptions = {}): EcmpLab {
-    const lab = new EcmpLab(opts);
-    try {
-      lab.build();
-      return lab;
-    } catch (e) {
-      lab.destroy();
-      throw e;
-    }
-  }
-
-  // --- names ------------------------------------------------------------------------------------
-
-  ns(role: EcmpRole): string {
-    return `rt-${this.tag}-${role}`;
-  }
-
-  get allNamespaces(): string[] {
-    return ECMP_ROLES.map((r) => this.ns(r));
+    return NetnsLab.built(new EcmpLab(opts), (lab) => lab.build());
   }
 
   /** Root-namespace end of a node's port: `rt<tag>1u`, `rt<tag>1s`, `rt<tag>2u`, `rt<tag>2s`. */
   rootDev(node: EcmpNode, port: NodePort): string {
-    return `rt${this.tag}${node === 'node1' ? '1' : '2'}${port === 'uplink' ? 'u' : 's'}`;
-  }
-
-  get allRootLinks(): string[] {
-    return ECMP_NODES.flatMap((n) => NODE_PORTS.map((p) => this.rootDev(n, p)));
-  }
-
-  // --- commands ---------------------------------------------------------------------------------
-
-  exec(role: EcmpRole, cmd: string, args: readonly string[] = [], opts: RunOptions = {}): string {
-    return run('ip', ['netns', 'exec', this.ns(role), cmd, ...args], opts);
-  }
-
-  ip(role: EcmpRole, args: readonly string[], opts: RunOptions = {}): string {
-    return run('ip', ['-n', this.ns(role), ...args], opts);
-  }
-
-  private sh(cmd: string, args: readonly string[]): string {
-    this.log(`${cmd} ${args.join(' ')}`);
-    return run(cmd, args);
-  }
-
-  private ipn(role: EcmpRole, ...args: string[]): void {
-    this.sh('ip', ['-n', this.ns(role), ...args]);
+    return this.rootName(`${node === 'node1' ? '1' : '2'}${port === 'uplink' ? 'u' : 's'}`);
   }
 
   // --- build ------------------------------------------------------------------------------------
 
   private build(): void {
-    const existing = run('ip', ['netns', 'list'], { allowFail: true });
-    if (existing.includes(`rt-${this.tag}-`)) throw new Error(`namespaces with tag ${this.tag} already exist`);
-    for (const role of ECMP_ROLES) {
-      const ns = this.ns(role);
-      this.sh('ip', ['netns', 'add', ns]);
-      this.namespaces.push(ns);
-      const sysctls = [
-        'net.ipv6.conf.all.disable_ipv6=1',
-        'net.ipv6.conf.default.disable_ipv6=1',
-        'net.ipv4.conf.all.rp_filter=0',
-        'net.ipv4.conf.default.rp_filter=0',
-        `net.ipv4.ip_forward=${role === 'edge' ? 1 : 0}`,
-        'net.ipv4.conf.all.send_redirects=0',
-        'net.ipv4.conf.default.send_redirects=0',
-      ];
-      // L4 hash: (saddr, daddr, proto, sport, dport) picks the nexthop, per flow.
-      if (role === 'edge') sysctls.push('net.ipv4.fib_multipath_hash_policy=1');
-      this.sh('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', ...sysctls]);
-      this.ipn(role, 'link', 'set', 'dev', 'lo', 'up');
-    }
+    const edge = (role: EcmpRole) => role === 'edge';
+    // L4 hash on edge: (saddr, daddr, proto, sport, dport) picks the nexthop, per flow.
+    this.addNamespaces(edge, (role) => (edge(role) ? ['net.ipv4.fib_multipath_hash_policy=1'] : []));
 
     // Links.
-    this.ipn('client', 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', 'lan', 'netns', this.ns('edge'));
+    this.vethNs('client', 'eth0', 'edge', 'lan');
     for (const node of ECMP_NODES) {
       this.vethRoot(this.rootDev(node, 'uplink'), 'edge', ECMP.nodes[node].uplink.edgeDev);
       this.vethRoot(this.rootDev(node, 'servers'), 'sw', node === 'node1' ? 'n1' : 'n2');
     }
-    this.ipn('sw', 'link', 'add', 'name', 'br0', 'type', 'bridge', 'stp_state', '0', 'mcast_snooping', '0');
-    for (const rs of REAL_SERVERS) {
-      this.ipn(rs, 'link', 'add', 'name', 'eth0', 'type', 'veth', 'peer', 'name', rs, 'netns', this.ns('sw'));
-      this.ipn('sw', 'link', 'set', 'dev', rs, 'master', 'br0');
-    }
-    this.ipn('sw', 'link', 'set', 'dev', 'n1', 'master', 'br0');
-    this.ipn('sw', 'link', 'set', 'dev', 'n2', 'master', 'br0');
-
-    // Root ends belong to the appliances.
-    const rootSysctls = this.allRootLinks.flatMap((d) => [`net.ipv6.conf.${d}.disable_ipv6=1`, `net.ipv4.conf.${d}.forwarding=0`]);
-    this.sh('sysctl', ['-q', '-w', ...rootSysctls]);
-    for (const d of this.allRootLinks) this.sh('ip', ['link', 'set', 'dev', d, 'arp', 'off', 'up']);
-
-    this.sh('ip', ['netns', 'exec', this.ns('edge'), 'sysctl', '-q', '-w', ...DEVICES.edge.map((d) => `net.ipv4.conf.${d}.rp_filter=0`)]);
-    for (const role of ECMP_ROLES) {
-      for (const dev of DEVICES[role]) if (dev !== 'br0') this.sh('ip', ['netns', 'exec', this.ns(role), 'ethtool', '-K', dev, 'tx', 'off']);
-    }
+    for (const rs of REAL_SERVERS) this.vethNs(rs, 'eth0', 'sw', rs);
+    this.bridge('sw', [...REAL_SERVERS, 'n1', 'n2']);
+    this.finishLinks(DEVICES, edge);
 
     // Addresses.
     this.ipn('client', 'addr', 'add', `${ECMP.client}/${ECMP.prefixLen}`, 'dev', 'eth0');
@@ -276,7 +167,7 @@ export class EcmpLab {
       this.ipn('edge', 'addr', 'add', `${u.edge}/${ECMP.prefixLen}`, 'dev', u.edgeDev);
     }
     for (const rs of REAL_SERVERS) this.ipn(rs, 'addr', 'add', `${ECMP.rs[rs]}/${ECMP.prefixLen}`, 'dev', 'eth0');
-    for (const role of ECMP_ROLES) for (const dev of DEVICES[role]) this.ipn(role, 'link', 'set', 'dev', dev, 'up');
+    this.linksUp(DEVICES);
 
     // Routes. The reals reach every LIP on-link (198.18.30.0/24): they need none.
     this.ipn('client', 'route', 'add', 'default', 'via', ECMP.edgeLan);
@@ -286,29 +177,6 @@ export class EcmpLab {
     }
     this.setVipNexthops(ECMP_NODES);
     this.waitLinksUp(5000);
-  }
-
-  private vethRoot(root: string, role: EcmpRole, dev: string): void {
-    this.sh('ip', ['link', 'add', 'name', root, 'type', 'veth', 'peer', 'name', dev, 'netns', this.ns(role)]);
-    this.rootLinks.push(root);
-  }
-
-  private waitLinksUp(timeoutMs: number): void {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const notUp: string[] = [];
-      for (const role of ECMP_ROLES) {
-        const links = JSON.parse(run('ip', ['-n', this.ns(role), '-j', 'link', 'show'])) as { ifname: string; operstate: string }[];
-        for (const l of links) if (l.ifname !== 'lo' && l.operstate !== 'UP') notUp.push(`${role}/${l.ifname} ${l.operstate}`);
-      }
-      for (const d of this.allRootLinks) {
-        const st = (JSON.parse(run('ip', ['-j', 'link', 'show', 'dev', d])) as { operstate: string }[])[0].operstate;
-        if (st !== 'UP') notUp.push(`root/${d} ${st}`);
-      }
-      if (notUp.length === 0) return;
-      if (Date.now() > deadline) throw new Error(`ecmp lab ${this.tag}: links not up after ${timeoutMs} ms: ${notUp.join(', ')}`);
-      sleepSync(25);
-    }
   }
 
   // --- steering ---------------------------------------------------------------------------------
@@ -388,53 +256,12 @@ export class EcmpLab {
 
   // --- servers ----------------------------------------------------------------------------------
 
-  private script(name: 'echo-server' | 'client' | 'held-conn'): string {
-    const file = path.join(this.scriptsDir, `${name}.js`);
-    if (!fs.existsSync(file)) throw new Error(`${file} is missing: build the TypeScript first (tsc -p tsconfig.json)`);
-    return file;
-  }
-
   /** The lab's echo servers (dist/lab/echo-server.js) on rs1..rs3, as LabTopology runs them. */
-  async startEchoServers(timeoutMs = 15000): Promise<void> {
-    const file = this.script('echo-server');
-    await Promise.all(
-      REAL_SERVERS.map((rs) => {
-        const events: EchoServerEvent[] = [];
-        this.echoEvents.set(rs, events);
-        const child = spawn(
-          'ip',
-          [
-            'netns', 'exec', this.ns(rs), this.node, file,
-            '--name', rs, '--host', '0.0.0.0',
-            '--tcp', String(ECMP.echoPort), '--udp', String(ECMP.echoPort), '--who', String(ECMP.whoPort),
-            '--log-peers', '--exit-on-stdin-eof',
-          ],
-          { stdio: ['pipe', 'pipe', 'pipe'] },
-        );
-        this.children.push({ label: `echo-server ${rs}`, child });
-        return waitReady(child, `echo-server in ${this.ns(rs)}`, events, timeoutMs);
-      }),
-    );
-  }
-
-  echoLog(rs: RealServer): Extract<EchoServerEvent, { event: 'conn' }>[] {
-    return (this.echoEvents.get(rs) ?? []).filter((e): e is Extract<EchoServerEvent, { event: 'conn' }> => e.event === 'conn');
-  }
-
-  clearEchoLogs(): void {
-    for (const events of this.echoEvents.values()) events.length = 0;
+  startEchoServers(timeoutMs = 15000): Promise<void> {
+    return this.runEchoServers(REAL_SERVERS, ECMP.echoPort, ECMP.whoPort, timeoutMs);
   }
 
   // --- clients ----------------------------------------------------------------------------------
-
-  private async client<T>(args: string[], timeoutMs: number): Promise<T> {
-    const res = await runAsync('ip', ['netns', 'exec', this.ns('client'), this.node, this.script('client'), ...args], { timeoutMs });
-    const line = res.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-    if (!line) throw new Error(`client ${args[0]} printed no result (exit ${res.signal ?? res.code}): ${res.stderr.trim()}`);
-    const out = JSON.parse(line) as T & { error?: string };
-    if (out.error) throw new Error(`client ${args.join(' ')}: ${out.error}`);
-    return out;
-  }
 
   private common(args: string[], o: EcmpClientOptions): void {
     if (o.from !== undefined) args.push('--local-address', o.from);
@@ -448,7 +275,7 @@ export class EcmpLab {
     const args = ['who', '--proto', o.proto ?? 'tcp', '--host', ECMP.vip, '--port', String(ECMP.whoPort), '--count', String(count)];
     if (o.localPortBase !== undefined) args.push('--local-port-base', String(o.localPortBase));
     this.common(args, o);
-    return this.client(args, budget(count, o.concurrency ?? 1, o.timeoutMs ?? 2000));
+    return this.client('client', args, budget(count, o.concurrency ?? 1, o.timeoutMs ?? 2000));
   }
 
   /** TCP echo conns to the VIP (client.js tcp). */
@@ -456,7 +283,7 @@ export class EcmpLab {
     const conns = o.conns ?? 1;
     const args = ['tcp', '--host', ECMP.vip, '--port', String(ECMP.echoPort), '--conns', String(conns), '--bytes', String(o.bytes ?? 1024)];
     this.common(args, o);
-    return this.client(args, budget(conns, o.concurrency ?? 32, o.timeoutMs ?? 5000));
+    return this.client('client', args, budget(conns, o.concurrency ?? 32, o.timeoutMs ?? 5000));
   }
 
   /** UDP echo datagrams to the VIP (client.js udp). */
@@ -464,7 +291,7 @@ export class EcmpLab {
     const count = o.count ?? 1;
     const args = ['udp', '--host', ECMP.vip, '--port', String(ECMP.echoPort), '--count', String(count), '--bytes', String(o.bytes ?? 64)];
     this.common(args, o);
-    return this.client(args, budget(count, o.concurrency ?? 32, o.timeoutMs ?? 2000));
+    return this.client('client', args, budget(count, o.concurrency ?? 32, o.timeoutMs ?? 2000));
   }
 
   /**
@@ -472,11 +299,10 @@ export class EcmpLab {
    * Resolves once connected.
    */
   async holdConn(o: { from?: string; localPort?: number; port?: number; timeoutMs?: number } = {}): Promise<HeldConn> {
-    const args = ['netns', 'exec', this.ns('client'), this.node, this.script('held-conn'), '--host', ECMP.vip, '--port', String(o.port ?? ECMP.echoPort)];
+    const args = ['--host', ECMP.vip, '--port', String(o.port ?? ECMP.echoPort)];
     if (o.from !== undefined) args.push('--local-address', o.from);
     if (o.localPort !== undefined) args.push('--local-port', String(o.localPort));
-    const child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.children.push({ label: 'held-conn', child });
+    const child = this.spawnScript('held-conn', 'client', 'held-conn', args);
     const conn = new HeldConn(child);
     const ev = await conn.next(o.timeoutMs ?? 10000);
     if (ev.event !== 'connected') {
@@ -494,27 +320,6 @@ export class EcmpLab {
   applianceYaml(node: EcmpNode, extra = ''): string {
     const ports = NODE_PORTS.map((name, i) => ({ name, device: `net_af_packet${i},iface=${this.rootDev(node, name)}` }));
     return ['eal:\n  memory_mb: 256', 'dataplane:\n  mbufs: 8191\n  max_conns: 16384', YAML.stringify({ ports }), extra].join('\n');
-  }
-
-  // --- teardown ---------------------------------------------------------------------------------
-
-  destroy(): void {
-    this.destroyed = true;
-    process.removeListener('exit', this.exitHook);
-    for (const { child } of this.children.splice(0)) {
-      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) killSync(child.pid, 2000);
-    }
-    for (const l of this.rootLinks.splice(0)) run('ip', ['link', 'del', 'dev', l], { allowFail: true });
-    for (const ns of this.namespaces.splice(0)) run('ip', ['netns', 'del', ns], { allowFail: true });
-    try {
-      fs.rmSync(this.dir, { recursive: true, force: true });
-    } catch {
-      /* best effort */
-    }
-  }
-
-  get isDestroyed(): boolean {
-    return this.destroyed;
   }
 }
 
@@ -534,15 +339,7 @@ export class HeldConn {
   constructor(private readonly child: ChildProcess) {
     child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     child.stdin!.on('error', () => undefined);
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      let ev: HeldConnEvent;
-      try {
-        ev = JSON.parse(line) as HeldConnEvent;
-      } catch {
-        return;
-      }
-      this.push(ev);
-    });
+    onJsonLines<HeldConnEvent>(child, (ev) => this.push(ev));
     child.once('exit', (code, sig) => {
       this.exited = true;
       this.push({ event: 'error', reason: `held-conn exited (${sig ?? code}) ${this.stderr.trim()}` });
@@ -603,225 +400,8 @@ export class HeldConn {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// EcmpScaleOut: the lab plus two appliances configured over gRPC
-// ---------------------------------------------------------------------------------------------
-
-export interface ScaleOutOptions {
-  log?: (line: string) => void;
-  /** Extra YAML for both nodes (e.g. log level). */
-  extraYaml?: string;
-  /** Conn timeouts applied with the configuration (seconds). */
-  timeouts?: { tcpClose?: number; tcpFin?: number; udp?: number };
-}
-
-const PROTOS = { tcp: Protocol.PROTOCOL_TCP, udp: Protocol.PROTOCOL_UDP } as const;
-
-export class EcmpScaleOut {
-  readonly nodes: Record<EcmpNode, ApplianceProcess> = { node1: new ApplianceProcess(), node2: new ApplianceProcess() };
-
-  private constructor(readonly lab: EcmpLab) {}
-
-  /** Builds the lab, starts echo servers and both appliances, configures both over gRPC. */
-  static async start(opts: ScaleOutOptions = {}): Promise<EcmpScaleOut> {
-    const log = opts.log ?? (() => undefined);
-    const lab = EcmpLab.create({ log: () => undefined });
-    const so = new EcmpScaleOut(lab);
-    try {
-      log(`ecmp lab ${lab.tag}: namespaces up`);
-      await lab.startEchoServers();
-      for (const n of ECMP_NODES) so.nodes[n].start(lab.applianceYaml(n, opts.extraYaml));
-      await Promise.all(ECMP_NODES.map((n) => so.nodes[n].waitServing()));
-      await so.configure(opts.timeouts);
-      log('node1, node2 serving and configured');
-      return so;
-    } catch (e) {
-      await so.destroy();
-      throw e;
-    }
-  }
-
-  /**
-   * A node's whole configuration, as one orchestrator would write it: its own addresses, default
-   * route and LIPs; the VIP's services identical on both nodes (same scheduler, seed and reals;
-   * node2 lists the reals in reverse order, which must not matter: reals are kept in canonical
-   * order).
-   */
-  static nodeConfig(node: EcmpNode, timeouts: ScaleOutOptions['timeouts'] = {}): Config {
-    const p = ECMP.nodes[node];
-    const rs = node === 'node1' ? [...REAL_SERVERS] : [...REAL_SERVERS].reverse();
-    const svc = (proto: 'tcp' | 'udp', port: number): VirtualService =>
-      VirtualService.create({
-        protocol: PROTOS[proto],
-        vip: ECMP.vip,
-        port,
-        scheduler: Scheduler.SCHEDULER_MAGLEV,
-        seed: ECMP.seed,
-        reals: rs.map((r) => Real.create({ address: ECMP.rs[r], port, weight: 1 })),
-      });
-    return {
-      addresses: [
-        { address: p.uplink.addr, prefixLength: ECMP.prefixLen, port: 'uplink' },
-        { address: p.servers.addr, prefixLength: ECMP.prefixLen, port: 'servers' },
-      ],
-      routes: [{ prefix: '0.0.0.0', prefixLength: 0, port: 'uplink', gateway: p.uplink.edge, connected: false }],
-      neighbors: [],
-      localAddresses: p.lips.map((address) => ({ address, port: 'servers', portsInUse: 0n, portsTotal: 0n })),
-      virtualServices: [svc('tcp', ECMP.echoPort), svc('tcp', ECMP.whoPort), svc('udp', ECMP.echoPort), svc('udp', ECMP.whoPort)],
-      symmetric: { tcp: true, udp: true, icmp: true },
-      timeouts: { ...timeouts },
-    };
-  }
-
-  /** Applies each node's configuration (one client, two appliances). */
-  async configure(timeouts: ScaleOutOptions['timeouts'] = {}): Promise<void> {
-    for (const n of ECMP_NODES) await this.nodes[n].api.config.applyConfig({ config: EcmpScaleOut.nodeConfig(n, timeouts), dryRun: false });
-  }
-
-  counters(node: EcmpNode): Promise<GetCountersResponse> {
-    return this.nodes[node].api.path.getCounters({});
-  }
-
-  /** conns_total of the VIP's service (proto, port) on a node. */
-  async connsTotal(node: EcmpNode, proto: 'tcp' | 'udp', port: number): Promise<bigint> {
-    const res = await this.nodes[node].api.balancer.listVirtualServices({});
-    const s = res.virtualServices.find((v) => v.protocol === PROTOS[proto] && v.vip === ECMP.vip && v.port === port);
-    if (!s) throw new Error(`${node}: no ${proto} service ${ECMP.vip}:${port}`);
-    return s.connsTotal;
-  }
-
-  /** Every conn of a node (all pages), optionally for some client addresses only. */
-  async conns(node: EcmpNode, clients: string[] = []): Promise<Conn[]> {
-    const out: Conn[] = [];
-    let pageToken = '';
-    do {
-      const res = await this.nodes[node].api.conns.listConns({
-        filter: { protocols: [], clients, vips: [], reals: [], states: [] },
-        pageSize: 10000,
-        pageToken,
-      });
-      out.push(...res.conns);
-      pageToken = res.nextPageToken;
-    } while (pageToken !== '');
-    return out;
-  }
-
-  /**
-   * The BGP sidecar's job for one node: poll its readiness (grpc.health.v1) and, when it turns
-   * NOT_SERVING (Drain) — or the appliance stops answering three polls in a row — withdraw it: the
-   * edge's VIP route keeps only the other nodes. `withdrawn` resolves with the route left.
-   */
-  withdrawOnDrain(node: EcmpNode, intervalMs = 100): { withdrawn: Promise<EcmpNode[]>; stop: () => void } {
-    let stopped = false;
-    let timer: NodeJS.Timeout | undefined;
-    const withdrawn = new Promise<EcmpNode[]>((resolve, reject) => {
-      let failures = 0;
-      const poll = async (): Promise<void> => {
-        if (stopped) return;
-        let status: string;
-        try {
-          status = await this.nodes[node].healthCheck();
-          failures = 0;
-        } catch {
-          status = ++failures >= 3 ? 'UNREACHABLE' : 'UNKNOWN';
-        }
-        if (stopped) return;
-        if (status === 'NOT_SERVING' || status === 'UNREACHABLE') {
-          try {
-            const left = this.lab.vipNexthops().filter((n) => n !== node);
-            this.lab.setVipNexthops(left);
-            resolve(this.lab.vipNexthops());
-          } catch (e) {
-            reject(e as Error);
-          }
-          return;
-        }
-        timer = setTimeout(() => void poll(), intervalMs);
-      };
-      void poll();
-    });
-    return {
-      withdrawn,
-      stop: () => {
-        stopped = true;
-        clearTimeout(timer);
-      },
-    };
-  }
-
-  /** Stops both appliances and tears the lab down. Never throws. */
-  async destroy(): Promise<void> {
-    for (const n of ECMP_NODES) {
-      const app = this.nodes[n];
-      try {
-        if (app.running) await app.stop();
-      } catch {
-        /* fall through to kill */
-      }
-      await app.kill();
-    }
-    this.lab.destroy();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counter helpers
-// ---------------------------------------------------------------------------------------------
-
-const ZERO_PATH: PathCounters = { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
-
-/** Path counters of one protocol on one port of a node (zeros if absent). */
-export function nodePath(c: GetCountersResponse, proto: 'tcp' | 'udp' | 'icmp', port: NodePort): PathCounters {
-  return c[proto]?.ports.find((p) => p.port === port)?.counters ?? ZERO_PATH;
-}
-
-/** Drop counters of one port of a node. */
-export function nodeDrops(c: GetCountersResponse, port: NodePort): DropCounters {
-  const d = c.drops.find((p) => p.port === port)?.counters;
-  if (!d) throw new Error(`no drop counters for port ${port}`);
-  return d;
-}
-
 function nodeByUplinkAddr(addr: string): EcmpNode {
   const n = ECMP_NODES.find((x) => ECMP.nodes[x].uplink.addr === addr);
   if (!n) throw new Error(`${addr} is no node's uplink address`);
   return n;
-}
-
-function budget(items: number, concurrency: number, perItemMs: number): number {
-  return Math.ceil(Math.max(items, 1) / Math.max(concurrency, 1)) * perItemMs + 15000;
-}
-
-function waitReady(child: ChildProcess, label: string, events: EchoServerEvent[], timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let stderr = '';
-    let ready = false;
-    const timer = setTimeout(() => {
-      if (!ready) reject(new Error(`${label} not ready after ${timeoutMs} ms: ${stderr.trim()}`));
-    }, timeoutMs);
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      let ev: EchoServerEvent;
-      try {
-        ev = JSON.parse(line) as EchoServerEvent;
-      } catch {
-        return;
-      }
-      events.push(ev);
-      if (ev.event === 'ready' && !ready) {
-        ready = true;
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code, sig) => {
-      clearTimeout(timer);
-      if (!ready) reject(new Error(`${label} exited (${sig ?? code}) before ready: ${stderr.trim()}`));
-    });
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      if (!ready) reject(new Error(`${label} could not start: ${e.message}`));
-    });
-    child.stdin?.on('error', () => undefined);
-  });
 }

@@ -11,13 +11,13 @@ import { service as healthService } from 'grpc-health-check';
 import { PortServiceClient, type ListPortsResponse, type GetPortResponse, type GetPortRequest, type ListPortsRequest } from '../../src/gen/retrace/v1/port';
 import { SystemServiceClient, type GetSystemInfoRequest, type GetSystemInfoResponse, LcoreRole, DataplaneState } from '../../src/gen/retrace/v1/system';
 import { Appliance, call, ROOT } from '../helpers/appliance';
-import { Lab, linkMac, nsExec } from '../helpers/netns';
+import { NetnsLab } from '../../src/lab/netns';
 import { listServices, reflect } from '../helpers/reflection';
 import { GRPCURL, itWith } from '../helpers/tools';
 
 
 describe('retrace serve with an af_packet port in a namespace lab', () => {
-  const lab = new Lab();
+  const lab = new NetnsLab(['client'] as const);
   const app = new Appliance();
   let ns: string;
   let rootEnd: string;
@@ -27,8 +27,15 @@ describe('retrace serve with an af_packet port in a namespace lab', () => {
   let system: SystemServiceClient;
 
   beforeAll(async () => {
-    ns = lab.addNamespace('client');
-    ({ root: rootEnd, peer } = lab.addVeth(ns, 0, '198.18.0.2/24'));
+    lab.addNamespaces();
+    ns = lab.ns('client');
+    rootEnd = lab.rootName('r0');
+    peer = 'eth0';
+    lab.vethRoot(rootEnd, 'client', peer);
+    lab.finishLinks({ client: [peer] });
+    lab.ip('client', ['addr', 'add', '198.18.0.2/24', 'dev', peer]);
+    lab.linksUp({ client: [peer] });
+    lab.waitLinksUp(5000);
     app.start(`
 health:
   listen: unix:${healthSock}
@@ -97,7 +104,7 @@ ports:
       expect(p.name).toBe('lab0');
       expect(p.driver).toBe('net_af_packet');
       expect(p.device).toBe(`net_af_packet0,iface=${rootEnd}`);
-      expect(p.mac).toBe(linkMac(rootEnd));
+      expect(p.mac).toBe(lab.mac(undefined, rootEnd));
       expect(p.rxQueues).toBe(1);
     });
 
@@ -105,8 +112,8 @@ ports:
       const before = (await call<ListPortsRequest, ListPortsResponse>(ports, ports.listPorts, {})).ports[0].stats!;
       // A static neighbour makes the kernel send every echo request straight to the port's MAC
       // (nothing answers them yet: the dataplane only counts and drops at this stage).
-      nsExec(ns, 'ip', ['neigh', 'replace', '198.18.0.1', 'lladdr', linkMac(rootEnd), 'dev', peer, 'nud', 'permanent']);
-      nsExec(ns, 'ping', ['-c', '5', '-i', '0.2', '-W', '1', '198.18.0.1'], { allowFail: true });
+      lab.exec('client', 'ip', ['neigh', 'replace', '198.18.0.1', 'lladdr', lab.mac(undefined, rootEnd), 'dev', peer, 'nud', 'permanent']);
+      lab.exec('client', 'ping', ['-c', '5', '-i', '0.2', '-W', '1', '198.18.0.1'], { allowFail: true });
       const after = (await call<ListPortsRequest, ListPortsResponse>(ports, ports.listPorts, {})).ports[0].stats!;
       expect(after.rxPackets - before.rxPackets).toBeGreaterThanOrEqual(5n);
       expect(after.rxBytes - before.rxBytes).toBeGreaterThanOrEqual(5n * 98n);

@@ -15,7 +15,8 @@
 import { Protocol } from '../../src/gen/retrace/v1/types';
 import { ConnState, type Conn } from '../../src/gen/retrace/v1/conn';
 import type { GetCountersResponse } from '../../src/gen/retrace/v1/path';
-import { ECMP, ECMP_NODES, EcmpScaleOut, nodeDrops, nodePath, type EcmpNode, type HeldConn } from '../../src/lab/ecmp';
+import { ECMP, ECMP_NODES, type EcmpNode, type HeldConn } from '../../src/lab/ecmp';
+import { EcmpScaleOut, nodeDrops, nodePath } from '../../src/lab/scale-out';
 import { REAL_SERVERS, type RealServer } from '../../src/lab/topology';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
