@@ -6,15 +6,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../config';
-import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';
-import { ConfigDiff, ConfigServiceClient } from '../gen/retrace/v1/config';
-import { ConnServiceClient } from '../gen/retrace/v1/conn';
-import { NetworkServiceClient } from '../gen/retrace/v1/network';
-import { PathServiceClient } from '../gen/retrace/v1/path';
-import { PortServiceClient } from '../gen/retrace/v1/port';
-import { promised, type Promised } from '../lab/appliance';
-import { APPLIED_METADATA_KEY } from '../server/config-service';
+import { APPLIED_METADATA_KEY, connect, isServiceError, type ApiClient } from '../api/client';
+import { ConfigDiff } from '../gen/retrace/v1/config';
 import { formatDiff } from './format';
+
+export { isServiceError };
 
 export const DEFAULT_SERVER = '127.0.0.1:50051';
 
@@ -52,39 +48,7 @@ export function serverAddress(opts: ServerOptions, env: NodeJS.ProcessEnv = proc
   return DEFAULT_SERVER;
 }
 
-export interface Api {
-  balancer: Promised<LoadBalancerServiceClient>;
-  config: Promised<ConfigServiceClient>;
-  conn: Promised<ConnServiceClient>;
-  network: Promised<NetworkServiceClient>;
-  path: Promised<PathServiceClient>;
-  ports: Promised<PortServiceClient>;
-  /** The raw ConnService client (for streams). */
-  connClient: ConnServiceClient;
-  close(): void;
-}
-
-/** Clients for one address; calls time out after 10 s. */
-export function connect(address: string): Api {
-  const creds = grpc.credentials.createInsecure();
-  const clients: grpc.Client[] = [];
-  const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials) => C): C => {
-    const c = new Ctor(address, creds);
-    clients.push(c);
-    return c;
-  };
-  const connClient = mk(ConnServiceClient);
-  return {
-    balancer: promised(mk(LoadBalancerServiceClient)),
-    config: promised(mk(ConfigServiceClient)),
-    conn: promised(connClient),
-    network: promised(mk(NetworkServiceClient)),
-    path: promised(mk(PathServiceClient)),
-    ports: promised(mk(PortServiceClient)),
-    connClient,
-    close: () => clients.forEach((c) => c.close()),
-  };
-}
+export type Api = ApiClient;
 
 /** Runs a command body with clients for the resolved server, closing them afterwards. */
 export async function withApi<T>(opts: ServerOptions, fn: (api: Api) => Promise<T>): Promise<T> {
@@ -94,10 +58,6 @@ export async function withApi<T>(opts: ServerOptions, fn: (api: Api) => Promise<
   } finally {
     api.close();
   }
-}
-
-export function isServiceError(e: unknown): e is grpc.ServiceError {
-  return e instanceof Error && typeof (e as grpc.ServiceError).code === 'number' && 'metadata' in e;
 }
 
 /** `INVALID_ARGUMENT: config.routes[0].port: ...`, plus what a failed ApplyConfig applied. */

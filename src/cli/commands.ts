@@ -169,7 +169,7 @@ export function addClientCommands(program: Command): void {
           const conns: Conn[] = [];
           let pageToken = '';
           do {
-            const page = await api.conn.listConns({ filter, pageSize: 1000, pageToken });
+            const page = await api.conns.listConns({ filter, pageSize: 1000, pageToken });
             conns.push(...page.conns);
             pageToken = page.nextPageToken;
           } while (pageToken !== '' && (opts.limit === undefined || conns.length < opts.limit));
@@ -194,7 +194,7 @@ export function addClientCommands(program: Command): void {
         }
         const req = parseConnTuple(proto, client, vip);
         await withApi(opts, async (api) => {
-          const { conn } = await api.conn.getConn(req);
+          const { conn } = await api.conns.getConn(req);
           out(opts.json ? JSON.stringify(conn, bigintJson, 2) : formatConns(conn ? [conn] : []));
         });
       }),
@@ -241,7 +241,7 @@ export function addClientCommands(program: Command): void {
           };
           await withApi(opts, (api) =>
             new Promise<void>((resolve, reject) => {
-              const stream = api.connClient.watchConnEvents(req);
+              const stream = api.raw.conns.watchConnEvents(req);
               const stop = () => stream.cancel();
               process.once('SIGINT', stop);
               stream.on('data', (m: WatchConnEventsResponse) => out(opts.json ? JSON.stringify(m, bigintJson) : formatEvent(m)));

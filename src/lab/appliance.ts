@@ -1,5 +1,5 @@
 /**
- * A `retrace serve` child process and typed, promise-based gRPC clients for it. One EAL per process:
+ * A `retrace serve` child process and the API client (src/api/client.ts) for it. One EAL per process:
  * the lab demo and the e2e tests run the appliance this way. stop() sends SIGTERM to its PID and
  * waits; kill() is the safety net.
  */
@@ -7,57 +7,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
-import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';
-import { ConfigServiceClient } from '../gen/retrace/v1/config';
-import { ConnServiceClient } from '../gen/retrace/v1/conn';
-import { NetworkServiceClient } from '../gen/retrace/v1/network';
-import { PathServiceClient } from '../gen/retrace/v1/path';
-import { PortServiceClient } from '../gen/retrace/v1/port';
-import { SystemServiceClient } from '../gen/retrace/v1/system';
+import { connect, type ApiClient } from '../api/client';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const CLI_PATH = path.join(REPO_ROOT, 'dist', 'cli.js');
 
-type UnaryMethod<Req, Res> = (
-  req: Req,
-  md: grpc.Metadata,
-  opts: Partial<grpc.CallOptions>,
-  cb: (e: grpc.ServiceError | null, r: Res) => void,
-) => grpc.ClientUnaryCall;
-
-/** Methods of a ts-proto grpc-js client, as (request) => Promise<response>. */
-export type Promised<C> = {
-  [K in keyof C as C[K] extends UnaryMethod<infer _Q, infer _R> ? K : never]: C[K] extends UnaryMethod<infer Q, infer R>
-    ? (req: Q, timeoutMs?: number) => Promise<R>
-    : never;
-};
-
-export function promised<C extends grpc.Client>(client: C): Promised<C> {
-  return new Proxy({} as Promised<C>, {
-    get(_t, name: string) {
-      const fn = (client as unknown as Record<string, unknown>)[name];
-      if (typeof fn !== 'function') return undefined;
-      return (req: unknown, timeoutMs = 10000) =>
-        new Promise((resolve, reject) => {
-          (fn as UnaryMethod<unknown, unknown>).call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (e, r) =>
-            e ? reject(e) : resolve(r),
-          );
-        });
-    },
-  });
-}
-
-export interface ApplianceApi {
-  network: Promised<NetworkServiceClient>;
-  balancer: Promised<LoadBalancerServiceClient>;
-  path: Promised<PathServiceClient>;
-  ports: Promised<PortServiceClient>;
-  system: Promised<SystemServiceClient>;
-  config: Promised<ConfigServiceClient>;
-  conns: Promised<ConnServiceClient>;
-}
+/** What ApplianceProcess.api returns: the shared API client (src/api/client.ts). */
+export type ApplianceApi = ApiClient;
 
 const FANOUT_COLLISION = /could not set PACKET_FANOUT on AF_PACKET socket for \S+:\s*Invalid argument/;
 
@@ -69,7 +25,6 @@ export class ApplianceProcess {
   /** Everything the child wrote (JSON log lines on stderr). */
   output = '';
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
-  private clients: grpc.Client[] = [];
   private apiValue: ApplianceApi | undefined;
   private configYaml: string | undefined;
   /** Starts repeated because of a PACKET_FANOUT group id collision (see waitServing). */
@@ -104,16 +59,14 @@ export class ApplianceProcess {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  healthCheck(service = ''): Promise<string> {
-    const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
-    const client = new Client(this.address, grpc.credentials.createInsecure());
-    return new Promise((resolve, reject) => {
-      client.check({ service }, { deadline: Date.now() + 2000 }, (err: grpc.ServiceError | null, res: { status: string }) => {
-        client.close();
-        if (err) reject(err);
-        else resolve(res.status);
-      });
-    });
+  /** grpc.health.v1 Check on this appliance's socket, with a client of its own. */
+  async healthCheck(service = ''): Promise<string> {
+    const client = connect(this.address);
+    try {
+      return await client.health(service);
+    } finally {
+      client.close();
+    }
   }
 
   /** Polls grpc.health.v1 until SERVING; throws with the child's output otherwise. */
@@ -146,29 +99,14 @@ export class ApplianceProcess {
     throw new Error(`appliance never became SERVING (last: ${last})\n${this.output}`);
   }
 
+  /** Clients of every service on this appliance's socket, made on first use. */
   get api(): ApplianceApi {
-    if (this.apiValue === undefined) {
-      const creds = grpc.credentials.createInsecure();
-      const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials) => C): Promised<C> => {
-        const c = new Ctor(this.address, creds);
-        this.clients.push(c);
-        return promised(c);
-      };
-      this.apiValue = {
-        network: mk(NetworkServiceClient),
-        balancer: mk(LoadBalancerServiceClient),
-        path: mk(PathServiceClient),
-        ports: mk(PortServiceClient),
-        system: mk(SystemServiceClient),
-        config: mk(ConfigServiceClient),
-        conns: mk(ConnServiceClient),
-      };
-    }
+    this.apiValue ??= connect(this.address);
     return this.apiValue;
   }
 
   private closeClients(): void {
-    for (const c of this.clients.splice(0)) c.close();
+    this.apiValue?.close();
     this.apiValue = undefined;
   }
 

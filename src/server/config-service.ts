@@ -38,6 +38,7 @@ import {
   type ConfigServiceServer,
   type ResourceChanges,
 } from '../gen/retrace/v1/config';
+import { APPLIED_METADATA_KEY } from '../api/metadata';
 import { LocalAddress, Real, VirtualService } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
 import { protocolToProto, schedulerToProto } from './enums';
@@ -557,8 +558,7 @@ class PartialApplyError extends Error {
   }
 }
 
-/** Trailing metadata key carrying the part of a failed ApplyConfig that was applied (ConfigDiff). */
-export const APPLIED_METADATA_KEY = 'retrace-applied-bin';
+export { APPLIED_METADATA_KEY };
 
 // ---------------------------------------------------------------------------------------- service
 

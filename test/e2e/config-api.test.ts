@@ -14,7 +14,8 @@ import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { ConfigDiff, ConfigServiceClient, type Config, type ResourceChanges } from '../../src/gen/retrace/v1/config';
 import { DropCounters, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
-import { ApplianceProcess, CLI_PATH, promised, type Promised } from '../../src/lab/appliance';
+import { promised, type Promised } from '../../src/api/client';
+import { ApplianceProcess, CLI_PATH } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
 import { runCli, type RunResult } from '../helpers/appliance';
 

@@ -25,7 +25,7 @@ import {
   type WatchConnEventsResponse,
 } from '../../src/gen/retrace/v1/conn';
 import { Protocol } from '../../src/gen/retrace/v1/types';
-import { promised, type Promised } from '../../src/lab/appliance';
+import { promised, type Promised } from '../../src/api/client';
 import { LabScenario } from '../../src/lab/scenario';
 import { LAB, labVip, REAL_SERVERS, type EchoUdpOptions, type Role } from '../../src/lab/topology';
 import { sleep, until, fails } from '../helpers/wait';
