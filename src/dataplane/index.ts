@@ -8,7 +8,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { buildEalArgs, deviceName, filePrefix, type Config } from '../config';
+import { deviceName, type Config } from '../config';
+import { buildEalArgs, filePrefix } from './eal';
 import {
   IPPROTO,
   SCHED_ID,

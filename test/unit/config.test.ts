@@ -3,19 +3,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import {
-  buildEalArgs,
   Config,
   ConfigError,
   DEFAULT_CONFIG_YAML,
   deviceKind,
   deviceName,
-  lcoresArg,
   listenAddressProblem,
   loadConfig,
   parseConfig,
   parseLcores,
-  workerLcores,
 } from '../../src/config';
+import { buildEalArgs, lcoresArg, workerLcores } from '../../src/dataplane/eal';
 
 const PORT = 'ports:\n  - name: a\n    device: net_ring0\n';
 
