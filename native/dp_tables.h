@@ -163,6 +163,9 @@ struct dp_learn_msg {
 /* Lifecycle (dp_tables.c): create before workers launch, free after join. */
 int dp_tables_create(unsigned nb_workers, char *err, size_t errlen);
 void dp_tables_free(void);
+/* Drop the set's reference on each real (freeing reals no conn holds) and
+ * free the set. Control side, after a grace period. NULL is a no-op. */
+void dp_real_set_free(struct dp_real_set *s);
 
 /*
  * Key of the address table: 16 bytes, so rte_hash compares keys with its SSE
