@@ -582,6 +582,16 @@ Napi::Value ServiceSetReals(const Napi::CallbackInfo &info) {
                                               (unsigned)reals.size(), err, sizeof(err)), err);
 }
 
+// packets_to_real -> packetsToReal: the JS names of the dataplane's counters.
+std::string CamelCase(const char *snake) {
+  std::string out;
+  for (const char *p = snake; *p; p++) {
+    if (*p == '_' && p[1] != '\0') out += static_cast<char>(toupper(*++p));
+    else out += *p;
+  }
+  return out;
+}
+
 Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   uint32_t proto, vaddr, vport;
@@ -599,10 +609,8 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
     o.Set("weight", v[i].weight);
     o.Set("activeConns", Napi::BigInt::New(env, v[i].active));
     o.Set("connsTotal", Napi::BigInt::New(env, v[i].conns_total));
-    o.Set("packetsToReal", Napi::BigInt::New(env, v[i].pkts[0]));
-    o.Set("packetsFromReal", Napi::BigInt::New(env, v[i].pkts[1]));
-    o.Set("bytesToReal", Napi::BigInt::New(env, v[i].bytes[0]));
-    o.Set("bytesFromReal", Napi::BigInt::New(env, v[i].bytes[1]));
+    for (int k = 0; k < DP_REAL_MAX; k++)
+      o.Set(CamelCase(dp_real_counter_names[k]), Napi::BigInt::New(env, v[i].ctr[k]));
     out.Set(static_cast<uint32_t>(i), o);
   }
   res.Set("reals", out);

@@ -341,10 +341,8 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 				.conns_total = atomic_load(&r->conns_total),
 			};
 			for (unsigned w = 0; w < dp.nb_workers; w++)
-				for (int d = 0; d < 2; d++) {
-					out[i].pkts[d] += r->stats[w].pkts[d];
-					out[i].bytes[d] += r->stats[w].bytes[d];
-				}
+				for (int k = 0; k < DP_REAL_MAX; k++)
+					out[i].ctr[k] += r->stats[w].ctr[k];
 		}
 		*conns_total = atomic_load(&svc->conns_total);
 		ret = (int)s->n;

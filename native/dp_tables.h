@@ -78,8 +78,7 @@ enum dp_sched_kind { DP_SCHED_RR = 1, DP_SCHED_WRR, DP_SCHED_WLC, DP_SCHED_MAGLE
 
 /* Per-worker traffic of one real: one cache line per worker, plain adds. */
 struct dp_real_stats {
-	uint64_t pkts[2];   /* from client (to the real), from the real */
-	uint64_t bytes[2];
+	uint64_t ctr[DP_REAL_MAX]; /* enum dp_real_counter */
 } __rte_cache_aligned;
 
 struct dp_real {
