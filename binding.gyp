@@ -4,6 +4,8 @@
       "target_name": "retrace",
       "sources": [
         "native/binding.cc",
+        "native/binding_tables.cc",
+        "native/binding_conns.cc",
         "native/dp_eal.c",
         "native/dp_port.c",
         "native/dp_worker.c",
