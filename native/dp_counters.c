@@ -36,6 +36,12 @@ const char *const dp_drop_help[DP_DROP_MAX] = {
 #undef X
 };
 
+const char *const dp_real_counter_names[DP_REAL_MAX] = {
+#define X(n) #n,
+	DP_REAL_COUNTER_LIST(X)
+#undef X
+};
+
 void
 dp_counters_read(uint64_t *out)
 {

@@ -70,6 +70,14 @@ extern "C" {
 	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate") \
 	X(tx_full, "the driver refused the packet at tx burst")
 
+/* Per real: the traffic of its conns, per worker, by direction. The
+ * binding names them in camelCase (packets_to_real -> packetsToReal). */
+#define DP_REAL_COUNTER_LIST(X) \
+	X(packets_to_real)      \
+	X(packets_from_real)    \
+	X(bytes_to_real)        \
+	X(bytes_from_real)
+
 enum dp_proto {
 #define X(n) DP_PROTO_##n,
 	DP_PROTO_LIST(X)
@@ -91,6 +99,13 @@ enum dp_drop {
 	DP_DROP_MAX
 };
 
+enum dp_real_counter {
+#define X(n) DP_REAL_##n,
+	DP_REAL_COUNTER_LIST(X)
+#undef X
+	DP_REAL_MAX
+};
+
 /* Flat layout returned by dp_counters_read: path counters first, indexed
  * [proto][port][counter], then drops indexed [port][reason]. */
 #define DP_COUNTERS_PATH_LEN ((size_t)DP_PROTO_MAX * DP_MAX_PORTS * DP_PATH_MAX)
@@ -102,6 +117,7 @@ extern const char *const dp_path_counter_names[DP_PATH_MAX];
 extern const char *const dp_path_counter_help[DP_PATH_MAX];
 extern const char *const dp_drop_names[DP_DROP_MAX];
 extern const char *const dp_drop_help[DP_DROP_MAX];
+extern const char *const dp_real_counter_names[DP_REAL_MAX];
 
 /* Sum every block into out[DP_COUNTERS_LEN]. Control thread, any state
  * after dp_start (zeros before). */

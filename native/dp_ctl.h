@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dp_counters.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -100,8 +102,7 @@ struct dp_real_info {
 	uint16_t weight;
 	int64_t active;
 	uint64_t conns_total;
-	uint64_t pkts[2];  /* toward the real, from the real */
-	uint64_t bytes[2];
+	uint64_t ctr[DP_REAL_MAX]; /* summed over workers; enum dp_real_counter */
 };
 /* Reals of a service with live counters; returns the count or -ENOENT. */
 int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,

@@ -27,10 +27,6 @@
 #include "dp_internal.h"
 #include "dp_tables.h"
 
-/* dp_ctl.c */
-int dp_ctl_start(char *err, size_t errlen);
-void dp_ctl_stop(void);
-
 struct dp_global dp;
 
 void

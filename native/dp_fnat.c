@@ -155,8 +155,9 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	uint32_t len = rte_pktmbuf_pkt_len(m);
 	c->pkts[from]++;
 	c->bytes[from] += len;
-	c->real->stats[w->index].pkts[from]++;
-	c->real->stats[w->index].bytes[from] += len;
+	struct dp_real_stats *rs = &c->real->stats[w->index];
+	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_packets_to_real : DP_REAL_packets_from_real]++;
+	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_bytes_to_real : DP_REAL_bytes_from_real] += len;
 	/* After the counting: an event shows the conn with this packet in it. */
 	if (fresh)
 		dp_event_emit(w, c, DP_EV_CREATED, 0);

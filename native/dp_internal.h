@@ -144,6 +144,11 @@ void dp_set_err(char *err, size_t errlen, const char *fmt, ...)
 int dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t errlen);
 void dp_ports_teardown(void);
 
+/* dp_ctl.c: the housekeeping thread, started after the tables exist and
+ * stopped before they are freed. -EAGAIN. */
+int dp_ctl_start(char *err, size_t errlen);
+void dp_ctl_stop(void);
+
 /* dp_worker.c */
 int dp_workers_launch(char *err, size_t errlen);
 void dp_workers_join(void);

@@ -78,8 +78,7 @@ enum dp_sched_kind { DP_SCHED_RR = 1, DP_SCHED_WRR, DP_SCHED_WLC, DP_SCHED_MAGLE
 
 /* Per-worker traffic of one real: one cache line per worker, plain adds. */
 struct dp_real_stats {
-	uint64_t pkts[2];   /* from client (to the real), from the real */
-	uint64_t bytes[2];
+	uint64_t ctr[DP_REAL_MAX]; /* enum dp_real_counter */
 } __rte_cache_aligned;
 
 struct dp_real {
@@ -163,6 +162,9 @@ struct dp_learn_msg {
 /* Lifecycle (dp_tables.c): create before workers launch, free after join. */
 int dp_tables_create(unsigned nb_workers, char *err, size_t errlen);
 void dp_tables_free(void);
+/* Drop the set's reference on each real (freeing reals no conn holds) and
+ * free the set. Control side, after a grace period. NULL is a no-op. */
+void dp_real_set_free(struct dp_real_set *s);
 
 /*
  * Key of the address table: 16 bytes, so rte_hash compares keys with its SSE

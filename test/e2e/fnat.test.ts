@@ -53,78 +53,71 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
   }, 60000);
 
   // -------------------------------------------------------------------------------------------
-  describe('TCP', () => {
-    const echoVip = labVip(10);
-    const rrVip = labVip(11);
-    const wrrVip = labVip(12);
+  // TCP and UDP through one suite: an echo check of their own (TCP counts rounds and per-real
+  // conns, UDP checks each reply's source), then the same rr and wrr spread checks.
+  const FNAT_CASES = [
+    {
+      name: 'TCP',
+      proto: 'tcp' as const,
+      vips: [10, 11, 12],
+      flows: 'connections',
+      echoTitle: 'echoes 60 connections byte-exact through the VIP',
+      async echo(echoVip: string): Promise<void> {
+        const r = await lab().tcpEcho('client-b', echoVip, ECHO, { conns: 60, bytes: 8192, concurrency: 16, timeoutMs: 10000 });
+        expect(r.failures).toEqual([]);
+        expect(r.ok).toBe(60);
+        for (const item of r.results) {
+          expect(item.echoed).toBe(8192);
+          expect(item.rounds).toBe(1);
+        }
+        // rr behind the echo service too: each real server saw a third of the connections, all from a LIP.
+        for (const rs of REAL_SERVERS) {
+          const conns = echoConns(rs, 'tcp');
+          expect(`${rs}: ${conns.length}`).toBe(`${rs}: 20`);
+          for (const c of conns) expect(LAB.lips).toContain(c.peer);
+        }
+      },
+    },
+    {
+      name: 'UDP',
+      proto: 'udp' as const,
+      vips: [20, 21, 22],
+      flows: 'flows',
+      echoTitle: 'echoes 50 datagrams byte-exact, each reply from the VIP',
+      async echo(echoVip: string): Promise<void> {
+        const r = await lab().udpEcho('client-b', echoVip, ECHO, { count: 50, bytes: 1000, concurrency: 10 });
+        expect(r.failures).toEqual([]);
+        expect(r.ok).toBe(50);
+        for (const item of r.results) expect(item.from).toBe(`${echoVip}:${ECHO}`);
+        const seen = REAL_SERVERS.map((rs) => echoConns(rs, 'udp').length);
+        expect(seen.reduce((a, b) => a + b, 0)).toBe(50);
+        for (const rs of REAL_SERVERS) for (const c of echoConns(rs, 'udp')) expect(LAB.lips).toContain(c.peer);
+      },
+    },
+  ];
+
+  describe.each(FNAT_CASES)('$name', ({ proto, vips, flows, echoTitle, echo }) => {
+    const [echoVip, rrVip, wrrVip] = vips.map(labVip);
 
     beforeAll(async () => {
-      await sc.addService('tcp', echoVip, ECHO, 'rr', reals(ECHO));
-      await sc.addService('tcp', rrVip, WHO, 'rr', reals(WHO));
-      await sc.addService('tcp', wrrVip, WHO, 'wrr', reals(WHO, [1, 2, 3]));
+      await sc.addService(proto, echoVip, ECHO, 'rr', reals(ECHO));
+      await sc.addService(proto, rrVip, WHO, 'rr', reals(WHO));
+      await sc.addService(proto, wrrVip, WHO, 'wrr', reals(WHO, [1, 2, 3]));
     }, 30000);
 
-    it('echoes 60 connections byte-exact through the VIP', async () => {
+    it(echoTitle, async () => {
       lab().clearEchoLogs();
-      const r = await lab().tcpEcho('client-b', echoVip, ECHO, { conns: 60, bytes: 8192, concurrency: 16, timeoutMs: 10000 });
-      expect(r.failures).toEqual([]);
-      expect(r.ok).toBe(60);
-      for (const item of r.results) {
-        expect(item.echoed).toBe(8192);
-        expect(item.rounds).toBe(1);
-      }
-      // rr behind the echo service too: each real server saw a third of the connections, all from a LIP.
-      for (const rs of REAL_SERVERS) {
-        const conns = echoConns(rs, 'tcp');
-        expect(`${rs}: ${conns.length}`).toBe(`${rs}: 20`);
-        for (const c of conns) expect(LAB.lips).toContain(c.peer);
-      }
+      await echo(echoVip);
     }, 120000);
 
-    it('spreads new connections exactly evenly with rr', async () => {
-      const r = await lab().who('client-b', rrVip, WHO, { proto: 'tcp', count: 30 });
+    it(`spreads new ${flows} exactly evenly with rr`, async () => {
+      const r = await lab().who('client-b', rrVip, WHO, { proto, count: 30 });
       expect(r.failures).toEqual([]);
       expect(r.counts).toEqual({ rs1: 10, rs2: 10, rs3: 10 });
     }, 120000);
 
-    it('spreads new connections in proportion to the weights with wrr (1:2:3)', async () => {
-      const r = await lab().who('client-b', wrrVip, WHO, { proto: 'tcp', count: 60 });
-      expect(r.failures).toEqual([]);
-      expect(r.counts).toEqual({ rs1: 10, rs2: 20, rs3: 30 });
-    }, 120000);
-  });
-
-  // -------------------------------------------------------------------------------------------
-  describe('UDP', () => {
-    const echoVip = labVip(20);
-    const rrVip = labVip(21);
-    const wrrVip = labVip(22);
-
-    beforeAll(async () => {
-      await sc.addService('udp', echoVip, ECHO, 'rr', reals(ECHO));
-      await sc.addService('udp', rrVip, WHO, 'rr', reals(WHO));
-      await sc.addService('udp', wrrVip, WHO, 'wrr', reals(WHO, [1, 2, 3]));
-    }, 30000);
-
-    it('echoes 50 datagrams byte-exact, each reply from the VIP', async () => {
-      lab().clearEchoLogs();
-      const r = await lab().udpEcho('client-b', echoVip, ECHO, { count: 50, bytes: 1000, concurrency: 10 });
-      expect(r.failures).toEqual([]);
-      expect(r.ok).toBe(50);
-      for (const item of r.results) expect(item.from).toBe(`${echoVip}:${ECHO}`);
-      const seen = REAL_SERVERS.map((rs) => echoConns(rs, 'udp').length);
-      expect(seen.reduce((a, b) => a + b, 0)).toBe(50);
-      for (const rs of REAL_SERVERS) for (const c of echoConns(rs, 'udp')) expect(LAB.lips).toContain(c.peer);
-    }, 120000);
-
-    it('spreads new flows exactly evenly with rr', async () => {
-      const r = await lab().who('client-b', rrVip, WHO, { proto: 'udp', count: 30 });
-      expect(r.failures).toEqual([]);
-      expect(r.counts).toEqual({ rs1: 10, rs2: 10, rs3: 10 });
-    }, 120000);
-
-    it('spreads new flows in proportion to the weights with wrr (1:2:3)', async () => {
-      const r = await lab().who('client-b', wrrVip, WHO, { proto: 'udp', count: 60 });
+    it(`spreads new ${flows} in proportion to the weights with wrr (1:2:3)`, async () => {
+      const r = await lab().who('client-b', wrrVip, WHO, { proto, count: 60 });
       expect(r.failures).toEqual([]);
       expect(r.counts).toEqual({ rs1: 10, rs2: 20, rs3: 30 });
     }, 120000);
