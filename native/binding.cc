@@ -344,6 +344,22 @@ Napi::Value CounterLayout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// limits(): the fixed sizes of the control tables (dp_ctl.h), so the control plane validates a
+// whole document against them before changing anything.
+Napi::Value Limits(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("localAddresses", DP_MAX_ADDRS);
+  o.Set("lips", DP_MAX_LIPS);
+  o.Set("services", DP_MAX_SERVICES);
+  o.Set("realsPerService", DP_MAX_REALS);
+  o.Set("routes", DP_MAX_ROUTES);
+  o.Set("nextHops", DP_MAX_NEXTHOPS);
+  o.Set("routeTbl8Groups", DP_LPM_TBL8S);
+  o.Set("neighbors", DP_MAX_NEIGH);
+  return o;
+}
+
 // readCounters(): BigUint64Array laid out as dp_counters.h describes.
 Napi::Value ReadCounters(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -860,6 +876,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mempool", Napi::Function::New(env, Mempool));
   exports.Set("counterLayout", Napi::Function::New(env, CounterLayout));
   exports.Set("readCounters", Napi::Function::New(env, ReadCounters));
+  exports.Set("limits", Napi::Function::New(env, Limits));
   exports.Set("addrAdd", Napi::Function::New(env, AddrAdd));
   exports.Set("addrDel", Napi::Function::New(env, AddrDel));
   exports.Set("routeAdd", Napi::Function::New(env, RouteAdd));

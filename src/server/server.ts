@@ -19,6 +19,7 @@ import { ConnServiceDefinition, connService } from './conn-service';
 import { EventHub } from './event-hub';
 import { dataplaneEventSource } from './event-encode';
 import { ConfigManager, configService } from './config-service';
+import { guardDecoding } from './decode-guard';
 import { networkService } from './network-service';
 import { pathService } from './path-service';
 import { portService } from './port-service';
@@ -60,13 +61,15 @@ export class ApplianceServer {
     private readonly dp: Dataplane,
     private readonly log: Logger,
   ) {
-    this.grpc.addService(SystemServiceService, systemService(dp, log));
-    this.grpc.addService(PortServiceService, portService(dp, log));
-    this.grpc.addService(NetworkServiceService, networkService(dp, log));
-    this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
-    this.grpc.addService(PathServiceService, pathService(dp, log));
+    const add = <D extends grpc.ServiceDefinition, I extends object>(def: D, impl: I) =>
+      this.grpc.addService(...(guardDecoding(def, impl) as [D, grpc.UntypedServiceImplementation]));
+    add(SystemServiceService, systemService(dp, log));
+    add(PortServiceService, portService(dp, log));
+    add(NetworkServiceService, networkService(dp, log));
+    add(LoadBalancerServiceService, balancerService(dp, log));
+    add(PathServiceService, pathService(dp, log));
     this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
-    this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
+    add(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
     this.config = new ConfigManager(dp, log, {
       setDrained: (d) => {
@@ -74,7 +77,7 @@ export class ApplianceServer {
         this.persister?.schedule();
       },
     });
-    this.grpc.addService(ConfigServiceService, configService(this.config, log));
+    add(ConfigServiceService, configService(this.config, log));
     if (dp.config.state.file !== '') {
       const persister = new StatePersister(dp.config.state.file, this.config, log);
       this.persister = persister;
