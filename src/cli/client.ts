@@ -64,12 +64,18 @@ export interface Api {
   close(): void;
 }
 
+/**
+ * Largest response the CLI takes: GetConfig and an ApplyConfig diff of a large configuration pass
+ * the 4 MiB gRPC default (about 200 000 reals).
+ */
+const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
+
 /** Clients for one address; calls time out after 10 s. */
 export function connect(address: string): Api {
   const creds = grpc.credentials.createInsecure();
   const clients: grpc.Client[] = [];
-  const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials) => C): C => {
-    const c = new Ctor(address, creds);
+  const mk = <C extends grpc.Client>(Ctor: new (addr: string, c: grpc.ChannelCredentials, o: grpc.ClientOptions) => C): C => {
+    const c = new Ctor(address, creds, { 'grpc.max_receive_message_length': MAX_RESPONSE_BYTES });
     clients.push(c);
     return c;
   };
