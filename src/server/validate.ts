@@ -44,7 +44,7 @@ import type {
   DeleteNeighborRequest,
   DeleteRouteRequest,
 } from '../gen/retrace/v1/network';
-import type { SetSymmetricModeRequest } from '../gen/retrace/v1/path';
+import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
 import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
 import { echo, ValidationError } from './errors';
 
@@ -259,6 +259,22 @@ export function setTimeouts(req: SetTimeoutsRequest): Partial<DpTimeouts> {
 }
 
 // ---- PathService ----
+
+/**
+ * A google.protobuf.Duration as the proto defines it: nanos 0..999999999 and seconds >= 0 (no
+ * request here takes a negative duration). A nanos of 1e9 or more is not a longer duration but a
+ * malformed one.
+ */
+export function duration(d: { seconds: bigint; nanos: number }, field: string): { seconds: bigint; nanos: number } {
+  if (d.seconds < 0n) throw new ValidationError(`${field}.seconds`, `must not be negative, got ${d.seconds}`);
+  intIn(d.nanos, 0, 999_999_999, `${field}.nanos`);
+  return d;
+}
+
+/** WatchCounters: the interval, when given, is a well-formed Duration (its range is the stream's to check). */
+export function watchCounters(req: WatchCountersRequest): void {
+  if (req.interval !== undefined) duration(req.interval, 'interval');
+}
 
 export function setSymmetricMode(req: SetSymmetricModeRequest): { protocol: DpProtocol; enabled: boolean } {
   return { protocol: protocolFromProto(req.protocol, 'protocol'), enabled: req.enabled };

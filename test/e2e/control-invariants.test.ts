@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import YAML from 'yaml';
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Config, ConfigDiff } from '../../src/gen/retrace/v1/config';
+import { PathServiceClient } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ApplianceProcess } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
@@ -183,6 +184,22 @@ describe('issue 18 on a real appliance with a state file', () => {
         expect(err.details).toMatch(/^request: not a valid retrace\.v1\.CreateAddressRequest message/);
       } finally {
         raw.close();
+      }
+    });
+
+    it('refuses a WatchCounters interval whose nanos is 1e9 or more, naming the field', async () => {
+      const client = new PathServiceClient(app.address, grpc.credentials.createInsecure());
+      try {
+        for (const [nanos, seconds] of [[1_000_000_000, 0n], [-5, 1n]] as const) {
+          const stream = client.watchCounters({ interval: { seconds, nanos }, count: 1 });
+          const err = await new Promise<grpc.ServiceError>((resolve) => {
+            stream.on('data', () => undefined);
+            stream.on('error', resolve);
+          });
+          expect([err.code, err.details]).toEqual([grpc.status.INVALID_ARGUMENT, `interval.nanos: must be 0..999999999, got ${nanos}`]);
+        }
+      } finally {
+        client.close();
       }
     });
 
