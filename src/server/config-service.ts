@@ -2,7 +2,9 @@
  * retrace.v1.ConfigService: the desired state as one document, applied as a diff, and drain.
  *
  * ApplyConfig runs in four steps, each its own function:
- *   validateConfig (pure)  the whole document, INVALID_ARGUMENT naming `config.<path>`; nothing changed yet
+ *   validateConfig (pure)  the whole document, each entry and then the whole (invariants.ts, the rules
+ *                          every unary call obeys too): INVALID_ARGUMENT naming `config.<path>`, or
+ *                          RESOURCE_EXHAUSTED naming the entry beyond a table size; nothing changed yet
  *   readState              the current desired state, from Dataplane list/get calls only
  *   planConfig (pure)      current + desired → ordered steps, each carrying the diff entries it makes
  *   execute                one Dataplane call per step; a failure stops there and reports what was made
@@ -382,8 +384,8 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
   for (const [k] of addr.deletes) steps.push({ op: 'deleteAddress', address: k, changes: [['addresses', 'deleted', k]] });
 
   // ---- creations and updates
-  // Routes before addresses: a static route for an address's own subnet can only be created
-  // before the address (whose connected route then yields to it).
+  // Routes before addresses. (A static route for an address's own subnet takes the place of its
+  // connected route in either order; this order just installs it once instead of twice.)
   for (const [k, r] of route.creates) steps.push({ op: 'addRoute', route: r, changes: [['routes', 'created', k]] });
   for (const [k, a] of addr.creates) steps.push({ op: 'addAddress', address: a, changes: [['addresses', 'created', k]] });
   for (const [k, n] of neighWant) {
