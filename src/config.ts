@@ -264,13 +264,7 @@ const baseSchema = z.strictObject({
        * File holding the applied configuration (GetConfig's document, plus the drain flag),
        * rewritten atomically after every change and applied at start. "" = not persisted.
        */
-      file: z
-        .string()
-        .default('')
-        .superRefine((f, ctx) => {
-          const problem = f === '' ? undefined : stateFileProblem(f);
-          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
-        }),
+      file: z.string().default(''),
     })
     .prefault({}),
   /** Prometheus metrics over plain HTTP (GET /metrics). */
@@ -487,12 +481,12 @@ export interface ConfigIssue {
   reason: string;
 }
 
-/** A configuration problem. `message` is `config: <path>: <reason>` (further issues on later lines). */
 /**
- * Why a state file could not be saved, or undefined. Checked at start: an appliance that accepts
- * changes it cannot save would lose them on the next restart. Saving writes a temporary file in
- * the same directory and renames it over the state file, so the directory must exist and be
- * writable, and the path must not be a directory.
+ * Why a state file could not be saved, or undefined. Checked by `retrace serve` before anything
+ * starts (not by loadConfig: a client reading grpc.listen from the same file need not be able to
+ * write there): an appliance that accepted changes it cannot save would lose them on the next
+ * restart. Saving writes a temporary file in the same directory and renames it over the state
+ * file, so the directory must exist and be writable, and the path must not be a directory.
  */
 export function stateFileProblem(file: string): string | undefined {
   const dir = path.dirname(path.resolve(file));
@@ -517,6 +511,7 @@ export function stateFileProblem(file: string): string | undefined {
   return undefined;
 }
 
+/** A configuration problem. `message` is `config: <path>: <reason>` (further issues on later lines). */
 export class ConfigError extends Error {
   readonly path: string;
   readonly reason: string;

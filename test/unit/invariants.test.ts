@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
-import { stateFileProblem } from '../../src/config';
+import { loadConfig, stateFileProblem } from '../../src/config';
 import { tableLimits, type ConfigShape } from '../../src/dataplane';
 import { APPLIED_TRAILER_MAX_KEYS, boundDiff, foldChanges, type Change } from '../../src/server/config-service';
 import { boundDetails, echo, MAX_DETAILS_BYTES, serviceError, StatusError } from '../../src/server/errors';
@@ -175,6 +175,12 @@ describe('state.file checks at start (issue 18 item 5)', () => {
 
   it('names a directory that does not exist', () => {
     expect(stateFileProblem(path.join(dir, 'nope', 'state.json'))).toBe(`directory ${path.join(dir, 'nope')} does not exist (create it, or choose another path)`);
+  });
+
+  it('is not loadConfig\'s concern: a client reading grpc.listen from the file needs no access', () => {
+    const file = path.join(dir, 'retrace.yaml');
+    fs.writeFileSync(file, `state: {file: ${path.join(dir, 'nope', 'state.json')}}\nports: [{name: p0, device: net_ring0}]\n`);
+    expect(loadConfig({ file }).state.file).toBe(path.join(dir, 'nope', 'state.json'));
   });
 
   it('names a path that is a directory', () => {
