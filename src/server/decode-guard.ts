@@ -14,10 +14,13 @@ export class MalformedRequest {
   constructor(readonly reason: string) {}
 }
 
-/** "/retrace.v1.NetworkService/CreateAddress" → "retrace.v1.CreateAddressRequest". */
+/**
+ * "/retrace.v1.NetworkService/CreateAddress" → "retrace.v1.CreateAddressRequest message" (every
+ * retrace.v1 method takes <Method>Request); another service's → "request of /pkg.Service/Method".
+ */
 function requestTypeName(path: string): string {
-  const m = /^\/(.*)\.[^./]+\/([^/]+)$/.exec(path);
-  return m === null ? 'request' : `${m[1]}.${m[2]}Request`;
+  const m = /^\/(retrace\.v\d+)\.[^./]+\/([^/]+)$/.exec(path);
+  return m === null ? `request of ${path}` : `${m[1]}.${m[2]}Request message`;
 }
 
 export function guardDecoding<D extends ServiceDefinition, I extends object>(def: D, impl: I): [D, I] {
@@ -25,6 +28,14 @@ export function guardDecoding<D extends ServiceDefinition, I extends object>(def
   const guardedImpl: Record<string, unknown> = {};
   const handlers = impl as unknown as UntypedServiceImplementation;
   for (const [name, method] of Object.entries(def)) {
+    // grpc-js finds a method's handler under its key or its originalName (camelCase).
+    const key = name in handlers ? name : method.originalName !== undefined && method.originalName in handlers ? method.originalName : name;
+    // A client stream's handler reads the messages itself: left as grpc-js has it.
+    if (method.requestStream) {
+      guardedDef[name] = method;
+      if (key in handlers) guardedImpl[key] = handlers[key];
+      continue;
+    }
     guardedDef[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer): unknown => {
@@ -35,11 +46,11 @@ export function guardDecoding<D extends ServiceDefinition, I extends object>(def
         }
       },
     };
-    const handler = handlers[name] as ((call: { request: unknown; emit(ev: 'error', e: unknown): void }, cb?: (e: unknown) => void) => void) | undefined;
+    const handler = handlers[key] as ((call: { request: unknown; emit(ev: 'error', e: unknown): void }, cb?: (e: unknown) => void) => void) | undefined;
     if (handler === undefined) continue;
     const refuse = (m: MalformedRequest) =>
-      serviceError(status.INVALID_ARGUMENT, `request: not a valid ${requestTypeName(method.path)} message (${echo(m.reason)})`);
-    guardedImpl[name] = method.responseStream
+      serviceError(status.INVALID_ARGUMENT, `request: not a valid ${requestTypeName(method.path)} (${echo(m.reason)})`);
+    guardedImpl[key] = method.responseStream
       ? (call: { request: unknown; emit(ev: 'error', e: unknown): void }) => {
           if (call.request instanceof MalformedRequest) call.emit('error', refuse(call.request));
           else handler(call);

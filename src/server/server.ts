@@ -83,7 +83,8 @@ export class ApplianceServer {
       this.persister = persister;
       dp.onChange(() => persister.schedule());
     }
-    this.health.addToServer(this.grpc);
+    // Health too (a probe's garbage is not a bug either); reflection is a bidi stream, left alone.
+    this.health.addToServer(guarded(this.grpc));
     new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
     this.setServing('NOT_SERVING');
   }
@@ -102,7 +103,7 @@ export class ApplianceServer {
   /** Serves grpc.health.v1 alone on a second, plaintext address; resolves to the bound address. */
   async listenHealth(address: string): Promise<string> {
     this.healthServer = new grpc.Server();
-    this.health.addToServer(this.healthServer);
+    this.health.addToServer(guarded(this.healthServer));
     return bind(this.healthServer, address);
   }
 
@@ -135,6 +136,13 @@ export class ApplianceServer {
     // Last, so probes see NOT_SERVING for as long as the API drains.
     this.healthServer?.forceShutdown();
   }
+}
+
+/** A stand-in for a server whose addService decodes requests through guardDecoding. */
+function guarded(server: grpc.Server): grpc.Server {
+  return {
+    addService: (def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => server.addService(...guardDecoding(def, impl)),
+  } as unknown as grpc.Server;
 }
 
 /** Server credentials from grpc.tls: plaintext, TLS, or mutual TLS. Reads the files now. */

@@ -173,6 +173,15 @@ describe('issue 18 on a real appliance with a state file', () => {
             responseSerialize: (b: Buffer) => b,
             responseDeserialize: (b: Buffer) => b,
           },
+          check: {
+            path: '/grpc.health.v1.Health/Check',
+            requestStream: false,
+            responseStream: false,
+            requestSerialize: (b: Buffer) => b,
+            requestDeserialize: (b: Buffer) => b,
+            responseSerialize: (b: Buffer) => b,
+            responseDeserialize: (b: Buffer) => b,
+          },
           watchConnEvents: {
             path: '/retrace.v1.ConnService/WatchConnEvents',
             requestStream: false,
@@ -191,6 +200,9 @@ describe('issue 18 on a real appliance with a state file', () => {
         const err = await new Promise<grpc.ServiceError>((resolve) => raw.createAddress(Buffer.from([0x0a, 0x64, 0x01, 0x02]), (e: grpc.ServiceError) => resolve(e)));
         expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
         expect(err.details).toMatch(/^request: not a valid retrace\.v1\.CreateAddressRequest message/);
+        // Health too.
+        const herr = await new Promise<grpc.ServiceError>((resolve) => raw.check(Buffer.from([0x0f]), (e: grpc.ServiceError) => resolve(e)));
+        expect([herr.code, herr.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/^request: not a valid request of \/grpc\.health\.v1\.Health\/Check/)]);
         // A server stream ends with the same status before its handler runs. Wire type 7 is no type.
         const stream = raw.watchConnEvents(Buffer.from([0x0f]));
         const serr = await new Promise<grpc.ServiceError>((resolve) => {
