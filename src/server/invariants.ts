@@ -72,31 +72,28 @@ const ordinal = (n: number): string => {
   return `${n}${s}`;
 };
 
-/** Counts distinct keys in order; the ref that brings the count beyond `max` fails. */
-function counter(max: number, what: string) {
-  const seen = new Set<string>();
-  return (key: string, ref: Ref): void => {
-    if (seen.has(key)) return;
-    seen.add(key);
-    if (seen.size > max) {
-      throw new StateViolation('limit', ref, undefined, () => `the ${ordinal(seen.size)} of the ${what}; the table holds ${max}`);
-    }
-  };
+/** The entry that is one too many for a table of `max`. */
+function beyond(ref: Ref, count: number, max: number, what: string): StateViolation {
+  return new StateViolation('limit', ref, undefined, () => `the ${ordinal(count)} of the ${what}; the table holds ${max}`);
 }
 
-/** Throws the first StateViolation of a whole configuration. Linear in its size. */
-export function checkState(s: ConfigShape, limits: TableLimits): void {
-  const ref = (list: ListName, index: number, field: string): Ref => ({ list, index, field });
+const ref = (list: ListName, index: number, field: string): Ref => ({ list, index, field });
 
+/**
+ * Throws the first StateViolation of a whole configuration. Linear in its size, and cheap enough
+ * to run on every unary change (a few milliseconds for thousands of entries): refs are only built
+ * for the violation reported.
+ */
+export function checkState(s: ConfigShape, limits: TableLimits): void {
   // ---- duplicates within a list
   const unique = <T>(list: ListName, items: readonly T[], key: (t: T) => string, field: string, what: string): void => {
     const first = new Map<string, number>();
-    items.forEach((t, i) => {
-      const k = key(t);
+    for (let i = 0; i < items.length; i++) {
+      const k = key(items[i]);
       const j = first.get(k);
       if (j !== undefined) throw new StateViolation('duplicate', ref(list, i, field), ref(list, j, field), (o) => `repeats ${o} (${what} ${k})`);
       first.set(k, i);
-    });
+    }
   };
   unique('addresses', s.addresses, (a) => a.address, 'address', 'address');
   unique('routes', s.routes, (r) => `${r.prefix}/${r.prefixLength}`, 'prefix', 'route');
@@ -104,41 +101,39 @@ export function checkState(s: ConfigShape, limits: TableLimits): void {
   unique('local_addresses', s.localAddresses, (l) => l.address, 'address', 'local address');
   unique('virtual_services', s.services, serviceKeyString, 'vip', 'virtual service');
 
-  // ---- one role per local address; vips may repeat
-  const local = new Map<string, Ref>();
-  const role = (address: string, r: Ref): void => {
+  // ---- one role per local address; vips may repeat. `local` keeps first uses in order: port
+  // addresses, local addresses, vips (the order the address table is counted in below).
+  const local = new Map<string, [ListName, number]>();
+  const role = (address: string, list: ListName, i: number, field: string): void => {
     const other = local.get(address);
     if (other === undefined) {
-      local.set(address, r);
+      local.set(address, [list, i]);
       return;
     }
-    if (other.list === 'virtual_services' && r.list === 'virtual_services') return;
-    throw new StateViolation('conflict', r, other, (o) => `"${address}" is also ${o}: an address is local in one role only`);
+    if (other[0] === 'virtual_services' && list === 'virtual_services') return;
+    const o = ref(other[0], other[1], other[0] === 'virtual_services' ? 'vip' : 'address');
+    throw new StateViolation('conflict', ref(list, i, field), o, (n) => `"${address}" is also ${n}: an address is local in one role only`);
   };
-  s.addresses.forEach((a, i) => role(a.address, ref('addresses', i, 'address')));
-  s.localAddresses.forEach((l, i) => role(l.address, ref('local_addresses', i, 'address')));
-  s.services.forEach((v, i) => role(v.vip, ref('virtual_services', i, 'vip')));
+  s.addresses.forEach((a, i) => role(a.address, 'addresses', i, 'address'));
+  s.localAddresses.forEach((l, i) => role(l.address, 'local_addresses', i, 'address'));
+  s.services.forEach((v, i) => role(v.vip, 'virtual_services', i, 'vip'));
 
   // ---- the appliance answers ARP for its own addresses: a static neighbour for one is a mistake
   s.neighbors.forEach((n, i) => {
     const own = local.get(n.address);
     if (own !== undefined) {
-      throw new StateViolation('conflict', ref('neighbors', i, 'address'), own, (o) => `"${n.address}" is also ${o}: no static neighbor for the appliance's own addresses`);
+      const o = ref(own[0], own[1], own[0] === 'virtual_services' ? 'vip' : 'address');
+      throw new StateViolation('conflict', ref('neighbors', i, 'address'), o, (x) => `"${n.address}" is also ${x}: no static neighbor for the appliance's own addresses`);
     }
   });
 
-  // ---- fixed table sizes
-  const localTable = counter(limits.localAddresses, 'local addresses of all roles (port addresses, local addresses, distinct vips)');
-  s.addresses.forEach((a, i) => localTable(a.address, ref('addresses', i, 'address')));
-  s.localAddresses.forEach((l, i) => localTable(l.address, ref('local_addresses', i, 'address')));
-  s.services.forEach((v, i) => localTable(v.vip, ref('virtual_services', i, 'vip')));
-
-  const lips = counter(limits.lips, 'local addresses (LIPs)');
-  s.localAddresses.forEach((l, i) => lips(l.address, ref('local_addresses', i, 'address')));
-
-  const services = counter(limits.services, 'virtual services');
-  s.services.forEach((v, i) => services(serviceKeyString(v), ref('virtual_services', i, 'vip')));
-
+  // ---- fixed table sizes (lists are free of duplicates by now)
+  if (local.size > limits.localAddresses) {
+    const [list, i] = [...local.values()][limits.localAddresses];
+    throw beyond(ref(list, i, list === 'virtual_services' ? 'vip' : 'address'), limits.localAddresses + 1, limits.localAddresses, 'local addresses of all roles (port addresses, local addresses, distinct vips)');
+  }
+  if (s.localAddresses.length > limits.lips) throw beyond(ref('local_addresses', limits.lips, 'address'), limits.lips + 1, limits.lips, 'local addresses (LIPs)');
+  if (s.services.length > limits.services) throw beyond(ref('virtual_services', limits.services, 'vip'), limits.services + 1, limits.services, 'virtual services');
   s.services.forEach((v, i) => {
     if (v.reals.length > limits.realsPerService) {
       throw new StateViolation('too_many_reals', ref('virtual_services', i, 'reals'), undefined, () => `at most ${limits.realsPerService} reals, got ${v.reals.length}`);
@@ -148,26 +143,28 @@ export function checkState(s: ConfigShape, limits: TableLimits): void {
   // Routes: one entry per distinct prefix, static or the connected route of addresses (a static
   // route takes the place of the connected one). Each uses a next hop (port, gateway) while in
   // the LPM, and a prefix longer than /24 uses the tbl8 group of its /24.
-  const prefixes = new Map<string, { nextHop: string; ref: Ref; prefix: string; prefixLength: number }>();
-  s.routes.forEach((r, i) => {
-    prefixes.set(`${r.prefix}/${r.prefixLength}`, { nextHop: `${r.port} ${r.gateway ?? ''}`, ref: ref('routes', i, 'prefix'), prefix: r.prefix, prefixLength: r.prefixLength });
-  });
+  const routeRef = (i: number): Ref => (i < s.routes.length ? ref('routes', i, 'prefix') : ref('addresses', i - s.routes.length, 'prefix_length'));
+  const prefixes = new Set<string>();
+  const nextHops = new Set<string>();
+  const tbl8 = new Set<string>();
+  const prefix = (key: string, nextHop: string, net: string, prefixLength: number, i: number): void => {
+    if (prefixes.has(key)) return;
+    prefixes.add(key);
+    if (prefixes.size > limits.routes) throw beyond(routeRef(i), prefixes.size, limits.routes, 'route prefixes (static routes and the connected routes of the addresses)');
+    nextHops.add(nextHop);
+    if (nextHops.size > limits.nextHops) throw beyond(routeRef(i), nextHops.size, limits.nextHops, 'next hops (distinct port and gateway pairs of the routes)');
+    if (prefixLength > 24) {
+      tbl8.add(net.slice(0, net.lastIndexOf('.')));
+      if (tbl8.size > limits.routeTbl8Groups) throw beyond(routeRef(i), tbl8.size, limits.routeTbl8Groups, '/24 blocks holding a prefix longer than /24');
+    }
+  };
+  s.routes.forEach((r, i) => prefix(`${r.prefix}/${r.prefixLength}`, `${r.port} ${r.gateway ?? ''}`, r.prefix, r.prefixLength, i));
   s.addresses.forEach((a, i) => {
-    const prefix = networkOf(a.address, a.prefixLength);
-    const key = `${prefix}/${a.prefixLength}`;
-    if (!prefixes.has(key)) prefixes.set(key, { nextHop: `${a.port} `, ref: ref('addresses', i, 'prefix_length'), prefix, prefixLength: a.prefixLength });
+    const net = networkOf(a.address, a.prefixLength);
+    prefix(`${net}/${a.prefixLength}`, `${a.port} `, net, a.prefixLength, s.routes.length + i);
   });
-  const routes = counter(limits.routes, 'route prefixes (static routes and the connected routes of the addresses)');
-  const nextHops = counter(limits.nextHops, 'next hops (distinct port and gateway pairs of the routes)');
-  const tbl8 = counter(limits.routeTbl8Groups, '/24 blocks holding a prefix longer than /24');
-  for (const [key, p] of prefixes) {
-    routes(key, p.ref);
-    nextHops(p.nextHop, p.ref);
-    if (p.prefixLength > 24) tbl8(networkOf(p.prefix, 24), p.ref);
-  }
 
-  const neighbors = counter(limits.neighbors, 'neighbors');
-  s.neighbors.forEach((n, i) => neighbors(n.address, ref('neighbors', i, 'address')));
+  if (s.neighbors.length > limits.neighbors) throw beyond(ref('neighbors', limits.neighbors, 'address'), limits.neighbors + 1, limits.neighbors, 'neighbors');
 }
 
 // ---------------------------------------------------------------------------- unary calls
