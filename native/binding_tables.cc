@@ -15,6 +15,22 @@
 namespace retrace_js {
 namespace {
 
+// limits(): the fixed sizes of the control tables (dp_ctl.h), so the control plane validates a
+// whole document against them before changing anything.
+Napi::Value Limits(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("localAddresses", DP_MAX_ADDRS);
+  o.Set("lips", DP_MAX_LIPS);
+  o.Set("services", DP_MAX_SERVICES);
+  o.Set("realsPerService", DP_MAX_REALS);
+  o.Set("routes", DP_MAX_ROUTES);
+  o.Set("nextHops", DP_MAX_NEXTHOPS);
+  o.Set("routeTbl8Groups", DP_LPM_TBL8S);
+  o.Set("neighbors", DP_MAX_NEIGH);
+  return o;
+}
+
 // addrAdd(addr, plen, portIndex)
 Napi::Value AddrAdd(const Napi::CallbackInfo &info) {
   uint32_t a;
@@ -268,6 +284,7 @@ Napi::Value ConnCount(const Napi::CallbackInfo &info) {
 }  // namespace
 
 void ExportTables(Napi::Env env, Napi::Object exports) {
+  exports.Set("limits", Napi::Function::New(env, Limits));
   exports.Set("addrAdd", Napi::Function::New(env, AddrAdd));
   exports.Set("addrDel", Napi::Function::New(env, AddrDel));
   exports.Set("routeAdd", Napi::Function::New(env, RouteAdd));

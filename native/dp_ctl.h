@@ -27,6 +27,9 @@ extern "C" {
 #define DP_MAX_SERVICES 4096
 #define DP_MAX_REALS 1024     /* per service */
 #define DP_MAX_LIPS 64
+/* tbl8 groups of the route LPM: one per distinct /24 holding a prefix longer
+ * than /24 (a static route or the connected route of an address). */
+#define DP_LPM_TBL8S 256
 
 /* Per-protocol timeouts in seconds. */
 struct dp_timeouts {
@@ -45,8 +48,10 @@ int dp_ctl_addr_add(uint32_t addr, uint8_t plen, uint16_t pidx, char *err, size_
 /* -ENOENT (not a port address). */
 int dp_ctl_addr_del(uint32_t addr, uint8_t plen, char *err, size_t errlen);
 
-/* Route prefix/plen via gw (0 = connected) out of port pidx.
- * -EEXIST (same prefix exists), -ENOENT (no such port), -ENOSPC, -EINVAL. */
+/* Route prefix/plen via gw (0 = connected) out of port pidx. Over the
+ * connected route of a port address's subnet it takes precedence (and the
+ * connected route comes back when it is deleted).
+ * -EEXIST (a static route for the same prefix exists), -ENOENT (no such port), -ENOSPC, -EINVAL. */
 int dp_ctl_route_add(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, char *err, size_t errlen);
 /* -ENOENT (no such route). */
 int dp_ctl_route_del(uint32_t prefix, uint8_t plen, char *err, size_t errlen);

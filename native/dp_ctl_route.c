@@ -130,9 +130,25 @@ dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, c
 		return ret;
 	if (!dp_valid_port(pidx, err, errlen))
 		return -ENOENT;
-	if (dp_route_reg_find(prefix, plen) != NULL) {
-		dp_set_err(err, errlen, "a route for this prefix exists (a port address's subnet, or a route)");
+	struct dp_route_reg *r = dp_route_reg_find(prefix, plen);
+	if (r != NULL && r->user) {
+		dp_set_err(err, errlen, "a static route for this prefix exists");
 		return -EEXIST;
+	}
+	if (r != NULL) {
+		/* The connected route of port addresses: the static route takes
+		 * its place in the LPM (as when it was created first) and
+		 * dp_route_del_locked puts the connected one back. Either order
+		 * of creation ends in the same state. */
+		uint32_t old = r->nh, nh;
+		ret = dp_lpm_install(prefix, plen, pidx, gw, &nh, err, errlen);
+		if (ret < 0)
+			return ret;
+		dp_grace_period();
+		dpt.nexthops[old].refs--;
+		r->nh = nh;
+		r->user = true;
+		return 0;
 	}
 	if (nb_route_reg >= DP_MAX_ROUTES) {
 		dp_set_err(err, errlen, "route table full");

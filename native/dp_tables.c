@@ -29,8 +29,11 @@ dp_hash_create(const char *name, uint32_t entries, uint32_t key_len, char *err, 
 		.hash_func = rte_hash_crc, /* per packet for neighbours and addresses: cheap */
 		.hash_func_init_val = 0,
 		.socket_id = (int)rte_socket_id(),
-		/* Lock-free readers, one writer at a time (the control mutex). */
-		.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF,
+		/* Lock-free readers, one writer at a time (the control mutex).
+		 * The extendable bucket table makes `entries` an exact capacity:
+		 * a plain cuckoo table can refuse a key before it is full, and the
+		 * control plane validates documents against these limits. */
+		.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF | RTE_HASH_EXTRA_FLAGS_EXT_TABLE,
 	};
 	struct rte_hash *h = rte_hash_create(&p);
 
@@ -75,7 +78,7 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 
 	struct rte_lpm_config lc = {
 		.max_rules = DP_MAX_ROUTES,
-		.number_tbl8s = 256,
+		.number_tbl8s = DP_LPM_TBL8S,
 	};
 	snprintf(name, sizeof(name), "rt_lpm_%d", getpid());
 	dpt.lpm = rte_lpm_create(name, (int)rte_socket_id(), &lc);

@@ -9,7 +9,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { addClientCommands } from './cli/commands';
-import { ConfigError, loadConfig, type Overrides } from './config';
+import { ConfigError, loadConfig, stateFileProblem, type Overrides } from './config';
 import { VERSION } from './version';
 
 function positiveInt(v: string): string {
@@ -45,6 +45,8 @@ export function buildProgram(): Command {
       let cfg;
       try {
         cfg = loadConfig({ file: opts.config, overrides });
+        const stateProblem = cfg.state.file === '' ? undefined : stateFileProblem(cfg.state.file);
+        if (stateProblem !== undefined) throw new ConfigError('state.file', stateProblem);
       } catch (e) {
         if (e instanceof ConfigError) {
           process.stderr.write(`retrace: ${e.message}\n`);

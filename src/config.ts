@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 
@@ -477,6 +478,36 @@ symmetric:
 export interface ConfigIssue {
   path: string;
   reason: string;
+}
+
+/**
+ * Why a state file could not be saved, or undefined. Checked by `retrace serve` before anything
+ * starts (not by loadConfig: a client reading grpc.listen from the same file need not be able to
+ * write there): an appliance that accepted changes it cannot save would lose them on the next
+ * restart. Saving writes a temporary file in the same directory and renames it over the state
+ * file, so the directory must exist and be writable, and the path must not be a directory.
+ */
+export function stateFileProblem(file: string): string | undefined {
+  const dir = path.dirname(path.resolve(file));
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? `directory ${dir} does not exist (create it, or choose another path)` : `cannot use directory ${dir}: ${code ?? (e as Error).message}`;
+  }
+  if (!st.isDirectory()) return `${dir} is not a directory`;
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch {
+    return `directory ${dir} is not writable (saving writes a temporary file there and renames it)`;
+  }
+  try {
+    if (fs.statSync(file).isDirectory()) return `${file} is a directory; give the path of a file in it (e.g. ${path.join(file, 'state.json')})`;
+  } catch {
+    // Not there yet: the first change creates it.
+  }
+  return undefined;
 }
 
 /** A configuration problem. `message` is `config: <path>: <reason>` (further issues on later lines). */

@@ -50,9 +50,15 @@ export function serverAddress(opts: ServerOptions, env: NodeJS.ProcessEnv = proc
 
 export type Api = ApiClient;
 
+/**
+ * Largest response the CLI takes: GetConfig and an ApplyConfig diff of a large configuration pass
+ * the 4 MiB gRPC default (about 200 000 reals).
+ */
+const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
+
 /** Runs a command body with clients for the resolved server, closing them afterwards. */
 export async function withApi<T>(opts: ServerOptions, fn: (api: Api) => Promise<T>): Promise<T> {
-  const api = connect(serverAddress(opts));
+  const api = connect(serverAddress(opts), { channelOptions: { 'grpc.max_receive_message_length': MAX_RESPONSE_BYTES } });
   try {
     return await fn(api);
   } finally {

@@ -7,7 +7,8 @@
  *
  * Checked strictly before anything is sent: an unknown key or a value of the wrong type is an error
  * naming its path (`virtual_services[0].sched: unknown key`), never silently dropped, which the
- * generated fromJSON would do. Value ranges are the server's to check (INVALID_ARGUMENT).
+ * generated fromJSON would do; so is a number the message cannot carry (a weight of 1.5 or -5: every
+ * number field is a uint32). Value ranges beyond that are the server's to check (INVALID_ARGUMENT).
  */
 import fs from 'node:fs';
 import YAML from 'yaml';
@@ -75,7 +76,9 @@ function field(v: unknown, type: FieldType, p: string): unknown {
     return v;
   }
   if (type === 'number') {
-    if (typeof v !== 'number') throw bad('a number');
+    // Every number of these messages is a uint32: anything else cannot even be encoded (the
+    // server would never see it, the client would fail with INTERNAL: serialization failure).
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw bad('a whole number 0..4294967295');
     return v;
   }
   if (type === 'boolean') {
@@ -83,7 +86,7 @@ function field(v: unknown, type: FieldType, p: string): unknown {
     return v;
   }
   if (type === 'u64') {
-    if (typeof v !== 'number' && !(typeof v === 'string' && /^[0-9]+$/.test(v))) throw bad('a whole number');
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0) && !(typeof v === 'string' && /^[0-9]+$/.test(v) && BigInt(v) < 2n ** 64n)) throw bad('a whole number');
     return v;
   }
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);

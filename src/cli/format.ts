@@ -90,16 +90,31 @@ const KIND_TITLES: [keyof ConfigDiff, string][] = [
   ['timeouts', 'timeouts'],
 ];
 
-/** `+ key` created, `~ key` updated, `- key` deleted, grouped by kind; '' for an empty diff. */
+/** How many of each; the counts, or the lists' lengths from a server without them. */
+function counts(c: ResourceChanges): [number, number, number] {
+  return [Math.max(c.createdCount, c.created.length), Math.max(c.updatedCount, c.updated.length), Math.max(c.deletedCount, c.deleted.length)];
+}
+
+/**
+ * `+ key` created, `~ key` updated, `- key` deleted, grouped by kind; '' for an empty diff. A
+ * truncated diff (the trailer of a failed ApplyConfig holds the first keys only) says how many
+ * keys of each it left out.
+ */
 export function formatDiff(d: ConfigDiff): string {
   const lines: string[] = [];
   for (const [k, title] of KIND_TITLES) {
     const c = d[k] as ResourceChanges | undefined;
-    if (c === undefined || c.created.length + c.updated.length + c.deleted.length === 0) continue;
+    if (c === undefined) continue;
+    const [nc, nu, nd] = counts(c);
+    if (nc + nu + nd === 0) continue;
     lines.push(`${title}:`);
-    for (const key of c.created) lines.push(`  + ${key}`);
-    for (const key of c.updated) lines.push(`  ~ ${key}`);
-    for (const key of c.deleted) lines.push(`  - ${key}`);
+    const list = (sign: string, keys: string[], n: number, what: string) => {
+      for (const key of keys) lines.push(`  ${sign} ${key}`);
+      if (n > keys.length) lines.push(`  ${sign} ... ${n - keys.length} more ${what} (not listed)`);
+    };
+    list('+', c.created, nc, 'created');
+    list('~', c.updated, nu, 'updated');
+    list('-', c.deleted, nd, 'deleted');
   }
   return lines.join('\n');
 }
@@ -108,7 +123,7 @@ export function formatDiff(d: ConfigDiff): string {
 export function diffCount(d: ConfigDiff): number {
   return KIND_TITLES.reduce((n, [k]) => {
     const c = d[k] as ResourceChanges | undefined;
-    return n + (c ? c.created.length + c.updated.length + c.deleted.length : 0);
+    return n + (c ? counts(c).reduce((a, b) => a + b, 0) : 0);
   }, 0);
 }
 

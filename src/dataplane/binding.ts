@@ -78,6 +78,23 @@ export interface NativeCounterLayout {
   dropHelp: string[];
 }
 
+/** Fixed sizes of the control tables (native/dp_ctl.h). */
+export interface NativeLimits {
+  /** Local addresses of every role: port addresses, LIPs and distinct VIPs share one table. */
+  localAddresses: number;
+  lips: number;
+  services: number;
+  realsPerService: number;
+  /** Distinct prefixes: static routes and the connected routes of the addresses. */
+  routes: number;
+  /** Distinct (port, gateway) pairs the routes use; a connected route uses (port, none). */
+  nextHops: number;
+  /** Distinct /24s that hold a prefix longer than /24. */
+  routeTbl8Groups: number;
+  /** Static and learned entries together. */
+  neighbors: number;
+}
+
 export type NativeState = 'init' | 'eal_ready' | 'running' | 'stopped';
 
 /** Errors thrown by the addon carry the errno name, e.g. code === 'ENODEV'. */
@@ -132,6 +149,7 @@ export interface Native {
   mempool(): NativeMempool | null;
   counterLayout(): NativeCounterLayout;
   readCounters(): BigUint64Array;
+  limits(): NativeLimits;
   addrAdd(addr: string, plen: number, port: number): void;
   addrDel(addr: string, plen: number): void;
   routeAdd(prefix: string, plen: number, port: number, gateway: string): void;

@@ -18,6 +18,7 @@ import {
   type Native,
   type NativeConf,
   type NativeLcore,
+  type NativeLimits,
   type NativeMempool,
   type NativePortInfo,
   type NativeTimeouts,
@@ -27,6 +28,7 @@ import { ConnRecords, decodeConns, type ConnView } from './conns';
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
 export { ConnRecords, CONN_FLAG_LOCAL, RECORD_CODES, type ConnLayout } from './conns';
 
+export type { NativeLimits as TableLimits } from './binding';
 export type { NativePortInfo as PortInfo, NativeLcore as LcoreInfo, NativeMempool as MempoolInfo } from './binding';
 
 export class DataplaneError extends Error {
@@ -144,6 +146,23 @@ export interface ConnFilter {
 /** A conn's client-side key: what GetConn looks it up by. */
 export type ConnKey = Pick<ConnFilter, 'protocol' | 'client' | 'clientPort' | 'vip' | 'vipPort'>;
 
+/** The fixed table sizes of the native layer (no EAL needed: they are compile-time constants). */
+export function tableLimits(): NativeLimits {
+  return loadNative().limits();
+}
+
+/**
+ * The configuration the Dataplane object holds, without a native call: what the control plane
+ * checks a change against (reals are the live arrays; callers must not modify them).
+ */
+export interface ConfigShape {
+  addresses: AddressSpec[];
+  routes: RouteSpec[];
+  neighbors: NeighborSpec[];
+  localAddresses: LocalAddressSpec[];
+  services: (ServiceKey & { reals: readonly RealSpec[] })[];
+}
+
 export function serviceKeyString(k: ServiceKey): string {
   return `${k.protocol}/${k.vip}:${k.port}`;
 }
@@ -194,6 +213,8 @@ export class Dataplane {
   private readonly routes = new Map<string, RouteSpec>();
   private readonly lips = new Map<string, LocalAddressSpec>();
   private readonly services = new Map<string, ServiceSpec & { reals: RealSpec[] }>();
+  /** Static neighbours (learned ones never replace a static entry, so this is the native set). */
+  private readonly staticNeighbors = new Map<string, NeighborSpec>();
 
   private readonly native: Native;
 
@@ -271,7 +292,7 @@ export class Dataplane {
 
   port(name: string): NativePortInfo {
     const p = this.ports().find((x) => x.name === name);
-    if (p === undefined) throw new DataplaneError('ENOENT', `no port named "${name}"`);
+    if (p === undefined) throw new DataplaneError('ENOENT', `no port named ${quoteName(name)}`);
     return p;
   }
 
@@ -342,7 +363,7 @@ export class Dataplane {
 
   private portIndex(name: string): number {
     const i = this.config.ports.findIndex((p) => p.name === name);
-    if (i < 0) throw new DataplaneError('ENOENT', `no port named "${name}"`);
+    if (i < 0) throw new DataplaneError('ENOENT', `no port named ${quoteName(name)}`);
     return i;
   }
 
@@ -363,6 +384,17 @@ export class Dataplane {
     this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
     this.addresses.delete(address);
     this.changed();
+  }
+
+  /** The configuration as recorded here: no native call, so cheap enough to check every change. */
+  configShape(): ConfigShape {
+    return {
+      addresses: [...this.addresses.values()],
+      routes: [...this.routes.values()],
+      neighbors: [...this.staticNeighbors.values()],
+      localAddresses: [...this.lips.values()],
+      services: [...this.services.values()],
+    };
   }
 
   listAddresses(): AddressSpec[] {
@@ -404,11 +436,13 @@ export class Dataplane {
   addNeighbor(n: NeighborSpec): void {
     const idx = this.portIndex(n.port);
     this.call(`neighbor ${n.address}`, () => this.native.neighAdd(n.address, n.mac, idx));
+    this.staticNeighbors.set(n.address, { ...n });
     this.changed();
   }
 
   deleteNeighbor(address: string): void {
     this.call(`neighbor ${address}`, () => this.native.neighDel(address));
+    this.staticNeighbors.delete(address);
     this.changed();
   }
 
@@ -636,6 +670,11 @@ export class Dataplane {
       removeEalRuntimeDir(this.config);
     }
   }
+}
+
+/** A port name as an error quotes it: cut after 64 characters (errors must stay small). */
+function quoteName(name: string): string {
+  return name.length > 64 ? `${JSON.stringify(name.slice(0, 64)).slice(0, -1)}..." (${name.length} characters)` : JSON.stringify(name);
 }
 
 /** The network address of addr/len in dotted quad. */

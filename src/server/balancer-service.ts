@@ -2,6 +2,7 @@ import type { Dataplane, ServiceView } from '../dataplane';
 import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
 import { protocolToProto, schedulerToProto } from './enums';
+import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
 
@@ -49,10 +50,13 @@ export function toVirtualService(s: ServiceView): VirtualService {
   });
 }
 
-export function balancerService(dp: Dataplane, log: Logger): LoadBalancerServiceServer {
+/** Every call that adds something is checked against the state it would leave (invariants.ts). */
+export function balancerService(dp: Dataplane, log: Logger, guard = new StateGuard(() => dp.configShape())): LoadBalancerServiceServer {
   return {
     createVirtualService: unary(log, 'CreateVirtualService', (req) => {
-      dp.addService(v.createVirtualService(req));
+      const s = v.createVirtualService(req);
+      guard.check({ list: 'virtual_services', item: s }, 'virtual_service');
+      dp.addService(s);
       return {};
     }),
     getVirtualService: unary(log, 'GetVirtualService', (req) => ({
@@ -70,12 +74,15 @@ export function balancerService(dp: Dataplane, log: Logger): LoadBalancerService
     }),
     setReals: unary(log, 'SetReals', (req) => {
       const s = v.setReals(req);
+      guard.check({ list: 'reals', key: s.key, reals: s.reals }, '');
       dp.setReals(s.key, s.reals);
       return {};
     }),
 
     createLocalAddress: unary(log, 'CreateLocalAddress', (req) => {
-      dp.addLocalAddress(v.createLocalAddress(req));
+      const l = v.createLocalAddress(req);
+      guard.check({ list: 'local_addresses', item: l }, 'local_address');
+      dp.addLocalAddress(l);
       return {};
     }),
     deleteLocalAddress: unary(log, 'DeleteLocalAddress', (req) => {

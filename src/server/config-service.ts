@@ -2,7 +2,9 @@
  * retrace.v1.ConfigService: the desired state as one document, applied as a diff, and drain.
  *
  * ApplyConfig runs in four steps, each its own function:
- *   validateConfig (pure)  the whole document, INVALID_ARGUMENT naming `config.<path>`; nothing changed yet
+ *   validateConfig (pure)  the whole document, each entry and then the whole (invariants.ts, the rules
+ *                          every unary call obeys too): INVALID_ARGUMENT naming `config.<path>`, or
+ *                          RESOURCE_EXHAUSTED naming the entry beyond a table size; nothing changed yet
  *   readState              the current desired state, from Dataplane list/get calls only
  *   planConfig (pure)      current + desired → ordered steps, each carrying the diff entries it makes
  *   execute                one Dataplane call per step; a failure stops there and reports what was made
@@ -13,11 +15,12 @@
  * readState shows the remembered weights, so GetConfig and the diff see the configured state and
  * Undrain puts it back.
  */
-import type { sendUnaryData, ServerUnaryCall, ServiceError } from '@grpc/grpc-js';
+import { status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import {
   DataplaneError,
   PROTOCOLS,
   serviceKeyString,
+  tableLimits,
   type AddressSpec,
   type Dataplane,
   type LocalAddressSpec,
@@ -28,6 +31,7 @@ import {
   type Scheduler,
   type ServiceKey,
   type ServiceSpec,
+  type TableLimits,
   type Timeouts,
 } from '../dataplane';
 import {
@@ -42,7 +46,8 @@ import { APPLIED_METADATA_KEY } from '../api/metadata';
 import { LocalAddress, Real, VirtualService } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
 import { protocolToProto, schedulerToProto } from './enums';
-import { ValidationError, toStatus } from './errors';
+import { boundDetails, echo, StatusError, ValidationError, toStatus } from './errors';
+import { checkState, refPath, StateViolation } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
 
@@ -161,87 +166,65 @@ function at<T>(from: string, to: string, fn: () => T): T {
   }
 }
 
-/** Most reals one service holds (the dataplane answers E2BIG beyond). */
-export const MAX_REALS = 1024;
-
 /**
- * Validates a whole ApplyConfig document against the appliance's port names. Throws
- * ValidationError naming the first bad field as `config.<list>[i].<field>`; returns the desired
- * state in dataplane terms.
+ * Validates a whole ApplyConfig document against the appliance's port names and table sizes:
+ * every entry with the request validators of the unary calls, then the whole with checkState, the
+ * rules every unary call is checked against too. Throws ValidationError (INVALID_ARGUMENT) naming
+ * the first bad field as `config.<list>[i].<field>`, or StatusError RESOURCE_EXHAUSTED naming the
+ * first entry beyond a table's size; returns the desired state in dataplane terms.
  */
-export function validateConfig(cfg: Config | undefined, portNames: readonly string[]): DesiredConfig {
+export function validateConfig(cfg: Config | undefined, portNames: readonly string[], limits: TableLimits = tableLimits()): DesiredConfig {
   if (cfg === undefined || cfg === null) throw new ValidationError('config', 'required');
   const knownPort = (name: string, field: string): void => {
-    if (!portNames.includes(name)) throw new ValidationError(field, `no port named "${name}" (ports: ${portNames.join(', ')})`);
-  };
-  /** Remembers keys per list; a repeat names the earlier entry. */
-  const unique = () => {
-    const seen = new Map<string, string>();
-    return (key: string, field: string, what: string): void => {
-      const first = seen.get(key);
-      if (first !== undefined) throw new ValidationError(field, `repeats ${first} (${what} ${key})`);
-      seen.set(key, field);
-    };
-  };
-  /** One IPv4 address may be a port address, a local address or a vip: one role at a time. */
-  const roles = new Map<string, string>();
-  const role = (address: string, field: string): void => {
-    const other = roles.get(address);
-    if (other !== undefined && !(other.endsWith('.vip') && field.endsWith('.vip'))) {
-      throw new ValidationError(field, `"${address}" is also ${other}: an address is local in one role only`);
-    }
-    if (other === undefined) roles.set(address, field);
+    if (!portNames.includes(name)) throw new ValidationError(field, `no port named ${echo(name)} (ports: ${portNames.join(', ')})`);
   };
 
-  const addrSeen = unique();
   const addresses = cfg.addresses.map((a, i) => {
     const f = `config.addresses[${i}]`;
     const spec = at('address', f, () => v.createAddress({ address: a }));
     knownPort(spec.port, `${f}.port`);
-    addrSeen(spec.address, `${f}.address`, 'address');
-    role(spec.address, `${f}.address`);
     return spec;
   });
 
-  const routeSeen = unique();
   const routes = cfg.routes.map((r, i) => {
     const f = `config.routes[${i}]`;
     const spec = at('route', f, () => v.createRoute({ route: r }));
     if (r.connected) throw new ValidationError(`${f}.connected`, 'must be false: connected routes come from the addresses');
     knownPort(spec.port, `${f}.port`);
-    routeSeen(`${spec.prefix}/${spec.prefixLength}`, `${f}.prefix`, 'route');
     return spec;
   });
 
-  const neighSeen = unique();
   const neighbors = cfg.neighbors.map((n, i) => {
     const f = `config.neighbors[${i}]`;
     const spec = at('neighbor', f, () => v.createNeighbor({ neighbor: n }));
     knownPort(spec.port, `${f}.port`);
-    neighSeen(spec.address, `${f}.address`, 'neighbor');
     return spec;
   });
 
-  const lipSeen = unique();
   const localAddresses = cfg.localAddresses.map((l, i) => {
     const f = `config.local_addresses[${i}]`;
     const spec = at('local_address', f, () => v.createLocalAddress({ localAddress: l }));
     knownPort(spec.port, `${f}.port`);
-    lipSeen(spec.address, `${f}.address`, 'local address');
-    role(spec.address, `${f}.address`);
     return spec;
   });
 
-  const svcSeen = unique();
   const services = cfg.virtualServices.map((s, i) => {
     const f = `config.virtual_services[${i}]`;
     const spec = at('virtual_service', f, () => v.createVirtualService({ virtualService: { ...s, reals: [] } }));
-    svcSeen(serviceKeyString(spec), `${f}.vip`, 'virtual service');
-    role(spec.vip, `${f}.vip`);
-    if (s.reals.length > MAX_REALS) throw new ValidationError(`${f}.reals`, `at most ${MAX_REALS} reals, got ${s.reals.length}`);
+    // Before validating each real: a million of them would take a while to refuse.
+    if (s.reals.length > limits.realsPerService) throw new ValidationError(`${f}.reals`, `at most ${limits.realsPerService} reals, got ${s.reals.length}`);
     const { reals } = at('reals', `${f}.reals`, () => v.setReals({ key: { protocol: s.protocol, vip: s.vip, port: s.port }, reals: s.reals }));
     return { ...spec, reals };
   });
+
+  try {
+    checkState({ addresses, routes, neighbors, localAddresses, services }, limits);
+  } catch (e) {
+    if (!(e instanceof StateViolation)) throw e;
+    const field = `config.${refPath(e.at)}`;
+    const reason = e.reason(e.other === undefined ? '' : `config.${refPath(e.other)}`);
+    throw e.kind === 'limit' ? new StatusError(status.RESOURCE_EXHAUSTED, field, reason) : new ValidationError(field, reason);
+  }
 
   const timeouts = cfg.timeouts === undefined ? undefined : at('timeouts', 'config.timeouts', () => v.setTimeouts({ timeouts: cfg.timeouts }));
   const symmetric = cfg.symmetric === undefined ? undefined : { tcp: cfg.symmetric.tcp, udp: cfg.symmetric.udp, icmp: cfg.symmetric.icmp };
@@ -402,8 +385,8 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
   for (const [k] of addr.deletes) steps.push({ op: 'deleteAddress', address: k, changes: [['addresses', 'deleted', k]] });
 
   // ---- creations and updates
-  // Routes before addresses: a static route for an address's own subnet can only be created
-  // before the address (whose connected route then yields to it).
+  // Routes before addresses. (A static route for an address's own subnet takes the place of its
+  // connected route in either order; this order just installs it once instead of twice.)
   for (const [k, r] of route.creates) steps.push({ op: 'addRoute', route: r, changes: [['routes', 'created', k]] });
   for (const [k, a] of addr.creates) steps.push({ op: 'addAddress', address: a, changes: [['addresses', 'created', k]] });
   for (const [k, n] of neighWant) {
@@ -455,7 +438,7 @@ function specOf(s: ServiceSpec): ServiceSpec {
   return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed };
 }
 
-const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [] });
+const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });
 
 /**
  * Diff entries → ConfigDiff. A key deleted and then created again (a re-created address, route or
@@ -477,7 +460,39 @@ export function foldChanges(changes: readonly Change[]): ConfigDiff {
     }
     c[what].push(key);
   }
+  for (const kind of RESOURCE_KINDS) {
+    const c = diff[kind]!;
+    c.createdCount = c.created.length;
+    c.updatedCount = c.updated.length;
+    c.deletedCount = c.deleted.length;
+  }
   return diff;
+}
+
+/** Keys the `retrace-applied-bin` trailer carries at most (with ~60-byte keys: ~2 KiB). */
+export const APPLIED_TRAILER_MAX_KEYS = 32;
+
+/**
+ * A diff cut to its first `maxKeys` keys (in kind order: created, updated, deleted), counts kept,
+ * `truncated` set when keys were left out. For the trailer of a failed ApplyConfig: a status with
+ * tens of kilobytes of trailers never reaches grpc-js clients (the HTTP/2 stream stalls until
+ * their deadline) and C-core clients refuse more than 8 KiB of metadata.
+ */
+export function boundDiff(d: ConfigDiff, maxKeys = APPLIED_TRAILER_MAX_KEYS): ConfigDiff {
+  const out = ConfigDiff.create();
+  let room = maxKeys;
+  for (const kind of RESOURCE_KINDS) {
+    const c = d[kind];
+    if (c === undefined) continue;
+    const take = (keys: string[]) => {
+      const kept = keys.slice(0, Math.max(0, room));
+      room -= kept.length;
+      if (kept.length < keys.length) out.truncated = true;
+      return kept;
+    };
+    out[kind] = { created: take(c.created), updated: take(c.updated), deleted: take(c.deleted), createdCount: c.createdCount, updatedCount: c.updatedCount, deletedCount: c.deletedCount };
+  }
+  return out;
 }
 
 /** Total entries of a diff. */
@@ -603,9 +618,9 @@ export class ConfigManager {
       } catch (e) {
         const applied = foldChanges(done);
         const st = toStatus(e, this.log, 'ApplyConfig');
-        st.details = `${describeStep(step)}: ${st.details} (applied before the failure: ${summarizeDiff(applied)})`;
+        st.details = boundDetails(`${describeStep(step)}: ${st.details} (applied before the failure: ${summarizeDiff(applied)})`);
         st.message = st.details;
-        st.metadata.set(APPLIED_METADATA_KEY, Buffer.from(ConfigDiff.encode(applied).finish()));
+        st.metadata.set(APPLIED_METADATA_KEY, Buffer.from(ConfigDiff.encode(boundDiff(applied)).finish()));
         if (done.length > 0) this.log.warn({ step: describeStep(step), applied: summarizeDiff(applied) }, 'ApplyConfig failed midway');
         throw new PartialApplyError(st);
       }

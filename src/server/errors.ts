@@ -29,6 +29,49 @@ export class OutOfRangeError extends Error {
   }
 }
 
+/** A well-formed request the current state refuses, with the code to answer and the field at fault. */
+export class StatusError extends Error {
+  constructor(
+    readonly code: status,
+    readonly field: string,
+    reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = 'StatusError';
+  }
+}
+
+/** Characters of a value an error message echoes; a longer value is cut (see echo). */
+export const ECHO_MAX = 64;
+
+/**
+ * A value as error messages quote it: in double quotes, non-printable and non-ASCII characters
+ * escaped (\uXXXX), and cut after ECHO_MAX characters with the full length given:
+ * `"aaaa..." (100000 characters)`. A status must stay small: clients drop large ones.
+ */
+export function echo(value: string): string {
+  const cut = value.length > ECHO_MAX;
+  const head = cut ? value.slice(0, ECHO_MAX) : value;
+  const quoted = JSON.stringify(head).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return cut ? `${quoted.slice(0, -1)}..." (${value.length} characters)` : quoted;
+}
+
+/**
+ * Most bytes of a status message on the wire (grpc-message, percent-encoded). Echoed values are
+ * cut already; this bounds whatever else a message might carry, so that status plus trailers
+ * stay far below the 8 KiB of metadata that gRPC's C core accepts by default (and grpc-js's own
+ * limit, 64 KiB of headers).
+ */
+export const MAX_DETAILS_BYTES = 2048;
+
+export function boundDetails(details: string): string {
+  if (encodeURI(details).length <= MAX_DETAILS_BYTES) return details;
+  let n = Math.min(details.length, MAX_DETAILS_BYTES);
+  const suffix = ` ... (cut: ${details.length} characters)`;
+  while (n > 0 && encodeURI(details.slice(0, n) + suffix).length > MAX_DETAILS_BYTES) n = Math.floor(n * 0.9);
+  return details.slice(0, n) + suffix;
+}
+
 const ERRNO_STATUS: Record<string, status> = {
   ENOENT: status.NOT_FOUND,
   EEXIST: status.ALREADY_EXISTS,
@@ -48,9 +91,10 @@ const ERRNO_STATUS: Record<string, status> = {
 };
 
 export function serviceError(code: status, details: string): ServiceError {
-  const e = new Error(details) as ServiceError;
+  const bounded = boundDetails(details);
+  const e = new Error(bounded) as ServiceError;
   e.code = code;
-  e.details = details;
+  e.details = bounded;
   e.metadata = new Metadata();
   return e;
 }
@@ -58,6 +102,7 @@ export function serviceError(code: status, details: string): ServiceError {
 export function toStatus(err: unknown, log: Logger, method: string): ServiceError {
   if (err instanceof ValidationError) return serviceError(status.INVALID_ARGUMENT, err.message);
   if (err instanceof OutOfRangeError) return serviceError(status.OUT_OF_RANGE, err.message);
+  if (err instanceof StatusError) return serviceError(err.code, err.message);
   if (err instanceof DataplaneError) {
     const code = ERRNO_STATUS[err.code];
     if (code !== undefined) return serviceError(code, err.message);

@@ -1,6 +1,7 @@
 import type { Dataplane, RouteView } from '../dataplane';
 import type { NetworkServiceServer, Route } from '../gen/retrace/v1/network';
 import type { Logger } from '../log';
+import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
 
@@ -8,10 +9,13 @@ export function toRoute(r: RouteView): Route {
   return { prefix: r.prefix, prefixLength: r.prefixLength, port: r.port, gateway: r.gateway ?? '', connected: r.connected };
 }
 
-export function networkService(dp: Dataplane, log: Logger): NetworkServiceServer {
+/** Every call that adds something is checked against the state it would leave (invariants.ts). */
+export function networkService(dp: Dataplane, log: Logger, guard = new StateGuard(() => dp.configShape())): NetworkServiceServer {
   return {
     createAddress: unary(log, 'CreateAddress', (req) => {
-      dp.addAddress(v.createAddress(req));
+      const a = v.createAddress(req);
+      guard.check({ list: 'addresses', item: a }, 'address');
+      dp.addAddress(a);
       return {};
     }),
     deleteAddress: unary(log, 'DeleteAddress', (req) => {
@@ -21,7 +25,9 @@ export function networkService(dp: Dataplane, log: Logger): NetworkServiceServer
     listAddresses: unary(log, 'ListAddresses', () => ({ addresses: dp.listAddresses() })),
 
     createRoute: unary(log, 'CreateRoute', (req) => {
-      dp.addRoute(v.createRoute(req));
+      const r = v.createRoute(req);
+      guard.check({ list: 'routes', item: r }, 'route');
+      dp.addRoute(r);
       return {};
     }),
     deleteRoute: unary(log, 'DeleteRoute', (req) => {
@@ -32,7 +38,9 @@ export function networkService(dp: Dataplane, log: Logger): NetworkServiceServer
     listRoutes: unary(log, 'ListRoutes', () => ({ routes: dp.listRoutes().map(toRoute) })),
 
     createNeighbor: unary(log, 'CreateNeighbor', (req) => {
-      dp.addNeighbor(v.createNeighbor(req));
+      const n = v.createNeighbor(req);
+      guard.check({ list: 'neighbors', item: n }, 'neighbor');
+      dp.addNeighbor(n);
       return {};
     }),
     deleteNeighbor: unary(log, 'DeleteNeighbor', (req) => {

@@ -1,6 +1,7 @@
 import type { CounterSnapshot, Dataplane } from '../dataplane';
 import { DropCounters, PathCounters, type GetCountersResponse, type PathServiceServer, type ProtocolCounters } from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
+import { toStatus } from './errors';
 import { unary } from './unary';
 import { watchCounters } from './watch-counters';
 import * as v from './validate';
@@ -38,6 +39,22 @@ export function toCountersResponse(snap: CounterSnapshot, connCount: bigint): Ge
   };
 }
 
+/** Refuses a malformed interval Duration (nanos >= 1e9, negative) before the stream starts. */
+function checkedWatchCounters(
+  inner: PathServiceServer['watchCounters'],
+  log: Logger,
+): PathServiceServer['watchCounters'] {
+  return (call) => {
+    try {
+      v.watchCounters(call.request);
+    } catch (e) {
+      call.emit('error', toStatus(e, log, 'WatchCounters'));
+      return;
+    }
+    inner(call);
+  };
+}
+
 export function pathService(dp: Dataplane, log: Logger): PathServiceServer {
   return {
     getSymmetricMode: unary(log, 'GetSymmetricMode', () => ({ mode: dp.symmetric() })),
@@ -48,6 +65,6 @@ export function pathService(dp: Dataplane, log: Logger): PathServiceServer {
     }),
     // Two reads, no mutation: the counter snapshot and the conn count.
     getCounters: unary(log, 'GetCounters', () => toCountersResponse(dp.counters(), dp.connCount())),
-    watchCounters: watchCounters(dp, log),
+    watchCounters: checkedWatchCounters(watchCounters(dp, log), log),
   };
 }

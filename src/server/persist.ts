@@ -97,20 +97,26 @@ export class StatePersister {
       if (f.startsWith(`.${base}.tmp-`)) fs.rmSync(path.join(dir, f), { force: true });
     }
     if (!fs.existsSync(this.file)) return { restored: false, drained: false };
+    if (fs.statSync(this.file).isDirectory()) {
+      throw new StateError(this.file, `is a directory, not a state file: set state.file to a file path (e.g. ${path.join(this.file, 'state.json')})`);
+    }
+    // The appliance does not start over a document it cannot apply (it would overwrite it with an
+    // empty one at the first change): say how to get going again without losing it.
+    const remedy = `; fix the file, or move it aside (mv ${this.file} ${this.file}.bad) to start with an empty configuration`;
     let doc: StateDocument;
     try {
       doc = JSON.parse(fs.readFileSync(this.file, 'utf8')) as StateDocument;
     } catch (e) {
-      throw new StateError(this.file, `not valid JSON: ${(e as Error).message}`);
+      throw new StateError(this.file, `not valid JSON (${(e as Error).message})${remedy}`);
     }
-    if (doc.version !== 1 || typeof doc.config !== 'object' || doc.config === null) {
-      throw new StateError(this.file, 'not a retrace state document (version 1 with a config)');
+    if (doc === null || typeof doc !== 'object' || doc.version !== 1 || typeof doc.config !== 'object' || doc.config === null) {
+      throw new StateError(this.file, `not a retrace state document (version 1 with a config)${remedy}`);
     }
     try {
       this.manager.apply({ config: Config.fromJSON(doc.config), dryRun: false });
     } catch (e) {
       const details = (e as { details?: string; message?: string }).details ?? (e as Error).message;
-      throw new StateError(this.file, `cannot apply the saved configuration: ${details}`);
+      throw new StateError(this.file, `cannot apply the saved configuration: ${details}${remedy}`);
     }
     if (doc.drained) this.manager.drainAll();
     return { restored: true, drained: doc.drained };

@@ -19,6 +19,7 @@ import { ConnServiceDefinition, connService } from './conn-service';
 import { EventHub } from './event-hub';
 import { dataplaneEventSource } from './event-encode';
 import { ConfigManager, configService } from './config-service';
+import { guardDecoding } from './decode-guard';
 import { networkService } from './network-service';
 import { pathService } from './path-service';
 import { portService } from './port-service';
@@ -60,13 +61,15 @@ export class ApplianceServer {
     private readonly dp: Dataplane,
     private readonly log: Logger,
   ) {
-    this.grpc.addService(SystemServiceService, systemService(dp, log));
-    this.grpc.addService(PortServiceService, portService(dp, log));
-    this.grpc.addService(NetworkServiceService, networkService(dp, log));
-    this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
-    this.grpc.addService(PathServiceService, pathService(dp, log));
+    const add = <D extends grpc.ServiceDefinition, I extends object>(def: D, impl: I) =>
+      this.grpc.addService(...(guardDecoding(def, impl) as [D, grpc.UntypedServiceImplementation]));
+    add(SystemServiceService, systemService(dp, log));
+    add(PortServiceService, portService(dp, log));
+    add(NetworkServiceService, networkService(dp, log));
+    add(LoadBalancerServiceService, balancerService(dp, log));
+    add(PathServiceService, pathService(dp, log));
     this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
-    this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
+    add(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
     this.config = new ConfigManager(dp, log, {
       setDrained: (d) => {
@@ -74,13 +77,14 @@ export class ApplianceServer {
         this.persister?.schedule();
       },
     });
-    this.grpc.addService(ConfigServiceService, configService(this.config, log));
+    add(ConfigServiceService, configService(this.config, log));
     if (dp.config.state.file !== '') {
       const persister = new StatePersister(dp.config.state.file, this.config, log);
       this.persister = persister;
       dp.onChange(() => persister.schedule());
     }
-    this.health.addToServer(this.grpc);
+    // Health too (a probe's garbage is not a bug either); reflection is a bidi stream, left alone.
+    this.health.addToServer(guarded(this.grpc));
     new ReflectionService(reflectionPackageDefinition()).addToServer(this.grpc);
     this.setServing('NOT_SERVING');
   }
@@ -99,7 +103,7 @@ export class ApplianceServer {
   /** Serves grpc.health.v1 alone on a second, plaintext address; resolves to the bound address. */
   async listenHealth(address: string): Promise<string> {
     this.healthServer = new grpc.Server();
-    this.health.addToServer(this.healthServer);
+    this.health.addToServer(guarded(this.healthServer));
     return bind(this.healthServer, address);
   }
 
@@ -132,6 +136,13 @@ export class ApplianceServer {
     // Last, so probes see NOT_SERVING for as long as the API drains.
     this.healthServer?.forceShutdown();
   }
+}
+
+/** A stand-in for a server whose addService decodes requests through guardDecoding. */
+function guarded(server: grpc.Server): grpc.Server {
+  return {
+    addService: (def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => server.addService(...guardDecoding(def, impl)),
+  } as unknown as grpc.Server;
 }
 
 /** Server credentials from grpc.tls: plaintext, TLS, or mutual TLS. Reads the files now. */

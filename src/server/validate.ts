@@ -44,9 +44,9 @@ import type {
   DeleteNeighborRequest,
   DeleteRouteRequest,
 } from '../gen/retrace/v1/network';
-import type { SetSymmetricModeRequest } from '../gen/retrace/v1/path';
+import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
 import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
-import { ValidationError } from './errors';
+import { echo, ValidationError } from './errors';
 
 // ---- field checks ----
 
@@ -67,15 +67,29 @@ function ipv4Value(s: string): number {
 /** A dotted-quad IPv4 address: four decimal octets 0..255, no leading zeros. */
 export function ipv4(s: string, field: string, opts: { allowZero?: boolean } = {}): string {
   if (s === '') throw new ValidationError(field, 'required');
-  if (!IPV4_RE.test(s)) throw new ValidationError(field, `"${s}" is not a dotted-quad IPv4 address`);
+  if (!IPV4_RE.test(s)) throw new ValidationError(field, `${echo(s)} is not a dotted-quad IPv4 address`);
   if (!opts.allowZero && s === '0.0.0.0') throw new ValidationError(field, 'must not be 0.0.0.0');
+  return s;
+}
+
+/**
+ * A dotted quad that can be one host's address on the wire: not in 0.0.0.0/8 ("this network"),
+ * 127.0.0.0/8 (loopback), 224.0.0.0/4 (multicast) or 240.0.0.0/4 (reserved, with the limited
+ * broadcast 255.255.255.255). For the appliance's own addresses, reals, gateways and neighbours.
+ */
+export function unicast(s: string, field: string): string {
+  ipv4(s, field);
+  const first = Number(s.slice(0, s.indexOf('.')));
+  const kind =
+    first === 0 ? 'in 0.0.0.0/8 ("this network")' : first === 127 ? 'a loopback address' : first >= 240 ? (s === '255.255.255.255' ? 'the broadcast address' : 'in the reserved 240.0.0.0/4') : first >= 224 ? 'a multicast address' : undefined;
+  if (kind !== undefined) throw new ValidationError(field, `"${s}" is ${kind}, not a unicast address`);
   return s;
 }
 
 /** A unicast, non-zero MAC "aa:bb:cc:dd:ee:ff"; returned in lower case. */
 export function mac(s: string, field: string): string {
   if (s === '') throw new ValidationError(field, 'required');
-  if (!MAC_RE.test(s)) throw new ValidationError(field, `"${s}" is not a MAC address like 02:00:00:00:00:01`);
+  if (!MAC_RE.test(s)) throw new ValidationError(field, `${echo(s)} is not a MAC address like 02:00:00:00:00:01`);
   if ((parseInt(s.slice(0, 2), 16) & 1) !== 0) throw new ValidationError(field, 'must be a unicast MAC (multicast bit set)');
   if (/^(00:){5}00$/.test(s)) throw new ValidationError(field, 'must not be the zero MAC');
   return s.toLowerCase();
@@ -114,11 +128,13 @@ export function prefix(s: string, prefixLength: number, field: string, lengthFie
 
 export function createAddress(req: CreateAddressRequest): AddressSpec {
   const a = present(req.address, 'address');
-  return {
-    address: ipv4(a.address, 'address.address'),
-    prefixLength: intIn(a.prefixLength, 1, 32, 'address.prefix_length'),
-    port: portName(a.port, 'address.port'),
-  };
+  const address = unicast(a.address, 'address.address');
+  const prefixLength = intIn(a.prefixLength, 1, 32, 'address.prefix_length');
+  // The directed broadcast of its own subnet (all host bits set) is no host's address.
+  if (prefixLength <= 30 && (ipv4Value(address) + 1) % 2 ** (32 - prefixLength) === 0) {
+    throw new ValidationError('address.address', `"${address}" is the broadcast address of its subnet /${prefixLength}`);
+  }
+  return { address, prefixLength, port: portName(a.port, 'address.port') };
 }
 
 export function deleteAddress(req: DeleteAddressRequest): string {
@@ -130,7 +146,7 @@ export function createRoute(req: CreateRouteRequest): RouteSpec {
   const p = prefix(r.prefix, r.prefixLength, 'route.prefix', 'route.prefix_length');
   const port = portName(r.port, 'route.port');
   if (r.gateway === '0.0.0.0') throw new ValidationError('route.gateway', 'use "" for a connected route, not 0.0.0.0');
-  const gateway = r.gateway === '' ? undefined : ipv4(r.gateway, 'route.gateway');
+  const gateway = r.gateway === '' ? undefined : unicast(r.gateway, 'route.gateway');
   return { ...p, port, gateway };
 }
 
@@ -141,7 +157,7 @@ export function deleteRoute(req: DeleteRouteRequest): { prefix: string; prefixLe
 export function createNeighbor(req: CreateNeighborRequest): NeighborSpec {
   const n = present(req.neighbor, 'neighbor');
   return {
-    address: ipv4(n.address, 'neighbor.address'),
+    address: unicast(n.address, 'neighbor.address'),
     mac: mac(n.mac, 'neighbor.mac'),
     port: portName(n.port, 'neighbor.port'),
   };
@@ -158,13 +174,20 @@ function serviceKey(k: { protocol: number; vip: string; port: number }, prefix: 
   return { protocol, vip: ipv4(k.vip, `${prefix}vip`), port: l4Port(protocol, k.port, `${prefix}port`) };
 }
 
+/** A service key whose vip may be created: a unicast address. */
+function newServiceKey(k: { protocol: number; vip: string; port: number }, prefix: string): ServiceKey {
+  const key = serviceKey(k, prefix);
+  unicast(key.vip, `${prefix}vip`);
+  return key;
+}
+
 function key(k: VirtualServiceKey | undefined): ServiceKey {
   return serviceKey(present(k, 'key'), 'key.');
 }
 
 export function createVirtualService(req: CreateVirtualServiceRequest): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
-  const k = serviceKey(s, 'virtual_service.');
+  const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
   return { ...k, scheduler, seed: s.seed };
@@ -184,7 +207,7 @@ export function updateVirtualService(req: UpdateVirtualServiceRequest): { key: S
 
 function real(r: Real, protocol: DpProtocol, field: string): RealSpec {
   return {
-    address: ipv4(r.address, `${field}.address`),
+    address: unicast(r.address, `${field}.address`),
     port: l4Port(protocol, r.port, `${field}.port`),
     weight: intIn(r.weight, 0, 65535, `${field}.weight`),
   };
@@ -206,7 +229,7 @@ export function setReals(req: SetRealsRequest): { key: ServiceKey; reals: RealSp
 
 export function createLocalAddress(req: CreateLocalAddressRequest): LocalAddressSpec {
   const l = present(req.localAddress, 'local_address');
-  return { address: ipv4(l.address, 'local_address.address'), port: portName(l.port, 'local_address.port') };
+  return { address: unicast(l.address, 'local_address.address'), port: portName(l.port, 'local_address.port') };
 }
 
 export function deleteLocalAddress(req: DeleteLocalAddressRequest): string {
@@ -236,6 +259,22 @@ export function setTimeouts(req: SetTimeoutsRequest): Partial<DpTimeouts> {
 }
 
 // ---- PathService ----
+
+/**
+ * A google.protobuf.Duration as the proto defines it: nanos 0..999999999 and seconds >= 0 (no
+ * request here takes a negative duration). A nanos of 1e9 or more is not a longer duration but a
+ * malformed one.
+ */
+export function duration(d: { seconds: bigint; nanos: number }, field: string): { seconds: bigint; nanos: number } {
+  if (d.seconds < 0n) throw new ValidationError(`${field}.seconds`, `must not be negative, got ${d.seconds}`);
+  intIn(d.nanos, 0, 999_999_999, `${field}.nanos`);
+  return d;
+}
+
+/** WatchCounters: the interval, when given, is a well-formed Duration (its range is the stream's to check). */
+export function watchCounters(req: WatchCountersRequest): void {
+  if (req.interval !== undefined) duration(req.interval, 'interval');
+}
 
 export function setSymmetricMode(req: SetSymmetricModeRequest): { protocol: DpProtocol; enabled: boolean } {
   return { protocol: protocolFromProto(req.protocol, 'protocol'), enabled: req.enabled };

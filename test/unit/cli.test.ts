@@ -100,7 +100,11 @@ describe('parseConfigDocument', () => {
     ['routes: [{prefix: 0.0.0.0, gatway: 1.2.3.4}]', 'f: routes[0].gatway: unknown key'],
     ['colour: blue', 'f: colour: unknown key'],
     ['symmetric: {tcp: "no"}', 'f: symmetric.tcp: expected true or false, got "no"'],
-    ['virtual_services: [{port: "80"}]', 'f: virtual_services[0].port: expected a number, got "80"'],
+    ['virtual_services: [{port: "80"}]', 'f: virtual_services[0].port: expected a whole number 0..4294967295, got "80"'],
+    // A number a uint32 cannot carry is refused before serialisation (it used to fail as INTERNAL).
+    ['virtual_services: [{reals: [{weight: 1.5}]}]', 'f: virtual_services[0].reals[0].weight: expected a whole number 0..4294967295, got 1.5'],
+    ['virtual_services: [{reals: [{weight: -5}]}]', 'f: virtual_services[0].reals[0].weight: expected a whole number 0..4294967295, got -5'],
+    ['virtual_services: [{seed: 4294967296}]', 'f: virtual_services[0].seed: expected a whole number 0..4294967295, got 4294967296'],
     ['addresses: {address: 1.2.3.4}', 'f: addresses: expected a list, got a mapping'],
     ['routes: [\n', /^f: YAML syntax error/],
   ])('rejects %j naming the path', (text, message) => {

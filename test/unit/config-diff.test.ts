@@ -14,7 +14,8 @@ import {
   type DesiredConfig,
   type Step,
 } from '../../src/server/config-service';
-import { ValidationError } from '../../src/server/errors';
+import { StatusError, ValidationError } from '../../src/server/errors';
+import { tableLimits } from '../../src/dataplane';
 
 const PORTS = ['uplink-a', 'uplink-b'];
 
@@ -56,7 +57,7 @@ function problem(cfg: Config | undefined): string {
     validateConfig(cfg, PORTS);
     return '';
   } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
+    if (!(e instanceof ValidationError) && !(e instanceof StatusError)) throw e;
     return e.message;
   }
 }
@@ -129,6 +130,17 @@ describe('validateConfig', () => {
     ['a local address that is also a port address', (c) => (c.localAddresses[0].address = '198.18.0.1'), /^config\.local_addresses\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address/],
     ['a vip that is also a local address', (c) => (c.virtualServices[0].vip = '10.1.0.1'), /^config\.virtual_services\[0\]\.vip: "10\.1\.0\.1" is also config\.local_addresses\[0\]\.address/],
     ['a timeout of 0', (c) => (c.timeouts = { udp: 0 }), 'config.timeouts.udp: must be 1..604800, got 0'],
+    // Issue 18: the rules every unary call is checked against hold for a document too.
+    ['a static neighbor for a port address', (c) => (c.neighbors[0].address = '198.18.0.1'), /^config\.neighbors\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address: no static neighbor/],
+    ['a static neighbor for a vip', (c) => (c.neighbors[0].address = '198.18.0.10'), /^config\.neighbors\[0\]\.address: "198\.18\.0\.10" is also config\.virtual_services\[0\]\.vip/],
+    ['a broadcast vip', (c) => (c.virtualServices[0].vip = '255.255.255.255'), 'config.virtual_services[0].vip: "255.255.255.255" is the broadcast address, not a unicast address'],
+    ['a multicast port address', (c) => (c.addresses[0].address = '224.0.0.1'), 'config.addresses[0].address: "224.0.0.1" is a multicast address, not a unicast address'],
+    ['a port address that is its subnet\'s broadcast', (c) => (c.addresses[0].address = '198.18.0.255'), 'config.addresses[0].address: "198.18.0.255" is the broadcast address of its subnet /24'],
+    ['a loopback local address', (c) => (c.localAddresses[0].address = '127.0.0.2'), 'config.local_addresses[0].address: "127.0.0.2" is a loopback address, not a unicast address'],
+    ['a real in 0.0.0.0/8', (c) => (c.virtualServices[0].reals[0].address = '0.1.2.3'), /^config\.virtual_services\[0\]\.reals\[0\]\.address: "0\.1\.2\.3" is in 0\.0\.0\.0\/8/],
+    ['a reserved gateway', (c) => (c.routes[0].gateway = '240.0.0.1'), /^config\.routes\[0\]\.gateway: "240\.0\.0\.1" is in the reserved 240\.0\.0\.0\/4/],
+    ['a long bad value, cut in the message', (c) => (c.addresses[0].address = 'x'.repeat(100000)), `config.addresses[0].address: "${'x'.repeat(64)}..." (100000 characters) is not a dotted-quad IPv4 address`],
+    ['a long unknown port name, cut', (c) => (c.addresses[0].port = 'p'.repeat(5000)), `config.addresses[0].port: no port named "${'p'.repeat(64)}..." (5000 characters) (ports: uplink-a, uplink-b)`],
   ];
 
   it.each(bad)('rejects %s naming its path', (_name, mutate, message) => {
@@ -140,6 +152,66 @@ describe('validateConfig', () => {
 
   it('lets services share a vip', () => {
     expect(problem(doc())).toBe('');
+  });
+
+  // Issue 18 item 6: every fixed table size is checked before anything changes, from the sizes the
+  // native layer reports, and the first entry beyond one is named (RESOURCE_EXHAUSTED).
+  const L = tableLimits();
+  const many = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i));
+  const ip = (base: number, i: number) => `${base}.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  it.each<[string, (c: Config) => void, string]>([
+    [
+      `${L.lips + 1} local addresses`,
+      (c) => (c.localAddresses = many(L.lips + 1, (i) => ip(10, 4096 + i)).map((address) => ({ address, port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }))),
+      `config.local_addresses[${L.lips}].address: the ${L.lips + 1}th of the local addresses (LIPs); the table holds ${L.lips}`,
+    ],
+    [
+      `${L.services + 1} virtual services`,
+      (c) => (c.virtualServices = many(L.services + 1, (i) => `${i}`).map((_, i) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }))),
+      `config.virtual_services[${L.services}].vip: the ${L.services + 1}th of the virtual services; the table holds ${L.services}`,
+    ],
+    [
+      `${L.localAddresses + 1} local addresses of all roles`,
+      (c) => (c.virtualServices = many(L.localAddresses, (i) => ip(20, i)).map((vip) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip, port: 80, scheduler: Scheduler.SCHEDULER_RR }))),
+      // The port address and the LIP come first: vip number 1023 is the 1025th address.
+      `config.virtual_services[${L.localAddresses - 2}].vip: the ${L.localAddresses + 1}th of the local addresses of all roles (port addresses, local addresses, distinct vips); the table holds ${L.localAddresses}`,
+    ],
+    [
+      `${L.nextHops + 1} next hops`,
+      (c) => (c.routes = many(L.nextHops + 1, (i) => ip(30, i)).map((gateway, i) => ({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway, connected: false }))),
+      // The address's connected route uses one next hop too.
+      `config.routes[${L.nextHops}].prefix: the ${L.nextHops + 1}th of the next hops (distinct port and gateway pairs of the routes); the table holds ${L.nextHops}`,
+    ],
+    [
+      `${L.routes + 1} route prefixes`,
+      (c) => (c.routes = many(L.routes, (i) => `${i}`).map((_, i) => ({ prefix: `10.${i >> 8}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway: '198.18.0.254', connected: false }))),
+      `config.addresses[0].prefix_length: the ${L.routes + 1}th of the route prefixes (static routes and the connected routes of the addresses); the table holds ${L.routes}`,
+    ],
+    [
+      `prefixes longer than /24 in ${L.routeTbl8Groups + 1} /24s`,
+      (c) => (c.routes = many(L.routeTbl8Groups + 1, (i) => `${i}`).map((_, i) => ({ prefix: `10.${i >> 8}.${i & 255}.128`, prefixLength: 25, port: 'uplink-a', gateway: '198.18.0.254', connected: false }))),
+      `config.routes[${L.routeTbl8Groups}].prefix: the ${L.routeTbl8Groups + 1}th of the /24 blocks holding a prefix longer than /24; the table holds ${L.routeTbl8Groups}`,
+    ],
+  ])('refuses %s before changing anything, naming the first one too many', (_what, mutate, message) => {
+    const c = doc();
+    mutate(c);
+    expect(problem(c)).toBe(message);
+  });
+
+  it('takes a document at every table size exactly', () => {
+    const c = doc();
+    c.localAddresses = many(L.lips, (i) => ip(10, 4096 + i)).map((address) => ({ address, port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }));
+    c.virtualServices = many(L.services, (i) => `${i}`).map((_, i) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }));
+    expect(problem(c)).toBe('');
+  });
+
+  it('answers RESOURCE_EXHAUSTED for a table size, INVALID_ARGUMENT for a conflict', () => {
+    const c = doc();
+    c.localAddresses = many(L.lips + 1, (i) => ip(10, 4096 + i)).map((address) => ({ address, port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }));
+    expect(() => validateConfig(c, PORTS)).toThrow(StatusError);
+    const d = doc();
+    d.neighbors[0].address = '198.18.0.1';
+    expect(() => validateConfig(d, PORTS)).toThrow(ValidationError);
   });
 
   it('rejects more than 1024 reals on one service', () => {
@@ -156,7 +228,7 @@ describe('planConfig', () => {
     const steps = planConfig(EMPTY, desired());
     expect(ops(steps)).toEqual(['addRoute', 'addAddress', 'addNeighbor', 'addLocalAddress', 'addService', 'setReals', 'addService', 'setReals']);
     const diff = foldChanges(steps.flatMap((s) => s.changes));
-    expect(diff.virtualServices).toEqual({ created: ['tcp/198.18.0.10:80', 'udp/198.18.0.10:53'], updated: [], deleted: [] });
+    expect(diff.virtualServices).toEqual({ created: ['tcp/198.18.0.10:80', 'udp/198.18.0.10:53'], updated: [], deleted: [], createdCount: 2, updatedCount: 0, deletedCount: 0 });
     expect(diff.reals!.created).toEqual(['tcp/198.18.0.10:80 10.1.0.11:8080', 'tcp/198.18.0.10:80 10.1.0.12:8080', 'udp/198.18.0.10:53 10.1.0.11:53']);
   });
 
@@ -218,8 +290,8 @@ describe('planConfig', () => {
     const steps = planConfig(state, d);
     expect(ops(steps)).toEqual(['deleteRoute', 'deleteAddress', 'addRoute', 'addAddress']);
     const diff = foldChanges(steps.flatMap((s) => s.changes));
-    expect(diff.addresses).toEqual({ created: [], updated: ['198.18.0.1'], deleted: [] });
-    expect(diff.routes).toEqual({ created: [], updated: ['0.0.0.0/0'], deleted: [] });
+    expect(diff.addresses).toEqual({ created: [], updated: ['198.18.0.1'], deleted: [], createdCount: 0, updatedCount: 1, deletedCount: 0 });
+    expect(diff.routes).toEqual({ created: [], updated: ['0.0.0.0/0'], deleted: [], createdCount: 0, updatedCount: 1, deletedCount: 0 });
   });
 
   it('replaces a changed neighbour in place', () => {
@@ -248,7 +320,7 @@ describe('planConfig', () => {
 describe('foldChanges and summaries', () => {
   it('keeps a deletion whose re-creation never happened', () => {
     const d = foldChanges([['addresses', 'deleted', '10.0.0.1']]);
-    expect(d.addresses).toEqual({ created: [], updated: [], deleted: ['10.0.0.1'] });
+    expect(d.addresses).toEqual({ created: [], updated: [], deleted: ['10.0.0.1'], createdCount: 0, updatedCount: 0, deletedCount: 1 });
     expect(diffSize(d)).toBe(1);
   });
 

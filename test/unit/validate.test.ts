@@ -160,3 +160,42 @@ describe('setSymmetricMode', () => {
     expect(problem(() => v.setSymmetricMode({ protocol: Protocol.PROTOCOL_UNSPECIFIED, enabled: true }))).toMatch(/^protocol: required/);
   });
 });
+
+describe('duration (issue 18: a Duration with nanos >= 1e9 was accepted)', () => {
+  const field = (f: () => unknown) => {
+    try {
+      f();
+      return 'ok';
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      return e.message;
+    }
+  };
+  it.each<[bigint, number, string]>([
+    [1n, 0, 'ok'],
+    [0n, 999_999_999, 'ok'],
+    [0n, 1_000_000_000, 'interval.nanos: must be 0..999999999, got 1000000000'],
+    [0n, -1, 'interval.nanos: must be 0..999999999, got -1'],
+    [-1n, 0, 'interval.seconds: must not be negative, got -1'],
+  ])('seconds %s nanos %s: %s', (seconds, nanos, want) => {
+    expect(field(() => v.watchCounters({ interval: { seconds, nanos }, count: 0 }))).toBe(want);
+  });
+
+  it('leaves an unset interval to the default', () => {
+    expect(field(() => v.watchCounters({ interval: undefined, count: 0 }))).toBe('ok');
+  });
+});
+
+describe('unicast (issue 18: 255.255.255.255 and 224.0.0.1 were accepted)', () => {
+  it.each(['255.255.255.255', '224.0.0.1', '239.1.2.3', '240.0.0.1', '0.0.0.1', '127.0.0.1'])('refuses %s', (a) => {
+    expect(() => v.unicast(a, 'f')).toThrow(/^f: ".*" is .*(not a unicast address)$/);
+  });
+  it.each(['1.0.0.0', '10.0.0.1', '223.255.255.254', '198.18.0.255'])('accepts %s', (a) => {
+    expect(v.unicast(a, 'f')).toBe(a);
+  });
+  it('refuses a port address that is its subnet broadcast, not a /31 or /32', () => {
+    expect(() => v.createAddress({ address: { address: '10.0.0.255', prefixLength: 24, port: 'p' } })).toThrow('address.address: "10.0.0.255" is the broadcast address of its subnet /24');
+    expect(v.createAddress({ address: { address: '10.0.0.1', prefixLength: 31, port: 'p' } }).address).toBe('10.0.0.1');
+    expect(v.createAddress({ address: { address: '10.0.0.255', prefixLength: 32, port: 'p' } }).address).toBe('10.0.0.255');
+  });
+});

@@ -2740,8 +2740,11 @@ export const LoadBalancerServiceService = {
   /**
    * CreateVirtualService creates a service with no reals (add them with
    * SetReals). Its vip becomes local: the appliance answers ARP for it.
-   * ALREADY_EXISTS if a service with the same protocol, vip and port exists;
-   * RESOURCE_EXHAUSTED when the service table (4096) is full. Not idempotent.
+   * ALREADY_EXISTS if a service with the same protocol, vip and port exists,
+   * or if the vip is a port address, a local address or has a static
+   * neighbour (an address is local in one role; several services may share a
+   * vip); RESOURCE_EXHAUSTED when the service table (4096) or the table of
+   * local addresses of all roles (1024) is full. Not idempotent.
    */
   createVirtualService: {
     path: "/retrace.v1.LoadBalancerService/CreateVirtualService" as const,
@@ -2837,9 +2840,11 @@ export const LoadBalancerServiceService = {
    * CreateLocalAddress adds a local address (LIP): the source address of the
    * server-side half of conns, with source ports 1024..65535 per protocol,
    * split among worker lcores. It becomes local: the appliance answers ARP for
-   * it. ALREADY_EXISTS if the address is already local in any role;
-   * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED beyond 64 local
-   * addresses. Not idempotent.
+   * it. ALREADY_EXISTS if the address is already local in any role or has a
+   * static neighbour; NOT_FOUND if the port does not exist;
+   * RESOURCE_EXHAUSTED beyond 64 local addresses (or 1024 local addresses of
+   * all roles), or when EAL memory for its port pools runs out. Not
+   * idempotent.
    */
   createLocalAddress: {
     path: "/retrace.v1.LoadBalancerService/CreateLocalAddress" as const,
@@ -2912,8 +2917,11 @@ export interface LoadBalancerServiceServer extends UntypedServiceImplementation 
   /**
    * CreateVirtualService creates a service with no reals (add them with
    * SetReals). Its vip becomes local: the appliance answers ARP for it.
-   * ALREADY_EXISTS if a service with the same protocol, vip and port exists;
-   * RESOURCE_EXHAUSTED when the service table (4096) is full. Not idempotent.
+   * ALREADY_EXISTS if a service with the same protocol, vip and port exists,
+   * or if the vip is a port address, a local address or has a static
+   * neighbour (an address is local in one role; several services may share a
+   * vip); RESOURCE_EXHAUSTED when the service table (4096) or the table of
+   * local addresses of all roles (1024) is full. Not idempotent.
    */
   createVirtualService: handleUnaryCall<CreateVirtualServiceRequest, CreateVirtualServiceResponse>;
   /**
@@ -2951,9 +2959,11 @@ export interface LoadBalancerServiceServer extends UntypedServiceImplementation 
    * CreateLocalAddress adds a local address (LIP): the source address of the
    * server-side half of conns, with source ports 1024..65535 per protocol,
    * split among worker lcores. It becomes local: the appliance answers ARP for
-   * it. ALREADY_EXISTS if the address is already local in any role;
-   * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED beyond 64 local
-   * addresses. Not idempotent.
+   * it. ALREADY_EXISTS if the address is already local in any role or has a
+   * static neighbour; NOT_FOUND if the port does not exist;
+   * RESOURCE_EXHAUSTED beyond 64 local addresses (or 1024 local addresses of
+   * all roles), or when EAL memory for its port pools runs out. Not
+   * idempotent.
    */
   createLocalAddress: handleUnaryCall<CreateLocalAddressRequest, CreateLocalAddressResponse>;
   /**
@@ -2980,8 +2990,11 @@ export interface LoadBalancerServiceClient extends Client {
   /**
    * CreateVirtualService creates a service with no reals (add them with
    * SetReals). Its vip becomes local: the appliance answers ARP for it.
-   * ALREADY_EXISTS if a service with the same protocol, vip and port exists;
-   * RESOURCE_EXHAUSTED when the service table (4096) is full. Not idempotent.
+   * ALREADY_EXISTS if a service with the same protocol, vip and port exists,
+   * or if the vip is a port address, a local address or has a static
+   * neighbour (an address is local in one role; several services may share a
+   * vip); RESOURCE_EXHAUSTED when the service table (4096) or the table of
+   * local addresses of all roles (1024) is full. Not idempotent.
    */
   createVirtualService(
     request: CreateVirtualServiceRequest,
@@ -3103,9 +3116,11 @@ export interface LoadBalancerServiceClient extends Client {
    * CreateLocalAddress adds a local address (LIP): the source address of the
    * server-side half of conns, with source ports 1024..65535 per protocol,
    * split among worker lcores. It becomes local: the appliance answers ARP for
-   * it. ALREADY_EXISTS if the address is already local in any role;
-   * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED beyond 64 local
-   * addresses. Not idempotent.
+   * it. ALREADY_EXISTS if the address is already local in any role or has a
+   * static neighbour; NOT_FOUND if the port does not exist;
+   * RESOURCE_EXHAUSTED beyond 64 local addresses (or 1024 local addresses of
+   * all roles), or when EAL memory for its port pools runs out. Not
+   * idempotent.
    */
   createLocalAddress(
     request: CreateLocalAddressRequest,

@@ -135,7 +135,15 @@ export interface ConfigDiff {
     | ResourceChanges
     | undefined;
   /** Keys are timeout field names ("tcp_syn"); only updated is used. */
-  timeouts: ResourceChanges | undefined;
+  timeouts:
+    | ResourceChanges
+    | undefined;
+  /**
+   * True when some list holds fewer keys than its count: only in the
+   * `retrace-applied-bin` trailer of a failed ApplyConfig, which carries the
+   * first keys only.
+   */
+  truncated: boolean;
 }
 
 /**
@@ -149,6 +157,14 @@ export interface ResourceChanges {
   updated: string[];
   /** Resources that are no longer configured. */
   deleted: string[];
+  /**
+   * How many resources were created, updated and deleted: the lengths of
+   * the lists above, except in a truncated ConfigDiff (see
+   * ConfigDiff.truncated), whose lists hold the first keys only.
+   */
+  createdCount: number;
+  updatedCount: number;
+  deletedCount: number;
 }
 
 /** GetConfigRequest has no parameters. */
@@ -575,6 +591,7 @@ function createBaseConfigDiff(): ConfigDiff {
     reals: undefined,
     symmetric: undefined,
     timeouts: undefined,
+    truncated: false,
   };
 }
 
@@ -603,6 +620,9 @@ export const ConfigDiff: MessageFns<ConfigDiff> = {
     }
     if (message.timeouts !== undefined) {
       ResourceChanges.encode(message.timeouts, writer.uint32(66).fork()).join();
+    }
+    if (message.truncated !== false) {
+      writer.uint32(72).bool(message.truncated);
     }
     return writer;
   },
@@ -684,6 +704,14 @@ export const ConfigDiff: MessageFns<ConfigDiff> = {
             message.timeouts = ResourceChanges.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -714,6 +742,7 @@ export const ConfigDiff: MessageFns<ConfigDiff> = {
       reals: isSet(object.reals) ? ResourceChanges.fromJSON(object.reals) : undefined,
       symmetric: isSet(object.symmetric) ? ResourceChanges.fromJSON(object.symmetric) : undefined,
       timeouts: isSet(object.timeouts) ? ResourceChanges.fromJSON(object.timeouts) : undefined,
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
     };
   },
 
@@ -742,6 +771,9 @@ export const ConfigDiff: MessageFns<ConfigDiff> = {
     }
     if (message.timeouts !== undefined) {
       obj.timeouts = ResourceChanges.toJSON(message.timeouts);
+    }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
     }
     return obj;
   },
@@ -775,12 +807,13 @@ export const ConfigDiff: MessageFns<ConfigDiff> = {
     message.timeouts = (object.timeouts !== undefined && object.timeouts !== null)
       ? ResourceChanges.fromPartial(object.timeouts)
       : undefined;
+    message.truncated = object.truncated ?? false;
     return message;
   },
 };
 
 function createBaseResourceChanges(): ResourceChanges {
-  return { created: [], updated: [], deleted: [] };
+  return { created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 };
 }
 
 export const ResourceChanges: MessageFns<ResourceChanges> = {
@@ -793,6 +826,15 @@ export const ResourceChanges: MessageFns<ResourceChanges> = {
     }
     for (const v of message.deleted) {
       writer.uint32(26).string(v!);
+    }
+    if (message.createdCount !== 0) {
+      writer.uint32(32).uint32(message.createdCount);
+    }
+    if (message.updatedCount !== 0) {
+      writer.uint32(40).uint32(message.updatedCount);
+    }
+    if (message.deletedCount !== 0) {
+      writer.uint32(48).uint32(message.deletedCount);
     }
     return writer;
   },
@@ -834,6 +876,30 @@ export const ResourceChanges: MessageFns<ResourceChanges> = {
             message.deleted.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.createdCount = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.updatedCount = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.deletedCount = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -851,6 +917,21 @@ export const ResourceChanges: MessageFns<ResourceChanges> = {
       created: globalThis.Array.isArray(object?.created) ? object.created.map((e: any) => globalThis.String(e)) : [],
       updated: globalThis.Array.isArray(object?.updated) ? object.updated.map((e: any) => globalThis.String(e)) : [],
       deleted: globalThis.Array.isArray(object?.deleted) ? object.deleted.map((e: any) => globalThis.String(e)) : [],
+      createdCount: isSet(object.createdCount)
+        ? globalThis.Number(object.createdCount)
+        : isSet(object.created_count)
+        ? globalThis.Number(object.created_count)
+        : 0,
+      updatedCount: isSet(object.updatedCount)
+        ? globalThis.Number(object.updatedCount)
+        : isSet(object.updated_count)
+        ? globalThis.Number(object.updated_count)
+        : 0,
+      deletedCount: isSet(object.deletedCount)
+        ? globalThis.Number(object.deletedCount)
+        : isSet(object.deleted_count)
+        ? globalThis.Number(object.deleted_count)
+        : 0,
     };
   },
 
@@ -865,6 +946,15 @@ export const ResourceChanges: MessageFns<ResourceChanges> = {
     if (message.deleted?.length) {
       obj.deleted = message.deleted;
     }
+    if (message.createdCount !== 0) {
+      obj.createdCount = Math.round(message.createdCount);
+    }
+    if (message.updatedCount !== 0) {
+      obj.updatedCount = Math.round(message.updatedCount);
+    }
+    if (message.deletedCount !== 0) {
+      obj.deletedCount = Math.round(message.deletedCount);
+    }
     return obj;
   },
 
@@ -876,6 +966,9 @@ export const ResourceChanges: MessageFns<ResourceChanges> = {
     message.created = object.created?.map((e) => e) || [];
     message.updated = object.updated?.map((e) => e) || [];
     message.deleted = object.deleted?.map((e) => e) || [];
+    message.createdCount = object.createdCount ?? 0;
+    message.updatedCount = object.updatedCount ?? 0;
+    message.deletedCount = object.deletedCount ?? 0;
     return message;
   },
 };
@@ -1327,24 +1420,33 @@ export const ConfigServiceService = {
    * listed again keep theirs too). Idempotent: the same config twice changes
    * nothing the second time and answers an empty diff.
    *
-   * The whole document is validated first: INVALID_ARGUMENT names the first
-   * bad field by its path (`config.virtual_services[1].reals[0].weight: must be
-   * 0..65535, got 70000`) and nothing is changed. That includes unknown port
-   * names, duplicates within a list, and one address used in two roles (port
-   * address, local address, vip).
+   * The whole document is validated first, and nothing is changed when it
+   * fails. INVALID_ARGUMENT names the first bad field by its path
+   * (`config.virtual_services[1].reals[0].weight: must be 0..65535, got
+   * 70000`): bad values, unknown port names, duplicates within a list, one
+   * address used in two roles (port address, local address, vip), a static
+   * neighbour for one of the appliance's own addresses, more reals than a
+   * service holds. RESOURCE_EXHAUSTED names the first entry beyond a fixed
+   * table size (addresses of all roles 1024, local addresses 64, virtual
+   * services 4096, routes 4096 prefixes, next hops 1024, static neighbours
+   * 16384; docs/api.md lists them). These are the same checks every unary
+   * call makes against the resulting state.
    *
    * Changes are then made in order: every deletion first (virtual services,
    * local addresses, routes, neighbours, addresses), then creations and
    * updates (routes, addresses, neighbours, local addresses, virtual services
    * and their reals, symmetric mode, timeouts), so an address can move from
-   * one role to another in one call (and a static route for an address's own
-   * subnet can be created with it). If a dataplane step fails midway (a full
-   * table, a local address whose ports conns still hold), the call fails with
-   * that step's status code (RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...),
-   * the details name the step and summarise what had been applied, and the
-   * trailing metadata `retrace-applied-bin` carries that part as an encoded
-   * ConfigDiff. Steps already made stay made (there is no rollback): read the
-   * state back with GetConfig, or apply the same config again, which resumes.
+   * one role to another in one call. If a dataplane step still fails midway
+   * (memory for a local address's port pools, a neighbour table filled by
+   * learned entries, a local address whose ports conns still hold), the call
+   * fails with that step's status code (RESOURCE_EXHAUSTED,
+   * FAILED_PRECONDITION, ...), the details name the step and summarise what
+   * had been applied, and the trailing metadata `retrace-applied-bin` carries
+   * that part as an encoded ConfigDiff: the counts of every list, and the
+   * first keys only (at most 32 in all, `truncated` set when some were left
+   * out), so the status stays small enough for every client. Steps already
+   * made stay made (there is no rollback): read the state back with
+   * GetConfig, or apply the same config again, which resumes.
    *
    * While the appliance is drained (see Drain), reals are kept at weight 0 in
    * the dataplane and their configured weights are remembered for Undrain.
@@ -1418,24 +1520,33 @@ export interface ConfigServiceServer extends UntypedServiceImplementation {
    * listed again keep theirs too). Idempotent: the same config twice changes
    * nothing the second time and answers an empty diff.
    *
-   * The whole document is validated first: INVALID_ARGUMENT names the first
-   * bad field by its path (`config.virtual_services[1].reals[0].weight: must be
-   * 0..65535, got 70000`) and nothing is changed. That includes unknown port
-   * names, duplicates within a list, and one address used in two roles (port
-   * address, local address, vip).
+   * The whole document is validated first, and nothing is changed when it
+   * fails. INVALID_ARGUMENT names the first bad field by its path
+   * (`config.virtual_services[1].reals[0].weight: must be 0..65535, got
+   * 70000`): bad values, unknown port names, duplicates within a list, one
+   * address used in two roles (port address, local address, vip), a static
+   * neighbour for one of the appliance's own addresses, more reals than a
+   * service holds. RESOURCE_EXHAUSTED names the first entry beyond a fixed
+   * table size (addresses of all roles 1024, local addresses 64, virtual
+   * services 4096, routes 4096 prefixes, next hops 1024, static neighbours
+   * 16384; docs/api.md lists them). These are the same checks every unary
+   * call makes against the resulting state.
    *
    * Changes are then made in order: every deletion first (virtual services,
    * local addresses, routes, neighbours, addresses), then creations and
    * updates (routes, addresses, neighbours, local addresses, virtual services
    * and their reals, symmetric mode, timeouts), so an address can move from
-   * one role to another in one call (and a static route for an address's own
-   * subnet can be created with it). If a dataplane step fails midway (a full
-   * table, a local address whose ports conns still hold), the call fails with
-   * that step's status code (RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...),
-   * the details name the step and summarise what had been applied, and the
-   * trailing metadata `retrace-applied-bin` carries that part as an encoded
-   * ConfigDiff. Steps already made stay made (there is no rollback): read the
-   * state back with GetConfig, or apply the same config again, which resumes.
+   * one role to another in one call. If a dataplane step still fails midway
+   * (memory for a local address's port pools, a neighbour table filled by
+   * learned entries, a local address whose ports conns still hold), the call
+   * fails with that step's status code (RESOURCE_EXHAUSTED,
+   * FAILED_PRECONDITION, ...), the details name the step and summarise what
+   * had been applied, and the trailing metadata `retrace-applied-bin` carries
+   * that part as an encoded ConfigDiff: the counts of every list, and the
+   * first keys only (at most 32 in all, `truncated` set when some were left
+   * out), so the status stays small enough for every client. Steps already
+   * made stay made (there is no rollback): read the state back with
+   * GetConfig, or apply the same config again, which resumes.
    *
    * While the appliance is drained (see Drain), reals are kept at weight 0 in
    * the dataplane and their configured weights are remembered for Undrain.
@@ -1477,24 +1588,33 @@ export interface ConfigServiceClient extends Client {
    * listed again keep theirs too). Idempotent: the same config twice changes
    * nothing the second time and answers an empty diff.
    *
-   * The whole document is validated first: INVALID_ARGUMENT names the first
-   * bad field by its path (`config.virtual_services[1].reals[0].weight: must be
-   * 0..65535, got 70000`) and nothing is changed. That includes unknown port
-   * names, duplicates within a list, and one address used in two roles (port
-   * address, local address, vip).
+   * The whole document is validated first, and nothing is changed when it
+   * fails. INVALID_ARGUMENT names the first bad field by its path
+   * (`config.virtual_services[1].reals[0].weight: must be 0..65535, got
+   * 70000`): bad values, unknown port names, duplicates within a list, one
+   * address used in two roles (port address, local address, vip), a static
+   * neighbour for one of the appliance's own addresses, more reals than a
+   * service holds. RESOURCE_EXHAUSTED names the first entry beyond a fixed
+   * table size (addresses of all roles 1024, local addresses 64, virtual
+   * services 4096, routes 4096 prefixes, next hops 1024, static neighbours
+   * 16384; docs/api.md lists them). These are the same checks every unary
+   * call makes against the resulting state.
    *
    * Changes are then made in order: every deletion first (virtual services,
    * local addresses, routes, neighbours, addresses), then creations and
    * updates (routes, addresses, neighbours, local addresses, virtual services
    * and their reals, symmetric mode, timeouts), so an address can move from
-   * one role to another in one call (and a static route for an address's own
-   * subnet can be created with it). If a dataplane step fails midway (a full
-   * table, a local address whose ports conns still hold), the call fails with
-   * that step's status code (RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...),
-   * the details name the step and summarise what had been applied, and the
-   * trailing metadata `retrace-applied-bin` carries that part as an encoded
-   * ConfigDiff. Steps already made stay made (there is no rollback): read the
-   * state back with GetConfig, or apply the same config again, which resumes.
+   * one role to another in one call. If a dataplane step still fails midway
+   * (memory for a local address's port pools, a neighbour table filled by
+   * learned entries, a local address whose ports conns still hold), the call
+   * fails with that step's status code (RESOURCE_EXHAUSTED,
+   * FAILED_PRECONDITION, ...), the details name the step and summarise what
+   * had been applied, and the trailing metadata `retrace-applied-bin` carries
+   * that part as an encoded ConfigDiff: the counts of every list, and the
+   * first keys only (at most 32 in all, `truncated` set when some were left
+   * out), so the status stays small enough for every client. Steps already
+   * made stay made (there is no rollback): read the state back with
+   * GetConfig, or apply the same config again, which resumes.
    *
    * While the appliance is drained (see Drain), reals are kept at weight 0 in
    * the dataplane and their configured weights are remembered for Undrain.

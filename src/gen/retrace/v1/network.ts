@@ -1682,10 +1682,13 @@ export const NetworkServiceService = {
    * CreateAddress assigns an address to a port and installs the connected
    * route of its prefix on that port (unless a route for exactly that prefix
    * already exists). The appliance answers ARP for it and accepts packets to
-   * it. ALREADY_EXISTS if the address is already local in any role (a port
-   * address, a local address or a virtual service IP); NOT_FOUND if the port
-   * does not exist; RESOURCE_EXHAUSTED when the address table (1024 entries)
-   * is full. Not idempotent: a second identical call is ALREADY_EXISTS.
+   * it. The address must be unicast (not in 0.0.0.0/8, 127.0.0.0/8,
+   * 224.0.0.0/4 or 240.0.0.0/4) and not its subnet's broadcast address.
+   * ALREADY_EXISTS if the address is already local in any role (a port
+   * address, a local address or a virtual service IP) or has a static
+   * neighbour; NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when
+   * the address table (1024 entries, every role) or the route table is full.
+   * Not idempotent: a second identical call is ALREADY_EXISTS.
    */
   createAddress: {
     path: "/retrace.v1.NetworkService/CreateAddress" as const,
@@ -1723,11 +1726,14 @@ export const NetworkServiceService = {
     responseDeserialize: (value: Buffer): ListAddressesResponse => ListAddressesResponse.decode(value),
   },
   /**
-   * CreateRoute adds a static route. ALREADY_EXISTS if a route for the same
-   * prefix and prefix_length exists (connected routes included); NOT_FOUND if
-   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096) or
-   * the next-hop table (1024 distinct port+gateway pairs) is full. Not
-   * idempotent.
+   * CreateRoute adds a static route. For the subnet of port addresses it
+   * takes the place of their connected route (created before or after the
+   * addresses alike), which comes back when it is deleted. ALREADY_EXISTS if
+   * a static route for the same prefix and prefix_length exists; NOT_FOUND if
+   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096
+   * prefixes, connected ones included; prefixes longer than /24 in at most 256
+   * distinct /24s) or the next-hop table (1024 distinct port+gateway pairs) is
+   * full. Not idempotent.
    */
   createRoute: {
     path: "/retrace.v1.NetworkService/CreateRoute" as const,
@@ -1770,8 +1776,9 @@ export const NetworkServiceService = {
    * address: a learned entry for the same address becomes static, an existing
    * static entry is overwritten. Static entries never age out and are never
    * changed by ARP. Idempotent: repeating the call is OK and changes nothing.
+   * ALREADY_EXISTS for an address of the appliance itself (any role);
    * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when the table
-   * (16384 entries) is full.
+   * (16384 entries, learned ones included) is full.
    */
   createNeighbor: {
     path: "/retrace.v1.NetworkService/CreateNeighbor" as const,
@@ -1821,10 +1828,13 @@ export interface NetworkServiceServer extends UntypedServiceImplementation {
    * CreateAddress assigns an address to a port and installs the connected
    * route of its prefix on that port (unless a route for exactly that prefix
    * already exists). The appliance answers ARP for it and accepts packets to
-   * it. ALREADY_EXISTS if the address is already local in any role (a port
-   * address, a local address or a virtual service IP); NOT_FOUND if the port
-   * does not exist; RESOURCE_EXHAUSTED when the address table (1024 entries)
-   * is full. Not idempotent: a second identical call is ALREADY_EXISTS.
+   * it. The address must be unicast (not in 0.0.0.0/8, 127.0.0.0/8,
+   * 224.0.0.0/4 or 240.0.0.0/4) and not its subnet's broadcast address.
+   * ALREADY_EXISTS if the address is already local in any role (a port
+   * address, a local address or a virtual service IP) or has a static
+   * neighbour; NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when
+   * the address table (1024 entries, every role) or the route table is full.
+   * Not idempotent: a second identical call is ALREADY_EXISTS.
    */
   createAddress: handleUnaryCall<CreateAddressRequest, CreateAddressResponse>;
   /**
@@ -1835,11 +1845,14 @@ export interface NetworkServiceServer extends UntypedServiceImplementation {
   /** ListAddresses returns every port address, in creation order. Read-only. */
   listAddresses: handleUnaryCall<ListAddressesRequest, ListAddressesResponse>;
   /**
-   * CreateRoute adds a static route. ALREADY_EXISTS if a route for the same
-   * prefix and prefix_length exists (connected routes included); NOT_FOUND if
-   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096) or
-   * the next-hop table (1024 distinct port+gateway pairs) is full. Not
-   * idempotent.
+   * CreateRoute adds a static route. For the subnet of port addresses it
+   * takes the place of their connected route (created before or after the
+   * addresses alike), which comes back when it is deleted. ALREADY_EXISTS if
+   * a static route for the same prefix and prefix_length exists; NOT_FOUND if
+   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096
+   * prefixes, connected ones included; prefixes longer than /24 in at most 256
+   * distinct /24s) or the next-hop table (1024 distinct port+gateway pairs) is
+   * full. Not idempotent.
    */
   createRoute: handleUnaryCall<CreateRouteRequest, CreateRouteResponse>;
   /**
@@ -1858,8 +1871,9 @@ export interface NetworkServiceServer extends UntypedServiceImplementation {
    * address: a learned entry for the same address becomes static, an existing
    * static entry is overwritten. Static entries never age out and are never
    * changed by ARP. Idempotent: repeating the call is OK and changes nothing.
+   * ALREADY_EXISTS for an address of the appliance itself (any role);
    * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when the table
-   * (16384 entries) is full.
+   * (16384 entries, learned ones included) is full.
    */
   createNeighbor: handleUnaryCall<CreateNeighborRequest, CreateNeighborResponse>;
   /**
@@ -1880,10 +1894,13 @@ export interface NetworkServiceClient extends Client {
    * CreateAddress assigns an address to a port and installs the connected
    * route of its prefix on that port (unless a route for exactly that prefix
    * already exists). The appliance answers ARP for it and accepts packets to
-   * it. ALREADY_EXISTS if the address is already local in any role (a port
-   * address, a local address or a virtual service IP); NOT_FOUND if the port
-   * does not exist; RESOURCE_EXHAUSTED when the address table (1024 entries)
-   * is full. Not idempotent: a second identical call is ALREADY_EXISTS.
+   * it. The address must be unicast (not in 0.0.0.0/8, 127.0.0.0/8,
+   * 224.0.0.0/4 or 240.0.0.0/4) and not its subnet's broadcast address.
+   * ALREADY_EXISTS if the address is already local in any role (a port
+   * address, a local address or a virtual service IP) or has a static
+   * neighbour; NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when
+   * the address table (1024 entries, every role) or the route table is full.
+   * Not idempotent: a second identical call is ALREADY_EXISTS.
    */
   createAddress(
     request: CreateAddressRequest,
@@ -1936,11 +1953,14 @@ export interface NetworkServiceClient extends Client {
     callback: (error: ServiceError | null, response: ListAddressesResponse) => void,
   ): ClientUnaryCall;
   /**
-   * CreateRoute adds a static route. ALREADY_EXISTS if a route for the same
-   * prefix and prefix_length exists (connected routes included); NOT_FOUND if
-   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096) or
-   * the next-hop table (1024 distinct port+gateway pairs) is full. Not
-   * idempotent.
+   * CreateRoute adds a static route. For the subnet of port addresses it
+   * takes the place of their connected route (created before or after the
+   * addresses alike), which comes back when it is deleted. ALREADY_EXISTS if
+   * a static route for the same prefix and prefix_length exists; NOT_FOUND if
+   * the port does not exist; RESOURCE_EXHAUSTED when the route table (4096
+   * prefixes, connected ones included; prefixes longer than /24 in at most 256
+   * distinct /24s) or the next-hop table (1024 distinct port+gateway pairs) is
+   * full. Not idempotent.
    */
   createRoute(
     request: CreateRouteRequest,
@@ -2001,8 +2021,9 @@ export interface NetworkServiceClient extends Client {
    * address: a learned entry for the same address becomes static, an existing
    * static entry is overwritten. Static entries never age out and are never
    * changed by ARP. Idempotent: repeating the call is OK and changes nothing.
+   * ALREADY_EXISTS for an address of the appliance itself (any role);
    * NOT_FOUND if the port does not exist; RESOURCE_EXHAUSTED when the table
-   * (16384 entries) is full.
+   * (16384 entries, learned ones included) is full.
    */
   createNeighbor(
     request: CreateNeighborRequest,
