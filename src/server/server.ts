@@ -10,7 +10,6 @@ import type { Dataplane } from '../dataplane';
 import { LoadBalancerServiceService } from '../gen/retrace/v1/balancer';
 import { ConfigServiceService } from '../gen/retrace/v1/config';
 import { NetworkServiceService } from '../gen/retrace/v1/network';
-import { PathServiceService } from '../gen/retrace/v1/path';
 import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
 import type { Logger } from '../log';
@@ -20,11 +19,12 @@ import { EventHub } from './event-hub';
 import { dataplaneEventSource } from './event-encode';
 import { ConfigManager, configService } from './config-service';
 import { networkService } from './network-service';
-import { pathService } from './path-service';
+import { PathServiceDefinition, pathService } from './path-service';
 import { portService } from './port-service';
 import { StatePersister } from './persist';
 import { reflectionPackageDefinition } from './protos';
 import { systemService } from './system-service';
+import { CounterSampler } from './watch-counters';
 
 /** Fully-qualified names of the services this server implements (health reports each). */
 export const RETRACE_SERVICES = [
@@ -51,6 +51,8 @@ export class ApplianceServer {
   private boundAddress = '';
   /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
   readonly events: EventHub;
+  /** WatchCounters: one dataplane read per tick shared by every stream; closed first on shutdown. */
+  readonly counters: CounterSampler;
   /** ConfigService's state (drain); read by the metrics. */
   readonly config: ConfigManager;
   /** state.file persistence; undefined when off. */
@@ -64,7 +66,8 @@ export class ApplianceServer {
     this.grpc.addService(PortServiceService, portService(dp, log));
     this.grpc.addService(NetworkServiceService, networkService(dp, log));
     this.grpc.addService(LoadBalancerServiceService, balancerService(dp, log));
-    this.grpc.addService(PathServiceService, pathService(dp, log));
+    this.counters = new CounterSampler(dp, log);
+    this.grpc.addService(PathServiceDefinition, pathService(dp, log, this.counters));
     this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
     this.grpc.addService(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
@@ -117,8 +120,9 @@ export class ApplianceServer {
   async shutdown(graceMs: number): Promise<void> {
     this.setServing('NOT_SERVING');
     this.setLive(false);
-    // Open event streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
+    // Open streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
     this.events.close();
+    this.counters.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();
