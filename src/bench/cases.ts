@@ -1058,9 +1058,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
       await sleep(ctx.warmupS * 1000);
       const foreign = new ForeignCpu(() => [rr.pid, load!.pid]).start();
       const rss0 = rssBytes(rr.pid);
-      const t1 = now();
       const loaded = await probe(rr, ctx.measureS);
-      const loadedS = now() - t1;
       const foreignCores = foreign.stop();
       const rss1 = rssBytes(rr.pid);
       const tally = await load.stop();
@@ -1073,7 +1071,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
       const stopped = await rr.app.stop(20000);
       const shutdownTally = await load.stop();
       load = undefined;
-      return { applyS, idle, loaded, loadedS, tally, foreignCores, rss: [rss0, rss1], exit: { ...stopped, streamErrors: shutdownTally.streamErrors } };
+      return { applyS, idle, loaded, tally, foreignCores, rss: [rss0, rss1], exit: { ...stopped, streamErrors: shutdownTally.streamErrors } };
     } finally {
       if (load !== undefined) await load.stop().catch(() => undefined);
       await rr.stop();
@@ -1091,7 +1089,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
   });
   for (let r = 0; r < ctx.runs; r++) {
     const at = await tryQuiet(ctx, `control-load run ${r + 1}`, oneRun, (x) => foreignJudge(ctx, x.foreignCores));
-    const { applyS, idle, loaded, loadedS, tally, foreignCores, rss, exit } = at.value;
+    const { applyS, idle, loaded, tally, foreignCores, rss, exit } = at.value;
     const li = summary(loaded);
     const id = summary(idle);
     fig.p50.push(li.p50);
@@ -1100,12 +1098,12 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     fig.probeOk.push(li.probes > 0 ? (100 * li.probesOk) / li.probes : NaN);
     fig.idleP99.push(id.p99);
     fig.exitS.push(exit.ms / 1000);
-    fig.streamRate.push(tally.streamMessages / loadedS);
-    fig.scrapeRate.push(tally.scrapes / loadedS);
+    fig.streamRate.push(tally.streamMessages / tally.seconds);
+    fig.scrapeRate.push(tally.scrapes / tally.seconds);
     runs.push({ run: r + 1, applyS, idle: id, loaded: li, load: tally, foreignCores, rssBytes: rss, exit, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
     ctx.log(
       `  control-load run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: unary p50 ${li.p50.toFixed(2)} p99 ${li.p99.toFixed(2)} max ${li.max.toFixed(1)} ms (${li.calls} calls, ${li.errors} errors; idle p99 ${id.p99.toFixed(2)} ms), ` +
-        `health ${li.probesOk}/${li.probes} (p99 ${li.probeP99.toFixed(1)} ms); ${tally.streamsOpen} streams got ${tally.streamMessages} messages, ${tally.scrapes} scrapes (${(tally.scrapeBytes / Math.max(1, tally.scrapes) / 1e6).toFixed(2)} MB each, p50 ${tally.scrapeMsP50.toFixed(0)} ms, status ${JSON.stringify(tally.scrapeStatus)}, ${tally.scrapeErrors} errors); ` +
+        `health ${li.probesOk}/${li.probes} (p99 ${li.probeP99.toFixed(1)} ms); ${streams} streams got ${(tally.streamMessages / tally.seconds).toFixed(0)} messages/s (${((100 * tally.streamMessages) / (tally.seconds * streams * (1000 / intervalMs))).toFixed(0)}% of one per tick each), ${tally.scrapes} scrapes (${(tally.scrapeBytes / Math.max(1, tally.scrapes) / 1e6).toFixed(2)} MB each, p50 ${tally.scrapeMsP50.toFixed(0)} ms, status ${JSON.stringify(tally.scrapeStatus)}, ${tally.scrapeErrors} errors); ` +
         `RSS ${(rss[1] / 2 ** 20).toFixed(0)} MiB; SIGTERM with ${shutdownStreams} streams: exit ${exit.code} in ${(exit.ms / 1000).toFixed(2)} s (streams ended: ${JSON.stringify(exit.streamErrors.slice(0, 2))}); other work ${foreignCores.toFixed(2)} cores`,
     );
   }
@@ -1118,7 +1116,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     figure('control-load-unary-max', 'Unary max under the same load', 'ms', fig.max, { higherIsBetter: false }),
     figure('control-load-health-ok', 'Health probes answered SERVING within 1 s under the same load', '%', fig.probeOk),
     figure('control-load-idle-unary-p99', `Unary p99 with ${services} services and no streams or scrapes`, 'ms', fig.idleP99, { higherIsBetter: false }),
-    figure('control-load-stream-msgs', 'WatchCounters messages received per second (all streams)', '/s', fig.streamRate),
+    figure('control-load-stream-msgs', `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`, '/s', fig.streamRate),
     figure('control-load-scrapes', '/metrics scrapes answered per second (all scrapers)', '/s', fig.scrapeRate),
     figure('control-load-shutdown', `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`, 's', fig.exitS, { higherIsBetter: false }),
   ];

@@ -22,6 +22,8 @@ export interface LoadOptions {
 }
 
 export interface LoadTally {
+  /** Seconds from 'ready' to the stop. */
+  seconds: number;
   streamsOpen: number;
   streamMessages: number;
   streamBytes: number;
@@ -36,7 +38,7 @@ export interface LoadTally {
 
 function main(): void {
   const o = JSON.parse(process.argv[2]) as LoadOptions;
-  const t: LoadTally = { streamsOpen: 0, streamMessages: 0, streamBytes: 0, streamErrors: [], scrapes: 0, scrapeErrors: 0, scrapeBytes: 0, scrapeMsP50: NaN, scrapeMsP99: NaN, scrapeStatus: {} };
+  const t: LoadTally = { seconds: 0, streamsOpen: 0, streamMessages: 0, streamBytes: 0, streamErrors: [], scrapes: 0, scrapeErrors: 0, scrapeBytes: 0, scrapeMsP50: NaN, scrapeMsP99: NaN, scrapeStatus: {} };
   const scrapeMs: number[] = [];
   let stopping = false;
 
@@ -90,6 +92,7 @@ function main(): void {
   const finish = (): void => {
     if (stopping) return;
     stopping = true;
+    t.seconds = (performance.now() - started) / 1000;
     for (const c of calls) c.cancel();
     client.close();
     t.scrapeMsP50 = percentile(scrapeMs, 50);
@@ -99,6 +102,7 @@ function main(): void {
   process.on('SIGTERM', finish);
   process.stdin.on('end', finish);
   process.stdin.resume();
+  const started = performance.now();
   process.stdout.write('ready\n');
 }
 

@@ -44,7 +44,13 @@ export const RETRACE_SERVICES = [
 export const LIVENESS_SERVICE = 'liveness';
 
 export class ApplianceServer {
-  readonly grpc = new grpc.Server();
+  /**
+   * Server-streaming calls in progress, on any service (WatchCounters, WatchConnEvents, health
+   * Watch, reflection): shutdown ends whatever is still open with UNAVAILABLE, because an open
+   * stream holds grpc-js' graceful shutdown until the grace runs out.
+   */
+  private readonly streams = new Set<grpc.ServerInterceptingCall>();
+  readonly grpc = new grpc.Server({ interceptors: [(method, call) => this.track(method, call)] });
   /** Health only, plaintext, for probes (health.listen); created on listenHealth. */
   private healthServer: grpc.Server | undefined;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [LIVENESS_SERVICE]: 'NOT_SERVING' });
@@ -88,6 +94,24 @@ export class ApplianceServer {
     this.setServing('NOT_SERVING');
   }
 
+  private track(method: grpc.ServerMethodDefinition<unknown, unknown>, call: grpc.ServerInterceptingCallInterface): grpc.ServerInterceptingCall {
+    if (!method.responseStream) return new grpc.ServerInterceptingCall(call);
+    const ic: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: () => this.streams.delete(ic) }),
+      sendStatus: (st, next) => {
+        this.streams.delete(ic);
+        next(st);
+      },
+    });
+    this.streams.add(ic);
+    return ic;
+  }
+
+  /** Open server-streaming calls (shutdown ends them). */
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
   /** Readiness: overall ('') and per-service health. */
   setServing(s: ServingStatus): void {
     this.health.setStatus('', s);
@@ -101,7 +125,7 @@ export class ApplianceServer {
 
   /** Serves grpc.health.v1 alone on a second, plaintext address; resolves to the bound address. */
   async listenHealth(address: string): Promise<string> {
-    this.healthServer = new grpc.Server();
+    this.healthServer = new grpc.Server({ interceptors: [(method, call) => this.track(method, call)] });
     this.health.addToServer(this.healthServer);
     return bind(this.healthServer, address);
   }
@@ -120,9 +144,12 @@ export class ApplianceServer {
   async shutdown(graceMs: number): Promise<void> {
     this.setServing('NOT_SERVING');
     this.setLive(false);
-    // Open streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
+    // Open streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first,
+    // ours through their own paths (which stop their timers and subscriptions), then any other
+    // (health Watch, reflection), which have already been sent NOT_SERVING.
     this.events.close();
     this.counters.close();
+    for (const c of [...this.streams]) c.sendStatus({ code: grpc.status.UNAVAILABLE, details: 'the server is shutting down' });
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();
