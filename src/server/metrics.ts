@@ -1,9 +1,11 @@
 /**
  * Prometheus metrics (prom-client) served over plain HTTP at GET /metrics on `metrics.listen`.
  *
- * Nothing is counted here: every value is read from the dataplane when Prometheus scrapes, in the
- * metrics' collect callbacks, from one snapshot per scrape (the first callback reads, the others
- * reuse it until the scrape's tick ends). Names reuse the dataplane's counter names verbatim, as the
+ * Nothing is counted here: every value is read from the dataplane when a body is rendered, in the
+ * metrics' collect callbacks, from one snapshot per render (the first callback reads, the others
+ * reuse it until the render's tick ends); the per-service and per-real families are written as
+ * text by renderServiceSeries, in slices. One render serves every scrape that arrives while it
+ * runs and, for a second after, every later one (MetricsRenderer). Names reuse the dataplane's counter names verbatim, as the
  * proto fields do (retrace.v1.PathCounters, DropCounters, PortStats); help texts are those fields'
  * proto comments, taken from the generated descriptor set.
  *
@@ -17,6 +19,8 @@
  *   retrace_real_{packets,bytes}_{to,from}_real_total{...}   per-real traffic
  *   retrace_conn_events_total, retrace_conn_events_lost_total{stage}, retrace_conn_event_streams
  *   retrace_drained, retrace_dataplane_running    0 or 1
+ *   retrace_counter_streams, retrace_counter_{samples,messages_skipped}_total   WatchCounters' cost
+ *   retrace_metrics_{renders,scrapes,refused_connections}_total, retrace_metrics_last_render_{seconds,bytes}
  * plus prom-client's default process and Node.js metrics.
  *
  * Precision: prom-client takes JavaScript numbers, so the dataplane's uint64 counters go through
