@@ -16,6 +16,7 @@ import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 import { track } from './children';
 import type { LoadOptions, LoadTally } from './cp-load-client';
 import { EventCounter } from './events';
+import { ResponsivenessProbe, type ResponsivenessResult } from './responsiveness';
 import { ForeignCpu, memAvailable, rssBytes, threadCpuSeconds } from './machine';
 import { writePcap, type FlowSpec, type PcapInfo } from './pcap';
 import { profileWorker, workerTid, type Profile } from './profile';
@@ -335,6 +336,8 @@ interface NewConnsRun {
     streamSeconds: number;
     error?: string;
   };
+  /** Watched runs: the control thread's responsiveness from SetReals until the stream went quiet. */
+  responsiveness?: ResponsivenessResult;
 }
 
 /**
@@ -345,6 +348,7 @@ interface NewConnsRun {
 async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boolean, profileTag?: string, subscriberBuffer?: number, batch?: number): Promise<NewConnsRun> {
   const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.ceil(flows * 1.3), lips: lipsFor(flows) + 1, emptyPcap: ctx.emptyPcap, subscriberBuffer });
   let ev: EventCounter | undefined;
+  let resp: ResponsivenessProbe | undefined;
   try {
     await rr.start();
     await rr.setupNetwork();
@@ -368,6 +372,12 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
     const cpu0 = tid !== undefined ? threadCpuSeconds(rr.pid, tid) : NaN;
     const foreign = new ForeignCpu(() => [rr.pid]).start();
     const tSet = now();
+    // In its own process: this one reads the event stream, and its busy event loop would delay
+    // the probe's own calls.
+    if (watch) {
+      resp = new ResponsivenessProbe({ address: rr.app.address, gapMs: 20 });
+      await resp.started();
+    }
     const setP = rr.setReals('tcp');
     let lastChange = now();
     let last = -1;
@@ -440,6 +450,7 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
         };
       };
       const atQuiet = await account();
+      out.responsiveness = await resp!.stop();
       foreignCores = foreign.stop();
       out.foreignCores = foreignCores;
       const t = e.tally;
@@ -480,6 +491,7 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
     if (prof) (out as NewConnsRun & { profile?: Profile }).profile = await prof;
     return out;
   } finally {
+    await resp?.stop();
     await ev?.stop();
     await rr.stop();
   }
@@ -542,6 +554,8 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     const lost: number[] = [];
     const unreported: number[] = [];
     const unreportedNext: number[] = [];
+    const unaryP99: number[] = [];
+    const healthOk: number[] = [];
     const runs: unknown[] = [];
     for (let r = 0; r < ctx.runs; r++) {
       const at = await tryQuiet(ctx, `conn-events${v.id} run ${r + 1}`, () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch), (res) => foreignJudge(ctx, res.foreignCores));
@@ -552,8 +566,11 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
       lost.push(Object.values(e.lost).reduce((x, y) => x + y, 0));
       unreported.push(e.unreported);
       unreportedNext.push(e.unreportedAfterNextEvent);
+      const rs = res.responsiveness!;
+      unaryP99.push(rs.p99);
+      healthOk.push(rs.probes > 0 ? (100 * rs.probesOk) / rs.probes : NaN);
       runs.push({ run: r + 1, ...res, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-      ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}`);
+      ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}; meanwhile GetTimeouts p50 ${rs.p50.toFixed(2)} p99 ${rs.p99.toFixed(2)} max ${rs.max.toFixed(1)} ms (${rs.calls} calls, ${rs.errors} errors), health ${rs.probesOk}/${rs.probes}`);
     }
     const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
     f1.details = { flows, subscriberBuffer: v.buffer, maxBatch: v.batch, runs };
@@ -562,6 +579,8 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     out.push(figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, { higherIsBetter: false }));
     out.push(figure(`conn-events${v.id}-unreported-next`, `The same after one more event, ${v.what}`, 'events', unreportedNext, { higherIsBetter: false }));
     out.push(figure(`new-conns-watched${v.id}`, `New TCP conns/s while the subscriber watches, ${v.what}`, 'conns/s', conns));
+    out.push(figure(`conn-events${v.id}-unary-p99`, `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`, 'ms', unaryP99, { higherIsBetter: false }));
+    out.push(figure(`conn-events${v.id}-health-ok`, `Health probes answered SERVING within 1 s over the same time, ${v.what}`, '%', healthOk));
   }
   return out;
 }

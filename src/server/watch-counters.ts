@@ -20,9 +20,8 @@
  * Errors end the stream with a status through the stream's own 'error' path (grpc-js turns it into
  * trailers); destroy() would skip sending the status.
  */
-import type { ServerWritableStream } from '@grpc/grpc-js';
+import { status, type ServerWritableStream } from '@grpc/grpc-js';
 import { DataplaneError, type Dataplane, type PortInfo } from '../dataplane';
-import { status } from '@grpc/grpc-js';
 import { WatchCountersResponse, type PathCounters, type ProtocolRates, type WatchCountersRequest } from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
 import { serviceError, toStatus, ValidationError } from './errors';
