@@ -586,8 +586,8 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   uint32_t proto, vaddr, vport;
   if (!CheckArgs(info, 3) || !ServiceArgs(info, &proto, &vaddr, &vport)) return env.Undefined();
-  // One buffer for every call (only the main thread calls in): a vector per call zeroed
-  // DP_MAX_REALS entries (57 KB) each time, which made reading 1500 services cost ~10 ms.
+  // One buffer for every call (only the main thread calls in) rather than a vector per call
+  // that zeroed DP_MAX_REALS entries (57 KB) to return a few: /metrics reads every service.
   // dp_ctl_service_reals writes every field of the entries it returns.
   static std::vector<dp_real_info> v(DP_MAX_REALS);
   uint64_t total = 0;

@@ -107,11 +107,6 @@ export class ApplianceServer {
     return ic;
   }
 
-  /** Open server-streaming calls (shutdown ends them). */
-  get openStreams(): number {
-    return this.streams.size;
-  }
-
   /** Readiness: overall ('') and per-service health. */
   setServing(s: ServingStatus): void {
     this.health.setStatus('', s);
