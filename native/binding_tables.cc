@@ -215,7 +215,10 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   ServiceKey k;
   if (!CheckArgs(info, 3) || !ServiceArgs(info, &k)) return env.Undefined();
-  std::vector<dp_real_info> v(DP_MAX_REALS);
+  // One buffer for every call (only the main thread calls in) rather than a vector per call
+  // that zeroed DP_MAX_REALS entries (57 KB) to return a few: /metrics reads every service.
+  // dp_ctl_service_reals writes every field of the entries it returns.
+  static std::vector<dp_real_info> v(DP_MAX_REALS);
   uint64_t total = 0;
   int n = dp_ctl_service_reals(k.proto, k.vaddr, k.vport, v.data(), DP_MAX_REALS, &total);
   if (n < 0) return Result(env, n, n == -ENOENT ? "no such service" : "dataplane is not running");
@@ -277,6 +280,13 @@ Napi::Value TimeoutsGet(const Napi::CallbackInfo &info) {
   return o;
 }
 
+Napi::Value ServicesConnsTotal(const Napi::CallbackInfo &info) {
+  uint64_t total = 0;
+  int rc = dp_ctl_services_conns_total(&total);
+  if (rc < 0) return Result(info.Env(), rc, "dataplane is not running");
+  return Napi::BigInt::New(info.Env(), total);
+}
+
 Napi::Value ConnCount(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), dp_ctl_conn_count());
 }
@@ -305,6 +315,7 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("timeoutsSet", Napi::Function::New(env, TimeoutsSet));
   exports.Set("timeoutsGet", Napi::Function::New(env, TimeoutsGet));
   exports.Set("connCount", Napi::Function::New(env, ConnCount));
+  exports.Set("servicesConnsTotal", Napi::Function::New(env, ServicesConnsTotal));
 }
 
 }  // namespace retrace_js

@@ -112,6 +112,9 @@ struct dp_real_info {
 /* Reals of a service with live counters; returns the count or -ENOENT. */
 int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
 			 unsigned max, uint64_t *conns_total);
+/* Sum of conns_total over every service: one pass over the service table, no
+ * per-real work (what WatchCounters' conns-per-second needs). -EBUSY if not running. */
+int dp_ctl_services_conns_total(uint64_t *total);
 
 /* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
 int dp_ctl_symmetric_set(uint8_t proto, bool on);

@@ -350,3 +350,21 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
 }
+
+int
+dp_ctl_services_conns_total(uint64_t *total)
+{
+	const void *key;
+	void *data;
+	uint32_t it = 0;
+	uint64_t sum = 0;
+
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	while (rte_hash_iterate(dpt.services, &key, &data, &it) >= 0)
+		sum += atomic_load(&((struct dp_service *)data)->conns_total);
+	pthread_mutex_unlock(&ctl_lock);
+	*total = sum;
+	return 0;
+}

@@ -6,7 +6,7 @@
 import type { Config } from './config';
 import { Dataplane } from './dataplane';
 import { createLogger } from './log';
-import { createMetricsRegistry, MetricsServer } from './server/metrics';
+import { createMetrics, MetricsServer } from './server/metrics';
 import { ApplianceServer, serverCredentials } from './server/server';
 
 const SHUTDOWN_GRACE_MS = 2000;
@@ -40,7 +40,10 @@ export async function serve(cfg: Config): Promise<number> {
 
   let metrics: MetricsServer | undefined;
   if (cfg.metrics.listen !== '') {
-    metrics = new MetricsServer(createMetricsRegistry({ dp, drained: () => server.config.drained, events: () => server.events.status() }), log);
+    metrics = new MetricsServer(
+      createMetrics({ dp, drained: () => server.config.drained, events: () => server.events.status(), counterStreams: () => server.counters.status() }),
+      log,
+    );
     try {
       log.info({ listen: await metrics.listen(cfg.metrics.listen) }, 'metrics listening (GET /metrics)');
     } catch (e) {

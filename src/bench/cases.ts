@@ -4,12 +4,19 @@
  * in the same iteration, so both sides see the same machine conditions) and the ratio per pair.
  * docs/bench.md says what each case measures and how.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { VirtualService, Real } from '../gen/retrace/v1/balancer';
 import type { Config } from '../gen/retrace/v1/config';
 import { DeleteConnsRequest } from '../gen/retrace/v1/conn';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
+import { track } from './children';
+import type { LoadOptions, LoadTally } from './cp-load-client';
 import { EventCounter } from './events';
+import { ResponsivenessProbe, type ResponsivenessResult } from './responsiveness';
 import { ForeignCpu, memAvailable, rssBytes, threadCpuSeconds } from './machine';
 import { writePcap, type FlowSpec, type PcapInfo } from './pcap';
 import { profileWorker, workerTid, type Profile } from './profile';
@@ -329,6 +336,8 @@ interface NewConnsRun {
     streamSeconds: number;
     error?: string;
   };
+  /** Watched runs: the control thread's responsiveness from SetReals until the stream went quiet. */
+  responsiveness?: ResponsivenessResult;
 }
 
 /**
@@ -339,6 +348,7 @@ interface NewConnsRun {
 async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boolean, profileTag?: string, subscriberBuffer?: number, batch?: number): Promise<NewConnsRun> {
   const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.ceil(flows * 1.3), lips: lipsFor(flows) + 1, emptyPcap: ctx.emptyPcap, subscriberBuffer });
   let ev: EventCounter | undefined;
+  let resp: ResponsivenessProbe | undefined;
   try {
     await rr.start();
     await rr.setupNetwork();
@@ -362,6 +372,12 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
     const cpu0 = tid !== undefined ? threadCpuSeconds(rr.pid, tid) : NaN;
     const foreign = new ForeignCpu(() => [rr.pid]).start();
     const tSet = now();
+    // In its own process: this one reads the event stream, and its busy event loop would delay
+    // the probe's own calls.
+    if (watch) {
+      resp = new ResponsivenessProbe({ address: rr.app.address, gapMs: 20 });
+      await resp.started();
+    }
     const setP = rr.setReals('tcp');
     let lastChange = now();
     let last = -1;
@@ -434,6 +450,7 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
         };
       };
       const atQuiet = await account();
+      out.responsiveness = await resp!.stop();
       foreignCores = foreign.stop();
       out.foreignCores = foreignCores;
       const t = e.tally;
@@ -474,6 +491,7 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
     if (prof) (out as NewConnsRun & { profile?: Profile }).profile = await prof;
     return out;
   } finally {
+    await resp?.stop();
     await ev?.stop();
     await rr.stop();
   }
@@ -536,6 +554,8 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     const lost: number[] = [];
     const unreported: number[] = [];
     const unreportedNext: number[] = [];
+    const unaryP99: number[] = [];
+    const healthOk: number[] = [];
     const runs: unknown[] = [];
     for (let r = 0; r < ctx.runs; r++) {
       const at = await tryQuiet(ctx, `conn-events${v.id} run ${r + 1}`, () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch), (res) => foreignJudge(ctx, res.foreignCores));
@@ -546,8 +566,11 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
       lost.push(Object.values(e.lost).reduce((x, y) => x + y, 0));
       unreported.push(e.unreported);
       unreportedNext.push(e.unreportedAfterNextEvent);
+      const rs = res.responsiveness!;
+      unaryP99.push(rs.p99);
+      healthOk.push(rs.probes > 0 ? (100 * rs.probesOk) / rs.probes : NaN);
       runs.push({ run: r + 1, ...res, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-      ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}`);
+      ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}; meanwhile GetTimeouts p50 ${rs.p50.toFixed(2)} p99 ${rs.p99.toFixed(2)} max ${rs.max.toFixed(1)} ms (${rs.calls} calls, ${rs.errors} errors), health ${rs.probesOk}/${rs.probes}`);
     }
     const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
     f1.details = { flows, subscriberBuffer: v.buffer, maxBatch: v.batch, runs };
@@ -556,6 +579,8 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     out.push(figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, { higherIsBetter: false }));
     out.push(figure(`conn-events${v.id}-unreported-next`, `The same after one more event, ${v.what}`, 'events', unreportedNext, { higherIsBetter: false }));
     out.push(figure(`new-conns-watched${v.id}`, `New TCP conns/s while the subscriber watches, ${v.what}`, 'conns/s', conns));
+    out.push(figure(`conn-events${v.id}-unary-p99`, `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`, 'ms', unaryP99, { higherIsBetter: false }));
+    out.push(figure(`conn-events${v.id}-health-ok`, `Health probes answered SERVING within 1 s over the same time, ${v.what}`, '%', healthOk));
   }
   return out;
 }
@@ -907,6 +932,215 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// (8) the control plane under counter streams and metric scrapes
+// ---------------------------------------------------------------------------------------------
+
+/** 1500 TCP services of 4 reals each (VIPs 198.18.2.1-250, ports 80-85). */
+function loadConfig(base: Config, services: number, realsPer: number): Config {
+  const vs: VirtualService[] = [];
+  for (let s = 0; s < services; s++) {
+    const reals: Real[] = [];
+    for (let i = 0; i < realsPer; i++) {
+      const k = s * realsPer + i + 1;
+      reals.push(Real.fromPartial({ address: `10.2.${k >> 8}.${k & 255}`, port: 8080, weight: 1 }));
+    }
+    vs.push(VirtualService.fromPartial({ protocol: Protocol.PROTOCOL_TCP, vip: `198.18.2.${(s % 250) + 1}`, port: 80 + Math.floor(s / 250), scheduler: Scheduler.SCHEDULER_RR, reals }));
+  }
+  return { ...base, virtualServices: [...base.virtualServices, ...vs] };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** The load generator (cp-load-client.ts) as a child process; stop() returns what it received. */
+class LoadClient {
+  private readonly child: ChildProcess;
+  private out = '';
+  private readonly ready: Promise<void>;
+  private readonly exited: Promise<void>;
+
+  constructor(opts: LoadOptions) {
+    this.child = spawn(process.execPath, [path.join(__dirname, 'cp-load-client.js'), JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    track(this.child);
+    this.ready = new Promise((resolve, reject) => {
+      this.child.stdout!.on('data', (d: Buffer) => {
+        this.out += d.toString();
+        if (this.out.startsWith('ready\n')) resolve();
+      });
+      this.child.once('exit', (code) => reject(new Error(`load client exited (${code}) before it was ready`)));
+    });
+    this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  started(): Promise<void> {
+    return this.ready;
+  }
+
+  async stop(): Promise<LoadTally> {
+    this.child.kill('SIGTERM');
+    await this.exited;
+    const line = this.out.split('\n').find((l) => l.startsWith('{'));
+    if (line === undefined) throw new Error(`load client printed no tally: ${this.out}`);
+    return JSON.parse(line) as LoadTally;
+  }
+}
+
+interface ProbeResult {
+  unaryMs: number[];
+  unaryErrors: number;
+  probes: number;
+  probesOk: number;
+  probeMs: number[];
+}
+
+/**
+ * For `seconds`: unary calls back to back, one at a time (GetTimeouts and GetSystemInfo in turn,
+ * 2 s deadline), and beside them a health probe (grpc.health.v1 Check, 1 s deadline, as a
+ * kubelet probe has by default) every 100 ms on its own channel.
+ */
+async function probe(rr: RetraceRun, seconds: number): Promise<ProbeResult> {
+  const r: ProbeResult = { unaryMs: [], unaryErrors: 0, probes: 0, probesOk: 0, probeMs: [] };
+  const until = now() + seconds;
+  const HealthClient = grpc.makeGenericClientConstructor(healthService, 'Health');
+  const health = new HealthClient(rr.app.address, grpc.credentials.createInsecure());
+  const probes = (async () => {
+    while (now() < until) {
+      const t = now();
+      await new Promise<void>((resolve) => {
+        health.check({ service: '' }, { deadline: Date.now() + 1000 }, (err: grpc.ServiceError | null, res: { status: string | number }) => {
+          r.probes++;
+          if (err === null && (res.status === 'SERVING' || res.status === 1)) r.probesOk++;
+          r.probeMs.push((now() - t) * 1000);
+          resolve();
+        });
+      });
+      const wait = t + 0.1 - now();
+      if (wait > 0) await sleep(wait * 1000);
+    }
+  })();
+  let i = 0;
+  while (now() < until) {
+    const t = now();
+    try {
+      if (i++ % 2 === 0) await rr.api.balancer.getTimeouts({}, 2000);
+      else await rr.api.system.getSystemInfo({}, 2000);
+      r.unaryMs.push((now() - t) * 1000);
+    } catch {
+      r.unaryErrors++;
+      r.unaryMs.push((now() - t) * 1000);
+    }
+  }
+  await probes;
+  health.close();
+  return r;
+}
+
+export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
+  const services = 1500;
+  const realsPer = 4;
+  const streams = 50;
+  const scrapers = 20;
+  const intervalMs = 100;
+  const shutdownStreams = 200;
+  const fig: Record<string, number[]> = { p50: [], p99: [], max: [], probeOk: [], idleP99: [], exitS: [], streamRate: [], scrapeRate: [] };
+  const runs: unknown[] = [];
+  const oneRun = async () => {
+    const metricsPort = await freePort();
+    const rr = new RetraceRun({ pcap: ctx.emptyPcap, packets: 0, maxConns: 16384, emptyPcap: ctx.emptyPcap, busyPoll: false, extraYaml: `metrics: {listen: "127.0.0.1:${metricsPort}"}` });
+    let load: LoadClient | undefined;
+    try {
+      await rr.start();
+      await rr.setupNetwork();
+      const base = (await rr.api.config.getConfig({})).config!;
+      const t0 = now();
+      await rr.api.config.applyConfig({ config: loadConfig(base, services, realsPer), dryRun: false }, 120000);
+      const applyS = now() - t0;
+      await sleep(ctx.warmupS * 1000);
+      const idle = await probe(rr, ctx.measureS);
+
+      const opts: LoadOptions = { address: rr.app.address, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, streams, scrapers, intervalMs };
+      load = new LoadClient(opts);
+      await load.started();
+      await sleep(ctx.warmupS * 1000);
+      const foreign = new ForeignCpu(() => [rr.pid, load!.pid]).start();
+      const rss0 = rssBytes(rr.pid);
+      const loaded = await probe(rr, ctx.measureS);
+      const foreignCores = foreign.stop();
+      const rss1 = rssBytes(rr.pid);
+      const tally = await load.stop();
+      load = undefined;
+
+      // Shutdown under streams: SIGTERM with many counter streams and scrapers open.
+      load = new LoadClient({ ...opts, streams: shutdownStreams });
+      await load.started();
+      await sleep(1000);
+      const stopped = await rr.app.stop(20000);
+      const shutdownTally = await load.stop();
+      load = undefined;
+      return { applyS, idle, loaded, tally, foreignCores, rss: [rss0, rss1], exit: { ...stopped, streamErrors: shutdownTally.streamErrors } };
+    } finally {
+      if (load !== undefined) await load.stop().catch(() => undefined);
+      await rr.stop();
+    }
+  };
+  const summary = (p: ProbeResult) => ({
+    calls: p.unaryMs.length,
+    errors: p.unaryErrors,
+    p50: percentile(p.unaryMs, 50),
+    p99: percentile(p.unaryMs, 99),
+    max: Math.max(...p.unaryMs),
+    probes: p.probes,
+    probesOk: p.probesOk,
+    probeP99: percentile(p.probeMs, 99),
+  });
+  for (let r = 0; r < ctx.runs; r++) {
+    const at = await tryQuiet(ctx, `control-load run ${r + 1}`, oneRun, (x) => foreignJudge(ctx, x.foreignCores));
+    const { applyS, idle, loaded, tally, foreignCores, rss, exit } = at.value;
+    const li = summary(loaded);
+    const id = summary(idle);
+    fig.p50.push(li.p50);
+    fig.p99.push(li.p99);
+    fig.max.push(li.max);
+    fig.probeOk.push(li.probes > 0 ? (100 * li.probesOk) / li.probes : NaN);
+    fig.idleP99.push(id.p99);
+    fig.exitS.push(exit.ms / 1000);
+    fig.streamRate.push(tally.streamMessages / tally.seconds);
+    fig.scrapeRate.push(tally.scrapes / tally.seconds);
+    runs.push({ run: r + 1, applyS, idle: id, loaded: li, load: tally, foreignCores, rssBytes: rss, exit, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
+    ctx.log(
+      `  control-load run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: unary p50 ${li.p50.toFixed(2)} p99 ${li.p99.toFixed(2)} max ${li.max.toFixed(1)} ms (${li.calls} calls, ${li.errors} errors; idle p99 ${id.p99.toFixed(2)} ms), ` +
+        `health ${li.probesOk}/${li.probes} (p99 ${li.probeP99.toFixed(1)} ms); ${streams} streams got ${(tally.streamMessages / tally.seconds).toFixed(0)} messages/s (${((100 * tally.streamMessages) / (tally.seconds * streams * (1000 / intervalMs))).toFixed(0)}% of one per tick each), ${tally.scrapes} scrapes (${(tally.scrapeBytes / Math.max(1, tally.scrapes) / 1e6).toFixed(2)} MB each, p50 ${tally.scrapeMsP50.toFixed(0)} ms, status ${JSON.stringify(tally.scrapeStatus)}, ${tally.scrapeErrors} errors); ` +
+        `RSS ${(rss[1] / 2 ** 20).toFixed(0)} MiB; SIGTERM with ${shutdownStreams} streams: exit ${exit.code} in ${(exit.ms / 1000).toFixed(2)} s (streams ended: ${JSON.stringify(exit.streamErrors.slice(0, 2))}); other work ${foreignCores.toFixed(2)} cores`,
+    );
+  }
+  const lbl = `${streams} WatchCounters streams (${intervalMs} ms) + ${scrapers} concurrent /metrics scrapes, ${services} services × ${realsPer} reals`;
+  const p99 = figure('control-load-unary-p99', `Unary p99 under ${lbl}`, 'ms', fig.p99, { higherIsBetter: false });
+  p99.details = { runs };
+  return [
+    figure('control-load-unary-p50', `Unary p50 under ${lbl}`, 'ms', fig.p50, { higherIsBetter: false }),
+    p99,
+    figure('control-load-unary-max', 'Unary max under the same load', 'ms', fig.max, { higherIsBetter: false }),
+    figure('control-load-health-ok', 'Health probes answered SERVING within 1 s under the same load', '%', fig.probeOk),
+    figure('control-load-idle-unary-p99', `Unary p99 with ${services} services and no streams or scrapes`, 'ms', fig.idleP99, { higherIsBetter: false }),
+    figure('control-load-stream-msgs', `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`, '/s', fig.streamRate),
+    figure('control-load-scrapes', '/metrics scrapes answered per second (all scrapers)', '/s', fig.scrapeRate),
+    figure('control-load-shutdown', `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`, 's', fig.exitS, { higherIsBetter: false }),
+  ];
+}
+
 export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<Figure[]> }> = {
   fnat: { title: '(1) FNAT forwarding, TCP and UDP', run: caseFnat },
   'icmp-local': { title: '(2) ICMP echo to a local address', run: caseIcmpLocal },
@@ -916,4 +1150,5 @@ export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<F
   memory: { title: '(5) Memory per conn', run: caseMemory },
   'conn-events': { title: '(6) Conn events to one subscriber', run: caseConnEvents },
   api: { title: '(7) Unary API latency under load, ApplyConfig with 10,000 reals', run: caseApi },
+  'control-load': { title: '(8) Control plane under counter streams and metric scrapes', run: caseControlLoad },
 };

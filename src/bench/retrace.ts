@@ -57,6 +57,12 @@ export interface RetraceOptions {
   eventHistory?: number;
   /** Extra YAML appended to the config. */
   extraYaml?: string;
+  /**
+   * The worker polls without ever backing off (default true: forwarding figures). The
+   * control-plane load case has no traffic and turns it off, so the idle worker does not hold a
+   * core the load generator needs.
+   */
+  busyPoll?: boolean;
 }
 
 export interface PortSnap {
@@ -131,9 +137,10 @@ export class RetraceRun {
       `  max_conns: ${o.maxConns}`,
       '  icmp_rate: 0',
       `  event_ring: ${o.eventRing ?? 65536}`,
-      '  idle: {pause_after: 0, sleep_after: 0}',
+      o.busyPoll === false ? '' : '  idle: {pause_after: 0, sleep_after: 0}',
       'ports:',
-      `  - {name: client, device: "net_pcap0,rx_pcap=${o.pcap},infinite_rx=1", mac: "${NET.clientMac}"}`,
+      // packets 0: no traffic (infinite_rx needs at least one packet to replay).
+      `  - {name: client, device: "net_pcap0,rx_pcap=${o.pcap}${o.packets > 0 ? ',infinite_rx=1' : ''}", mac: "${NET.clientMac}"}`,
       // The sink. net_null0,no-rx=1 would be the obvious one, but ports[].device rejects the "-"
       // in "no-rx" (src/config.ts VDEV_RE), and net_null without it floods the worker with frames
       // (a second --vdev in eal.extra_args does not replace the first). net_pcap reading a pcap

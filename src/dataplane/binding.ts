@@ -170,6 +170,8 @@ export interface Native {
   timeoutsSet(t: NativeTimeouts): void;
   timeoutsGet(): NativeTimeouts;
   connCount(): bigint;
+  /** Sum of connsTotal over every service, in one pass (no per-real reads). */
+  servicesConnsTotal(): bigint;
   connInfoLayout(): Record<string, number>;
   eventsEnable(on: boolean): void;
   eventsDrain(max: number): { buffer: Buffer; count: number; dropped: bigint };

@@ -548,6 +548,16 @@ export class Dataplane {
     return [...this.services.values()].map((s) => this.getService(s));
   }
 
+  /** Keys of the services, in creation order, without reading their reals. */
+  serviceKeys(): ServiceKey[] {
+    return [...this.services.values()].map((s) => ({ protocol: s.protocol, vip: s.vip, port: s.port }));
+  }
+
+  /** Conns created for all services together (the sum of their connsTotal), read in one pass. */
+  servicesConnsTotal(): bigint {
+    return this.call('services', () => this.native.servicesConnsTotal());
+  }
+
   setSymmetric(protocol: Protocol, enabled: boolean): void {
     this.call('symmetric mode', () => this.native.symmetricSet(IPPROTO[protocol], enabled));
     this.changed();

@@ -1,9 +1,9 @@
 import type { CounterSnapshot, Dataplane } from '../dataplane';
-import { DropCounters, PathCounters, type GetCountersResponse, type PathServiceServer, type ProtocolCounters } from '../gen/retrace/v1/path';
+import { DropCounters, PathCounters, PathServiceService, type GetCountersResponse, type PathServiceServer, type ProtocolCounters } from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
 import { toStatus } from './errors';
 import { unary } from './unary';
-import { watchCounters } from './watch-counters';
+import type { CounterSampler } from './watch-counters';
 import * as v from './validate';
 
 /** snake_case (the dataplane's counter names) → the camelCase key ts-proto gives the same field. */
@@ -55,7 +55,16 @@ function checkedWatchCounters(
   };
 }
 
-export function pathService(dp: Dataplane, log: Logger): PathServiceServer {
+/**
+ * PathService with WatchCounters taking ready-encoded messages: the sampler encodes one message
+ * for all the streams it fans out to (watch-counters.ts).
+ */
+export const PathServiceDefinition = {
+  ...PathServiceService,
+  watchCounters: { ...PathServiceService.watchCounters, responseSerialize: (b: Buffer): Buffer => b },
+} as const;
+
+export function pathService(dp: Dataplane, log: Logger, counters: CounterSampler): PathServiceServer {
   return {
     getSymmetricMode: unary(log, 'GetSymmetricMode', () => ({ mode: dp.symmetric() })),
     setSymmetricMode: unary(log, 'SetSymmetricMode', (req) => {
@@ -65,6 +74,6 @@ export function pathService(dp: Dataplane, log: Logger): PathServiceServer {
     }),
     // Two reads, no mutation: the counter snapshot and the conn count.
     getCounters: unary(log, 'GetCounters', () => toCountersResponse(dp.counters(), dp.connCount())),
-    watchCounters: checkedWatchCounters(watchCounters(dp, log), log),
+    watchCounters: checkedWatchCounters(counters.handler(), log),
   };
 }

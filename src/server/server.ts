@@ -10,7 +10,6 @@ import type { Dataplane } from '../dataplane';
 import { LoadBalancerServiceService } from '../gen/retrace/v1/balancer';
 import { ConfigServiceService } from '../gen/retrace/v1/config';
 import { NetworkServiceService } from '../gen/retrace/v1/network';
-import { PathServiceService } from '../gen/retrace/v1/path';
 import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
 import type { Logger } from '../log';
@@ -21,11 +20,12 @@ import { dataplaneEventSource } from './event-encode';
 import { ConfigManager, configService } from './config-service';
 import { guardDecoding } from './decode-guard';
 import { networkService } from './network-service';
-import { pathService } from './path-service';
+import { PathServiceDefinition, pathService } from './path-service';
 import { portService } from './port-service';
 import { StatePersister } from './persist';
 import { reflectionPackageDefinition } from './protos';
 import { systemService } from './system-service';
+import { CounterSampler } from './watch-counters';
 
 /** Fully-qualified names of the services this server implements (health reports each). */
 export const RETRACE_SERVICES = [
@@ -45,13 +45,21 @@ export const RETRACE_SERVICES = [
 export const LIVENESS_SERVICE = 'liveness';
 
 export class ApplianceServer {
-  readonly grpc = new grpc.Server();
+  /**
+   * Server-streaming calls in progress, on any service (WatchCounters, WatchConnEvents, health
+   * Watch, reflection): shutdown ends whatever is still open with UNAVAILABLE, because an open
+   * stream holds grpc-js' graceful shutdown until the grace runs out.
+   */
+  private readonly streams = new Set<grpc.ServerInterceptingCall>();
+  readonly grpc = new grpc.Server({ interceptors: [(method, call) => this.track(method, call)] });
   /** Health only, plaintext, for probes (health.listen); created on listenHealth. */
   private healthServer: grpc.Server | undefined;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [LIVENESS_SERVICE]: 'NOT_SERVING' });
   private boundAddress = '';
   /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
   readonly events: EventHub;
+  /** WatchCounters: one dataplane read per tick shared by every stream; closed first on shutdown. */
+  readonly counters: CounterSampler;
   /** ConfigService's state (drain); read by the metrics. */
   readonly config: ConfigManager;
   /** state.file persistence; undefined when off. */
@@ -67,7 +75,8 @@ export class ApplianceServer {
     add(PortServiceService, portService(dp, log));
     add(NetworkServiceService, networkService(dp, log));
     add(LoadBalancerServiceService, balancerService(dp, log));
-    add(PathServiceService, pathService(dp, log));
+    this.counters = new CounterSampler(dp, log);
+    add(PathServiceDefinition, pathService(dp, log, this.counters));
     this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
     add(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
@@ -89,6 +98,19 @@ export class ApplianceServer {
     this.setServing('NOT_SERVING');
   }
 
+  private track(method: grpc.ServerMethodDefinition<unknown, unknown>, call: grpc.ServerInterceptingCallInterface): grpc.ServerInterceptingCall {
+    if (!method.responseStream) return new grpc.ServerInterceptingCall(call);
+    const ic: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: () => this.streams.delete(ic) }),
+      sendStatus: (st, next) => {
+        this.streams.delete(ic);
+        next(st);
+      },
+    });
+    this.streams.add(ic);
+    return ic;
+  }
+
   /** Readiness: overall ('') and per-service health. */
   setServing(s: ServingStatus): void {
     this.health.setStatus('', s);
@@ -102,7 +124,7 @@ export class ApplianceServer {
 
   /** Serves grpc.health.v1 alone on a second, plaintext address; resolves to the bound address. */
   async listenHealth(address: string): Promise<string> {
-    this.healthServer = new grpc.Server();
+    this.healthServer = new grpc.Server({ interceptors: [(method, call) => this.track(method, call)] });
     this.health.addToServer(guarded(this.healthServer));
     return bind(this.healthServer, address);
   }
@@ -121,8 +143,12 @@ export class ApplianceServer {
   async shutdown(graceMs: number): Promise<void> {
     this.setServing('NOT_SERVING');
     this.setLive(false);
-    // Open event streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first.
+    // Open streams would hold tryShutdown for the whole grace: end them (UNAVAILABLE) first,
+    // ours through their own paths (which stop their timers and subscriptions), then any other
+    // (health Watch, reflection), which have already been sent NOT_SERVING.
     this.events.close();
+    this.counters.close();
+    for (const c of [...this.streams]) c.sendStatus({ code: grpc.status.UNAVAILABLE, details: 'the server is shutting down' });
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();
