@@ -4,21 +4,20 @@
  * the status code, that INVALID_ARGUMENT names the field, and that nothing changed.
  */
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
-  LoadBalancerServiceClient,
+  type LoadBalancerServiceClient,
   Real,
   type Timeouts,
   VirtualService,
   type VirtualServiceKey,
 } from '../../src/gen/retrace/v1/balancer';
-import { NetworkServiceClient, type Address } from '../../src/gen/retrace/v1/network';
-import { PathServiceClient, type PathCounters, type WatchCountersRequest, type WatchCountersResponse } from '../../src/gen/retrace/v1/path';
+import type { NetworkServiceClient, Address } from '../../src/gen/retrace/v1/network';
+import { type PathServiceClient, type PathCounters, type WatchCountersRequest, type WatchCountersResponse } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { loadNative } from '../../src/dataplane/binding';
-import { Appliance, call, ROOT } from '../helpers/appliance';
+import type { Promised } from '../../src/api/client';
+import { ApplianceProcess } from '../../src/lab/appliance';
 import { listServices } from '../helpers/reflection';
 import { fails } from '../helpers/wait';
 import { GRPCURL, itWith } from '../helpers/tools';
@@ -31,9 +30,11 @@ const real = (address: string, port: number, weight: number): Real => Real.creat
 const svc = (k: VirtualServiceKey, scheduler = Scheduler.SCHEDULER_WRR, seed = 0): VirtualService => VirtualService.create({ ...k, scheduler, seed });
 
 describe('control API on a two-port net_ring appliance', () => {
-  const app = new Appliance();
-  let net: NetworkServiceClient;
-  let lb: LoadBalancerServiceClient;
+  const app = new ApplianceProcess();
+  let net: Promised<NetworkServiceClient>;
+  let lb: Promised<LoadBalancerServiceClient>;
+  let path: Promised<PathServiceClient>;
+  /** The raw client, for the WatchCounters streams. */
   let pathSvc: PathServiceClient;
 
   beforeAll(async () => {
@@ -55,29 +56,24 @@ timeouts:
 symmetric:
   udp: false
 `);
-    await app.waitHealth('SERVING');
-    const creds = grpc.credentials.createInsecure();
-    net = new NetworkServiceClient(app.address, creds);
-    lb = new LoadBalancerServiceClient(app.address, creds);
-    pathSvc = new PathServiceClient(app.address, creds);
+    await app.waitServing();
+    ({ network: net, balancer: lb, path } = app.api);
+    pathSvc = app.api.raw.path;
   }, 60000);
 
   afterAll(async () => {
-    net?.close();
-    lb?.close();
-    pathSvc?.close();
     await app.kill();
   });
 
   // Short forms for the calls used in many cases.
-  const addresses = async () => (await call(net, net.listAddresses, {})).addresses;
-  const routes = async () => (await call(net, net.listRoutes, {})).routes;
-  const neighbors = async () => (await call(net, net.listNeighbors, {})).neighbors;
-  const services = async () => (await call(lb, lb.listVirtualServices, {})).virtualServices;
-  const getService = async (key: VirtualServiceKey) => (await call(lb, lb.getVirtualService, { key })).virtualService!;
-  const lips = async () => (await call(lb, lb.listLocalAddresses, {})).localAddresses;
-  const timeouts = async () => (await call(lb, lb.getTimeouts, {})).timeouts!;
-  const createAddress = (address: Address) => call(net, net.createAddress, { address });
+  const addresses = async () => (await net.listAddresses({})).addresses;
+  const routes = async () => (await net.listRoutes({})).routes;
+  const neighbors = async () => (await net.listNeighbors({})).neighbors;
+  const services = async () => (await lb.listVirtualServices({})).virtualServices;
+  const getService = async (key: VirtualServiceKey) => (await lb.getVirtualService({ key })).virtualService!;
+  const lips = async () => (await lb.listLocalAddresses({})).localAddresses;
+  const timeouts = async () => (await lb.getTimeouts({})).timeouts!;
+  const createAddress = (address: Address) => net.createAddress({ address });
 
   describe('health and reflection', () => {
     it.each(NEW_SERVICES)('reports %s SERVING', async (name) => {
@@ -107,7 +103,7 @@ symmetric:
     it('rejects an address that is not a dotted quad naming the field, changing nothing', async () => {
       const before = await addresses();
       await fails(createAddress({ address: '10.0.1.256', prefixLength: 24, port: 'p0' }), grpc.status.INVALID_ARGUMENT, /^address\.address: /);
-      await fails(call(net, net.createAddress, { address: undefined }), grpc.status.INVALID_ARGUMENT, /^address: required/);
+      await fails(net.createAddress({ address: undefined }), grpc.status.INVALID_ARGUMENT, /^address: required/);
       expect(await addresses()).toEqual(before);
     });
 
@@ -125,17 +121,17 @@ symmetric:
   describe('DeleteAddress', () => {
     it('removes the address and its connected route', async () => {
       await createAddress({ address: '10.0.2.1', prefixLength: 24, port: 'p1' });
-      await call(net, net.deleteAddress, { address: '10.0.2.1' });
+      await net.deleteAddress({ address: '10.0.2.1' });
       expect((await addresses()).map((a) => a.address)).not.toContain('10.0.2.1');
       expect((await routes()).map((r) => r.prefix)).not.toContain('10.0.2.0');
     });
 
     it('answers NOT_FOUND for an address that is not a port address', async () => {
-      await fails(call(net, net.deleteAddress, { address: '10.0.2.99' }), grpc.status.NOT_FOUND);
+      await fails(net.deleteAddress({ address: '10.0.2.99' }), grpc.status.NOT_FOUND);
     });
 
     it('rejects an empty address naming the field', async () => {
-      await fails(call(net, net.deleteAddress, { address: '' }), grpc.status.INVALID_ARGUMENT, /^address: required/);
+      await fails(net.deleteAddress({ address: '' }), grpc.status.INVALID_ARGUMENT, /^address: required/);
     });
   });
 
@@ -143,38 +139,38 @@ symmetric:
     it('keeps a subnet routed while another address in it remains', async () => {
       await createAddress({ address: '10.0.9.1', prefixLength: 24, port: 'p0' });
       await createAddress({ address: '10.0.9.2', prefixLength: 24, port: 'p0' });
-      await call(net, net.deleteAddress, { address: '10.0.9.1' });
+      await net.deleteAddress({ address: '10.0.9.1' });
       expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toHaveLength(1);
       // A static route for the subnet takes the connected route's place, as it does when created
       // before the address (issue 18: either order ends in the same state), and gives it back.
-      await call(net, net.createRoute, { route: { prefix: '10.0.9.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
+      await net.createRoute({ route: { prefix: '10.0.9.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
       expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toEqual([expect.objectContaining({ connected: false, port: 'p1' })]);
-      await call(net, net.deleteRoute, { prefix: '10.0.9.0', prefixLength: 24 });
+      await net.deleteRoute({ prefix: '10.0.9.0', prefixLength: 24 });
       expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toEqual([expect.objectContaining({ connected: true, port: 'p0' })]);
-      await call(net, net.deleteAddress, { address: '10.0.9.2' });
+      await net.deleteAddress({ address: '10.0.9.2' });
       expect((await routes()).filter((r) => r.prefix === '10.0.9.0')).toHaveLength(0);
     });
 
     it('leaves a user route alone when an address in its prefix comes and goes', async () => {
-      await call(net, net.createRoute, { route: { prefix: '10.0.8.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
+      await net.createRoute({ route: { prefix: '10.0.8.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
       await createAddress({ address: '10.0.8.1', prefixLength: 24, port: 'p1' });
       const listed = (await routes()).filter((r) => r.prefix === '10.0.8.0');
       expect(listed).toHaveLength(1);
       expect(listed[0].connected).toBe(false);
-      await call(net, net.deleteAddress, { address: '10.0.8.1' });
+      await net.deleteAddress({ address: '10.0.8.1' });
       expect((await routes()).filter((r) => r.prefix === '10.0.8.0')).toHaveLength(1);
-      await call(net, net.deleteRoute, { prefix: '10.0.8.0', prefixLength: 24 });
+      await net.deleteRoute({ prefix: '10.0.8.0', prefixLength: 24 });
       expect((await routes()).filter((r) => r.prefix === '10.0.8.0')).toHaveLength(0);
     });
 
     it('falls back to the connected route when the user route over an address is deleted', async () => {
-      await call(net, net.createRoute, { route: { prefix: '10.0.7.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
+      await net.createRoute({ route: { prefix: '10.0.7.0', prefixLength: 24, port: 'p1', gateway: '', connected: false } });
       await createAddress({ address: '10.0.7.1', prefixLength: 24, port: 'p0' });
-      await call(net, net.deleteRoute, { prefix: '10.0.7.0', prefixLength: 24 });
+      await net.deleteRoute({ prefix: '10.0.7.0', prefixLength: 24 });
       const listed = (await routes()).filter((r) => r.prefix === '10.0.7.0');
       expect(listed).toEqual([expect.objectContaining({ connected: true, port: 'p0' })]);
-      await fails(call(net, net.deleteRoute, { prefix: '10.0.7.0', prefixLength: 24 }), grpc.status.FAILED_PRECONDITION);
-      await call(net, net.deleteAddress, { address: '10.0.7.1' });
+      await fails(net.deleteRoute({ prefix: '10.0.7.0', prefixLength: 24 }), grpc.status.FAILED_PRECONDITION);
+      await net.deleteAddress({ address: '10.0.7.1' });
     });
   });
 
@@ -189,8 +185,8 @@ symmetric:
 
   describe('CreateRoute', () => {
     it('adds a route via a gateway and a connected route', async () => {
-      await call(net, net.createRoute, { route: { prefix: '172.16.0.0', prefixLength: 12, port: 'p1', gateway: '10.0.0.254', connected: false } });
-      await call(net, net.createRoute, { route: { prefix: '172.32.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } });
+      await net.createRoute({ route: { prefix: '172.16.0.0', prefixLength: 12, port: 'p1', gateway: '10.0.0.254', connected: false } });
+      await net.createRoute({ route: { prefix: '172.32.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } });
       const rs = await routes();
       expect(rs).toContainEqual({ prefix: '172.16.0.0', prefixLength: 12, port: 'p1', gateway: '10.0.0.254', connected: false });
       expect(rs).toContainEqual({ prefix: '172.32.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false });
@@ -199,12 +195,12 @@ symmetric:
     it('rejects a prefix with host bits set naming the field, changing nothing', async () => {
       const before = await routes();
       await fails(
-        call(net, net.createRoute, { route: { prefix: '172.33.1.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } }),
+        net.createRoute({ route: { prefix: '172.33.1.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } }),
         grpc.status.INVALID_ARGUMENT,
         /^route\.prefix: .*host bits/,
       );
       await fails(
-        call(net, net.createRoute, { route: { prefix: '172.33.0.0', prefixLength: 16, port: 'p0', gateway: '10.0.0', connected: false } }),
+        net.createRoute({ route: { prefix: '172.33.0.0', prefixLength: 16, port: 'p0', gateway: '10.0.0', connected: false } }),
         grpc.status.INVALID_ARGUMENT,
         /^route\.gateway: /,
       );
@@ -213,7 +209,7 @@ symmetric:
 
     it('answers NOT_FOUND for a port that does not exist', async () => {
       await fails(
-        call(net, net.createRoute, { route: { prefix: '172.34.0.0', prefixLength: 16, port: 'nope', gateway: '', connected: false } }),
+        net.createRoute({ route: { prefix: '172.34.0.0', prefixLength: 16, port: 'nope', gateway: '', connected: false } }),
         grpc.status.NOT_FOUND,
         'no port named',
       );
@@ -221,7 +217,7 @@ symmetric:
 
     it('answers ALREADY_EXISTS for a prefix that has a static route', async () => {
       await fails(
-        call(net, net.createRoute, { route: { prefix: '172.16.0.0', prefixLength: 12, port: 'p0', gateway: '', connected: false } }),
+        net.createRoute({ route: { prefix: '172.16.0.0', prefixLength: 12, port: 'p0', gateway: '', connected: false } }),
         grpc.status.ALREADY_EXISTS,
         /^route\.prefix: repeats the static route 172\.16\.0\.0\/12/,
       );
@@ -231,22 +227,22 @@ symmetric:
 
   describe('DeleteRoute', () => {
     it('removes a static route', async () => {
-      await call(net, net.createRoute, { route: { prefix: '172.40.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } });
-      await call(net, net.deleteRoute, { prefix: '172.40.0.0', prefixLength: 16 });
+      await net.createRoute({ route: { prefix: '172.40.0.0', prefixLength: 16, port: 'p0', gateway: '', connected: false } });
+      await net.deleteRoute({ prefix: '172.40.0.0', prefixLength: 16 });
       expect((await routes()).map((r) => r.prefix)).not.toContain('172.40.0.0');
     });
 
     it('answers NOT_FOUND for a prefix with no route', async () => {
-      await fails(call(net, net.deleteRoute, { prefix: '172.41.0.0', prefixLength: 16 }), grpc.status.NOT_FOUND);
+      await fails(net.deleteRoute({ prefix: '172.41.0.0', prefixLength: 16 }), grpc.status.NOT_FOUND);
     });
 
     it('answers FAILED_PRECONDITION for the connected route of an address', async () => {
-      await fails(call(net, net.deleteRoute, { prefix: '10.0.0.0', prefixLength: 24 }), grpc.status.FAILED_PRECONDITION, 'delete the address');
+      await fails(net.deleteRoute({ prefix: '10.0.0.0', prefixLength: 24 }), grpc.status.FAILED_PRECONDITION, 'delete the address');
       expect(await routes()).toContainEqual(expect.objectContaining({ prefix: '10.0.0.0', connected: true }));
     });
 
     it('rejects a prefix_length beyond 32 naming the field', async () => {
-      await fails(call(net, net.deleteRoute, { prefix: '172.41.0.0', prefixLength: 33 }), grpc.status.INVALID_ARGUMENT, /^prefix_length: /);
+      await fails(net.deleteRoute({ prefix: '172.41.0.0', prefixLength: 33 }), grpc.status.INVALID_ARGUMENT, /^prefix_length: /);
     });
   });
 
@@ -261,22 +257,22 @@ symmetric:
 
   describe('CreateNeighbor', () => {
     it('adds a static entry with the MAC in lower case', async () => {
-      await call(net, net.createNeighbor, { neighbor: { address: '10.0.0.10', mac: '02:AA:00:00:00:10', port: 'p0', static: false, ageSeconds: 0 } });
+      await net.createNeighbor({ neighbor: { address: '10.0.0.10', mac: '02:AA:00:00:00:10', port: 'p0', static: false, ageSeconds: 0 } });
       expect(await neighbors()).toContainEqual({ address: '10.0.0.10', mac: '02:aa:00:00:00:10', port: 'p0', static: true, ageSeconds: 0 });
     });
 
     it('replaces an existing entry (idempotent create-or-replace)', async () => {
       const n = { address: '10.0.0.11', mac: '02:00:00:00:00:11', port: 'p0', static: true, ageSeconds: 0 };
-      await call(net, net.createNeighbor, { neighbor: n });
-      await call(net, net.createNeighbor, { neighbor: n });
-      await call(net, net.createNeighbor, { neighbor: { ...n, mac: '02:00:00:00:00:12', port: 'p1' } });
+      await net.createNeighbor({ neighbor: n });
+      await net.createNeighbor({ neighbor: n });
+      await net.createNeighbor({ neighbor: { ...n, mac: '02:00:00:00:00:12', port: 'p1' } });
       expect((await neighbors()).filter((x) => x.address === '10.0.0.11')).toEqual([{ ...n, mac: '02:00:00:00:00:12', port: 'p1' }]);
     });
 
     it('rejects a multicast MAC naming the field, changing nothing', async () => {
       const before = await neighbors();
       await fails(
-        call(net, net.createNeighbor, { neighbor: { address: '10.0.0.12', mac: '01:00:5e:00:00:01', port: 'p0', static: false, ageSeconds: 0 } }),
+        net.createNeighbor({ neighbor: { address: '10.0.0.12', mac: '01:00:5e:00:00:01', port: 'p0', static: false, ageSeconds: 0 } }),
         grpc.status.INVALID_ARGUMENT,
         /^neighbor\.mac: /,
       );
@@ -285,7 +281,7 @@ symmetric:
 
     it('answers NOT_FOUND for a port that does not exist', async () => {
       await fails(
-        call(net, net.createNeighbor, { neighbor: { address: '10.0.0.12', mac: '02:00:00:00:00:12', port: 'nope', static: false, ageSeconds: 0 } }),
+        net.createNeighbor({ neighbor: { address: '10.0.0.12', mac: '02:00:00:00:00:12', port: 'nope', static: false, ageSeconds: 0 } }),
         grpc.status.NOT_FOUND,
         'no port named',
       );
@@ -294,13 +290,13 @@ symmetric:
 
   describe('DeleteNeighbor', () => {
     it('removes an entry', async () => {
-      await call(net, net.createNeighbor, { neighbor: { address: '10.0.0.13', mac: '02:00:00:00:00:13', port: 'p0', static: true, ageSeconds: 0 } });
-      await call(net, net.deleteNeighbor, { address: '10.0.0.13' });
+      await net.createNeighbor({ neighbor: { address: '10.0.0.13', mac: '02:00:00:00:00:13', port: 'p0', static: true, ageSeconds: 0 } });
+      await net.deleteNeighbor({ address: '10.0.0.13' });
       expect((await neighbors()).map((n) => n.address)).not.toContain('10.0.0.13');
     });
 
     it('answers NOT_FOUND for an address with no entry', async () => {
-      await fails(call(net, net.deleteNeighbor, { address: '10.0.0.14' }), grpc.status.NOT_FOUND);
+      await fails(net.deleteNeighbor({ address: '10.0.0.14' }), grpc.status.NOT_FOUND);
     });
   });
 
@@ -316,25 +312,25 @@ symmetric:
 
   describe('CreateVirtualService', () => {
     it('creates a TCP service with no reals', async () => {
-      await call(lb, lb.createVirtualService, { virtualService: svc(tcp80, Scheduler.SCHEDULER_WRR, 7) });
+      await lb.createVirtualService({ virtualService: svc(tcp80, Scheduler.SCHEDULER_WRR, 7) });
       expect(await getService(tcp80)).toEqual({ ...svc(tcp80, Scheduler.SCHEDULER_WRR, 7), connsTotal: 0n });
     });
 
     it('creates an ICMP service with port 0', async () => {
       const icmp = { protocol: Protocol.PROTOCOL_ICMP, vip: '198.18.10.1', port: 0 };
-      await call(lb, lb.createVirtualService, { virtualService: svc(icmp, Scheduler.SCHEDULER_RR) });
+      await lb.createVirtualService({ virtualService: svc(icmp, Scheduler.SCHEDULER_RR) });
       expect((await getService(icmp)).scheduler).toBe(Scheduler.SCHEDULER_RR);
     });
 
     it('rejects a port that does not go with the protocol naming the field, changing nothing', async () => {
       const before = await services();
       await fails(
-        call(lb, lb.createVirtualService, { virtualService: svc({ ...tcp80, port: 0 }) }),
+        lb.createVirtualService({ virtualService: svc({ ...tcp80, port: 0 }) }),
         grpc.status.INVALID_ARGUMENT,
         /^virtual_service\.port: must be 1\.\.65535/,
       );
       await fails(
-        call(lb, lb.createVirtualService, { virtualService: svc({ protocol: Protocol.PROTOCOL_ICMP, vip: '198.18.10.2', port: 1 }) }),
+        lb.createVirtualService({ virtualService: svc({ protocol: Protocol.PROTOCOL_ICMP, vip: '198.18.10.2', port: 1 }) }),
         grpc.status.INVALID_ARGUMENT,
         /^virtual_service\.port: must be 0 for ICMP/,
       );
@@ -345,17 +341,17 @@ symmetric:
       const before = await services();
       const k = { ...tcp80, port: 81 };
       await fails(
-        call(lb, lb.createVirtualService, { virtualService: svc({ ...k, protocol: Protocol.PROTOCOL_UNSPECIFIED }) }),
+        lb.createVirtualService({ virtualService: svc({ ...k, protocol: Protocol.PROTOCOL_UNSPECIFIED }) }),
         grpc.status.INVALID_ARGUMENT,
         /^virtual_service\.protocol: required/,
       );
       await fails(
-        call(lb, lb.createVirtualService, { virtualService: svc(k, Scheduler.SCHEDULER_UNSPECIFIED) }),
+        lb.createVirtualService({ virtualService: svc(k, Scheduler.SCHEDULER_UNSPECIFIED) }),
         grpc.status.INVALID_ARGUMENT,
         /^virtual_service\.scheduler: required/,
       );
       await fails(
-        call(lb, lb.createVirtualService, { virtualService: { ...svc(k), reals: [real('10.1.0.1', 80, 1)] } }),
+        lb.createVirtualService({ virtualService: { ...svc(k), reals: [real('10.1.0.1', 80, 1)] } }),
         grpc.status.INVALID_ARGUMENT,
         /^virtual_service\.reals: /,
       );
@@ -363,27 +359,27 @@ symmetric:
     });
 
     it('answers ALREADY_EXISTS for the same protocol, vip and port', async () => {
-      await fails(call(lb, lb.createVirtualService, { virtualService: svc(tcp80, Scheduler.SCHEDULER_RR) }), grpc.status.ALREADY_EXISTS);
+      await fails(lb.createVirtualService({ virtualService: svc(tcp80, Scheduler.SCHEDULER_RR) }), grpc.status.ALREADY_EXISTS);
       expect((await getService(tcp80)).scheduler).toBe(Scheduler.SCHEDULER_WRR);
     });
   });
 
   describe('GetVirtualService', () => {
     it('answers NOT_FOUND for a service that does not exist', async () => {
-      await fails(call(lb, lb.getVirtualService, { key: { ...tcp80, port: 8443 } }), grpc.status.NOT_FOUND);
+      await fails(lb.getVirtualService({ key: { ...tcp80, port: 8443 } }), grpc.status.NOT_FOUND);
     });
 
     it('rejects a missing key naming the field', async () => {
-      await fails(call(lb, lb.getVirtualService, { key: undefined }), grpc.status.INVALID_ARGUMENT, /^key: required/);
-      await fails(call(lb, lb.getVirtualService, { key: { ...tcp80, vip: '198.18.10' } }), grpc.status.INVALID_ARGUMENT, /^key\.vip: /);
+      await fails(lb.getVirtualService({ key: undefined }), grpc.status.INVALID_ARGUMENT, /^key: required/);
+      await fails(lb.getVirtualService({ key: { ...tcp80, vip: '198.18.10' } }), grpc.status.INVALID_ARGUMENT, /^key\.vip: /);
     });
   });
 
   describe('ListVirtualServices', () => {
     it('lists services in creation order with their reals', async () => {
       const k = { protocol: Protocol.PROTOCOL_UDP, vip: '198.18.10.3', port: 53 };
-      await call(lb, lb.createVirtualService, { virtualService: svc(k) });
-      await call(lb, lb.setReals, { key: k, reals: [real('10.1.0.53', 53, 1)] });
+      await lb.createVirtualService({ virtualService: svc(k) });
+      await lb.setReals({ key: k, reals: [real('10.1.0.53', 53, 1)] });
       const list = await services();
       expect(list[list.length - 1]).toMatchObject({ ...k, reals: [{ address: '10.1.0.53', port: 53, weight: 1, activeConns: 0n, connsTotal: 0n }] });
       expect(list.findIndex((s) => s.port === 80)).toBeLessThan(list.length - 1);
@@ -392,17 +388,17 @@ symmetric:
 
   describe('UpdateVirtualService', () => {
     it('replaces the scheduler and seed', async () => {
-      await call(lb, lb.updateVirtualService, { key: tcp80, scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef });
+      await lb.updateVirtualService({ key: tcp80, scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef });
       expect(await getService(tcp80)).toMatchObject({ scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef });
     });
 
     it('rejects SCHEDULER_UNSPECIFIED naming the field, changing nothing', async () => {
-      await fails(call(lb, lb.updateVirtualService, { key: tcp80, scheduler: Scheduler.SCHEDULER_UNSPECIFIED, seed: 1 }), grpc.status.INVALID_ARGUMENT, /^scheduler: /);
+      await fails(lb.updateVirtualService({ key: tcp80, scheduler: Scheduler.SCHEDULER_UNSPECIFIED, seed: 1 }), grpc.status.INVALID_ARGUMENT, /^scheduler: /);
       expect(await getService(tcp80)).toMatchObject({ scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef });
     });
 
     it('answers NOT_FOUND for a service that does not exist', async () => {
-      await fails(call(lb, lb.updateVirtualService, { key: { ...tcp80, port: 8443 }, scheduler: Scheduler.SCHEDULER_RR, seed: 0 }), grpc.status.NOT_FOUND);
+      await fails(lb.updateVirtualService({ key: { ...tcp80, port: 8443 }, scheduler: Scheduler.SCHEDULER_RR, seed: 0 }), grpc.status.NOT_FOUND);
     });
   });
 
@@ -411,25 +407,25 @@ symmetric:
     const canonical = [real('10.1.0.1', 8080, 1), real('10.1.0.2', 8080, 0), real('10.1.0.3', 8080, 5)];
 
     it('installs the set, listed in canonical order, weight 0 included', async () => {
-      await call(lb, lb.setReals, { key: tcp80, reals: set });
+      await lb.setReals({ key: tcp80, reals: set });
       expect((await getService(tcp80)).reals).toEqual(canonical);
     });
 
     it('is idempotent: the same set twice is OK and changes nothing', async () => {
-      await call(lb, lb.setReals, { key: tcp80, reals: set });
-      await call(lb, lb.setReals, { key: tcp80, reals: [...set].reverse() });
+      await lb.setReals({ key: tcp80, reals: set });
+      await lb.setReals({ key: tcp80, reals: [...set].reverse() });
       expect((await getService(tcp80)).reals).toEqual(canonical);
     });
 
     it('replaces the whole set (declarative)', async () => {
-      await call(lb, lb.setReals, { key: tcp80, reals: [real('10.1.0.2', 8080, 3), real('10.1.0.4', 8080, 1)] });
+      await lb.setReals({ key: tcp80, reals: [real('10.1.0.2', 8080, 3), real('10.1.0.4', 8080, 1)] });
       expect((await getService(tcp80)).reals).toEqual([real('10.1.0.2', 8080, 3), real('10.1.0.4', 8080, 1)]);
     });
 
     it('rejects a weight beyond 65535 naming the real, changing nothing', async () => {
       const before = (await getService(tcp80)).reals;
       await fails(
-        call(lb, lb.setReals, { key: tcp80, reals: [real('10.1.0.1', 8080, 1), real('10.1.0.5', 8080, 70000)] }),
+        lb.setReals({ key: tcp80, reals: [real('10.1.0.1', 8080, 1), real('10.1.0.5', 8080, 70000)] }),
         grpc.status.INVALID_ARGUMENT,
         /^reals\[1\]\.weight: /,
       );
@@ -439,7 +435,7 @@ symmetric:
     it('rejects a repeated real naming it, changing nothing', async () => {
       const before = (await getService(tcp80)).reals;
       await fails(
-        call(lb, lb.setReals, { key: tcp80, reals: [real('10.1.0.1', 8080, 1), real('10.1.0.7', 8080, 1), real('10.1.0.1', 8080, 2)] }),
+        lb.setReals({ key: tcp80, reals: [real('10.1.0.1', 8080, 1), real('10.1.0.7', 8080, 1), real('10.1.0.1', 8080, 2)] }),
         grpc.status.INVALID_ARGUMENT,
         /^reals\[2\]: repeats reals\[0\]/,
       );
@@ -449,24 +445,24 @@ symmetric:
     it('rejects more reals than a service holds as INVALID_ARGUMENT, changing nothing', async () => {
       const before = (await getService(tcp80)).reals;
       const many = Array.from({ length: 1025 }, (_, i) => real(`10.2.${i >> 8}.${i & 255}`, 8080, 1));
-      await fails(call(lb, lb.setReals, { key: tcp80, reals: many }), grpc.status.INVALID_ARGUMENT, '1024');
+      await fails(lb.setReals({ key: tcp80, reals: many }), grpc.status.INVALID_ARGUMENT, '1024');
       expect((await getService(tcp80)).reals).toEqual(before);
     });
 
     it('requires port 0 on the reals of an ICMP service', async () => {
       const icmp = { protocol: Protocol.PROTOCOL_ICMP, vip: '198.18.10.1', port: 0 };
-      await fails(call(lb, lb.setReals, { key: icmp, reals: [real('10.1.0.1', 80, 1)] }), grpc.status.INVALID_ARGUMENT, /^reals\[0\]\.port: /);
-      await call(lb, lb.setReals, { key: icmp, reals: [real('10.1.0.1', 0, 1)] });
+      await fails(lb.setReals({ key: icmp, reals: [real('10.1.0.1', 80, 1)] }), grpc.status.INVALID_ARGUMENT, /^reals\[0\]\.port: /);
+      await lb.setReals({ key: icmp, reals: [real('10.1.0.1', 0, 1)] });
       expect((await getService(icmp)).reals).toEqual([real('10.1.0.1', 0, 1)]);
     });
 
     it('answers NOT_FOUND for a service that does not exist', async () => {
-      await fails(call(lb, lb.setReals, { key: { ...tcp80, port: 8443 }, reals: [] }), grpc.status.NOT_FOUND);
+      await fails(lb.setReals({ key: { ...tcp80, port: 8443 }, reals: [] }), grpc.status.NOT_FOUND);
     });
 
     it('empties the set with an empty list', async () => {
       const k = { protocol: Protocol.PROTOCOL_UDP, vip: '198.18.10.3', port: 53 };
-      await call(lb, lb.setReals, { key: k, reals: [] });
+      await lb.setReals({ key: k, reals: [] });
       expect((await getService(k)).reals).toEqual([]);
     });
   });
@@ -474,28 +470,28 @@ symmetric:
   describe('DeleteVirtualService', () => {
     it('removes the service', async () => {
       const k = { ...tcp80, port: 443 };
-      await call(lb, lb.createVirtualService, { virtualService: svc(k) });
-      await call(lb, lb.deleteVirtualService, { key: k });
-      await fails(call(lb, lb.getVirtualService, { key: k }), grpc.status.NOT_FOUND);
+      await lb.createVirtualService({ virtualService: svc(k) });
+      await lb.deleteVirtualService({ key: k });
+      await fails(lb.getVirtualService({ key: k }), grpc.status.NOT_FOUND);
       expect((await services()).map((s) => s.port)).not.toContain(443);
     });
 
     it('answers NOT_FOUND for a service that does not exist', async () => {
-      await fails(call(lb, lb.deleteVirtualService, { key: { ...tcp80, port: 443 } }), grpc.status.NOT_FOUND);
+      await fails(lb.deleteVirtualService({ key: { ...tcp80, port: 443 } }), grpc.status.NOT_FOUND);
     });
   });
 
   describe('CreateLocalAddress', () => {
     it('adds a local address with its source ports', async () => {
-      await call(lb, lb.createLocalAddress, { localAddress: { address: '10.1.0.100', port: 'p1', portsInUse: 0n, portsTotal: 0n } });
+      await lb.createLocalAddress({ localAddress: { address: '10.1.0.100', port: 'p1', portsInUse: 0n, portsTotal: 0n } });
       // 1024..65535 for each of TCP, UDP and ICMP.
       expect(await lips()).toContainEqual({ address: '10.1.0.100', port: 'p1', portsInUse: 0n, portsTotal: 3n * 64512n });
     });
 
     it('answers ALREADY_EXISTS for an address that is already local in any role', async () => {
       const before = await lips();
-      await fails(call(lb, lb.createLocalAddress, { localAddress: { address: '10.1.0.100', port: 'p1', portsInUse: 0n, portsTotal: 0n } }), grpc.status.ALREADY_EXISTS);
-      await fails(call(lb, lb.createLocalAddress, { localAddress: { address: '10.0.0.1', port: 'p0', portsInUse: 0n, portsTotal: 0n } }), grpc.status.ALREADY_EXISTS);
+      await fails(lb.createLocalAddress({ localAddress: { address: '10.1.0.100', port: 'p1', portsInUse: 0n, portsTotal: 0n } }), grpc.status.ALREADY_EXISTS);
+      await fails(lb.createLocalAddress({ localAddress: { address: '10.0.0.1', port: 'p0', portsInUse: 0n, portsTotal: 0n } }), grpc.status.ALREADY_EXISTS);
       await fails(createAddress({ address: '10.1.0.100', prefixLength: 24, port: 'p1' }), grpc.status.ALREADY_EXISTS);
       expect(await lips()).toEqual(before);
     });
@@ -503,30 +499,30 @@ symmetric:
     it('rejects a bad address naming the field and answers NOT_FOUND for an unknown port', async () => {
       const before = await lips();
       await fails(
-        call(lb, lb.createLocalAddress, { localAddress: { address: '0.0.0.0', port: 'p1', portsInUse: 0n, portsTotal: 0n } }),
+        lb.createLocalAddress({ localAddress: { address: '0.0.0.0', port: 'p1', portsInUse: 0n, portsTotal: 0n } }),
         grpc.status.INVALID_ARGUMENT,
         /^local_address\.address: /,
       );
-      await fails(call(lb, lb.createLocalAddress, { localAddress: { address: '10.1.0.101', port: 'nope', portsInUse: 0n, portsTotal: 0n } }), grpc.status.NOT_FOUND);
+      await fails(lb.createLocalAddress({ localAddress: { address: '10.1.0.101', port: 'nope', portsInUse: 0n, portsTotal: 0n } }), grpc.status.NOT_FOUND);
       expect(await lips()).toEqual(before);
     });
   });
 
   describe('DeleteLocalAddress', () => {
     it('removes a local address with no conns', async () => {
-      await call(lb, lb.createLocalAddress, { localAddress: { address: '10.1.0.102', port: 'p1', portsInUse: 0n, portsTotal: 0n } });
-      await call(lb, lb.deleteLocalAddress, { address: '10.1.0.102' });
+      await lb.createLocalAddress({ localAddress: { address: '10.1.0.102', port: 'p1', portsInUse: 0n, portsTotal: 0n } });
+      await lb.deleteLocalAddress({ address: '10.1.0.102' });
       expect((await lips()).map((l) => l.address)).not.toContain('10.1.0.102');
     });
 
     it('answers NOT_FOUND for an address that is not a local address', async () => {
-      await fails(call(lb, lb.deleteLocalAddress, { address: '10.1.0.102' }), grpc.status.NOT_FOUND);
+      await fails(lb.deleteLocalAddress({ address: '10.1.0.102' }), grpc.status.NOT_FOUND);
     });
   });
 
   describe('ListLocalAddresses', () => {
     it('lists local addresses in creation order', async () => {
-      await call(lb, lb.createLocalAddress, { localAddress: { address: '10.1.0.99', port: 'p0', portsInUse: 0n, portsTotal: 0n } });
+      await lb.createLocalAddress({ localAddress: { address: '10.1.0.99', port: 'p0', portsInUse: 0n, portsTotal: 0n } });
       expect((await lips()).map((l) => l.address)).toEqual(['10.1.0.100', '10.1.0.99']);
     });
   });
@@ -539,7 +535,7 @@ symmetric:
 
   describe('SetTimeouts', () => {
     it('changes the fields that are set, keeps the others and returns them all', async () => {
-      const res = await call(lb, lb.setTimeouts, { timeouts: { udp: 30, tcpFin: 5 } });
+      const res = await lb.setTimeouts({ timeouts: { udp: 30, tcpFin: 5 } });
       const want: Timeouts = { tcpSyn: 20, tcpEstablished: 900, tcpFin: 5, tcpClose: 10, udp: 30, icmp: 60 };
       expect(res.timeouts).toEqual(want);
       expect(await timeouts()).toEqual(want);
@@ -547,14 +543,14 @@ symmetric:
 
     it('changes nothing for an empty Timeouts', async () => {
       const before = await timeouts();
-      expect((await call(lb, lb.setTimeouts, { timeouts: {} })).timeouts).toEqual(before);
+      expect((await lb.setTimeouts({ timeouts: {} })).timeouts).toEqual(before);
     });
 
     it('rejects 0 and more than 7 days naming the field, changing nothing', async () => {
       const before = await timeouts();
-      await fails(call(lb, lb.setTimeouts, { timeouts: { tcpSyn: 1, udp: 0 } }), grpc.status.INVALID_ARGUMENT, /^timeouts\.udp: /);
-      await fails(call(lb, lb.setTimeouts, { timeouts: { icmp: 604801 } }), grpc.status.INVALID_ARGUMENT, /^timeouts\.icmp: /);
-      await fails(call(lb, lb.setTimeouts, { timeouts: undefined }), grpc.status.INVALID_ARGUMENT, /^timeouts: required/);
+      await fails(lb.setTimeouts({ timeouts: { tcpSyn: 1, udp: 0 } }), grpc.status.INVALID_ARGUMENT, /^timeouts\.udp: /);
+      await fails(lb.setTimeouts({ timeouts: { icmp: 604801 } }), grpc.status.INVALID_ARGUMENT, /^timeouts\.icmp: /);
+      await fails(lb.setTimeouts({ timeouts: undefined }), grpc.status.INVALID_ARGUMENT, /^timeouts: required/);
       expect(await timeouts()).toEqual(before);
     });
   });
@@ -563,23 +559,23 @@ symmetric:
 
   describe('GetSymmetricMode', () => {
     it('starts from the configuration file', async () => {
-      expect((await call(pathSvc, pathSvc.getSymmetricMode, {})).mode).toEqual({ tcp: true, udp: false, icmp: true });
+      expect((await path.getSymmetricMode({})).mode).toEqual({ tcp: true, udp: false, icmp: true });
     });
   });
 
   describe('SetSymmetricMode', () => {
     it('switches one protocol and reads back', async () => {
-      await call(pathSvc, pathSvc.setSymmetricMode, { protocol: Protocol.PROTOCOL_ICMP, enabled: false });
-      expect((await call(pathSvc, pathSvc.getSymmetricMode, {})).mode).toEqual({ tcp: true, udp: false, icmp: false });
-      await call(pathSvc, pathSvc.setSymmetricMode, { protocol: Protocol.PROTOCOL_ICMP, enabled: true });
-      await call(pathSvc, pathSvc.setSymmetricMode, { protocol: Protocol.PROTOCOL_UDP, enabled: true });
-      await call(pathSvc, pathSvc.setSymmetricMode, { protocol: Protocol.PROTOCOL_UDP, enabled: true });
-      expect((await call(pathSvc, pathSvc.getSymmetricMode, {})).mode).toEqual({ tcp: true, udp: true, icmp: true });
+      await path.setSymmetricMode({ protocol: Protocol.PROTOCOL_ICMP, enabled: false });
+      expect((await path.getSymmetricMode({})).mode).toEqual({ tcp: true, udp: false, icmp: false });
+      await path.setSymmetricMode({ protocol: Protocol.PROTOCOL_ICMP, enabled: true });
+      await path.setSymmetricMode({ protocol: Protocol.PROTOCOL_UDP, enabled: true });
+      await path.setSymmetricMode({ protocol: Protocol.PROTOCOL_UDP, enabled: true });
+      expect((await path.getSymmetricMode({})).mode).toEqual({ tcp: true, udp: true, icmp: true });
     });
 
     it('rejects PROTOCOL_UNSPECIFIED naming the field, changing nothing', async () => {
-      await fails(call(pathSvc, pathSvc.setSymmetricMode, { protocol: Protocol.PROTOCOL_UNSPECIFIED, enabled: false }), grpc.status.INVALID_ARGUMENT, /^protocol: /);
-      expect((await call(pathSvc, pathSvc.getSymmetricMode, {})).mode).toEqual({ tcp: true, udp: true, icmp: true });
+      await fails(path.setSymmetricMode({ protocol: Protocol.PROTOCOL_UNSPECIFIED, enabled: false }), grpc.status.INVALID_ARGUMENT, /^protocol: /);
+      expect((await path.getSymmetricMode({})).mode).toEqual({ tcp: true, udp: true, icmp: true });
     });
   });
 
@@ -587,7 +583,7 @@ symmetric:
     it('returns path counters per protocol and port, drops per port and the conn count, all as bigint', async () => {
       const layout = loadNative().counterLayout();
       const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-      const res = await call(pathSvc, pathSvc.getCounters, {});
+      const res = await path.getCounters({});
       for (const proto of [res.tcp, res.udp, res.icmp]) {
         expect(proto?.ports.map((p) => p.port)).toEqual(['p0', 'p1']);
         for (const c of [proto!.total!, ...proto!.ports.map((p) => p.counters!)]) {

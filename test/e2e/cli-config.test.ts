@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { runCli, tmpDir } from '../helpers/appliance';
+import { runCli, tmpDir } from '../helpers/cli';
 
 describe('retrace serve with a bad configuration', () => {
   const dir = tmpDir('retrace-cfg');

@@ -17,7 +17,7 @@ import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { promised, type Promised } from '../../src/api/client';
 import { ApplianceProcess, CLI_PATH } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
-import { runCli, type RunResult } from '../helpers/appliance';
+import { runCli, type RunResult } from '../helpers/cli';
 
 // ------------------------------------------------------------------------------------- fixtures
 

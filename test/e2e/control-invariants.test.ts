@@ -16,7 +16,7 @@ import { PathServiceClient } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ApplianceProcess } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
-import { runCli } from '../helpers/appliance';
+import { runCli } from '../helpers/cli';
 import { prng } from '../helpers/prng';
 import { fails } from '../helpers/wait';
 

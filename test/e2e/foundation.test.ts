@@ -10,7 +10,8 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { PortServiceClient, type ListPortsResponse, type GetPortResponse, type GetPortRequest, type ListPortsRequest } from '../../src/gen/retrace/v1/port';
 import { SystemServiceClient, type GetSystemInfoRequest, type GetSystemInfoResponse, LcoreRole, DataplaneState } from '../../src/gen/retrace/v1/system';
-import { Appliance, call, ROOT } from '../helpers/appliance';
+import { promised } from '../../src/api/client';
+import { ApplianceProcess, REPO_ROOT as ROOT } from '../../src/lab/appliance';
 import { NetnsLab } from '../../src/lab/netns';
 import { listServices, reflect } from '../helpers/reflection';
 import { GRPCURL, itWith } from '../helpers/tools';
@@ -18,7 +19,7 @@ import { GRPCURL, itWith } from '../helpers/tools';
 
 describe('retrace serve with an af_packet port in a namespace lab', () => {
   const lab = new NetnsLab(['client'] as const);
-  const app = new Appliance();
+  const app = new ApplianceProcess();
   let ns: string;
   let rootEnd: string;
   let peer: string;
@@ -48,7 +49,7 @@ ports:
   - name: lab0
     device: net_af_packet0,iface=${rootEnd}
 `);
-    await app.waitHealth('SERVING');
+    await app.waitServing();
     ports = new PortServiceClient(app.address, grpc.credentials.createInsecure());
     system = new SystemServiceClient(app.address, grpc.credentials.createInsecure());
   }, 60000);
@@ -82,7 +83,7 @@ ports:
       }
       const sys = new SystemServiceClient(`unix:${healthSock}`, grpc.credentials.createInsecure());
       try {
-        await expect(call<GetSystemInfoRequest, GetSystemInfoResponse>(sys, sys.getSystemInfo, {})).rejects.toMatchObject({
+        await expect(promised(sys).getSystemInfo({})).rejects.toMatchObject({
           code: grpc.status.UNIMPLEMENTED,
         });
       } finally {
@@ -98,7 +99,7 @@ ports:
 
   describe('ListPorts', () => {
     it('lists the af_packet port with the MAC of its interface', async () => {
-      const res = await call<ListPortsRequest, ListPortsResponse>(ports, ports.listPorts, {});
+      const res = await promised(ports).listPorts({});
       expect(res.ports).toHaveLength(1);
       const p = res.ports[0];
       expect(p.name).toBe('lab0');
@@ -109,12 +110,12 @@ ports:
     });
 
     it('shows rx counters growing with traffic sent from the namespace', async () => {
-      const before = (await call<ListPortsRequest, ListPortsResponse>(ports, ports.listPorts, {})).ports[0].stats!;
+      const before = (await promised(ports).listPorts({})).ports[0].stats!;
       // A static neighbour makes the kernel send every echo request straight to the port's MAC
       // (nothing answers them yet: the dataplane only counts and drops at this stage).
       lab.exec('client', 'ip', ['neigh', 'replace', '198.18.0.1', 'lladdr', lab.mac(undefined, rootEnd), 'dev', peer, 'nud', 'permanent']);
       lab.exec('client', 'ping', ['-c', '5', '-i', '0.2', '-W', '1', '198.18.0.1'], { allowFail: true });
-      const after = (await call<ListPortsRequest, ListPortsResponse>(ports, ports.listPorts, {})).ports[0].stats!;
+      const after = (await promised(ports).listPorts({})).ports[0].stats!;
       expect(after.rxPackets - before.rxPackets).toBeGreaterThanOrEqual(5n);
       expect(after.rxBytes - before.rxBytes).toBeGreaterThanOrEqual(5n * 98n);
       expect(typeof after.rxPackets).toBe('bigint');
@@ -123,19 +124,19 @@ ports:
 
   describe('GetPort', () => {
     it('returns one port by name', async () => {
-      const res = await call<GetPortRequest, GetPortResponse>(ports, ports.getPort, { name: 'lab0' });
+      const res = await promised(ports).getPort({ name: 'lab0' });
       expect(res.port?.name).toBe('lab0');
     });
 
     it('answers NOT_FOUND naming the port', async () => {
-      await expect(call<GetPortRequest, GetPortResponse>(ports, ports.getPort, { name: 'nope' })).rejects.toMatchObject({
+      await expect(promised(ports).getPort({ name: 'nope' })).rejects.toMatchObject({
         code: grpc.status.NOT_FOUND,
         details: expect.stringContaining('nope'),
       });
     });
 
     it('answers INVALID_ARGUMENT naming the field when name is empty', async () => {
-      await expect(call<GetPortRequest, GetPortResponse>(ports, ports.getPort, { name: '' })).rejects.toMatchObject({
+      await expect(promised(ports).getPort({ name: '' })).rejects.toMatchObject({
         code: grpc.status.INVALID_ARGUMENT,
         details: expect.stringMatching(/^name:/),
       });
@@ -144,7 +145,7 @@ ports:
 
   describe('GetSystemInfo', () => {
     it('reports versions, a running dataplane, the control and worker lcores and the mbuf pool', async () => {
-      const info = await call<GetSystemInfoRequest, GetSystemInfoResponse>(system, system.getSystemInfo, {});
+      const info = await promised(system).getSystemInfo({});
       expect(info.dpdkVersion).toMatch(/^DPDK 22\.11/);
       expect(info.version).toBe(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
       expect(info.state).toBe(DataplaneState.DATAPLANE_STATE_RUNNING);
@@ -188,7 +189,7 @@ ports:
       const res = await app.stop();
       expect(res).toMatchObject({ code: 0, signal: null });
       expect(res.ms).toBeLessThan(5000);
-      expect(app.stderr).toContain('"msg":"stopped"');
+      expect(app.output).toContain('"msg":"stopped"');
     });
   });
 });

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { SystemServiceClient, type GetSystemInfoResponse } from '../../src/gen/retrace/v1/system';
 import { CLI_PATH } from '../../src/lab/appliance';
-import { runCli } from '../helpers/appliance';
+import { runCli } from '../helpers/cli';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'retrace-tls-'));
 const f = (name: string) => path.join(dir, name);
