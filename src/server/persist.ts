@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Config } from '../gen/retrace/v1/config';
 import type { Logger } from '../log';
-import type { ConfigManager } from './config-service';
+import type { ConfigManager } from './config/apply';
 
 interface StateDocument {
   version: 1;

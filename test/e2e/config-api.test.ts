@@ -16,7 +16,7 @@ import { DropCounters, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { promised, type Promised } from '../../src/api/client';
 import { ApplianceProcess, CLI_PATH } from '../../src/lab/appliance';
-import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
+import { APPLIED_METADATA_KEY } from '../../src/api/metadata';
 import { runCli, type RunResult } from '../helpers/cli';
 
 // ------------------------------------------------------------------------------------- fixtures

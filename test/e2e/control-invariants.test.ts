@@ -15,7 +15,7 @@ import { Config, ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { PathServiceClient } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ApplianceProcess } from '../../src/lab/appliance';
-import { APPLIED_METADATA_KEY } from '../../src/server/config-service';
+import { APPLIED_METADATA_KEY } from '../../src/api/metadata';
 import { runCli } from '../helpers/cli';
 import { prng } from '../helpers/prng';
 import { fails } from '../helpers/wait';

@@ -2,18 +2,9 @@
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import type { Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
-import {
-  foldChanges,
-  planConfig,
-  realsDiff,
-  restoreWeights,
-  summarizeDiff,
-  diffSize,
-  validateConfig,
-  type ConfigState,
-  type DesiredConfig,
-  type Step,
-} from '../../src/server/config-service';
+import { diffSize, foldChanges, planConfig, realsDiff, summarizeDiff, type Step } from '../../src/server/config/plan';
+import { restoreWeights, type ConfigState, type DesiredConfig } from '../../src/server/config/state';
+import { validateConfig } from '../../src/server/config/validate';
 import { StatusError, ValidationError } from '../../src/server/errors';
 import { tableLimits } from '../../src/dataplane';
 

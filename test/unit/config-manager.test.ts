@@ -7,7 +7,8 @@ import { DataplaneError, serviceKeyString, type Dataplane, type RealSpec, type S
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { ConfigDiff, type Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
-import { APPLIED_METADATA_KEY, ConfigManager } from '../../src/server/config-service';
+import { APPLIED_METADATA_KEY } from '../../src/api/metadata';
+import { ConfigManager } from '../../src/server/config/apply';
 import { createLogger } from '../../src/log';
 
 type Svc = ServiceSpec & { reals: RealSpec[] };

@@ -10,7 +10,7 @@ import { status } from '@grpc/grpc-js';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { loadConfig, stateFileProblem } from '../../src/config';
 import { tableLimits, type ConfigShape } from '../../src/dataplane';
-import { APPLIED_TRAILER_MAX_KEYS, boundDiff, foldChanges, type Change } from '../../src/server/config-service';
+import { APPLIED_TRAILER_MAX_KEYS, boundDiff, foldChanges, type Change } from '../../src/server/config/plan';
 import { boundDetails, echo, MAX_DETAILS_BYTES, serviceError, StatusError } from '../../src/server/errors';
 import { StateGuard, type Addition } from '../../src/server/invariants';
 import { formatDiff } from '../../src/cli/format';
