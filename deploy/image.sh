@@ -19,7 +19,8 @@
 # Podman settings (the file printed by `containers-conf`, passed as CONTAINERS_CONF unless the
 # caller sets one): runtime runc, and default ulimits no higher than this host allows (below).
 # Podman's own defaults (nofile 1048576) fail where the hard limit is lower and the engine may not
-# raise it (no CAP_SYS_RESOURCE), and crun fails on hosts with hybrid cgroup v1/v2 hierarchies.
+# raise it (no CAP_SYS_RESOURCE). runc: the runtime this was tested with (cgroup v1 hosts, where
+# crun was seen to fail); podman would otherwise pick crun whenever it is installed.
 # Builds use --network host: RUN steps reach apt and npm as the host does, with no CNI/netavark.
 #
 # Needs root (or rootless podman with subuids), podman, runc and mmdebstrap: deploy/bootstrap.sh

@@ -111,7 +111,9 @@ function realWeights(out: string): Record<string, number> {
   };
 
   beforeAll(async () => {
-    if (missing.length) throw new Error(`CI=true and ${missing.join(', ')} not installed: this suite needs ${missing.join(' and ')} (deploy/bootstrap.sh installs them)`);
+    if (missing.length) {
+      throw new Error(`${missing.join(' and ')} not installed: this suite needs it (under CI=true a missing tool fails; deploy/bootstrap.sh installs it)`);
+    }
     // The build: cached layers make this a few seconds when nothing changed, minutes when cold.
     const build = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh')], process.env, 20 * 60000);
     if (build.code !== 0) throw new Error(`deploy/image.sh failed (exit ${build.code}):\n${build.out.slice(-4000)}`);
