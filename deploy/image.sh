@@ -157,10 +157,15 @@ case ${1:-build} in
     from=$(base)
     t0=$SECONDS
     say "building $TAG from $from"
+    old=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
     # RUN steps do not take containers.conf's default_ulimits: same limits, explicitly.
     podman build --pull=never --network host --build-arg "NODE_IMAGE=$from" \
       --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
       -f deploy/Dockerfile --ignorefile deploy/Dockerfile.dockerignore -t "$TAG" . >&2
+    # The image this build replaced, with its layers no other image uses (so repeated builds on a
+    # CI machine do not pile up); kept while a container still uses it.
+    new=$(podman image inspect --format '{{.Id}}' "$TAG")
+    [[ -z $old || $old == "$new" ]] || podman rmi "$old" >/dev/null 2>&1 || true
     say "$TAG built in $((SECONDS - t0)) s"
     echo "$TAG"
     ;;
