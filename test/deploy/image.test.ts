@@ -19,7 +19,7 @@
  *    port mappings with the host's network; they are declarations only under hostNetwork anyway).
  *  - Podman does not run lifecycle hooks: the test runs postStart and preStop with `podman exec`,
  *    exactly the commands the rendered manifest states, where a kubelet would run them.
- *  - podman's settings from deploy/image.sh (runc, ulimits this host allows) via CONTAINERS_CONF.
+ *  - podman's settings from `deploy/image.sh env` (runc, ulimits this host allows, storage).
  *
  * Needs root, podman (with catatonit for the pod's infra container), kubectl, mmdebstrap when no
  * base image is available: deploy/bootstrap.sh installs them. Without podman or kubectl the suite
@@ -118,7 +118,9 @@ function realWeights(out: string): Record<string, number> {
     const build = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh')], process.env, 20 * 60000);
     if (build.code !== 0) throw new Error(`deploy/image.sh failed (exit ${build.code}):\n${build.out.slice(-4000)}`);
     image = build.stdout.trim();
-    env = { ...process.env, CONTAINERS_CONF: runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh'), 'containers-conf']).stdout.trim() };
+    // podman's settings for this host (CONTAINERS_CONF, and CONTAINERS_STORAGE_CONF where needed).
+    const settings = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh'), 'env']).stdout.trim().split('\n');
+    env = { ...process.env, ...Object.fromEntries(settings.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])) };
 
     lab = LabTopology.create();
     await lab.startEchoServers();
