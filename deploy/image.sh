@@ -19,15 +19,15 @@
 # Podman settings (printed by `env`; CONTAINERS_CONF unless the caller sets one): runtime runc, and
 # default ulimits no higher than this host allows (below).
 # Podman's own defaults (nofile 1048576) fail where the hard limit is lower and the engine may not
-# raise it (no CAP_SYS_RESOURCE). runc: the runtime this was tested with (cgroup v1 hosts, where
-# crun was seen to fail); podman would otherwise pick crun whenever it is installed. Storage: where
+# raise it (no CAP_SYS_RESOURCE). runc: the runtime this was tested with (on cgroup v1 hosts);
+# podman would otherwise pick crun whenever it is installed. Storage: where
 # podman's store lies on an overlayfs (the root filesystem of a container or chroot sandbox), the
 # kernel overlay driver cannot stack on it, so CONTAINERS_STORAGE_CONF adds fuse-overlayfs as its
 # mount program.
 # Builds use --network host: RUN steps reach apt and npm as the host does, with no CNI/netavark.
 #
-# Needs root (or rootless podman with subuids), podman, runc and mmdebstrap: deploy/bootstrap.sh
-# installs them.
+# Needs root, podman, runc, mmdebstrap (for the stand-in) and, on an overlayfs, fuse-overlayfs:
+# deploy/bootstrap.sh installs them.
 set -euo pipefail
 shopt -s inherit_errexit   # a failure inside $(...) stops the script too
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
