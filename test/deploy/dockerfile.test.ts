@@ -1,8 +1,8 @@
 /**
- * Static checks of deploy/Dockerfile (no docker engine here): base images pinned to a major
- * version, stages and COPY sources exist, the build context filter lets in exactly what is copied,
- * the runtime stage installs a Debian package for every DPDK library the addon links, and the
- * entrypoint is the CLI. Also the BGP sidecar image's Dockerfile.
+ * Static checks of deploy/Dockerfile (test/deploy/image.test.ts builds and runs it): base images
+ * pinned to a major version, stages and COPY sources exist, the build context filter lets in
+ * exactly what is copied, the runtime stage installs a Debian package for every DPDK library the
+ * addon links, and the entrypoint is the CLI. Also the BGP sidecar image's Dockerfile.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
