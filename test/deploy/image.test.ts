@@ -30,16 +30,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { service as healthService } from 'grpc-health-check';
 import YAML from 'yaml';
 import { LAB, LabTopology, REAL_SERVERS, ROOT_PORTS } from '../../src/lab/topology';
+import { connect } from '../../src/api/client';
+import { debianTool, describeWith } from '../helpers/tools';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const OVERLAY = path.join(ROOT, 'deploy', 'k8s', 'overlays', 'af-packet');
-const TOOLS = ['podman', 'kubectl'];
-const missing = TOOLS.filter((t) => spawnSync(t, ['--version'], { stdio: 'ignore' }).error !== undefined);
-const CI = process.env.CI === 'true';
+const PODMAN = debianTool('podman', 'podman');
+const KUBECTL = debianTool('kubectl', 'kubernetes-client');
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -67,16 +66,13 @@ function freePort(): Promise<number> {
   });
 }
 
-function healthCheck(address: string): Promise<string> {
-  const Client = grpc.makeGenericClientConstructor(healthService, 'Health');
-  const client = new Client(address, grpc.credentials.createInsecure());
-  return new Promise((resolve, reject) => {
-    client.check({ service: '' }, { deadline: Date.now() + 2000 }, (err: grpc.ServiceError | null, res: { status: string }) => {
-      client.close();
-      if (err) reject(err);
-      else resolve(res.status);
-    });
-  });
+async function healthCheck(address: string): Promise<string> {
+  const client = connect(address);
+  try {
+    return await client.health();
+  } finally {
+    client.close();
+  }
 }
 
 /** `retrace services` real rows (`  ->   ADDRESS  WEIGHT  ACTIVE  CONNS`): address -> weight. */
@@ -85,7 +81,7 @@ function realWeights(out: string): Record<string, number> {
   return Object.fromEntries(rows.map((m) => [m[1], Number(m[2])]));
 }
 
-(missing.length && !CI ? describe.skip : describe)('the image and the af-packet pod under podman', () => {
+describeWith(PODMAN, KUBECTL)('the image and the af-packet pod under podman', () => {
   let lab: LabTopology | undefined;
   let env: NodeJS.ProcessEnv = process.env;
   let podName = '';
@@ -111,9 +107,6 @@ function realWeights(out: string): Record<string, number> {
   };
 
   beforeAll(async () => {
-    if (missing.length) {
-      throw new Error(`${missing.join(' and ')} not installed: this suite needs it (under CI=true a missing tool fails; deploy/bootstrap.sh installs it)`);
-    }
     // The build: cached layers make this a few seconds when nothing changed, minutes when cold.
     const build = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh')], process.env, 20 * 60000);
     if (build.code !== 0) throw new Error(`deploy/image.sh failed (exit ${build.code}):\n${build.out.slice(-4000)}`);

@@ -46,9 +46,10 @@ export function debianTool(cmd: string, pkg: string): Tool {
 
 const missing = (t: Tool) => `needs ${t.name}: not found; ${t.hint}`;
 
-/** `it`, or its stand-in when the tool is missing (see the header). */
-export function itWith(tool: Tool): jest.It {
-  if (tool.path !== null) return it;
+/** `it`, or its stand-in when a tool is missing (see the header). */
+export function itWith(...tools: Tool[]): jest.It {
+  const tool = tools.find((t) => t.path === null);
+  if (tool === undefined) return it;
   if (IN_CI) {
     const failing = ((name: string) => it(name, () => { throw new Error(missing(tool)); })) as unknown as jest.It;
     (failing as unknown as { each: unknown }).each = (table: unknown[]) => (name: string) =>
@@ -61,9 +62,10 @@ export function itWith(tool: Tool): jest.It {
   return skip;
 }
 
-/** `describe`, or its stand-in when the tool is missing (see the header). */
-export function describeWith(tool: Tool): jest.Describe {
-  if (tool.path !== null) return describe;
+/** `describe`, or its stand-in when a tool is missing (see the header). */
+export function describeWith(...tools: Tool[]): jest.Describe {
+  const tool = tools.find((t) => t.path === null);
+  if (tool === undefined) return describe;
   if (IN_CI) {
     return ((name: string) => describe(name, () => it(missing(tool), () => { throw new Error(missing(tool)); }))) as unknown as jest.Describe;
   }
