@@ -3,9 +3,9 @@
     {
       "target_name": "retrace",
       "sources": [
-        "native/binding.cc",
-        "native/binding_tables.cc",
-        "native/binding_conns.cc",
+        "native/binding/binding.cc",
+        "native/binding/binding_tables.cc",
+        "native/binding/binding_conns.cc",
         "native/dp_eal.c",
         "native/dp_port.c",
         "native/dp_worker.c",

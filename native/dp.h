@@ -1,6 +1,6 @@
 /*
  * dp.h: the dataplane's public contract, called by the Node binding
- * (binding.cc) and by native tests.
+ * (binding/binding.cc) and by native tests.
  *
  * Threads. "control" means the one thread that called dp_eal_init (the Node
  * main thread, which EAL makes the main lcore) or a thread the control thread
@@ -23,12 +23,12 @@
 extern "C" {
 #endif
 
-#define DP_MAX_PORTS 32   /* logical ports; counters are sized by this */
+#define DP_MAX_PORTS   32 /* logical ports; counters are sized by this */
 #define DP_MAX_WORKERS 64
-#define DP_MAX_BURST 256
-#define DP_NAME_LEN 32
+#define DP_MAX_BURST   256
+#define DP_NAME_LEN    32
 #define DP_DEVNAME_LEN 128
-#define DP_ERR_LEN 256
+#define DP_ERR_LEN     256
 
 /* Life cycle: INIT -(dp_eal_init)-> EAL_READY -(dp_start)-> RUNNING
  * -(dp_stop)-> STOPPED -(dp_cleanup)-> INIT. */
@@ -40,12 +40,12 @@ enum dp_state {
 };
 
 struct dp_port_conf {
-	char name[DP_NAME_LEN];       /* logical name, e.g. "uplink-a" */
+	char name[DP_NAME_LEN];	      /* logical name, e.g. "uplink-a" */
 	char devname[DP_DEVNAME_LEN]; /* ethdev name: vdev name or PCI address */
 	uint16_t mtu;
 	uint16_t rx_desc;
 	uint16_t tx_desc;
-	bool has_mac;                 /* false: keep the device's own MAC */
+	bool has_mac; /* false: keep the device's own MAC */
 	uint8_t mac[6];
 	bool promiscuous;
 };
@@ -53,15 +53,15 @@ struct dp_port_conf {
 struct dp_conf {
 	uint32_t nb_mbufs;
 	uint32_t mbuf_cache;
-	uint16_t burst;            /* 1..DP_MAX_BURST */
+	uint16_t burst;		   /* 1..DP_MAX_BURST */
 	uint32_t idle_pause_after; /* empty polls before pausing; 0 = never */
 	uint32_t idle_sleep_after; /* empty polls before sleeping; 0 = never */
 	uint32_t idle_sleep_us;
-	uint32_t max_conns;        /* per worker */
-	uint32_t icmp_rate;        /* ICMP we originate, per port per second; 0 = no limit */
+	uint32_t max_conns; /* per worker */
+	uint32_t icmp_rate; /* ICMP we originate, per port per second; 0 = no limit */
 	uint32_t icmp_burst;
-	uint32_t event_ring;       /* per worker, power of two */
-	bool manual;               /* tests/fuzzing: one worker context, no lcore
+	uint32_t event_ring; /* per worker, power of two */
+	bool manual;	     /* tests/fuzzing: one worker context, no lcore
 				    * launched; the caller drives dp_worker_round */
 	uint16_t nb_ports;
 	struct dp_port_conf ports[DP_MAX_PORTS];
@@ -91,13 +91,17 @@ enum dp_state dp_get_state(void);
 
 /* ---- read-only views (control thread, state RUNNING) ---- */
 
-enum dp_link { DP_LINK_UNKNOWN = 0, DP_LINK_UP, DP_LINK_DOWN };
+enum dp_link {
+	DP_LINK_UNKNOWN = 0,
+	DP_LINK_UP,
+	DP_LINK_DOWN
+};
 
 struct dp_port_info {
 	char name[DP_NAME_LEN];
 	char devname[DP_DEVNAME_LEN];
 	char driver[DP_NAME_LEN];
-	uint16_t port_id;  /* DPDK port id */
+	uint16_t port_id; /* DPDK port id */
 	uint8_t mac[6];
 	uint16_t mtu;
 	enum dp_link link;

@@ -73,20 +73,22 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	};
 	w->conns = rte_hash_create(&p);
 	if (w->conns == NULL) {
-		dp_set_err(err, errlen, "cannot create the conn table of worker %u (%u conns): %s "
-			   "(raise eal.memory_mb or lower dataplane.max_conns)",
-			   w->index, max_conns, rte_strerror(rte_errno));
+		dp_set_err(err, errlen,
+			"cannot create the conn table of worker %u (%u conns): %s "
+			"(raise eal.memory_mb or lower dataplane.max_conns)",
+			w->index, max_conns, rte_strerror(rte_errno));
 		return -ENOMEM;
 	}
 	snprintf(name, sizeof(name), "rt_cpool%u_%d", w->index, getpid() % 100000);
-	w->conn_pool = rte_mempool_create(name, max_conns, sizeof(struct dp_conn), 0, 0, NULL, NULL,
-					  NULL, NULL, socket,
-					  RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET | RTE_MEMPOOL_F_NO_CACHE_ALIGN |
-						  RTE_MEMPOOL_F_NO_SPREAD);
+	w->conn_pool = rte_mempool_create(name, max_conns, sizeof(struct dp_conn), 0, 0, NULL, NULL, NULL,
+		NULL, socket,
+		RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET | RTE_MEMPOOL_F_NO_CACHE_ALIGN |
+			RTE_MEMPOOL_F_NO_SPREAD);
 	if (w->conn_pool == NULL) {
-		dp_set_err(err, errlen, "cannot create the conn pool of worker %u (%u conns): %s "
-			   "(raise eal.memory_mb or lower dataplane.max_conns)",
-			   w->index, max_conns, rte_strerror(rte_errno));
+		dp_set_err(err, errlen,
+			"cannot create the conn pool of worker %u (%u conns): %s "
+			"(raise eal.memory_mb or lower dataplane.max_conns)",
+			w->index, max_conns, rte_strerror(rte_errno));
 		rte_hash_free(w->conns);
 		w->conns = NULL;
 		return -ENOMEM;
@@ -98,8 +100,10 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	 */
 	w->conn_recs = rte_zmalloc_socket(name, sizeof(*w->conn_recs) * max_conns, 0, socket);
 	if (w->conn_recs == NULL) {
-		dp_set_err(err, errlen, "cannot create the conn index of worker %u (%u conns) "
-			   "(raise eal.memory_mb or lower dataplane.max_conns)", w->index, max_conns);
+		dp_set_err(err, errlen,
+			"cannot create the conn index of worker %u (%u conns) "
+			"(raise eal.memory_mb or lower dataplane.max_conns)",
+			w->index, max_conns);
 		rte_mempool_free(w->conn_pool);
 		rte_hash_free(w->conns);
 		w->conn_pool = NULL;
@@ -118,7 +122,7 @@ dp_conn_table_free(struct dp_worker *w)
 	for (uint32_t i = 0; i < w->nb_conn_recs; i++) {
 		struct dp_conn *c = w->conn_recs[i];
 		if (c->proto != 0 && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
-		    atomic_fetch_sub(&c->real->refs, 1) == 1)
+			atomic_fetch_sub(&c->real->refs, 1) == 1)
 			rte_free(c->real);
 	}
 	rte_hash_free(w->conns);
@@ -193,8 +197,9 @@ struct dp_conn *
 dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop)
 {
 	struct dp_real_set *set = atomic_load_explicit(&svc->set, memory_order_acquire);
-	enum dp_proto proto = ck->proto == IPPROTO_TCP ? DP_PROTO_tcp :
-			      ck->proto == IPPROTO_UDP ? DP_PROTO_udp : DP_PROTO_icmp;
+	enum dp_proto proto = ck->proto == IPPROTO_TCP	 ? DP_PROTO_tcp
+			      : ck->proto == IPPROTO_UDP ? DP_PROTO_udp
+							 : DP_PROTO_icmp;
 	struct dp_real *real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
 	struct dp_conn *c;
 	struct dp_conn_key sk;
@@ -243,11 +248,10 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	atomic_fetch_add_explicit(&svc->conns_total, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
 	return c;
-full:
-	{
-		uint32_t p = c->lport;
-		rte_ring_enqueue_elem(c->lip->free_ports[w->index][proto], &p, sizeof(p));
-	}
+full : {
+	uint32_t p = c->lport;
+	rte_ring_enqueue_elem(c->lip->free_ports[w->index][proto], &p, sizeof(p));
+}
 	dp_conn_free(w, c);
 	*drop = DP_DROP_conn_table_full;
 	return NULL;

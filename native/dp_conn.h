@@ -40,36 +40,39 @@ struct dp_conn_key {
 	uint8_t pad[3];
 };
 
-enum dp_side_id { DP_SIDE_CLIENT = 0, DP_SIDE_SERVER = 1 };
+enum dp_side_id {
+	DP_SIDE_CLIENT = 0,
+	DP_SIDE_SERVER = 1
+};
 
 struct dp_side {
-	struct rte_ether_addr peer_mac;  /* L2 source of that side's packets */
+	struct rte_ether_addr peer_mac;	 /* L2 source of that side's packets */
 	struct rte_ether_addr local_mac; /* our MAC they were sent to */
-	uint8_t pidx;                    /* port they arrive on */
-	uint8_t valid;                   /* a packet from this side was seen */
-	uint8_t route_pidx;              /* where a route lookup would send */
-	uint8_t route_ok;                /* 0: no route to the peer at all */
-	uint32_t route_gen;              /* dpt.route_gen route_pidx is from */
+	uint8_t pidx;			 /* port they arrive on */
+	uint8_t valid;			 /* a packet from this side was seen */
+	uint8_t route_pidx;		 /* where a route lookup would send */
+	uint8_t route_ok;		 /* 0: no route to the peer at all */
+	uint32_t route_gen;		 /* dpt.route_gen route_pidx is from */
 };
 
 enum dp_tcp_state {
 	DP_TCP_NONE = 0,
-	DP_TCP_SYN_SENT,    /* client SYN forwarded */
-	DP_TCP_SYN_RECV,    /* server SYN-ACK forwarded */
+	DP_TCP_SYN_SENT, /* client SYN forwarded */
+	DP_TCP_SYN_RECV, /* server SYN-ACK forwarded */
 	DP_TCP_ESTABLISHED,
-	DP_TCP_FIN_WAIT,    /* one side sent FIN */
-	DP_TCP_TIME_WAIT,   /* both sides sent FIN */
-	DP_TCP_CLOSE,       /* RST seen */
+	DP_TCP_FIN_WAIT,  /* one side sent FIN */
+	DP_TCP_TIME_WAIT, /* both sides sent FIN */
+	DP_TCP_CLOSE,	  /* RST seen */
 };
 
 #define DP_CONN_F_CLIENT_FIN 0x1
 #define DP_CONN_F_SERVER_FIN 0x2
-#define DP_CONN_F_LOCAL 0x4 /* ICMP echo to one of our addresses: client side only */
+#define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
 
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
 	uint16_t cport, vport, lport, rport;
-	uint8_t proto;      /* IPPROTO_* */
+	uint8_t proto;	    /* IPPROTO_* */
 	uint8_t pidx_proto; /* enum dp_proto */
 	uint8_t state;
 	uint8_t flags;
@@ -79,7 +82,7 @@ struct dp_conn {
 	struct dp_side side[2];
 	struct dp_real *real;
 	struct dp_lip *lip;
-	uint64_t pkts[2];   /* from client, from server */
+	uint64_t pkts[2]; /* from client, from server */
 	uint64_t bytes[2];
 	/*
 	 * Not cache aligned on purpose: 136 bytes pack as 160-byte pool objects
@@ -110,8 +113,8 @@ struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k,
 
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
  * source port, inserts both keys. Returns NULL and sets *drop on failure. */
-struct dp_conn *dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck,
-			       enum dp_drop *drop);
+struct dp_conn *dp_conn_create(
+	struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop);
 
 /* Worker: create a local conn (client key only, no real, no LIP). */
 struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);
@@ -124,7 +127,7 @@ void dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c);
 
 /* Worker: expire idle conns. Every record is examined once per DP_EXPIRE_PASS_S seconds, at most
  * DP_EXPIRE_MAX_STEP per poll round: conns expire at most that late. */
-#define DP_EXPIRE_PASS_S 1
+#define DP_EXPIRE_PASS_S   1
 #define DP_EXPIRE_MAX_STEP 512
 void dp_conn_expire_step(struct dp_worker *w);
 

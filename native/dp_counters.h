@@ -25,49 +25,51 @@ extern "C" {
 
 /* Protocols with symmetric-path accounting. */
 #define DP_PROTO_LIST(X) \
-	X(tcp)               \
-	X(udp)               \
+	X(tcp)           \
+	X(udp)           \
 	X(icmp)
 
 /* Per protocol and per port: what happened on the path back to a side. */
-#define DP_PATH_COUNTER_LIST(X)                                                 \
-	X(rx, "packets received for this protocol on this port")                \
-	X(tx_symmetric, "sent with the side record of a conn: no route lookup")  \
-	X(tx_routed, "sent after a route + neighbour lookup")                   \
-	X(route_divergence, "symmetric sends where the route would have picked another port (a triangle prevented)") \
-	X(asymmetric, "routed replies that left by a port other than the request's (a triangle that happened)") \
+#define DP_PATH_COUNTER_LIST(X)                                                                           \
+	X(rx, "packets received for this protocol on this port")                                          \
+	X(tx_symmetric, "sent with the side record of a conn: no route lookup")                           \
+	X(tx_routed, "sent after a route + neighbour lookup")                                             \
+	X(route_divergence,                                                                               \
+		"symmetric sends where the route would have picked another port (a triangle prevented)")  \
+	X(asymmetric,                                                                                     \
+		"routed replies that left by a port other than the request's (a triangle that happened)") \
 	X(path_changes, "side records refreshed because a side moved to another port or MAC")
 
 /* Per port: why a received packet was dropped. */
-#define DP_DROP_LIST(X)                                                        \
-	X(eth_truncated, "frame shorter than an Ethernet header")               \
-	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast") \
-	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")  \
-	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")          \
-	X(arp_not_ours, "ARP request for an address that is not ours")        \
-	X(ip_truncated, "frame shorter than the IPv4 header or total length")  \
-	X(ip_bad_version, "IP version is not 4")                               \
-	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                     \
-	X(ip_bad_checksum, "IPv4 header checksum does not verify")             \
-	X(ip_fragment, "IPv4 fragments are not reassembled")                   \
-	X(ip_ttl_exceeded, "TTL reached zero")                                 \
-	X(no_handler, "no service, conn or local address takes this packet")  \
-	X(l4_truncated, "TCP/UDP header missing or shorter than it says")    \
-	X(tcp_no_conn, "TCP segment other than SYN for no known conn")        \
-	X(no_real, "service has no real with weight > 0")                    \
-	X(no_lip_port, "every LIP source port of this worker is in use")      \
-	X(conn_table_full, "the worker's conn table is full")                \
-	X(no_route, "no route to the destination")                           \
-	X(neigh_unresolved, "next hop did not answer ARP in time")            \
-	X(hold_full, "too many packets already waiting for ARP")              \
-	X(mtu_exceeded, "packet larger than the egress port's MTU")           \
-	X(redirect_full, "hand-off ring to the conn's owner worker full")     \
-	X(icmp_truncated, "ICMP message shorter than its header")             \
-	X(icmp_bad_checksum, "ICMP checksum does not verify")                 \
-	X(icmp_unsupported, "ICMP type we neither answer nor forward")         \
+#define DP_DROP_LIST(X)                                                                \
+	X(eth_truncated, "frame shorter than an Ethernet header")                      \
+	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast")      \
+	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")          \
+	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")                  \
+	X(arp_not_ours, "ARP request for an address that is not ours")                 \
+	X(ip_truncated, "frame shorter than the IPv4 header or total length")          \
+	X(ip_bad_version, "IP version is not 4")                                       \
+	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                             \
+	X(ip_bad_checksum, "IPv4 header checksum does not verify")                     \
+	X(ip_fragment, "IPv4 fragments are not reassembled")                           \
+	X(ip_ttl_exceeded, "TTL reached zero")                                         \
+	X(no_handler, "no service, conn or local address takes this packet")           \
+	X(l4_truncated, "TCP/UDP header missing or shorter than it says")              \
+	X(tcp_no_conn, "TCP segment other than SYN for no known conn")                 \
+	X(no_real, "service has no real with weight > 0")                              \
+	X(no_lip_port, "every LIP source port of this worker is in use")               \
+	X(conn_table_full, "the worker's conn table is full")                          \
+	X(no_route, "no route to the destination")                                     \
+	X(neigh_unresolved, "next hop did not answer ARP in time")                     \
+	X(hold_full, "too many packets already waiting for ARP")                       \
+	X(mtu_exceeded, "packet larger than the egress port's MTU")                    \
+	X(redirect_full, "hand-off ring to the conn's owner worker full")              \
+	X(icmp_truncated, "ICMP message shorter than its header")                      \
+	X(icmp_bad_checksum, "ICMP checksum does not verify")                          \
+	X(icmp_unsupported, "ICMP type we neither answer nor forward")                 \
 	X(icmp_error_truncated, "ICMP error quoting less than an IP header + 8 bytes") \
-	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")  \
-	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate") \
+	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")          \
+	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate")        \
 	X(tx_full, "the driver refused the packet at tx burst")
 
 /* Per real: the traffic of its conns, per worker, by direction. The
@@ -110,7 +112,7 @@ enum dp_real_counter {
  * [proto][port][counter], then drops indexed [port][reason]. */
 #define DP_COUNTERS_PATH_LEN ((size_t)DP_PROTO_MAX * DP_MAX_PORTS * DP_PATH_MAX)
 #define DP_COUNTERS_DROP_LEN ((size_t)DP_MAX_PORTS * DP_DROP_MAX)
-#define DP_COUNTERS_LEN (DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN)
+#define DP_COUNTERS_LEN	     (DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN)
 
 extern const char *const dp_proto_names[DP_PROTO_MAX];
 extern const char *const dp_path_counter_names[DP_PATH_MAX];

@@ -120,7 +120,8 @@ dp_housekeeper(void *arg)
 
 	(void)arg;
 	while (atomic_load(&hk_run)) {
-		unsigned n = rte_ring_dequeue_burst_elem(dpt.learn, msgs, sizeof(msgs[0]), RTE_DIM(msgs), NULL);
+		unsigned n =
+			rte_ring_dequeue_burst_elem(dpt.learn, msgs, sizeof(msgs[0]), RTE_DIM(msgs), NULL);
 		uint64_t now = rte_get_tsc_cycles();
 
 		if (n > 0) {

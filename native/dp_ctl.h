@@ -20,16 +20,16 @@
 extern "C" {
 #endif
 
-#define DP_MAX_ROUTES 4096
+#define DP_MAX_ROUTES	4096
 #define DP_MAX_NEXTHOPS 1024
-#define DP_MAX_NEIGH 16384
-#define DP_MAX_ADDRS 1024
+#define DP_MAX_NEIGH	16384
+#define DP_MAX_ADDRS	1024
 #define DP_MAX_SERVICES 4096
-#define DP_MAX_REALS 1024     /* per service */
-#define DP_MAX_LIPS 64
+#define DP_MAX_REALS	1024 /* per service */
+#define DP_MAX_LIPS	64
 /* tbl8 groups of the route LPM: one per distinct /24 holding a prefix longer
  * than /24 (a static route or the connected route of an address). */
-#define DP_LPM_TBL8S 256
+#define DP_LPM_TBL8S	256
 
 /* Per-protocol timeouts in seconds. */
 struct dp_timeouts {
@@ -78,17 +78,22 @@ int dp_ctl_lip_del(uint32_t addr, char *err, size_t errlen);
 /* Ports in use on a LIP, summed over workers and protocols. -ENOENT. */
 int dp_ctl_lip_in_use(uint32_t addr, uint64_t *in_use, uint64_t *capacity);
 
-enum { DP_SCHED_ARG_RR = 1, DP_SCHED_ARG_WRR, DP_SCHED_ARG_WLC, DP_SCHED_ARG_MAGLEV };
+enum {
+	DP_SCHED_ARG_RR = 1,
+	DP_SCHED_ARG_WRR,
+	DP_SCHED_ARG_WLC,
+	DP_SCHED_ARG_MAGLEV
+};
 
 /* Virtual service proto (IPPROTO_TCP/UDP/ICMP) vaddr:vport (vport 0 for
  * ICMP). -EEXIST, -ENOSPC, -EINVAL (bad proto, port or scheduler). */
-int dp_ctl_service_add(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
-		       char *err, size_t errlen);
+int dp_ctl_service_add(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed, char *err, size_t errlen);
 /* Existing conns continue until they expire. -ENOENT. */
 int dp_ctl_service_del(uint8_t proto, uint32_t vaddr, uint16_t vport, char *err, size_t errlen);
 /* Change the scheduler (tables rebuilt). -ENOENT, -EINVAL. */
-int dp_ctl_service_set_sched(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
-			     char *err, size_t errlen);
+int dp_ctl_service_set_sched(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed, char *err, size_t errlen);
 
 struct dp_real_conf {
 	uint32_t addr;
@@ -98,8 +103,8 @@ struct dp_real_conf {
 /* Replace the whole set of reals (declarative). A real kept across calls
  * (same addr:port) keeps its conn counters. -ENOENT (no service), -EINVAL
  * (duplicate real), -E2BIG (more than DP_MAX_REALS), -ENOMEM. */
-int dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport,
-			     const struct dp_real_conf *reals, unsigned n, char *err, size_t errlen);
+int dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, const struct dp_real_conf *reals,
+	unsigned n, char *err, size_t errlen);
 
 struct dp_real_info {
 	uint32_t addr;
@@ -111,7 +116,7 @@ struct dp_real_info {
 };
 /* Reals of a service with live counters; returns the count or -ENOENT. */
 int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
-			 unsigned max, uint64_t *conns_total);
+	unsigned max, uint64_t *conns_total);
 /* Sum of conns_total over every service: one pass over the service table, no
  * per-real work (what WatchCounters' conns-per-second needs). -EBUSY if not running. */
 int dp_ctl_services_conns_total(uint64_t *total);

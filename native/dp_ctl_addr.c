@@ -40,7 +40,8 @@ dp_addr_clear_kind(uint32_t addr, unsigned kind)
 	struct dp_addr_key k = dp_addr_key(addr);
 	if (kinds == 0)
 		return rte_hash_del_key(dpt.addrs, &k) < 0 ? -ENOENT : 0;
-	int ret = rte_hash_add_key_data(dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
+	int ret = rte_hash_add_key_data(
+		dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
 	return ret < 0 ? ret : 0;
 }
 

@@ -58,10 +58,11 @@ dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen)
 		lip->capacity[w] = cnt;
 		for (int proto = 0; proto < DP_PROTO_MAX; proto++) {
 			char name[RTE_RING_NAMESIZE];
-			snprintf(name, sizeof(name), "lp%x_%u_%d_%d", rte_be_to_cpu_32(addr), w, proto, getpid() % 1000);
-			struct rte_ring *r = rte_ring_create_elem(name, sizeof(uint32_t), rte_align32pow2(cnt + 1),
-								  (int)rte_socket_id(),
-								  RING_F_SP_ENQ | RING_F_SC_DEQ);
+			snprintf(name, sizeof(name), "lp%x_%u_%d_%d", rte_be_to_cpu_32(addr), w, proto,
+				getpid() % 1000);
+			struct rte_ring *r =
+				rte_ring_create_elem(name, sizeof(uint32_t), rte_align32pow2(cnt + 1),
+					(int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
 			if (r == NULL) {
 				ret = -ENOMEM;
 				goto nomem;
@@ -72,7 +73,9 @@ dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen)
 			uint32_t start = (uint32_t)(rte_rand() % cnt);
 			for (uint32_t k = 0; k < cnt; k++) {
 				uint32_t idx = (start + k) % cnt;
-				uint32_t first = DP_LPORT_MIN + (w + dp.nb_workers - DP_LPORT_MIN % dp.nb_workers) % dp.nb_workers;
+				uint32_t first =
+					DP_LPORT_MIN +
+					(w + dp.nb_workers - DP_LPORT_MIN % dp.nb_workers) % dp.nb_workers;
 				uint32_t port = first + idx * dp.nb_workers;
 				uint32_t be = rte_cpu_to_be_16((uint16_t)port);
 				rte_ring_enqueue_elem(r, &be, sizeof(be));

@@ -31,7 +31,8 @@ dp_ctl_neigh_add(uint32_t addr, const uint8_t mac[6], uint16_t pidx, char *err, 
 		return -ENOENT;
 	memcpy(m.addr_bytes, mac, 6);
 	pthread_mutex_lock(&ctl_lock);
-	ret = rte_hash_add_key_data(dpt.neigh, &addr, (void *)(uintptr_t)dp_neigh_pack(&m, (uint8_t)pidx, DP_NEIGH_STATIC));
+	ret = rte_hash_add_key_data(
+		dpt.neigh, &addr, (void *)(uintptr_t)dp_neigh_pack(&m, (uint8_t)pidx, DP_NEIGH_STATIC));
 	if (ret < 0) {
 		dp_set_err(err, errlen, "neighbour table full");
 		ret = -ENOSPC;
@@ -84,7 +85,9 @@ dp_ctl_neigh_list(struct dp_neigh_info *out, unsigned max)
 			memcpy(ni->mac, mac.addr_bytes, 6);
 			ni->pidx = dp_neigh_port(v);
 			ni->is_static = dp_neigh_flags(v) & DP_NEIGH_STATIC;
-			ni->age_s = ni->is_static || neigh_seen[pos] == 0 ? 0 : (uint32_t)((now - neigh_seen[pos]) / hz);
+			ni->age_s = ni->is_static || neigh_seen[pos] == 0
+					    ? 0
+					    : (uint32_t)((now - neigh_seen[pos]) / hz);
 		}
 		n++;
 	}

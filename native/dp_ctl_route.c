@@ -22,9 +22,9 @@ struct dp_route_reg {
 	uint32_t prefix;
 	uint8_t plen;
 	bool user;
-	uint16_t conn_refs;  /* port addresses whose subnet this is */
-	uint16_t conn_pidx;  /* port of the first such address */
-	uint32_t nh;         /* next-hop index currently in the LPM */
+	uint16_t conn_refs; /* port addresses whose subnet this is */
+	uint16_t conn_pidx; /* port of the first such address */
+	uint32_t nh;	    /* next-hop index currently in the LPM */
 };
 static struct dp_route_reg route_reg[DP_MAX_ROUTES];
 static unsigned nb_route_reg;
@@ -70,8 +70,8 @@ dp_nexthop_get(uint16_t pidx, uint32_t gw, uint32_t *idx)
 /* Install prefix -> (pidx, gw) in the LPM (or the default slot), replacing
  * what is there. Caller holds ctl_lock. */
 static int
-dp_lpm_install(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, uint32_t *nh_out,
-	       char *err, size_t errlen)
+dp_lpm_install(
+	uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, uint32_t *nh_out, char *err, size_t errlen)
 {
 	uint32_t nh;
 	int ret = dp_nexthop_get(pidx, gw, &nh);
@@ -158,7 +158,8 @@ dp_route_add_locked(uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, c
 	ret = dp_lpm_install(prefix, plen, pidx, gw, &nh, err, errlen);
 	if (ret < 0)
 		return ret;
-	route_reg[nb_route_reg++] = (struct dp_route_reg){ .prefix = prefix, .plen = plen, .user = true, .nh = nh };
+	route_reg[nb_route_reg++] =
+		(struct dp_route_reg){ .prefix = prefix, .plen = plen, .user = true, .nh = nh };
 	return 0;
 }
 
@@ -168,7 +169,8 @@ dp_route_del_locked(uint32_t prefix, uint8_t plen, char *err, size_t errlen)
 	struct dp_route_reg *r = dp_route_reg_find(prefix, plen);
 
 	if (r == NULL || !r->user) {
-		dp_set_err(err, errlen, r == NULL ? "no such route" : "this is a port address's connected route");
+		dp_set_err(err, errlen,
+			r == NULL ? "no such route" : "this is a port address's connected route");
 		return r == NULL ? -ENOENT : -EPERM;
 	}
 	if (r->conn_refs > 0) {
@@ -209,7 +211,11 @@ dp_route_connected_get(uint32_t net, uint8_t plen, uint16_t pidx, char *err, siz
 	if (ret < 0)
 		return ret;
 	route_reg[nb_route_reg++] = (struct dp_route_reg){
-		.prefix = net, .plen = plen, .conn_refs = 1, .conn_pidx = pidx, .nh = nh,
+		.prefix = net,
+		.plen = plen,
+		.conn_refs = 1,
+		.conn_pidx = pidx,
+		.nh = nh,
 	};
 	return 0;
 }

@@ -30,8 +30,8 @@ dp_sched_kind(int arg)
 }
 
 static int
-dp_service_key_make(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_service_key *k,
-		    char *err, size_t errlen)
+dp_service_key_make(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_service_key *k, char *err, size_t errlen)
 {
 	memset(k, 0, sizeof(*k));
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP) {
@@ -39,7 +39,8 @@ dp_service_key_make(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_ser
 		return -EINVAL;
 	}
 	if ((proto == IPPROTO_ICMP) != (vport == 0)) {
-		dp_set_err(err, errlen, proto == IPPROTO_ICMP ? "ICMP services have no port" : "port must be 1..65535");
+		dp_set_err(err, errlen,
+			proto == IPPROTO_ICMP ? "ICMP services have no port" : "port must be 1..65535");
 		return -EINVAL;
 	}
 	k->vaddr = vaddr;
@@ -69,8 +70,8 @@ dp_real_cmp(const void *a, const void *b)
 /* Build a new set from conf, reusing real objects (and so their counters)
  * of the old set where addr:port match. */
 static int
-dp_real_set_make(const struct dp_service *svc, const struct dp_real_set *old,
-		 const struct dp_real_conf *conf, unsigned n, struct dp_real_set **out)
+dp_real_set_make(const struct dp_service *svc, const struct dp_real_set *old, const struct dp_real_conf *conf,
+	unsigned n, struct dp_real_set **out)
 {
 	struct dp_real_set *s = rte_zmalloc("retrace_rset", sizeof(*s), 0);
 	if (s == NULL)
@@ -95,7 +96,7 @@ dp_real_set_make(const struct dp_service *svc, const struct dp_real_set *old,
 			atomic_store(&r->weight, conf[i].weight);
 		} else {
 			r = rte_zmalloc("retrace_real", sizeof(*r) + sizeof(r->stats[0]) * dp.nb_workers,
-					RTE_CACHE_LINE_SIZE);
+				RTE_CACHE_LINE_SIZE);
 			if (r == NULL) {
 				s->n = i;
 				dp_real_set_free(s);
@@ -120,8 +121,8 @@ dp_real_set_make(const struct dp_service *svc, const struct dp_real_set *old,
 }
 
 int
-dp_ctl_service_add(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
-		   char *err, size_t errlen)
+dp_ctl_service_add(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed, char *err, size_t errlen)
 {
 	struct dp_service_key k;
 	struct dp_service *svc = NULL;
@@ -232,8 +233,8 @@ dp_service_replace_set(struct dp_service *svc, const struct dp_real_conf *conf, 
 }
 
 int
-dp_ctl_service_set_sched(uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed,
-			 char *err, size_t errlen)
+dp_ctl_service_set_sched(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int sched, uint32_t seed, char *err, size_t errlen)
 {
 	struct dp_service_key k;
 	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
@@ -265,7 +266,8 @@ dp_ctl_service_set_sched(uint8_t proto, uint32_t vaddr, uint16_t vport, int sche
 		goto out;
 	}
 	for (uint32_t i = 0; i < old->n; i++)
-		conf[i] = (struct dp_real_conf){ old->reals[i]->addr, old->reals[i]->port, old->reals[i]->weight };
+		conf[i] = (struct dp_real_conf){ old->reals[i]->addr, old->reals[i]->port,
+			old->reals[i]->weight };
 	enum dp_sched_kind prev_kind = svc->sched;
 	uint32_t prev_seed = svc->seed;
 	svc->sched = (enum dp_sched_kind)kind;
@@ -282,8 +284,8 @@ out:
 }
 
 int
-dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport,
-			 const struct dp_real_conf *reals, unsigned n, char *err, size_t errlen)
+dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, const struct dp_real_conf *reals,
+	unsigned n, char *err, size_t errlen)
 {
 	struct dp_service_key k;
 	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
@@ -317,8 +319,8 @@ dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport,
 }
 
 int
-dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
-		     unsigned max, uint64_t *conns_total)
+dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out, unsigned max,
+	uint64_t *conns_total)
 {
 	struct dp_service_key k;
 	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
@@ -336,7 +338,9 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 		for (uint32_t i = 0; i < s->n && i < max; i++) {
 			struct dp_real *r = s->reals[i];
 			out[i] = (struct dp_real_info){
-				.addr = r->addr, .port = r->port, .weight = r->weight,
+				.addr = r->addr,
+				.port = r->port,
+				.weight = r->weight,
 				.active = (int64_t)atomic_load(&r->active),
 				.conns_total = atomic_load(&r->conns_total),
 			};

@@ -83,8 +83,8 @@ dp_mbuf_data_room(const struct dp_conf *conf)
 	uint32_t room = RTE_MBUF_DEFAULT_DATAROOM;
 
 	for (uint16_t i = 0; i < conf->nb_ports; i++) {
-		uint32_t frame = (uint32_t)conf->ports[i].mtu + RTE_ETHER_HDR_LEN +
-				 RTE_ETHER_CRC_LEN + 2 * 4 /* two VLAN tags */;
+		uint32_t frame = (uint32_t)conf->ports[i].mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN +
+				 2 * 4 /* two VLAN tags */;
 		if (frame > room)
 			room = frame;
 	}
@@ -151,23 +151,23 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 		return ret;
 	if (nb_workers == 0 || nb_workers > DP_MAX_WORKERS) {
 		dp_set_err(err, errlen, "need 1..%d worker lcores besides the main lcore, EAL has %u",
-			   DP_MAX_WORKERS, nb_workers);
+			DP_MAX_WORKERS, nb_workers);
 		return -EINVAL;
 	}
 	dp.conf = *conf;
 
 	dp.pool = rte_pktmbuf_pool_create("retrace_mbufs", conf->nb_mbufs, conf->mbuf_cache, 0,
-					  dp_mbuf_data_room(conf), rte_socket_id());
+		dp_mbuf_data_room(conf), rte_socket_id());
 	if (dp.pool == NULL) {
 		dp_set_err(err, errlen,
-			   "cannot create a pool of %u mbufs: %s (raise eal.memory_mb or lower dataplane.mbufs)",
-			   conf->nb_mbufs, rte_strerror(rte_errno));
+			"cannot create a pool of %u mbufs: %s (raise eal.memory_mb or lower dataplane.mbufs)",
+			conf->nb_mbufs, rte_strerror(rte_errno));
 		ret = -ENOMEM;
 		goto fail;
 	}
 
-	dp.blocks = rte_zmalloc("retrace_counters",
-				sizeof(struct dp_counter_block) * (nb_workers + 1), RTE_CACHE_LINE_SIZE);
+	dp.blocks = rte_zmalloc(
+		"retrace_counters", sizeof(struct dp_counter_block) * (nb_workers + 1), RTE_CACHE_LINE_SIZE);
 	if (dp.blocks == NULL) {
 		dp_set_err(err, errlen, "cannot allocate counter blocks");
 		ret = -ENOMEM;
@@ -177,10 +177,9 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 	/* One context per worker lcore, in lcore order; worker i uses queue i. */
 	unsigned lcore, i = 0;
 	for (lcore = conf->manual ? rte_get_main_lcore() : rte_get_next_lcore(-1, 1, 0);
-	     lcore < RTE_MAX_LCORE && i < nb_workers; lcore = rte_get_next_lcore(lcore, 1, 0)) {
-		struct dp_worker *w = rte_zmalloc_socket("retrace_worker", sizeof(*w),
-							 RTE_CACHE_LINE_SIZE,
-							 rte_lcore_to_socket_id(lcore));
+		lcore < RTE_MAX_LCORE && i < nb_workers; lcore = rte_get_next_lcore(lcore, 1, 0)) {
+		struct dp_worker *w = rte_zmalloc_socket(
+			"retrace_worker", sizeof(*w), RTE_CACHE_LINE_SIZE, rte_lcore_to_socket_id(lcore));
 		if (w == NULL) {
 			dp_set_err(err, errlen, "cannot allocate worker context for lcore %u", lcore);
 			ret = -ENOMEM;
@@ -207,10 +206,10 @@ dp_start(const struct dp_conf *conf, char *err, size_t errlen)
 			goto fail;
 		snprintf(name, sizeof(name), "rt_ev%u_%d", i, getpid() % 100000);
 		w->events = rte_ring_create_elem(name, sizeof(struct dp_conn_info), conf->event_ring,
-						 rte_lcore_to_socket_id(w->lcore_id), RING_F_SP_ENQ | RING_F_SC_DEQ);
+			rte_lcore_to_socket_id(w->lcore_id), RING_F_SP_ENQ | RING_F_SC_DEQ);
 		if (w->events == NULL) {
-			dp_set_err(err, errlen, "cannot create the event ring of worker %u (%u entries): %s", i,
-				   conf->event_ring, rte_strerror(rte_errno));
+			dp_set_err(err, errlen, "cannot create the event ring of worker %u (%u entries): %s",
+				i, conf->event_ring, rte_strerror(rte_errno));
 			ret = -ENOMEM;
 			goto fail;
 		}
@@ -294,7 +293,8 @@ dp_lcores(struct dp_lcore_info *out, unsigned max)
 
 	if (dp_get_state() == DP_STATE_INIT)
 		return 0;
-	RTE_LCORE_FOREACH(lcore) {
+	RTE_LCORE_FOREACH(lcore)
+	{
 		if (n >= max)
 			break;
 		struct dp_lcore_info *li = &out[n++];

@@ -15,9 +15,9 @@
 #include "dp_events.h"
 #include "dp_internal.h"
 
-#define DP_MB_DUMP 1
-#define DP_MB_DELETE 2
-#define DP_MB_GET 3
+#define DP_MB_DUMP		1
+#define DP_MB_DELETE		2
+#define DP_MB_GET		3
 #define DP_MB_ENTRIES_PER_ROUND 4096
 
 atomic_bool dp_events_on;
@@ -129,7 +129,8 @@ dp_mailbox_serve(struct dp_worker *w)
 	if (mb->kind == DP_MB_GET) {
 		/* One exact lookup of the client-side key; ICMP keys carry the echo id twice. */
 		struct dp_conn_key k = {
-			.saddr = mb->filter.caddr, .daddr = mb->filter.vaddr,
+			.saddr = mb->filter.caddr,
+			.daddr = mb->filter.vaddr,
 			.sport = mb->filter.cport,
 			.dport = mb->filter.proto == IPPROTO_ICMP ? mb->filter.cport : mb->filter.vport,
 			.proto = mb->filter.proto,
@@ -170,7 +171,7 @@ dp_mailbox_serve(struct dp_worker *w)
 	}
 	if (mb->walked_all || (mb->kind == DP_MB_DUMP && mb->count >= mb->max))
 		atomic_store_explicit(&mb->done, atomic_load_explicit(&mb->req, memory_order_relaxed),
-				      memory_order_release);
+			memory_order_release);
 }
 
 /* Control side: post a request to worker w and wait for the answer. */

@@ -28,7 +28,7 @@ extern "C" {
 enum dp_event_type {
 	DP_EV_CREATED = 1,
 	DP_EV_STATE = 2,
-	DP_EV_PATH = 3,  /* a side record moved to another port or MAC */
+	DP_EV_PATH = 3, /* a side record moved to another port or MAC */
 	DP_EV_CLOSED = 4,
 	DP_EV_SNAPSHOT = 5, /* not an event: a conn listed by a dump */
 };
@@ -36,19 +36,19 @@ enum dp_event_type {
 /* One conn as the control plane sees it; also the event record. Addresses
  * and ports in network byte order. 96 bytes. */
 struct dp_conn_info {
-	uint64_t time_ns;       /* event time (or dump time), CLOCK_REALTIME ns */
-	uint64_t created_ns;    /* conn creation, CLOCK_REALTIME ns */
-	uint64_t last_ns;       /* last packet, CLOCK_REALTIME ns */
-	uint64_t pkts[2];       /* from client, from server (local echo: our replies) */
+	uint64_t time_ns;    /* event time (or dump time), CLOCK_REALTIME ns */
+	uint64_t created_ns; /* conn creation, CLOCK_REALTIME ns */
+	uint64_t last_ns;    /* last packet, CLOCK_REALTIME ns */
+	uint64_t pkts[2];    /* from client, from server (local echo: our replies) */
 	uint64_t bytes[2];
 	uint32_t caddr, vaddr, laddr, raddr;
 	uint16_t cport, vport, lport, rport;
-	uint8_t type;           /* enum dp_event_type */
-	uint8_t proto;          /* IPPROTO_* */
-	uint8_t state;          /* enum dp_tcp_state */
-	uint8_t flags;          /* DP_CONN_F_* */
-	uint8_t side_pidx[2];   /* port of each side's record; 0xff = none yet */
-	uint8_t changed_side;   /* DP_EV_PATH: which side moved */
+	uint8_t type;	      /* enum dp_event_type */
+	uint8_t proto;	      /* IPPROTO_* */
+	uint8_t state;	      /* enum dp_tcp_state */
+	uint8_t flags;	      /* DP_CONN_F_* */
+	uint8_t side_pidx[2]; /* port of each side's record; 0xff = none yet */
+	uint8_t changed_side; /* DP_EV_PATH: which side moved */
 	uint8_t worker;
 	uint8_t peer_mac[2][6]; /* each side's peer MAC */
 	uint32_t pad;

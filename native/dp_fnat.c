@@ -53,8 +53,8 @@ dp_fnat_redirect(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, uint32_
 }
 
 void
-dp_fnat_local_drop(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
-		   struct dp_conn *local_conn)
+dp_fnat_local_drop(
+	struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4, struct dp_conn *local_conn)
 {
 	(void)l4, (void)local_conn;
 	dp_drop(w, pidx, DP_DROP_no_handler, m);
@@ -84,7 +84,7 @@ dp_fnat_key(struct dp_conn_key *k, const struct rte_ipv4_hdr *ip, const struct d
 /* Forward with the conn the key k found (c, from), or c = NULL for none. */
 static void
 dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
-		     struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+	struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
@@ -110,7 +110,8 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 			return;
 		}
 		if (!ops->may_create(l4)) {
-			dp_drop(w, pidx, ops->ipproto == IPPROTO_TCP ? DP_DROP_tcp_no_conn : DP_DROP_no_handler, m);
+			dp_drop(w, pidx,
+				ops->ipproto == IPPROTO_TCP ? DP_DROP_tcp_no_conn : DP_DROP_no_handler, m);
 			return;
 		}
 		c = dp_conn_create(w, svc, k, &why);
@@ -139,8 +140,8 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	int out = dp_egress_port(w, &c->side[to], ops->proto, ndst);
 	if (unlikely(out >= 0 && rte_be_to_cpu_16(ip->total_length) > dp.ports[out].conf.mtu)) {
 		if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_DF_FLAG))
-			dp_icmp_send_error(w, pidx, m, in_side, RTE_IP_ICMP_DEST_UNREACH, RTE_IP_ICMP_FRAG_NEEDED,
-					   dp.ports[out].conf.mtu);
+			dp_icmp_send_error(w, pidx, m, in_side, RTE_IP_ICMP_DEST_UNREACH,
+				RTE_IP_ICMP_FRAG_NEEDED, dp.ports[out].conf.mtu);
 		/* Without DF the packet would need fragmenting, which we do not
 		 * do: counted the same way. */
 		dp_drop(w, (uint16_t)out, DP_DROP_mtu_exceeded, m);
@@ -177,7 +178,8 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	/* The header checksum was verified at input, so an incremental update
 	 * is exact: the same address difference, plus the TTL/protocol word. */
 	uint16_t ttl_proto = (uint16_t)(ip->time_to_live << 8 | ip->next_proto_id);
-	acc = dp_csum_acc16(acc, rte_cpu_to_be_16(ttl_proto), rte_cpu_to_be_16((uint16_t)(ttl_proto - 0x100)));
+	acc = dp_csum_acc16(
+		acc, rte_cpu_to_be_16(ttl_proto), rte_cpu_to_be_16((uint16_t)(ttl_proto - 0x100)));
 	ip->src_addr = nsrc;
 	ip->dst_addr = ndst;
 	ip->time_to_live--;
@@ -188,10 +190,10 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 
 void
 dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
-		struct dp_l4 *l4)
+	struct dp_l4 *l4)
 {
-	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *,
-								 sizeof(struct rte_ether_hdr));
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	struct dp_conn_key k;
 	enum dp_side_id from = DP_SIDE_CLIENT;
 
@@ -229,8 +231,8 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 
 		for (uint16_t i = base; i < end; i++) {
 			struct rte_mbuf *m = pkts[i];
-			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
-									  sizeof(struct rte_ether_hdr));
+			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(
+				m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 			const struct dp_fnat_ops *o;
 
 			if (ip->next_proto_id == IPPROTO_ICMP) {
@@ -286,7 +288,8 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 void
 dp_fnat_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops)
 {
-	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	struct dp_l4 l4;
 	enum dp_drop why = ops->parse(m, ip, &l4);
 

@@ -24,11 +24,11 @@
 #include "dp_internal.h"
 
 struct dp_l4 {
-	void *hdr;        /* L4 header */
-	uint16_t sport;   /* network order; ICMP: echo id */
-	uint16_t dport;   /* network order; ICMP: echo id */
-	uint16_t svc_port;/* port a service is keyed by (ICMP: 0) */
-	uint8_t flags;    /* TCP flags; ICMP: type */
+	void *hdr;	   /* L4 header */
+	uint16_t sport;	   /* network order; ICMP: echo id */
+	uint16_t dport;	   /* network order; ICMP: echo id */
+	uint16_t svc_port; /* port a service is keyed by (ICMP: 0) */
+	uint8_t flags;	   /* TCP flags; ICMP: type */
 };
 
 struct dp_fnat_ops {
@@ -41,7 +41,7 @@ struct dp_fnat_ops {
 	uint32_t (*update)(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
 	void (*rewrite)(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t addr_csum_acc);
 	void (*local)(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
-		      struct dp_conn *local_conn);
+		struct dp_conn *local_conn);
 };
 
 extern const struct dp_fnat_ops dp_fnat_tcp;
@@ -59,14 +59,15 @@ void dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, u
 
 /* Forward an already parsed packet. Consumes m. */
 void dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
-		     struct dp_l4 *l4);
+	struct dp_l4 *l4);
 
 /* If the packet's LIP destination port belongs to another worker, hand m
  * to it and return true. */
-bool dp_fnat_redirect(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, uint32_t daddr, uint16_t lport_be);
+bool dp_fnat_redirect(
+	struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, uint32_t daddr, uint16_t lport_be);
 
 /* Drop for TCP/UDP packets that match nothing. */
-void dp_fnat_local_drop(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
-			struct dp_conn *local_conn);
+void dp_fnat_local_drop(
+	struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4, struct dp_conn *local_conn);
 
 #endif

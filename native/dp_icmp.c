@@ -139,8 +139,11 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	bool created = false;
 	if (c == NULL) {
 		struct dp_conn_key k = {
-			.saddr = ip->src_addr, .daddr = ip->dst_addr,
-			.sport = l4->sport, .dport = l4->dport, .proto = IPPROTO_ICMP,
+			.saddr = ip->src_addr,
+			.daddr = ip->dst_addr,
+			.sport = l4->sport,
+			.dport = l4->dport,
+			.proto = IPPROTO_ICMP,
 		};
 		enum dp_drop why;
 
@@ -175,9 +178,9 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	ip->src_addr = ip->dst_addr;
 	ip->dst_addr = peer;
 	ip->time_to_live = 64;
-	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum,
-					 dp_csum_acc16(0, rte_cpu_to_be_16(ttl_proto),
-						       rte_cpu_to_be_16((uint16_t)(64 << 8 | IPPROTO_ICMP))));
+	ip->hdr_checksum = dp_csum_apply(
+		ip->hdr_checksum, dp_csum_acc16(0, rte_cpu_to_be_16(ttl_proto),
+					  rte_cpu_to_be_16((uint16_t)(64 << 8 | IPPROTO_ICMP))));
 	dp_xmit_to_side(w, &c->side[DP_SIDE_CLIENT], peer, DP_PROTO_icmp, m);
 }
 
@@ -250,9 +253,7 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 		in_l4cksum = (uint16_t *)(inl4 + 2);
 		k.sport = k.dport = *in_sport;
 		break;
-	default:
-		dp_drop(w, pidx, DP_DROP_icmp_error_no_conn, m);
-		return;
+	default: dp_drop(w, pidx, DP_DROP_icmp_error_no_conn, m); return;
 	}
 
 	enum dp_side_id from;
@@ -324,7 +325,8 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 bool
 dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4)
 {
-	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 	enum dp_drop why = icmp_parse(m, ip, l4);
 
 	if (unlikely(why != DP_DROP_MAX)) {
@@ -333,16 +335,11 @@ dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l
 	}
 	switch (l4->flags) {
 	case RTE_IP_ICMP_ECHO_REQUEST:
-	case RTE_IP_ICMP_ECHO_REPLY:
-		return true;
+	case RTE_IP_ICMP_ECHO_REPLY: return true;
 	case RTE_IP_ICMP_DEST_UNREACH:
 	case RTE_IP_ICMP_TIME_EXCEEDED:
-	case RTE_IP_ICMP_PARAM_PROBLEM:
-		icmp_error_input(w, pidx, m, l4);
-		return false;
-	default:
-		dp_drop(w, pidx, DP_DROP_icmp_unsupported, m);
-		return false;
+	case RTE_IP_ICMP_PARAM_PROBLEM: icmp_error_input(w, pidx, m, l4); return false;
+	default: dp_drop(w, pidx, DP_DROP_icmp_unsupported, m); return false;
 	}
 }
 
@@ -357,7 +354,7 @@ dp_icmp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 
 void
 dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *orig,
-		   const struct dp_side *from, uint8_t type, uint8_t code, uint16_t mtu)
+	const struct dp_side *from, uint8_t type, uint8_t code, uint16_t mtu)
 {
 	const struct rte_ether_hdr *oeh = rte_pktmbuf_mtod(orig, const struct rte_ether_hdr *);
 	const struct rte_ipv4_hdr *oip = (const struct rte_ipv4_hdr *)(oeh + 1);
@@ -369,7 +366,8 @@ dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *or
 	/* Never answer an error with an error (RFC 1122 3.2.2). */
 	if (oip->next_proto_id == IPPROTO_ICMP) {
 		const struct rte_icmp_hdr *oic = (const struct rte_icmp_hdr *)((const uint8_t *)oip + oihl);
-		if (opay < 1 || (oic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST && oic->icmp_type != RTE_IP_ICMP_ECHO_REPLY))
+		if (opay < 1 || (oic->icmp_type != RTE_IP_ICMP_ECHO_REQUEST &&
+					oic->icmp_type != RTE_IP_ICMP_ECHO_REPLY))
 			return;
 	}
 	if (!dp_icmp_rate_ok(w, pidx))
@@ -377,7 +375,8 @@ dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *or
 	m = rte_pktmbuf_alloc(dp.pool);
 	if (m == NULL)
 		return;
-	uint32_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_icmp_hdr) + quote;
+	uint32_t len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) +
+		       sizeof(struct rte_icmp_hdr) + quote;
 	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
 	if (p == NULL) {
 		rte_pktmbuf_free(m);
@@ -389,7 +388,7 @@ dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *or
 
 	rte_ether_addr_copy(&oeh->src_addr, &eh->dst_addr);
 	rte_ether_addr_copy(rte_is_unicast_ether_addr(&oeh->dst_addr) ? &oeh->dst_addr : &dp.ports[pidx].mac,
-			    &eh->src_addr);
+		&eh->src_addr);
 	eh->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
 	memset(ip, 0, sizeof(*ip));
 	ip->version_ihl = RTE_IPV4_VHL_DEF;

@@ -10,10 +10,10 @@
 #include "dp_conn.h"
 #include "dp_internal.h"
 
-#define RTE_IP_ICMP_DEST_UNREACH 3
+#define RTE_IP_ICMP_DEST_UNREACH  3
 #define RTE_IP_ICMP_TIME_EXCEEDED 11
 #define RTE_IP_ICMP_PARAM_PROBLEM 12
-#define RTE_IP_ICMP_FRAG_NEEDED 4 /* code of DEST_UNREACH */
+#define RTE_IP_ICMP_FRAG_NEEDED	  4 /* code of DEST_UNREACH */
 
 void dp_icmp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
 
@@ -28,7 +28,7 @@ bool dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct
  * switch is off). mtu is the next-hop MTU for fragmentation-needed.
  * Rate-limited per port. `from` may be NULL. */
 void dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *orig,
-			const struct dp_side *from, uint8_t type, uint8_t code, uint16_t mtu);
+	const struct dp_side *from, uint8_t type, uint8_t code, uint16_t mtu);
 
 /* Token bucket for ICMP the appliance generates; true = may send. */
 bool dp_icmp_rate_ok(struct dp_worker *w, uint16_t pidx);

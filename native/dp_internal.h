@@ -25,7 +25,7 @@ struct dp_counter_block {
 /* A logical port as the packet path sees it. Written by the control thread
  * before workers launch; read-only afterwards. */
 struct dp_port {
-	uint16_t port_id; /* DPDK port id */
+	uint16_t port_id;      /* DPDK port id */
 	_Atomic uint32_t addr; /* first address configured on the port (ARP source) */
 	struct rte_ether_addr mac;
 	struct dp_port_conf conf;
@@ -39,11 +39,11 @@ struct dp_held {
 	uint64_t deadline_tsc;
 	uint32_t nh_addr;
 	uint16_t pidx;
-	uint8_t proto; /* enum dp_proto, for the counters */
+	uint8_t proto;	    /* enum dp_proto, for the counters */
 	uint8_t asymmetric; /* leaving by another port than its side's packets arrive on */
 };
 
-#define DP_HOLD_MAX 64
+#define DP_HOLD_MAX	64
 #define DP_ARP_RL_SLOTS 64
 
 /* Control -> worker requests (dp_events.c). The control side writes the
@@ -79,24 +79,24 @@ struct dp_nh_cache {
 /* Per-worker context, owned by one lcore. */
 struct dp_worker {
 	unsigned lcore_id;
-	unsigned index;    /* 0..nb_workers-1; RCU thread id; LIP port owner id */
+	unsigned index;	   /* 0..nb_workers-1; RCU thread id; LIP port owner id */
 	uint16_t queue_id; /* rx and tx queue index on every port */
 	struct dp_counter_block *ctr;
 	struct rte_eth_dev_tx_buffer *txb[DP_MAX_PORTS];
 	uint64_t busy_polls;
 	uint64_t idle_polls;
-	uint64_t now_tsc;  /* refreshed once per poll round */
+	uint64_t now_tsc; /* refreshed once per poll round */
 
 	/* Conns (dp_conn.c). */
 	struct rte_hash *conns;
 	struct rte_mempool *conn_pool;
 	struct dp_conn **conn_recs; /* every record of conn_pool, in memory order */
 	uint32_t nb_conn_recs;
-	uint32_t expire_cursor;     /* index into conn_recs */
-	uint64_t expire_tsc;        /* last expiry step */
-	uint64_t expire_credit;     /* records x TSC cycles owed to the walk */
-	uint32_t conn_gen;          /* bumped at every removal: voids bulk lookup results */
-	uint32_t conn_adds;         /* bumped at every insertion: voids bulk lookup misses */
+	uint32_t expire_cursor; /* index into conn_recs */
+	uint64_t expire_tsc;	/* last expiry step */
+	uint64_t expire_credit; /* records x TSC cycles owed to the walk */
+	uint32_t conn_gen;	/* bumped at every removal: voids bulk lookup results */
+	uint32_t conn_adds;	/* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;
 
 	/* Routed sends: the last answers of route + neighbour lookup (dp_xmit.c). */
@@ -137,8 +137,7 @@ struct dp_global {
 
 extern struct dp_global dp;
 
-void dp_set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void dp_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* dp_port.c */
 int dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t errlen);
@@ -160,7 +159,8 @@ struct dp_worker *dp_manual_worker(void);
 /* dp_events.c (worker side) */
 struct dp_conn;
 extern atomic_bool dp_events_on;
-void dp_event_emit(struct dp_worker *w, const struct dp_conn *c, enum dp_event_type type, uint8_t changed_side);
+void dp_event_emit(
+	struct dp_worker *w, const struct dp_conn *c, enum dp_event_type type, uint8_t changed_side);
 void dp_mailbox_serve(struct dp_worker *w);
 void dp_events_clock_init(void);
 

@@ -59,17 +59,9 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 	m->l3_len = ihl;
 
 	switch (ip->next_proto_id) {
-	case IPPROTO_TCP:
-		w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++;
-		return true;
-	case IPPROTO_UDP:
-		w->ctr->path[DP_PROTO_udp][pidx][DP_PATH_rx]++;
-		return true;
-	case IPPROTO_ICMP:
-		w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++;
-		return true;
-	default:
-		dp_drop(w, pidx, DP_DROP_no_handler, m);
-		return false;
+	case IPPROTO_TCP: w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++; return true;
+	case IPPROTO_UDP: w->ctr->path[DP_PROTO_udp][pidx][DP_PATH_rx]++; return true;
+	case IPPROTO_ICMP: w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++; return true;
+	default: dp_drop(w, pidx, DP_DROP_no_handler, m); return false;
 	}
 }

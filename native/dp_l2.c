@@ -37,14 +37,9 @@ dp_l2_one(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 		return false;
 	}
 	switch (eh->ether_type) {
-	case RTE_BE16(RTE_ETHER_TYPE_IPV4):
-		return dp_ipv4_input(w, pidx, m);
-	case RTE_BE16(RTE_ETHER_TYPE_ARP):
-		dp_arp_input(w, pidx, m);
-		return false;
-	default:
-		dp_drop(w, pidx, DP_DROP_unsupported_ethertype, m);
-		return false;
+	case RTE_BE16(RTE_ETHER_TYPE_IPV4): return dp_ipv4_input(w, pidx, m);
+	case RTE_BE16(RTE_ETHER_TYPE_ARP): dp_arp_input(w, pidx, m); return false;
+	default: dp_drop(w, pidx, DP_DROP_unsupported_ethertype, m); return false;
 	}
 }
 

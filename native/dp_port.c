@@ -16,8 +16,7 @@
 #include "dp_internal.h"
 
 static int
-dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queues,
-		  char *err, size_t errlen)
+dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queues, char *err, size_t errlen)
 {
 	struct dp_port *p = &dp.ports[idx];
 	struct rte_eth_dev_info info;
@@ -30,11 +29,12 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 		/* An af_packet probe failing on PACKET_FANOUT is the one cause an operator cannot
 		 * guess from the EAL log: DPDK 22.11 names the fanout group (pid ^ ifindex) & 0xffff
 		 * per network namespace, so another af_packet process can hold the same id. */
-		dp_set_err(err, errlen, "port %s: device %s was not probed by EAL (see its log%s)",
-			   pc->name, pc->devname,
-			   strncmp(pc->devname, "net_af_packet", 13) == 0 ?
-			   "; PACKET_FANOUT EINVAL: another af_packet process in this netns "
-			   "has group id pid^ifindex, start again" : "");
+		dp_set_err(err, errlen, "port %s: device %s was not probed by EAL (see its log%s)", pc->name,
+			pc->devname,
+			strncmp(pc->devname, "net_af_packet", 13) == 0
+				? "; PACKET_FANOUT EINVAL: another af_packet process in this netns "
+				  "has group id pid^ifindex, start again"
+				: "");
 		return -ENODEV;
 	}
 	p->port_id = pid;
@@ -47,9 +47,9 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 	}
 	if (nb_queues > info.max_rx_queues || nb_queues > info.max_tx_queues) {
 		dp_set_err(err, errlen,
-			   "port %s: %s supports %u rx / %u tx queues, %u workers need one each%s",
-			   pc->name, info.driver_name, info.max_rx_queues, info.max_tx_queues, nb_queues,
-			   strstr(info.driver_name, "af_packet") ? " (add qpairs=N to the device string)" : "");
+			"port %s: %s supports %u rx / %u tx queues, %u workers need one each%s", pc->name,
+			info.driver_name, info.max_rx_queues, info.max_tx_queues, nb_queues,
+			strstr(info.driver_name, "af_packet") ? " (add qpairs=N to the device string)" : "");
 		return -EINVAL;
 	}
 
@@ -67,12 +67,13 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 	ret = rte_eth_dev_configure(pid, nb_queues, nb_queues, &ec);
 	if (ret < 0) {
 		dp_set_err(err, errlen, "port %s: configure failed (mtu %u): %s", pc->name, pc->mtu,
-			   rte_strerror(-ret));
+			rte_strerror(-ret));
 		return ret;
 	}
 	ret = rte_eth_dev_adjust_nb_rx_tx_desc(pid, &nb_rxd, &nb_txd);
 	if (ret < 0) {
-		dp_set_err(err, errlen, "port %s: descriptor counts rejected: %s", pc->name, rte_strerror(-ret));
+		dp_set_err(
+			err, errlen, "port %s: descriptor counts rejected: %s", pc->name, rte_strerror(-ret));
 		return ret;
 	}
 	int socket = rte_eth_dev_socket_id(pid);
@@ -82,13 +83,13 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 		ret = rte_eth_rx_queue_setup(pid, q, nb_rxd, (unsigned)socket, NULL, dp.pool);
 		if (ret < 0) {
 			dp_set_err(err, errlen, "port %s: rx queue %u setup failed: %s", pc->name, q,
-				   rte_strerror(-ret));
+				rte_strerror(-ret));
 			return ret;
 		}
 		ret = rte_eth_tx_queue_setup(pid, q, nb_txd, (unsigned)socket, NULL);
 		if (ret < 0) {
 			dp_set_err(err, errlen, "port %s: tx queue %u setup failed: %s", pc->name, q,
-				   rte_strerror(-ret));
+				rte_strerror(-ret));
 			return ret;
 		}
 	}
@@ -120,16 +121,15 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 	 * by DPDK's count callback straight into the worker's drop counter. */
 	for (unsigned w = 0; w < dp.nb_workers; w++) {
 		struct dp_worker *wk = dp.workers[w];
-		struct rte_eth_dev_tx_buffer *b =
-			rte_zmalloc_socket("retrace_txb", RTE_ETH_TX_BUFFER_SIZE(dp.conf.burst), 0,
-					   rte_lcore_to_socket_id(wk->lcore_id));
+		struct rte_eth_dev_tx_buffer *b = rte_zmalloc_socket("retrace_txb",
+			RTE_ETH_TX_BUFFER_SIZE(dp.conf.burst), 0, rte_lcore_to_socket_id(wk->lcore_id));
 		if (b == NULL) {
 			dp_set_err(err, errlen, "port %s: cannot allocate tx buffer", pc->name);
 			return -ENOMEM;
 		}
 		rte_eth_tx_buffer_init(b, dp.conf.burst);
-		rte_eth_tx_buffer_set_err_callback(b, rte_eth_tx_buffer_count_callback,
-						   &wk->ctr->drop[idx][DP_DROP_tx_full]);
+		rte_eth_tx_buffer_set_err_callback(
+			b, rte_eth_tx_buffer_count_callback, &wk->ctr->drop[idx][DP_DROP_tx_full]);
 		wk->txb[idx] = b;
 	}
 
@@ -143,7 +143,7 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 		ret = rte_eth_promiscuous_enable(pid);
 		if (ret < 0 && ret != -ENOTSUP) {
 			dp_set_err(err, errlen, "port %s: cannot enable promiscuous mode: %s", pc->name,
-				   rte_strerror(-ret));
+				rte_strerror(-ret));
 			return ret;
 		}
 	}
@@ -159,7 +159,7 @@ dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t
 		for (uint16_t j = 0; j < i; j++) {
 			if (strcmp(conf->ports[i].devname, conf->ports[j].devname) == 0) {
 				dp_set_err(err, errlen, "ports %s and %s use the same device %s",
-					   conf->ports[j].name, conf->ports[i].name, conf->ports[i].devname);
+					conf->ports[j].name, conf->ports[i].name, conf->ports[i].devname);
 				dp_ports_teardown();
 				return -EINVAL;
 			}

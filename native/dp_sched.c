@@ -155,18 +155,15 @@ int
 dp_sched_build(struct dp_real_set *set, enum dp_sched_kind kind, uint32_t seed)
 {
 	switch (kind) {
-	case DP_SCHED_WRR:
-		return dp_build_wrr(set);
-	case DP_SCHED_MAGLEV:
-		return dp_build_maglev(set, seed);
-	default:
-		return 0;
+	case DP_SCHED_WRR: return dp_build_wrr(set);
+	case DP_SCHED_MAGLEV: return dp_build_maglev(set, seed);
+	default: return 0;
 	}
 }
 
 struct dp_real *
-dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned worker,
-	      uint32_t caddr, uint16_t cport)
+dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned worker, uint32_t caddr,
+	uint16_t cport)
 {
 	if (unlikely(set == NULL || set->n == 0))
 		return NULL;

@@ -27,8 +27,8 @@
 int dp_sched_build(struct dp_real_set *set, enum dp_sched_kind kind, uint32_t seed);
 
 /* Worker side: a real for a new conn, or NULL when every real is drained. */
-struct dp_real *dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set,
-			      unsigned worker, uint32_t caddr, uint16_t cport);
+struct dp_real *dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned worker,
+	uint32_t caddr, uint16_t cport);
 
 /* Smallest prime >= n (n small enough for trial division). */
 uint32_t dp_next_prime(uint32_t n);

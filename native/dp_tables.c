@@ -72,7 +72,9 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 	snprintf(name, sizeof(name), "rt_neigh_%d", getpid());
 	dpt.neigh = dpt.addrs ? dp_hash_create(name, DP_MAX_NEIGH, sizeof(uint32_t), err, errlen) : NULL;
 	snprintf(name, sizeof(name), "rt_svc_%d", getpid());
-	dpt.services = dpt.neigh ? dp_hash_create(name, DP_MAX_SERVICES, sizeof(struct dp_service_key), err, errlen) : NULL;
+	dpt.services =
+		dpt.neigh ? dp_hash_create(name, DP_MAX_SERVICES, sizeof(struct dp_service_key), err, errlen)
+			  : NULL;
 	if (dpt.services == NULL)
 		goto fail;
 
@@ -92,8 +94,8 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 		goto fail;
 	}
 	snprintf(name, sizeof(name), "rt_learn_%d", getpid());
-	dpt.learn = rte_ring_create_elem(name, sizeof(struct dp_learn_msg), 1024, (int)rte_socket_id(),
-					 RING_F_SC_DEQ);
+	dpt.learn = rte_ring_create_elem(
+		name, sizeof(struct dp_learn_msg), 1024, (int)rte_socket_id(), RING_F_SC_DEQ);
 	if (dpt.learn == NULL) {
 		dp_set_err(err, errlen, "cannot create the neighbour learning ring");
 		goto fail;
@@ -107,8 +109,12 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 		atomic_store(&dpt.symmetric[p], true);
 	atomic_store(&dpt.default_nh, -1);
 	dpt.timeouts = (struct dp_timeouts){
-		.tcp_syn = 30, .tcp_established = 900, .tcp_fin = 60, .tcp_close = 10,
-		.udp = 300, .icmp = 60,
+		.tcp_syn = 30,
+		.tcp_established = 900,
+		.tcp_fin = 60,
+		.tcp_close = 10,
+		.udp = 300,
+		.icmp = 60,
 	};
 	return 0;
 fail:

@@ -32,7 +32,7 @@
 #include "dp_counters.h"
 #include "dp_ctl.h"
 
-#define DP_LPORT_MIN 1024     /* LIP source ports handed out: [MIN, MAX] */
+#define DP_LPORT_MIN 1024 /* LIP source ports handed out: [MIN, MAX] */
 #define DP_LPORT_MAX 65535
 
 /* ---- local addresses ---- */
@@ -43,9 +43,21 @@ enum dp_addr_kind {
 };
 
 /* Value stored in the address hash: kind bits | port << 8. */
-static inline uint64_t dp_addr_pack(unsigned kinds, uint16_t pidx) { return kinds | ((uint64_t)pidx << 8); }
-static inline unsigned dp_addr_kinds(uint64_t v) { return (unsigned)(v & 0xff); }
-static inline uint16_t dp_addr_port(uint64_t v) { return (uint16_t)((v >> 8) & 0xffff); }
+static inline uint64_t
+dp_addr_pack(unsigned kinds, uint16_t pidx)
+{
+	return kinds | ((uint64_t)pidx << 8);
+}
+static inline unsigned
+dp_addr_kinds(uint64_t v)
+{
+	return (unsigned)(v & 0xff);
+}
+static inline uint16_t
+dp_addr_port(uint64_t v)
+{
+	return (uint16_t)((v >> 8) & 0xffff);
+}
 
 /* ---- neighbours: the hash value packs MAC, port and flags into 64 bits so
  * a reader sees one consistent word without RCU on the value ---- */
@@ -64,17 +76,30 @@ dp_neigh_mac(uint64_t v, struct rte_ether_addr *mac)
 	for (int i = 0; i < 6; i++)
 		mac->addr_bytes[i] = (uint8_t)(v >> (8 * i));
 }
-static inline uint8_t dp_neigh_port(uint64_t v) { return (uint8_t)(v >> 48); }
-static inline uint8_t dp_neigh_flags(uint64_t v) { return (uint8_t)(v >> 56); }
+static inline uint8_t
+dp_neigh_port(uint64_t v)
+{
+	return (uint8_t)(v >> 48);
+}
+static inline uint8_t
+dp_neigh_flags(uint64_t v)
+{
+	return (uint8_t)(v >> 56);
+}
 
 struct dp_nexthop {
-	uint32_t gw;    /* 0 = directly connected: the destination is the neighbour */
+	uint32_t gw; /* 0 = directly connected: the destination is the neighbour */
 	uint16_t pidx;
-	uint16_t refs;  /* routes using it (control only) */
+	uint16_t refs; /* routes using it (control only) */
 };
 
 /* ---- virtual services ---- */
-enum dp_sched_kind { DP_SCHED_RR = 1, DP_SCHED_WRR, DP_SCHED_WLC, DP_SCHED_MAGLEV };
+enum dp_sched_kind {
+	DP_SCHED_RR = 1,
+	DP_SCHED_WRR,
+	DP_SCHED_WLC,
+	DP_SCHED_MAGLEV
+};
 
 /* Per-worker traffic of one real: one cache line per worker, plain adds. */
 struct dp_real_stats {
@@ -84,9 +109,9 @@ struct dp_real_stats {
 struct dp_real {
 	uint32_t addr;
 	uint16_t port;
-	_Atomic uint16_t weight;      /* 0 = drain: no new conns; updated in place */
-	atomic_int_fast32_t active;   /* live conns, for wlc */
-	atomic_int_fast32_t refs;     /* the set + every conn using it */
+	_Atomic uint16_t weight;    /* 0 = drain: no new conns; updated in place */
+	atomic_int_fast32_t active; /* live conns, for wlc */
+	atomic_int_fast32_t refs;   /* the set + every conn using it */
 	atomic_uint_fast64_t conns_total;
 	struct dp_real_stats stats[]; /* nb_workers entries */
 };
@@ -95,17 +120,17 @@ struct dp_real {
  * whole (RCU) on every change. */
 struct dp_real_set {
 	uint32_t n;
-	struct dp_real **reals;      /* n entries, canonical order (addr, port) */
-	uint32_t wrr_len;            /* weighted sequence of indices into reals */
+	struct dp_real **reals; /* n entries, canonical order (addr, port) */
+	uint32_t wrr_len;	/* weighted sequence of indices into reals */
 	uint32_t *wrr;
-	uint32_t maglev_len;         /* prime; 0 unless scheduler is maglev */
-	int32_t *maglev;             /* -1 = no real (all drained) */
+	uint32_t maglev_len; /* prime; 0 unless scheduler is maglev */
+	int32_t *maglev;     /* -1 = no real (all drained) */
 };
 
 struct dp_service_key {
 	uint32_t vaddr;
-	uint16_t vport;  /* 0 for ICMP */
-	uint8_t proto;   /* IPPROTO_* */
+	uint16_t vport; /* 0 for ICMP */
+	uint8_t proto;	/* IPPROTO_* */
 	uint8_t pad;
 };
 
@@ -123,7 +148,7 @@ struct dp_service {
  * that owns its conn ---- */
 struct dp_lip {
 	uint32_t addr;
-	uint16_t pidx;   /* port the LIP lives on (for ARP); informational */
+	uint16_t pidx; /* port the LIP lives on (for ARP); informational */
 	struct rte_ring *free_ports[DP_MAX_WORKERS][DP_PROTO_MAX];
 	uint32_t capacity[DP_MAX_WORKERS]; /* ports per worker per protocol */
 };
@@ -134,19 +159,19 @@ struct dp_lip_set {
 };
 
 struct dp_tables {
-	struct rte_rcu_qsbr *qsbr;   /* one thread id per worker */
-	struct rte_hash *addrs;      /* uint32 addr -> packed kinds/port */
-	struct rte_lpm *lpm;         /* prefix -> nexthop index */
+	struct rte_rcu_qsbr *qsbr; /* one thread id per worker */
+	struct rte_hash *addrs;	   /* uint32 addr -> packed kinds/port */
+	struct rte_lpm *lpm;	   /* prefix -> nexthop index */
 	struct dp_nexthop nexthops[DP_MAX_NEXTHOPS];
-	_Atomic uint32_t route_gen;  /* bumped on every route change */
-	_Atomic int32_t default_nh;  /* 0.0.0.0/0 (rte_lpm has no depth 0); -1 = none */
-	struct rte_hash *neigh;      /* uint32 addr -> packed MAC/port/flags */
-	_Atomic uint32_t neigh_gen;  /* bumped when a neighbour appears, changes or goes */
-	struct rte_hash *services;   /* dp_service_key -> struct dp_service * */
+	_Atomic uint32_t route_gen; /* bumped on every route change */
+	_Atomic int32_t default_nh; /* 0.0.0.0/0 (rte_lpm has no depth 0); -1 = none */
+	struct rte_hash *neigh;	    /* uint32 addr -> packed MAC/port/flags */
+	_Atomic uint32_t neigh_gen; /* bumped when a neighbour appears, changes or goes */
+	struct rte_hash *services;  /* dp_service_key -> struct dp_service * */
 	struct dp_lip_set *_Atomic lips;
 	atomic_bool symmetric[DP_PROTO_MAX];
 	struct dp_timeouts timeouts; /* read by workers; 32-bit stores are atomic */
-	struct rte_ring *learn;      /* workers -> housekeeper: neighbour sightings */
+	struct rte_ring *learn;	     /* workers -> housekeeper: neighbour sightings */
 };
 
 extern struct dp_tables dpt;

@@ -63,8 +63,9 @@ tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 	} else if (f & RTE_TCP_FIN_FLAG) {
 		c->flags |= from == DP_SIDE_CLIENT ? DP_CONN_F_CLIENT_FIN : DP_CONN_F_SERVER_FIN;
 		c->state = (c->flags & (DP_CONN_F_CLIENT_FIN | DP_CONN_F_SERVER_FIN)) ==
-				   (DP_CONN_F_CLIENT_FIN | DP_CONN_F_SERVER_FIN)
-			   ? DP_TCP_TIME_WAIT : DP_TCP_FIN_WAIT;
+					   (DP_CONN_F_CLIENT_FIN | DP_CONN_F_SERVER_FIN)
+				   ? DP_TCP_TIME_WAIT
+				   : DP_TCP_FIN_WAIT;
 	} else if (from == DP_SIDE_CLIENT) {
 		if ((f & RTE_TCP_SYN_FLAG) && c->state == DP_TCP_NONE)
 			c->state = DP_TCP_SYN_SENT;
@@ -72,7 +73,7 @@ tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 			c->state = DP_TCP_ESTABLISHED;
 	} else {
 		if ((f & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG) &&
-		    (c->state == DP_TCP_SYN_SENT || c->state == DP_TCP_NONE))
+			(c->state == DP_TCP_SYN_SENT || c->state == DP_TCP_NONE))
 			c->state = DP_TCP_SYN_RECV;
 		else if (c->state == DP_TCP_SYN_RECV && !(f & RTE_TCP_SYN_FLAG))
 			c->state = DP_TCP_ESTABLISHED;

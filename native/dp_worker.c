@@ -39,13 +39,13 @@ dp_worker_redirected(struct dp_worker *w)
 	unsigned n = rte_ring_dequeue_burst(w->redirect, (void **)pkts, RTE_DIM(pkts), NULL);
 
 	for (unsigned i = 0; i < n; i++) {
-		const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(pkts[i], const struct rte_ipv4_hdr *,
-									 sizeof(struct rte_ether_hdr));
+		const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(
+			pkts[i], const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 		if (ip->next_proto_id == IPPROTO_ICMP)
 			dp_icmp_input(w, pkts[i]->port, pkts[i]);
 		else
 			dp_fnat_input(w, pkts[i]->port, pkts[i],
-				      ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp);
+				ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp);
 	}
 	return n;
 }
@@ -160,7 +160,7 @@ dp_workers_launch(char *err, size_t errlen)
 
 		if (ret < 0) {
 			dp_set_err(err, errlen, "cannot launch worker on lcore %u: %s", w->lcore_id,
-				   rte_strerror(-ret));
+				rte_strerror(-ret));
 			atomic_store(&dp.run, false);
 			dp_workers_join();
 			return ret;

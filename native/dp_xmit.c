@@ -8,7 +8,7 @@
 
 #include "dp_xmit.h"
 
-#define DP_HOLD_TIMEOUT_MS 1000
+#define DP_HOLD_TIMEOUT_MS     1000
 #define DP_ARP_MIN_INTERVAL_MS 200
 
 /* Refresh the cached "what would the route say" for a side. */
@@ -31,7 +31,7 @@ dp_side_route(struct dp_side *s, uint32_t peer_addr)
 
 bool
 dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
-	       uint32_t peer_addr, enum dp_proto proto)
+	uint32_t peer_addr, enum dp_proto proto)
 {
 	bool moved = s->valid;
 
@@ -56,7 +56,8 @@ dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const stru
 static inline bool
 dp_mtu_ok(struct dp_worker *w, uint16_t pidx, enum dp_proto proto, struct rte_mbuf *m)
 {
-	const struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
 
 	if (likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu))
 		return true;
@@ -69,8 +70,8 @@ dp_mtu_ok(struct dp_worker *w, uint16_t pidx, enum dp_proto proto, struct rte_mb
 }
 
 void
-dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto,
-		struct rte_mbuf *m)
+dp_xmit_to_side(
+	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m)
 {
 	if (!to->valid || !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed)) {
 		dp_xmit_routed(w, peer_addr, proto, to, m);
@@ -103,7 +104,8 @@ dp_arp_request(struct dp_worker *w, uint16_t pidx, uint32_t target)
 	struct rte_mbuf *m = rte_pktmbuf_alloc(dp.pool);
 	if (m == NULL)
 		return;
-	struct rte_ether_hdr *eh = (struct rte_ether_hdr *)rte_pktmbuf_append(m, sizeof(*eh) + sizeof(struct rte_arp_hdr));
+	struct rte_ether_hdr *eh =
+		(struct rte_ether_hdr *)rte_pktmbuf_append(m, sizeof(*eh) + sizeof(struct rte_arp_hdr));
 	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eh + 1);
 	const struct rte_ether_addr *mac = &dp.ports[pidx].mac;
 
@@ -132,7 +134,7 @@ dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
 /* Send with a resolved MAC; the common tail of routed sends. */
 static inline void
 dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr *dmac, enum dp_proto proto,
-		 bool asymmetric, struct rte_mbuf *m)
+	bool asymmetric, struct rte_mbuf *m)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 
@@ -152,8 +154,8 @@ dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr
  * direct-mapped cache that any route or neighbour change voids.
  */
 void
-dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
-	       struct rte_mbuf *m)
+dp_xmit_routed(
+	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m)
 {
 	const uint32_t rgen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
 	const uint32_t ngen = atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire);
@@ -229,8 +231,9 @@ dp_xmit_hold_poll(struct dp_worker *w)
 			rte_pktmbuf_free(h->m);
 			continue;
 		}
-		if (w->now_tsc - w->arp_rl_tsc[(rte_be_to_cpu_32(h->nh_addr) * 2654435761u) % DP_ARP_RL_SLOTS] >
-		    rte_get_tsc_hz() / 1000 * DP_ARP_MIN_INTERVAL_MS)
+		if (w->now_tsc - w->arp_rl_tsc[(rte_be_to_cpu_32(h->nh_addr) * 2654435761u) %
+					       DP_ARP_RL_SLOTS] >
+			rte_get_tsc_hz() / 1000 * DP_ARP_MIN_INTERVAL_MS)
 			dp_arp_request(w, h->pidx, h->nh_addr);
 		w->held[keep++] = *h;
 	}

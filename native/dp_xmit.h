@@ -21,10 +21,10 @@
 #include "dp_conn.h"
 #include "dp_internal.h"
 
-void dp_xmit_to_side(struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto,
-		     struct rte_mbuf *m);
-void dp_xmit_routed(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
-		    struct rte_mbuf *m);
+void dp_xmit_to_side(
+	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m);
+void dp_xmit_routed(
+	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m);
 
 static inline struct dp_nh_cache *
 dp_nh_cache_slot(struct dp_worker *w, uint32_t dst)
@@ -47,7 +47,7 @@ dp_route_port(struct dp_worker *w, uint32_t dst)
 
 	/* A fresh entry for dst answers for the route too. */
 	if (likely(dp_nh_cache_fresh(e, dst, atomic_load_explicit(&dpt.route_gen, memory_order_acquire),
-				     atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire))))
+		    atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire))))
 		return e->pidx;
 	return dp_route_lookup(dst, &nh) == 0 ? nh->pidx : -1;
 }
@@ -55,7 +55,7 @@ dp_route_port(struct dp_worker *w, uint32_t dst)
 /* Record (or refresh) the side a packet arrived from. Returns true when an
  * existing record moved (a path change, counted). */
 bool dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
-		    uint32_t peer_addr, enum dp_proto proto);
+	uint32_t peer_addr, enum dp_proto proto);
 
 /* Retry held packets (neighbours learned) and drop the expired ones. */
 void dp_xmit_hold_poll(struct dp_worker *w);

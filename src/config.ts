@@ -168,9 +168,7 @@ const portSchema = z.strictObject({
    * address (`[dddd:]bb:dd.f[,key=value...]`) passed with -a.
    */
   device: z.string().refine((d) => deviceKind(d) !== undefined, {
-    error:
-      'not a vdev (net_<driver><n>[,key=value...], e.g. net_af_packet0,iface=veth0) ' +
-      'or PCI address ([dddd:]bb:dd.f[,key=value...])',
+    error: 'not a vdev (net_<driver><n>[,key=value...], e.g. net_af_packet0,iface=veth0) ' + 'or PCI address ([dddd:]bb:dd.f[,key=value...])',
   }),
   /** Port MAC to set (unicast, non-zero); omitted → keep the device's own MAC. Normalised to lower case. */
   mac: z
@@ -494,7 +492,9 @@ export function stateFileProblem(file: string): string | undefined {
     st = fs.statSync(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? `directory ${dir} does not exist (create it, or choose another path)` : `cannot use directory ${dir}: ${code ?? (e as Error).message}`;
+    return code === 'ENOENT'
+      ? `directory ${dir} does not exist (create it, or choose another path)`
+      : `cannot use directory ${dir}: ${code ?? (e as Error).message}`;
   }
   if (!st.isDirectory()) return `${dir} is not a directory`;
   try {

@@ -105,9 +105,6 @@ export async function serve(cfg: Config): Promise<number> {
   }
   server.setServing(server.config.drained ? 'NOT_SERVING' : 'SERVING');
   server.setLive(true);
-  log.info(
-    { ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion },
-    'dataplane running',
-  );
+  log.info({ ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion }, 'dataplane running');
   return signalled;
 }

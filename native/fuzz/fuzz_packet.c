@@ -35,13 +35,13 @@ ip(const char *s)
 	return a.s_addr;
 }
 
-#define CHECK(x)                                                               \
-	do {                                                                   \
-		int _r = (x);                                                  \
-		if (_r < 0) {                                                  \
+#define CHECK(x)                                                                      \
+	do {                                                                          \
+		int _r = (x);                                                         \
+		if (_r < 0) {                                                         \
 			fprintf(stderr, "setup failed: %s = %d (%s)\n", #x, _r, err); \
-			abort();                                               \
-		}                                                              \
+			abort();                                                      \
+		}                                                                     \
 	} while (0)
 
 int
@@ -51,13 +51,20 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc, (void)argv;
 	snprintf(prefix, sizeof(prefix), "fuzz%d", getpid());
 	char *eal[] = { "fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", prefix,
-			"-l", "0", "--no-telemetry", "--log-level", "error", "--vdev", "net_null0",
-			"--vdev", "net_null1", "--vdev", "net_null2", NULL };
+		"-l", "0", "--no-telemetry", "--log-level", "error", "--vdev", "net_null0", "--vdev",
+		"net_null1", "--vdev", "net_null2", NULL };
 	CHECK(dp_eal_init(RTE_DIM(eal) - 1, eal, err, sizeof(err)));
 
 	struct dp_conf conf = {
-		.nb_mbufs = 4095, .mbuf_cache = 0, .burst = 32, .max_conns = 4096,
-		.icmp_rate = 0, .icmp_burst = 1, .event_ring = 1024, .manual = true, .nb_ports = 3,
+		.nb_mbufs = 4095,
+		.mbuf_cache = 0,
+		.burst = 32,
+		.max_conns = 4096,
+		.icmp_rate = 0,
+		.icmp_burst = 1,
+		.event_ring = 1024,
+		.manual = true,
+		.nb_ports = 3,
 	};
 	const char *names[] = { "uplink-a", "uplink-b", "servers" };
 	for (int i = 0; i < 3; i++) {
@@ -88,9 +95,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		CHECK(dp_ctl_neigh_add(ip(reals[i]), nmac, 2, err, sizeof(err)));
 		rc[i] = (struct dp_real_conf){ ip(reals[i]), htons(8080), (uint16_t)(i + 1) };
 	}
-	CHECK(dp_ctl_service_add(IPPROTO_TCP, ip("198.19.0.1"), htons(80), DP_SCHED_ARG_WRR, 0, err, sizeof(err)));
+	CHECK(dp_ctl_service_add(
+		IPPROTO_TCP, ip("198.19.0.1"), htons(80), DP_SCHED_ARG_WRR, 0, err, sizeof(err)));
 	CHECK(dp_ctl_service_set_reals(IPPROTO_TCP, ip("198.19.0.1"), htons(80), rc, 3, err, sizeof(err)));
-	CHECK(dp_ctl_service_add(IPPROTO_UDP, ip("198.19.0.1"), htons(80), DP_SCHED_ARG_MAGLEV, 7, err, sizeof(err)));
+	CHECK(dp_ctl_service_add(
+		IPPROTO_UDP, ip("198.19.0.1"), htons(80), DP_SCHED_ARG_MAGLEV, 7, err, sizeof(err)));
 	CHECK(dp_ctl_service_set_reals(IPPROTO_UDP, ip("198.19.0.1"), htons(80), rc, 3, err, sizeof(err)));
 	for (int i = 0; i < 3; i++)
 		rc[i].port = 0;

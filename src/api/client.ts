@@ -97,9 +97,7 @@ export function connect(address: string, opts: ConnectOptions = {}): ApiClient {
     conns: promised(conns),
     raw: { conns, path },
     health: (service = '', timeoutMs = 2000) =>
-      new Promise((resolve, reject) =>
-        health.check({ service }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r.status))),
-      ),
+      new Promise((resolve, reject) => health.check({ service }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r.status)))),
     close: () => clients.forEach((c) => c.close()),
   };
 }

@@ -156,13 +156,26 @@ function prefix(ctx: Ctx): string {
 }
 
 async function testpmd(ctx: Ctx, pcap: PcapInfo, sink: Sink = 'pcap'): Promise<{ pps: number; cpuShare: number; foreignCores: number; samples: number[] }> {
-  const r = await runTestpmd({ pcap: pcap.file, packets: pcap.packets, warmupS: ctx.warmupS, seconds: ctx.measureS, prefix: prefix(ctx), sink, emptyPcap: ctx.emptyPcap });
+  const r = await runTestpmd({
+    pcap: pcap.file,
+    packets: pcap.packets,
+    warmupS: ctx.warmupS,
+    seconds: ctx.measureS,
+    prefix: prefix(ctx),
+    sink,
+    emptyPcap: ctx.emptyPcap,
+  });
   if (r.rxPps.length === 0) throw new Error('testpmd gave no samples');
   return { pps: median(r.rxPps), cpuShare: r.cpuShare, foreignCores: r.foreignCores, samples: r.rxPps };
 }
 
 /** Measures a running, configured retrace: per-second rates over measureS after warmupS. */
-async function measure(ctx: Ctx, rr: RetraceRun, which: 'servers' | 'client', profileTag?: string): Promise<{
+async function measure(
+  ctx: Ctx,
+  rr: RetraceRun,
+  which: 'servers' | 'client',
+  profileTag?: string,
+): Promise<{
   pps: number;
   rxPps: number;
   samples: number[];
@@ -237,8 +250,24 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
     const { tp, m } = at.value;
     base.push(tp.pps);
     vals.push(m.pps);
-    details.push({ run: r + 1, testpmdPps: tp.pps, testpmdCpuShare: tp.cpuShare, testpmdForeignCores: tp.foreignCores, pps: m.pps, clientRxPps: m.rxPps, workerCpuShare: m.cpuShare, foreignCores: m.foreignCores, conns: m.connsBefore, dropsInWindow: m.drops, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-    ctx.log(`  ${f.id} run ${r + 1}: testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(tp.cpuShare)}), retrace ${(m.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(m.cpuShare)}), conns ${m.connsBefore}, drops ${JSON.stringify(m.drops)}${at.noisy ? ' NOISY' : ''}`);
+    details.push({
+      run: r + 1,
+      testpmdPps: tp.pps,
+      testpmdCpuShare: tp.cpuShare,
+      testpmdForeignCores: tp.foreignCores,
+      pps: m.pps,
+      clientRxPps: m.rxPps,
+      workerCpuShare: m.cpuShare,
+      foreignCores: m.foreignCores,
+      conns: m.connsBefore,
+      dropsInWindow: m.drops,
+      attempts: at.attempts,
+      discarded: at.discarded,
+      noisy: at.noisy,
+    });
+    ctx.log(
+      `  ${f.id} run ${r + 1}: testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(tp.cpuShare)}), retrace ${(m.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(m.cpuShare)}), conns ${m.connsBefore}, drops ${JSON.stringify(m.drops)}${at.noisy ? ' NOISY' : ''}`,
+    );
   }
   // With --profile, one more retrace run (not counted) under perf.
   if (ctx.profile) {
@@ -247,7 +276,11 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
     ctx.log(`  ${f.id} profile run: ${(m.pps / 1e6).toFixed(2)} Mpps under perf`);
   }
   const fig = withBaseline(figure(f.id, f.label, 'pps', vals, { chart: true }), 'testpmd macswap', base);
-  fig.details = { pcap: { flows: f.spec.flows, packetsPerFlow: f.spec.packetsPerFlow, packets: pcap.packets, frameLen: pcap.frameLen }, runs: details, profile };
+  fig.details = {
+    pcap: { flows: f.spec.flows, packetsPerFlow: f.spec.packetsPerFlow, packets: pcap.packets, frameLen: pcap.frameLen },
+    runs: details,
+    profile,
+  };
   return fig;
 }
 
@@ -270,11 +303,22 @@ export async function caseFnat(ctx: Ctx): Promise<Figure[]> {
   // The sink check: testpmd with the net_null,no-rx=1 sink the issue names, once per run, to show
   // that the empty-pcap sink both sides use costs the same.
   const tcp = out[0];
-  const pcap = pcapFor(ctx, 'fnat-tcp', { kind: 'tcp', flows, packetsPerFlow: 16, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase });
+  const pcap = pcapFor(ctx, 'fnat-tcp', {
+    kind: 'tcp',
+    flows,
+    packetsPerFlow: 16,
+    dstMac: NET.clientMac,
+    srcMac: NET.gatewayMac,
+    dst: NET.vip,
+    dport: NET.vport,
+    clientBase: NET.clientBase,
+  });
   const nullRuns: number[] = [];
   for (let r = 0; r < Math.min(ctx.runs, 2); r++) nullRuns.push((await testpmd(ctx, pcap, 'null')).pps);
   tcp.details.testpmdNullSink = { runs: nullRuns, value: spread(nullRuns) };
-  ctx.log(`  testpmd with net_null0,no-rx=1 as the sink: ${nullRuns.map((x) => (x / 1e6).toFixed(2)).join(', ')} Mpps (empty-pcap sink: ${(tcp.baseline!.value.median / 1e6).toFixed(2)})`);
+  ctx.log(
+    `  testpmd with net_null0,no-rx=1 as the sink: ${nullRuns.map((x) => (x / 1e6).toFixed(2)).join(', ')} Mpps (empty-pcap sink: ${(tcp.baseline!.value.median / 1e6).toFixed(2)})`,
+  );
   return out;
 }
 
@@ -345,8 +389,23 @@ interface NewConnsRun {
  * then SetReals, and every SYN of the next pass opens a conn. GetCounters' conn count is polled
  * back to back; the rate is taken between 5% and 95% of the flows.
  */
-async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boolean, profileTag?: string, subscriberBuffer?: number, batch?: number): Promise<NewConnsRun> {
-  const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.ceil(flows * 1.3), lips: lipsFor(flows) + 1, emptyPcap: ctx.emptyPcap, subscriberBuffer });
+async function newConnsRun(
+  ctx: Ctx,
+  pcap: PcapInfo,
+  flows: number,
+  watch: boolean,
+  profileTag?: string,
+  subscriberBuffer?: number,
+  batch?: number,
+): Promise<NewConnsRun> {
+  const rr = new RetraceRun({
+    pcap: pcap.file,
+    packets: pcap.packets,
+    maxConns: Math.ceil(flows * 1.3),
+    lips: lipsFor(flows) + 1,
+    emptyPcap: ctx.emptyPcap,
+    subscriberBuffer,
+  });
   let ev: EventCounter | undefined;
   let resp: ResponsivenessProbe | undefined;
   try {
@@ -472,7 +531,8 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
         out.connsPerS = (created - 1) / (burst.max - burst.min);
         out.connsPerSFrom = 'event times';
       } else {
-        out.connsPerSFrom = 'conn-count polls (events were lost, so their times do not bound the burst; the polls answer late while the control thread encodes events)';
+        out.connsPerSFrom =
+          'conn-count polls (events were lost, so their times do not bound the burst; the polls answer late while the control thread encodes events)';
       }
       out.events = {
         received: atQuiet.received,
@@ -499,7 +559,16 @@ async function newConnsRun(ctx: Ctx, pcap: PcapInfo, flows: number, watch: boole
 
 function newConnsPcap(ctx: Ctx): { pcap: PcapInfo; flows: number } {
   const flows = ctx.quick ? 20000 : 1_000_000;
-  const pcap = pcapFor(ctx, 'syn-unique', { kind: 'tcp', flows, packetsPerFlow: 1, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase });
+  const pcap = pcapFor(ctx, 'syn-unique', {
+    kind: 'tcp',
+    flows,
+    packetsPerFlow: 1,
+    dstMac: NET.clientMac,
+    srcMac: NET.gatewayMac,
+    dst: NET.vip,
+    dport: NET.vport,
+    clientBase: NET.clientBase,
+  });
   return { pcap, flows };
 }
 
@@ -527,14 +596,21 @@ export async function caseNewConns(ctx: Ctx): Promise<Figure[]> {
     base.push(tp.pps);
     vals.push(res.connsPerS);
     runs.push({ run: r + 1, testpmdPps: tp.pps, testpmdCpuShare: tp.cpuShare, ...res, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-    ctx.log(`  new-conns run ${r + 1}: ${(res.connsPerS / 1e6).toFixed(2)} M conns/s (created ${res.created}/${flows}, all in ${res.secondsToAll.toFixed(2)} s, ${res.samples} polls, worker cpu ${pct0(res.workerCpuShare)}), testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps on the same pcap (cpu ${pct0(tp.cpuShare)}); drops ${JSON.stringify(res.drops)}${at.noisy ? ' NOISY' : ''}`);
+    ctx.log(
+      `  new-conns run ${r + 1}: ${(res.connsPerS / 1e6).toFixed(2)} M conns/s (created ${res.created}/${flows}, all in ${res.secondsToAll.toFixed(2)} s, ${res.samples} polls, worker cpu ${pct0(res.workerCpuShare)}), testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps on the same pcap (cpu ${pct0(tp.cpuShare)}); drops ${JSON.stringify(res.drops)}${at.noisy ? ' NOISY' : ''}`,
+    );
   }
   if (ctx.profile) {
     const res = await newConnsRun(ctx, pcap, flows, false, 'new-conns');
     profile = (res as NewConnsRun & { profile?: Profile }).profile;
     ctx.log(`  new-conns profile run: ${(res.connsPerS / 1e6).toFixed(2)} M conns/s under perf`);
   }
-  const fig = withBaseline(figure('new-conns', `New TCP conns per second (${flows} unique SYNs, first pass)`, 'conns/s', vals), 'testpmd macswap pps on the same pcap', base, 'pps');
+  const fig = withBaseline(
+    figure('new-conns', `New TCP conns per second (${flows} unique SYNs, first pass)`, 'conns/s', vals),
+    'testpmd macswap pps on the same pcap',
+    base,
+    'pps',
+  );
   fig.details = { flows, runs, profile };
   return [fig];
 }
@@ -558,7 +634,12 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     const healthOk: number[] = [];
     const runs: unknown[] = [];
     for (let r = 0; r < ctx.runs; r++) {
-      const at = await tryQuiet(ctx, `conn-events${v.id} run ${r + 1}`, () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch), (res) => foreignJudge(ctx, res.foreignCores));
+      const at = await tryQuiet(
+        ctx,
+        `conn-events${v.id} run ${r + 1}`,
+        () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch),
+        (res) => foreignJudge(ctx, res.foreignCores),
+      );
       const res = at.value;
       const e = res.events!;
       perS.push(e.perS);
@@ -570,16 +651,26 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
       unaryP99.push(rs.p99);
       healthOk.push(rs.probes > 0 ? (100 * rs.probesOk) / rs.probes : NaN);
       runs.push({ run: r + 1, ...res, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-      ctx.log(`  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}; meanwhile GetTimeouts p50 ${rs.p50.toFixed(2)} p99 ${rs.p99.toFixed(2)} max ${rs.max.toFixed(1)} ms (${rs.calls} calls, ${rs.errors} errors), health ${rs.probesOk}/${rs.probes}`);
+      ctx.log(
+        `  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}; meanwhile GetTimeouts p50 ${rs.p50.toFixed(2)} p99 ${rs.p99.toFixed(2)} max ${rs.max.toFixed(1)} ms (${rs.calls} calls, ${rs.errors} errors), health ${rs.probesOk}/${rs.probes}`,
+      );
     }
     const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
     f1.details = { flows, subscriberBuffer: v.buffer, maxBatch: v.batch, runs };
     out.push(f1);
     out.push(figure(`conn-events${v.id}-lost`, `Conn events reported lost in the stream (LostEvents), ${v.what}`, 'events', lost, { higherIsBetter: false }));
-    out.push(figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, { higherIsBetter: false }));
+    out.push(
+      figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, {
+        higherIsBetter: false,
+      }),
+    );
     out.push(figure(`conn-events${v.id}-unreported-next`, `The same after one more event, ${v.what}`, 'events', unreportedNext, { higherIsBetter: false }));
     out.push(figure(`new-conns-watched${v.id}`, `New TCP conns/s while the subscriber watches, ${v.what}`, 'conns/s', conns));
-    out.push(figure(`conn-events${v.id}-unary-p99`, `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`, 'ms', unaryP99, { higherIsBetter: false }));
+    out.push(
+      figure(`conn-events${v.id}-unary-p99`, `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`, 'ms', unaryP99, {
+        higherIsBetter: false,
+      }),
+    );
     out.push(figure(`conn-events${v.id}-health-ok`, `Health probes answered SERVING within 1 s over the same time, ${v.what}`, '%', healthOk));
   }
   return out;
@@ -595,7 +686,11 @@ interface Level {
 }
 
 function levels(ctx: Ctx): Level[] {
-  if (ctx.quick) return [{ flows: 1000, name: '1K' }, { flows: 20000, name: '20K' }];
+  if (ctx.quick)
+    return [
+      { flows: 1000, name: '1K' },
+      { flows: 20000, name: '20K' },
+    ];
   return [
     { flows: 1000, name: '1K' },
     { flows: 100_000, name: '100K' },
@@ -637,7 +732,17 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       out.push(f);
       return false;
     }
-    const spec: FlowSpec = { kind: 'udp', flows: lv.flows, packetsPerFlow: ppf, burst: ppf, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase };
+    const spec: FlowSpec = {
+      kind: 'udp',
+      flows: lv.flows,
+      packetsPerFlow: ppf,
+      burst: ppf,
+      dstMac: NET.clientMac,
+      srcMac: NET.gatewayMac,
+      dst: NET.vip,
+      dport: NET.vport,
+      clientBase: NET.clientBase,
+    };
     const pcap = pcapFor(ctx, id, spec);
     const base: number[] = [];
     const vals: number[] = [];
@@ -686,8 +791,32 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       const { m, conns, startS, fillS, scrambleS, scrambleNote, rssIdle, rssLive } = rt;
       base.push(tp.pps);
       vals.push(m.pps);
-      runs.push({ run: r + 1, testpmdPps: tp.pps, testpmdCpuShare: tp.cpuShare, testpmdForeignCores: tp.foreignCores, pps: m.pps, clientRxPps: m.rxPps, workerCpuShare: m.cpuShare, foreignCores: m.foreignCores, conns, connsAfter: m.conns, startS, fillS, scrambleS, scrambleNote, rssIdle, rssLive, rssLivePerConn: (rssLive - rssIdle) / lv.flows, dropsInWindow: m.drops, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-      ctx.log(`  ${id} run ${r + 1}: testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(tp.cpuShare)}), retrace ${(m.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(m.cpuShare)}), conns ${conns} (start ${startS.toFixed(0)} s, filled in ${fillS.toFixed(1)} s, rescrambled in ${scrambleS.toFixed(1)} s), RSS +${((rssLive - rssIdle) / 2 ** 20).toFixed(0)} MiB live, drops ${JSON.stringify(m.drops)}${at.noisy ? ' NOISY' : ''}`);
+      runs.push({
+        run: r + 1,
+        testpmdPps: tp.pps,
+        testpmdCpuShare: tp.cpuShare,
+        testpmdForeignCores: tp.foreignCores,
+        pps: m.pps,
+        clientRxPps: m.rxPps,
+        workerCpuShare: m.cpuShare,
+        foreignCores: m.foreignCores,
+        conns,
+        connsAfter: m.conns,
+        startS,
+        fillS,
+        scrambleS,
+        scrambleNote,
+        rssIdle,
+        rssLive,
+        rssLivePerConn: (rssLive - rssIdle) / lv.flows,
+        dropsInWindow: m.drops,
+        attempts: at.attempts,
+        discarded: at.discarded,
+        noisy: at.noisy,
+      });
+      ctx.log(
+        `  ${id} run ${r + 1}: testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(tp.cpuShare)}), retrace ${(m.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(m.cpuShare)}), conns ${conns} (start ${startS.toFixed(0)} s, filled in ${fillS.toFixed(1)} s, rescrambled in ${scrambleS.toFixed(1)} s), RSS +${((rssLive - rssIdle) / 2 ** 20).toFixed(0)} MiB live, drops ${JSON.stringify(m.drops)}${at.noisy ? ' NOISY' : ''}`,
+      );
     }
     // Profile runs only up to 1M conns: beyond, a run takes minutes of pcap loading.
     if (ctx.profile && lv.flows <= 1_000_000) {
@@ -695,7 +824,13 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       profile = rt.m.profile;
       ctx.log(`  ${id} profile run: ${(rt.m.pps / 1e6).toFixed(2)} Mpps under perf`);
     }
-    const f = withBaseline(figure(id, `UDP, ${lv.name} live conns, ${variant === 'random' ? '1 packet per flow per pass' : 'bursts of 8 packets per flow'}`, 'pps', vals, { chart: true }), 'testpmd macswap', base);
+    const f = withBaseline(
+      figure(id, `UDP, ${lv.name} live conns, ${variant === 'random' ? '1 packet per flow per pass' : 'bursts of 8 packets per flow'}`, 'pps', vals, {
+        chart: true,
+      }),
+      'testpmd macswap',
+      base,
+    );
     f.details = { flows: lv.flows, packets, maxConns, runs, profile };
     byKey.set(`${variant}-${lv.name}`, f);
     out.push(f);
@@ -708,7 +843,10 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       // The 1M locality pcap (8 frames per flow) is 8M mbufs: when it does not fit, measure the
       // largest level that does, so the 1M target has the nearest figure beside it.
       if (!ok && variant === 'locality' && lv.name === '1M') {
-        for (const fb of [{ flows: 500_000, name: '500K' }, { flows: 250_000, name: '250K' }]) {
+        for (const fb of [
+          { flows: 500_000, name: '500K' },
+          { flows: 250_000, name: '250K' },
+        ]) {
           if (await runLevel(variant, fb)) {
             fallbacks.push(fb);
             break;
@@ -776,13 +914,23 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
   const flows = ctx.quick ? 50_000 : 1_000_000;
   const maxConns = Math.ceil(flows * 1.25);
   const lips = lipsFor(flows) + 1;
-  const pcap = pcapFor(ctx, ctx.quick ? 'memory-udp' : 'scale-random-1M', { kind: 'udp', flows, packetsPerFlow: 1, burst: 1, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase });
+  const pcap = pcapFor(ctx, ctx.quick ? 'memory-udp' : 'scale-random-1M', {
+    kind: 'udp',
+    flows,
+    packetsPerFlow: 1,
+    burst: 1,
+    dstMac: NET.clientMac,
+    srcMac: NET.gatewayMac,
+    dst: NET.vip,
+    dport: NET.vport,
+    clientBase: NET.clientBase,
+  });
   const memoryMb = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, lips, emptyPcap: ctx.emptyPcap }).memoryMb;
   const live: number[] = [];
   const idleSlot: number[] = [];
   const runs: unknown[] = [];
   for (let r = 0; r < ctx.runs; r++) {
-    let rssBase = NaN;
+    let rssBase: number;
     const base = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: 1024, lips: 0, memoryMb, emptyPcap: ctx.emptyPcap });
     try {
       await base.start();
@@ -792,9 +940,9 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
       await base.stop();
     }
     const big = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, lips, memoryMb, emptyPcap: ctx.emptyPcap });
-    let rssIdle = NaN;
-    let rssLive = NaN;
-    let conns = 0;
+    let rssIdle: number;
+    let rssLive: number;
+    let conns: number;
     try {
       await big.start();
       await sleep(1000);
@@ -810,16 +958,28 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
     live.push((rssLive - rssBase) / conns);
     idleSlot.push((rssIdle - rssBase) / (maxConns - 1024));
     runs.push({ run: r + 1, rssBase, rssIdle, rssLive, conns });
-    ctx.log(`  memory run ${r + 1}: RSS ${(rssBase / 2 ** 20).toFixed(0)} MiB (max_conns 1024), ${(rssIdle / 2 ** 20).toFixed(0)} MiB (max_conns ${maxConns}, idle), ${(rssLive / 2 ** 20).toFixed(0)} MiB (${conns} conns live): ${live[r].toFixed(0)} B per live conn, ${idleSlot[r].toFixed(0)} B per slot at start`);
+    ctx.log(
+      `  memory run ${r + 1}: RSS ${(rssBase / 2 ** 20).toFixed(0)} MiB (max_conns 1024), ${(rssIdle / 2 ** 20).toFixed(0)} MiB (max_conns ${maxConns}, idle), ${(rssLive / 2 ** 20).toFixed(0)} MiB (${conns} conns live): ${live[r].toFixed(0)} B per live conn, ${idleSlot[r].toFixed(0)} B per slot at start`,
+    );
   }
   const est = connTableBytes(maxConns);
   const lipBytes = lips * 3 * LIP_RING_BYTES;
-  const f = figure('memory-per-conn', `Resident memory per live conn (${flows} UDP conns, table sized for ${maxConns}; RSS difference)`, 'B/conn', live, { higherIsBetter: false });
+  const f = figure('memory-per-conn', `Resident memory per live conn (${flows} UDP conns, table sized for ${maxConns}; RSS difference)`, 'B/conn', live, {
+    higherIsBetter: false,
+  });
   f.details = { flows, maxConns, lips, memoryMb, runs, perSlotAtStart: spread(idleSlot) };
   const reservedLive = (est.total + lipBytes) / flows;
-  const f2 = figure('memory-per-conn-reserved', `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings included)`, 'B/conn', [reservedLive], { higherIsBetter: false });
+  const f2 = figure(
+    'memory-per-conn-reserved',
+    `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings included)`,
+    'B/conn',
+    [reservedLive],
+    { higherIsBetter: false },
+  );
   f2.details = { ...est, lipRings: lipBytes, flows, maxConns };
-  const f3 = figure('memory-per-conn-slot', 'Reserved EAL memory per conn table slot (allocation sizes, no hugepages)', 'B/conn', [est.perConn], { higherIsBetter: false });
+  const f3 = figure('memory-per-conn-slot', 'Reserved EAL memory per conn table slot (allocation sizes, no hugepages)', 'B/conn', [est.perConn], {
+    higherIsBetter: false,
+  });
   f3.details = { ...est, structBytes: CONN_STRUCT_BYTES, recordObjectBytes: perPageObjBytes(CONN_OBJ_BYTES) };
   return [f, f2, f3];
 }
@@ -843,7 +1003,16 @@ function bigConfig(base: Config, services: number, realsPer: number, weight: num
 
 export async function caseApi(ctx: Ctx): Promise<Figure[]> {
   const flows = FWD_FLOWS(ctx);
-  const pcap = pcapFor(ctx, 'fnat-tcp', { kind: 'tcp', flows, packetsPerFlow: 16, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase });
+  const pcap = pcapFor(ctx, 'fnat-tcp', {
+    kind: 'tcp',
+    flows,
+    packetsPerFlow: 16,
+    dstMac: NET.clientMac,
+    srcMac: NET.gatewayMac,
+    dst: NET.vip,
+    dport: NET.vport,
+    clientBase: NET.clientBase,
+  });
   const lat: Record<string, { p50: number[]; p99: number[]; max: number[]; n: number[] }> = {
     GetSystemInfo: { p50: [], p99: [], max: [], n: [] },
     ListPorts: { p50: [], p99: [], max: [], n: [] },
@@ -886,7 +1055,11 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
         const res = await rr.api.config.applyConfig({ config: cfg, dryRun: false }, 120000);
         const s = now() - t;
         const d = res.diff;
-        const count = (x?: { created: string[]; updated: string[]; deleted: string[] }): number[] => [x?.created.length ?? 0, x?.updated.length ?? 0, x?.deleted.length ?? 0];
+        const count = (x?: { created: string[]; updated: string[]; deleted: string[] }): number[] => [
+          x?.created.length ?? 0,
+          x?.updated.length ?? 0,
+          x?.deleted.length ?? 0,
+        ];
         return { s, diff: { virtualServices: count(d?.virtualServices), reals: count(d?.reals) } };
       };
       const create = await timeApply(doc);
@@ -913,8 +1086,20 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
     apply.noop.push(noop.s);
     apply.update.push(update.s);
     apply.delete.push(del.s);
-    runs.push({ run: r + 1, forwardingPps: pps, forwardingPpsDuringApply: ppsDuringApply, foreignCores, calls: lat.GetSystemInfo.n[r] + lat.ListPorts.n[r], apply: { create, noop, update, delete: del }, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
-    ctx.log(`  api run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: GetSystemInfo p50 ${lat.GetSystemInfo.p50[r].toFixed(2)} p99 ${lat.GetSystemInfo.p99[r].toFixed(2)} ms, ListPorts p50 ${lat.ListPorts.p50[r].toFixed(2)} p99 ${lat.ListPorts.p99[r].toFixed(2)} ms (${lat.GetSystemInfo.n[r] + lat.ListPorts.n[r]} calls, forwarding ${(pps / 1e6).toFixed(2)} Mpps, other work ${foreignCores.toFixed(2)} cores); ApplyConfig 10,000 reals: create ${create.s.toFixed(3)} s ${JSON.stringify(create.diff)}, no-op ${noop.s.toFixed(3)} s, update ${update.s.toFixed(3)} s, delete ${del.s.toFixed(3)} s`);
+    runs.push({
+      run: r + 1,
+      forwardingPps: pps,
+      forwardingPpsDuringApply: ppsDuringApply,
+      foreignCores,
+      calls: lat.GetSystemInfo.n[r] + lat.ListPorts.n[r],
+      apply: { create, noop, update, delete: del },
+      attempts: at.attempts,
+      discarded: at.discarded,
+      noisy: at.noisy,
+    });
+    ctx.log(
+      `  api run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: GetSystemInfo p50 ${lat.GetSystemInfo.p50[r].toFixed(2)} p99 ${lat.GetSystemInfo.p99[r].toFixed(2)} ms, ListPorts p50 ${lat.ListPorts.p50[r].toFixed(2)} p99 ${lat.ListPorts.p99[r].toFixed(2)} ms (${lat.GetSystemInfo.n[r] + lat.ListPorts.n[r]} calls, forwarding ${(pps / 1e6).toFixed(2)} Mpps, other work ${foreignCores.toFixed(2)} cores); ApplyConfig 10,000 reals: create ${create.s.toFixed(3)} s ${JSON.stringify(create.diff)}, no-op ${noop.s.toFixed(3)} s, update ${update.s.toFixed(3)} s, delete ${del.s.toFixed(3)} s`,
+    );
   }
   const out: Figure[] = [];
   for (const k of Object.keys(lat)) {
@@ -923,7 +1108,9 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
     f.details = { max: lat[k].max, calls: lat[k].n };
     out.push(f);
   }
-  const fc = figure('apply-config-10k', `ApplyConfig creating ${services} services × ${realsPer} reals (10,000 reals) while forwarding`, 's', apply.create, { higherIsBetter: false });
+  const fc = figure('apply-config-10k', `ApplyConfig creating ${services} services × ${realsPer} reals (10,000 reals) while forwarding`, 's', apply.create, {
+    higherIsBetter: false,
+  });
   fc.details = { runs, forwardingPps: fwd };
   out.push(fc);
   out.push(figure('apply-config-10k-noop', 'ApplyConfig of the same document again (no change)', 's', apply.noop, { higherIsBetter: false }));
@@ -945,7 +1132,15 @@ function loadConfig(base: Config, services: number, realsPer: number): Config {
       const k = s * realsPer + i + 1;
       reals.push(Real.fromPartial({ address: `10.2.${k >> 8}.${k & 255}`, port: 8080, weight: 1 }));
     }
-    vs.push(VirtualService.fromPartial({ protocol: Protocol.PROTOCOL_TCP, vip: `198.18.2.${(s % 250) + 1}`, port: 80 + Math.floor(s / 250), scheduler: Scheduler.SCHEDULER_RR, reals }));
+    vs.push(
+      VirtualService.fromPartial({
+        protocol: Protocol.PROTOCOL_TCP,
+        vip: `198.18.2.${(s % 250) + 1}`,
+        port: 80 + Math.floor(s / 250),
+        scheduler: Scheduler.SCHEDULER_RR,
+        reals,
+      }),
+    );
   }
   return { ...base, virtualServices: [...base.virtualServices, ...vs] };
 }
@@ -1059,7 +1254,14 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
   const runs: unknown[] = [];
   const oneRun = async () => {
     const metricsPort = await freePort();
-    const rr = new RetraceRun({ pcap: ctx.emptyPcap, packets: 0, maxConns: 16384, emptyPcap: ctx.emptyPcap, busyPoll: false, extraYaml: `metrics: {listen: "127.0.0.1:${metricsPort}"}` });
+    const rr = new RetraceRun({
+      pcap: ctx.emptyPcap,
+      packets: 0,
+      maxConns: 16384,
+      emptyPcap: ctx.emptyPcap,
+      busyPoll: false,
+      extraYaml: `metrics: {listen: "127.0.0.1:${metricsPort}"}`,
+    });
     let load: LoadClient | undefined;
     try {
       await rr.start();
@@ -1119,7 +1321,19 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     fig.exitS.push(exit.ms / 1000);
     fig.streamRate.push(tally.streamMessages / tally.seconds);
     fig.scrapeRate.push(tally.scrapes / tally.seconds);
-    runs.push({ run: r + 1, applyS, idle: id, loaded: li, load: tally, foreignCores, rssBytes: rss, exit, attempts: at.attempts, discarded: at.discarded, noisy: at.noisy });
+    runs.push({
+      run: r + 1,
+      applyS,
+      idle: id,
+      loaded: li,
+      load: tally,
+      foreignCores,
+      rssBytes: rss,
+      exit,
+      attempts: at.attempts,
+      discarded: at.discarded,
+      noisy: at.noisy,
+    });
     ctx.log(
       `  control-load run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: unary p50 ${li.p50.toFixed(2)} p99 ${li.p99.toFixed(2)} max ${li.max.toFixed(1)} ms (${li.calls} calls, ${li.errors} errors; idle p99 ${id.p99.toFixed(2)} ms), ` +
         `health ${li.probesOk}/${li.probes} (p99 ${li.probeP99.toFixed(1)} ms); ${streams} streams got ${(tally.streamMessages / tally.seconds).toFixed(0)} messages/s (${((100 * tally.streamMessages) / (tally.seconds * streams * (1000 / intervalMs))).toFixed(0)}% of one per tick each), ${tally.scrapes} scrapes (${(tally.scrapeBytes / Math.max(1, tally.scrapes) / 1e6).toFixed(2)} MB each, p50 ${tally.scrapeMsP50.toFixed(0)} ms, status ${JSON.stringify(tally.scrapeStatus)}, ${tally.scrapeErrors} errors); ` +
@@ -1135,9 +1349,16 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     figure('control-load-unary-max', 'Unary max under the same load', 'ms', fig.max, { higherIsBetter: false }),
     figure('control-load-health-ok', 'Health probes answered SERVING within 1 s under the same load', '%', fig.probeOk),
     figure('control-load-idle-unary-p99', `Unary p99 with ${services} services and no streams or scrapes`, 'ms', fig.idleP99, { higherIsBetter: false }),
-    figure('control-load-stream-msgs', `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`, '/s', fig.streamRate),
+    figure(
+      'control-load-stream-msgs',
+      `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`,
+      '/s',
+      fig.streamRate,
+    ),
     figure('control-load-scrapes', '/metrics scrapes answered per second (all scrapers)', '/s', fig.scrapeRate),
-    figure('control-load-shutdown', `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`, 's', fig.exitS, { higherIsBetter: false }),
+    figure('control-load-shutdown', `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`, 's', fig.exitS, {
+      higherIsBetter: false,
+    }),
   ];
 }
 

@@ -38,7 +38,19 @@ export interface LoadTally {
 
 function main(): void {
   const o = JSON.parse(process.argv[2]) as LoadOptions;
-  const t: LoadTally = { seconds: 0, streamsOpen: 0, streamMessages: 0, streamBytes: 0, streamErrors: [], scrapes: 0, scrapeErrors: 0, scrapeBytes: 0, scrapeMsP50: NaN, scrapeMsP99: NaN, scrapeStatus: {} };
+  const t: LoadTally = {
+    seconds: 0,
+    streamsOpen: 0,
+    streamMessages: 0,
+    streamBytes: 0,
+    streamErrors: [],
+    scrapes: 0,
+    scrapeErrors: 0,
+    scrapeBytes: 0,
+    scrapeMsP50: NaN,
+    scrapeMsP99: NaN,
+    scrapeStatus: {},
+  };
   const scrapeMs: number[] = [];
   let stopping = false;
 
@@ -47,7 +59,12 @@ function main(): void {
   const calls: grpc.ClientReadableStream<Buffer>[] = [];
   const req = Buffer.from(WatchCountersRequest.encode({ interval: { seconds: 0n, nanos: o.intervalMs * 1e6 }, count: 0 }).finish());
   for (let i = 0; i < o.streams; i++) {
-    const call = client.makeServerStreamRequest<Buffer, Buffer>('/retrace.v1.PathService/WatchCounters', (b) => b, (b) => b, req);
+    const call = client.makeServerStreamRequest<Buffer, Buffer>(
+      '/retrace.v1.PathService/WatchCounters',
+      (b) => b,
+      (b) => b,
+      req,
+    );
     t.streamsOpen++;
     call.on('data', (b: Buffer) => {
       t.streamMessages++;

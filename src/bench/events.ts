@@ -70,7 +70,18 @@ function fields(b: Buffer, from = 0, to = b.length): { no: number; start: number
 }
 
 export class EventCounter {
-  readonly tally: EventTally = { events: 0, byType: {}, lost: {}, lostMessages: 0, firstT: NaN, lastT: NaN, bytes: 0, createdMinS: NaN, createdMaxS: NaN, ended: false };
+  readonly tally: EventTally = {
+    events: 0,
+    byType: {},
+    lost: {},
+    lostMessages: 0,
+    firstT: NaN,
+    lastT: NaN,
+    bytes: 0,
+    createdMinS: NaN,
+    createdMaxS: NaN,
+    ended: false,
+  };
   private readonly client: grpc.Client;
   private call: grpc.ClientReadableStream<Buffer> | undefined;
   readonly done: Promise<void>;

@@ -127,7 +127,10 @@ export class ForeignCpu {
   constructor(private readonly pids: () => number[]) {}
 
   private own(): number {
-    return [process.pid, ...this.pids()].map(processCpuSeconds).filter(Number.isFinite).reduce((a, b) => a + b, 0);
+    return [process.pid, ...this.pids()]
+      .map(processCpuSeconds)
+      .filter(Number.isFinite)
+      .reduce((a, b) => a + b, 0);
   }
 
   start(): this {

@@ -56,14 +56,54 @@ export const TARGETS: TargetDef[] = [
   { target: 'ICMP local echo ≥ 0.6× testpmd', figures: ['icmp-local'], use: 'ratio', op: '>=', limit: 0.6, fmt: pct },
   { target: '≥ 2M new TCP conns/s', figures: ['new-conns'], use: 'value', op: '>=', limit: 2e6, fmt: (x) => `${si(x)}/s` },
   { target: '1M conns, random: ≥ 0.5× the 1K rate', figures: ['scale-random-1M-vs-1K'], use: 'value', op: '>=', limit: 0.5, fmt: pct },
-  { target: '1M conns, locality: ≥ 0.8× the 1K rate', figures: ['scale-locality-1M-vs-1K', 'scale-locality-500K-vs-1K', 'scale-locality-250K-vs-1K'], use: 'value', op: '>=', limit: 0.8, fmt: pct },
+  {
+    target: '1M conns, locality: ≥ 0.8× the 1K rate',
+    figures: ['scale-locality-1M-vs-1K', 'scale-locality-500K-vs-1K', 'scale-locality-250K-vs-1K'],
+    use: 'value',
+    op: '>=',
+    limit: 0.8,
+    fmt: pct,
+  },
   { target: '≤ 160 bytes per conn', figures: ['memory-per-conn'], use: 'value', op: '<=', limit: 160, fmt: (x) => `${x.toFixed(0)} B` },
   { target: '≥ 300k conn events/s to one subscriber', figures: ['conn-events-batches'], use: 'value', op: '>=', limit: 300e3, fmt: (x) => `${si(x)}/s` },
-  { target: 'zero unreported event loss', figures: ['conn-events-batches-unreported'], use: 'value', op: '<=', limit: 0, fmt: (x) => `${x}`, worst: true, note: 'events neither received nor reported as LostEvents; the worst run counts' },
-  { target: 'unary p99 < 2 ms while forwarding', figures: ['api-getsysteminfo-p99', 'api-listports-p99'], use: 'value', op: '<', limit: 2, fmt: (x) => `${x.toFixed(2)} ms`, combine: 'max' },
+  {
+    target: 'zero unreported event loss',
+    figures: ['conn-events-batches-unreported'],
+    use: 'value',
+    op: '<=',
+    limit: 0,
+    fmt: (x) => `${x}`,
+    worst: true,
+    note: 'events neither received nor reported as LostEvents; the worst run counts',
+  },
+  {
+    target: 'unary p99 < 2 ms while forwarding',
+    figures: ['api-getsysteminfo-p99', 'api-listports-p99'],
+    use: 'value',
+    op: '<',
+    limit: 2,
+    fmt: (x) => `${x.toFixed(2)} ms`,
+    combine: 'max',
+  },
   { target: 'ApplyConfig with 10,000 reals < 1 s', figures: ['apply-config-10k'], use: 'value', op: '<', limit: 1, fmt: (x) => `${x.toFixed(3)} s` },
-  { target: 'unary p99 < 20 ms under 50 counter streams + 20 scrapes (1500 services × 4 reals)', figures: ['control-load-unary-p99'], use: 'value', op: '<', limit: 20, fmt: (x) => `${x.toFixed(2)} ms` },
-  { target: 'health probes 100% under the same load', figures: ['control-load-health-ok'], use: 'value', op: '>=', limit: 100, fmt: (x) => `${x.toFixed(1)}%`, worst: true, note: 'the worst run counts' },
+  {
+    target: 'unary p99 < 20 ms under 50 counter streams + 20 scrapes (1500 services × 4 reals)',
+    figures: ['control-load-unary-p99'],
+    use: 'value',
+    op: '<',
+    limit: 20,
+    fmt: (x) => `${x.toFixed(2)} ms`,
+  },
+  {
+    target: 'health probes 100% under the same load',
+    figures: ['control-load-health-ok'],
+    use: 'value',
+    op: '>=',
+    limit: 100,
+    fmt: (x) => `${x.toFixed(1)}%`,
+    worst: true,
+    note: 'the worst run counts',
+  },
 ];
 
 function allFigures(s: Suite): Figure[] {
@@ -80,10 +120,20 @@ export function evaluateTargets(s: Suite): TargetResult[] {
     const found = t.figures.map((id) => figs.get(id)).filter((f): f is Figure => f !== undefined && f.runs.length > 0);
     if (found.length === 0) {
       const skipped = t.figures.map((id) => figs.get(id)).find((f) => f?.notes.length);
-      return { target: t.target, figure: t.figures.join(', '), measured: 'not measured', spread: '', met: null, note: skipped?.notes.join(' ') ?? 'case not run' };
+      return {
+        target: t.target,
+        figure: t.figures.join(', '),
+        measured: 'not measured',
+        spread: '',
+        met: null,
+        note: skipped?.notes.join(' ') ?? 'case not run',
+      };
     }
     let f = found[0];
-    const fallback = t.combine === undefined && f.id !== t.figures[0] ? `measured at a smaller level (${f.id}): ${figs.get(t.figures[0].replace('-vs-1K', ''))?.notes.join(' ') ?? t.figures[0] + ' not run'}` : undefined;
+    const fallback =
+      t.combine === undefined && f.id !== t.figures[0]
+        ? `measured at a smaller level (${f.id}): ${figs.get(t.figures[0].replace('-vs-1K', ''))?.notes.join(' ') ?? t.figures[0] + ' not run'}`
+        : undefined;
     if (t.combine === 'max') f = found.reduce((a, b) => ((sp(b, t.use)?.median ?? -Infinity) > (sp(a, t.use)?.median ?? -Infinity) ? b : a));
     const v = sp(f, t.use)!;
     // "zero unreported loss" and "probes 100%" judge the worst run, the others the median.
@@ -136,10 +186,16 @@ export function forwardingSvg(s: Suite): string {
   const x = (v: number): number => left + (v / scaleMax) * (width - left - right);
   const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+  );
   parts.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
-  parts.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">retrace vs dpdk-testpmd macswap, 64-byte frames, 1 worker core (${esc(s.date)}${s.quick ? ', quick mode' : ''})</text>`);
-  parts.push(`<rect x="${left}" y="30" width="12" height="12" fill="#9e9e9e"/><text x="${left + 16}" y="40">testpmd (median, whisker = min–max of runs)</text>`);
+  parts.push(
+    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">retrace vs dpdk-testpmd macswap, 64-byte frames, 1 worker core (${esc(s.date)}${s.quick ? ', quick mode' : ''})</text>`,
+  );
+  parts.push(
+    `<rect x="${left}" y="30" width="12" height="12" fill="#9e9e9e"/><text x="${left + 16}" y="40">testpmd (median, whisker = min–max of runs)</text>`,
+  );
   parts.push(`<rect x="${left + 300}" y="30" width="12" height="12" fill="#1f77b4"/><text x="${left + 316}" y="40">retrace (label: ratio to testpmd)</text>`);
   for (let t = 0; t <= scaleMax; t += scaleMax <= 10 ? 1 : 2) {
     const xx = x(t);
@@ -164,7 +220,9 @@ export function forwardingSvg(s: Suite): string {
         parts.push(`<line x1="${x(v.min / 1e6).toFixed(1)}" y1="${y0 - 4}" x2="${x(v.min / 1e6).toFixed(1)}" y2="${y0 + 4}" stroke="#000"/>`);
         parts.push(`<line x1="${x(v.max / 1e6).toFixed(1)}" y1="${y0 - 4}" x2="${x(v.max / 1e6).toFixed(1)}" y2="${y0 + 4}" stroke="#000"/>`);
       }
-      parts.push(`<text x="${(x(Math.max(v.max, v.median) / 1e6) + 6).toFixed(1)}" y="${by + 12}" fill="#333">${(v.median / 1e6).toFixed(2)}${color === '#1f77b4' && f.ratio ? ` (${f.ratio.value.median.toFixed(2)}×)` : ''}</text>`);
+      parts.push(
+        `<text x="${(x(Math.max(v.max, v.median) / 1e6) + 6).toFixed(1)}" y="${by + 12}" fill="#333">${(v.median / 1e6).toFixed(2)}${color === '#1f77b4' && f.ratio ? ` (${f.ratio.value.median.toFixed(2)}×)` : ''}</text>`,
+      );
     }
   });
   parts.push('</svg>');
@@ -176,19 +234,25 @@ export function markdown(s: Suite, svgName: string): string {
   const L: string[] = [];
   L.push(`# retrace benchmark — ${s.date}${s.quick ? ' (quick mode: tiny pcaps, 1 run — not a measurement)' : ''}`);
   L.push('');
-  L.push('Produced by `npm run bench` (`node dist/bench/run.js`); method and caveats: [docs/bench.md](../../docs/bench.md). Raw data: the JSON file of the same name.');
+  L.push(
+    'Produced by `npm run bench` (`node dist/bench/run.js`); method and caveats: [docs/bench.md](../../docs/bench.md). Raw data: the JSON file of the same name.',
+  );
   L.push('');
   L.push('## Machine');
   L.push('');
   L.push(`- CPU: ${m.cpuModel}, ${m.cores} cores (main lcore / Node control thread on CPU 0, the one worker or testpmd forwarding lcore on CPU 1)`);
   L.push(`- Memory: ${m.memoryGiB} GiB; kernel: ${m.kernel}; ${m.dpdk}; Node ${m.node}`);
   L.push(`- Load: ${s.quiet.note}`);
-  const allRuns = s.cases.flatMap((c) => c.figures.flatMap((f) => ((f.details.runs as { attempts?: number; noisy?: boolean }[] | undefined) ?? [])));
+  const allRuns = s.cases.flatMap((c) => c.figures.flatMap((f) => (f.details.runs as { attempts?: number; noisy?: boolean }[] | undefined) ?? []));
   const extra = allRuns.reduce((n, r) => n + Math.max(0, (r.attempts ?? 1) - 1), 0);
   const noisy = allRuns.filter((r) => r.noisy).length;
   const g = s.guard;
-  L.push(`- Noise guard: a run pair in which testpmd's forwarding lcore or the retrace worker got less than ${(g.minShare * 100).toFixed(0)}% of its CPU (control-plane figures: other work took more than ${g.maxForeign} cores) was repeated after waiting for quiet, up to ${g.attempts} attempts. ${extra} attempt(s) were thrown away; ${noisy} run(s) found no quiet attempt and keep the quietest (marked in the per-case notes).`);
-  L.push(`- ${s.runsPerCase} run(s) per figure, ${s.warmupS} s warm-up, ${s.measureS} one-second samples per run; testpmd and retrace alternate within each run. Started ${s.startedAt}, finished ${s.finishedAt}.`);
+  L.push(
+    `- Noise guard: a run pair in which testpmd's forwarding lcore or the retrace worker got less than ${(g.minShare * 100).toFixed(0)}% of its CPU (control-plane figures: other work took more than ${g.maxForeign} cores) was repeated after waiting for quiet, up to ${g.attempts} attempts. ${extra} attempt(s) were thrown away; ${noisy} run(s) found no quiet attempt and keep the quietest (marked in the per-case notes).`,
+  );
+  L.push(
+    `- ${s.runsPerCase} run(s) per figure, ${s.warmupS} s warm-up, ${s.measureS} one-second samples per run; testpmd and retrace alternate within each run. Started ${s.startedAt}, finished ${s.finishedAt}.`,
+  );
   L.push('');
   const targets = s.targets ?? evaluateTargets(s);
   L.push('## Targets of the issue');
@@ -221,14 +285,18 @@ export function markdown(s: Suite, svgName: string): string {
     }
   }
   L.push('');
-  L.push('"CPU share": CPU time the retrace worker thread (and the forwarding lcore of testpmd) got during the measured seconds (1 core = 100%), min–max over the runs; below ~98% something else ran on that core and the figure is low for that reason.');
+  L.push(
+    '"CPU share": CPU time the retrace worker thread (and the forwarding lcore of testpmd) got during the measured seconds (1 core = 100%), min–max over the runs; below ~98% something else ran on that core and the figure is low for that reason.',
+  );
   L.push('');
   L.push('## Per case');
   for (const c of s.cases) {
     L.push('');
     L.push(`### ${c.title}`);
     L.push('');
-    L.push(`Took ${c.seconds.toFixed(0)} s; 1-minute load before ${c.loadBefore[0].toFixed(2)}, after ${c.loadAfter[0].toFixed(2)} (the benchmark's own busy-polling core counts ~1).`);
+    L.push(
+      `Took ${c.seconds.toFixed(0)} s; 1-minute load before ${c.loadBefore[0].toFixed(2)}, after ${c.loadAfter[0].toFixed(2)} (the benchmark's own busy-polling core counts ~1).`,
+    );
     if (c.error) L.push(`\n**Error:** ${c.error}`);
     for (const n of c.notes) L.push(`\n${n}`);
     for (const f of c.figures) {
@@ -244,12 +312,17 @@ export function markdown(s: Suite, svgName: string): string {
       if (repeated.length) {
         lines.push(
           `runs repeated because other work took the CPU: ${repeated
-            .map((r) => `run ${r.run} (${r.attempts} attempts${r.noisy ? ', none quiet — kept the quietest' : ''}; discarded: ${(r.discarded as string[]).join('; ')})`)
+            .map(
+              (r) =>
+                `run ${r.run} (${r.attempts} attempts${r.noisy ? ', none quiet — kept the quietest' : ''}; discarded: ${(r.discarded as string[]).join('; ')})`,
+            )
             .join(', ')}`,
         );
       }
       if (runs?.length && runs[0].rssLivePerConn !== undefined) {
-        lines.push(`RSS growth when the conns went live: ${runs.map((r) => `${Number(r.rssLivePerConn).toFixed(0)} B/conn`).join(', ')} (pages touched beyond what start-up already touched)`);
+        lines.push(
+          `RSS growth when the conns went live: ${runs.map((r) => `${Number(r.rssLivePerConn).toFixed(0)} B/conn`).join(', ')} (pages touched beyond what start-up already touched)`,
+        );
       }
       if (d.testpmdNullSink) {
         const ns = d.testpmdNullSink as { value: Spread };
@@ -258,7 +331,13 @@ export function markdown(s: Suite, svgName: string): string {
       const prof = d.profile as { top: { pct: number; dso: string; symbol: string; hint?: string }[]; error?: string; samples?: string } | undefined;
       if (prof) {
         if (prof.error) lines.push(`perf: ${prof.error}`);
-        else lines.push(`worker profile (perf, ${prof.samples ?? '?'} samples): ${prof.top.slice(0, 10).map((p) => `${p.hint ? `${p.dso.replace(/\.so.*$/, '')} ${p.symbol} [${p.hint}]` : p.symbol} ${p.pct.toFixed(1)}%`).join(', ')}`);
+        else
+          lines.push(
+            `worker profile (perf, ${prof.samples ?? '?'} samples): ${prof.top
+              .slice(0, 10)
+              .map((p) => `${p.hint ? `${p.dso.replace(/\.so.*$/, '')} ${p.symbol} [${p.hint}]` : p.symbol} ${p.pct.toFixed(1)}%`)
+              .join(', ')}`,
+          );
       }
       if (lines.length) {
         L.push('');

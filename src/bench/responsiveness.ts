@@ -7,7 +7,6 @@
  * The child prints one JSON line with the result when it gets SIGTERM.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { LoadBalancerServiceClient } from '../gen/retrace/v1/balancer';

@@ -176,7 +176,9 @@ export class RetraceRun {
     await network.createNeighbor({ neighbor: { address: NET.gateway, mac: NET.gatewayMac, port: 'client', static: true, ageSeconds: 0 } });
     await network.createRoute({ route: { prefix: '0.0.0.0', prefixLength: 0, port: 'client', gateway: NET.gateway, connected: false } });
     for (const [i, r] of NET.reals.entries()) {
-      await network.createNeighbor({ neighbor: { address: r, mac: `02:00:00:00:0b:${(i + 1).toString(16).padStart(2, '0')}`, port: 'servers', static: true, ageSeconds: 0 } });
+      await network.createNeighbor({
+        neighbor: { address: r, mac: `02:00:00:00:0b:${(i + 1).toString(16).padStart(2, '0')}`, port: 'servers', static: true, ageSeconds: 0 },
+      });
     }
     const base = ipToInt(NET.lipBase);
     for (let i = 0; i < this.lips; i++) {
@@ -186,7 +188,12 @@ export class RetraceRun {
 
   async addService(proto: Proto, withReals = true): Promise<void> {
     await this.app.api.balancer.createVirtualService({
-      virtualService: VirtualService.fromPartial({ protocol: PB[proto], vip: NET.vip, port: proto === 'icmp' ? 0 : NET.vport, scheduler: Scheduler.SCHEDULER_RR }),
+      virtualService: VirtualService.fromPartial({
+        protocol: PB[proto],
+        vip: NET.vip,
+        port: proto === 'icmp' ? 0 : NET.vport,
+        scheduler: Scheduler.SCHEDULER_RR,
+      }),
     });
     if (withReals) await this.setReals(proto);
   }

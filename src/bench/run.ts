@@ -83,24 +83,57 @@ function parseArgs(argv: string[]): Args {
     const k = argv[i];
     const v = (): string | undefined => argv[++i];
     switch (k) {
-      case '--quick': a.quick = true; break;
-      case '--case': a.cases.push(...(v() ?? usage('--case needs a name')).split(',').filter(Boolean)); break;
-      case '--runs': a.runs = Math.max(1, Math.floor(num(v(), k))); break;
-      case '--warmup': a.warmup = num(v(), k); break;
-      case '--seconds': a.seconds = Math.max(1, Math.floor(num(v(), k))); break;
-      case '--profile': a.profile = true; break;
-      case '--out': a.out = path.resolve(v() ?? usage('--out needs a directory')); break;
-      case '--date': a.date = v() ?? usage('--date needs a value'); break;
-      case '--merge': a.merge = true; break;
-      case '--max-load': a.maxLoad = num(v(), k); break;
-      case '--wait-minutes': a.waitMinutes = num(v(), k); break;
-      case '--no-wait': a.wait = false; break;
-      case '--attempts': a.attempts = Math.max(1, Math.floor(num(v(), k))); break;
-      case '--min-share': a.minShare = num(v(), k); break;
-      case '--max-foreign': a.maxForeign = num(v(), k); break;
-      case '-h': case '--help': usage();
+      case '--quick':
+        a.quick = true;
+        break;
+      case '--case':
+        a.cases.push(...(v() ?? usage('--case needs a name')).split(',').filter(Boolean));
+        break;
+      case '--runs':
+        a.runs = Math.max(1, Math.floor(num(v(), k)));
+        break;
+      case '--warmup':
+        a.warmup = num(v(), k);
+        break;
+      case '--seconds':
+        a.seconds = Math.max(1, Math.floor(num(v(), k)));
+        break;
+      case '--profile':
+        a.profile = true;
+        break;
+      case '--out':
+        a.out = path.resolve(v() ?? usage('--out needs a directory'));
+        break;
+      case '--date':
+        a.date = v() ?? usage('--date needs a value');
+        break;
+      case '--merge':
+        a.merge = true;
+        break;
+      case '--max-load':
+        a.maxLoad = num(v(), k);
+        break;
+      case '--wait-minutes':
+        a.waitMinutes = num(v(), k);
+        break;
+      case '--no-wait':
+        a.wait = false;
+        break;
+      case '--attempts':
+        a.attempts = Math.max(1, Math.floor(num(v(), k)));
+        break;
+      case '--min-share':
+        a.minShare = num(v(), k);
+        break;
+      case '--max-foreign':
+        a.maxForeign = num(v(), k);
+        break;
+      case '-h':
+      case '--help':
+        usage();
       // falls through (usage exits)
-      default: usage(`unknown option ${k}`);
+      default:
+        usage(`unknown option ${k}`);
     }
   }
   for (const c of a.cases) if (!(c in CASES)) usage(`unknown case ${c}`);
@@ -112,7 +145,13 @@ async function waitQuiet(a: Args, log: (s: string) => void): Promise<Suite['quie
   const start = loadAvg();
   const t0 = now();
   if (!a.wait) {
-    return { maxLoad: a.maxLoad, loadAtStart: start, waitedS: 0, reachedQuiet: start[0] < a.maxLoad, note: `1-minute load average ${start[0].toFixed(2)} at start (no waiting asked for)` };
+    return {
+      maxLoad: a.maxLoad,
+      loadAtStart: start,
+      waitedS: 0,
+      reachedQuiet: start[0] < a.maxLoad,
+      note: `1-minute load average ${start[0].toFixed(2)} at start (no waiting asked for)`,
+    };
   }
   let l = start;
   let announced = false;
@@ -192,7 +231,15 @@ async function main(): Promise<number> {
   const machine = machineInfo();
   log(`retrace bench${a.quick ? ' (quick)' : ''}: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.kernel}, ${machine.dpdk}`);
   log(`cases: ${names.join(' ')}; ${ctx.runs} run(s), ${ctx.warmupS} s warm-up, ${ctx.measureS} s measured`);
-  const quiet = a.quick ? { maxLoad: a.maxLoad, loadAtStart: loadAvg(), waitedS: 0, reachedQuiet: loadAvg()[0] < a.maxLoad, note: `quick mode, no waiting; 1-minute load average ${loadAvg()[0].toFixed(2)} at start` } : await waitQuiet(a, log);
+  const quiet = a.quick
+    ? {
+        maxLoad: a.maxLoad,
+        loadAtStart: loadAvg(),
+        waitedS: 0,
+        reachedQuiet: loadAvg()[0] < a.maxLoad,
+        note: `quick mode, no waiting; 1-minute load average ${loadAvg()[0].toFixed(2)} at start`,
+      }
+    : await waitQuiet(a, log);
   const startedAt = new Date().toISOString();
   const results: CaseResult[] = [];
   const suffix = a.quick ? '-quick' : a.cases.length && !a.merge ? `-${a.cases.join('+')}` : '';
@@ -253,7 +300,8 @@ async function main(): Promise<number> {
   const suite = save();
   log('');
   log('targets:');
-  for (const t of suite.targets ?? []) log(`  ${t.met === null ? 'n/a   ' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}${t.spread ? ` (${t.spread})` : ''}`);
+  for (const t of suite.targets ?? [])
+    log(`  ${t.met === null ? 'n/a   ' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.measured}${t.spread ? ` (${t.spread})` : ''}`);
   log(`results: ${path.relative(process.cwd(), jsonFile)}, ${base}.md, ${svgName}`);
   return failed > 0 ? 1 : 0;
 }

@@ -53,10 +53,24 @@ export function testpmdArgs(o: Pick<TestpmdOptions, 'pcap' | 'packets' | 'prefix
   const mbufs = o.packets + 32768;
   const memMb = Math.ceil(mbufPoolBytes(mbufs) / 2 ** 20) + 256;
   return [
-    '-l', '0,1', '--no-huge', '-m', String(memMb), '--no-pci', '--no-shconf', '--file-prefix', o.prefix,
-    '--vdev', `net_pcap0,rx_pcap=${o.pcap},infinite_rx=1`,
-    '--vdev', o.sink === 'null' ? 'net_null0,no-rx=1' : `net_pcap1,rx_pcap=${o.emptyPcap}`,
-    '--', '--forward-mode=macswap', '--auto-start', '--stats-period=1', '--nb-cores=1',
+    '-l',
+    '0,1',
+    '--no-huge',
+    '-m',
+    String(memMb),
+    '--no-pci',
+    '--no-shconf',
+    '--file-prefix',
+    o.prefix,
+    '--vdev',
+    `net_pcap0,rx_pcap=${o.pcap},infinite_rx=1`,
+    '--vdev',
+    o.sink === 'null' ? 'net_null0,no-rx=1' : `net_pcap1,rx_pcap=${o.emptyPcap}`,
+    '--',
+    '--forward-mode=macswap',
+    '--auto-start',
+    '--stats-period=1',
+    '--nb-cores=1',
     `--total-num-mbufs=${mbufs}`,
   ];
 }
@@ -85,7 +99,10 @@ export function runTestpmd(o: TestpmdOptions): Promise<TestpmdResult> {
     let foreignCores = NaN;
     let killTimer: NodeJS.Timeout | undefined;
     // Generous: loading a multi-million packet pcap into mbufs takes a while.
-    const deadline = setTimeout(() => finish(new Error(`testpmd produced no usable statistics in time:\n${tail(out)}`)), (o.warmupS + o.seconds) * 1000 + 180000);
+    const deadline = setTimeout(
+      () => finish(new Error(`testpmd produced no usable statistics in time:\n${tail(out)}`)),
+      (o.warmupS + o.seconds) * 1000 + 180000,
+    );
     const samples = (): { rx: number[]; tx: number[] } => {
       const st = parseTestpmdStats(out);
       const rx0 = st.filter((s) => s.port === 0).map((s) => s.rxPps);

@@ -30,8 +30,11 @@ export interface ServerOptions {
 /** Adds --server and --config to a client subcommand. */
 export function serverOptions(cmd: Command): Command {
   return cmd
-    .option('-s, --server <address>', `appliance gRPC address: host:port or unix:/path (default: $RETRACE_SERVER, else grpc.listen of --config, else ${DEFAULT_SERVER})`)
-    .option('-c, --config <file>', "appliance configuration file to read grpc.listen from");
+    .option(
+      '-s, --server <address>',
+      `appliance gRPC address: host:port or unix:/path (default: $RETRACE_SERVER, else grpc.listen of --config, else ${DEFAULT_SERVER})`,
+    )
+    .option('-c, --config <file>', 'appliance configuration file to read grpc.listen from');
 }
 
 /**

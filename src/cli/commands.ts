@@ -220,9 +220,7 @@ export function addClientCommands(program: Command): void {
     .option('--json', 'one JSON object per line')
     .action(
       action(
-        async (
-          opts: ServerOptions & { follow?: boolean; initial?: boolean; since?: bigint; type?: string; vip?: string; client?: string; json?: boolean },
-        ) => {
+        async (opts: ServerOptions & { follow?: boolean; initial?: boolean; since?: bigint; type?: string; vip?: string; client?: string; json?: boolean }) => {
           const types = (opts.type ?? '')
             .split(',')
             .filter((t) => t !== '')
@@ -239,23 +237,25 @@ export function addClientCommands(program: Command): void {
             filter: { protocols: [], clients: opts.client ? [opts.client] : [], vips: opts.vip ? [opts.vip] : [], reals: [], states: [] },
             types,
           };
-          await withApi(opts, (api) =>
-            new Promise<void>((resolve, reject) => {
-              const stream = api.raw.conns.watchConnEvents(req);
-              const stop = () => stream.cancel();
-              process.once('SIGINT', stop);
-              stream.on('data', (m: WatchConnEventsResponse) => out(opts.json ? JSON.stringify(m, bigintJson) : formatEvent(m)));
-              stream.on('error', (e: Error & { code?: number }) => {
-                process.removeListener('SIGINT', stop);
-                // Cancelled by our own Ctrl-C handler: a normal end.
-                if (e.code === 1) resolve();
-                else reject(e);
-              });
-              stream.on('end', () => {
-                process.removeListener('SIGINT', stop);
-                resolve();
-              });
-            }),
+          await withApi(
+            opts,
+            (api) =>
+              new Promise<void>((resolve, reject) => {
+                const stream = api.raw.conns.watchConnEvents(req);
+                const stop = () => stream.cancel();
+                process.once('SIGINT', stop);
+                stream.on('data', (m: WatchConnEventsResponse) => out(opts.json ? JSON.stringify(m, bigintJson) : formatEvent(m)));
+                stream.on('error', (e: Error & { code?: number }) => {
+                  process.removeListener('SIGINT', stop);
+                  // Cancelled by our own Ctrl-C handler: a normal end.
+                  if (e.code === 1) resolve();
+                  else reject(e);
+                });
+                stream.on('end', () => {
+                  process.removeListener('SIGINT', stop);
+                  resolve();
+                });
+              }),
           );
         },
       ),

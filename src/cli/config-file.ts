@@ -70,7 +70,8 @@ function check(value: unknown, schema: Schema, path: string): Record<string, unk
 }
 
 function field(v: unknown, type: FieldType, p: string): unknown {
-  const bad = (what: string) => new Error(`${p}: expected ${what}, got ${Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : JSON.stringify(v)}`);
+  const bad = (what: string) =>
+    new Error(`${p}: expected ${what}, got ${Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'a mapping' : JSON.stringify(v)}`);
   if (type === 'string') {
     if (typeof v !== 'string') throw bad('a string');
     return v;
@@ -86,7 +87,8 @@ function field(v: unknown, type: FieldType, p: string): unknown {
     return v;
   }
   if (type === 'u64') {
-    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0) && !(typeof v === 'string' && /^[0-9]+$/.test(v) && BigInt(v) < 2n ** 64n)) throw bad('a whole number');
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0) && !(typeof v === 'string' && /^[0-9]+$/.test(v) && BigInt(v) < 2n ** 64n))
+      throw bad('a whole number');
     return v;
   }
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);

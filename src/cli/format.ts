@@ -156,7 +156,7 @@ export function formatConns(conns: Conn[]): string {
 }
 
 const EVENT_NAME: Record<number, string> = { 1: 'created', 2: 'state', 3: 'path', 4: 'closed' };
-const LOST_SOURCE: Record<number, string> = { 1: 'dataplane ring', 2: 'this stream\'s buffer', 3: 'history' };
+const LOST_SOURCE: Record<number, string> = { 1: 'dataplane ring', 2: "this stream's buffer", 3: 'history' };
 
 function connLine(c: Conn): string {
   const proto = PROTOCOL_NAME[c.protocol] ?? '?';

@@ -201,6 +201,7 @@ let native: Native | undefined;
 /** Loads the addon on first use (so config errors surface before DPDK loads). */
 export function loadNative(): Native {
   if (native === undefined) {
+    // A native addon loads only through require() (its path is known at run time).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     native = require(ADDON_PATH) as Native;
   }

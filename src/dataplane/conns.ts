@@ -53,7 +53,13 @@ function ip(dv: DataView, off: number): string {
 
 function mac(dv: DataView, off: number): string {
   const b: string[] = [];
-  for (let i = 0; i < 6; i++) b.push(dv.getUint8(off + i).toString(16).padStart(2, '0'));
+  for (let i = 0; i < 6; i++)
+    b.push(
+      dv
+        .getUint8(off + i)
+        .toString(16)
+        .padStart(2, '0'),
+    );
   return b.join(':');
 }
 

@@ -29,7 +29,7 @@ export function allowedCpus(): number[] {
 /** A CPU list as DPDK writes sets: 0-3,6. */
 function cpuSet(cpus: number[]): string {
   const parts: string[] = [];
-  for (let i = 0; i < cpus.length; ) {
+  for (let i = 0; i < cpus.length;) {
     let j = i;
     while (j + 1 < cpus.length && cpus[j + 1] === cpus[j] + 1) j++;
     parts.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);

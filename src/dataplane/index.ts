@@ -337,7 +337,6 @@ export class Dataplane {
     return snap;
   }
 
-
   // ---- control: every mutation validates names, calls the native layer once, then records the
   // desired state; a native failure leaves the recorded state unchanged ----
 

@@ -323,9 +323,11 @@ async function udpMain(v: Record<string, string | boolean | undefined>): Promise
     localPort: localPortBase(v, count),
     payload: () => crypto.randomBytes(bytes),
     check: (sent, reply) =>
-      reply.equals(sent) ? undefined
-      : reply.length !== sent.length ? `reply is ${reply.length} bytes, sent ${sent.length}`
-      : `mismatch at byte ${firstDiff(reply, sent)}`,
+      reply.equals(sent)
+        ? undefined
+        : reply.length !== sent.length
+          ? `reply is ${reply.length} bytes, sent ${sent.length}`
+          : `mismatch at byte ${firstDiff(reply, sent)}`,
   };
   const concurrency = int(v.concurrency as string | undefined, 32, '--concurrency', 1, 100_000);
   const t0 = performance.now();

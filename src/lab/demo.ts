@@ -96,7 +96,13 @@ export async function runDemo(log: (s: string) => void = (s) => process.stdout.w
     const reals = Object.values(LAB.rs).map((address) => ({ address, port: LAB.echoPort }));
     await sc.addService('tcp', LAB.vip, 80, 'rr', reals);
     await sc.addService('udp', LAB.vip, 80, 'rr', reals);
-    await sc.addService('icmp', LAB.vip, 0, 'rr', Object.values(LAB.rs).map((address) => ({ address, port: 0 })));
+    await sc.addService(
+      'icmp',
+      LAB.vip,
+      0,
+      'rr',
+      Object.values(LAB.rs).map((address) => ({ address, port: 0 })),
+    );
     log(`  services on VIP ${LAB.vip}: tcp/80 and udp/80 -> rs1..rs3:${LAB.echoPort}, icmp echo -> rs1..rs3 (round robin)`);
 
     log('\nphase 1: source-in, source-out ON for tcp, udp and icmp');
@@ -109,9 +115,9 @@ export async function runDemo(log: (s: string) => void = (s) => process.stdout.w
     log('');
     log(table('ON  - replies leave by the port and toward the MAC their request came from:', on.rows, on.outcome));
     log('');
-    log(table('OFF - replies are routed; client-b\'s go out by uplink-a (a triangle):', off.rows, off.outcome));
+    log(table("OFF - replies are routed; client-b's go out by uplink-a (a triangle):", off.rows, off.outcome));
     log('');
-    log('symmetric = sent with the conn\'s recorded port/MAC; routed = route + ARP lookup;');
+    log("symmetric = sent with the conn's recorded port/MAC; routed = route + ARP lookup;");
     log('triangles prevented = symmetric sends where the route would have picked another port;');
     log('triangles that happened = routed replies that left by another port than their request came in on.');
     log('(with OFF, client-b still gets its replies: router-a forwards them to router-b over their own link.)');

@@ -117,11 +117,6 @@ export interface EcmpClientOptions {
   concurrency?: number;
 }
 
-interface Child {
-  label: string;
-  child: ChildProcess;
-}
-
 // ---------------------------------------------------------------------------------------------
 // EcmpLab: namespaces, links, routes, echo servers, clients
 // ---------------------------------------------------------------------------------------------

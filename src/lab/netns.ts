@@ -296,7 +296,20 @@ export class NetnsLab<R extends string> {
       servers.map((rs) => {
         const events: EchoServerEvent[] = [];
         this.echoEvents.set(rs, events);
-        const args = ['--name', rs, '--host', '0.0.0.0', '--tcp', String(echoPort), '--udp', String(echoPort), '--who', String(whoPort), '--log-peers', '--exit-on-stdin-eof'];
+        const args = [
+          '--name',
+          rs,
+          '--host',
+          '0.0.0.0',
+          '--tcp',
+          String(echoPort),
+          '--udp',
+          String(echoPort),
+          '--who',
+          String(whoPort),
+          '--log-peers',
+          '--exit-on-stdin-eof',
+        ];
         const child = this.spawnScript(`echo-server ${rs}`, rs, 'echo-server', args);
         return waitReady(child, `echo-server in ${this.ns(rs)}`, events, timeoutMs);
       }),
@@ -316,7 +329,11 @@ export class NetnsLab<R extends string> {
   /** Runs src/lab/client.ts in a role's namespace and returns its JSON result. */
   protected async client<T>(role: R, args: string[], timeoutMs: number): Promise<T> {
     const res = await runAsync('ip', ['netns', 'exec', this.ns(role), this.node, this.script('client'), ...args], { timeoutMs });
-    const line = res.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+    const line = res.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop();
     if (!line) throw new Error(`client ${args[0]} in ${this.ns(role)} printed no result (exit ${res.signal ?? res.code}): ${res.stderr.trim()}`);
     const out = JSON.parse(line) as T & { error?: string };
     if (out.error) throw new Error(`client ${args.join(' ')} in ${this.ns(role)}: ${out.error}`);

@@ -80,7 +80,11 @@ const TCP_FLAGS: [number, string][] = [
   [0x10, '.'],
 ];
 export function tcpFlagString(flags: number): string {
-  return TCP_FLAGS.filter(([bit]) => flags & bit).map(([, c]) => c).join('') || 'none';
+  return (
+    TCP_FLAGS.filter(([bit]) => flags & bit)
+      .map(([, c]) => c)
+      .join('') || 'none'
+  );
 }
 
 const PROTOS: Record<number, CapturedProto> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };

@@ -75,7 +75,9 @@ export class LabScenario {
     const dp = { mbufs: 8191, max_conns: 16384, ...dataplane };
     const yaml = [
       'eal:\n  memory_mb: 256',
-      `dataplane:\n${Object.entries(dp).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`).join('\n')}`,
+      `dataplane:\n${Object.entries(dp)
+        .map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`)
+        .join('\n')}`,
       this.lab.applianceConfigYaml(ports),
       extraYaml,
     ].join('\n');

@@ -42,10 +42,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   } catch (e) {
     if (opts.allowFail) return '';
     const err = e as { status?: number | null; signal?: string | null; stderr?: string; stdout?: string; message: string; code?: string };
-    const reason =
-      err.code === 'ENOENT' ? 'could not be started (not installed?)'
-      : err.signal ? `was killed by ${err.signal}`
-      : `exited with ${err.status}`;
+    const reason = err.code === 'ENOENT' ? 'could not be started (not installed?)' : err.signal ? `was killed by ${err.signal}` : `exited with ${err.status}`;
     throw new CommandError([cmd, ...args], err.status ?? null, String(err.stderr ?? err.message), String(err.stdout ?? ''), reason);
   }
 }
@@ -60,24 +57,19 @@ export interface AsyncResult {
 /** Runs `cmd args...` without blocking the event loop. Never rejects on a non-zero exit. */
 export function runAsync(cmd: string, args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<AsyncResult> {
   return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { encoding: 'utf8', timeout: opts.timeoutMs ?? 60000, killSignal: 'SIGKILL', maxBuffer: 256 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-          reject(new CommandError([cmd, ...args], null, stderr, stdout, 'could not be started (not installed?)'));
-          return;
-        }
-        const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals | null }) | null;
-        resolve({
-          code: e ? (typeof e.code === 'number' ? e.code : null) : 0,
-          signal: e?.signal ?? null,
-          stdout,
-          stderr,
-        });
-      },
-    );
+    execFile(cmd, args, { encoding: 'utf8', timeout: opts.timeoutMs ?? 60000, killSignal: 'SIGKILL', maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+        reject(new CommandError([cmd, ...args], null, stderr, stdout, 'could not be started (not installed?)'));
+        return;
+      }
+      const e = err as (Error & { code?: number | string; signal?: NodeJS.Signals | null }) | null;
+      resolve({
+        code: e ? (typeof e.code === 'number' ? e.code : null) : 0,
+        signal: e?.signal ?? null,
+        stdout,
+        stderr,
+      });
+    });
   });
 }
 

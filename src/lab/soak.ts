@@ -105,7 +105,14 @@ export function troughSlope(ss: readonly { t: number; rssKiB: number }[]): numbe
     const part = ss.slice(i * q, i === 3 ? ss.length : (i + 1) * q);
     return part.reduce((m, s) => (s.rssKiB < m.rssKiB ? s : m));
   });
-  return Math.round(slope(mins.map((s) => s.t / 60), mins.map((s) => s.rssKiB)) * 10) / 10;
+  return (
+    Math.round(
+      slope(
+        mins.map((s) => s.t / 60),
+        mins.map((s) => s.rssKiB),
+      ) * 10,
+    ) / 10
+  );
 }
 
 function stamp(d: Date): string {
@@ -122,7 +129,12 @@ async function main(): Promise<number> {
   const log = (line: string): void => console.error(`[soak ${new Date().toISOString().slice(11, 19)}] ${line}`);
   const started = new Date();
 
-  log(`${seconds} s of churn, a sample every ${every} s; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  log(
+    `${seconds} s of churn, a sample every ${every} s; load ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
   const sc = await LabScenario.start({ extraYaml: TIMEOUTS, log });
   let interrupted = false;
   const onSignal = (): void => {
@@ -136,7 +148,13 @@ async function main(): Promise<number> {
     const reals: RealSpec[] = REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO }));
     await sc.addService('tcp', VIP, ECHO, 'rr', reals);
     await sc.addService('udp', VIP, ECHO, 'rr', reals);
-    await sc.addService('icmp', VIP, 0, 'rr', REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: 0 })));
+    await sc.addService(
+      'icmp',
+      VIP,
+      0,
+      'rr',
+      REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: 0 })),
+    );
 
     const tally: Record<'tcp' | 'udp' | 'icmp', Tally> = {
       tcp: { ok: 0, failed: 0, runs: 0, reasons: {} },
@@ -168,7 +186,9 @@ async function main(): Promise<number> {
         drops: Number(drops),
       };
       samples.push(s);
-      log(`${phase} t=${s.t}s mbufs=${s.mbufInUse} rss=${s.rssKiB}KiB (anon ${s.rssAnonKiB} file ${s.rssFileKiB} shmem ${s.rssShmemKiB}) conns=${s.conns} tcp=${s.tcp.ok}/${s.tcp.failed} udp=${s.udp.ok}/${s.udp.failed} icmp=${s.icmp.ok}/${s.icmp.failed} drops=${s.drops}`);
+      log(
+        `${phase} t=${s.t}s mbufs=${s.mbufInUse} rss=${s.rssKiB}KiB (anon ${s.rssAnonKiB} file ${s.rssFileKiB} shmem ${s.rssShmemKiB}) conns=${s.conns} tcp=${s.tcp.ok}/${s.tcp.failed} udp=${s.udp.ok}/${s.udp.failed} icmp=${s.icmp.ok}/${s.icmp.failed} drops=${s.drops}`,
+      );
       return s;
     };
     const waitNoConns = async (limitMs: number): Promise<boolean> => {
@@ -253,7 +273,12 @@ async function main(): Promise<number> {
     const churn = samples.filter((s) => s.phase === 'churn');
     const half = churn.slice(Math.floor(churn.length / 2));
     const perMin = (ss: Sample[], k: 'rssKiB' | 'rssAnonKiB' | 'rssShmemKiB' = 'rssKiB'): number =>
-      Math.round(slope(ss.map((s) => s.t / 60), ss.map((s) => s[k])) * 10) / 10;
+      Math.round(
+        slope(
+          ss.map((s) => s.t / 60),
+          ss.map((s) => s[k]),
+        ) * 10,
+      ) / 10;
     const rss = {
       baselineKiB: baseline.rssKiB,
       endOfChurnKiB: endOfChurn.rssKiB,
@@ -291,9 +316,7 @@ async function main(): Promise<number> {
       mbuf: { baseline: baseline.mbufInUse, endOfChurn: endOfChurn.mbufInUse, final: final.mbufInUse, max: Math.max(...churn.map((s) => s.mbufInUse)) },
       rss,
       conns: { max: Math.max(...churn.map((s) => s.conns)), final: final.conns },
-      traffic: Object.fromEntries(
-        (['tcp', 'udp', 'icmp'] as const).map((k) => [k, { ...tally[k], failureRate: Math.round(failureRate(k) * 1e5) / 1e5 }]),
-      ),
+      traffic: Object.fromEntries((['tcp', 'udp', 'icmp'] as const).map((k) => [k, { ...tally[k], failureRate: Math.round(failureRate(k) * 1e5) / 1e5 }])),
       samples,
     };
 
@@ -350,7 +373,14 @@ function markdown(r: {
     `| RSS slope through each quarter's lowest sample (checked, limit ${r.config.rssSlopeMaxKiBPerMin}) | ${r.rss.troughSlopeKiBPerMin} KiB/min |`,
     `| conns: max / after drain | ${r.conns.max} / ${r.conns.final} |`,
     ...Object.entries(r.traffic).map(
-      ([k, t]) => `| ${k}: ok / failed (rate, limit ${r.config.maxFailureRate}) | ${t.ok} / ${t.failed} (${t.failureRate})${Object.keys(t.reasons).length ? ` — ${Object.entries(t.reasons).map(([x, n]) => `${x}: ${n}`).join('; ')}` : ''} |`,
+      ([k, t]) =>
+        `| ${k}: ok / failed (rate, limit ${r.config.maxFailureRate}) | ${t.ok} / ${t.failed} (${t.failureRate})${
+          Object.keys(t.reasons).length
+            ? ` — ${Object.entries(t.reasons)
+                .map(([x, n]) => `${x}: ${n}`)
+                .join('; ')}`
+            : ''
+        } |`,
     ),
     '',
     '## Samples',
@@ -358,7 +388,8 @@ function markdown(r: {
     '| t (s) | phase | mbufs in use | RSS KiB | anon / file / shmem KiB | conns | tcp ok/failed | udp ok/failed | icmp ok/failed | drops |',
     '|---:|---|---:|---:|---|---:|---:|---:|---:|---:|',
     ...r.samples.map(
-      (s) => `| ${s.t} | ${s.phase} | ${s.mbufInUse} | ${s.rssKiB} | ${s.rssAnonKiB} / ${s.rssFileKiB} / ${s.rssShmemKiB} | ${s.conns} | ${s.tcp.ok}/${s.tcp.failed} | ${s.udp.ok}/${s.udp.failed} | ${s.icmp.ok}/${s.icmp.failed} | ${s.drops} |`,
+      (s) =>
+        `| ${s.t} | ${s.phase} | ${s.mbufInUse} | ${s.rssKiB} | ${s.rssAnonKiB} / ${s.rssFileKiB} / ${s.rssShmemKiB} | ${s.conns} | ${s.tcp.ok}/${s.tcp.failed} | ${s.udp.ok}/${s.udp.failed} | ${s.icmp.ok}/${s.icmp.failed} | ${s.drops} |`,
     ),
     '',
   ];

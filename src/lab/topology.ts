@@ -40,7 +40,6 @@
  *   8081); tcpEcho()/udpEcho()/who() run src/lab/client.ts in a namespace; ping() runs kernel ping;
  *   startCapture() runs tcpdump. Both scripts are run from dist/lab/ (build with tsc first).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { Capture, type CaptureOptions } from './capture';
@@ -228,7 +227,11 @@ export class LabTopology extends NetnsLab<Role> {
    * neither destroy() nor the exit hook ran). Returns what it removed. Never throws.
    */
   static destroyByTag(tag: string): { namespaces: string[]; links: string[]; pids: number[] } {
-    return NetnsLab.destroyByTag(tag, ROLES, Object.values(ROOT_SUFFIX).map((s) => `rt${tag}${s}`));
+    return NetnsLab.destroyByTag(
+      tag,
+      ROLES,
+      Object.values(ROOT_SUFFIX).map((s) => `rt${tag}${s}`),
+    );
   }
 
   // --- names ------------------------------------------------------------------------------------
@@ -463,7 +466,10 @@ function pushOpt(args: string[], flag: string, v: number | undefined): void {
 export function parsePing(output: string, exitCode: number | null): PingResult {
   const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(output);
   const rtts = [...output.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]));
-  const errors = output.split('\n').filter((l) => /^From /.test(l.trim())).map((l) => l.trim());
+  const errors = output
+    .split('\n')
+    .filter((l) => /^From /.test(l.trim()))
+    .map((l) => l.trim());
   return {
     transmitted: m ? Number(m[1]) : 0,
     received: m ? Number(m[2]) : 0,

@@ -131,9 +131,7 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
 
     watchConnEventBatches: (call) => watch(dp, hub, log, 'WatchConnEventBatches', call, () => v.watchConnEventBatches(call.request)),
 
-    getEventStatus: unary(log, 'GetEventStatus', () =>
-      toEventStatus(hub.status(), dp.config.dataplane.workers, dp.config.dataplane.event_ring),
-    ),
+    getEventStatus: unary(log, 'GetEventStatus', () => toEventStatus(hub.status(), dp.config.dataplane.workers, dp.config.dataplane.event_ring)),
   };
 }
 
@@ -141,14 +139,7 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
  * A WatchConnEvents or WatchConnEventBatches call on the hub; `spec` validates the request (its
  * INVALID_ARGUMENT ends the call before anything is written).
  */
-function watch(
-  dp: Dataplane,
-  hub: EventHub,
-  log: Logger,
-  method: string,
-  call: ServerWritableStream<unknown, Buffer>,
-  spec: () => v.WatchSpec,
-): void {
+function watch(dp: Dataplane, hub: EventHub, log: Logger, method: string, call: ServerWritableStream<unknown, Buffer>, spec: () => v.WatchSpec): void {
   let closeSub: (() => void) | undefined;
   let ended = false;
   // Ends the call once: OK, or the mapped status (never UNKNOWN, never a raw throw).
@@ -173,7 +164,9 @@ function watch(
     }
     // No filter: every event, without reading any of its fields.
     const match =
-      w.types.size === 0 && v.isEmptyQuery(w.query) ? undefined : (e: EventKey): boolean => (w.types.size === 0 || w.types.has(e.type)) && v.matchConn(w.query, e);
+      w.types.size === 0 && v.isEmptyQuery(w.query)
+        ? undefined
+        : (e: EventKey): boolean => (w.types.size === 0 || w.types.has(e.type)) && v.matchConn(w.query, e);
     const sub = hub.subscribe(call, {
       follow: w.follow,
       sinceSeq: w.sinceSeq,

@@ -48,8 +48,7 @@ export function guardDecoding<D extends ServiceDefinition, I extends object>(def
     };
     const handler = handlers[key] as ((call: { request: unknown; emit(ev: 'error', e: unknown): void }, cb?: (e: unknown) => void) => void) | undefined;
     if (handler === undefined) continue;
-    const refuse = (m: MalformedRequest) =>
-      serviceError(status.INVALID_ARGUMENT, `request: not a valid ${requestTypeName(method.path)} (${echo(m.reason)})`);
+    const refuse = (m: MalformedRequest) => serviceError(status.INVALID_ARGUMENT, `request: not a valid ${requestTypeName(method.path)} (${echo(m.reason)})`);
     guardedImpl[key] = method.responseStream
       ? (call: { request: unknown; emit(ev: 'error', e: unknown): void }) => {
           if (call.request instanceof MalformedRequest) call.emit('error', refuse(call.request));

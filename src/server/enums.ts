@@ -94,7 +94,8 @@ const EVENT_TYPE_VALUES = invert(EVENT_TYPE_NAMES);
 /** A request's ConnState as the dataplane's name; `field` names it in the INVALID_ARGUMENT. */
 export function connStateFromProto(s: ConnState, field: string): TcpState {
   const name = STATE_NAMES.get(s);
-  if (name === undefined) throw new ValidationError(field, s === ConnState.CONN_STATE_UNSPECIFIED ? 'CONN_STATE_UNSPECIFIED is not a state' : `unknown conn state ${s}`);
+  if (name === undefined)
+    throw new ValidationError(field, s === ConnState.CONN_STATE_UNSPECIFIED ? 'CONN_STATE_UNSPECIFIED is not a state' : `unknown conn state ${s}`);
   return name;
 }
 
@@ -107,7 +108,10 @@ export function connStateToProto(s: TcpState): ConnState {
 export function eventTypeFromProto(t: ConnEventType, field: string): DpEventType {
   const name = EVENT_TYPE_NAMES.get(t);
   if (name === undefined) {
-    throw new ValidationError(field, t === ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED ? 'CONN_EVENT_TYPE_UNSPECIFIED is not an event type' : `unknown event type ${t}`);
+    throw new ValidationError(
+      field,
+      t === ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED ? 'CONN_EVENT_TYPE_UNSPECIFIED is not an event type' : `unknown event type ${t}`,
+    );
   }
   return name;
 }

@@ -342,7 +342,8 @@ class Subscriber {
   offer(e: Entry): void {
     if (this.phase === 'done' || this.phase === 'replay' || !wants(this.opts.match, e)) return;
     if (this.queued >= this.hub.subscriberBuffer) {
-      if (this.pending === undefined) this.pending = { source: LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_BUFFER, count: 0n, firstSeq: e.seq, lastSeq: e.seq };
+      if (this.pending === undefined)
+        this.pending = { source: LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_BUFFER, count: 0n, firstSeq: e.seq, lastSeq: e.seq };
       this.pending.count++;
       this.pending.lastSeq = e.seq;
       this.lost++;

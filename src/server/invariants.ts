@@ -68,7 +68,7 @@ export function refPath(r: Ref): string {
 }
 
 const ordinal = (n: number): string => {
-  const s = n % 100 >= 11 && n % 100 <= 13 ? 'th' : ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th';
+  const s = n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
   return `${n}${s}`;
 };
 
@@ -123,20 +123,37 @@ export function checkState(s: ConfigShape, limits: TableLimits): void {
     const own = local.get(n.address);
     if (own !== undefined) {
       const o = ref(own[0], own[1], own[0] === 'virtual_services' ? 'vip' : 'address');
-      throw new StateViolation('conflict', ref('neighbors', i, 'address'), o, (x) => `"${n.address}" is also ${x}: no static neighbor for the appliance's own addresses`);
+      throw new StateViolation(
+        'conflict',
+        ref('neighbors', i, 'address'),
+        o,
+        (x) => `"${n.address}" is also ${x}: no static neighbor for the appliance's own addresses`,
+      );
     }
   });
 
   // ---- fixed table sizes (lists are free of duplicates by now)
   if (local.size > limits.localAddresses) {
     const [list, i] = [...local.values()][limits.localAddresses];
-    throw beyond(ref(list, i, list === 'virtual_services' ? 'vip' : 'address'), limits.localAddresses + 1, limits.localAddresses, 'local addresses of all roles (port addresses, local addresses, distinct vips)');
+    throw beyond(
+      ref(list, i, list === 'virtual_services' ? 'vip' : 'address'),
+      limits.localAddresses + 1,
+      limits.localAddresses,
+      'local addresses of all roles (port addresses, local addresses, distinct vips)',
+    );
   }
-  if (s.localAddresses.length > limits.lips) throw beyond(ref('local_addresses', limits.lips, 'address'), limits.lips + 1, limits.lips, 'local addresses (LIPs)');
-  if (s.services.length > limits.services) throw beyond(ref('virtual_services', limits.services, 'vip'), limits.services + 1, limits.services, 'virtual services');
+  if (s.localAddresses.length > limits.lips)
+    throw beyond(ref('local_addresses', limits.lips, 'address'), limits.lips + 1, limits.lips, 'local addresses (LIPs)');
+  if (s.services.length > limits.services)
+    throw beyond(ref('virtual_services', limits.services, 'vip'), limits.services + 1, limits.services, 'virtual services');
   s.services.forEach((v, i) => {
     if (v.reals.length > limits.realsPerService) {
-      throw new StateViolation('too_many_reals', ref('virtual_services', i, 'reals'), undefined, () => `at most ${limits.realsPerService} reals, got ${v.reals.length}`);
+      throw new StateViolation(
+        'too_many_reals',
+        ref('virtual_services', i, 'reals'),
+        undefined,
+        () => `at most ${limits.realsPerService} reals, got ${v.reals.length}`,
+      );
     }
   });
 
@@ -150,7 +167,8 @@ export function checkState(s: ConfigShape, limits: TableLimits): void {
   const prefix = (key: string, nextHop: string, net: string, prefixLength: number, i: number): void => {
     if (prefixes.has(key)) return;
     prefixes.add(key);
-    if (prefixes.size > limits.routes) throw beyond(routeRef(i), prefixes.size, limits.routes, 'route prefixes (static routes and the connected routes of the addresses)');
+    if (prefixes.size > limits.routes)
+      throw beyond(routeRef(i), prefixes.size, limits.routes, 'route prefixes (static routes and the connected routes of the addresses)');
     nextHops.add(nextHop);
     if (nextHops.size > limits.nextHops) throw beyond(routeRef(i), nextHops.size, limits.nextHops, 'next hops (distinct port and gateway pairs of the routes)');
     if (prefixLength > 24) {
@@ -268,7 +286,13 @@ export class StateGuard {
       const isMine = (r: Ref | undefined) => r !== undefined && r.list === mine.list && r.index === mine.index;
       // Report on the request's own field; the other entry is an existing one, named by what it is.
       // A table is full whichever entry is counted last: the request's entry is the one too many.
-      const own: Ref = isMine(e.at) ? e.at : e.other !== undefined && isMine(e.other) ? e.other : e.kind === 'limit' ? { ...mine, field: MAIN_FIELD[mine.list] } : e.at;
+      const own: Ref = isMine(e.at)
+        ? e.at
+        : e.other !== undefined && isMine(e.other)
+          ? e.other
+          : e.kind === 'limit'
+            ? { ...mine, field: MAIN_FIELD[mine.list] }
+            : e.at;
       const other = own === e.at ? e.other : e.at;
       const field = requestField(add.list, prefix, own.field);
       throw new StatusError(UNARY_CODE[e.kind], field, e.reason(other === undefined ? '' : describe(next, other)));

@@ -65,8 +65,6 @@ export function protoFieldComments(file: string, message: string): Map<string, s
   return out;
 }
 
-const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-
 /** One dataplane reading per scrape, shared by every collect callback of that scrape. */
 class ScrapeCache {
   private value: { counters: CounterSnapshot; ports: PortInfo[]; conns: bigint } | undefined;
@@ -87,10 +85,11 @@ class ScrapeCache {
 
 /** The registry and its renderer, wired together: what `retrace serve` serves. */
 export function createMetrics(src: MetricsSources, opts: RendererOptions = {}): MetricsRenderer {
-  let renderer: MetricsRenderer | undefined;
-  const registry = createMetricsRegistry(src, () => renderer?.stats);
-  renderer = new MetricsRenderer(registry, src, opts);
-  return renderer;
+  // The registry reports the renderer's own cost, so it reads the renderer made after it.
+  const ref: { renderer?: MetricsRenderer } = {};
+  const registry = createMetricsRegistry(src, () => ref.renderer?.stats);
+  ref.renderer = new MetricsRenderer(registry, src, opts);
+  return ref.renderer;
 }
 
 /**

@@ -1,5 +1,12 @@
 import type { CounterSnapshot, Dataplane } from '../dataplane';
-import { DropCounters, PathCounters, PathServiceService, type GetCountersResponse, type PathServiceServer, type ProtocolCounters } from '../gen/retrace/v1/path';
+import {
+  DropCounters,
+  PathCounters,
+  PathServiceService,
+  type GetCountersResponse,
+  type PathServiceServer,
+  type ProtocolCounters,
+} from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
 import { toStatus } from './errors';
 import { unary } from './unary';
@@ -40,10 +47,7 @@ export function toCountersResponse(snap: CounterSnapshot, connCount: bigint): Ge
 }
 
 /** Refuses a malformed interval Duration (nanos >= 1e9, negative) before the stream starts. */
-function checkedWatchCounters(
-  inner: PathServiceServer['watchCounters'],
-  log: Logger,
-): PathServiceServer['watchCounters'] {
+function checkedWatchCounters(inner: PathServiceServer['watchCounters'], log: Logger): PathServiceServer['watchCounters'] {
   return (call) => {
     try {
       v.watchCounters(call.request);

@@ -78,7 +78,11 @@ export class ApplianceServer {
     add(LoadBalancerServiceService, balancerService(dp, log));
     this.counters = new CounterSampler(dp, log);
     add(PathServiceDefinition, pathService(dp, log, this.counters));
-    this.events = new EventHub(dataplaneEventSource(dp), { historyCapacity: dp.config.grpc.event_history, subscriberBuffer: dp.config.grpc.subscriber_buffer, log });
+    this.events = new EventHub(dataplaneEventSource(dp), {
+      historyCapacity: dp.config.grpc.event_history,
+      subscriberBuffer: dp.config.grpc.subscriber_buffer,
+      log,
+    });
     add(ConnServiceDefinition, connService(dp, this.events, log));
     // Drain turns health NOT_SERVING (overall and per service) until Undrain.
     this.config = new ConfigManager(dp, log, {
@@ -176,11 +180,7 @@ function guarded(server: grpc.Server): grpc.Server {
 export function serverCredentials(tls: { cert_file: string; key_file: string; client_ca_file: string }): grpc.ServerCredentials {
   if (tls.cert_file === '') return grpc.ServerCredentials.createInsecure();
   const ca = tls.client_ca_file === '' ? null : fs.readFileSync(tls.client_ca_file);
-  return grpc.ServerCredentials.createSsl(
-    ca,
-    [{ cert_chain: fs.readFileSync(tls.cert_file), private_key: fs.readFileSync(tls.key_file) }],
-    ca !== null,
-  );
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: fs.readFileSync(tls.cert_file), private_key: fs.readFileSync(tls.key_file) }], ca !== null);
 }
 
 async function bind(server: grpc.Server, address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<string> {

@@ -35,7 +35,14 @@ import type {
   UpdateVirtualServiceRequest,
   VirtualServiceKey,
 } from '../gen/retrace/v1/balancer';
-import type { ConnFilter, DeleteConnsRequest, GetConnRequest, ListConnsRequest, WatchConnEventBatchesRequest, WatchConnEventsRequest } from '../gen/retrace/v1/conn';
+import type {
+  ConnFilter,
+  DeleteConnsRequest,
+  GetConnRequest,
+  ListConnsRequest,
+  WatchConnEventBatchesRequest,
+  WatchConnEventsRequest,
+} from '../gen/retrace/v1/conn';
 import type {
   CreateAddressRequest,
   CreateNeighborRequest,
@@ -81,7 +88,17 @@ export function unicast(s: string, field: string): string {
   ipv4(s, field);
   const first = Number(s.slice(0, s.indexOf('.')));
   const kind =
-    first === 0 ? 'in 0.0.0.0/8 ("this network")' : first === 127 ? 'a loopback address' : first >= 240 ? (s === '255.255.255.255' ? 'the broadcast address' : 'in the reserved 240.0.0.0/4') : first >= 224 ? 'a multicast address' : undefined;
+    first === 0
+      ? 'in 0.0.0.0/8 ("this network")'
+      : first === 127
+        ? 'a loopback address'
+        : first >= 240
+          ? s === '255.255.255.255'
+            ? 'the broadcast address'
+            : 'in the reserved 240.0.0.0/4'
+          : first >= 224
+            ? 'a multicast address'
+            : undefined;
   if (kind !== undefined) throw new ValidationError(field, `"${s}" is ${kind}, not a unicast address`);
   return s;
 }

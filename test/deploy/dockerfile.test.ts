@@ -77,7 +77,14 @@ function dockerIgnored(patterns: string[], p: string): boolean {
       `^${pat
         .replace(/\/+$/, '')
         .split('/')
-        .map((seg) => (seg === '**' ? '(?:.*)' : seg.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')))
+        .map((seg) =>
+          seg === '**'
+            ? '(?:.*)'
+            : seg
+                .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+                .replace(/\*/g, '[^/]*')
+                .replace(/\?/g, '[^/]'),
+        )
         .join('/')
         .replace(/\(\?:\.\*\)\//g, '(?:.*/)?')}$`,
     );
@@ -140,14 +147,26 @@ describe('deploy/Dockerfile', () => {
       }
     }
     expect(seen).toBeGreaterThanOrEqual(10);
-    for (const p of ['node_modules', 'node_modules/x/y.js', 'build/Release/retrace.node', 'dist/cli.js', '.git/config', 'test/deploy/x.ts', 'src/node_modules/x', 'deploy/bootstrap.sh']) {
+    for (const p of [
+      'node_modules',
+      'node_modules/x/y.js',
+      'build/Release/retrace.node',
+      'dist/cli.js',
+      '.git/config',
+      'test/deploy/x.ts',
+      'src/node_modules/x',
+      'deploy/bootstrap.sh',
+    ]) {
       expect({ p, ignored: dockerIgnored(ignore, p) }).toEqual({ p, ignored: true });
     }
     expect(dockerIgnored(ignore, 'src/gen/retrace/v1/types.ts')).toBe(false);
   });
 
   it('builds with the checks deploy/bootstrap.sh runs: npm ci, node-gyp, gen-proto --check, tsc', () => {
-    const runs = instrs.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+    const runs = instrs
+      .filter((i) => i.op === 'RUN')
+      .map((i) => i.args)
+      .join('\n');
     expect(runs).toMatch(/npm ci --ignore-scripts/);
     expect(runs).toMatch(/node-gyp configure --nodedir=\/usr\/local/);
     expect(runs).toMatch(/bash scripts\/gen-proto\.sh --check/);
@@ -160,7 +179,10 @@ describe('deploy/Dockerfile', () => {
 
   it('the runtime stage installs a package for every DPDK library the built addon links', () => {
     const runtime = instrs.slice(instrs.findIndex((i) => i.op === 'FROM' && /AS runtime/i.test(i.args)));
-    const apt = runtime.filter((i) => i.op === 'RUN' && /apt-get install/.test(i.args)).map((i) => i.args).join(' ');
+    const apt = runtime
+      .filter((i) => i.op === 'RUN' && /apt-get install/.test(i.args))
+      .map((i) => i.args)
+      .join(' ');
     expect(apt).not.toMatch(/libdpdk-dev|build-essential/);
     for (const p of ['librte-mempool-ring23', 'librte-bus-vdev23', 'librte-bus-pci23', 'librte-net-af-packet23']) expect(apt).toContain(p);
     const addon = path.join(ROOT, 'build', 'Release', 'retrace.node');
@@ -188,7 +210,12 @@ describe('deploy/k8s/overlays/bgp/Dockerfile (sidecar image)', () => {
     const add = instrs.find((i) => i.op === 'ADD')!;
     expect(copyArgs(add.args).flags.checksum).toMatch(/^sha256:\$\{GRPC_HEALTH_PROBE_SHA256\}$/);
     expect(instrs.find((i) => i.op === 'ARG' && i.args.startsWith('GRPC_HEALTH_PROBE_SHA256='))!.args).toMatch(/=[0-9a-f]{64}$/);
-    expect(instrs.filter((i) => i.op === 'RUN').map((i) => i.args).join(' ')).toMatch(/apt-get install .*gobgpd/);
+    expect(
+      instrs
+        .filter((i) => i.op === 'RUN')
+        .map((i) => i.args)
+        .join(' '),
+    ).toMatch(/apt-get install .*gobgpd/);
     for (const c of instrs.filter((i) => i.op === 'COPY')) {
       for (const s of copyArgs(c.args).srcs) expect(fs.existsSync(path.join(ROOT, 'deploy', 'k8s', 'overlays', 'bgp', s))).toBe(true);
     }

@@ -40,7 +40,10 @@ const OVERLAY = path.join(ROOT, 'deploy', 'k8s', 'overlays', 'af-packet');
 const PODMAN = debianTool('podman', 'podman');
 const KUBECTL = debianTool('kubectl', 'kubernetes-client');
 
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+// Rendered Kubernetes objects are edited field by field as an operator would; typing them all
+// buys nothing here.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Obj = Record<string, any>;
 
 interface Done {
   code: number | null;
@@ -97,7 +100,10 @@ describeWith(PODMAN, KUBECTL)('the image and the af-packet pod under podman', ()
   /** The container's processes and their threads' states, for a stop that does not end. */
   const threads = (): string => {
     const pid = podman(['inspect', '--format', '{{.State.Pid}}', ctr]).out.trim();
-    return runCmd('sh', ['-c', `for t in /proc/${pid}/task/*; do echo "$t $(cat $t/comm) $(grep -E '^(State|SigBlk|SigPnd)' $t/status | tr '\\n' ' ')"; done; cat /proc/${pid}/status`]).out;
+    return runCmd('sh', [
+      '-c',
+      `for t in /proc/${pid}/task/*; do echo "$t $(cat $t/comm) $(grep -E '^(State|SigBlk|SigPnd)' $t/status | tr '\\n' ' ')"; done; cat /proc/${pid}/status`,
+    ]).out;
   };
   /** podman exec; fails the test with the container's log when the command does not exit 0. */
   const exec = (cmd: string[], timeoutMs?: number): string => {
@@ -112,7 +118,9 @@ describeWith(PODMAN, KUBECTL)('the image and the af-packet pod under podman', ()
     if (build.code !== 0) throw new Error(`deploy/image.sh failed (exit ${build.code}):\n${build.out.slice(-4000)}`);
     image = build.stdout.trim();
     // podman's settings for this host (CONTAINERS_CONF, and CONTAINERS_STORAGE_CONF where needed).
-    const settings = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh'), 'env']).stdout.trim().split('\n');
+    const settings = runCmd('bash', [path.join(ROOT, 'deploy', 'image.sh'), 'env'])
+      .stdout.trim()
+      .split('\n');
     env = { ...process.env, ...Object.fromEntries(settings.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])) };
 
     lab = LabTopology.create();

@@ -30,6 +30,7 @@ export const kindKey = (o: K8sObject): string => `${o.apiVersion}/${o.kind}`;
 export function validateSchema(obj: K8sObject): void {
   const info = KINDS[kindKey(obj)];
   if (!info) throw new Error(`no schema for ${kindKey(obj)}: add it to KINDS in test/deploy/k8s-schema.ts`);
+  // The model's module is chosen per kind at run time: a dynamic require, not an import.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const Model = require(info.module)[info.model] as new (data: unknown) => { validate(): void };
   new Model(obj).validate();

@@ -133,10 +133,13 @@ describe('deploy/k8s files', () => {
       try {
         validateSchema(o);
       } catch (e) {
-        throw new Error(`${v}: ${o.kind}/${o.metadata.name}: ${(e as Error).message}`);
+        throw new Error(`${v}: ${o.kind}/${o.metadata.name}: ${(e as Error).message}`, { cause: e });
       }
     }
-    const kinds = rendered.get(v)!.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    const kinds = rendered
+      .get(v)!
+      .map((o) => `${o.kind}/${o.metadata.name}`)
+      .sort();
     expect(kinds).toEqual(expect.arrayContaining(['DaemonSet/retrace', 'Namespace/retrace-system', 'ServiceAccount/retrace']));
     expect(find(rendered.get(v)!, 'ConfigMap', 'retrace-config')).toBeDefined();
     for (const o of rendered.get(v)!) if (o.kind !== 'Namespace') expect(o.metadata.namespace).toBe('retrace-system');
@@ -214,7 +217,10 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
     }
     if (cfg.ports.some((p) => /^([0-9a-f]{4}:)?[0-9a-f]{2}:[0-9a-f]{2}\./i.test(p.device))) expect(vfio).toBe(true);
     for (const c of all) {
-      expect({ c: c.name, ape: (c.securityContext ?? {}).allowPrivilegeEscalation }).toEqual({ c: c.name, ape: c === retrace && sc.privileged ? undefined : false });
+      expect({ c: c.name, ape: (c.securityContext ?? {}).allowPrivilegeEscalation }).toEqual({
+        c: c.name,
+        ape: c === retrace && sc.privileged ? undefined : false,
+      });
     }
   });
 
@@ -226,7 +232,12 @@ describe.each(VARIANTS)('DaemonSet invariants: %s', (v) => {
     expect(retrace.readinessProbe).toMatchObject({ grpc: { port: healthPort } });
     expect(retrace.livenessProbe).toMatchObject({ tcpSocket: { port: healthPort } });
     const ports = (retrace.ports as { name: string; containerPort: number }[]).map((p) => [p.name, p.containerPort]);
-    expect(ports).toEqual(expect.arrayContaining([['health', healthPort], ['metrics', portOf(cfg.metrics.listen)]]));
+    expect(ports).toEqual(
+      expect.arrayContaining([
+        ['health', healthPort],
+        ['metrics', portOf(cfg.metrics.listen)],
+      ]),
+    );
   });
 
   it('preStop drains through grpc.listen; the grace period covers drain time + shutdown', () => {

@@ -73,7 +73,7 @@ describe('entrypoint-lcores.sh', () => {
     expect(r.stdout).toBe('');
   });
 
-  it('reads the cgroup v2 file, else this process\'s allowed CPUs, when given no file', () => {
+  it("reads the cgroup v2 file, else this process's allowed CPUs, when given no file", () => {
     const r = run('sh', [LCORES]);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toMatch(/^0@/);
@@ -88,9 +88,13 @@ describe('entrypoint-lcores.sh', () => {
       const out = path.join(tmp, 'run', 'retrace.yaml');
       const marker = path.join(tmp, 'applied');
       fs.writeFileSync(marker, '');
-      const r = run('sh', [LCORES, '--exec', '--config', cfgIn, '--out', out, '--rm', marker, '--cpuset-file', cpusetFile('4-7'), '--', ...argsCmd, 'serve', '--config', out], {
-        RETRACE_HOME: ROOT,
-      });
+      const r = run(
+        'sh',
+        [LCORES, '--exec', '--config', cfgIn, '--out', out, '--rm', marker, '--cpuset-file', cpusetFile('4-7'), '--', ...argsCmd, 'serve', '--config', out],
+        {
+          RETRACE_HOME: ROOT,
+        },
+      );
       expect(r.stderr).toMatch(/eal.lcores "0@\(4-7\),1@5,2@6,3@7", dataplane.workers 3/);
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual(['serve', '--config', out]);
@@ -175,7 +179,10 @@ describe('bgp-render.js', () => {
     const vips = [...new Set(services.virtual_services.map((s) => s.vip))].sort();
     expect(fs.readFileSync(path.join(tmp, 'bgp', 'vips'), 'utf8')).toBe(vips.map((v) => `${v}\n`).join(''));
     const toml = fs.readFileSync(path.join(tmp, 'bgp', 'gobgpd.toml'), 'utf8');
-    const live = toml.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n');
+    const live = toml
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l))
+      .join('\n');
     expect(live).not.toMatch(/@[A-Z_]+/);
     expect(live).toContain('router-id = "10.0.0.5"');
     expect(live).toContain('set-next-hop = "198.51.100.10"'); // services.yaml: uplink-a
@@ -189,7 +196,10 @@ describe('bgp-render.js', () => {
   it('prefers services-<node>.yaml and names a port the template needs but the file lacks', () => {
     const dir = path.join(tmp, 'etc');
     fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'services.yaml'), 'virtual_services: [{vip: 192.0.2.1}]\naddresses: [{address: 1.1.1.1, port: uplink-a}, {address: 2.2.2.2, port: uplink-b}]\n');
+    fs.writeFileSync(
+      path.join(dir, 'services.yaml'),
+      'virtual_services: [{vip: 192.0.2.1}]\naddresses: [{address: 1.1.1.1, port: uplink-a}, {address: 2.2.2.2, port: uplink-b}]\n',
+    );
     fs.writeFileSync(path.join(dir, 'services-node-1.yaml'), 'virtualServices: [{vip: 192.0.2.7}]\naddresses: [{address: 198.51.100.11, port: uplink-a}]\n');
     const r = run('node', [path.join(BGP, 'bgp-render.js')], renderEnv({ RETRACE_CONFIG_DIR: dir }));
     expect(r.code).toBe(1);
@@ -234,7 +244,10 @@ describe('announce.sh', () => {
     };
   }
   const gobgpLog = () => (fs.existsSync(path.join(tmp, 'gobgp.log')) ? fs.readFileSync(path.join(tmp, 'gobgp.log'), 'utf8').trim().split('\n') : []);
-  const calls = (op: string) => [`--target unix:///x/gobgp.sock global rib ${op} -a ipv4 192.0.2.10/32`, `--target unix:///x/gobgp.sock global rib ${op} -a ipv4 192.0.2.11/32`];
+  const calls = (op: string) => [
+    `--target unix:///x/gobgp.sock global rib ${op} -a ipv4 192.0.2.10/32`,
+    `--target unix:///x/gobgp.sock global rib ${op} -a ipv4 192.0.2.11/32`,
+  ];
 
   it('announces after RISE SERVING polls, withdraws on NOT_SERVING or unreachable, and on exit', () => {
     // polls: unreachable, SERVING x3 (announce at the 2nd), NOT_SERVING (withdraw), SERVING x2 (announce), end (withdraw)
@@ -291,7 +304,10 @@ describe('DaemonSet hook commands', () => {
     fs.writeFileSync(path.join(etc, 'services.yaml'), '');
     fs.writeFileSync(path.join(etc, 'services-n1.yaml'), '');
     const local = cmd.replaceAll('/etc/retrace', etc).replaceAll('/run/retrace', tmp);
-    for (const [nodeName, expected] of [['n1', 'services-n1.yaml'], ['n2', 'services.yaml']]) {
+    for (const [nodeName, expected] of [
+      ['n1', 'services-n1.yaml'],
+      ['n2', 'services.yaml'],
+    ]) {
       const r = run('sh', ['-c', local], { PATH: `${bin}:${process.env.PATH}`, NODE_NAME: nodeName });
       expect(r.code).toBe(0);
       expect(fs.readFileSync(path.join(tmp, 'applied-file'), 'utf8').trim()).toBe(path.join(etc, expected));

@@ -133,20 +133,18 @@ ports:
   });
 
   /** `retrace.v1.PortService/GetPort`, or grpcurl's verb (`list`, `describe ...`). */
-  const title = (c: DocCommand) => (/([\w.]+\/\w+)\s*$/.exec(c.text)?.[1] ?? c.text.replace(/^.*127\.0\.0\.1:50051 /s, '')) + (c.expect ? ` (${c.expect})` : '');
+  const title = (c: DocCommand) =>
+    (/([\w.]+\/\w+)\s*$/.exec(c.text)?.[1] ?? c.text.replace(/^.*127\.0\.0\.1:50051 /s, '')) + (c.expect ? ` (${c.expect})` : '');
 
-  it.each(commands.map((c) => [c.line, title(c), c] as const))(
-    'line %i: %s',
-    async (_line, _name, c) => {
-      const cmd = c.text.replaceAll('127.0.0.1:50051', `-unix ${app.socket}`);
-      const res = await run(cmd);
-      const context = `${c.text}\nexit ${res.code}\n${res.stderr}${res.stdout.slice(0, 2000)}`;
-      if (c.expect === undefined) {
-        expect([res.code, context]).toEqual([0, context]);
-      } else {
-        expect([res.code, context]).toEqual([GRPCURL_STATUS_EXIT + codeNumber(c.expect), context]);
-        expect(res.stderr).toContain(`Code: ${c.expect}`);
-      }
-    },
-  );
+  it.each(commands.map((c) => [c.line, title(c), c] as const))('line %i: %s', async (_line, _name, c) => {
+    const cmd = c.text.replaceAll('127.0.0.1:50051', `-unix ${app.socket}`);
+    const res = await run(cmd);
+    const context = `${c.text}\nexit ${res.code}\n${res.stderr}${res.stdout.slice(0, 2000)}`;
+    if (c.expect === undefined) {
+      expect([res.code, context]).toEqual([0, context]);
+    } else {
+      expect([res.code, context]).toEqual([GRPCURL_STATUS_EXIT + codeNumber(c.expect), context]);
+      expect(res.stderr).toContain(`Code: ${c.expect}`);
+    }
+  });
 });

@@ -5,13 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import {
-  type LoadBalancerServiceClient,
-  Real,
-  type Timeouts,
-  VirtualService,
-  type VirtualServiceKey,
-} from '../../src/gen/retrace/v1/balancer';
+import { type LoadBalancerServiceClient, Real, type Timeouts, VirtualService, type VirtualServiceKey } from '../../src/gen/retrace/v1/balancer';
 import type { NetworkServiceClient, Address } from '../../src/gen/retrace/v1/network';
 import { type PathServiceClient, type PathCounters, type WatchCountersRequest, type WatchCountersResponse } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
@@ -21,7 +15,6 @@ import { ApplianceProcess } from '../../src/lab/appliance';
 import { listServices } from '../helpers/reflection';
 import { fails } from '../helpers/wait';
 import { GRPCURL, itWith } from '../helpers/tools';
-
 
 const NEW_SERVICES = ['retrace.v1.NetworkService', 'retrace.v1.LoadBalancerService', 'retrace.v1.PathService'];
 
@@ -642,13 +635,29 @@ symmetric:
   // ------------------------------------------------------------------------ grpcurl
 
   describe('grpcurl (real client, JSON field names)', () => {
-    const grpcurl = (args: string[], target: string[]) => execFileSync(GRPCURL.path!, ['-plaintext', '-unix', ...args, app.socket, ...target], { encoding: 'utf8' });
+    const grpcurl = (args: string[], target: string[]) =>
+      execFileSync(GRPCURL.path!, ['-plaintext', '-unix', ...args, app.socket, ...target], { encoding: 'utf8' });
 
     itWith(GRPCURL).each([
-      ['retrace.v1.NetworkService', ['CreateAddress', 'DeleteAddress', 'ListAddresses', 'CreateRoute', 'DeleteRoute', 'ListRoutes', 'CreateNeighbor', 'DeleteNeighbor', 'ListNeighbors']],
+      [
+        'retrace.v1.NetworkService',
+        ['CreateAddress', 'DeleteAddress', 'ListAddresses', 'CreateRoute', 'DeleteRoute', 'ListRoutes', 'CreateNeighbor', 'DeleteNeighbor', 'ListNeighbors'],
+      ],
       [
         'retrace.v1.LoadBalancerService',
-        ['CreateVirtualService', 'GetVirtualService', 'ListVirtualServices', 'UpdateVirtualService', 'DeleteVirtualService', 'SetReals', 'CreateLocalAddress', 'DeleteLocalAddress', 'ListLocalAddresses', 'GetTimeouts', 'SetTimeouts'],
+        [
+          'CreateVirtualService',
+          'GetVirtualService',
+          'ListVirtualServices',
+          'UpdateVirtualService',
+          'DeleteVirtualService',
+          'SetReals',
+          'CreateLocalAddress',
+          'DeleteLocalAddress',
+          'ListLocalAddresses',
+          'GetTimeouts',
+          'SetTimeouts',
+        ],
       ],
       ['retrace.v1.PathService', ['GetSymmetricMode', 'SetSymmetricMode', 'GetCounters']],
     ])('describes %s with every RPC', (service, rpcs) => {

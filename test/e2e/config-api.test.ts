@@ -114,7 +114,8 @@ function doc(): Config {
 }
 
 const KINDS = ['addresses', 'routes', 'neighbors', 'localAddresses', 'virtualServices', 'reals', 'symmetric', 'timeouts'] as const;
-const changes = (d: ConfigDiff | undefined) => KINDS.flatMap((k) => (['created', 'updated', 'deleted'] as const).flatMap((w) => (d?.[k] as ResourceChanges)[w].map((key) => `${k} ${w} ${key}`)));
+const changes = (d: ConfigDiff | undefined) =>
+  KINDS.flatMap((k) => (['created', 'updated', 'deleted'] as const).flatMap((w) => (d?.[k] as ResourceChanges)[w].map((key) => `${k} ${w} ${key}`)));
 
 async function fails(p: Promise<unknown>, code: grpc.status, details?: RegExp): Promise<grpc.ServiceError> {
   const e = (await p.then(
@@ -287,7 +288,11 @@ ports:
     });
 
     it.each([
-      ['a real weight', (c: Config) => (c.virtualServices[1].reals[0].weight = 70000), /^config\.virtual_services\[1\]\.reals\[0\]\.weight: must be 0\.\.65535, got 70000$/],
+      [
+        'a real weight',
+        (c: Config) => (c.virtualServices[1].reals[0].weight = 70000),
+        /^config\.virtual_services\[1\]\.reals\[0\]\.weight: must be 0\.\.65535, got 70000$/,
+      ],
       ['a port name', (c: Config) => (c.localAddresses[0].port = 'eth9'), /^config\.local_addresses\[0\]\.port: no port named "eth9"/],
       ['a duplicate route', (c: Config) => c.routes.push({ ...c.routes[0] }), /^config\.routes\[1\]\.prefix: repeats config\.routes\[0\]\.prefix/],
     ])('rejects a bad %s with INVALID_ARGUMENT naming its path, changing nothing', async (_what, mutate, details) => {
@@ -305,9 +310,19 @@ ports:
       const before = await getConfig();
       const big = doc();
       for (let i = 0; i < 1100; i++) {
-        big.routes.push({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway: `198.18.${1 + (i >> 8)}.${(i & 255) || 1}`, connected: false });
+        big.routes.push({
+          prefix: `10.${100 + (i >> 8)}.${i & 255}.0`,
+          prefixLength: 24,
+          port: 'uplink-a',
+          gateway: `198.18.${1 + (i >> 8)}.${i & 255 || 1}`,
+          connected: false,
+        });
       }
-      const e = await fails(config.applyConfig({ config: big, dryRun: false }), grpc.status.RESOURCE_EXHAUSTED, /^config\.routes\[\d+\]\.prefix: the 1025th of the next hops \(distinct port and gateway pairs of the routes\); the table holds 1024$/);
+      const e = await fails(
+        config.applyConfig({ config: big, dryRun: false }),
+        grpc.status.RESOURCE_EXHAUSTED,
+        /^config\.routes\[\d+\]\.prefix: the 1025th of the next hops \(distinct port and gateway pairs of the routes\); the table holds 1024$/,
+      );
       expect(e.metadata.get(APPLIED_METADATA_KEY)).toEqual([]);
       expect(await getConfig()).toEqual(before);
     });
@@ -497,12 +512,16 @@ ports:
       expect(r.code).toBe(0);
       const lines = r.stdout.split('\n');
       expect(lines[0].split(/\s+/)).toEqual(['PROTO', 'PORT', 'RX', 'SYMMETRIC', 'ROUTED', 'TRIANGLES-PREVENTED', 'TRIANGLES-HAPPENED', 'PATH-CHANGES']);
-      for (const proto of ['tcp', 'udp', 'icmp']) for (const port of ['uplink-a', 'uplink-b', 'probe']) expect(r.stdout).toMatch(new RegExp(`^${proto}\\s+${port}\\s+\\d+`, 'm'));
+      for (const proto of ['tcp', 'udp', 'icmp'])
+        for (const port of ['uplink-a', 'uplink-b', 'probe']) expect(r.stdout).toMatch(new RegExp(`^${proto}\\s+${port}\\s+\\d+`, 'm'));
       const c = await app.api.path.getCounters({});
       const tcpProbe = c.tcp!.ports.find((p) => p.port === 'probe')!.counters!;
-      expect(lines.find((l) => /^tcp\s+probe\b/.test(l))!.split(/\s+/).slice(2)).toEqual(
-        [tcpProbe.rx, tcpProbe.txSymmetric, tcpProbe.txRouted, tcpProbe.routeDivergence, tcpProbe.asymmetric, tcpProbe.pathChanges].map(String),
-      );
+      expect(
+        lines
+          .find((l) => /^tcp\s+probe\b/.test(l))!
+          .split(/\s+/)
+          .slice(2),
+      ).toEqual([tcpProbe.rx, tcpProbe.txSymmetric, tcpProbe.txRouted, tcpProbe.routeDivergence, tcpProbe.asymmetric, tcpProbe.pathChanges].map(String));
       expect(r.stdout).toMatch(/^conns: \d+$/m);
       expect(r.stdout).toMatch(/^drops:\nPORT\s+REASON\s+PACKETS$/m);
       expect(r.stdout).toMatch(/^probe\s+not_for_us\s+5$/m);
@@ -534,7 +553,10 @@ ports:
       delete g.localAddresses;
       const f = file('change.yaml', YAML.stringify(g));
       const dry = await cli('apply', '-f', f, '--dry-run');
-      expect([dry.code, dry.stdout]).toEqual([0, 'reals:\n  ~ tcp/198.18.0.10:80 10.1.0.11:8080\n  - tcp/198.18.0.10:80 10.1.0.12:8080\nwould apply 2 changes\n']);
+      expect([dry.code, dry.stdout]).toEqual([
+        0,
+        'reals:\n  ~ tcp/198.18.0.10:80 10.1.0.11:8080\n  - tcp/198.18.0.10:80 10.1.0.12:8080\nwould apply 2 changes\n',
+      ]);
       const r = await cli('apply', '-f', f);
       expect([r.code, r.stdout]).toEqual([0, 'reals:\n  ~ tcp/198.18.0.10:80 10.1.0.11:8080\n  - tcp/198.18.0.10:80 10.1.0.12:8080\napplied 2 changes\n']);
       await config.applyConfig({ config: doc(), dryRun: false });
@@ -556,7 +578,8 @@ ports:
 
     it('exits 1 with RESOURCE_EXHAUSTED naming the first route beyond the next-hop table', async () => {
       const g = YAML.parse((await cli('get-config')).stdout);
-      for (let i = 0; i < 1100; i++) g.routes.push({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway: `198.18.${1 + (i >> 8)}.${(i & 255) || 1}` });
+      for (let i = 0; i < 1100; i++)
+        g.routes.push({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway: `198.18.${1 + (i >> 8)}.${i & 255 || 1}` });
       const r = await cli('apply', '-f', file('big.yaml', YAML.stringify(g)));
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/^retrace: RESOURCE_EXHAUSTED: config\.routes\[\d+\]\.prefix: the 1025th of the next hops .*\n$/);

@@ -50,16 +50,35 @@ const rowOf = (table: string, client: string): string[] | undefined =>
 describe('GetConn and service totals in the lab', () => {
   let sc: LabScenario;
   const api = () => sc.app.api.conns;
-  const list = async (req: DeepPartial<ListConnsRequest>): Promise<Conn[]> => (await api().listConns(ListConnsRequest.fromPartial({ pageSize: 1000, ...req }))).conns;
+  const list = async (req: DeepPartial<ListConnsRequest>): Promise<Conn[]> =>
+    (await api().listConns(ListConnsRequest.fromPartial({ pageSize: 1000, ...req }))).conns;
   const get = (req: DeepPartial<GetConnRequest>) => api().getConn(GetConnRequest.fromPartial(req));
   const service = async (protocol: Protocol, vip: string, port: number): Promise<VirtualService> =>
     (await sc.app.api.balancer.getVirtualService({ key: { protocol, vip, port } })).virtualService!;
 
   beforeAll(async () => {
     sc = await LabScenario.start({ extraYaml: EXTRA_YAML });
-    await sc.addService('tcp', TCP_VIP, 80, 'rr', REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO })));
-    await sc.addService('udp', UDP_VIP, 80, 'rr', REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO })));
-    await sc.addService('icmp', ICMP_VIP, 0, 'rr', REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: 0 })));
+    await sc.addService(
+      'tcp',
+      TCP_VIP,
+      80,
+      'rr',
+      REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO })),
+    );
+    await sc.addService(
+      'udp',
+      UDP_VIP,
+      80,
+      'rr',
+      REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO })),
+    );
+    await sc.addService(
+      'icmp',
+      ICMP_VIP,
+      0,
+      'rr',
+      REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: 0 })),
+    );
   }, 180000);
 
   afterAll(async () => {
@@ -85,7 +104,11 @@ describe('GetConn and service totals in the lab', () => {
           before = (await list({ filter: { vips: [TCP_VIP] } }))[0];
           got = (await api().getConn(tupleOf(before))).conn;
           after = (await list({ filter: { vips: [TCP_VIP] } }))[0];
-          if (JSON.stringify(before, (_k, x) => (typeof x === 'bigint' ? String(x) : x)) === JSON.stringify(after, (_k, x) => (typeof x === 'bigint' ? String(x) : x))) break;
+          if (
+            JSON.stringify(before, (_k, x) => (typeof x === 'bigint' ? String(x) : x)) ===
+            JSON.stringify(after, (_k, x) => (typeof x === 'bigint' ? String(x) : x))
+          )
+            break;
           await sleep(300);
         }
         expect(after).toEqual(before);
@@ -182,7 +205,10 @@ describe('GetConn and service totals in the lab', () => {
     ] as const;
 
     it('equal the sums over the reals, are > 0 after traffic, and match /metrics', async () => {
-      const listening = sc.app.output.split('\n').filter((l) => l.includes('metrics listening')).pop();
+      const listening = sc.app.output
+        .split('\n')
+        .filter((l) => l.includes('metrics listening'))
+        .pop();
       expect(listening).toBeDefined();
       const metrics = await (await fetch(`http://${JSON.parse(listening!).listen as string}/metrics`)).text();
       const metric = (name: string, labels: Record<string, string>): number | undefined => {
@@ -237,7 +263,19 @@ describe('GetConn and service totals in the lab', () => {
       const listed = await cli(['conns', '--vip', UDP_VIP, ...server]);
       expect(listed.code).toBe(0);
       const row = rowOf(got.stdout, `${udp.client}:${udp.clientPort}`);
-      expect(row).toEqual(['udp', 'ESTABLISHED', `${udp.client}:${udp.clientPort}`, `${UDP_VIP}:80`, `${udp.localAddress}:${udp.localPort}`, `${udp.real}:${ECHO}`, 'uplink-a', 'servers', '1', '1', String(udp.worker)]);
+      expect(row).toEqual([
+        'udp',
+        'ESTABLISHED',
+        `${udp.client}:${udp.clientPort}`,
+        `${UDP_VIP}:80`,
+        `${udp.localAddress}:${udp.localPort}`,
+        `${udp.real}:${ECHO}`,
+        'uplink-a',
+        'servers',
+        '1',
+        '1',
+        String(udp.worker),
+      ]);
       expect(row).toEqual(rowOf(listed.stdout, `${udp.client}:${udp.clientPort}`));
       expect(got.stdout.split('\n')[0]).toMatch(/^PROTO\s+STATE\s+CLIENT/);
 
@@ -263,7 +301,11 @@ describe('GetConn and service totals in the lab', () => {
       const t = tupleOf(udp);
       await fails(api().getConn({ ...t, vipPort: 81 }), grpc.status.NOT_FOUND, `no udp conn ${udp.client}:${udp.clientPort} -> ${UDP_VIP}:81`);
       await fails(api().getConn({ ...t, clientPort: udp.clientPort === 65535 ? 1 : udp.clientPort + 1 }), grpc.status.NOT_FOUND, /^no udp conn /);
-      await fails(api().getConn({ ...t, protocol: Protocol.PROTOCOL_TCP }), grpc.status.NOT_FOUND, `no tcp conn ${udp.client}:${udp.clientPort} -> ${UDP_VIP}:80`);
+      await fails(
+        api().getConn({ ...t, protocol: Protocol.PROTOCOL_TCP }),
+        grpc.status.NOT_FOUND,
+        `no tcp conn ${udp.client}:${udp.clientPort} -> ${UDP_VIP}:80`,
+      );
       await fails(
         get({ protocol: Protocol.PROTOCOL_ICMP, client: LAB.clientB, clientPort: ECHO_ID + 1, vip: ICMP_VIP }),
         grpc.status.NOT_FOUND,
@@ -271,7 +313,9 @@ describe('GetConn and service totals in the lab', () => {
       );
       // The same tuple is found, then deleted, then not found.
       expect((await api().getConn(t)).conn).toMatchObject({ clientPort: udp.clientPort });
-      const del = await api().deleteConns(DeleteConnsRequest.fromPartial({ protocol: Protocol.PROTOCOL_UDP, client: udp.client, clientPort: udp.clientPort, vip: UDP_VIP }));
+      const del = await api().deleteConns(
+        DeleteConnsRequest.fromPartial({ protocol: Protocol.PROTOCOL_UDP, client: udp.client, clientPort: udp.clientPort, vip: UDP_VIP }),
+      );
       expect(del.deleted).toBe(1n);
       await fails(api().getConn(t), grpc.status.NOT_FOUND, `no udp conn ${udp.client}:${udp.clientPort} -> ${UDP_VIP}:80`);
       // The service's other conns are still found.

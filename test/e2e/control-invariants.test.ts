@@ -86,12 +86,16 @@ describe('issue 18 on a real appliance with a state file', () => {
       await app.api.balancer.createLocalAddress({ localAddress: { address: '10.1.0.1', port: 'p1', portsInUse: 0n, portsTotal: 0n } });
       const before = await getConfig();
       await fails(
-        app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.1', port: 443, scheduler: Scheduler.SCHEDULER_RR }) }),
+        app.api.balancer.createVirtualService({
+          virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.1', port: 443, scheduler: Scheduler.SCHEDULER_RR }),
+        }),
         grpc.status.ALREADY_EXISTS,
         'virtual_service.vip: "198.18.0.1" is also the port address 198.18.0.1/24 on p0',
       );
       await fails(
-        app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_UDP, vip: '10.1.0.1', port: 53, scheduler: Scheduler.SCHEDULER_RR }) }),
+        app.api.balancer.createVirtualService({
+          virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_UDP, vip: '10.1.0.1', port: 53, scheduler: Scheduler.SCHEDULER_RR }),
+        }),
         grpc.status.ALREADY_EXISTS,
         'virtual_service.vip: "10.1.0.1" is also the local address 10.1.0.1',
       );
@@ -102,7 +106,7 @@ describe('issue 18 on a real appliance with a state file', () => {
   });
 
   describe('item 6: ApplyConfig validates the whole document first', () => {
-    it('applies a static route on an address\'s own connected prefix whatever exists already', async () => {
+    it("applies a static route on an address's own connected prefix whatever exists already", async () => {
       // The address exists (item 1's test); the route is new. It failed midway with ALREADY_EXISTS.
       const cfg = (await app.api.config.getConfig({})).config!;
       cfg.routes.push({ prefix: '198.18.0.0', prefixLength: 24, port: 'p1', gateway: '', connected: false });
@@ -132,7 +136,11 @@ describe('issue 18 on a real appliance with a state file', () => {
       const cfg = (await app.api.config.getConfig({})).config!;
       cfg.virtualServices = [VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: 80, scheduler: Scheduler.SCHEDULER_RR })];
       cfg.neighbors = [{ address: '198.18.0.10', mac: '02:00:00:00:00:09', port: 'p0', static: false, ageSeconds: 0 }];
-      await fails(app.api.config.applyConfig({ config: cfg, dryRun: false }), grpc.status.INVALID_ARGUMENT, /^config\.neighbors\[0\]\.address: "198\.18\.0\.10" is also config\.virtual_services\[0\]\.vip/);
+      await fails(
+        app.api.config.applyConfig({ config: cfg, dryRun: false }),
+        grpc.status.INVALID_ARGUMENT,
+        /^config\.neighbors\[0\]\.address: "198\.18\.0\.10" is also config\.virtual_services\[0\]\.vip/,
+      );
       expect(await getConfig()).toEqual(before);
     });
   });
@@ -141,11 +149,20 @@ describe('issue 18 on a real appliance with a state file', () => {
     it('prints RESOURCE_EXHAUSTED for `retrace apply -f` with 5000 services, quickly, applying nothing', async () => {
       const before = await getConfig();
       const cfg = Config.toJSON((await app.api.config.getConfig({})).config!) as Record<string, unknown>;
-      cfg.virtualServices = Array.from({ length: 5000 }, (_, i) => ({ protocol: 'tcp', vip: '198.18.0.10', port: i + 1, scheduler: 'rr', reals: [{ address: '10.1.0.11', port: 8080, weight: 1 }] }));
+      cfg.virtualServices = Array.from({ length: 5000 }, (_, i) => ({
+        protocol: 'tcp',
+        vip: '198.18.0.10',
+        port: i + 1,
+        scheduler: 'rr',
+        reals: [{ address: '10.1.0.11', port: 8080, weight: 1 }],
+      }));
       const file = path.join(dir, 'big.yaml');
       fs.writeFileSync(file, YAML.stringify(cfg));
       const r = await runCli(['apply', '-f', file, '--server', app.address]);
-      expect([r.code, r.stderr]).toEqual([1, 'retrace: RESOURCE_EXHAUSTED: config.virtual_services[4096].vip: the 4097th of the virtual services; the table holds 4096\n']);
+      expect([r.code, r.stderr]).toEqual([
+        1,
+        'retrace: RESOURCE_EXHAUSTED: config.virtual_services[4096].vip: the 4097th of the virtual services; the table holds 4096\n',
+      ]);
       expect(await getConfig()).toEqual(before);
     }, 60000);
 
@@ -156,7 +173,11 @@ describe('issue 18 on a real appliance with a state file', () => {
         grpc.status.INVALID_ARGUMENT,
         `address.address: "${'1'.repeat(64)}..." (100000 characters) is not a dotted-quad IPv4 address`,
       );
-      await fails(app.api.network.createAddress({ address: { address: '10.3.0.1', prefixLength: 24, port: 'q'.repeat(100000) } }, 5000), grpc.status.NOT_FOUND, `no port named "${'q'.repeat(64)}..." (100000 characters)`);
+      await fails(
+        app.api.network.createAddress({ address: { address: '10.3.0.1', prefixLength: 24, port: 'q'.repeat(100000) } }, 5000),
+        grpc.status.NOT_FOUND,
+        `no port named "${'q'.repeat(64)}..." (100000 characters)`,
+      );
     });
   });
 
@@ -197,19 +218,27 @@ describe('issue 18 on a real appliance with a state file', () => {
       const raw = new Raw(app.address, grpc.credentials.createInsecure());
       try {
         // Field 1, length-delimited, claiming 100 bytes of which 2 follow.
-        const err = await new Promise<grpc.ServiceError>((resolve) => raw.createAddress(Buffer.from([0x0a, 0x64, 0x01, 0x02]), (e: grpc.ServiceError) => resolve(e)));
+        const err = await new Promise<grpc.ServiceError>((resolve) =>
+          raw.createAddress(Buffer.from([0x0a, 0x64, 0x01, 0x02]), (e: grpc.ServiceError) => resolve(e)),
+        );
         expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
         expect(err.details).toMatch(/^request: not a valid retrace\.v1\.CreateAddressRequest message/);
         // Health too.
         const herr = await new Promise<grpc.ServiceError>((resolve) => raw.check(Buffer.from([0x0f]), (e: grpc.ServiceError) => resolve(e)));
-        expect([herr.code, herr.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/^request: not a valid request of \/grpc\.health\.v1\.Health\/Check/)]);
+        expect([herr.code, herr.details]).toEqual([
+          grpc.status.INVALID_ARGUMENT,
+          expect.stringMatching(/^request: not a valid request of \/grpc\.health\.v1\.Health\/Check/),
+        ]);
         // A server stream ends with the same status before its handler runs. Wire type 7 is no type.
         const stream = raw.watchConnEvents(Buffer.from([0x0f]));
         const serr = await new Promise<grpc.ServiceError>((resolve) => {
           stream.on('data', () => undefined);
           stream.on('error', resolve);
         });
-        expect([serr.code, serr.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/^request: not a valid retrace\.v1\.WatchConnEventsRequest message/)]);
+        expect([serr.code, serr.details]).toEqual([
+          grpc.status.INVALID_ARGUMENT,
+          expect.stringMatching(/^request: not a valid retrace\.v1\.WatchConnEventsRequest message/),
+        ]);
       } finally {
         raw.close();
       }
@@ -218,7 +247,10 @@ describe('issue 18 on a real appliance with a state file', () => {
     it('refuses a WatchCounters interval whose nanos is 1e9 or more, naming the field', async () => {
       const client = new PathServiceClient(app.address, grpc.credentials.createInsecure());
       try {
-        for (const [nanos, seconds] of [[1_000_000_000, 0n], [-5, 1n]] as const) {
+        for (const [nanos, seconds] of [
+          [1_000_000_000, 0n],
+          [-5, 1n],
+        ] as const) {
           const stream = client.watchCounters({ interval: { seconds, nanos }, count: 1 });
           const err = await new Promise<grpc.ServiceError>((resolve) => {
             stream.on('data', () => undefined);
@@ -232,24 +264,49 @@ describe('issue 18 on a real appliance with a state file', () => {
     });
 
     it('answers more than 1024 reals with INVALID_ARGUMENT on reals', async () => {
-      await app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.20', port: 80, scheduler: Scheduler.SCHEDULER_RR }) });
+      await app.api.balancer.createVirtualService({
+        virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.20', port: 80, scheduler: Scheduler.SCHEDULER_RR }),
+      });
       const reals = Array.from({ length: 1025 }, (_, i) => Real.create({ address: `10.4.${i >> 8}.${i & 255}`, port: 80, weight: 1 }));
-      await fails(app.api.balancer.setReals({ key: { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.20', port: 80 }, reals }), grpc.status.INVALID_ARGUMENT, 'reals: at most 1024 reals, got 1025');
+      await fails(
+        app.api.balancer.setReals({ key: { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.20', port: 80 }, reals }),
+        grpc.status.INVALID_ARGUMENT,
+        'reals: at most 1024 reals, got 1025',
+      );
       await app.api.balancer.deleteVirtualService({ key: { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.20', port: 80 } });
     });
 
     it.each([
-      ['the broadcast address as a port address', () => app.api.network.createAddress({ address: { address: '255.255.255.255', prefixLength: 32, port: 'p0' } }), 'address.address: "255.255.255.255" is the broadcast address'],
-      ['a multicast port address', () => app.api.network.createAddress({ address: { address: '224.0.0.1', prefixLength: 32, port: 'p0' } }), 'address.address: "224.0.0.1" is a multicast address'],
-      ['a multicast vip', () => app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '224.0.0.1', port: 80, scheduler: Scheduler.SCHEDULER_RR }) }), 'virtual_service.vip: "224.0.0.1" is a multicast address'],
-      ['a broadcast local address', () => app.api.balancer.createLocalAddress({ localAddress: { address: '255.255.255.255', port: 'p1', portsInUse: 0n, portsTotal: 0n } }), 'local_address.address: "255.255.255.255" is the broadcast address'],
+      [
+        'the broadcast address as a port address',
+        () => app.api.network.createAddress({ address: { address: '255.255.255.255', prefixLength: 32, port: 'p0' } }),
+        'address.address: "255.255.255.255" is the broadcast address',
+      ],
+      [
+        'a multicast port address',
+        () => app.api.network.createAddress({ address: { address: '224.0.0.1', prefixLength: 32, port: 'p0' } }),
+        'address.address: "224.0.0.1" is a multicast address',
+      ],
+      [
+        'a multicast vip',
+        () =>
+          app.api.balancer.createVirtualService({
+            virtualService: VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '224.0.0.1', port: 80, scheduler: Scheduler.SCHEDULER_RR }),
+          }),
+        'virtual_service.vip: "224.0.0.1" is a multicast address',
+      ],
+      [
+        'a broadcast local address',
+        () => app.api.balancer.createLocalAddress({ localAddress: { address: '255.255.255.255', port: 'p1', portsInUse: 0n, portsTotal: 0n } }),
+        'local_address.address: "255.255.255.255" is the broadcast address',
+      ],
     ])('refuses %s', async (_what, call, details) => {
       const before = await getConfig();
       await fails(call(), grpc.status.INVALID_ARGUMENT, details);
       expect(await getConfig()).toEqual(before);
     });
 
-    it('refuses a static neighbour for the appliance\'s own address', async () => {
+    it("refuses a static neighbour for the appliance's own address", async () => {
       await fails(
         app.api.network.createNeighbor({ neighbor: { address: '198.18.0.1', mac: '02:00:00:00:00:09', port: 'p0', static: false, ageSeconds: 0 } }),
         grpc.status.ALREADY_EXISTS,
@@ -260,7 +317,12 @@ describe('issue 18 on a real appliance with a state file', () => {
     it('exits 2 with the key path for a weight of 1.5 or -5 in `retrace apply`', async () => {
       for (const w of [1.5, -5]) {
         const file = path.join(dir, 'weight.yaml');
-        fs.writeFileSync(file, YAML.stringify({ virtualServices: [{ protocol: 'tcp', vip: '198.18.0.10', port: 80, scheduler: 'rr', reals: [{ address: '10.1.0.11', port: 80, weight: w }] }] }));
+        fs.writeFileSync(
+          file,
+          YAML.stringify({
+            virtualServices: [{ protocol: 'tcp', vip: '198.18.0.10', port: 80, scheduler: 'rr', reals: [{ address: '10.1.0.11', port: 80, weight: w }] }],
+          }),
+        );
         const r = await runCli(['apply', '-f', file, '--server', app.address]);
         expect([r.code, r.stderr]).toEqual([2, `retrace: ${file}: virtual_services[0].reals[0].weight: expected a whole number 0..4294967295, got ${w}\n`]);
       }
@@ -271,12 +333,20 @@ describe('issue 18 on a real appliance with a state file', () => {
     const STEPS = 240;
     const RESTART_EVERY = 60;
     const rnd = prng(18);
-    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
     // Small pools, so that calls collide: the same address in several roles, routes on the
     // addresses' subnets, neighbours on the appliance's own addresses, tables filled.
     const ADDRS = ['10.0.0.1', '10.0.0.2', '10.0.1.1', '198.18.0.1', '198.18.0.2', '198.18.0.10', '10.1.0.1', '10.1.0.2', '10.1.0.3'];
     const PLENS = [24, 30, 32];
-    const PREFIXES: [string, number][] = [['0.0.0.0', 0], ['10.0.0.0', 24], ['10.0.1.0', 24], ['198.18.0.0', 24], ['172.16.0.0', 12], ['10.0.0.0', 30], ['198.18.0.10', 32]];
+    const PREFIXES: [string, number][] = [
+      ['0.0.0.0', 0],
+      ['10.0.0.0', 24],
+      ['10.0.1.0', 24],
+      ['198.18.0.0', 24],
+      ['172.16.0.0', 12],
+      ['10.0.0.0', 30],
+      ['198.18.0.10', 32],
+    ];
     const GATEWAYS = ['', '10.0.0.254', '198.18.0.254', '10.0.0.1'];
     const MACS = ['02:00:00:00:00:0a', '02:00:00:00:00:0b'];
     const PORT_NAMES = ['p0', 'p1'];
@@ -287,31 +357,52 @@ describe('issue 18 on a real appliance with a state file', () => {
       return { protocol, vip: pick(ADDRS), port: protocol === Protocol.PROTOCOL_ICMP ? 0 : pick([80, 443]) };
     };
     const reals = (protocol: Protocol) =>
-      Array.from({ length: Math.floor(rnd() * 4) }, (_, i) => Real.create({ address: `10.5.0.${i + 1}`, port: protocol === Protocol.PROTOCOL_ICMP ? 0 : 8080, weight: Math.floor(rnd() * 3) }));
+      Array.from({ length: Math.floor(rnd() * 4) }, (_, i) =>
+        Real.create({ address: `10.5.0.${i + 1}`, port: protocol === Protocol.PROTOCOL_ICMP ? 0 : 8080, weight: Math.floor(rnd() * 3) }),
+      );
 
     /** One random call: its name and the promise of its answer. */
     const OPS: [string, () => Promise<unknown>][] = [
       ['CreateAddress', () => app.api.network.createAddress({ address: { address: pick(ADDRS), prefixLength: pick(PLENS), port: pick(PORT_NAMES) } })],
       ['DeleteAddress', () => app.api.network.deleteAddress({ address: pick(ADDRS) })],
-      ['CreateRoute', () => {
-        const [prefix, prefixLength] = pick(PREFIXES);
-        return app.api.network.createRoute({ route: { prefix, prefixLength, port: pick(PORT_NAMES), gateway: pick(GATEWAYS), connected: false } });
-      }],
-      ['DeleteRoute', () => {
-        const [prefix, prefixLength] = pick(PREFIXES);
-        return app.api.network.deleteRoute({ prefix, prefixLength });
-      }],
-      ['CreateNeighbor', () => app.api.network.createNeighbor({ neighbor: { address: pick(ADDRS), mac: pick(MACS), port: pick(PORT_NAMES), static: false, ageSeconds: 0 } })],
+      [
+        'CreateRoute',
+        () => {
+          const [prefix, prefixLength] = pick(PREFIXES);
+          return app.api.network.createRoute({ route: { prefix, prefixLength, port: pick(PORT_NAMES), gateway: pick(GATEWAYS), connected: false } });
+        },
+      ],
+      [
+        'DeleteRoute',
+        () => {
+          const [prefix, prefixLength] = pick(PREFIXES);
+          return app.api.network.deleteRoute({ prefix, prefixLength });
+        },
+      ],
+      [
+        'CreateNeighbor',
+        () => app.api.network.createNeighbor({ neighbor: { address: pick(ADDRS), mac: pick(MACS), port: pick(PORT_NAMES), static: false, ageSeconds: 0 } }),
+      ],
       ['DeleteNeighbor', () => app.api.network.deleteNeighbor({ address: pick(ADDRS) })],
-      ['CreateLocalAddress', () => app.api.balancer.createLocalAddress({ localAddress: { address: pick(ADDRS), port: pick(PORT_NAMES), portsInUse: 0n, portsTotal: 0n } })],
+      [
+        'CreateLocalAddress',
+        () => app.api.balancer.createLocalAddress({ localAddress: { address: pick(ADDRS), port: pick(PORT_NAMES), portsInUse: 0n, portsTotal: 0n } }),
+      ],
       ['DeleteLocalAddress', () => app.api.balancer.deleteLocalAddress({ address: pick(ADDRS) })],
-      ['CreateVirtualService', () => app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3) }) })],
+      [
+        'CreateVirtualService',
+        () =>
+          app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3) }) }),
+      ],
       ['DeleteVirtualService', () => app.api.balancer.deleteVirtualService({ key: key() })],
       ['UpdateVirtualService', () => app.api.balancer.updateVirtualService({ key: key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3) })],
-      ['SetReals', () => {
-        const k = key();
-        return app.api.balancer.setReals({ key: k, reals: reals(k.protocol) });
-      }],
+      [
+        'SetReals',
+        () => {
+          const k = key();
+          return app.api.balancer.setReals({ key: k, reals: reals(k.protocol) });
+        },
+      ],
       ['SetTimeouts', () => app.api.balancer.setTimeouts({ timeouts: { udp: 1 + Math.floor(rnd() * 600) } })],
       ['SetSymmetricMode', () => app.api.path.setSymmetricMode({ protocol: pick(PROTOS), enabled: rnd() < 0.5 })],
       ['Drain', () => app.api.config.drain({})],
@@ -344,7 +435,10 @@ describe('issue 18 on a real appliance with a state file', () => {
       // The run exercises both sides of the rules (a seed that did not would prove little).
       const refusedAlreadyExists = [...outcome.values()].reduce((n, o) => n + (o.refused.get('ALREADY_EXISTS') ?? 0), 0);
       const accepted = [...outcome.values()].reduce((n, o) => n + o.ok, 0);
-      expect({ refusedAlreadyExists: refusedAlreadyExists > 10, accepted: accepted > STEPS / 3, summary }).toMatchObject({ refusedAlreadyExists: true, accepted: true });
+      expect({ refusedAlreadyExists: refusedAlreadyExists > 10, accepted: accepted > STEPS / 3, summary }).toMatchObject({
+        refusedAlreadyExists: true,
+        accepted: true,
+      });
     }, 150000);
   });
 });
@@ -362,7 +456,13 @@ describe('issue 18 item 4: a failure midway keeps its status small', () => {
   const doc = (): Config => ({
     ...empty(),
     addresses: [{ address: '10.0.0.1', prefixLength: 24, port: 'p0' }],
-    routes: Array.from({ length: 4000 }, (_, i) => ({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'p0', gateway: '10.0.0.254', connected: false })),
+    routes: Array.from({ length: 4000 }, (_, i) => ({
+      prefix: `10.${100 + (i >> 8)}.${i & 255}.0`,
+      prefixLength: 24,
+      port: 'p0',
+      gateway: '10.0.0.254',
+      connected: false,
+    })),
     localAddresses: Array.from({ length: 64 }, (_, i) => ({ address: `10.1.0.${i + 1}`, port: 'p1', portsInUse: 0n, portsTotal: 0n })),
   });
 
@@ -370,7 +470,9 @@ describe('issue 18 item 4: a failure midway keeps its status small', () => {
     let err: grpc.ServiceError | undefined;
     await app.api.config.applyConfig({ config: doc(), dryRun: false }, 20000).catch((e: grpc.ServiceError) => (err = e));
     expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(err!.details).toMatch(/^creating local address 10\.1\.0\.\d+: .*out of memory.* \(applied before the failure: addresses: 1 created; routes: 4000 created; local_addresses: \d+ created\)$/);
+    expect(err!.details).toMatch(
+      /^creating local address 10\.1\.0\.\d+: .*out of memory.* \(applied before the failure: addresses: 1 created; routes: 4000 created; local_addresses: \d+ created\)$/,
+    );
     const trailer = err!.metadata.get(APPLIED_METADATA_KEY)[0] as Buffer;
     expect(trailer.length).toBeLessThan(2048);
     const applied = ConfigDiff.decode(trailer);
@@ -388,7 +490,9 @@ describe('issue 18 item 4: a failure midway keeps its status small', () => {
     fs.writeFileSync(file, YAML.stringify(Config.toJSON(d)));
     const r = await runCli(['apply', '-f', file, '--server', app.address]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^retrace: RESOURCE_EXHAUSTED: creating local address 10\.1\.0\.\d+: .*out of memory.*\napplied before the failure:\naddresses:\n {2}\+ 10\.0\.0\.1\nroutes:\n {2}\+ 10\.100\.0\.0\/24\n/);
+    expect(r.stderr).toMatch(
+      /^retrace: RESOURCE_EXHAUSTED: creating local address 10\.1\.0\.\d+: .*out of memory.*\napplied before the failure:\naddresses:\n {2}\+ 10\.0\.0\.1\nroutes:\n {2}\+ 10\.100\.0\.0\/24\n/,
+    );
     expect(r.stderr).toMatch(/\n {2}\+ \.\.\. 39\d\d more created \(not listed\)\n/);
   }, 60000);
 });

@@ -70,8 +70,18 @@ ports:
     const base = (await app.api.config.getConfig({})).config!;
     const vs: VirtualService[] = [];
     for (let s = 0; s < SERVICES; s++) {
-      const reals = Array.from({ length: REALS }, (_, i) => Real.fromPartial({ address: `10.2.${s >> 5}.${((s & 31) << 3) + i + 1}`, port: 8080, weight: i + 1 }));
-      vs.push(VirtualService.fromPartial({ protocol: Protocol.PROTOCOL_TCP, vip: `198.18.2.${(s % 250) + 1}`, port: 80 + Math.floor(s / 250), scheduler: Scheduler.SCHEDULER_RR, reals }));
+      const reals = Array.from({ length: REALS }, (_, i) =>
+        Real.fromPartial({ address: `10.2.${s >> 5}.${((s & 31) << 3) + i + 1}`, port: 8080, weight: i + 1 }),
+      );
+      vs.push(
+        VirtualService.fromPartial({
+          protocol: Protocol.PROTOCOL_TCP,
+          vip: `198.18.2.${(s % 250) + 1}`,
+          port: 80 + Math.floor(s / 250),
+          scheduler: Scheduler.SCHEDULER_RR,
+          reals,
+        }),
+      );
     }
     await app.api.config.applyConfig({ config: { ...base, virtualServices: vs }, dryRun: false }, 60000);
   }, 90000);
@@ -147,7 +157,10 @@ ports:
       }
 
       // Within the cache interval, but after a change: the change shows.
-      await app.api.balancer.setReals({ key: { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.2.1', port: 80 }, reals: [Real.fromPartial({ address: '10.2.0.3', port: 8080, weight: 7 })] });
+      await app.api.balancer.setReals({
+        key: { protocol: Protocol.PROTOCOL_TCP, vip: '198.18.2.1', port: 80 },
+        reals: [Real.fromPartial({ address: '10.2.0.3', port: 8080, weight: 7 })],
+      });
       const next = await scrape();
       expect(sample(next, 'retrace_real_weight', 'protocol="tcp",vip="198.18.2.1",vport="80",real="10.2.0.3:8080"')).toBe(7);
       expect(sample(next, 'retrace_service_reals', 'protocol="tcp",vip="198.18.2.1",vport="80"')).toBe(1);
@@ -187,14 +200,24 @@ ports:
       const healthWatch = health.watch({ service: '' }) as grpc.ClientReadableStream<{ status: string }>;
       healthWatch.on('data', (m) => statuses.push(m.status));
       const healthEnd = new Promise<grpc.ServiceError>((resolve) => healthWatch.on('error', resolve));
-      await until('every stream has a message', () => streams.every((s) => s.messages.length > 0) && statuses.length > 0, (x) => x, 10000);
+      await until(
+        'every stream has a message',
+        () => streams.every((s) => s.messages.length > 0) && statuses.length > 0,
+        (x) => x,
+        10000,
+      );
       const stopped = app.stop(20000);
       const ends = await Promise.all(streams.map((s) => s.done));
       // Before: the streams held the graceful shutdown until the grace ran out and forceShutdown
       // cancelled them (CANCELLED on the client).
-      for (const e of ends) expect({ code: e?.code, details: e?.details }).toEqual({ code: grpc.status.UNAVAILABLE, details: expect.stringContaining('shutting down') });
+      for (const e of ends)
+        expect({ code: e?.code, details: e?.details }).toEqual({ code: grpc.status.UNAVAILABLE, details: expect.stringContaining('shutting down') });
       const he = await healthEnd;
-      expect({ statuses, code: he.code, details: he.details }).toEqual({ statuses: ['SERVING', 'NOT_SERVING'], code: grpc.status.UNAVAILABLE, details: expect.stringContaining('shutting down') });
+      expect({ statuses, code: he.code, details: he.details }).toEqual({
+        statuses: ['SERVING', 'NOT_SERVING'],
+        code: grpc.status.UNAVAILABLE,
+        details: expect.stringContaining('shutting down'),
+      });
       expect((await stopped).code).toBe(0);
       health.close();
     }, 30000);

@@ -127,7 +127,14 @@ describe('resource exhaustion (max_conns 1024, one worker)', () => {
       // 500 ms for ~40 s.
       const HELD = 10;
       const HELD_ROUNDS = 80;
-      const held = sc.lab.tcpEcho('client-a', VIP, ECHO, { conns: HELD, concurrency: HELD, bytes: 256, rounds: HELD_ROUNDS, intervalMs: 500, timeoutMs: 120000 });
+      const held = sc.lab.tcpEcho('client-a', VIP, ECHO, {
+        conns: HELD,
+        concurrency: HELD,
+        bytes: 256,
+        rounds: HELD_ROUNDS,
+        intervalMs: 500,
+        timeoutMs: 120000,
+      });
       expect(await until(async () => (await connCount()) >= BigInt(HELD), 20000)).toBe(true);
 
       // More concurrent UDP flows than the table holds, each sending a datagram every 500 ms (well
@@ -240,7 +247,9 @@ describe('resource exhaustion (max_conns 1024, one worker)', () => {
         expect(fullB).toBeLessThanOrEqual(BigInt(refusedDatagrams));
       } else {
         // Each probe that failed was refused at least once; no more conns than slots freed.
-        expect(drops(midAfter, 'uplink-a').connTableFull - drops(midBefore, 'uplink-a').connTableFull).toBeGreaterThanOrEqual(BigInt(udpProbe.failed + tcpProbe.failed));
+        expect(drops(midAfter, 'uplink-a').connTableFull - drops(midBefore, 'uplink-a').connTableFull).toBeGreaterThanOrEqual(
+          BigInt(udpProbe.failed + tcpProbe.failed),
+        );
         expect(answered).toBeLessThanOrEqual(MAX_CONNS - HELD + churn);
       }
 

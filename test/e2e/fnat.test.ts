@@ -36,7 +36,9 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
   const delta = (after: GetCountersResponse, before: GetCountersResponse, proto: Proto, port: RootPort): PathCounters =>
     pathDelta(path(after, proto, port), path(before, proto, port));
   const echoConns = (rs: RealServer, proto: 'tcp' | 'udp'): ConnEvent[] =>
-    lab().echoLog(rs).filter((e): e is ConnEvent => e.event === 'conn' && e.proto === proto && e.service === 'echo');
+    lab()
+      .echoLog(rs)
+      .filter((e): e is ConnEvent => e.event === 'conn' && e.proto === proto && e.service === 'echo');
 
   async function readPortMacs(): Promise<void> {
     const res = await sc.app.api.ports.listPorts({});
@@ -105,10 +107,14 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
       await sc.addService(proto, wrrVip, WHO, 'wrr', reals(WHO, [1, 2, 3]));
     }, 30000);
 
-    it(echoTitle, async () => {
-      lab().clearEchoLogs();
-      await echo(echoVip);
-    }, 120000);
+    it(
+      echoTitle,
+      async () => {
+        lab().clearEchoLogs();
+        await echo(echoVip);
+      },
+      120000,
+    );
 
     it(`spreads new ${flows} exactly evenly with rr`, async () => {
       const r = await lab().who('client-b', rrVip, WHO, { proto, count: 30 });
@@ -132,49 +138,53 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
       await sc.addService('udp', vip, ECHO, 'rr', reals(ECHO));
     }, 30000);
 
-    it.each(['tcp', 'udp'] as const)('sends %s replies out of uplink B to router-b, never to router-a', async (proto) => {
-      const filter = `ip and ${proto} and src host ${vip}`;
-      const capA = await lab().startCapture('router-a', 'uplink', filter);
-      const capB = await lab().startCapture('router-b', 'uplink', filter);
-      const before = await sc.counters();
-      let seenA: CapturedPacket[];
-      let seenB: CapturedPacket[];
-      try {
-        const r =
-          proto === 'tcp'
-            ? await lab().tcpEcho('client-b', vip, ECHO, { conns: 10, bytes: 2048, concurrency: 5 })
-            : await lab().udpEcho('client-b', vip, ECHO, { count: 10, bytes: 512, concurrency: 5 });
-        expect(r.failures).toEqual([]);
-        expect(r.ok).toBe(10);
-      } finally {
-        seenA = await capA.stop({ settleMs: 300 });
-        seenB = await capB.stop({ settleMs: 300 });
-      }
-      const after = await sc.counters();
+    it.each(['tcp', 'udp'] as const)(
+      'sends %s replies out of uplink B to router-b, never to router-a',
+      async (proto) => {
+        const filter = `ip and ${proto} and src host ${vip}`;
+        const capA = await lab().startCapture('router-a', 'uplink', filter);
+        const capB = await lab().startCapture('router-b', 'uplink', filter);
+        const before = await sc.counters();
+        let seenA: CapturedPacket[];
+        let seenB: CapturedPacket[];
+        try {
+          const r =
+            proto === 'tcp'
+              ? await lab().tcpEcho('client-b', vip, ECHO, { conns: 10, bytes: 2048, concurrency: 5 })
+              : await lab().udpEcho('client-b', vip, ECHO, { count: 10, bytes: 512, concurrency: 5 });
+          expect(r.failures).toEqual([]);
+          expect(r.ok).toBe(10);
+        } finally {
+          seenA = await capA.stop({ settleMs: 300 });
+          seenB = await capB.stop({ settleMs: 300 });
+        }
+        const after = await sc.counters();
 
-      expect(seenA.map((p) => p.summary)).toEqual([]);
-      expect(seenB.length).toBeGreaterThanOrEqual(10);
-      const routerBMac = lab().mac('router-b', 'uplink');
-      for (const p of seenB) {
-        expect({ src: p.src, dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, ipOk: p.ipChecksumOk, l4Ok: p.l4ChecksumOk }).toEqual({
-          src: vip,
-          dst: LAB.clientB,
-          srcMac: portMac['uplink-b'],
-          dstMac: routerBMac,
-          ipOk: true,
-          l4Ok: true,
-        });
-      }
+        expect(seenA.map((p) => p.summary)).toEqual([]);
+        expect(seenB.length).toBeGreaterThanOrEqual(10);
+        const routerBMac = lab().mac('router-b', 'uplink');
+        for (const p of seenB) {
+          expect({ src: p.src, dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, ipOk: p.ipChecksumOk, l4Ok: p.l4ChecksumOk }).toEqual({
+            src: vip,
+            dst: LAB.clientB,
+            srcMac: portMac['uplink-b'],
+            dstMac: routerBMac,
+            ipOk: true,
+            l4Ok: true,
+          });
+        }
 
-      const onB = delta(after, before, proto, 'uplink-b');
-      const onA = delta(after, before, proto, 'uplink-a');
-      expect(onB.rx).toBeGreaterThanOrEqual(10n);
-      expect(onB.txSymmetric).toBeGreaterThanOrEqual(BigInt(seenB.length));
-      // The default route says uplink-a: every symmetric send to client-b is a prevented triangle.
-      expect(onB.routeDivergence).toBe(onB.txSymmetric);
-      expect(onB.routeDivergence).toBeGreaterThan(0n);
-      expect(onA).toEqual({ rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n });
-    }, 120000);
+        const onB = delta(after, before, proto, 'uplink-b');
+        const onA = delta(after, before, proto, 'uplink-a');
+        expect(onB.rx).toBeGreaterThanOrEqual(10n);
+        expect(onB.txSymmetric).toBeGreaterThanOrEqual(BigInt(seenB.length));
+        // The default route says uplink-a: every symmetric send to client-b is a prevented triangle.
+        expect(onB.routeDivergence).toBe(onB.txSymmetric);
+        expect(onB.routeDivergence).toBeGreaterThan(0n);
+        expect(onA).toEqual({ rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n });
+      },
+      120000,
+    );
   });
 
   // -------------------------------------------------------------------------------------------
@@ -350,7 +360,7 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
       await sc.addService('tcp', vip, WHO, 'rr', reals(WHO));
     }, 30000);
 
-    it('keeps the drained real\'s existing connections working and sends it no new ones', async () => {
+    it("keeps the drained real's existing connections working and sends it no new ones", async () => {
       lab().clearEchoLogs();
       const rounds = 12;
       const longLived = lab().tcpEcho('client-b', vip, ECHO, { conns: 3, concurrency: 3, bytes: 512, rounds, intervalMs: 250, timeoutMs: 20000 });
@@ -533,13 +543,17 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
 
     beforeAll(addServices, 30000);
 
-    it.each(['tcp', 'udp'] as const)('maps each %s client tuple to the same real every time, using every real', async (proto) => {
-      first[proto] = await mapping(proto);
-      expect(new Set(Object.values(first[proto]!)).size).toBe(3);
-      // TCP: new connections on the same tuples (the previous ones are closed). UDP: within the
-      // idle timeout these are the same flows, so this mostly checks the conn table.
-      expect(await mapping(proto)).toEqual(first[proto]);
-    }, 120000);
+    it.each(['tcp', 'udp'] as const)(
+      'maps each %s client tuple to the same real every time, using every real',
+      async (proto) => {
+        first[proto] = await mapping(proto);
+        expect(new Set(Object.values(first[proto]!)).size).toBe(3);
+        // TCP: new connections on the same tuples (the previous ones are closed). UDP: within the
+        // idle timeout these are the same flows, so this mostly checks the conn table.
+        expect(await mapping(proto)).toEqual(first[proto]);
+      },
+      120000,
+    );
 
     it('keeps the mapping across an appliance restart with the same reals and seed', async () => {
       expect(first.tcp).toBeDefined();

@@ -8,19 +8,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { PortServiceClient, type ListPortsResponse, type GetPortResponse, type GetPortRequest, type ListPortsRequest } from '../../src/gen/retrace/v1/port';
-import { SystemServiceClient, type GetSystemInfoRequest, type GetSystemInfoResponse, LcoreRole, DataplaneState } from '../../src/gen/retrace/v1/system';
+import { PortServiceClient } from '../../src/gen/retrace/v1/port';
+import { SystemServiceClient, LcoreRole, DataplaneState } from '../../src/gen/retrace/v1/system';
 import { promised } from '../../src/api/client';
 import { ApplianceProcess, REPO_ROOT as ROOT } from '../../src/lab/appliance';
 import { NetnsLab } from '../../src/lab/netns';
 import { listServices, reflect } from '../helpers/reflection';
 import { GRPCURL, itWith } from '../helpers/tools';
 
-
 describe('retrace serve with an af_packet port in a namespace lab', () => {
   const lab = new NetnsLab(['client'] as const);
   const app = new ApplianceProcess();
-  let ns: string;
   let rootEnd: string;
   let peer: string;
   let ports: PortServiceClient;
@@ -29,7 +27,6 @@ describe('retrace serve with an af_packet port in a namespace lab', () => {
 
   beforeAll(async () => {
     lab.addNamespaces();
-    ns = lab.ns('client');
     rootEnd = lab.rootName('r0');
     peer = 'eth0';
     lab.vethRoot(rootEnd, 'client', peer);

@@ -55,16 +55,25 @@ function drops(c: GetCountersResponse, port: string): DropCounters {
   return d;
 }
 
-const isIcmp = (type: number) => (p: CapturedPacket): boolean => p.proto === 'icmp' && p.icmp?.type === type;
+const isIcmp =
+  (type: number) =>
+  (p: CapturedPacket): boolean =>
+    p.proto === 'icmp' && p.icmp?.type === type;
 const echoReplies = (pkts: CapturedPacket[]): CapturedPacket[] => pkts.filter(isIcmp(ECHO_REPLY));
 const echoRequests = (pkts: CapturedPacket[]): CapturedPacket[] => pkts.filter(isIcmp(ECHO_REQUEST));
-const between = (src: string, dst: string) => (p: CapturedPacket): boolean => p.src === src && p.dst === dst;
+const between =
+  (src: string, dst: string) =>
+  (p: CapturedPacket): boolean =>
+    p.src === src && p.dst === dst;
 const echoKey = (p: CapturedPacket): string => `id ${p.icmp!.id} seq ${p.icmp!.seq}`;
 
 /** Echo requests `client` sent to `target` that have no reply in the same capture. */
 function unanswered(pkts: CapturedPacket[], client: string, target: string): string[] {
   const got = new Set(echoReplies(pkts).filter(between(target, client)).map(echoKey));
-  return echoRequests(pkts).filter(between(client, target)).map(echoKey).filter((k) => !got.has(k));
+  return echoRequests(pkts)
+    .filter(between(client, target))
+    .map(echoKey)
+    .filter((k) => !got.has(k));
 }
 
 /** A one-line rendering of packets for failure messages. */
@@ -142,12 +151,7 @@ interface Observed<T> {
  * Afterwards waits (up to `settleMs`) until each client has seen an answer — echo reply or ICMP
  * error — for each echo request it sent, so a late reply is still in the captures.
  */
-async function observe<T>(
-  sc: LabScenario,
-  fn: () => Promise<T>,
-  extra: [Role | 'root', string, string?][] = [],
-  settleMs = 3000,
-): Promise<Observed<T>> {
+async function observe<T>(sc: LabScenario, fn: () => Promise<T>, extra: [Role | 'root', string, string?][] = [], settleMs = 3000): Promise<Observed<T>> {
   const spec: [string, Role | 'root', string, string][] = [
     ['a', 'router-a', 'uplink', 'icmp'],
     ['b', 'router-b', 'uplink', 'icmp'],
@@ -160,17 +164,18 @@ async function observe<T>(
     for (const [k, role, dev, filter] of spec) caps.push([k, await sc.lab.startCapture(role, dev, filter)]);
     const res = await fn();
     const clients = caps.filter(([k]) => k === 'ca' || k === 'cb').map(([, c]) => c);
-    await until(() =>
-      clients.every((c) => {
-        let pkts: CapturedPacket[];
-        try {
-          pkts = parsePcap(fs.readFileSync(c.file)) as CapturedPacket[];
-        } catch {
-          return false;
-        }
-        const answers = pkts.filter((p) => p.icmp?.type === ECHO_REPLY || p.icmp?.type === DEST_UNREACH || p.icmp?.type === TIME_EXCEEDED);
-        return answers.length >= echoRequests(pkts).length;
-      }),
+    await until(
+      () =>
+        clients.every((c) => {
+          let pkts: CapturedPacket[];
+          try {
+            pkts = parsePcap(fs.readFileSync(c.file)) as CapturedPacket[];
+          } catch {
+            return false;
+          }
+          const answers = pkts.filter((p) => p.icmp?.type === ECHO_REPLY || p.icmp?.type === DEST_UNREACH || p.icmp?.type === TIME_EXCEEDED);
+          return answers.length >= echoRequests(pkts).length;
+        }),
       settleMs,
     );
     const out: Record<string, CapturedPacket[]> = {};
@@ -188,7 +193,13 @@ async function applianceMacs(sc: LabScenario): Promise<Record<string, string>> {
 }
 
 /** Everything the captures saw of `target`, and the drop counters that moved: for loss messages. */
-async function lossReport(sc: LabScenario, target: string, r: PingResult, caps: Record<string, CapturedPacket[]>, before: GetCountersResponse): Promise<string> {
+async function lossReport(
+  sc: LabScenario,
+  target: string,
+  r: PingResult,
+  caps: Record<string, CapturedPacket[]>,
+  before: GetCountersResponse,
+): Promise<string> {
   const now = await sc.counters();
   const lines = [r.output.trim()];
   for (const [where, pkts] of Object.entries(caps)) lines.push(`-- ${where}`, ...show(pkts.filter((p) => p.src === target || p.dst === target)));
@@ -231,7 +242,11 @@ describe('ICMP through retrace (source-in, source-out)', () => {
     const before = await sc.counters();
     // For loss reports only. A capture on a root end shows what reached the appliance; what it
     // sends there does not show (af_packet's transmit skips the taps).
-    const probes: [Role | 'root', string][] = [['router-a', 'inter'], ['root', 'uplink-a'], ['root', 'uplink-b']];
+    const probes: [Role | 'root', string][] = [
+      ['router-a', 'inter'],
+      ['root', 'uplink-a'],
+      ['root', 'uplink-b'],
+    ];
     const obs = await observe(
       sc,
       async () => {
@@ -332,7 +347,14 @@ describe('ICMP through retrace (source-in, source-out)', () => {
     it('load-balances 20 concurrent pings from both clients over rs1..rs3 from a LIP, each reply leaving by its client uplink', async () => {
       const macs = await applianceMacs(sc);
       const before = await sc.counters();
-      const { res: pings, a, b, ca, cb, more } = await observe(
+      const {
+        res: pings,
+        a,
+        b,
+        ca,
+        cb,
+        more,
+      } = await observe(
         sc,
         () =>
           Promise.all(
@@ -432,15 +454,11 @@ describe('ICMP through retrace (source-in, source-out)', () => {
       // bash sends one datagram and closes the socket at once: the echo comes back to a closed
       // port, and client-b's kernel answers the VIP with a port-unreachable.
       const txS0 = LabScenario.portCounters(before, 'icmp', 'servers').txSymmetric;
-      const { b, more } = await observe(
-        sc,
-        async () => {
-          sc.lab.exec('client-b', 'bash', ['-c', `echo hello > /dev/udp/${VIP_UDP_ECHO}/${LAB.echoPort}`]);
-          // Until the appliance has passed the error on to the real.
-          await until(async () => LabScenario.portCounters(await sc.counters(), 'icmp', 'servers').txSymmetric > txS0, 10000);
-        },
-        [['sw', 'uplink', 'udp or icmp']],
-      );
+      const { b, more } = await observe(sc, async () => {
+        sc.lab.exec('client-b', 'bash', ['-c', `echo hello > /dev/udp/${VIP_UDP_ECHO}/${LAB.echoPort}`]);
+        // Until the appliance has passed the error on to the real.
+        await until(async () => LabScenario.portCounters(await sc.counters(), 'icmp', 'servers').txSymmetric > txS0, 10000);
+      }, [['sw', 'uplink', 'udp or icmp']]);
       const after = await sc.counters();
       const sw = more['sw/uplink'];
 
@@ -523,7 +541,9 @@ describe('ICMP through retrace (source-in, source-out)', () => {
       for (const e of res.errors) expect(e).toMatch(new RegExp(`^From ${VIP_ICMP.replace(/\./g, '\\.')} .*Time to live exceeded`));
       const exceeded = b.filter(isIcmp(TIME_EXCEEDED));
       expect(exceeded).toHaveLength(2);
-      const reqIds = echoRequests(cb).filter(between(LAB.clientB, VIP_ICMP)).map((p) => p.icmp!.id);
+      const reqIds = echoRequests(cb)
+        .filter(between(LAB.clientB, VIP_ICMP))
+        .map((p) => p.icmp!.id);
       for (const p of exceeded) {
         expect([p.src, p.dst, p.icmp!.code]).toEqual([VIP_ICMP, LAB.clientB, 0]);
         expect([p.srcMac, p.dstMac]).toEqual([macs['uplink-b'], routerMac('router-b')]);
@@ -622,7 +642,11 @@ describe('ICMP through retrace (source-in, source-out)', () => {
       ];
 
       const before = drops(await sc.counters(), 'uplink-b');
-      sc.lab.injectFrames('router-b', 'uplink', kinds.flatMap((k) => Array.from({ length: k.n }, (_, i) => k.build(i))));
+      sc.lab.injectFrames(
+        'router-b',
+        'uplink',
+        kinds.flatMap((k) => Array.from({ length: k.n }, (_, i) => k.build(i))),
+      );
       const delta = async (): Promise<Record<string, bigint>> => {
         const now = drops(await sc.counters(), 'uplink-b');
         return Object.fromEntries(kinds.map((k) => [k.reason, (now[k.reason] as bigint) - (before[k.reason] as bigint)]));

@@ -62,8 +62,16 @@ describe('LabTopology', () => {
 
     it('makes the routers forward with rp_filter 0 (all, default, per interface)', () => {
       for (const r of ['router-a', 'router-b'] as const) {
-        const keys = ['net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter', 'net.ipv4.conf.default.rp_filter', ...DEVICES[r].map((d) => `net.ipv4.conf.${d}.rp_filter`)];
-        const vals = lab.exec(r, 'sysctl', ['-n', ...keys]).trim().split('\n');
+        const keys = [
+          'net.ipv4.ip_forward',
+          'net.ipv4.conf.all.rp_filter',
+          'net.ipv4.conf.default.rp_filter',
+          ...DEVICES[r].map((d) => `net.ipv4.conf.${d}.rp_filter`),
+        ];
+        const vals = lab
+          .exec(r, 'sysctl', ['-n', ...keys])
+          .trim()
+          .split('\n');
         expect(vals).toEqual(['1', ...keys.slice(1).map(() => '0')]);
       }
     });
@@ -257,7 +265,11 @@ describe('LabTopology.create failures', () => {
   });
 
   it('tears down what it built when a step fails, and leaves what it did not make alone', () => {
-    const tag = 'f' + Math.floor(Math.random() * 0xfffff).toString(16).padStart(5, '0');
+    const tag =
+      'f' +
+      Math.floor(Math.random() * 0xfffff)
+        .toString(16)
+        .padStart(5, '0');
     // A link squatting on the servers port's root name: create() fails after it has made every
     // namespace and the two uplink root ends.
     const squatter = `rt${tag}sv`;
@@ -265,7 +277,11 @@ describe('LabTopology.create failures', () => {
     try {
       expect(() => LabTopology.create({ tag })).toThrow(new RegExp(`link add name ${squatter}`));
       expect(netnsList()).not.toContain(`rt-${tag}-`);
-      const left = rootLinks().split('\n').filter((l) => l.includes(`rt${tag}`)).map((l) => l.split(/[@ ]/)[0]).sort();
+      const left = rootLinks()
+        .split('\n')
+        .filter((l) => l.includes(`rt${tag}`))
+        .map((l) => l.split(/[@ ]/)[0])
+        .sort();
       expect(left).toEqual([squatter, `rt${tag}sx`]);
     } finally {
       sh('ip', ['link', 'del', 'dev', squatter]);

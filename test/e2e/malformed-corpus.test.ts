@@ -56,7 +56,16 @@ const show = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 
 type DropName = keyof DropCounters;
 
 /** The drop reasons decided by the L2/L3 header checks alone: predicted exactly. */
-const HEADER_DROPS = ['ethTruncated', 'unsupportedEthertype', 'arpMalformed', 'ipTruncated', 'ipBadVersion', 'ipBadIhl', 'ipBadChecksum', 'ipFragment'] as const;
+const HEADER_DROPS = [
+  'ethTruncated',
+  'unsupportedEthertype',
+  'arpMalformed',
+  'ipTruncated',
+  'ipBadVersion',
+  'ipBadIhl',
+  'ipBadChecksum',
+  'ipFragment',
+] as const;
 type HeaderDrop = (typeof HEADER_DROPS)[number];
 /** Drop reasons of the L2/ARP/L3 stage (everything else happens after a packet entered L4). */
 const L23_DROPS: readonly DropName[] = [...HEADER_DROPS, 'notForUs', 'arpNotOurs'];
@@ -181,9 +190,11 @@ function randomCorpus(seed: number, n: number, peerMac: Record<RootPort, string>
     return m;
   };
   const l4 = (proto: number, sport: number, dport: number): Buffer =>
-    proto === 6 ? tcp(sport, dport, pick([0x02, 0x02, 0x10, 0x18, 0x11, 0x04, 0x12, int(0, 255)]), bytes(int(0, 64)))
-    : proto === 17 ? udp(sport, dport, bytes(int(0, 200)))
-    : icmp(pick([8, 8, 0, 3, 11, 12, 5, 13, int(0, 255)]), int(0, 4), bytes(4), bytes(int(0, 56)));
+    proto === 6
+      ? tcp(sport, dport, pick([0x02, 0x02, 0x10, 0x18, 0x11, 0x04, 0x12, int(0, 255)]), bytes(int(0, 64)))
+      : proto === 17
+        ? udp(sport, dport, bytes(int(0, 200)))
+        : icmp(pick([8, 8, 0, 3, 11, 12, 5, 13, int(0, 255)]), int(0, 4), bytes(4), bytes(int(0, 56)));
 
   const out: Rec[] = [];
   for (let i = 0; i < n; i++) {
@@ -219,7 +230,9 @@ function randomCorpus(seed: number, n: number, peerMac: Record<RootPort, string>
       let payload = l4(proto, sport, dport);
       if (proto === 1 && rnd() < 0.4) {
         // An ICMP error quoting a plausible packet of ours.
-        const quoted = toServers ? ipv4(pick(LAB.lips), pick(serverSide), 6, tcp(int(1024, 65535), ECHO, 0x02)) : ipv4(VIP, pick(clientSide), pick([6, 17]), udp(VPORT, int(1024, 65535), Buffer.alloc(0)));
+        const quoted = toServers
+          ? ipv4(pick(LAB.lips), pick(serverSide), 6, tcp(int(1024, 65535), ECHO, 0x02))
+          : ipv4(VIP, pick(clientSide), pick([6, 17]), udp(VPORT, int(1024, 65535), Buffer.alloc(0)));
         payload = icmp(pick([3, 11, 12]), int(0, 4), Buffer.from([0, 0, 5, 0xdc]), quoted.subarray(0, int(0, quoted.length)));
       }
       l3 = ipv4(src, dst, proto, payload, { ttl: pick([64, 64, 64, 1, 0, 2]), frag: rnd() < 0.05 ? pick([0x2000, 0x0003, 0x2010]) : 0x4000 });
@@ -230,15 +243,24 @@ function randomCorpus(seed: number, n: number, peerMac: Record<RootPort, string>
       const k = int(1, 3);
       for (let j = 0; j < k; j++) {
         const what = int(0, 9);
-        if (what === 0 && frame.length > 14) frame = frame.subarray(0, int(14, frame.length - 1)); // truncate
-        else if (what === 1) frame = Buffer.concat([frame, bytes(int(1, 40))]); // trailing bytes
-        else if (what === 2 && frame.length > 15) frame[int(14, frame.length - 1)] ^= 1 << int(0, 7); // bit flip
-        else if (what === 3 && frame.length > 14) frame[14] = (frame[14] & 0xf0) | int(0, 15); // IHL
-        else if (what === 4 && frame.length > 14) frame[14] = (int(0, 15) << 4) | (frame[14] & 0x0f); // version
-        else if (what === 5 && frame.length > 17) frame.writeUInt16BE(int(0, 0xffff), 16); // total length
-        else if (what === 6 && frame.length > 25) frame.writeUInt16BE(int(0, 0xffff), 24); // header checksum
-        else if (what === 7 && frame.length > 34 + 13) frame[34 + 12] = int(0, 255); // TCP data offset
-        else if (what === 8 && frame.length > 34 + 5) frame.writeUInt16BE(int(0, 0xffff), 34 + 4); // UDP length
+        if (what === 0 && frame.length > 14)
+          frame = frame.subarray(0, int(14, frame.length - 1)); // truncate
+        else if (what === 1)
+          frame = Buffer.concat([frame, bytes(int(1, 40))]); // trailing bytes
+        else if (what === 2 && frame.length > 15)
+          frame[int(14, frame.length - 1)] ^= 1 << int(0, 7); // bit flip
+        else if (what === 3 && frame.length > 14)
+          frame[14] = (frame[14] & 0xf0) | int(0, 15); // IHL
+        else if (what === 4 && frame.length > 14)
+          frame[14] = (int(0, 15) << 4) | (frame[14] & 0x0f); // version
+        else if (what === 5 && frame.length > 17)
+          frame.writeUInt16BE(int(0, 0xffff), 16); // total length
+        else if (what === 6 && frame.length > 25)
+          frame.writeUInt16BE(int(0, 0xffff), 24); // header checksum
+        else if (what === 7 && frame.length > 34 + 13)
+          frame[34 + 12] = int(0, 255); // TCP data offset
+        else if (what === 8 && frame.length > 34 + 5)
+          frame.writeUInt16BE(int(0, 0xffff), 34 + 4); // UDP length
         else if (what === 9 && frame.length > 34) {
           // A valid header checksum over whatever the header now says, so later checks are reached.
           const ihl = (frame[14] & 0x0f) * 4;
@@ -325,7 +347,10 @@ interface PortPrediction {
 }
 
 function predict(recs: readonly Rec[], ours: ReadonlySet<string>): Record<RootPort, PortPrediction> {
-  const out = Object.fromEntries(ROOT_PORTS.map((p) => [p, { frames: 0, drops: {}, l4: { tcp: 0, udp: 0, icmp: 0 }, arp: 0, kernel: 0 }])) as Record<RootPort, PortPrediction>;
+  const out = Object.fromEntries(ROOT_PORTS.map((p) => [p, { frames: 0, drops: {}, l4: { tcp: 0, udp: 0, icmp: 0 }, arp: 0, kernel: 0 }])) as Record<
+    RootPort,
+    PortPrediction
+  >;
   for (const r of recs) {
     const p = out[r.port];
     p.frames++;
@@ -444,7 +469,9 @@ describe('the fuzz corpus and a random corpus replayed into the live appliance',
     expect(header).toEqual(headerWant);
     // Lower bounds where the lab's hosts add traffic of their own (replies to what the corpus opened).
     for (const p of ROOT_PORTS) {
-      expect(`${p} arp_not_ours ${drops(after, p).arpNotOurs - drops(before, p).arpNotOurs >= BigInt(want[p].drops.arpNotOurs ?? 0)}`).toBe(`${p} arp_not_ours true`);
+      expect(`${p} arp_not_ours ${drops(after, p).arpNotOurs - drops(before, p).arpNotOurs >= BigInt(want[p].drops.arpNotOurs ?? 0)}`).toBe(
+        `${p} arp_not_ours true`,
+      );
       expect(`${p} no_handler ${drops(after, p).noHandler - drops(before, p).noHandler >= BigInt(want[p].drops.noHandler ?? 0)}`).toBe(`${p} no_handler true`);
       for (const proto of ['tcp', 'udp', 'icmp'] as const) {
         const rx = LabScenario.portCounters(after, proto, p).rx - LabScenario.portCounters(before, proto, p).rx;
@@ -522,7 +549,13 @@ describe('the fuzz corpus and a random corpus replayed into the live appliance',
     peerMac['uplink-b'] = sc.lab.mac('router-b', 'uplink');
     peerMac.servers = sc.lab.mac('sw', 'uplink');
     // The fuzz harness's services, with the lab's reals (echo on 8080).
-    await sc.addService('tcp', VIP, VPORT, 'wrr', reals(ECHO).map((r, i) => ({ ...r, weight: i + 1 })));
+    await sc.addService(
+      'tcp',
+      VIP,
+      VPORT,
+      'wrr',
+      reals(ECHO).map((r, i) => ({ ...r, weight: i + 1 })),
+    );
     await sc.addService('udp', VIP, VPORT, 'maglev', reals(ECHO), 7);
     await sc.addService('icmp', VIP, 0, 'rr', reals(0));
     ours = new Set<string>([VIP, ...LAB.lips, ...ROOT_PORTS.map((p) => LAB.ports[p].addr)]);

@@ -45,7 +45,11 @@ describe('scale-out: two appliances behind an ECMP router', () => {
   /** Who a real server saw on the identity port since the last clearEchoLogs(): peer addresses. */
   const whoPeers = (proto: L4): Record<RealServer, string[]> => {
     const out = {} as Record<RealServer, string[]>;
-    for (const rs of REAL_SERVERS) out[rs] = lab().echoLog(rs).filter((e) => e.proto === proto && e.service === 'who').map((e) => e.peer);
+    for (const rs of REAL_SERVERS)
+      out[rs] = lab()
+        .echoLog(rs)
+        .filter((e) => e.proto === proto && e.service === 'who')
+        .map((e) => e.peer);
     return out;
   };
   /** client port -> node holding a conn for (from, port), for the ports in [base, base+n). */

@@ -21,11 +21,41 @@ function openssl(...args: string[]): void {
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA. */
 function makePki(prefix: string): void {
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', `/CN=${prefix} test CA`, '-keyout', f(`${prefix}-ca.key`), '-out', f(`${prefix}-ca.pem`));
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    `/CN=${prefix} test CA`,
+    '-keyout',
+    f(`${prefix}-ca.key`),
+    '-out',
+    f(`${prefix}-ca.pem`),
+  );
   for (const who of ['server', 'client']) {
     openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${who}`, '-keyout', f(`${prefix}-${who}.key`), '-out', f(`${prefix}-${who}.csr`));
     fs.writeFileSync(f(`${prefix}-${who}.ext`), who === 'server' ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' : 'extendedKeyUsage=clientAuth\n');
-    openssl('x509', '-req', '-in', f(`${prefix}-${who}.csr`), '-CA', f(`${prefix}-ca.pem`), '-CAkey', f(`${prefix}-ca.key`), '-CAcreateserial', '-days', '1', '-extfile', f(`${prefix}-${who}.ext`), '-out', f(`${prefix}-${who}.pem`));
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${prefix}-${who}.csr`),
+      '-CA',
+      f(`${prefix}-ca.pem`),
+      '-CAkey',
+      f(`${prefix}-ca.key`),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      f(`${prefix}-${who}.ext`),
+      '-out',
+      f(`${prefix}-${who}.pem`),
+    );
   }
 }
 
@@ -116,10 +146,7 @@ describe('control API over TLS', () => {
 describe('control API over mutual TLS', () => {
   let app: Running;
   beforeAll(async () => {
-    app = await startAppliance(
-      `{cert_file: "${f('good-server.pem')}", key_file: "${f('good-server.key')}", client_ca_file: "${f('good-ca.pem')}"}`,
-      'mtls',
-    );
+    app = await startAppliance(`{cert_file: "${f('good-server.pem')}", key_file: "${f('good-server.key')}", client_ca_file: "${f('good-ca.pem')}"}`, 'mtls');
     running.push(app);
   }, 60000);
 

@@ -51,9 +51,16 @@ export function itWith(...tools: Tool[]): jest.It {
   const tool = tools.find((t) => t.path === null);
   if (tool === undefined) return it;
   if (IN_CI) {
-    const failing = ((name: string) => it(name, () => { throw new Error(missing(tool)); })) as unknown as jest.It;
+    const failing = ((name: string) =>
+      it(name, () => {
+        throw new Error(missing(tool));
+      })) as unknown as jest.It;
     (failing as unknown as { each: unknown }).each = (table: unknown[]) => (name: string) =>
-      table.forEach((row, i) => it(`${name} [${i}]`, () => { throw new Error(`${missing(tool)} (${JSON.stringify(row)})`); }));
+      table.forEach((row, i) =>
+        it(`${name} [${i}]`, () => {
+          throw new Error(`${missing(tool)} (${JSON.stringify(row)})`);
+        }),
+      );
     return failing;
   }
   const skip = ((name: string, fn?: jest.ProvidesCallback) => it.skip(`${name} [skipped: ${missing(tool)}]`, fn)) as unknown as jest.It;
@@ -67,7 +74,12 @@ export function describeWith(...tools: Tool[]): jest.Describe {
   const tool = tools.find((t) => t.path === null);
   if (tool === undefined) return describe;
   if (IN_CI) {
-    return ((name: string) => describe(name, () => it(missing(tool), () => { throw new Error(missing(tool)); }))) as unknown as jest.Describe;
+    return ((name: string) =>
+      describe(name, () =>
+        it(missing(tool), () => {
+          throw new Error(missing(tool));
+        }),
+      )) as unknown as jest.Describe;
   }
   return ((name: string, fn: jest.EmptyFunction) => describe.skip(`${name} [skipped: ${missing(tool)}]`, fn)) as unknown as jest.Describe;
 }

@@ -63,15 +63,17 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
 
     const drops = Object.fromEntries(Object.entries(res.drops).map(([k, v]) => [`${portName(Number(k.split('/')[0]))}/${k.split('/')[1]}`, v]));
     expect(drops).toEqual(fx.drops ?? {});
-    const path = Object.fromEntries(Object.entries(res.path).map(([k, v]) => {
-      const [proto, port, counter] = k.split('/');
-      return [`${proto}/${portName(Number(port))}/${counter}`, v];
-    }));
+    const path = Object.fromEntries(
+      Object.entries(res.path).map(([k, v]) => {
+        const [proto, port, counter] = k.split('/');
+        return [`${proto}/${portName(Number(port))}/${counter}`, v];
+      }),
+    );
     for (const [k, v] of Object.entries(fx.path ?? {})) expect([k, path[k] ?? 0]).toEqual([k, v]);
     expect(res.mbufs).toBe(0);
   });
 
-  it("counts the TCP rows on their real by name: packets and bytes to it and from it", async () => {
+  it('counts the TCP rows on their real by name: packets and bytes to it and from it', async () => {
     const toReal = [build(tcpSyn), build(tcpData), build(tcpAck)];
     const fromReal = [build(tcpSynAck(cap)), build(tcpReply(cap))];
     const sum = (bs: Buffer[]) => bs.reduce((n, b) => n + b.length, 0);

@@ -100,8 +100,18 @@ describe('bench pcap generator', () => {
     expect(intToIp(c.addr)).toBe('100.67.208.143');
     expect(c.port).toBe(10015);
     expect([...packetOrder({ ...base, kind: 'udp', flows: 3, packetsPerFlow: 4, burst: 2, dst: '198.18.1.10' })]).toEqual([
-      [0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1],
-      [0, 2], [0, 3], [1, 2], [1, 3], [2, 2], [2, 3],
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [1, 1],
+      [2, 0],
+      [2, 1],
+      [0, 2],
+      [0, 3],
+      [1, 2],
+      [1, 3],
+      [2, 2],
+      [2, 3],
     ]);
   });
 

@@ -93,7 +93,9 @@ describe('parseConfigDocument', () => {
   });
 
   it('accepts a GetConfig response ({config, drained})', () => {
-    expect(parseConfigDocument('{"config": {"addresses": [{"address": "1.2.3.4", "prefixLength": 24, "port": "a"}]}, "drained": true}', 'f').addresses).toHaveLength(1);
+    expect(
+      parseConfigDocument('{"config": {"addresses": [{"address": "1.2.3.4", "prefixLength": 24, "port": "a"}]}, "drained": true}', 'f').addresses,
+    ).toHaveLength(1);
   });
 
   it.each([
@@ -114,18 +116,32 @@ describe('parseConfigDocument', () => {
   });
 
   it('reads back what configToYaml writes', () => {
-    const c = parseConfigDocument('virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n', 'f');
+    const c = parseConfigDocument(
+      'virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n',
+      'f',
+    );
     expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
   });
 });
 
 describe('rendering', () => {
   it('aligns columns, numbers to the right', () => {
-    expect(table(['A', 'N'], [['x', 1n], ['long', 100]])).toBe('A       N\nx       1\nlong  100');
+    expect(
+      table(
+        ['A', 'N'],
+        [
+          ['x', 1n],
+          ['long', 100],
+        ],
+      ),
+    ).toBe('A       N\nx       1\nlong  100');
   });
 
   it('prints a diff by kind with + ~ -', () => {
-    const d = ConfigDiff.fromPartial({ routes: { created: ['0.0.0.0/0'], updated: [], deleted: ['10.0.0.0/8'] }, reals: { created: [], updated: ['s r'], deleted: [] } });
+    const d = ConfigDiff.fromPartial({
+      routes: { created: ['0.0.0.0/0'], updated: [], deleted: ['10.0.0.0/8'] },
+      reals: { created: [], updated: ['s r'], deleted: [] },
+    });
     expect(formatDiff(d)).toBe('routes:\n  + 0.0.0.0/0\n  - 10.0.0.0/8\nreals:\n  ~ s r');
   });
 

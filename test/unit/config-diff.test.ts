@@ -104,34 +104,94 @@ describe('validateConfig', () => {
   });
 
   const bad: [string, (c: Config) => void, string | RegExp][] = [
-    ['a real weight out of range', (c) => (c.virtualServices[1].reals[0].weight = 70000), 'config.virtual_services[1].reals[0].weight: must be 0..65535, got 70000'],
-    ['a real port on an ICMP service', (c) => (c.virtualServices[1].protocol = Protocol.PROTOCOL_ICMP), /^config\.virtual_services\[1\]\.port: must be 0 for ICMP/],
+    [
+      'a real weight out of range',
+      (c) => (c.virtualServices[1].reals[0].weight = 70000),
+      'config.virtual_services[1].reals[0].weight: must be 0..65535, got 70000',
+    ],
+    [
+      'a real port on an ICMP service',
+      (c) => (c.virtualServices[1].protocol = Protocol.PROTOCOL_ICMP),
+      /^config\.virtual_services\[1\]\.port: must be 0 for ICMP/,
+    ],
     ['a duplicate real', (c) => c.virtualServices[0].reals.push(real('10.1.0.11', 8080, 5)), /^config\.virtual_services\[0\]\.reals\[2\]: repeats/],
     ['a missing scheduler', (c) => (c.virtualServices[0].scheduler = Scheduler.SCHEDULER_UNSPECIFIED), /^config\.virtual_services\[0\]\.scheduler: required/],
     ['a bad vip', (c) => (c.virtualServices[0].vip = '198.18.0'), /^config\.virtual_services\[0\]\.vip: /],
-    ['a duplicate service', (c) => c.virtualServices.push({ ...c.virtualServices[0] }), /^config\.virtual_services\[2\]\.vip: repeats config\.virtual_services\[0\]\.vip/],
+    [
+      'a duplicate service',
+      (c) => c.virtualServices.push({ ...c.virtualServices[0] }),
+      /^config\.virtual_services\[2\]\.vip: repeats config\.virtual_services\[0\]\.vip/,
+    ],
     ['a prefix length of 0 on an address', (c) => (c.addresses[0].prefixLength = 0), 'config.addresses[0].prefix_length: must be 1..32, got 0'],
     ['an unknown port name', (c) => (c.addresses[0].port = 'eth0'), 'config.addresses[0].port: no port named "eth0" (ports: uplink-a, uplink-b)'],
-    ['a duplicate address', (c) => c.addresses.push({ ...c.addresses[0], prefixLength: 16 }), /^config\.addresses\[1\]\.address: repeats config\.addresses\[0\]\.address/],
+    [
+      'a duplicate address',
+      (c) => c.addresses.push({ ...c.addresses[0], prefixLength: 16 }),
+      /^config\.addresses\[1\]\.address: repeats config\.addresses\[0\]\.address/,
+    ],
     ['host bits in a route prefix', (c) => (c.routes[0].prefix = '10.0.0.1'), /^config\.routes\[0\]\.prefix: .*host bits/],
     ['a connected route', (c) => (c.routes[0].connected = true), /^config\.routes\[0\]\.connected: must be false/],
     ['gateway 0.0.0.0', (c) => (c.routes[0].gateway = '0.0.0.0'), /^config\.routes\[0\]\.gateway: /],
     ['a multicast neighbour MAC', (c) => (c.neighbors[0].mac = '01:00:5e:00:00:01'), /^config\.neighbors\[0\]\.mac: .*unicast/],
     ['a local address on no port', (c) => (c.localAddresses[0].port = ''), 'config.local_addresses[0].port: required'],
-    ['a local address that is also a port address', (c) => (c.localAddresses[0].address = '198.18.0.1'), /^config\.local_addresses\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address/],
-    ['a vip that is also a local address', (c) => (c.virtualServices[0].vip = '10.1.0.1'), /^config\.virtual_services\[0\]\.vip: "10\.1\.0\.1" is also config\.local_addresses\[0\]\.address/],
+    [
+      'a local address that is also a port address',
+      (c) => (c.localAddresses[0].address = '198.18.0.1'),
+      /^config\.local_addresses\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address/,
+    ],
+    [
+      'a vip that is also a local address',
+      (c) => (c.virtualServices[0].vip = '10.1.0.1'),
+      /^config\.virtual_services\[0\]\.vip: "10\.1\.0\.1" is also config\.local_addresses\[0\]\.address/,
+    ],
     ['a timeout of 0', (c) => (c.timeouts = { udp: 0 }), 'config.timeouts.udp: must be 1..604800, got 0'],
     // Issue 18: the rules every unary call is checked against hold for a document too.
-    ['a static neighbor for a port address', (c) => (c.neighbors[0].address = '198.18.0.1'), /^config\.neighbors\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address: no static neighbor/],
-    ['a static neighbor for a vip', (c) => (c.neighbors[0].address = '198.18.0.10'), /^config\.neighbors\[0\]\.address: "198\.18\.0\.10" is also config\.virtual_services\[0\]\.vip/],
-    ['a broadcast vip', (c) => (c.virtualServices[0].vip = '255.255.255.255'), 'config.virtual_services[0].vip: "255.255.255.255" is the broadcast address, not a unicast address'],
-    ['a multicast port address', (c) => (c.addresses[0].address = '224.0.0.1'), 'config.addresses[0].address: "224.0.0.1" is a multicast address, not a unicast address'],
-    ['a port address that is its subnet\'s broadcast', (c) => (c.addresses[0].address = '198.18.0.255'), 'config.addresses[0].address: "198.18.0.255" is the broadcast address of its subnet /24'],
-    ['a loopback local address', (c) => (c.localAddresses[0].address = '127.0.0.2'), 'config.local_addresses[0].address: "127.0.0.2" is a loopback address, not a unicast address'],
-    ['a real in 0.0.0.0/8', (c) => (c.virtualServices[0].reals[0].address = '0.1.2.3'), /^config\.virtual_services\[0\]\.reals\[0\]\.address: "0\.1\.2\.3" is in 0\.0\.0\.0\/8/],
+    [
+      'a static neighbor for a port address',
+      (c) => (c.neighbors[0].address = '198.18.0.1'),
+      /^config\.neighbors\[0\]\.address: "198\.18\.0\.1" is also config\.addresses\[0\]\.address: no static neighbor/,
+    ],
+    [
+      'a static neighbor for a vip',
+      (c) => (c.neighbors[0].address = '198.18.0.10'),
+      /^config\.neighbors\[0\]\.address: "198\.18\.0\.10" is also config\.virtual_services\[0\]\.vip/,
+    ],
+    [
+      'a broadcast vip',
+      (c) => (c.virtualServices[0].vip = '255.255.255.255'),
+      'config.virtual_services[0].vip: "255.255.255.255" is the broadcast address, not a unicast address',
+    ],
+    [
+      'a multicast port address',
+      (c) => (c.addresses[0].address = '224.0.0.1'),
+      'config.addresses[0].address: "224.0.0.1" is a multicast address, not a unicast address',
+    ],
+    [
+      "a port address that is its subnet's broadcast",
+      (c) => (c.addresses[0].address = '198.18.0.255'),
+      'config.addresses[0].address: "198.18.0.255" is the broadcast address of its subnet /24',
+    ],
+    [
+      'a loopback local address',
+      (c) => (c.localAddresses[0].address = '127.0.0.2'),
+      'config.local_addresses[0].address: "127.0.0.2" is a loopback address, not a unicast address',
+    ],
+    [
+      'a real in 0.0.0.0/8',
+      (c) => (c.virtualServices[0].reals[0].address = '0.1.2.3'),
+      /^config\.virtual_services\[0\]\.reals\[0\]\.address: "0\.1\.2\.3" is in 0\.0\.0\.0\/8/,
+    ],
     ['a reserved gateway', (c) => (c.routes[0].gateway = '240.0.0.1'), /^config\.routes\[0\]\.gateway: "240\.0\.0\.1" is in the reserved 240\.0\.0\.0\/4/],
-    ['a long bad value, cut in the message', (c) => (c.addresses[0].address = 'x'.repeat(100000)), `config.addresses[0].address: "${'x'.repeat(64)}..." (100000 characters) is not a dotted-quad IPv4 address`],
-    ['a long unknown port name, cut', (c) => (c.addresses[0].port = 'p'.repeat(5000)), `config.addresses[0].port: no port named "${'p'.repeat(64)}..." (5000 characters) (ports: uplink-a, uplink-b)`],
+    [
+      'a long bad value, cut in the message',
+      (c) => (c.addresses[0].address = 'x'.repeat(100000)),
+      `config.addresses[0].address: "${'x'.repeat(64)}..." (100000 characters) is not a dotted-quad IPv4 address`,
+    ],
+    [
+      'a long unknown port name, cut',
+      (c) => (c.addresses[0].port = 'p'.repeat(5000)),
+      `config.addresses[0].port: no port named "${'p'.repeat(64)}..." (5000 characters) (ports: uplink-a, uplink-b)`,
+    ],
   ];
 
   it.each(bad)('rejects %s naming its path', (_name, mutate, message) => {
@@ -158,29 +218,56 @@ describe('validateConfig', () => {
     ],
     [
       `${L.services + 1} virtual services`,
-      (c) => (c.virtualServices = many(L.services + 1, (i) => `${i}`).map((_, i) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }))),
+      (c) =>
+        (c.virtualServices = many(L.services + 1, (i) => `${i}`).map((_, i) =>
+          VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }),
+        )),
       `config.virtual_services[${L.services}].vip: the ${L.services + 1}th of the virtual services; the table holds ${L.services}`,
     ],
     [
       `${L.localAddresses + 1} local addresses of all roles`,
-      (c) => (c.virtualServices = many(L.localAddresses, (i) => ip(20, i)).map((vip) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip, port: 80, scheduler: Scheduler.SCHEDULER_RR }))),
+      (c) =>
+        (c.virtualServices = many(L.localAddresses, (i) => ip(20, i)).map((vip) =>
+          VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip, port: 80, scheduler: Scheduler.SCHEDULER_RR }),
+        )),
       // The port address and the LIP come first: vip number 1023 is the 1025th address.
       `config.virtual_services[${L.localAddresses - 2}].vip: the ${L.localAddresses + 1}th of the local addresses of all roles (port addresses, local addresses, distinct vips); the table holds ${L.localAddresses}`,
     ],
     [
       `${L.nextHops + 1} next hops`,
-      (c) => (c.routes = many(L.nextHops + 1, (i) => ip(30, i)).map((gateway, i) => ({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway, connected: false }))),
+      (c) =>
+        (c.routes = many(L.nextHops + 1, (i) => ip(30, i)).map((gateway, i) => ({
+          prefix: `10.${100 + (i >> 8)}.${i & 255}.0`,
+          prefixLength: 24,
+          port: 'uplink-a',
+          gateway,
+          connected: false,
+        }))),
       // The address's connected route uses one next hop too.
       `config.routes[${L.nextHops}].prefix: the ${L.nextHops + 1}th of the next hops (distinct port and gateway pairs of the routes); the table holds ${L.nextHops}`,
     ],
     [
       `${L.routes + 1} route prefixes`,
-      (c) => (c.routes = many(L.routes, (i) => `${i}`).map((_, i) => ({ prefix: `10.${i >> 8}.${i & 255}.0`, prefixLength: 24, port: 'uplink-a', gateway: '198.18.0.254', connected: false }))),
+      (c) =>
+        (c.routes = many(L.routes, (i) => `${i}`).map((_, i) => ({
+          prefix: `10.${i >> 8}.${i & 255}.0`,
+          prefixLength: 24,
+          port: 'uplink-a',
+          gateway: '198.18.0.254',
+          connected: false,
+        }))),
       `config.addresses[0].prefix_length: the ${L.routes + 1}th of the route prefixes (static routes and the connected routes of the addresses); the table holds ${L.routes}`,
     ],
     [
       `prefixes longer than /24 in ${L.routeTbl8Groups + 1} /24s`,
-      (c) => (c.routes = many(L.routeTbl8Groups + 1, (i) => `${i}`).map((_, i) => ({ prefix: `10.${i >> 8}.${i & 255}.128`, prefixLength: 25, port: 'uplink-a', gateway: '198.18.0.254', connected: false }))),
+      (c) =>
+        (c.routes = many(L.routeTbl8Groups + 1, (i) => `${i}`).map((_, i) => ({
+          prefix: `10.${i >> 8}.${i & 255}.128`,
+          prefixLength: 25,
+          port: 'uplink-a',
+          gateway: '198.18.0.254',
+          connected: false,
+        }))),
       `config.routes[${L.routeTbl8Groups}].prefix: the ${L.routeTbl8Groups + 1}th of the /24 blocks holding a prefix longer than /24; the table holds ${L.routeTbl8Groups}`,
     ],
   ])('refuses %s before changing anything, naming the first one too many', (_what, mutate, message) => {
@@ -192,7 +279,9 @@ describe('validateConfig', () => {
   it('takes a document at every table size exactly', () => {
     const c = doc();
     c.localAddresses = many(L.lips, (i) => ip(10, 4096 + i)).map((address) => ({ address, port: 'uplink-b', portsInUse: 0n, portsTotal: 0n }));
-    c.virtualServices = many(L.services, (i) => `${i}`).map((_, i) => VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }));
+    c.virtualServices = many(L.services, (i) => `${i}`).map((_, i) =>
+      VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port: i + 1, scheduler: Scheduler.SCHEDULER_RR }),
+    );
     expect(problem(c)).toBe('');
   });
 
@@ -219,7 +308,14 @@ describe('planConfig', () => {
     const steps = planConfig(EMPTY, desired());
     expect(ops(steps)).toEqual(['addRoute', 'addAddress', 'addNeighbor', 'addLocalAddress', 'addService', 'setReals', 'addService', 'setReals']);
     const diff = foldChanges(steps.flatMap((s) => s.changes));
-    expect(diff.virtualServices).toEqual({ created: ['tcp/198.18.0.10:80', 'udp/198.18.0.10:53'], updated: [], deleted: [], createdCount: 2, updatedCount: 0, deletedCount: 0 });
+    expect(diff.virtualServices).toEqual({
+      created: ['tcp/198.18.0.10:80', 'udp/198.18.0.10:53'],
+      updated: [],
+      deleted: [],
+      createdCount: 2,
+      updatedCount: 0,
+      deletedCount: 0,
+    });
     expect(diff.reals!.created).toEqual(['tcp/198.18.0.10:80 10.1.0.11:8080', 'tcp/198.18.0.10:80 10.1.0.12:8080', 'udp/198.18.0.10:53 10.1.0.11:53']);
   });
 

@@ -160,7 +160,9 @@ describe('ConfigManager', () => {
     }
     const st = err as ServiceError;
     expect(st.code).toBe(status.RESOURCE_EXHAUSTED);
-    expect(st.details).toMatch(/^creating virtual service tcp\/198\.18\.0\.10:443: .*table full \(applied before the failure: addresses: 1 created; routes: 1 created; virtual_services: 1 created; reals: 2 created\)$/);
+    expect(st.details).toMatch(
+      /^creating virtual service tcp\/198\.18\.0\.10:443: .*table full \(applied before the failure: addresses: 1 created; routes: 1 created; virtual_services: 1 created; reals: 2 created\)$/,
+    );
     const applied = ConfigDiff.decode(st.metadata.get(APPLIED_METADATA_KEY)[0] as Buffer);
     expect(applied.virtualServices!.created).toEqual(['tcp/198.18.0.10:80']);
     // Applying again resumes where it stopped.

@@ -2,17 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import {
-  Config,
-  ConfigError,
-  DEFAULT_CONFIG_YAML,
-  deviceKind,
-  deviceName,
-  listenAddressProblem,
-  loadConfig,
-  parseConfig,
-  parseLcores,
-} from '../../src/config';
+import { Config, ConfigError, DEFAULT_CONFIG_YAML, deviceKind, deviceName, listenAddressProblem, loadConfig, parseConfig, parseLcores } from '../../src/config';
 import { buildEalArgs, lcoresArg, workerLcores } from '../../src/dataplane/eal';
 
 const PORT = 'ports:\n  - name: a\n    device: net_ring0\n';
@@ -219,11 +209,7 @@ describe('config errors name the offending key', () => {
   });
 
   it('rejects a duplicate port name', () => {
-    expectPath(
-      withPorts({}, [basePort, { name: 'a', device: 'net_ring1' }]),
-      'ports[1].name',
-      /duplicate port name "a" \(also ports\[0\]\.name\)/,
-    );
+    expectPath(withPorts({}, [basePort, { name: 'a', device: 'net_ring1' }]), 'ports[1].name', /duplicate port name "a" \(also ports\[0\]\.name\)/);
   });
 
   it('rejects a duplicate vdev name even with different devargs', () => {
@@ -259,20 +245,34 @@ describe('config errors name the offending key', () => {
     expectPath(withPorts({}, [{ ...basePort, mac }]), 'ports[0].mac', reason);
   });
 
-  it.each(['::1:50051', '127.0.0.1', '127.0.0.1:65536', '127.0.0.1:http', '[not-v6]:1', 'unix:', 'unix://host/x.sock', `unix:/${'x'.repeat(107)}`, '999.1.1.1:80'])(
-    'rejects bad listen address %p',
-    (listen) => {
-      expectPath(withPorts({ grpc: { listen } }), 'grpc.listen');
-    },
-  );
+  it.each([
+    '::1:50051',
+    '127.0.0.1',
+    '127.0.0.1:65536',
+    '127.0.0.1:http',
+    '[not-v6]:1',
+    'unix:',
+    'unix://host/x.sock',
+    `unix:/${'x'.repeat(107)}`,
+    '999.1.1.1:80',
+  ])('rejects bad listen address %p', (listen) => {
+    expectPath(withPorts({ grpc: { listen } }), 'grpc.listen');
+  });
 
-  it.each(['127.0.0.1:50051', '0.0.0.0:0', 'localhost:50051', 'lb-1.example.com:443', '[::]:50051', '[fe80::1]:1', 'unix:/run/retrace.sock', 'unix:///run/retrace.sock', 'unix:retrace.sock'])(
-    'accepts listen address %p',
-    (listen) => {
-      expect(listenAddressProblem(listen)).toBeUndefined();
-      expect(parseObj(withPorts({ grpc: { listen } })).grpc.listen).toBe(listen);
-    },
-  );
+  it.each([
+    '127.0.0.1:50051',
+    '0.0.0.0:0',
+    'localhost:50051',
+    'lb-1.example.com:443',
+    '[::]:50051',
+    '[fe80::1]:1',
+    'unix:/run/retrace.sock',
+    'unix:///run/retrace.sock',
+    'unix:retrace.sock',
+  ])('accepts listen address %p', (listen) => {
+    expect(listenAddressProblem(listen)).toBeUndefined();
+    expect(parseObj(withPorts({ grpc: { listen } })).grpc.listen).toBe(listen);
+  });
 
   it('rejects --in-memory in extra_args without hugepages', () => {
     expectPath(withPorts({ eal: { extra_args: ['--vdev=net_null9', '--in-memory'] } }), 'eal.extra_args[1]', /--in-memory/);
@@ -400,16 +400,22 @@ describe('EAL arguments', () => {
   it('default config without PCI ports passes --no-pci and the vdev', () => {
     expect(buildEalArgs(loadConfig({}), 1234, 2)).toEqual([
       'retrace',
-      '-m', '256',
+      '-m',
+      '256',
       '--no-huge',
       '--no-shconf',
-      '--file-prefix', 'retrace-1234',
-      '--lcores', '0@(0-1),1@1',
-      '--main-lcore', '0',
-      '--log-level', 'notice',
+      '--file-prefix',
+      'retrace-1234',
+      '--lcores',
+      '0@(0-1),1@1',
+      '--main-lcore',
+      '0',
+      '--log-level',
+      'notice',
       '--no-telemetry',
       '--no-pci',
-      '--vdev', 'net_ring0',
+      '--vdev',
+      'net_ring0',
     ]);
   });
 
@@ -423,20 +429,11 @@ describe('EAL arguments', () => {
     const args = buildEalArgs(cfg, 1, 4);
     expect(args).not.toContain('--no-pci');
     const tail = args.slice(args.indexOf('--no-telemetry') + 1);
-    expect(tail).toEqual([
-      '-a', '0000:03:00.0',
-      '-a', '03:00.1,rx_low_latency=1',
-      '--vdev', 'net_af_packet0,iface=veth0',
-      '--vdev', 'net_tap1,iface=rtr1',
-    ]);
+    expect(tail).toEqual(['-a', '0000:03:00.0', '-a', '03:00.1,rx_low_latency=1', '--vdev', 'net_af_packet0,iface=veth0', '--vdev', 'net_tap1,iface=rtr1']);
   });
 
   it('hugepages drop --no-huge; telemetry drops --no-telemetry; file prefix and log level pass through', () => {
-    const args = buildEalArgs(
-      cfgWith({ eal: { hugepages: true, telemetry: true, memory_mb: 1024, file_prefix: 'lb0', log_level: 'debug' } }),
-      7,
-      2,
-    );
+    const args = buildEalArgs(cfgWith({ eal: { hugepages: true, telemetry: true, memory_mb: 1024, file_prefix: 'lb0', log_level: 'debug' } }), 7, 2);
     expect(args).not.toContain('--no-huge');
     expect(args).not.toContain('--no-telemetry');
     expect(args.slice(1, 3)).toEqual(['-m', '1024']);

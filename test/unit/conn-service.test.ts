@@ -91,11 +91,7 @@ describe('ListConns validation', () => {
 describe('listConnsPage', () => {
   const A = '198.18.1.2';
   const B = '198.18.2.2';
-  const tables = [
-    Array.from({ length: 10 }, (_, i) => conn(0, i, i % 3 === 0 ? A : B)),
-    [],
-    Array.from({ length: 7 }, (_, i) => conn(2, i, i === 6 ? A : B)),
-  ];
+  const tables = [Array.from({ length: 10 }, (_, i) => conn(0, i, i % 3 === 0 ? A : B)), [], Array.from({ length: 7 }, (_, i) => conn(2, i, i === 6 ? A : B))];
   const all = v.connFilter(undefined, 'filter');
   const onlyA = v.connFilter({ protocols: [], clients: [A], vips: [], reals: [], states: [] }, 'filter');
 
@@ -206,7 +202,10 @@ describe('WatchConnEvents validation', () => {
   });
 
   it('maps types and refuses CONN_EVENT_TYPE_UNSPECIFIED', () => {
-    expect([...req({ follow: true, types: [ConnEventType.CONN_EVENT_TYPE_CLOSED, ConnEventType.CONN_EVENT_TYPE_PATH_CHANGED] }).types]).toEqual(['closed', 'path_changed']);
+    expect([...req({ follow: true, types: [ConnEventType.CONN_EVENT_TYPE_CLOSED, ConnEventType.CONN_EVENT_TYPE_PATH_CHANGED] }).types]).toEqual([
+      'closed',
+      'path_changed',
+    ]);
     invalid(() => req({ follow: true, types: [ConnEventType.CONN_EVENT_TYPE_CREATED, ConnEventType.CONN_EVENT_TYPE_UNSPECIFIED] }), 'types[1]');
   });
 });

@@ -43,9 +43,7 @@ describe('counter names shared by the dataplane and the proto', () => {
 
   it('GetCountersResponse has one ProtocolCounters field per dataplane protocol, in order', () => {
     const fields = message('GetCountersResponse').field;
-    expect(fields.slice(0, layout.protocols.length).map((f) => [f.name, f.typeName])).toEqual(
-      layout.protocols.map((p) => [p, '.retrace.v1.ProtocolCounters']),
-    );
+    expect(fields.slice(0, layout.protocols.length).map((f) => [f.name, f.typeName])).toEqual(layout.protocols.map((p) => [p, '.retrace.v1.ProtocolCounters']));
   });
 
   it('the generated TypeScript messages carry the same fields (camelCase)', () => {

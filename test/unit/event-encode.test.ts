@@ -52,7 +52,8 @@ function randomRecords(n: number, seed: number): Buffer {
       dv.setUint8(b + L.side_pidx + s, pick([0, 1, 2, 3, 9, 0xff]));
       for (let j = 0; j < 6; j++) dv.setUint8(b + L.peer_mac + 6 * s + j, Math.floor(rnd() * 256));
     }
-    for (const f of ['caddr', 'vaddr', 'laddr', 'raddr']) for (let j = 0; j < 4; j++) dv.setUint8(b + L[f] + j, pick([0, 9, 10, 99, 100, 255, Math.floor(rnd() * 256)]));
+    for (const f of ['caddr', 'vaddr', 'laddr', 'raddr'])
+      for (let j = 0; j < 4; j++) dv.setUint8(b + L[f] + j, pick([0, 9, 10, 99, 100, 255, Math.floor(rnd() * 256)]));
     for (const f of ['cport', 'vport', 'lport', 'rport']) dv.setUint16(b + L[f], pick([0, 1, 127, 128, 80, 65535, Math.floor(rnd() * 65536)]), false);
     dv.setUint8(b + L.type, pick([1, 2, 3, 4, 5, 0, 77]));
     dv.setUint8(b + L.proto, pick([6, 17, 1, 0, 99]));

@@ -452,6 +452,7 @@ describe('EventHub', () => {
 
     it('ends the stream with the preamble error', async () => {
       const { onDone } = subscribe(new FakeSink(), {
+        // A preamble that fails before yielding anything is the case under test.
         // eslint-disable-next-line require-yield
         preamble: async function* () {
           throw new DataplaneError('EUNAVAILABLE', 'dataplane is stopping');
@@ -501,7 +502,8 @@ describe('EventHub', () => {
 
     it('batches a snapshot page by page and ends it with snapshot_end', async () => {
       const sink = new BatchSink();
-      const msg = (n: number) => Buffer.from(WatchConnEventsResponse.encode({ seq: 0n, time: undefined, snapshotEnd: { conns: BigInt(n), lastSeq: 0n } }).finish());
+      const msg = (n: number) =>
+        Buffer.from(WatchConnEventsResponse.encode({ seq: 0n, time: undefined, snapshotEnd: { conns: BigInt(n), lastSeq: 0n } }).finish());
       subscribe(sink, {
         maxBatch: 3,
         follow: false,

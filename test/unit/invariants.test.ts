@@ -66,13 +66,19 @@ describe('StateGuard: unary calls keep the state ApplyConfig accepts', () => {
       'CreateNeighbor for a port address',
       { list: 'neighbors', item: { address: '198.18.0.1', mac: '02:00:00:00:00:09', port: 'p0' } },
       'neighbor',
-      [status.ALREADY_EXISTS, 'neighbor.address: "198.18.0.1" is also the port address 198.18.0.1/24 on p0: no static neighbor for the appliance\'s own addresses'],
+      [
+        status.ALREADY_EXISTS,
+        'neighbor.address: "198.18.0.1" is also the port address 198.18.0.1/24 on p0: no static neighbor for the appliance\'s own addresses',
+      ],
     ],
     [
       'CreateAddress for an address with a static neighbor',
       { list: 'addresses', item: { address: '198.18.0.254', prefixLength: 24, port: 'p0' } },
       'address',
-      [status.ALREADY_EXISTS, 'address.address: "198.18.0.254" is also the static neighbor 198.18.0.254: no static neighbor for the appliance\'s own addresses'],
+      [
+        status.ALREADY_EXISTS,
+        'address.address: "198.18.0.254" is also the static neighbor 198.18.0.254: no static neighbor for the appliance\'s own addresses',
+      ],
     ],
     [
       'CreateAddress twice',
@@ -94,7 +100,7 @@ describe('StateGuard: unary calls keep the state ApplyConfig accepts', () => {
     expect(refusal(shape(), { list: 'neighbors', item: { address: '198.18.0.254', mac: '02:00:00:00:00:01', port: 'p1' } }, 'neighbor')).toBe('ok');
   });
 
-  it('lets another service share a vip, and a static route cover an address\'s subnet', () => {
+  it("lets another service share a vip, and a static route cover an address's subnet", () => {
     expect(refusal(shape(), { list: 'virtual_services', item: { protocol: 'udp', vip: '198.18.0.10', port: 80 } }, 'virtual_service')).toBe('ok');
     expect(refusal(shape(), { list: 'routes', item: { prefix: '198.18.0.0', prefixLength: 24, port: 'p1', gateway: '10.9.9.9' } }, 'route')).toBe('ok');
   });
@@ -174,10 +180,12 @@ describe('state.file checks at start (issue 18 item 5)', () => {
   });
 
   it('names a directory that does not exist', () => {
-    expect(stateFileProblem(path.join(dir, 'nope', 'state.json'))).toBe(`directory ${path.join(dir, 'nope')} does not exist (create it, or choose another path)`);
+    expect(stateFileProblem(path.join(dir, 'nope', 'state.json'))).toBe(
+      `directory ${path.join(dir, 'nope')} does not exist (create it, or choose another path)`,
+    );
   });
 
-  it('is not loadConfig\'s concern: a client reading grpc.listen from the file needs no access', () => {
+  it("is not loadConfig's concern: a client reading grpc.listen from the file needs no access", () => {
     const file = path.join(dir, 'retrace.yaml');
     fs.writeFileSync(file, `state: {file: ${path.join(dir, 'nope', 'state.json')}}\nports: [{name: p0, device: net_ring0}]\n`);
     expect(loadConfig({ file }).state.file).toBe(path.join(dir, 'nope', 'state.json'));

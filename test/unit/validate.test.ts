@@ -194,7 +194,9 @@ describe('unicast (issue 18: 255.255.255.255 and 224.0.0.1 were accepted)', () =
     expect(v.unicast(a, 'f')).toBe(a);
   });
   it('refuses a port address that is its subnet broadcast, not a /31 or /32', () => {
-    expect(() => v.createAddress({ address: { address: '10.0.0.255', prefixLength: 24, port: 'p' } })).toThrow('address.address: "10.0.0.255" is the broadcast address of its subnet /24');
+    expect(() => v.createAddress({ address: { address: '10.0.0.255', prefixLength: 24, port: 'p' } })).toThrow(
+      'address.address: "10.0.0.255" is the broadcast address of its subnet /24',
+    );
     expect(v.createAddress({ address: { address: '10.0.0.1', prefixLength: 31, port: 'p' } }).address).toBe('10.0.0.1');
     expect(v.createAddress({ address: { address: '10.0.0.255', prefixLength: 32, port: 'p' } }).address).toBe('10.0.0.255');
   });

@@ -102,7 +102,8 @@ inline bool ToString(Napi::Value v, const std::string &name, std::string *out) {
 inline bool ToCString(Napi::Value v, const std::string &name, char *out, size_t len) {
   std::string s;
   if (!ToString(v, name, &s)) return false;
-  if (s.empty() || s.size() >= len) return RangeFail(v.Env(), name + " must be 1.." + std::to_string(len - 1) + " characters");
+  if (s.empty() || s.size() >= len)
+    return RangeFail(v.Env(), name + " must be 1.." + std::to_string(len - 1) + " characters");
   memcpy(out, s.c_str(), s.size() + 1);
   return true;
 }

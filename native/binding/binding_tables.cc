@@ -205,10 +205,9 @@ Napi::Value ServiceSetReals(const Napi::CallbackInfo &info) {
   for (uint32_t i = 0; i < arr.Length(); i++)
     if (!ParseReal(arr.Get(i), "reals[" + std::to_string(i) + "]", &reals[i])) return env.Undefined();
   char err[DP_ERR_LEN] = "";
-  return Result(env,
-                dp_ctl_service_set_reals(k.proto, k.vaddr, k.vport, reals.data(), (unsigned)reals.size(), err,
-                                         sizeof(err)),
-                err);
+  return Result(
+      env, dp_ctl_service_set_reals(k.proto, k.vaddr, k.vport, reals.data(), (unsigned)reals.size(), err, sizeof(err)),
+      err);
 }
 
 Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
@@ -287,9 +286,7 @@ Napi::Value ServicesConnsTotal(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(info.Env(), total);
 }
 
-Napi::Value ConnCount(const Napi::CallbackInfo &info) {
-  return Napi::BigInt::New(info.Env(), dp_ctl_conn_count());
-}
+Napi::Value ConnCount(const Napi::CallbackInfo &info) { return Napi::BigInt::New(info.Env(), dp_ctl_conn_count()); }
 
 }  // namespace
 

@@ -120,9 +120,7 @@ Napi::Value State(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), names[dp_get_state()]);
 }
 
-Napi::Value DpdkVersion(const Napi::CallbackInfo &info) {
-  return Napi::String::New(info.Env(), dp_dpdk_version());
-}
+Napi::Value DpdkVersion(const Napi::CallbackInfo &info) { return Napi::String::New(info.Env(), dp_dpdk_version()); }
 
 Napi::Value Ports(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();

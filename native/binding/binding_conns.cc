@@ -24,9 +24,27 @@ Napi::Value ConnInfoLayout(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
 #define OFF(f) o.Set(#f, static_cast<uint32_t>(offsetof(struct dp_conn_info, f)))
-  OFF(time_ns); OFF(created_ns); OFF(last_ns); OFF(pkts); OFF(bytes);
-  OFF(caddr); OFF(vaddr); OFF(laddr); OFF(raddr); OFF(cport); OFF(vport); OFF(lport); OFF(rport);
-  OFF(type); OFF(proto); OFF(state); OFF(flags); OFF(side_pidx); OFF(changed_side); OFF(worker); OFF(peer_mac);
+  OFF(time_ns);
+  OFF(created_ns);
+  OFF(last_ns);
+  OFF(pkts);
+  OFF(bytes);
+  OFF(caddr);
+  OFF(vaddr);
+  OFF(laddr);
+  OFF(raddr);
+  OFF(cport);
+  OFF(vport);
+  OFF(lport);
+  OFF(rport);
+  OFF(type);
+  OFF(proto);
+  OFF(state);
+  OFF(flags);
+  OFF(side_pidx);
+  OFF(changed_side);
+  OFF(worker);
+  OFF(peer_mac);
 #undef OFF
   o.Set("size", static_cast<uint32_t>(sizeof(struct dp_conn_info)));
   return o;
@@ -138,9 +156,7 @@ Napi::Value ConnGet(const Napi::CallbackInfo &info) {
       [](const GetJob &, int64_t ret) { return TimeoutText(ret, "worker did not answer in time"); });
 }
 
-Napi::Value NbWorkers(const Napi::CallbackInfo &info) {
-  return Napi::Number::New(info.Env(), dp_nb_workers());
-}
+Napi::Value NbWorkers(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), dp_nb_workers()); }
 
 }  // namespace
 
