@@ -7,7 +7,7 @@
 import type { ConnSide as DpConnSide, ConnView } from '../dataplane';
 import { LostEventsSource, WatchConnEventsResponse, type Conn, type ConnSide } from '../gen/retrace/v1/conn';
 import type { Duration } from '../gen/google/protobuf/duration';
-import { connStateToProto, eventTypeToProto, protocolToProto, sideToProto } from './enums';
+import { connStateToProto, protocolToProto } from './enums';
 
 export { LostEventsSource };
 
@@ -52,20 +52,6 @@ export function toConn(c: ConnView): Conn {
 function encode(m: WatchConnEventsResponse): Buffer {
   const u = WatchConnEventsResponse.encode(m).finish();
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
-/** A numbered conn event. */
-export function encodeEvent(seq: bigint, c: ConnView): Buffer {
-  return encode({
-    seq,
-    time: nsToDate(c.timeNs),
-    event: {
-      type: eventTypeToProto(c.type),
-      conn: toConn(c),
-      changedSide: sideToProto(c.changedSide),
-      duration: c.type === 'closed' ? nsToDuration(c.timeNs - c.createdNs) : undefined,
-    },
-  });
 }
 
 /** A loss notice; first/last 0 when the lost events never had a seq. */

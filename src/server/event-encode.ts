@@ -5,14 +5,15 @@
  * hundreds of thousands of messages a second; ts-proto's encoder (object in, BinaryWriter with
  * forks out) costs tens of microseconds per event there.
  *
- * The output is byte-identical to `encodeEvent(seq, records.view(i))` (conn-messages.ts), which a
- * unit test checks on random records: same fields, same order (field number), same defaults
- * omitted, same millisecond Timestamps. Field numbers come from proto/retrace/v1/conn.proto; the
+ * The output is byte-identical to ts-proto's encoding of `records.view(i)`
+ * (test/helpers/event-oracle.ts), which a unit test checks on random records: same fields, same
+ * order (field number), same defaults omitted, same millisecond Timestamps. Field numbers come from proto/retrace/v1/conn.proto; the
  * enum values come from the mapping functions in enums.ts, so nothing here restates them.
  */
 import { CONN_FLAG_LOCAL, RECORD_CODES, type ConnRecords, type Dataplane } from '../dataplane';
 import type { DrainedEvents, EventSource } from './event-hub';
 import { connStateToProto, eventTypeToProto, protocolToProto, sideToProto } from './enums';
+import { BATCH_ELEMENT_TAG, ProtoWriter, TWO32 } from './proto-wire';
 
 // Wire tags: (field number << 3) | wire type (0 varint, 2 length-delimited).
 const T = {
@@ -65,9 +66,6 @@ const HEX = Buffer.from(Array.from({ length: 256 }, (_, i) => i.toString(16).pad
 /** Largest encoding of one event without its two port names. */
 const MAX_EVENT = 400;
 
-/** 2^32 = 4294 * 10^6 + 967296: exact 64-bit ns to ms in doubles. */
-const TWO32 = 4294967296;
-
 /** The last Timestamp body encoded for one of a record's times, and the ns range it covers. */
 interface TsCache {
   hi: number;
@@ -78,112 +76,17 @@ interface TsCache {
 
 const tsCache = (): TsCache => ({ hi: -1, xFrom: 0, len: 0, body: Buffer.alloc(16) });
 
-class Writer {
+/** ProtoWriter plus the field kinds of a conn event: addresses, MACs, Timestamps, Durations. */
+class Writer extends ProtoWriter {
   /** Timestamp caches for time_ns, created_ns and last_ns. */
   readonly tsTime = tsCache();
   readonly tsCreated = tsCache();
   readonly tsLast = tsCache();
 
-  buf: Buffer;
-  pos = 0;
-
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
-  }
-
-  reserve(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-
-  /** An unsigned varint of a number below 2^53. */
-  varint(v: number): void {
-    const b = this.buf;
-    if (v < 0x80000000) {
-      while (v >= 128) {
-        b[this.pos++] = (v & 127) | 128;
-        v >>>= 7;
-      }
-      b[this.pos++] = v;
-      return;
-    }
-    while (v >= 128) {
-      b[this.pos++] = (v % 128) | 128;
-      v = Math.floor(v / 128);
-    }
-    b[this.pos++] = v;
-  }
-
-  /** An unsigned varint of the 64-bit value hi * 2^32 + lo. */
-  varint64(hi: number, lo: number): void {
-    if (hi < 0x200000) return this.varint(hi * TWO32 + lo); // below 2^53: exact as a double
-    const b = this.buf;
-    // Low 28 bits, then 28 more straddling the halves, then the rest of hi.
-    for (let i = 0; i < 4; i++) {
-      b[this.pos++] = (lo & 127) | 128;
-      lo >>>= 7;
-    }
-    const mid = lo | ((hi & 0x7) << 4); // 4 bits of lo left, 3 bits of hi
-    hi >>>= 3;
-    b[this.pos++] = mid | 128;
-    while (hi >= 128) {
-      b[this.pos++] = (hi & 127) | 128;
-      hi >>>= 7;
-    }
-    b[this.pos++] = hi;
-  }
-
-  /** A varint field, left out when 0 (proto3's default), as ts-proto does. */
-  uint(tag: number, v: number): void {
-    if (v === 0) return;
-    this.buf[this.pos++] = tag;
-    this.varint(v);
-  }
-
-  /** A uint64 field from a little-endian u64 at dv[off], left out when 0. */
-  u64(tag: number, dv: DataView, off: number): void {
-    const lo = dv.getUint32(off, true);
-    const hi = dv.getUint32(off + 4, true);
-    if (lo === 0 && hi === 0) return;
-    this.buf[this.pos++] = tag;
-    this.varint64(hi, lo);
-  }
-
   /** The body of a Timestamp or Duration (both are seconds = 1, nanos = 2). */
   secondsNanos(seconds: number, nanos: number): void {
     this.uint(T.ts.seconds, seconds);
     this.uint(T.ts.nanos, nanos);
-  }
-
-  /** Starts a length-delimited field: its tag and one byte for the length (fixed in end()). */
-  begin(tag: number): number {
-    this.varint(tag);
-    return this.pos++;
-  }
-
-  /** Ends the field begun at `at`: the length is one byte when under 128, else the body moves. */
-  end(at: number): void {
-    const len = this.pos - at - 1;
-    if (len < 128) {
-      this.buf[at] = len;
-      return;
-    }
-    const extra = len < 16384 ? 1 : 2; // bodies here are far below 2 MiB
-    this.buf.copyWithin(at + 1 + extra, at + 1, this.pos);
-    this.pos += extra;
-    const save = this.pos;
-    this.pos = at;
-    this.varint(len);
-    this.pos = save;
-  }
-
-  bytes(tag: number, src: Buffer): void {
-    this.buf[this.pos++] = tag;
-    this.varint(src.length);
-    // Names are short: a loop beats Buffer.copy's per-call cost.
-    for (let i = 0; i < src.length; i++) this.buf[this.pos++] = src[i];
   }
 
   /** A dotted quad from 4 bytes in network order (never empty). */
@@ -348,9 +251,6 @@ export interface EncodedEvents {
 export function messageAt(e: EncodedEvents, i: number): Buffer {
   return e.buf.subarray(e.starts[i], e.ends[i]);
 }
-
-/** Tag of WatchConnEventBatchesResponse.messages: field 1, length-delimited. */
-export const BATCH_ELEMENT_TAG = 0x0a;
 
 /**
  * Every record of `r` as a WatchConnEventsResponse carrying a ConnEvent, numbered firstSeq,

@@ -30,6 +30,7 @@ import type { ConnView } from '../dataplane';
 import { DataplaneError } from '../dataplane';
 import type { Logger } from '../log';
 import { encodeLost, LostEventsSource } from './conn-messages';
+import { BATCH_ELEMENT_TAG, putVarint32, varintLength } from './proto-wire';
 
 /** One drained batch of events, in ring order. */
 export interface DrainedEvents {
@@ -160,22 +161,13 @@ type Message = Buffer | Entry;
 
 const messageBytes = (m: Message): Buffer => (Buffer.isBuffer(m) ? m : m.buf.subarray(m.start, m.end));
 
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
-
 /** Bytes of a message as an element of WatchConnEventBatchesResponse.messages. */
 function elementLength(m: Message): number {
   return Buffer.isBuffer(m) ? 1 + varintLength(m.length) + m.length : m.end - m.element;
 }
 
 /**
- * WatchConnEventBatchesResponse from messages: each is field 1 (tag 0x0a), its length, its
+ * WatchConnEventBatchesResponse from messages: each is field 1 (BATCH_ELEMENT_TAG), its length, its
  * bytes. Events already carry their tag and length (DrainedEvents.encode), so a run of events
  * that lie next to each other in one buffer is copied at once, and a batch that is one such run
  * is a view, not a copy. `bytes` is the sum of elementLength().
@@ -191,13 +183,8 @@ export function encodeBatch(messages: readonly Message[], bytes: number): Buffer
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i];
     if (Buffer.isBuffer(m)) {
-      out[o++] = 0x0a;
-      let n = m.length;
-      while (n >= 128) {
-        out[o++] = (n & 127) | 128;
-        n >>>= 7;
-      }
-      out[o++] = n;
+      out[o++] = BATCH_ELEMENT_TAG;
+      o = putVarint32(out, o, m.length);
       o += m.copy(out, o);
       continue;
     }

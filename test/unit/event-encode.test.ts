@@ -5,7 +5,7 @@
  */
 import { loadNative } from '../../src/dataplane/binding';
 import { ConnRecords, type ConnLayout } from '../../src/dataplane';
-import { encodeEvent } from '../../src/server/conn-messages';
+import { encodeEvent } from '../helpers/event-oracle';
 import { dataplaneEventSource, encodeEventRecords, messageAt, type EncodedEvents } from '../../src/server/event-encode';
 import { WatchConnEventBatchesResponse, WatchConnEventsResponse } from '../../src/gen/retrace/v1/conn';
 import { prng } from '../helpers/prng';

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { ConnEventType as DpEventType, ConnView } from '../../src/dataplane';
 import { DataplaneError } from '../../src/dataplane';
 import { ConnEventType, LostEventsSource, WatchConnEventBatchesResponse, WatchConnEventsResponse } from '../../src/gen/retrace/v1/conn';
-import { encodeEvent } from '../../src/server/conn-messages';
+import { encodeEvent } from '../helpers/event-oracle';
 import { EventHub, type DrainedEvents, type EventKey, type EventSink, type SubscribeOptions } from '../../src/server/event-hub';
 
 const NOW_NS = 1_700_000_000_000_000_000n;
