@@ -59,6 +59,18 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# podman (the image test) needs the cgroup filesystems. systemd mounts them; a system without
+# systemd (a container, a chroot sandbox) may have none: Debian's cgroupfs-mount mounts them.
+if ! grep -q ' - cgroup2\? ' /proc/self/mountinfo 2>/dev/null; then
+  ((EUID == 0)) || die "no cgroup filesystem is mounted and podman needs them: run cgroupfs-mount as root"
+  if ! command -v cgroupfs-mount >/dev/null; then
+    say "installing cgroupfs-mount (no cgroup filesystem is mounted)"
+    apt-get install -y -qq --no-install-recommends cgroupfs-mount >/dev/null
+  fi
+  say "mounting the cgroup filesystems (cgroupfs-mount)"
+  cgroupfs-mount
+fi
+
 # --- b. node_modules --------------------------------------------------------------------------
 lock_stamp=node_modules/.retrace-lock-stamp
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
