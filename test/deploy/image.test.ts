@@ -188,6 +188,16 @@ describeWith(PODMAN, KUBECTL)('the image and the af-packet pod under podman', ()
 
     const play = podman(['kube', 'play', podFile]);
     if (play.code !== 0) throw new Error(`podman kube play failed:\n${play.out}\n${logs()}`);
+    // podman exec must land in the container's filesystem. It does not when this process runs in
+    // a chroot whose mount namespace's root is another system's (a chroot-based sandbox): the exec
+    // then runs in that system's files. Say so instead of failing on a missing /app.
+    const probe = podman(['exec', ctr, 'test', '-f', '/app/dist/cli.js']);
+    if (probe.code !== 0) {
+      throw new Error(
+        `podman exec does not enter the container's filesystem here (exit ${probe.code}: ${probe.out.trim()}); ` +
+          'a chroot-based sandbox does this: run the test on a machine, a VM or a sandbox that pivot_roots into its root',
+      );
+    }
   }, 25 * 60000);
 
   afterAll(() => {
