@@ -129,6 +129,10 @@ if [ $exec -eq 0 ]; then
   exit 0
 fi
 
+# As the container's PID 1 this shell gets no default signal handling: a stop that arrives before
+# the exec below would be ignored until the kill timeout. Exit on it instead (128 + signal).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 [ -n "$cfg_in" ] && [ -n "$cfg_out" ] || die "--exec needs --config IN and --out OUT"
 [ $# -gt 0 ] || die "--exec needs a command after --"
 [ -r "$cfg_in" ] || die "cannot read $cfg_in"

@@ -127,6 +127,57 @@ describe('entrypoint-lcores.sh', () => {
       expect(fs.readFileSync(out, 'utf8')).toBe(text);
     });
 
+    it('as PID 1, exits on a SIGTERM that arrives before the exec (instead of ignoring it)', async () => {
+      // PID 1 of a PID namespace ignores signals it has no handler for: without the trap, a stop
+      // during start-up is lost and the command is exec'd anyway. The config is a FIFO, so the
+      // script waits in its YAML step until the test has sent SIGTERM.
+      const cfgIn = path.join(tmp, 'in.fifo');
+      spawnSync('mkfifo', [cfgIn]);
+      const child = spawn(
+        'unshare',
+        [
+          '--pid',
+          '--fork',
+          'sh',
+          LCORES,
+          '--exec',
+          '--config',
+          cfgIn,
+          '--out',
+          path.join(tmp, 'o.yaml'),
+          '--cpuset-file',
+          cpusetFile('2-3'),
+          '--',
+          'echo',
+          'ran',
+        ],
+        {
+          env: { ...process.env, RETRACE_HOME: ROOT },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      // The shell: unshare's child, PID 1 in the new namespace.
+      let shPid = 0;
+      for (let i = 0; i < 100 && shPid === 0; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        const kids = fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim();
+        shPid = Number(kids.split(' ')[0] || 0);
+      }
+      expect(shPid).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 300)); // past the trap, into the YAML step
+      process.kill(shPid, 'SIGTERM');
+      // Lets the YAML step finish (asynchronously: opening a FIFO blocks until its reader opens it).
+      void fs.promises.writeFile(cfgIn, 'ports: [{name: p, device: net_ring0}]\n').catch(() => undefined);
+      const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10000).unref());
+      const code = await Promise.race([exited, timeout]);
+      if (code === 'timeout') child.kill('SIGKILL');
+      expect(code).toBe(143);
+      expect(stdout).not.toContain('ran');
+    });
+
     it('fails before exec when the cpuset cannot hold the configured workers', () => {
       const cfgIn = path.join(tmp, 'in.yaml');
       fs.writeFileSync(cfgIn, 'dataplane: {workers: 4}\nports: [{name: p, device: net_ring0}]\n');
