@@ -75,16 +75,23 @@ export interface Attempted<T> {
   noisy: boolean;
 }
 
+export interface Attempt<T> {
+  /** Names the attempt in the log. */
+  label: string;
+  run: () => Promise<T>;
+  judge: (t: T) => Quality;
+}
+
 /**
- * Runs fn until judge calls a run quiet, at most ctx.attempts times, waiting for a quiet machine
- * between attempts; keeps the quietest attempt if none was. The machine is shared: a run during
- * which something else took the forwarding core measures that, not the dataplane.
+ * Runs `run` until `judge` calls a run quiet, at most ctx.attempts times, waiting for a quiet
+ * machine between attempts; keeps the quietest attempt if none was. The machine is shared: a run
+ * during which something else took the forwarding core measures that, not the dataplane.
  */
-export async function tryQuiet<T>(ctx: Ctx, label: string, fn: () => Promise<T>, judge: (t: T) => Quality): Promise<Attempted<T>> {
+export async function tryQuiet<T>(ctx: Ctx, { label, run, judge }: Attempt<T>): Promise<Attempted<T>> {
   let best: { value: T; q: Quality } | undefined;
   const discarded: string[] = [];
   for (let a = 1; a <= ctx.attempts; a++) {
-    const value = await fn();
+    const value = await run();
     const q = judge(value);
     if (q.ok) return { value, attempts: a, discarded, noisy: false };
     discarded.push(q.why);
@@ -115,13 +122,18 @@ export function foreignJudge(ctx: Ctx, foreign: number): Quality {
   return { ok: foreign <= ctx.maxForeign, score: -foreign, why: `other work took ${foreign.toFixed(2)} cores` };
 }
 
-export function figure(id: string, label: string, unit: string, runs: number[], opts: Partial<Figure> = {}): Figure {
+/** A figure's own fields; the rest (higherIsBetter, details, notes...) default unless given. */
+export type FigureSpec = Pick<Figure, 'id' | 'label' | 'unit' | 'runs'> & Partial<Omit<Figure, 'value'>>;
+
+/** A figure whose value is the spread of its runs; higher is better unless said otherwise. */
+export function figure({ id, label, unit, runs, ...opts }: FigureSpec): Figure {
   return { id, label, unit, higherIsBetter: true, runs, value: spread(runs), details: {}, notes: [], ...opts };
 }
 
-export function withBaseline(f: Figure, label: string, base: number[], unit?: string): Figure {
-  f.baseline = { label, runs: base, value: spread(base), unit };
-  const ratios = f.runs.map((v, i) => v / base[i]);
+/** Adds the baseline measured beside f (run i with run i) and the ratio f / baseline per pair. */
+export function withBaseline(f: Figure, base: { label: string; runs: number[]; unit?: string }): Figure {
+  f.baseline = { label: base.label, runs: base.runs, value: spread(base.runs), unit: base.unit };
+  const ratios = f.runs.map((v, i) => v / base.runs[i]);
   f.ratio = { runs: ratios, value: spread(ratios) };
   return f;
 }
@@ -160,13 +172,14 @@ export async function testpmd(
   return { pps: median(r.rxPps), cpuShare: r.cpuShare, foreignCores: r.foreignCores, samples: r.rxPps };
 }
 
-/** Measures a running, configured retrace: per-second rates over measureS after warmupS. */
-export async function measure(
-  ctx: Ctx,
-  rr: RetraceRun,
-  which: 'servers' | 'client',
-  profileTag?: string,
-): Promise<{
+export interface MeasureOptions {
+  /** The port whose tx rate is the figure: servers (FNAT) or client (local echo replies). */
+  out: 'servers' | 'client';
+  /** Profile the worker under perf meanwhile, naming the data after this. */
+  profileTag?: string;
+}
+
+export interface Measured {
   pps: number;
   rxPps: number;
   samples: number[];
@@ -175,7 +188,10 @@ export async function measure(
   foreignCores: number;
   conns: number;
   profile?: Profile;
-}> {
+}
+
+/** Measures a running, configured retrace: per-second rates over measureS after warmupS. */
+export async function measure(ctx: Ctx, rr: RetraceRun, { out, profileTag }: MeasureOptions): Promise<Measured> {
   await sleep(ctx.warmupS * 1000);
   const c0 = await rr.counters();
   const foreign = new ForeignCpu(() => [rr.pid]).start();
@@ -187,7 +203,7 @@ export async function measure(
   const foreignCores = foreign.stop();
   const c1 = await rr.counters();
   const profile = prof ? await prof : undefined;
-  const fwd = samples.map((s) => (which === 'servers' ? s.serversTx : s.clientTx));
+  const fwd = samples.map((s) => (out === 'servers' ? s.serversTx : s.clientTx));
   return {
     pps: median(fwd),
     rxPps: median(samples.map((s) => s.clientRx)),

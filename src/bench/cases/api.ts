@@ -9,7 +9,8 @@ import { NET, RetraceRun } from '../retrace';
 import { now, percentile, sleep } from '../stats';
 import { FWD_FLOWS, figure, foreignJudge, pcapFor, tryQuiet, type Ctx, type Figure } from '../harness';
 
-function bigConfig(base: Config, services: number, realsPer: number, weight: number): Config {
+/** `base` plus `services` WRR services of `realsPer` reals each, all of weight `weight` (VIPs 198.18.2.x). */
+function bigConfig(base: Config, { services, realsPer, weight }: { services: number; realsPer: number; weight: number }): Config {
   const vs: VirtualService[] = [];
   for (let s = 0; s < services; s++) {
     const reals: Real[] = [];
@@ -70,7 +71,7 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
       // ApplyConfig: the running configuration plus 10 services of 1000 reals (at most 1024 per
       // service), while forwarding.
       const base = (await rr.api.config.getConfig({})).config!;
-      const doc = bigConfig(base, services, realsPer, 1);
+      const doc = bigConfig(base, { services, realsPer, weight: 1 });
       const timeApply = async (cfg: Config): Promise<{ s: number; diff: unknown }> => {
         const t = now();
         const res = await rr.api.config.applyConfig({ config: cfg, dryRun: false }, 120000);
@@ -85,7 +86,7 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
       };
       const create = await timeApply(doc);
       const noop = await timeApply(doc);
-      const update = await timeApply(bigConfig(base, services, realsPer, 2));
+      const update = await timeApply(bigConfig(base, { services, realsPer, weight: 2 }));
       const del = await timeApply(base);
       const s2 = await rr.snapshot();
       return { ms, pps, ppsDuringApply: (s2.servers.tx - s1.servers.tx) / (s2.t - s1.t), foreignCores, create, noop, update, del };
@@ -94,7 +95,7 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
     }
   };
   for (let r = 0; r < ctx.runs; r++) {
-    const at = await tryQuiet(ctx, `api run ${r + 1}`, oneRun, (x) => foreignJudge(ctx, x.foreignCores));
+    const at = await tryQuiet(ctx, { label: `api run ${r + 1}`, run: oneRun, judge: (x) => foreignJudge(ctx, x.foreignCores) });
     const { ms, pps, ppsDuringApply, foreignCores, create, noop, update, del } = at.value;
     fwd.push(pps);
     for (const [k, xs] of Object.entries(ms)) {
@@ -124,18 +125,32 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
   }
   const out: Figure[] = [];
   for (const k of Object.keys(lat)) {
-    out.push(figure(`api-${k.toLowerCase()}-p50`, `${k} latency p50 while forwarding`, 'ms', lat[k].p50, { higherIsBetter: false }));
-    const f = figure(`api-${k.toLowerCase()}-p99`, `${k} latency p99 while forwarding`, 'ms', lat[k].p99, { higherIsBetter: false });
+    out.push(figure({ id: `api-${k.toLowerCase()}-p50`, label: `${k} latency p50 while forwarding`, unit: 'ms', runs: lat[k].p50, higherIsBetter: false }));
+    const f = figure({ id: `api-${k.toLowerCase()}-p99`, label: `${k} latency p99 while forwarding`, unit: 'ms', runs: lat[k].p99, higherIsBetter: false });
     f.details = { max: lat[k].max, calls: lat[k].n };
     out.push(f);
   }
-  const fc = figure('apply-config-10k', `ApplyConfig creating ${services} services × ${realsPer} reals (10,000 reals) while forwarding`, 's', apply.create, {
+  const fc = figure({
+    id: 'apply-config-10k',
+    label: `ApplyConfig creating ${services} services × ${realsPer} reals (10,000 reals) while forwarding`,
+    unit: 's',
+    runs: apply.create,
     higherIsBetter: false,
   });
   fc.details = { runs, forwardingPps: fwd };
   out.push(fc);
-  out.push(figure('apply-config-10k-noop', 'ApplyConfig of the same document again (no change)', 's', apply.noop, { higherIsBetter: false }));
-  out.push(figure('apply-config-10k-update', 'ApplyConfig changing the weight of all 10,000 reals', 's', apply.update, { higherIsBetter: false }));
-  out.push(figure('apply-config-10k-delete', 'ApplyConfig deleting the 10 services', 's', apply.delete, { higherIsBetter: false }));
+  out.push(
+    figure({ id: 'apply-config-10k-noop', label: 'ApplyConfig of the same document again (no change)', unit: 's', runs: apply.noop, higherIsBetter: false }),
+  );
+  out.push(
+    figure({
+      id: 'apply-config-10k-update',
+      label: 'ApplyConfig changing the weight of all 10,000 reals',
+      unit: 's',
+      runs: apply.update,
+      higherIsBetter: false,
+    }),
+  );
+  out.push(figure({ id: 'apply-config-10k-delete', label: 'ApplyConfig deleting the 10 services', unit: 's', runs: apply.delete, higherIsBetter: false }));
   return out;
 }

@@ -7,7 +7,8 @@ import { figure, foreignJudge, tryQuiet, type Ctx, type Figure } from '../harnes
 import { newConnsPcap, newConnsRun } from './new-conns';
 
 export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
-  const { pcap, flows } = newConnsPcap(ctx);
+  const syn = newConnsPcap(ctx);
+  const { flows } = syn;
   const out: Figure[] = [];
   // The default per-stream buffer (grpc.subscriber_buffer 4096), and one large enough to hold the
   // whole burst, which shows how fast the stream itself drains.
@@ -25,12 +26,11 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
     const healthOk: number[] = [];
     const runs: unknown[] = [];
     for (let r = 0; r < ctx.runs; r++) {
-      const at = await tryQuiet(
-        ctx,
-        `conn-events${v.id} run ${r + 1}`,
-        () => newConnsRun(ctx, pcap, flows, true, undefined, v.buffer, v.batch),
-        (res) => foreignJudge(ctx, res.foreignCores),
-      );
+      const at = await tryQuiet(ctx, {
+        label: `conn-events${v.id} run ${r + 1}`,
+        run: () => newConnsRun(ctx, { syn, watch: { subscriberBuffer: v.buffer, maxBatch: v.batch } }),
+        judge: (res) => foreignJudge(ctx, res.foreignCores),
+      });
       const res = at.value;
       const e = res.events!;
       perS.push(e.perS);
@@ -46,23 +46,59 @@ export async function caseConnEvents(ctx: Ctx): Promise<Figure[]> {
         `  conn-events${v.id} run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: ${e.received} of ${e.produced} events received at ${(e.perS / 1e3).toFixed(0)}k/s over ${e.streamSeconds.toFixed(2)} s; lost reported ${JSON.stringify(e.lost)}; unreported at the end of the burst ${e.unreported}, after one more event ${e.unreportedAfterNextEvent} (lost then ${JSON.stringify(e.lostAfterNextEvent)}); conns ${(res.connsPerS / 1e6).toFixed(2)} M/s, created ${res.created}${e.error ? `; stream error ${e.error}` : ''}; meanwhile GetTimeouts p50 ${rs.p50.toFixed(2)} p99 ${rs.p99.toFixed(2)} max ${rs.max.toFixed(1)} ms (${rs.calls} calls, ${rs.errors} errors), health ${rs.probesOk}/${rs.probes}`,
       );
     }
-    const f1 = figure(`conn-events${v.id}`, `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`, 'events/s', perS);
+    const f1 = figure({
+      id: `conn-events${v.id}`,
+      label: `Conn events/s received by one ${v.rpc} subscriber during new-conns (${flows} conns), ${v.what}`,
+      unit: 'events/s',
+      runs: perS,
+    });
     f1.details = { flows, subscriberBuffer: v.buffer, maxBatch: v.batch, runs };
     out.push(f1);
-    out.push(figure(`conn-events${v.id}-lost`, `Conn events reported lost in the stream (LostEvents), ${v.what}`, 'events', lost, { higherIsBetter: false }));
     out.push(
-      figure(`conn-events${v.id}-unreported`, `Conn events neither received nor reported, once the burst is over, ${v.what}`, 'events', unreported, {
+      figure({
+        id: `conn-events${v.id}-lost`,
+        label: `Conn events reported lost in the stream (LostEvents), ${v.what}`,
+        unit: 'events',
+        runs: lost,
         higherIsBetter: false,
       }),
     );
-    out.push(figure(`conn-events${v.id}-unreported-next`, `The same after one more event, ${v.what}`, 'events', unreportedNext, { higherIsBetter: false }));
-    out.push(figure(`new-conns-watched${v.id}`, `New TCP conns/s while the subscriber watches, ${v.what}`, 'conns/s', conns));
     out.push(
-      figure(`conn-events${v.id}-unary-p99`, `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`, 'ms', unaryP99, {
+      figure({
+        id: `conn-events${v.id}-unreported`,
+        label: `Conn events neither received nor reported, once the burst is over, ${v.what}`,
+        unit: 'events',
+        runs: unreported,
         higherIsBetter: false,
       }),
     );
-    out.push(figure(`conn-events${v.id}-health-ok`, `Health probes answered SERVING within 1 s over the same time, ${v.what}`, '%', healthOk));
+    out.push(
+      figure({
+        id: `conn-events${v.id}-unreported-next`,
+        label: `The same after one more event, ${v.what}`,
+        unit: 'events',
+        runs: unreportedNext,
+        higherIsBetter: false,
+      }),
+    );
+    out.push(figure({ id: `new-conns-watched${v.id}`, label: `New TCP conns/s while the subscriber watches, ${v.what}`, unit: 'conns/s', runs: conns }));
+    out.push(
+      figure({
+        id: `conn-events${v.id}-unary-p99`,
+        label: `Unary (GetTimeouts) p99 from SetReals until the stream went quiet, ${v.what}`,
+        unit: 'ms',
+        runs: unaryP99,
+        higherIsBetter: false,
+      }),
+    );
+    out.push(
+      figure({
+        id: `conn-events${v.id}-health-ok`,
+        label: `Health probes answered SERVING within 1 s over the same time, ${v.what}`,
+        unit: '%',
+        runs: healthOk,
+      }),
+    );
   }
   return out;
 }

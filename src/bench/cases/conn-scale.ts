@@ -57,7 +57,7 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
     if (need > budget) {
       const note = `${id} not run: net_pcap (infinite_rx) holds all ${packets} frames of the pcap as mbufs (4 KiB each without hugepages) and with the conn table that needs ~${(need / 2 ** 30).toFixed(1)} GiB, over the budget of ${(budget / 2 ** 30).toFixed(1)} GiB (MemAvailable minus a 3 GiB margin)`;
       ctx.log(`  ${note}`);
-      const f = figure(id, `UDP, ${lv.name} live conns, ${variant}`, 'pps', []);
+      const f = figure({ id, label: `UDP, ${lv.name} live conns, ${variant}`, unit: 'pps', runs: [] });
       f.notes.push(note);
       f.details = { skipped: true, needGiB: need / 2 ** 30, budgetGiB: budget / 2 ** 30, packets };
       out.push(f);
@@ -105,19 +105,18 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
           if (scrambleNote) ctx.log(`  ${id}: ${scrambleNote}`);
         }
         const rssLive = rssBytes(rr.pid);
-        const m = await measure(ctx, rr, 'servers', profileTag);
+        const m = await measure(ctx, rr, { out: 'servers', profileTag });
         return { m, conns, startS, fillS, scrambleS, scrambleNote, rssIdle, rssLive };
       } finally {
         await rr.stop();
       }
     };
     for (let r = 0; r < ctx.runs; r++) {
-      const at = await tryQuiet(
-        ctx,
-        `${id} run ${r + 1}`,
-        async () => ({ tp: await testpmd(ctx, pcap), rt: await retrace() }),
-        ({ tp, rt }) => shareJudge(ctx, [tp.cpuShare, rt.m.cpuShare], Math.max(tp.foreignCores, rt.m.foreignCores)),
-      );
+      const at = await tryQuiet(ctx, {
+        label: `${id} run ${r + 1}`,
+        run: async () => ({ tp: await testpmd(ctx, pcap), rt: await retrace() }),
+        judge: ({ tp, rt }) => shareJudge(ctx, [tp.cpuShare, rt.m.cpuShare], Math.max(tp.foreignCores, rt.m.foreignCores)),
+      });
       const { tp, rt } = at.value;
       const { m, conns, startS, fillS, scrambleS, scrambleNote, rssIdle, rssLive } = rt;
       base.push(tp.pps);
@@ -156,11 +155,14 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       ctx.log(`  ${id} profile run: ${(rt.m.pps / 1e6).toFixed(2)} Mpps under perf`);
     }
     const f = withBaseline(
-      figure(id, `UDP, ${lv.name} live conns, ${variant === 'random' ? '1 packet per flow per pass' : 'bursts of 8 packets per flow'}`, 'pps', vals, {
+      figure({
+        id,
+        label: `UDP, ${lv.name} live conns, ${variant === 'random' ? '1 packet per flow per pass' : 'bursts of 8 packets per flow'}`,
+        unit: 'pps',
+        runs: vals,
         chart: true,
       }),
-      'testpmd macswap',
-      base,
+      { label: 'testpmd macswap', runs: base },
     );
     f.details = { flows: lv.flows, packets, maxConns, runs, profile };
     byKey.set(`${variant}-${lv.name}`, f);
@@ -194,7 +196,9 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       const f = byKey.get(`${variant}-${lv.name}`);
       if (!ref || !f) continue;
       const rel = f.runs.map((v, i) => v / ref.runs[i]);
-      out.push(figure(`scale-${variant}-${lv.name}-vs-${small}`, `${variant}: ${lv.name} conns rate ÷ ${small} conns rate`, 'ratio', rel));
+      out.push(
+        figure({ id: `scale-${variant}-${lv.name}-vs-${small}`, label: `${variant}: ${lv.name} conns rate ÷ ${small} conns rate`, unit: 'ratio', runs: rel }),
+      );
     }
   }
   return out;

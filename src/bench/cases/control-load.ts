@@ -203,7 +203,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     probeP99: percentile(p.probeMs, 99),
   });
   for (let r = 0; r < ctx.runs; r++) {
-    const at = await tryQuiet(ctx, `control-load run ${r + 1}`, oneRun, (x) => foreignJudge(ctx, x.foreignCores));
+    const at = await tryQuiet(ctx, { label: `control-load run ${r + 1}`, run: oneRun, judge: (x) => foreignJudge(ctx, x.foreignCores) });
     const { applyS, idle, loaded, tally, foreignCores, rss, exit } = at.value;
     const li = summary(loaded);
     const id = summary(idle);
@@ -235,22 +235,32 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
     );
   }
   const lbl = `${streams} WatchCounters streams (${intervalMs} ms) + ${scrapers} concurrent /metrics scrapes, ${services} services × ${realsPer} reals`;
-  const p99 = figure('control-load-unary-p99', `Unary p99 under ${lbl}`, 'ms', fig.p99, { higherIsBetter: false });
+  const p99 = figure({ id: 'control-load-unary-p99', label: `Unary p99 under ${lbl}`, unit: 'ms', runs: fig.p99, higherIsBetter: false });
   p99.details = { runs };
   return [
-    figure('control-load-unary-p50', `Unary p50 under ${lbl}`, 'ms', fig.p50, { higherIsBetter: false }),
+    figure({ id: 'control-load-unary-p50', label: `Unary p50 under ${lbl}`, unit: 'ms', runs: fig.p50, higherIsBetter: false }),
     p99,
-    figure('control-load-unary-max', 'Unary max under the same load', 'ms', fig.max, { higherIsBetter: false }),
-    figure('control-load-health-ok', 'Health probes answered SERVING within 1 s under the same load', '%', fig.probeOk),
-    figure('control-load-idle-unary-p99', `Unary p99 with ${services} services and no streams or scrapes`, 'ms', fig.idleP99, { higherIsBetter: false }),
-    figure(
-      'control-load-stream-msgs',
-      `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`,
-      '/s',
-      fig.streamRate,
-    ),
-    figure('control-load-scrapes', '/metrics scrapes answered per second (all scrapers)', '/s', fig.scrapeRate),
-    figure('control-load-shutdown', `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`, 's', fig.exitS, {
+    figure({ id: 'control-load-unary-max', label: 'Unary max under the same load', unit: 'ms', runs: fig.max, higherIsBetter: false }),
+    figure({ id: 'control-load-health-ok', label: 'Health probes answered SERVING within 1 s under the same load', unit: '%', runs: fig.probeOk }),
+    figure({
+      id: 'control-load-idle-unary-p99',
+      label: `Unary p99 with ${services} services and no streams or scrapes`,
+      unit: 'ms',
+      runs: fig.idleP99,
+      higherIsBetter: false,
+    }),
+    figure({
+      id: 'control-load-stream-msgs',
+      label: `WatchCounters messages received per second, all streams (one per tick each would be ${(streams * 1000) / intervalMs})`,
+      unit: '/s',
+      runs: fig.streamRate,
+    }),
+    figure({ id: 'control-load-scrapes', label: '/metrics scrapes answered per second (all scrapers)', unit: '/s', runs: fig.scrapeRate }),
+    figure({
+      id: 'control-load-shutdown',
+      label: `SIGTERM to exit with ${shutdownStreams} WatchCounters streams and ${scrapers} scrapers open`,
+      unit: 's',
+      runs: fig.exitS,
       higherIsBetter: false,
     }),
   ];

@@ -30,18 +30,17 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
       await rr.setupNetwork();
       for (const p of f.services) await rr.addService(p);
       const conns = await rr.waitConns(f.spec.flows, 30);
-      return { ...(await measure(ctx, rr, f.out, profileTag)), connsBefore: conns };
+      return { ...(await measure(ctx, rr, { out: f.out, profileTag })), connsBefore: conns };
     } finally {
       await rr.stop();
     }
   };
   for (let r = 0; r < ctx.runs; r++) {
-    const at = await tryQuiet(
-      ctx,
-      `${f.id} run ${r + 1}`,
-      async () => ({ tp: await testpmd(ctx, pcap), m: await retrace() }),
-      ({ tp, m }) => shareJudge(ctx, [tp.cpuShare, m.cpuShare], Math.max(tp.foreignCores, m.foreignCores)),
-    );
+    const at = await tryQuiet(ctx, {
+      label: `${f.id} run ${r + 1}`,
+      run: async () => ({ tp: await testpmd(ctx, pcap), m: await retrace() }),
+      judge: ({ tp, m }) => shareJudge(ctx, [tp.cpuShare, m.cpuShare], Math.max(tp.foreignCores, m.foreignCores)),
+    });
     const { tp, m } = at.value;
     base.push(tp.pps);
     vals.push(m.pps);
@@ -70,7 +69,7 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
     profile = m.profile;
     ctx.log(`  ${f.id} profile run: ${(m.pps / 1e6).toFixed(2)} Mpps under perf`);
   }
-  const fig = withBaseline(figure(f.id, f.label, 'pps', vals, { chart: true }), 'testpmd macswap', base);
+  const fig = withBaseline(figure({ id: f.id, label: f.label, unit: 'pps', runs: vals, chart: true }), { label: 'testpmd macswap', runs: base });
   fig.details = {
     pcap: { flows: f.spec.flows, packetsPerFlow: f.spec.packetsPerFlow, packets: pcap.packets, frameLen: pcap.frameLen },
     runs: details,

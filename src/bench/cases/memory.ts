@@ -75,20 +75,28 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
   }
   const est = connTableBytes(maxConns);
   const lipBytes = lips * 3 * LIP_RING_BYTES;
-  const f = figure('memory-per-conn', `Resident memory per live conn (${flows} UDP conns, table sized for ${maxConns}; RSS difference)`, 'B/conn', live, {
+  const f = figure({
+    id: 'memory-per-conn',
+    label: `Resident memory per live conn (${flows} UDP conns, table sized for ${maxConns}; RSS difference)`,
+    unit: 'B/conn',
+    runs: live,
     higherIsBetter: false,
   });
   f.details = { flows, maxConns, lips, memoryMb, runs, perSlotAtStart: spread(idleSlot) };
   const reservedLive = (est.total + lipBytes) / flows;
-  const f2 = figure(
-    'memory-per-conn-reserved',
-    `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings included)`,
-    'B/conn',
-    [reservedLive],
-    { higherIsBetter: false },
-  );
+  const f2 = figure({
+    id: 'memory-per-conn-reserved',
+    label: `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings included)`,
+    unit: 'B/conn',
+    runs: [reservedLive],
+    higherIsBetter: false,
+  });
   f2.details = { ...est, lipRings: lipBytes, flows, maxConns };
-  const f3 = figure('memory-per-conn-slot', 'Reserved EAL memory per conn table slot (allocation sizes, no hugepages)', 'B/conn', [est.perConn], {
+  const f3 = figure({
+    id: 'memory-per-conn-slot',
+    label: 'Reserved EAL memory per conn table slot (allocation sizes, no hugepages)',
+    unit: 'B/conn',
+    runs: [est.perConn],
     higherIsBetter: false,
   });
   f3.details = { ...est, structBytes: CONN_STRUCT_BYTES, recordObjectBytes: perPageObjBytes(CONN_OBJ_BYTES) };

@@ -44,6 +44,27 @@ interface NewConnsRun {
   };
   /** Watched runs: the control thread's responsiveness from SetReals until the stream went quiet. */
   responsiveness?: ResponsivenessResult;
+  /** Profiled runs (not counted). */
+  profile?: Profile;
+}
+
+/** The pcap of unique SYNs, one per flow (newConnsPcap). */
+export interface SynPcap {
+  pcap: PcapInfo;
+  flows: number;
+}
+
+export interface NewConnsOptions {
+  syn: SynPcap;
+  /** One conn-event subscriber, opened before SetReals (case 6); none by default (case 4). */
+  watch?: {
+    /** grpc.subscriber_buffer of the appliance. */
+    subscriberBuffer: number;
+    /** WatchConnEventBatches with this max_batch; WatchConnEvents (one event per message) if unset. */
+    maxBatch?: number;
+  };
+  /** Profile the worker under perf during the burst, naming the data after this. */
+  profileTag?: string;
 }
 
 /**
@@ -51,22 +72,17 @@ interface NewConnsRun {
  * then SetReals, and every SYN of the next pass opens a conn. GetCounters' conn count is polled
  * back to back; the rate is taken between 5% and 95% of the flows.
  */
-export async function newConnsRun(
-  ctx: Ctx,
-  pcap: PcapInfo,
-  flows: number,
-  watch: boolean,
-  profileTag?: string,
-  subscriberBuffer?: number,
-  batch?: number,
-): Promise<NewConnsRun> {
+export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewConnsRun> {
+  const { pcap, flows } = opts.syn;
+  const { profileTag } = opts;
+  const watch = opts.watch !== undefined;
   const rr = new RetraceRun({
     pcap: pcap.file,
     packets: pcap.packets,
     maxConns: Math.ceil(flows * 1.3),
     lips: lipsFor(flows) + 1,
     emptyPcap: ctx.emptyPcap,
-    subscriberBuffer,
+    subscriberBuffer: opts.watch?.subscriberBuffer,
   });
   let ev: EventCounter | undefined;
   let resp: ResponsivenessProbe | undefined;
@@ -75,7 +91,7 @@ export async function newConnsRun(
     await rr.setupNetwork();
     await rr.addService('tcp', false);
     if (watch) {
-      ev = new EventCounter(rr.app.address, batch);
+      ev = new EventCounter(rr.app.address, opts.watch?.maxBatch);
       ev.start();
       for (let i = 0; ; i++) {
         const st = await rr.api.conns.getEventStatus({});
@@ -210,7 +226,7 @@ export async function newConnsRun(
         error: t.error,
       };
     }
-    if (prof) (out as NewConnsRun & { profile?: Profile }).profile = await prof;
+    if (prof) out.profile = await prof;
     return out;
   } finally {
     await resp?.stop();
@@ -219,7 +235,7 @@ export async function newConnsRun(
   }
 }
 
-export function newConnsPcap(ctx: Ctx): { pcap: PcapInfo; flows: number } {
+export function newConnsPcap(ctx: Ctx): SynPcap {
   const flows = ctx.quick ? 20000 : 1_000_000;
   const pcap = pcapFor(ctx, 'syn-unique', {
     kind: 'tcp',
@@ -235,25 +251,25 @@ export function newConnsPcap(ctx: Ctx): { pcap: PcapInfo; flows: number } {
 }
 
 export async function caseNewConns(ctx: Ctx): Promise<Figure[]> {
-  const { pcap, flows } = newConnsPcap(ctx);
+  const syn = newConnsPcap(ctx);
+  const { pcap, flows } = syn;
   const vals: number[] = [];
   const base: number[] = [];
   const runs: unknown[] = [];
   let profile: Profile | undefined;
   for (let r = 0; r < ctx.runs; r++) {
-    const at = await tryQuiet(
-      ctx,
-      `new-conns run ${r + 1}`,
-      async () => ({ tp: await testpmd(ctx, pcap), res: await newConnsRun(ctx, pcap, flows, false) }),
+    const at = await tryQuiet(ctx, {
+      label: `new-conns run ${r + 1}`,
+      run: async () => ({ tp: await testpmd(ctx, pcap), res: await newConnsRun(ctx, { syn }) }),
       // Not the worker's share here: while it creates conns it first-touches fresh pages (hash key
       // slots and buckets), and in this VM the host backing them stalls the vCPU, which shows as
       // CPU the worker did not get although nothing else ran. So: testpmd's core, and other work.
-      ({ tp, res }) => {
+      judge: ({ tp, res }) => {
         const q = shareJudge(ctx, [tp.cpuShare], Math.max(tp.foreignCores, res.foreignCores));
         const f = foreignJudge(ctx, res.foreignCores);
         return { ok: q.ok && f.ok, score: q.score + f.score, why: `${q.why}; during the burst ${f.why}, worker ${pct0(res.workerCpuShare)} of its CPU` };
       },
-    );
+    });
     const { tp, res } = at.value;
     base.push(tp.pps);
     vals.push(res.connsPerS);
@@ -263,16 +279,15 @@ export async function caseNewConns(ctx: Ctx): Promise<Figure[]> {
     );
   }
   if (ctx.profile) {
-    const res = await newConnsRun(ctx, pcap, flows, false, 'new-conns');
-    profile = (res as NewConnsRun & { profile?: Profile }).profile;
+    const res = await newConnsRun(ctx, { syn, profileTag: 'new-conns' });
+    profile = res.profile;
     ctx.log(`  new-conns profile run: ${(res.connsPerS / 1e6).toFixed(2)} M conns/s under perf`);
   }
-  const fig = withBaseline(
-    figure('new-conns', `New TCP conns per second (${flows} unique SYNs, first pass)`, 'conns/s', vals),
-    'testpmd macswap pps on the same pcap',
-    base,
-    'pps',
-  );
+  const fig = withBaseline(figure({ id: 'new-conns', label: `New TCP conns per second (${flows} unique SYNs, first pass)`, unit: 'conns/s', runs: vals }), {
+    label: 'testpmd macswap pps on the same pcap',
+    runs: base,
+    unit: 'pps',
+  });
   fig.details = { flows, runs, profile };
   return [fig];
 }
