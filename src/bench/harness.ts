@@ -197,7 +197,8 @@ export async function measure(ctx: Ctx, rr: RetraceRun, { out, profileTag }: Mea
   const foreign = new ForeignCpu(() => [rr.pid]).start();
   const tid = workerTid(rr.pid);
   const cpuStart = tid !== undefined ? { t: now(), cpu: threadCpuSeconds(rr.pid, tid) } : undefined;
-  const prof = profileTag !== undefined ? profileWorker(rr.pid, Math.max(2, Math.min(5, ctx.measureS - 1)), ctx.dir, profileTag) : undefined;
+  const prof =
+    profileTag !== undefined ? profileWorker(rr.pid, { seconds: Math.max(2, Math.min(5, ctx.measureS - 1)), dir: ctx.dir, tag: profileTag }) : undefined;
   const samples = await rr.sampleRates(ctx.measureS);
   const cpuShare = cpuStart && tid !== undefined ? (threadCpuSeconds(rr.pid, tid) - cpuStart.cpu) / (now() - cpuStart.t) : NaN;
   const foreignCores = foreign.stop();

@@ -104,7 +104,7 @@ export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewC
     const c0 = await rr.counters();
     const created0 = Number(c0.connCount);
     const samples: [number, number][] = [];
-    const prof = profileTag !== undefined ? profileWorker(rr.pid, 2, ctx.dir, profileTag) : undefined;
+    const prof = profileTag !== undefined ? profileWorker(rr.pid, { seconds: 2, dir: ctx.dir, tag: profileTag }) : undefined;
     const tid = workerTid(rr.pid);
     const cpu0 = tid !== undefined ? threadCpuSeconds(rr.pid, tid) : NaN;
     const foreign = new ForeignCpu(() => [rr.pid]).start();
