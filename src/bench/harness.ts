@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ForeignCpu, threadCpuSeconds } from './machine';
 import { writePcap, type FlowSpec, type PcapInfo } from './pcap';
 import { profileWorker, workerTid, type Profile } from './profile';
-import { RetraceRun, dropDelta } from './retrace';
+import { NET, RetraceRun, dropDelta } from './retrace';
 import { median, now, sleep, spread, type Spread } from './stats';
 import { runTestpmd, type Sink } from './testpmd';
 
@@ -136,6 +136,31 @@ export function withBaseline(f: Figure, base: { label: string; runs: number[]; u
   const ratios = f.runs.map((v, i) => v / base.runs[i]);
   f.ratio = { runs: ratios, value: spread(ratios) };
   return f;
+}
+
+/**
+ * Traffic as the client side sends it: to the `client` port's MAC from the gateway's, from the
+ * client addresses, to `dst` (the VIP unless given), TCP and UDP to the service port. The key
+ * order is fixed here, so equal specs hit the same cached pcap (pcapFor keys on the JSON).
+ */
+export function clientFlows({
+  kind,
+  flows,
+  packetsPerFlow,
+  burst,
+  dst = NET.vip,
+}: Pick<FlowSpec, 'kind' | 'flows' | 'packetsPerFlow' | 'burst'> & { dst?: string }): FlowSpec {
+  return {
+    kind,
+    flows,
+    packetsPerFlow,
+    ...(burst !== undefined ? { burst } : {}),
+    dstMac: NET.clientMac,
+    srcMac: NET.gatewayMac,
+    dst,
+    ...(kind !== 'icmp' ? { dport: NET.vport } : {}),
+    clientBase: NET.clientBase,
+  };
 }
 
 /** The pcap for `spec`, generated once per suite. */

@@ -5,9 +5,9 @@ import { VirtualService, Real } from '../../gen/retrace/v1/balancer';
 import type { Config } from '../../gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../gen/retrace/v1/types';
 import { ForeignCpu } from '../machine';
-import { NET, RetraceRun } from '../retrace';
+import { RetraceRun } from '../retrace';
 import { now, percentile, sleep } from '../stats';
-import { FWD_FLOWS, figure, foreignJudge, pcapFor, tryQuiet, type Ctx, type Figure } from '../harness';
+import { clientFlows, FWD_FLOWS, figure, foreignJudge, pcapFor, tryQuiet, type Ctx, type Figure } from '../harness';
 
 /** `base` plus `services` WRR services of `realsPer` reals each, all of weight `weight` (VIPs 198.18.2.x). */
 function bigConfig(base: Config, { services, realsPer, weight }: { services: number; realsPer: number; weight: number }): Config {
@@ -25,16 +25,7 @@ function bigConfig(base: Config, { services, realsPer, weight }: { services: num
 
 export async function caseApi(ctx: Ctx): Promise<Figure[]> {
   const flows = FWD_FLOWS(ctx);
-  const pcap = pcapFor(ctx, 'fnat-tcp', {
-    kind: 'tcp',
-    flows,
-    packetsPerFlow: 16,
-    dstMac: NET.clientMac,
-    srcMac: NET.gatewayMac,
-    dst: NET.vip,
-    dport: NET.vport,
-    clientBase: NET.clientBase,
-  });
+  const pcap = pcapFor(ctx, 'fnat-tcp', clientFlows({ kind: 'tcp', flows, packetsPerFlow: 16 }));
   const lat: Record<string, { p50: number[]; p99: number[]; max: number[]; n: number[] }> = {
     GetSystemInfo: { p50: [], p99: [], max: [], n: [] },
     ListPorts: { p50: [], p99: [], max: [], n: [] },

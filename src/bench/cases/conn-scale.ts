@@ -4,12 +4,11 @@
  */
 import { DeleteConnsRequest } from '../../gen/retrace/v1/conn';
 import { memAvailable, rssBytes } from '../machine';
-import type { FlowSpec } from '../pcap';
 import type { Profile } from '../profile';
-import { NET, RetraceRun } from '../retrace';
+import { RetraceRun } from '../retrace';
 import { connTableBytes, lipsFor, mbufPoolBytes, mbufsFor } from '../sizing';
 import { now, sleep } from '../stats';
-import { figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
+import { clientFlows, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 
 interface Level {
   flows: number;
@@ -63,18 +62,7 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
       out.push(f);
       return false;
     }
-    const spec: FlowSpec = {
-      kind: 'udp',
-      flows: lv.flows,
-      packetsPerFlow: ppf,
-      burst: ppf,
-      dstMac: NET.clientMac,
-      srcMac: NET.gatewayMac,
-      dst: NET.vip,
-      dport: NET.vport,
-      clientBase: NET.clientBase,
-    };
-    const pcap = pcapFor(ctx, id, spec);
+    const pcap = pcapFor(ctx, id, clientFlows({ kind: 'udp', flows: lv.flows, packetsPerFlow: ppf, burst: ppf }));
     const base: number[] = [];
     const vals: number[] = [];
     const runs: unknown[] = [];

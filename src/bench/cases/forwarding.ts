@@ -6,7 +6,7 @@ import type { FlowSpec } from '../pcap';
 import type { Profile } from '../profile';
 import { NET, RetraceRun, type Proto } from '../retrace';
 import { spread } from '../stats';
-import { FWD_FLOWS, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
+import { clientFlows, FWD_FLOWS, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 
 interface FwdSpec {
   id: string;
@@ -86,7 +86,7 @@ export async function caseFnat(ctx: Ctx): Promise<Figure[]> {
       await forwarding(ctx, {
         id: `fnat-${kind}`,
         label: `FNAT ${kind.toUpperCase()} ${kind === 'tcp' ? 'established ' : ''}(${flows} flows, 16 packets each per pass)`,
-        spec: { kind, flows, packetsPerFlow: 16, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, dport: NET.vport, clientBase: NET.clientBase },
+        spec: clientFlows({ kind, flows, packetsPerFlow: 16 }),
         services: ['icmp', 'tcp', 'udp'],
         out: 'servers',
       }),
@@ -95,16 +95,7 @@ export async function caseFnat(ctx: Ctx): Promise<Figure[]> {
   // The sink check: testpmd with the net_null,no-rx=1 sink the issue names, once per run, to show
   // that the empty-pcap sink both sides use costs the same.
   const tcp = out[0];
-  const pcap = pcapFor(ctx, 'fnat-tcp', {
-    kind: 'tcp',
-    flows,
-    packetsPerFlow: 16,
-    dstMac: NET.clientMac,
-    srcMac: NET.gatewayMac,
-    dst: NET.vip,
-    dport: NET.vport,
-    clientBase: NET.clientBase,
-  });
+  const pcap = pcapFor(ctx, 'fnat-tcp', clientFlows({ kind: 'tcp', flows, packetsPerFlow: 16 }));
   const nullRuns: number[] = [];
   for (let r = 0; r < Math.min(ctx.runs, 2); r++) nullRuns.push((await testpmd(ctx, pcap, 'null')).pps);
   tcp.details.testpmdNullSink = { runs: nullRuns, value: spread(nullRuns) };
@@ -120,7 +111,7 @@ export async function caseIcmpLocal(ctx: Ctx): Promise<Figure[]> {
     await forwarding(ctx, {
       id: 'icmp-local',
       label: `ICMP echo to a local address (${flows} flows, 16 requests each per pass; replies out of the pcap port)`,
-      spec: { kind: 'icmp', flows, packetsPerFlow: 16, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.clientAddr, clientBase: NET.clientBase },
+      spec: clientFlows({ kind: 'icmp', flows, packetsPerFlow: 16, dst: NET.clientAddr }),
       services: ['icmp', 'tcp', 'udp'],
       out: 'client',
     }),
@@ -133,7 +124,7 @@ export async function caseIcmpFnat(ctx: Ctx): Promise<Figure[]> {
     await forwarding(ctx, {
       id: 'icmp-fnat',
       label: `ICMP echo through FNAT to a VIP (${flows} flows, 16 requests each per pass)`,
-      spec: { kind: 'icmp', flows, packetsPerFlow: 16, dstMac: NET.clientMac, srcMac: NET.gatewayMac, dst: NET.vip, clientBase: NET.clientBase },
+      spec: clientFlows({ kind: 'icmp', flows, packetsPerFlow: 16 }),
       services: ['icmp', 'tcp', 'udp'],
       out: 'servers',
     }),

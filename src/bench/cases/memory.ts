@@ -2,10 +2,10 @@
  * Case (5), `memory`: bytes per conn, measured (RSS difference) and reserved (allocation sizes).
  */
 import { rssBytes } from '../machine';
-import { NET, RetraceRun } from '../retrace';
+import { RetraceRun } from '../retrace';
 import { CONN_OBJ_BYTES, CONN_STRUCT_BYTES, LIP_RING_BYTES, connTableBytes, lipsFor, perPageObjBytes } from '../sizing';
 import { sleep, spread } from '../stats';
-import { figure, pcapFor, type Ctx, type Figure } from '../harness';
+import { clientFlows, figure, pcapFor, type Ctx, type Figure } from '../harness';
 
 /**
  * Memory per conn, two ways.
@@ -25,17 +25,7 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
   const flows = ctx.quick ? 50_000 : 1_000_000;
   const maxConns = Math.ceil(flows * 1.25);
   const lips = lipsFor(flows) + 1;
-  const pcap = pcapFor(ctx, ctx.quick ? 'memory-udp' : 'scale-random-1M', {
-    kind: 'udp',
-    flows,
-    packetsPerFlow: 1,
-    burst: 1,
-    dstMac: NET.clientMac,
-    srcMac: NET.gatewayMac,
-    dst: NET.vip,
-    dport: NET.vport,
-    clientBase: NET.clientBase,
-  });
+  const pcap = pcapFor(ctx, ctx.quick ? 'memory-udp' : 'scale-random-1M', clientFlows({ kind: 'udp', flows, packetsPerFlow: 1, burst: 1 }));
   const memoryMb = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, lips, emptyPcap: ctx.emptyPcap }).memoryMb;
   const live: number[] = [];
   const idleSlot: number[] = [];

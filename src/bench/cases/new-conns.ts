@@ -12,7 +12,7 @@ import { ResponsivenessProbe, type ResponsivenessResult } from '../responsivenes
 import { NET, RetraceRun, dropDelta } from '../retrace';
 import { lipsFor } from '../sizing';
 import { now, sleep } from '../stats';
-import { figure, foreignJudge, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
+import { clientFlows, figure, foreignJudge, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 
 interface NewConnsRun {
   connsPerS: number;
@@ -237,16 +237,7 @@ export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewC
 
 export function newConnsPcap(ctx: Ctx): SynPcap {
   const flows = ctx.quick ? 20000 : 1_000_000;
-  const pcap = pcapFor(ctx, 'syn-unique', {
-    kind: 'tcp',
-    flows,
-    packetsPerFlow: 1,
-    dstMac: NET.clientMac,
-    srcMac: NET.gatewayMac,
-    dst: NET.vip,
-    dport: NET.vport,
-    clientBase: NET.clientBase,
-  });
+  const pcap = pcapFor(ctx, 'syn-unique', clientFlows({ kind: 'tcp', flows, packetsPerFlow: 1 }));
   return { pcap, flows };
 }
 
