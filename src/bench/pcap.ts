@@ -99,11 +99,20 @@ export function pcapFileHeader(): Buffer {
   return h;
 }
 
+export interface FrameRef {
+  spec: FlowSpec;
+  flow: number;
+  /** Packet number within the flow. */
+  n: number;
+  /** spec's MACs, parsed once by the caller. */
+  macs?: { dst: Buffer; src: Buffer };
+}
+
 /**
  * Writes one frame of `spec`'s flow `flow`, packet number `n` (within the flow) at `out[o]`
  * (frameLen bytes). Exported for the tests.
  */
-export function writeFrame(out: Buffer, o: number, spec: FlowSpec, flow: number, n: number, macs?: { dst: Buffer; src: Buffer }): void {
+export function writeFrame(out: Buffer, o: number, { spec, flow, n, macs }: FrameRef): void {
   const frameLen = spec.frameLen ?? 64;
   const dst = macs?.dst ?? parseMac(spec.dstMac);
   const src = macs?.src ?? parseMac(spec.srcMac ?? '02:00:00:00:0c:01');
@@ -214,7 +223,7 @@ export function writePcap(file: string, spec: FlowSpec): PcapInfo {
       chunk.writeUInt32LE(packets % 1e6, o + 4);
       chunk.writeUInt32LE(frameLen, o + 8);
       chunk.writeUInt32LE(frameLen, o + 12);
-      writeFrame(chunk, o + PCAP_RECORD_HEADER_LEN, spec, flow, n, macs);
+      writeFrame(chunk, o + PCAP_RECORD_HEADER_LEN, { spec, flow, n, macs });
       packets++;
       if (++k === perChunk) {
         fs.writeSync(fd, chunk);

@@ -55,7 +55,15 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: nu
   });
 }
 
-export async function profileWorker(pid: number, seconds: number, dir: string, tag: string): Promise<Profile> {
+export interface ProfileOptions {
+  seconds: number;
+  /** Where perf writes its data file (removed once reported). */
+  dir: string;
+  /** Names the data file. */
+  tag: string;
+}
+
+export async function profileWorker(pid: number, { seconds, dir, tag }: ProfileOptions): Promise<Profile> {
   const tid = workerTid(pid);
   if (tid === undefined) return { seconds, top: [], error: 'worker thread not found' };
   const data = path.join(dir, `perf-${tag}.data`);

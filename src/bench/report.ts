@@ -4,7 +4,7 @@
  * (absolute, testpmd baseline, ratio), and an SVG bar chart of the forwarding figures — all
  * generated here.
  */
-import type { CaseResult, Figure } from './cases';
+import type { CaseResult, Figure } from './harness';
 import type { MachineInfo } from './machine';
 import { si, type Spread } from './stats';
 

@@ -1,0 +1,132 @@
+/**
+ * Cases (1)-(3), forwarding against testpmd on the same pcap: FNAT TCP/UDP (`fnat`), ICMP echo to
+ * a local address (`icmp-local`) and ICMP echo through FNAT (`icmp-fnat`).
+ */
+import type { FlowSpec } from '../pcap';
+import type { Profile } from '../profile';
+import { NET, RetraceRun, type Proto } from '../retrace';
+import { spread } from '../stats';
+import { clientFlows, FWD_FLOWS, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
+
+interface FwdSpec {
+  id: string;
+  label: string;
+  spec: FlowSpec;
+  services: Proto[];
+  /** Where forwarded packets leave: servers (FNAT) or client (local echo replies). */
+  out: 'servers' | 'client';
+}
+
+async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
+  const pcap = pcapFor(ctx, f.id, f.spec);
+  const base: number[] = [];
+  const vals: number[] = [];
+  const details: Record<string, unknown>[] = [];
+  let profile: Profile | undefined;
+  const retrace = async (profileTag?: string) => {
+    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.max(16384, f.spec.flows * 2), emptyPcap: ctx.emptyPcap });
+    try {
+      await rr.start();
+      await rr.setupNetwork();
+      for (const p of f.services) await rr.addService(p);
+      const conns = await rr.waitConns(f.spec.flows, 30);
+      return { ...(await measure(ctx, rr, { out: f.out, profileTag })), connsBefore: conns };
+    } finally {
+      await rr.stop();
+    }
+  };
+  for (let r = 0; r < ctx.runs; r++) {
+    const at = await tryQuiet(ctx, {
+      label: `${f.id} run ${r + 1}`,
+      run: async () => ({ tp: await testpmd(ctx, pcap), m: await retrace() }),
+      judge: ({ tp, m }) => shareJudge(ctx, [tp.cpuShare, m.cpuShare], Math.max(tp.foreignCores, m.foreignCores)),
+    });
+    const { tp, m } = at.value;
+    base.push(tp.pps);
+    vals.push(m.pps);
+    details.push({
+      run: r + 1,
+      testpmdPps: tp.pps,
+      testpmdCpuShare: tp.cpuShare,
+      testpmdForeignCores: tp.foreignCores,
+      pps: m.pps,
+      clientRxPps: m.rxPps,
+      workerCpuShare: m.cpuShare,
+      foreignCores: m.foreignCores,
+      conns: m.connsBefore,
+      dropsInWindow: m.drops,
+      attempts: at.attempts,
+      discarded: at.discarded,
+      noisy: at.noisy,
+    });
+    ctx.log(
+      `  ${f.id} run ${r + 1}: testpmd ${(tp.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(tp.cpuShare)}), retrace ${(m.pps / 1e6).toFixed(2)} Mpps (cpu ${pct0(m.cpuShare)}), conns ${m.connsBefore}, drops ${JSON.stringify(m.drops)}${at.noisy ? ' NOISY' : ''}`,
+    );
+  }
+  // With --profile, one more retrace run (not counted) under perf.
+  if (ctx.profile) {
+    const m = await retrace(f.id);
+    profile = m.profile;
+    ctx.log(`  ${f.id} profile run: ${(m.pps / 1e6).toFixed(2)} Mpps under perf`);
+  }
+  const fig = withBaseline(figure({ id: f.id, label: f.label, unit: 'pps', runs: vals, chart: true }), { label: 'testpmd macswap', runs: base });
+  fig.details = {
+    pcap: { flows: f.spec.flows, packetsPerFlow: f.spec.packetsPerFlow, packets: pcap.packets, frameLen: pcap.frameLen },
+    runs: details,
+    profile,
+  };
+  return fig;
+}
+
+export async function caseFnat(ctx: Ctx): Promise<Figure[]> {
+  const flows = FWD_FLOWS(ctx);
+  const out: Figure[] = [];
+  for (const kind of ['tcp', 'udp'] as const) {
+    out.push(
+      await forwarding(ctx, {
+        id: `fnat-${kind}`,
+        label: `FNAT ${kind.toUpperCase()} ${kind === 'tcp' ? 'established ' : ''}(${flows} flows, 16 packets each per pass)`,
+        spec: clientFlows({ kind, flows, packetsPerFlow: 16 }),
+        services: ['icmp', 'tcp', 'udp'],
+        out: 'servers',
+      }),
+    );
+  }
+  // The sink check: testpmd with the net_null,no-rx=1 sink the issue names, once per run, to show
+  // that the empty-pcap sink both sides use costs the same.
+  const tcp = out[0];
+  const pcap = pcapFor(ctx, 'fnat-tcp', clientFlows({ kind: 'tcp', flows, packetsPerFlow: 16 }));
+  const nullRuns: number[] = [];
+  for (let r = 0; r < Math.min(ctx.runs, 2); r++) nullRuns.push((await testpmd(ctx, pcap, 'null')).pps);
+  tcp.details.testpmdNullSink = { runs: nullRuns, value: spread(nullRuns) };
+  ctx.log(
+    `  testpmd with net_null0,no-rx=1 as the sink: ${nullRuns.map((x) => (x / 1e6).toFixed(2)).join(', ')} Mpps (empty-pcap sink: ${(tcp.baseline!.value.median / 1e6).toFixed(2)})`,
+  );
+  return out;
+}
+
+export async function caseIcmpLocal(ctx: Ctx): Promise<Figure[]> {
+  const flows = FWD_FLOWS(ctx);
+  return [
+    await forwarding(ctx, {
+      id: 'icmp-local',
+      label: `ICMP echo to a local address (${flows} flows, 16 requests each per pass; replies out of the pcap port)`,
+      spec: clientFlows({ kind: 'icmp', flows, packetsPerFlow: 16, dst: NET.clientAddr }),
+      services: ['icmp', 'tcp', 'udp'],
+      out: 'client',
+    }),
+  ];
+}
+
+export async function caseIcmpFnat(ctx: Ctx): Promise<Figure[]> {
+  const flows = FWD_FLOWS(ctx);
+  return [
+    await forwarding(ctx, {
+      id: 'icmp-fnat',
+      label: `ICMP echo through FNAT to a VIP (${flows} flows, 16 requests each per pass)`,
+      spec: clientFlows({ kind: 'icmp', flows, packetsPerFlow: 16 }),
+      services: ['icmp', 'tcp', 'udp'],
+      out: 'servers',
+    }),
+  ];
+}
