@@ -147,6 +147,14 @@ fi
 ts_sig=$(tree_sig src tsconfig.json package-lock.json)
 if [[ ! -d dist ]] || ! stamp_is tsc "$ts_sig"; then
   say "tsc"
+  # tsc never deletes outputs of sources that are gone, and a stale dist/x.js shadows dist/x/index.js
+  # (require('./config') tries config.js first): remove JavaScript with no TypeScript source.
+  if [[ -d dist ]]; then
+    while IFS= read -r js; do
+      rel=${js#dist/}
+      [[ -f src/${rel%.js}.ts ]] || rm -f "$js" "$js.map"
+    done < <(find dist -name '*.js')
+  fi
   node_modules/.bin/tsc -p tsconfig.json
   echo "$ts_sig" >"$stamps/tsc"
 fi

@@ -5,203 +5,54 @@
  * Errors: every failure is a DataplaneError whose `code` is an errno name (`ENOENT`, `EINVAL`,
  * `ENODEV`, ...) or `EUNAVAILABLE` when the dataplane is not running. src/server maps codes to gRPC
  * status codes in one place (toStatus).
+ *
+ * Here: the Dataplane class (types.ts: its shapes; errors.ts, setup.ts: its helpers). Over 500
+ * lines because the class is one unit: every table call checks and updates the same recorded
+ * desired state, so splitting it would mean sharing those maps between objects.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { deviceName, type Config } from '../config';
-import { buildEalArgs, filePrefix } from './eal';
-import {
-  IPPROTO,
-  SCHED_ID,
-  isNativeError,
-  loadNative,
-  type Native,
-  type NativeConf,
-  type NativeLcore,
-  type NativeLimits,
-  type NativeMempool,
-  type NativePortInfo,
-  type NativeTimeouts,
-} from './binding';
+import type { Config } from '../config';
+import { buildEalArgs } from './eal';
+import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
+import { DataplaneError, quoteName, wrap } from './errors';
+import { nativeConf, removeEalRuntimeDir } from './setup';
+import {
+  PROTOCOLS,
+  serviceKeyString,
+  type AddressSpec,
+  type ConfigShape,
+  type ConnFilter,
+  type ConnKey,
+  type CounterSnapshot,
+  type DataplaneState,
+  type LocalAddressSpec,
+  type LocalAddressView,
+  type NeighborSpec,
+  type NeighborView,
+  type PathCounters,
+  type Protocol,
+  type RealSpec,
+  type RouteSpec,
+  type RouteView,
+  type Scheduler,
+  type ServiceKey,
+  type ServiceSpec,
+  type ServiceView,
+  type Timeouts,
+} from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
 export { ConnRecords, CONN_FLAG_LOCAL, RECORD_CODES, type ConnLayout } from './conns';
 
 export type { NativeLimits as TableLimits } from './binding';
 export type { NativePortInfo as PortInfo, NativeLcore as LcoreInfo, NativeMempool as MempoolInfo } from './binding';
-
-export class DataplaneError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'DataplaneError';
-  }
-}
-
-function wrap(e: unknown, context: string): DataplaneError {
-  if (e instanceof DataplaneError) return e;
-  if (isNativeError(e)) return new DataplaneError(e.code, `${context}: ${e.message}`);
-  return new DataplaneError('EIO', `${context}: ${e instanceof Error ? e.message : String(e)}`);
-}
-
-export type Protocol = 'tcp' | 'udp' | 'icmp';
-export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp'];
-export type Scheduler = 'rr' | 'wrr' | 'wlc' | 'maglev';
-export const SCHEDULERS: readonly Scheduler[] = ['rr', 'wrr', 'wlc', 'maglev'];
-
-/** An address on a port; it also installs the connected route of its prefix. */
-export interface AddressSpec {
-  address: string;
-  prefixLength: number;
-  port: string;
-}
-
-export interface RouteSpec {
-  prefix: string;
-  prefixLength: number;
-  port: string;
-  /** Next hop; undefined for a connected route. */
-  gateway?: string;
-}
-
-export interface RouteView extends RouteSpec {
-  /** True for routes installed by an address (deleted with it). */
-  connected: boolean;
-}
-
-export interface NeighborSpec {
-  address: string;
-  mac: string;
-  port: string;
-}
-
-export interface NeighborView extends NeighborSpec {
-  static: boolean;
-  ageSeconds: number;
-}
-
-/** A local address (LIP): source of the server-side half of FNAT conns. */
-export interface LocalAddressSpec {
-  address: string;
-  port: string;
-}
-
-export interface LocalAddressView extends LocalAddressSpec {
-  portsInUse: bigint;
-  portsTotal: bigint;
-}
-
-export interface ServiceKey {
-  protocol: Protocol;
-  vip: string;
-  /** 0 for ICMP. */
-  port: number;
-}
-
-export interface RealSpec {
-  address: string;
-  /** 0 for ICMP. */
-  port: number;
-  /** 0 drains: no new conns, existing ones continue. */
-  weight: number;
-}
-
-export interface ServiceSpec extends ServiceKey {
-  scheduler: Scheduler;
-  /** Maglev hash seed (same seed + same reals = same table on every node). */
-  seed: number;
-}
-
-export interface RealView extends RealSpec {
-  activeConns: bigint;
-  connsTotal: bigint;
-  /** Packets and bytes of this real's conns, toward it and from it. */
-  packetsToReal: bigint;
-  packetsFromReal: bigint;
-  bytesToReal: bigint;
-  bytesFromReal: bigint;
-}
-
-export interface ServiceView extends ServiceSpec {
-  reals: RealView[];
-  connsTotal: bigint;
-}
-
-export type Timeouts = NativeTimeouts;
-
-/** Conn selection; unset fields match anything. */
-export interface ConnFilter {
-  protocol: Protocol;
-  client: string;
-  clientPort: number;
-  vip: string;
-  vipPort: number;
-  real: string;
-  realPort: number;
-}
-
-/** A conn's client-side key: what GetConn looks it up by. */
-export type ConnKey = Pick<ConnFilter, 'protocol' | 'client' | 'clientPort' | 'vip' | 'vipPort'>;
+export { DataplaneError } from './errors';
+export { nativeConf } from './setup';
+export * from './types';
 
 /** The fixed table sizes of the native layer (no EAL needed: they are compile-time constants). */
 export function tableLimits(): NativeLimits {
   return loadNative().limits();
-}
-
-/**
- * The configuration the Dataplane object holds, without a native call: what the control plane
- * checks a change against (reals are the live arrays; callers must not modify them).
- */
-export interface ConfigShape {
-  addresses: AddressSpec[];
-  routes: RouteSpec[];
-  neighbors: NeighborSpec[];
-  localAddresses: LocalAddressSpec[];
-  services: (ServiceKey & { reals: readonly RealSpec[] })[];
-}
-
-export function serviceKeyString(k: ServiceKey): string {
-  return `${k.protocol}/${k.vip}:${k.port}`;
-}
-
-export type DataplaneState = 'starting' | 'running' | 'stopping' | 'stopped';
-
-/** Counters of one protocol on one port, named as in native/dp_counters.h. */
-export type PathCounters = Record<string, bigint>;
-
-export interface CounterSnapshot {
-  /** protocol name -> port name -> counter name -> value */
-  path: Record<string, Record<string, PathCounters>>;
-  /** port name -> drop reason -> value */
-  drops: Record<string, Record<string, bigint>>;
-}
-
-/** Maps the appliance config onto the addon's start() argument. */
-export function nativeConf(cfg: Config): NativeConf {
-  return {
-    mbufs: cfg.dataplane.mbufs,
-    mbufCache: cfg.dataplane.mbuf_cache,
-    burst: cfg.dataplane.burst,
-    idlePauseAfter: cfg.dataplane.idle.pause_after,
-    idleSleepAfter: cfg.dataplane.idle.sleep_after,
-    idleSleepUs: cfg.dataplane.idle.sleep_us,
-    maxConns: cfg.dataplane.max_conns,
-    icmpRate: cfg.dataplane.icmp_rate,
-    icmpBurst: cfg.dataplane.icmp_burst,
-    eventRing: cfg.dataplane.event_ring,
-    ports: cfg.ports.map((p) => ({
-      name: p.name,
-      devname: deviceName(p.device),
-      mtu: p.mtu,
-      rxDesc: p.rx_desc,
-      txDesc: p.tx_desc,
-      mac: p.mac,
-      promiscuous: p.promiscuous,
-    })),
-  };
 }
 
 export class Dataplane {
@@ -681,28 +532,10 @@ export class Dataplane {
   }
 }
 
-/** A port name as an error quotes it: cut after 64 characters (errors must stay small). */
-function quoteName(name: string): string {
-  return name.length > 64 ? `${JSON.stringify(name.slice(0, 64)).slice(0, -1)}..." (${name.length} characters)` : JSON.stringify(name);
-}
-
 /** The network address of addr/len in dotted quad. */
 export function networkOf(addr: string, len: number): string {
   const n = addr.split('.').reduce((acc, o) => (acc << 8) | Number(o), 0) >>> 0;
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const net = (n & mask) >>> 0;
   return [24, 16, 8, 0].map((sh) => (net >>> sh) & 0xff).join('.');
-}
-
-/**
- * EAL leaves /var/run/dpdk/<file-prefix> (or $XDG_RUNTIME_DIR/dpdk/<prefix> for non-root) behind
- * even with --no-shconf; with a prefix per process they would pile up.
- */
-function removeEalRuntimeDir(cfg: Config): void {
-  const base = process.getuid?.() === 0 ? '/var/run/dpdk' : path.join(process.env.XDG_RUNTIME_DIR ?? '/tmp', 'dpdk');
-  try {
-    fs.rmSync(path.join(base, filePrefix(cfg, process.pid)), { recursive: true, force: true });
-  } catch {
-    // Best effort: a leftover directory is harmless.
-  }
 }

@@ -2,7 +2,7 @@
  * deploy/k8s: every manifest parses and matches the Kubernetes schemas (kubernetes-models), the
  * kustomizations render with `kubectl kustomize`, and the rendered DaemonSets keep the
  * invariants deploy/README.md explains. The sample configs pass the appliance's own validators
- * (src/config.ts parseConfig, the `retrace apply` parser).
+ * (src/config parseConfig, the `retrace apply` parser).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

@@ -2,6 +2,9 @@
  * The control API end to end: a real `retrace serve` child process with two net_ring ports (no
  * namespaces, no NIC), called over its unix socket. One describe per RPC; each failure case checks
  * the status code, that INVALID_ARGUMENT names the field, and that nothing changed.
+ *
+ * One file (over 500 lines): one appliance, started once in beforeAll, serves every RPC's cases;
+ * splitting by RPC would start (and EAL-initialise) it once per file.
  */
 import { execFileSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';

@@ -3,6 +3,9 @@
  * net_ring ports (uplink-a, uplink-b) and a net_pcap port (`probe`) that replays a few frames at
  * start so that some counters are not zero (no namespaces, no NIC). One describe per RPC or
  * command; failure cases check the status code, the path named, and that nothing changed.
+ *
+ * One file (over 500 lines): one appliance, started once, serves ConfigService, /metrics and the
+ * CLI cases; splitting them would start it once per file for the same fixture.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';

@@ -6,6 +6,9 @@
  * One lab for the file. The first block runs the appliance with the default stream buffer (4096);
  * the last one restarts it with grpc.subscriber_buffer: 16 to make a slow stream lose events.
  * Each block uses its own VIPs.
+ *
+ * One file (over 500 lines): one namespace lab and one appliance for ListConns, DeleteConns and
+ * the event streams; splitting would build the lab once per file.
  */
 import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';

@@ -5,6 +5,9 @@
  *     ApplyConfig(dry_run) answering OK with an empty diff (the state a unary call accepts is one
  *     ApplyConfig accepts) and, on a refused call, GetConfig unchanged; every RESTART_EVERY steps
  *     a SIGTERM and a start from the state file that must succeed with the same GetConfig.
+ *
+ * One file (over 500 lines): one appliance and its state file serve every item of issue 18 and
+ * the property test; splitting would start it once per file.
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -7,6 +7,9 @@
  * One lab and one appliance for the whole file. Each describe uses its own VIPs (198.19.0.x) and
  * works on counter deltas, so cases do not depend on each other. The fragment and Maglev blocks
  * restart the appliance (forgetting every service made before) and therefore run last.
+ *
+ * One file (over 500 lines): one namespace lab and one appliance for every FNAT case (see above);
+ * splitting would build the lab once per file.
  */
 import { LabScenario, pathDelta, type Proto, type RealSpec } from '../../src/lab/scenario';
 import { LAB, labVip, REAL_SERVERS, type CapturedPacket, type EchoServerEvent, type RealServer, type RootPort } from '../../src/lab/topology';

@@ -19,6 +19,9 @@
  * VIPs: .10 TCP service only (so ICMP to it is answered locally), .11 ICMP service (rr over
  * rs1..rs3), .12 UDP service on a port nothing listens on, .13 TCP service for path MTU, .14 UDP
  * echo service.
+ *
+ * One file (over 500 lines): one namespace lab and one appliance for every ICMP case; splitting
+ * would build the lab (namespaces, routers, captures) once per file.
  */
 import fs from 'node:fs';
 import type { DropCounters, GetCountersResponse } from '../../src/gen/retrace/v1/path';

@@ -29,6 +29,9 @@
  * The lab's real next hops (routers, real servers) get static neighbour entries first: the corpus
  * holds ARP packets claiming their addresses (the seed `arp` says 198.18.20.2 is at
  * 02:aa:00:00:00:01), and a learned entry would follow them; static entries never change by ARP.
+ *
+ * One file (over 500 lines): most of it is what only this replay uses (the corpus reader, the
+ * random corpus generator, the model of each frame's fate in classify/predict) beside its one lab.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

@@ -2,6 +2,9 @@
  * EventHub's queue and loss accounting, with a fake event source (the dataplane's rings) and a fake
  * sink (a stream whose write() says whether the transport wants more). Pure TypeScript: no
  * dataplane, no gRPC. Timers are jest's fake ones; each `tick()` is one drain period.
+ *
+ * One file (over 500 lines): the cases share the fake source and sink and the helpers that drive
+ * them (above the first describe); they are one EventHub's behaviour, block by block.
  */
 import { EventEmitter } from 'node:events';
 import type { ConnEventType as DpEventType, ConnView } from '../../src/dataplane';

@@ -1,0 +1,132 @@
+/**
+ * The shapes the Dataplane class takes and returns: table entries (specs as configured, views as
+ * read back), conn selection, counter snapshots. Re-exported by index.ts.
+ */
+import type { NativeTimeouts } from './binding';
+
+export type Protocol = 'tcp' | 'udp' | 'icmp';
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp', 'icmp'];
+export type Scheduler = 'rr' | 'wrr' | 'wlc' | 'maglev';
+export const SCHEDULERS: readonly Scheduler[] = ['rr', 'wrr', 'wlc', 'maglev'];
+
+/** An address on a port; it also installs the connected route of its prefix. */
+export interface AddressSpec {
+  address: string;
+  prefixLength: number;
+  port: string;
+}
+
+export interface RouteSpec {
+  prefix: string;
+  prefixLength: number;
+  port: string;
+  /** Next hop; undefined for a connected route. */
+  gateway?: string;
+}
+
+export interface RouteView extends RouteSpec {
+  /** True for routes installed by an address (deleted with it). */
+  connected: boolean;
+}
+
+export interface NeighborSpec {
+  address: string;
+  mac: string;
+  port: string;
+}
+
+export interface NeighborView extends NeighborSpec {
+  static: boolean;
+  ageSeconds: number;
+}
+
+/** A local address (LIP): source of the server-side half of FNAT conns. */
+export interface LocalAddressSpec {
+  address: string;
+  port: string;
+}
+
+export interface LocalAddressView extends LocalAddressSpec {
+  portsInUse: bigint;
+  portsTotal: bigint;
+}
+
+export interface ServiceKey {
+  protocol: Protocol;
+  vip: string;
+  /** 0 for ICMP. */
+  port: number;
+}
+
+export interface RealSpec {
+  address: string;
+  /** 0 for ICMP. */
+  port: number;
+  /** 0 drains: no new conns, existing ones continue. */
+  weight: number;
+}
+
+export interface ServiceSpec extends ServiceKey {
+  scheduler: Scheduler;
+  /** Maglev hash seed (same seed + same reals = same table on every node). */
+  seed: number;
+}
+
+export interface RealView extends RealSpec {
+  activeConns: bigint;
+  connsTotal: bigint;
+  /** Packets and bytes of this real's conns, toward it and from it. */
+  packetsToReal: bigint;
+  packetsFromReal: bigint;
+  bytesToReal: bigint;
+  bytesFromReal: bigint;
+}
+
+export interface ServiceView extends ServiceSpec {
+  reals: RealView[];
+  connsTotal: bigint;
+}
+
+export type Timeouts = NativeTimeouts;
+
+/** Conn selection; unset fields match anything. */
+export interface ConnFilter {
+  protocol: Protocol;
+  client: string;
+  clientPort: number;
+  vip: string;
+  vipPort: number;
+  real: string;
+  realPort: number;
+}
+
+/** A conn's client-side key: what GetConn looks it up by. */
+export type ConnKey = Pick<ConnFilter, 'protocol' | 'client' | 'clientPort' | 'vip' | 'vipPort'>;
+
+/**
+ * The configuration the Dataplane object holds, without a native call: what the control plane
+ * checks a change against (reals are the live arrays; callers must not modify them).
+ */
+export interface ConfigShape {
+  addresses: AddressSpec[];
+  routes: RouteSpec[];
+  neighbors: NeighborSpec[];
+  localAddresses: LocalAddressSpec[];
+  services: (ServiceKey & { reals: readonly RealSpec[] })[];
+}
+
+export function serviceKeyString(k: ServiceKey): string {
+  return `${k.protocol}/${k.vip}:${k.port}`;
+}
+
+export type DataplaneState = 'starting' | 'running' | 'stopping' | 'stopped';
+
+/** Counters of one protocol on one port, named as in native/dp_counters.h. */
+export type PathCounters = Record<string, bigint>;
+
+export interface CounterSnapshot {
+  /** protocol name -> port name -> counter name -> value */
+  path: Record<string, Record<string, PathCounters>>;
+  /** port name -> drop reason -> value */
+  drops: Record<string, Record<string, bigint>>;
+}
