@@ -142,7 +142,7 @@ export class RetraceRun {
       // packets 0: no traffic (infinite_rx needs at least one packet to replay).
       `  - {name: client, device: "net_pcap0,rx_pcap=${o.pcap}${o.packets > 0 ? ',infinite_rx=1' : ''}", mac: "${NET.clientMac}"}`,
       // The sink. net_null0,no-rx=1 would be the obvious one, but ports[].device rejects the "-"
-      // in "no-rx" (src/config.ts VDEV_RE), and net_null without it floods the worker with frames
+      // in "no-rx" (src/config/fields.ts VDEV_RE), and net_null without it floods the worker with frames
       // (a second --vdev in eal.extra_args does not replace the first). net_pcap reading a pcap
       // with no packet, given no tx argument, drops what it transmits and counts it: the same
       // thing. testpmd gets the same sink (testpmd.ts).
