@@ -10,6 +10,8 @@
  *   - an address is local in one role: port address, local address (LIP) or vip (a vip may serve
  *     several services);
  *   - no static neighbour for an address of the appliance (any role);
+ *   - a subnet is connected on one port: port addresses that share a prefix share their port
+ *     (the connected route leaves by one port, so an address on another would be unreachable);
  *   - the fixed table sizes of the native layer (tableLimits(), from native/dp_ctl.h).
  * Deleting, updating a scheduler, timeouts and symmetric mode cannot break any of them.
  *
@@ -128,6 +130,22 @@ export function checkState(s: ConfigShape, limits: TableLimits): void {
         ref('neighbors', i, 'address'),
         o,
         (x) => `"${n.address}" is also ${x}: no static neighbor for the appliance's own addresses`,
+      );
+    }
+  });
+
+  // ---- one port per connected subnet
+  const subnets = new Map<string, number>();
+  s.addresses.forEach((a, i) => {
+    const subnet = `${networkOf(a.address, a.prefixLength)}/${a.prefixLength}`;
+    const j = subnets.get(subnet);
+    if (j === undefined) subnets.set(subnet, i);
+    else if (s.addresses[j].port !== a.port) {
+      throw new StateViolation(
+        'conflict',
+        ref('addresses', i, 'port'),
+        ref('addresses', j, 'port'),
+        (o) => `"${a.port}" is not the port of subnet ${subnet}, which is connected on "${s.addresses[j].port}" (${o}): one port per subnet`,
       );
     }
   });

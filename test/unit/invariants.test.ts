@@ -81,6 +81,15 @@ describe('StateGuard: unary calls keep the state ApplyConfig accepts', () => {
       ],
     ],
     [
+      'CreateAddress in a subnet connected on another port',
+      { list: 'addresses', item: { address: '198.18.0.2', prefixLength: 24, port: 'p1' } },
+      'address',
+      [
+        status.ALREADY_EXISTS,
+        'address.port: "p1" is not the port of subnet 198.18.0.0/24, which is connected on "p0" (the port address 198.18.0.1/24 on p0): one port per subnet',
+      ],
+    ],
+    [
       'CreateAddress twice',
       { list: 'addresses', item: { address: '198.18.0.1', prefixLength: 16, port: 'p1' } },
       'address',
@@ -94,6 +103,10 @@ describe('StateGuard: unary calls keep the state ApplyConfig accepts', () => {
     ],
   ])('refuses %s', (_what, add, prefix, want) => {
     expect(refusal(shape(), add, prefix)).toEqual(want);
+  });
+
+  it('lets a second port address into a subnet on the same port', () => {
+    expect(refusal(shape(), { list: 'addresses', item: { address: '198.18.0.2', prefixLength: 24, port: 'p0' } }, 'address')).toBe('ok');
   });
 
   it('lets a CreateNeighbor replace the entry of the same address', () => {
