@@ -134,8 +134,24 @@ struct dp_service_key {
 	uint8_t pad;
 };
 
+/* A service's admission limits: immutable, replaced whole (RCU). Only the
+ * first packet of a conn reads them. */
+struct dp_svc_limits {
+	uint32_t max_conns; /* 0 = no limit */
+	uint32_t n_allow, n_deny;
+	/* Network order, host bits clear; masks precomputed. A linear scan:
+	 * the lists are short (DP_MAX_SVC_PREFIXES). */
+	struct {
+		uint32_t addr, mask;
+	} allow[DP_MAX_SVC_PREFIXES], deny[DP_MAX_SVC_PREFIXES];
+};
+
 struct dp_service {
 	struct dp_service_key key;
+	/* NULL when the service has no limits: the first packet of a conn
+	 * then pays one branch. */
+	struct dp_svc_limits *_Atomic limits;
+	atomic_uint_fast64_t drops[DP_SVC_DROP_MAX]; /* refused conns, by reason */
 	enum dp_sched_kind sched;
 	uint32_t seed;
 	struct dp_real_set *_Atomic set;

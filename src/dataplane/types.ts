@@ -66,10 +66,34 @@ export interface RealSpec {
   weight: number;
 }
 
+/**
+ * Admission limits of a service; only the first packet of a conn is checked. Prefixes are
+ * canonical "a.b.c.d/len" strings (no host bits), sorted by address then length, no repeats.
+ */
+export interface ServiceLimits {
+  /** 0 = no limit. */
+  maxConns: number;
+  /** Client prefixes that may open conns; empty = every client. */
+  allow: string[];
+  /** Client prefixes that may not; wins over allow. */
+  deny: string[];
+}
+
+export const NO_LIMITS: Readonly<ServiceLimits> = Object.freeze({ maxConns: 0, allow: [], deny: [] });
+
+export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | undefined): boolean {
+  const x = a ?? NO_LIMITS,
+    y = b ?? NO_LIMITS;
+  const same = (p: string[], q: string[]) => p.length === q.length && p.every((v, i) => v === q[i]);
+  return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny);
+}
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
   seed: number;
+  /** Unset = none. */
+  limits?: ServiceLimits;
 }
 
 export interface RealView extends RealSpec {
@@ -85,6 +109,13 @@ export interface RealView extends RealSpec {
 export interface ServiceView extends ServiceSpec {
   reals: RealView[];
   connsTotal: bigint;
+  limits: ServiceLimits;
+  /** Conns on the current reals: what maxConns is checked against. */
+  activeConns: bigint;
+  /** New conns refused by the limits, by reason, since the service was created. */
+  refusedMaxConns: bigint;
+  refusedDenied: bigint;
+  refusedNotAllowed: bigint;
 }
 
 export type Timeouts = NativeTimeouts;
