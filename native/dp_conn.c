@@ -207,7 +207,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	void *obj;
 
 	/* A service without limits pays this one branch. */
-	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, ck->saddr, drop))
+	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, ck->saddr, w->now_tsc, drop))
 		return NULL;
 	real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
 	if (unlikely(real == NULL)) {

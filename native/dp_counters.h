@@ -73,7 +73,8 @@ extern "C" {
 	X(tx_full, "the driver refused the packet at tx burst")                        \
 	X(svc_max_conns, "new conn for a service already at its max_conns")            \
 	X(svc_denied, "new conn from a client in the service's deny list")             \
-	X(svc_not_allowed, "new conn from a client outside the service's allow list")
+	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
+	X(svc_rate_limited, "new conn from a client over the service's conn_rate")
 
 /* Per real: the traffic of its conns, per worker, by direction. The
  * binding names them in camelCase (packets_to_real -> packetsToReal). */
@@ -88,7 +89,8 @@ extern "C" {
 #define DP_SVC_DROP_LIST(X) \
 	X(max_conns)        \
 	X(denied)           \
-	X(not_allowed)
+	X(not_allowed)      \
+	X(rate_limited)
 
 enum dp_proto {
 #define X(n) DP_PROTO_##n,

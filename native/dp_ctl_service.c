@@ -17,6 +17,8 @@
 #include "dp_ctl_internal.h"
 #include "dp_sched.h"
 
+static void dp_svc_limits_free(struct dp_svc_limits *l);
+
 static int
 dp_sched_kind(int arg)
 {
@@ -212,7 +214,7 @@ dp_ctl_service_del(uint8_t proto, uint32_t vaddr, uint16_t vport, char *err, siz
 		dp_addr_clear_kind(vaddr, DP_ADDR_VIP);
 	/* Conns hold references to reals, not to the service. */
 	dp_real_set_free(atomic_load(&svc->set));
-	rte_free(atomic_load(&svc->limits));
+	dp_svc_limits_free(atomic_load(&svc->limits));
 	rte_free(svc);
 out:
 	pthread_mutex_unlock(&ctl_lock);
@@ -374,6 +376,14 @@ dp_ctl_services_conns_total(uint64_t *total)
 	return 0;
 }
 
+static void
+dp_svc_limits_free(struct dp_svc_limits *l)
+{
+	if (l != NULL)
+		rte_free(l->slots);
+	rte_free(l);
+}
+
 static int
 dp_prefixes_copy(const char *list, const struct dp_prefix *in, unsigned n, uint32_t *n_out,
 	__typeof__(((struct dp_svc_limits *)0)->allow[0]) *out, char *err, size_t errlen)
@@ -409,36 +419,53 @@ dp_ctl_service_set_limits(uint8_t proto, uint32_t vaddr, uint16_t vport,
 
 	if (ret < 0)
 		return ret;
-	if (conf->max_conns != 0 || conf->n_allow != 0 || conf->n_deny != 0) {
+	if (conf->conn_rate != 0 && conf->conn_burst == 0) {
+		dp_set_err(err, errlen, "conn_rate needs a conn_burst of at least 1");
+		return -EINVAL;
+	}
+	if (conf->max_conns != 0 || conf->n_allow != 0 || conf->n_deny != 0 || conf->conn_rate != 0) {
 		l = rte_zmalloc("retrace_svc_limits", sizeof(*l), RTE_CACHE_LINE_SIZE);
 		if (l == NULL)
 			return -ENOMEM;
 		l->max_conns = conf->max_conns;
+		if (conf->conn_rate != 0) {
+			/* Bounded so tokens in thousandths fit 32 bits. */
+			l->conn_rate = RTE_MIN(conf->conn_rate, 1000000u);
+			l->conn_burst = RTE_MIN(conf->conn_burst, 1000000u);
+			l->slots = rte_zmalloc("retrace_svc_rate",
+				sizeof(struct dp_rate_slot) * DP_SVC_RATE_SLOTS, RTE_CACHE_LINE_SIZE);
+			if (l->slots == NULL) {
+				rte_free(l);
+				return -ENOMEM;
+			}
+			for (unsigned i = 0; i < DP_SVC_RATE_SLOTS; i++)
+				rte_spinlock_init(&l->slots[i].lock);
+		}
 		ret = dp_prefixes_copy(
 			"allow", conf->allow, conf->n_allow, &l->n_allow, l->allow, err, errlen);
 		if (ret == 0)
 			ret = dp_prefixes_copy(
 				"deny", conf->deny, conf->n_deny, &l->n_deny, l->deny, err, errlen);
 		if (ret < 0) {
-			rte_free(l);
+			dp_svc_limits_free(l);
 			return ret;
 		}
 	}
 	if (!dp_running(err, errlen)) {
-		rte_free(l);
+		dp_svc_limits_free(l);
 		return -EBUSY;
 	}
 	pthread_mutex_lock(&ctl_lock);
 	struct dp_service *svc = dp_service_find(&k);
 	if (svc == NULL) {
 		dp_set_err(err, errlen, "no such service");
-		rte_free(l);
+		dp_svc_limits_free(l);
 		ret = -ENOENT;
 	} else {
 		struct dp_svc_limits *old = atomic_exchange(&svc->limits, l);
 		if (old != NULL) {
 			dp_grace_period();
-			rte_free(old);
+			dp_svc_limits_free(old);
 		}
 	}
 	pthread_mutex_unlock(&ctl_lock);

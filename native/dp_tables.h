@@ -27,6 +27,7 @@
 #include <rte_lpm.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
+#include <rte_spinlock.h>
 
 #include "dp.h"
 #include "dp_counters.h"
@@ -134,10 +135,20 @@ struct dp_service_key {
 	uint8_t pad;
 };
 
-/* A service's admission limits: immutable, replaced whole (RCU). Only the
- * first packet of a conn reads them. */
+/* One token bucket of a service's conn_rate, shared by the workers (a
+ * spinlock: only first packets of a rate-limited service take it). */
+struct dp_rate_slot {
+	rte_spinlock_t lock;
+	uint32_t tokens_milli; /* thousandths of a conn */
+	uint64_t tsc;	       /* last refill; 0 = never used */
+};
+
+/* A service's admission limits: replaced whole (RCU); only the token
+ * buckets change in place. Only the first packet of a conn reads them. */
 struct dp_svc_limits {
-	uint32_t max_conns; /* 0 = no limit */
+	uint32_t max_conns;		/* 0 = no limit */
+	uint32_t conn_rate, conn_burst; /* 0 = no rate limit */
+	struct dp_rate_slot *slots;	/* DP_SVC_RATE_SLOTS with conn_rate, else NULL */
 	uint32_t n_allow, n_deny;
 	/* Network order, host bits clear; masks precomputed. A linear scan:
 	 * the lists are short (DP_MAX_SVC_PREFIXES). */

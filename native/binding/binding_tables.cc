@@ -254,7 +254,7 @@ bool ParsePrefixes(Napi::Object o, const char *list, std::vector<dp_prefix> *out
   return true;
 }
 
-// serviceSetLimits(proto, vip, port, {maxConns, allow: [{addr, plen}], deny: [...]})
+// serviceSetLimits(proto, vip, port, {maxConns, connRate, connBurst, allow: [{addr, plen}], deny: [...]})
 Napi::Value ServiceSetLimits(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   ServiceKey k;
@@ -263,6 +263,8 @@ Napi::Value ServiceSetLimits(const Napi::CallbackInfo &info) {
   std::vector<dp_prefix> allow, deny;
   if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToObject(info[3], "limits", &o) ||
       !ToU32(o.Get("maxConns"), "limits.maxConns", 0, UINT32_MAX, &lc.max_conns) ||
+      !ToU32(o.Get("connRate"), "limits.connRate", 0, 1000000, &lc.conn_rate) ||
+      !ToU32(o.Get("connBurst"), "limits.connBurst", 0, 1000000, &lc.conn_burst) ||
       !ParsePrefixes(o, "allow", &allow) || !ParsePrefixes(o, "deny", &deny))
     return env.Undefined();
   lc.allow = allow.data();

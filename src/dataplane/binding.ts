@@ -171,9 +171,9 @@ export interface Native {
     proto: number,
     vip: string,
     port: number,
-    limits: { maxConns: number; allow: { addr: string; plen: number }[]; deny: { addr: string; plen: number }[] },
+    limits: { maxConns: number; connRate: number; connBurst: number; allow: { addr: string; plen: number }[]; deny: { addr: string; plen: number }[] },
   ): void;
-  serviceDrops(proto: number, vip: string, port: number): { activeConns: bigint; maxConns: bigint; denied: bigint; notAllowed: bigint };
+  serviceDrops(proto: number, vip: string, port: number): { activeConns: bigint; maxConns: bigint; denied: bigint; notAllowed: bigint; rateLimited: bigint };
   symmetricSet(proto: number, on: boolean): void;
   symmetricGet(proto: number): boolean;
   timeoutsSet(t: NativeTimeouts): void;

@@ -59,7 +59,7 @@ export function tableLimits(): NativeLimits {
 }
 
 function copyLimits(l: ServiceLimits): ServiceLimits {
-  return { maxConns: l.maxConns, allow: [...l.allow], deny: [...l.deny] };
+  return { maxConns: l.maxConns, allow: [...l.allow], deny: [...l.deny], connRate: l.connRate, connBurst: l.connBurst };
 }
 
 export class Dataplane {
@@ -356,7 +356,13 @@ export class Dataplane {
       return { addr, plen: Number(plen) };
     };
     this.call(`service ${serviceKeyString(k)}`, () =>
-      this.native.serviceSetLimits(IPPROTO[k.protocol], k.vip, k.port, { maxConns: l.maxConns, allow: l.allow.map(split), deny: l.deny.map(split) }),
+      this.native.serviceSetLimits(IPPROTO[k.protocol], k.vip, k.port, {
+        maxConns: l.maxConns,
+        connRate: l.connRate,
+        connBurst: l.connBurst,
+        allow: l.allow.map(split),
+        deny: l.deny.map(split),
+      }),
     );
   }
 
@@ -430,6 +436,7 @@ export class Dataplane {
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
       refusedNotAllowed: drops.notAllowed,
+      refusedRateLimited: drops.rateLimited,
       reals: live.reals.map((r) => ({
         address: r.addr,
         port: r.port,

@@ -77,15 +77,18 @@ export interface ServiceLimits {
   allow: string[];
   /** Client prefixes that may not; wins over allow. */
   deny: string[];
+  /** New conns per second per client address (0 = no limit), a token bucket of connBurst conns. */
+  connRate: number;
+  connBurst: number;
 }
 
-export const NO_LIMITS: Readonly<ServiceLimits> = Object.freeze({ maxConns: 0, allow: [], deny: [] });
+export const NO_LIMITS: Readonly<ServiceLimits> = Object.freeze({ maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 });
 
 export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | undefined): boolean {
   const x = a ?? NO_LIMITS,
     y = b ?? NO_LIMITS;
   const same = (p: string[], q: string[]) => p.length === q.length && p.every((v, i) => v === q[i]);
-  return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny);
+  return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny) && x.connRate === y.connRate && x.connBurst === y.connBurst;
 }
 
 export interface ServiceSpec extends ServiceKey {
@@ -116,6 +119,7 @@ export interface ServiceView extends ServiceSpec {
   refusedMaxConns: bigint;
   refusedDenied: bigint;
   refusedNotAllowed: bigint;
+  refusedRateLimited: bigint;
 }
 
 export type Timeouts = NativeTimeouts;

@@ -54,6 +54,9 @@ export function toVirtualService(s: ServiceView): VirtualService {
     refusedMaxConns: s.refusedMaxConns,
     refusedDenied: s.refusedDenied,
     refusedNotAllowed: s.refusedNotAllowed,
+    connRate: s.limits.connRate,
+    connBurst: s.limits.connBurst,
+    refusedRateLimited: s.refusedRateLimited,
   });
 }
 

@@ -55,6 +55,12 @@ function serviceFamilies(): ServiceFamily[] {
       'New conns a virtual service refused because the client matched no prefix of its (non-empty) allow list.',
       (s) => s.refusedNotAllowed,
     ),
+    f(
+      'retrace_service_refused_rate_limited_total',
+      'counter',
+      'New conns a virtual service refused because the client was over its conn_rate.',
+      (s) => s.refusedRateLimited,
+    ),
   ];
 }
 

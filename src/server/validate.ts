@@ -233,13 +233,18 @@ function prefixList(list: readonly string[], field: string): string[] {
  * max_conns beyond it could never be reached, so it is a mistake.
  */
 export function serviceLimits(
-  l: { maxConns: number; allow: readonly string[]; deny: readonly string[] },
+  l: { maxConns: number; allow: readonly string[]; deny: readonly string[]; connRate: number; connBurst: number },
   at: string,
   connCapacity = Number.MAX_SAFE_INTEGER,
 ): ServiceLimits {
   const maxConns = intIn(l.maxConns, 0, 0xffffffff, `${at}max_conns`);
   if (maxConns > connCapacity) throw new ValidationError(`${at}max_conns`, `${maxConns} is more than the conn table holds (${connCapacity}); 0 = no limit`);
-  return { maxConns, allow: prefixList(l.allow, `${at}allow`), deny: prefixList(l.deny, `${at}deny`) };
+  const connRate = intIn(l.connRate, 0, 1000000, `${at}conn_rate`);
+  const connBurst = intIn(l.connBurst, 0, 1000000, `${at}conn_burst`);
+  // One spelling per state, so GetConfig -> ApplyConfig stays a no-op: no burst without a rate.
+  if (connRate > 0 && connBurst === 0) throw new ValidationError(`${at}conn_burst`, 'must be 1..1000000 with a conn_rate');
+  if (connRate === 0 && connBurst > 0) throw new ValidationError(`${at}conn_burst`, 'must be 0 without a conn_rate');
+  return { maxConns, allow: prefixList(l.allow, `${at}allow`), deny: prefixList(l.deny, `${at}deny`), connRate, connBurst };
 }
 
 export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {

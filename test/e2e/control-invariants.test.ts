@@ -371,6 +371,7 @@ describe('issue 18 on a real appliance with a state file', () => {
       maxConns: pick([0, 0, 1, 100]),
       allow: LIMIT_PREFIXES.filter(() => rnd() < 0.3),
       deny: LIMIT_PREFIXES.filter(() => rnd() < 0.2).reverse(),
+      ...(rnd() < 0.3 ? { connRate: pick([1, 50]), connBurst: pick([1, 10]) } : { connRate: 0, connBurst: 0 }),
     });
 
     /** One random call: its name and the promise of its answer. */

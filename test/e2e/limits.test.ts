@@ -54,7 +54,12 @@ describe('admission limits per virtual service (lab)', () => {
     const N = 3;
     const reals = REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO, weight: 1 }));
     await sc.addService('tcp', vip, ECHO, 'rr', reals);
-    await sc.app.api.balancer.updateVirtualService({ key: key(vip), scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: { maxConns: N, allow: [], deny: [] } });
+    await sc.app.api.balancer.updateVirtualService({
+      key: key(vip),
+      scheduler: Scheduler.SCHEDULER_RR,
+      seed: 0,
+      limits: { maxConns: N, allow: [], deny: [], connRate: 0, connBurst: 0 },
+    });
     expect((await service(vip)).maxConns).toBe(N);
     const before = await sc.counters();
 
@@ -99,7 +104,7 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
-      limits: { maxConns: 0, allow: ['198.18.0.0/16'], deny: [`${LAB.clientB}/32`] },
+      limits: { maxConns: 0, allow: ['198.18.0.0/16'], deny: [`${LAB.clientB}/32`], connRate: 0, connBurst: 0 },
     });
     const before = await sc.counters();
 
@@ -125,12 +130,40 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
-      limits: { maxConns: 0, allow: [LAB.clientBNet], deny: [] },
+      limits: { maxConns: 0, allow: [LAB.clientBNet], deny: [], connRate: 0, connBurst: 0 },
     });
     const a2 = await sc.lab.tcpEcho('client-a', vip, ECHO, { conns: 1, bytes: 64, timeoutMs: 2500 });
     const b2 = await sc.lab.tcpEcho('client-b', vip, ECHO, { conns: 1, bytes: 64, timeoutMs: 5000 });
     expect(a2.ok).toBe(0);
     expect(b2.failures).toEqual([]);
     expect((await service(vip)).refusedNotAllowed).toBeGreaterThanOrEqual(1n);
+  }, 90000);
+
+  it('conn_rate 1/s with a burst of 3: 3 of 6 simultaneous conns from one client pass, the rest are counted', async () => {
+    const vip = labVip(92);
+    const reals = REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO, weight: 1 }));
+    await sc.addService('tcp', vip, ECHO, 'rr', reals);
+    await sc.app.api.balancer.updateVirtualService({
+      key: key(vip),
+      scheduler: Scheduler.SCHEDULER_RR,
+      seed: 0,
+      limits: { maxConns: 0, allow: [], deny: [], connRate: 1, connBurst: 3 },
+    });
+    const before = await sc.counters();
+    // Within 900 ms: before the kernel's first SYN retransmission (1 s) and before the bucket
+    // earns its next token.
+    const r = await sc.lab.tcpEcho('client-a', vip, ECHO, { conns: 6, concurrency: 6, bytes: 64, timeoutMs: 900 });
+    expect(r.ok).toBe(3);
+    const s = await service(vip);
+    expect(s.refusedRateLimited).toBe(3n);
+    expect([s.connRate, s.connBurst]).toEqual([1, 3]);
+    const after = await sc.counters();
+    expect(drops(after, 'uplink-a').svcRateLimited - drops(before, 'uplink-a').svcRateLimited).toBe(3n);
+    const text = await (await fetch(metricsUrl)).text();
+    expect(metric(text, 'retrace_service_refused_rate_limited_total', vip)).toBe(3);
+
+    // Another client has a bucket of its own.
+    const b = await sc.lab.tcpEcho('client-b', vip, ECHO, { conns: 3, concurrency: 3, bytes: 64, timeoutMs: 900 });
+    expect(b.failures).toEqual([]);
   }, 90000);
 });

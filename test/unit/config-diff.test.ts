@@ -86,7 +86,7 @@ describe('validateConfig', () => {
       port: 80,
       scheduler: 'wrr',
       seed: 0,
-      limits: { maxConns: 0, allow: [], deny: [] },
+      limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
       reals: [
         { address: '10.1.0.12', port: 8080, weight: 1 },
         { address: '10.1.0.11', port: 8080, weight: 2 },
@@ -318,7 +318,7 @@ describe('validateConfig: service limits', () => {
     expect(() => validateConfig(c, PORTS, undefined, 4096)).toThrow(
       'config.virtual_services[0].max_conns: 5000 is more than the conn table holds (4096); 0 = no limit',
     );
-    expect(validateConfig(c, PORTS, undefined, 5000).services[0].limits).toEqual({ maxConns: 5000, allow: [], deny: [] });
+    expect(validateConfig(c, PORTS, undefined, 5000).services[0].limits).toEqual({ maxConns: 5000, allow: [], deny: [], connRate: 0, connBurst: 0 });
   });
 });
 
@@ -377,7 +377,7 @@ describe('planConfig', () => {
   it('updates a service whose limits changed, with the whole new limits, and nothing when they match', () => {
     const d = desired();
     const state = stateOf(desired());
-    d.services[0].limits = { maxConns: 10, allow: [], deny: ['10.9.0.0/16'] };
+    d.services[0].limits = { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 };
     const steps = planConfig(state, d);
     expect(steps).toEqual([
       {
@@ -385,7 +385,7 @@ describe('planConfig', () => {
         key: { protocol: 'tcp', vip: '198.18.0.10', port: 80 },
         scheduler: 'wrr',
         seed: 0,
-        limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'] },
+        limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 },
         changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
       },
     ]);

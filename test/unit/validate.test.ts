@@ -96,7 +96,7 @@ describe('createVirtualService', () => {
       port: 80,
       scheduler: 'wrr',
       seed: 7,
-      limits: { maxConns: 0, allow: [], deny: [] },
+      limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
     });
   });
 
@@ -104,7 +104,7 @@ describe('createVirtualService', () => {
     const l = v.createVirtualService({
       virtualService: { ...svc, maxConns: 100, allow: ['192.0.2.0/24', '10.0.0.0/8', '10.0.0.0/16', '10.0.0.0/8'], deny: ['0.0.0.0/0', '10.1.2.3/32'] },
     }).limits;
-    expect(l).toEqual({ maxConns: 100, allow: ['10.0.0.0/8', '10.0.0.0/16', '192.0.2.0/24'], deny: ['0.0.0.0/0', '10.1.2.3/32'] });
+    expect(l).toEqual({ maxConns: 100, allow: ['10.0.0.0/8', '10.0.0.0/16', '192.0.2.0/24'], deny: ['0.0.0.0/0', '10.1.2.3/32'], connRate: 0, connBurst: 0 });
   });
 
   it('rejects a bad prefix, naming the list entry', () => {
@@ -118,6 +118,15 @@ describe('createVirtualService', () => {
     expect(problem(() => v.createVirtualService({ virtualService: { ...svc, deny: ['1.2.3.5/31'] } }))).toBe(
       'virtual_service.deny[0]: "1.2.3.5" has host bits set beyond /31',
     );
+  });
+
+  it('takes conn_rate with a conn_burst, and refuses either without the other', () => {
+    const mk = (connRate: number, connBurst: number) => () => v.createVirtualService({ virtualService: { ...svc, connRate, connBurst } });
+    expect(mk(50, 10)().limits).toMatchObject({ connRate: 50, connBurst: 10 });
+    expect(problem(mk(50, 0))).toBe('virtual_service.conn_burst: must be 1..1000000 with a conn_rate');
+    expect(problem(mk(0, 5))).toBe('virtual_service.conn_burst: must be 0 without a conn_rate');
+    expect(problem(mk(1000001, 5))).toBe('virtual_service.conn_rate: must be 0..1000000, got 1000001');
+    expect(problem(mk(5, 1000001))).toBe('virtual_service.conn_burst: must be 0..1000000, got 1000001');
   });
 
   it('rejects max_conns beyond the conn table', () => {
@@ -155,11 +164,19 @@ describe('updateVirtualService', () => {
   it('keeps the limits when none are given and replaces them whole when given', () => {
     const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
     expect(v.updateVirtualService(req).limits).toBeUndefined();
-    expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [] } }).limits).toEqual({ maxConns: 0, allow: [], deny: [] });
-    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: ['1.2.3.0/23'], deny: [] } }))).toBe(
+    expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 } }).limits).toEqual({
+      maxConns: 0,
+      allow: [],
+      deny: [],
+      connRate: 0,
+      connBurst: 0,
+    });
+    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: ['1.2.3.0/23'], deny: [], connRate: 0, connBurst: 0 } }))).toBe(
       'limits.allow[0]: "1.2.3.0" has host bits set beyond /23',
     );
-    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: [], deny: [] } }, 8))).toMatch(/^limits\.max_conns: 9 is more/);
+    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: [], deny: [], connRate: 0, connBurst: 0 } }, 8))).toMatch(
+      /^limits\.max_conns: 9 is more/,
+    );
   });
 });
 

@@ -115,6 +115,8 @@ export function toConfigMessage(s: ConfigState): Config {
       maxConns: svc.limits?.maxConns ?? 0,
       allow: [...(svc.limits?.allow ?? [])],
       deny: [...(svc.limits?.deny ?? [])],
+      connRate: svc.limits?.connRate ?? 0,
+      connBurst: svc.limits?.connBurst ?? 0,
       reals: svc.reals.map((r) => ({ ...Real.create(), address: r.address, port: r.port, weight: r.weight })),
     })),
     symmetric: { ...s.symmetric },

@@ -135,6 +135,22 @@ export interface VirtualService {
    * list is not empty and no prefix of it matched the client.
    */
   refusedNotAllowed: bigint;
+  /**
+   * New conns per second per client address: a token bucket per client,
+   * refilled at conn_rate up to conn_burst conns. 0 (the default) = no rate
+   * limit; at most 1000000. Client addresses hash into 4096 buckets per
+   * service: clients that share one share its rate. Only conns the other
+   * limits admit take a token; a refused first packet is counted in
+   * refused_rate_limited.
+   */
+  connRate: number;
+  /** Bucket size of conn_rate in conns: 1..1000000 with a conn_rate, 0 without. */
+  connBurst: number;
+  /**
+   * Output only (ignored in requests): new conns refused because the client
+   * was over conn_rate.
+   */
+  refusedRateLimited: bigint;
 }
 
 /**
@@ -148,6 +164,10 @@ export interface VirtualServiceLimits {
   allow: string[];
   /** See VirtualService.deny. */
   deny: string[];
+  /** 0 = no rate limit. See VirtualService.conn_rate. */
+  connRate: number;
+  /** See VirtualService.conn_burst. */
+  connBurst: number;
 }
 
 /** Real is a backend server of a virtual service. */
@@ -515,6 +535,9 @@ function createBaseVirtualService(): VirtualService {
     refusedMaxConns: 0n,
     refusedDenied: 0n,
     refusedNotAllowed: 0n,
+    connRate: 0,
+    connBurst: 0,
+    refusedRateLimited: 0n,
   };
 }
 
@@ -600,6 +623,18 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.refusedNotAllowed of type uint64 too large");
       }
       writer.uint32(144).uint64(message.refusedNotAllowed);
+    }
+    if (message.connRate !== 0) {
+      writer.uint32(152).uint32(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      writer.uint32(160).uint32(message.connBurst);
+    }
+    if (message.refusedRateLimited !== 0n) {
+      if (BigInt.asUintN(64, message.refusedRateLimited) !== message.refusedRateLimited) {
+        throw new globalThis.Error("value provided for field message.refusedRateLimited of type uint64 too large");
+      }
+      writer.uint32(168).uint64(message.refusedRateLimited);
     }
     return writer;
   },
@@ -761,6 +796,30 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.refusedNotAllowed = reader.uint64() as bigint;
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.connRate = reader.uint32();
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.connBurst = reader.uint32();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.refusedRateLimited = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -837,6 +896,21 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.refused_not_allowed)
         ? BigInt(object.refused_not_allowed)
         : 0n,
+      connRate: isSet(object.connRate)
+        ? globalThis.Number(object.connRate)
+        : isSet(object.conn_rate)
+        ? globalThis.Number(object.conn_rate)
+        : 0,
+      connBurst: isSet(object.connBurst)
+        ? globalThis.Number(object.connBurst)
+        : isSet(object.conn_burst)
+        ? globalThis.Number(object.conn_burst)
+        : 0,
+      refusedRateLimited: isSet(object.refusedRateLimited)
+        ? BigInt(object.refusedRateLimited)
+        : isSet(object.refused_rate_limited)
+        ? BigInt(object.refused_rate_limited)
+        : 0n,
     };
   },
 
@@ -896,6 +970,15 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.refusedNotAllowed !== 0n) {
       obj.refusedNotAllowed = message.refusedNotAllowed.toString();
     }
+    if (message.connRate !== 0) {
+      obj.connRate = Math.round(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      obj.connBurst = Math.round(message.connBurst);
+    }
+    if (message.refusedRateLimited !== 0n) {
+      obj.refusedRateLimited = message.refusedRateLimited.toString();
+    }
     return obj;
   },
 
@@ -940,12 +1023,17 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.refusedNotAllowed = (object.refusedNotAllowed !== undefined && object.refusedNotAllowed !== null)
       ? BigInt(object.refusedNotAllowed)
       : 0n;
+    message.connRate = object.connRate ?? 0;
+    message.connBurst = object.connBurst ?? 0;
+    message.refusedRateLimited = (object.refusedRateLimited !== undefined && object.refusedRateLimited !== null)
+      ? BigInt(object.refusedRateLimited)
+      : 0n;
     return message;
   },
 };
 
 function createBaseVirtualServiceLimits(): VirtualServiceLimits {
-  return { maxConns: 0, allow: [], deny: [] };
+  return { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 };
 }
 
 export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
@@ -958,6 +1046,12 @@ export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
     }
     for (const v of message.deny) {
       writer.uint32(26).string(v!);
+    }
+    if (message.connRate !== 0) {
+      writer.uint32(32).uint32(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      writer.uint32(40).uint32(message.connBurst);
     }
     return writer;
   },
@@ -999,6 +1093,22 @@ export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
             message.deny.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.connRate = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.connBurst = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1020,6 +1130,16 @@ export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
         : 0,
       allow: globalThis.Array.isArray(object?.allow) ? object.allow.map((e: any) => globalThis.String(e)) : [],
       deny: globalThis.Array.isArray(object?.deny) ? object.deny.map((e: any) => globalThis.String(e)) : [],
+      connRate: isSet(object.connRate)
+        ? globalThis.Number(object.connRate)
+        : isSet(object.conn_rate)
+        ? globalThis.Number(object.conn_rate)
+        : 0,
+      connBurst: isSet(object.connBurst)
+        ? globalThis.Number(object.connBurst)
+        : isSet(object.conn_burst)
+        ? globalThis.Number(object.conn_burst)
+        : 0,
     };
   },
 
@@ -1034,6 +1154,12 @@ export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
     if (message.deny?.length) {
       obj.deny = message.deny;
     }
+    if (message.connRate !== 0) {
+      obj.connRate = Math.round(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      obj.connBurst = Math.round(message.connBurst);
+    }
     return obj;
   },
 
@@ -1045,6 +1171,8 @@ export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
     message.maxConns = object.maxConns ?? 0;
     message.allow = object.allow?.map((e) => e) || [];
     message.deny = object.deny?.map((e) => e) || [];
+    message.connRate = object.connRate ?? 0;
+    message.connBurst = object.connBurst ?? 0;
     return message;
   },
 };

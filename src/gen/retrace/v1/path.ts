@@ -214,6 +214,8 @@ export interface DropCounters {
   svcDenied: bigint;
   /** New conn from a client outside the service's allow list. */
   svcNotAllowed: bigint;
+  /** New conn from a client over the service's conn_rate. */
+  svcRateLimited: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1353,6 +1355,7 @@ function createBaseDropCounters(): DropCounters {
     svcMaxConns: 0n,
     svcDenied: 0n,
     svcNotAllowed: 0n,
+    svcRateLimited: 0n,
   };
 }
 
@@ -1549,6 +1552,12 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.svcNotAllowed of type uint64 too large");
       }
       writer.uint32(256).uint64(message.svcNotAllowed);
+    }
+    if (message.svcRateLimited !== 0n) {
+      if (BigInt.asUintN(64, message.svcRateLimited) !== message.svcRateLimited) {
+        throw new globalThis.Error("value provided for field message.svcRateLimited of type uint64 too large");
+      }
+      writer.uint32(264).uint64(message.svcRateLimited);
     }
     return writer;
   },
@@ -1822,6 +1831,14 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.svcNotAllowed = reader.uint64() as bigint;
             continue;
           }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.svcRateLimited = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1984,6 +2001,11 @@ export const DropCounters: MessageFns<DropCounters> = {
         : isSet(object.svc_not_allowed)
         ? BigInt(object.svc_not_allowed)
         : 0n,
+      svcRateLimited: isSet(object.svcRateLimited)
+        ? BigInt(object.svcRateLimited)
+        : isSet(object.svc_rate_limited)
+        ? BigInt(object.svc_rate_limited)
+        : 0n,
     };
   },
 
@@ -2085,6 +2107,9 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.svcNotAllowed !== 0n) {
       obj.svcNotAllowed = message.svcNotAllowed.toString();
     }
+    if (message.svcRateLimited !== 0n) {
+      obj.svcRateLimited = message.svcRateLimited.toString();
+    }
     return obj;
   },
 
@@ -2168,6 +2193,9 @@ export const DropCounters: MessageFns<DropCounters> = {
     message.svcDenied = (object.svcDenied !== undefined && object.svcDenied !== null) ? BigInt(object.svcDenied) : 0n;
     message.svcNotAllowed = (object.svcNotAllowed !== undefined && object.svcNotAllowed !== null)
       ? BigInt(object.svcNotAllowed)
+      : 0n;
+    message.svcRateLimited = (object.svcRateLimited !== undefined && object.svcRateLimited !== null)
+      ? BigInt(object.svcRateLimited)
       : 0n;
     return message;
   },
