@@ -200,11 +200,16 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	enum dp_proto proto = ck->proto == IPPROTO_TCP	 ? DP_PROTO_tcp
 			      : ck->proto == IPPROTO_UDP ? DP_PROTO_udp
 							 : DP_PROTO_icmp;
-	struct dp_real *real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
+	const struct dp_svc_limits *lim = atomic_load_explicit(&svc->limits, memory_order_acquire);
+	struct dp_real *real;
 	struct dp_conn *c;
 	struct dp_conn_key sk;
 	void *obj;
 
+	/* A service without limits pays this one branch. */
+	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, ck->saddr, w->now_tsc, drop))
+		return NULL;
+	real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
 	if (unlikely(real == NULL)) {
 		*drop = DP_DROP_no_real;
 		return NULL;

@@ -42,6 +42,12 @@ const char *const dp_real_counter_names[DP_REAL_MAX] = {
 #undef X
 };
 
+const char *const dp_svc_drop_names[DP_SVC_DROP_MAX] = {
+#define X(n) #n,
+	DP_SVC_DROP_LIST(X)
+#undef X
+};
+
 void
 dp_counters_read(uint64_t *out)
 {

@@ -70,7 +70,11 @@ extern "C" {
 	X(icmp_error_truncated, "ICMP error quoting less than an IP header + 8 bytes") \
 	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")          \
 	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate")        \
-	X(tx_full, "the driver refused the packet at tx burst")
+	X(tx_full, "the driver refused the packet at tx burst")                        \
+	X(svc_max_conns, "new conn for a service already at its max_conns")            \
+	X(svc_denied, "new conn from a client in the service's deny list")             \
+	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
+	X(svc_rate_limited, "new conn from a client over the service's conn_rate")
 
 /* Per real: the traffic of its conns, per worker, by direction. The
  * binding names them in camelCase (packets_to_real -> packetsToReal). */
@@ -79,6 +83,14 @@ extern "C" {
 	X(packets_from_real)    \
 	X(bytes_to_real)        \
 	X(bytes_from_real)
+
+/* Per virtual service: why a new conn was refused by the service's limits.
+ * Each has a per-port twin in DP_DROP_LIST (svc_<name>). */
+#define DP_SVC_DROP_LIST(X) \
+	X(max_conns)        \
+	X(denied)           \
+	X(not_allowed)      \
+	X(rate_limited)
 
 enum dp_proto {
 #define X(n) DP_PROTO_##n,
@@ -101,6 +113,13 @@ enum dp_drop {
 	DP_DROP_MAX
 };
 
+enum dp_svc_drop {
+#define X(n) DP_SVC_DROP_##n,
+	DP_SVC_DROP_LIST(X)
+#undef X
+	DP_SVC_DROP_MAX
+};
+
 enum dp_real_counter {
 #define X(n) DP_REAL_##n,
 	DP_REAL_COUNTER_LIST(X)
@@ -120,6 +139,7 @@ extern const char *const dp_path_counter_help[DP_PATH_MAX];
 extern const char *const dp_drop_names[DP_DROP_MAX];
 extern const char *const dp_drop_help[DP_DROP_MAX];
 extern const char *const dp_real_counter_names[DP_REAL_MAX];
+extern const char *const dp_svc_drop_names[DP_SVC_DROP_MAX];
 
 /* Sum every block into out[DP_COUNTERS_LEN]. Control thread, any state
  * after dp_start (zeros before). */

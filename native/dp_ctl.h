@@ -20,16 +20,22 @@
 extern "C" {
 #endif
 
-#define DP_MAX_ROUTES	4096
-#define DP_MAX_NEXTHOPS 1024
-#define DP_MAX_NEIGH	16384
-#define DP_MAX_ADDRS	1024
-#define DP_MAX_SERVICES 4096
-#define DP_MAX_REALS	1024 /* per service */
-#define DP_MAX_LIPS	64
+#define DP_MAX_ROUTES	    4096
+#define DP_MAX_NEXTHOPS	    1024
+#define DP_MAX_NEIGH	    16384
+#define DP_MAX_ADDRS	    1024
+#define DP_MAX_SERVICES	    4096
+#define DP_MAX_REALS	    1024 /* per service */
+#define DP_MAX_LIPS	    64
+/* Per allow or deny list of a service: scanned linearly on the first packet
+ * of a conn, so kept short. */
+#define DP_MAX_SVC_PREFIXES 64
+/* Token buckets of a service with conn_rate: client addresses hash into this
+ * many slots; two clients that share a slot share a bucket. */
+#define DP_SVC_RATE_SLOTS   4096
 /* tbl8 groups of the route LPM: one per distinct /24 holding a prefix longer
  * than /24 (a static route or the connected route of an address). */
-#define DP_LPM_TBL8S	256
+#define DP_LPM_TBL8S	    256
 
 /* Per-protocol timeouts in seconds. */
 struct dp_timeouts {
@@ -120,6 +126,29 @@ int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct d
 /* Sum of conns_total over every service: one pass over the service table, no
  * per-real work (what WatchCounters' conns-per-second needs). -EBUSY if not running. */
 int dp_ctl_services_conns_total(uint64_t *total);
+
+struct dp_prefix {
+	uint32_t addr; /* network order, host bits clear */
+	uint8_t plen;  /* 0..32 */
+};
+struct dp_svc_limits_conf {
+	uint32_t max_conns;  /* 0 = no limit */
+	uint32_t conn_rate;  /* new conns per second per client address; 0 = no limit */
+	uint32_t conn_burst; /* bucket size (conns); with conn_rate, >= 1 */
+	unsigned n_allow, n_deny;
+	const struct dp_prefix *allow; /* empty = every client */
+	const struct dp_prefix *deny;  /* wins over allow */
+};
+/* Replace the admission limits of a service; they apply to new conns only.
+ * All zero/empty removes them. -ENOENT, -EINVAL (host bits, plen > 32, a
+ * conn_rate without a conn_burst),
+ * -E2BIG (a list over DP_MAX_SVC_PREFIXES), -ENOMEM. */
+int dp_ctl_service_set_limits(uint8_t proto, uint32_t vaddr, uint16_t vport,
+	const struct dp_svc_limits_conf *conf, char *err, size_t errlen);
+/* Conns refused by the service's limits, by enum dp_svc_drop, and its live
+ * conns (the sum over its current reals). -ENOENT, -EBUSY. */
+int dp_ctl_service_drops(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, uint64_t out[DP_SVC_DROP_MAX], uint64_t *active);
 
 /* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
 int dp_ctl_symmetric_set(uint8_t proto, bool on);

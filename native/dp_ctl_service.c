@@ -17,6 +17,8 @@
 #include "dp_ctl_internal.h"
 #include "dp_sched.h"
 
+static void dp_svc_limits_free(struct dp_svc_limits *l);
+
 static int
 dp_sched_kind(int arg)
 {
@@ -212,6 +214,7 @@ dp_ctl_service_del(uint8_t proto, uint32_t vaddr, uint16_t vport, char *err, siz
 		dp_addr_clear_kind(vaddr, DP_ADDR_VIP);
 	/* Conns hold references to reals, not to the service. */
 	dp_real_set_free(atomic_load(&svc->set));
+	dp_svc_limits_free(atomic_load(&svc->limits));
 	rte_free(svc);
 out:
 	pthread_mutex_unlock(&ctl_lock);
@@ -371,4 +374,124 @@ dp_ctl_services_conns_total(uint64_t *total)
 	pthread_mutex_unlock(&ctl_lock);
 	*total = sum;
 	return 0;
+}
+
+static void
+dp_svc_limits_free(struct dp_svc_limits *l)
+{
+	if (l != NULL)
+		rte_free(l->slots);
+	rte_free(l);
+}
+
+static int
+dp_prefixes_copy(const char *list, const struct dp_prefix *in, unsigned n, uint32_t *n_out,
+	__typeof__(((struct dp_svc_limits *)0)->allow[0]) *out, char *err, size_t errlen)
+{
+	if (n > DP_MAX_SVC_PREFIXES) {
+		dp_set_err(err, errlen, "%s: at most %d prefixes", list, DP_MAX_SVC_PREFIXES);
+		return -E2BIG;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (in[i].plen > 32) {
+			dp_set_err(err, errlen, "%s[%u]: prefix length %u > 32", list, i, in[i].plen);
+			return -EINVAL;
+		}
+		uint32_t mask = in[i].plen == 0 ? 0 : rte_cpu_to_be_32(~0u << (32 - in[i].plen));
+		if ((in[i].addr & ~mask) != 0) {
+			dp_set_err(err, errlen, "%s[%u]: host bits set", list, i);
+			return -EINVAL;
+		}
+		out[i].addr = in[i].addr;
+		out[i].mask = mask;
+	}
+	*n_out = n;
+	return 0;
+}
+
+int
+dp_ctl_service_set_limits(uint8_t proto, uint32_t vaddr, uint16_t vport,
+	const struct dp_svc_limits_conf *conf, char *err, size_t errlen)
+{
+	struct dp_service_key k;
+	struct dp_svc_limits *l = NULL;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (conf->conn_rate != 0 && conf->conn_burst == 0) {
+		dp_set_err(err, errlen, "conn_rate needs a conn_burst of at least 1");
+		return -EINVAL;
+	}
+	if (conf->max_conns != 0 || conf->n_allow != 0 || conf->n_deny != 0 || conf->conn_rate != 0) {
+		l = rte_zmalloc("retrace_svc_limits", sizeof(*l), RTE_CACHE_LINE_SIZE);
+		if (l == NULL)
+			return -ENOMEM;
+		l->max_conns = conf->max_conns;
+		if (conf->conn_rate != 0) {
+			/* Bounded so tokens in thousandths fit 32 bits. */
+			l->conn_rate = RTE_MIN(conf->conn_rate, 1000000u);
+			l->conn_burst = RTE_MIN(conf->conn_burst, 1000000u);
+			l->slots = rte_zmalloc("retrace_svc_rate",
+				sizeof(struct dp_rate_slot) * DP_SVC_RATE_SLOTS, RTE_CACHE_LINE_SIZE);
+			if (l->slots == NULL) {
+				rte_free(l);
+				return -ENOMEM;
+			}
+			for (unsigned i = 0; i < DP_SVC_RATE_SLOTS; i++)
+				rte_spinlock_init(&l->slots[i].lock);
+		}
+		ret = dp_prefixes_copy(
+			"allow", conf->allow, conf->n_allow, &l->n_allow, l->allow, err, errlen);
+		if (ret == 0)
+			ret = dp_prefixes_copy(
+				"deny", conf->deny, conf->n_deny, &l->n_deny, l->deny, err, errlen);
+		if (ret < 0) {
+			dp_svc_limits_free(l);
+			return ret;
+		}
+	}
+	if (!dp_running(err, errlen)) {
+		dp_svc_limits_free(l);
+		return -EBUSY;
+	}
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		dp_set_err(err, errlen, "no such service");
+		dp_svc_limits_free(l);
+		ret = -ENOENT;
+	} else {
+		struct dp_svc_limits *old = atomic_exchange(&svc->limits, l);
+		if (old != NULL) {
+			dp_grace_period();
+			dp_svc_limits_free(old);
+		}
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+int
+dp_ctl_service_drops(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, uint64_t out[DP_SVC_DROP_MAX], uint64_t *active)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+
+	if (ret < 0)
+		return ret;
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		ret = -ENOENT;
+	} else {
+		for (int i = 0; i < DP_SVC_DROP_MAX; i++)
+			out[i] = atomic_load(&svc->drops[i]);
+		*active = dp_service_active(svc, atomic_load(&svc->set));
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include <rte_cycles.h>
 #include <rte_jhash.h>
 #include <rte_malloc.h>
 
@@ -212,4 +213,84 @@ dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned wo
 	}
 	}
 	return NULL;
+}
+
+uint64_t
+dp_service_active(const struct dp_service *svc, const struct dp_real_set *set)
+{
+	int64_t sum = 0;
+
+	(void)svc;
+	for (uint32_t i = 0; set != NULL && i < set->n; i++)
+		sum += (int64_t)atomic_load_explicit(&set->reals[i]->active, memory_order_relaxed);
+	return sum < 0 ? 0 : (uint64_t)sum;
+}
+
+static inline bool
+dp_prefix_match(uint32_t n, const __typeof__(((struct dp_svc_limits *)0)->allow[0]) *list, uint32_t addr)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if ((addr & list[i].mask) == list[i].addr)
+			return true;
+	return false;
+}
+
+/* Take one conn from the client's bucket: refilled at conn_rate per second
+ * up to conn_burst, in thousandths of a conn. */
+static bool
+dp_rate_take(const struct dp_svc_limits *l, uint32_t caddr, uint64_t now_tsc)
+{
+	struct dp_rate_slot *s = &l->slots[rte_jhash_1word(caddr, 0x5eed) % DP_SVC_RATE_SLOTS];
+	const uint64_t hz = rte_get_tsc_hz();
+	const uint64_t cap = (uint64_t)l->conn_burst * 1000;
+	bool ok;
+
+	rte_spinlock_lock(&s->lock);
+	uint64_t tokens = s->tokens_milli;
+	if (s->tsc == 0) {
+		tokens = cap;
+		s->tsc = now_tsc;
+	} else if (now_tsc > s->tsc) {
+		/* Elapsed time capped to what fills the bucket: no overflow. */
+		uint64_t dt = RTE_MIN(now_tsc - s->tsc, hz * (l->conn_burst / l->conn_rate + 1));
+		uint64_t add = (uint64_t)((unsigned __int128)dt * l->conn_rate * 1000 / hz);
+		/* Time that earned nothing yet stays banked: under a stream of SYNs
+		 * closer together than a thousandth of a token, the bucket still
+		 * refills at conn_rate. */
+		if (add > 0) {
+			tokens = RTE_MIN(cap, tokens + add);
+			s->tsc = now_tsc;
+		}
+	}
+	ok = tokens >= 1000;
+	if (ok)
+		tokens -= 1000;
+	s->tokens_milli = (uint32_t)tokens;
+	rte_spinlock_unlock(&s->lock);
+	return ok;
+}
+
+bool
+dp_svc_admit(struct dp_service *svc, const struct dp_svc_limits *l, const struct dp_real_set *set,
+	uint32_t caddr, uint64_t now_tsc, enum dp_drop *drop)
+{
+	enum dp_svc_drop why;
+
+	if (l->n_deny != 0 && dp_prefix_match(l->n_deny, l->deny, caddr)) {
+		why = DP_SVC_DROP_denied;
+		*drop = DP_DROP_svc_denied;
+	} else if (l->n_allow != 0 && !dp_prefix_match(l->n_allow, l->allow, caddr)) {
+		why = DP_SVC_DROP_not_allowed;
+		*drop = DP_DROP_svc_not_allowed;
+	} else if (l->max_conns != 0 && dp_service_active(svc, set) >= l->max_conns) {
+		why = DP_SVC_DROP_max_conns;
+		*drop = DP_DROP_svc_max_conns;
+	} else if (l->conn_rate != 0 && !dp_rate_take(l, caddr, now_tsc)) {
+		why = DP_SVC_DROP_rate_limited;
+		*drop = DP_DROP_svc_rate_limited;
+	} else {
+		return true;
+	}
+	atomic_fetch_add_explicit(&svc->drops[why], 1, memory_order_relaxed);
+	return false;
 }

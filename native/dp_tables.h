@@ -27,6 +27,7 @@
 #include <rte_lpm.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
+#include <rte_spinlock.h>
 
 #include "dp.h"
 #include "dp_counters.h"
@@ -134,8 +135,34 @@ struct dp_service_key {
 	uint8_t pad;
 };
 
+/* One token bucket of a service's conn_rate, shared by the workers (a
+ * spinlock: only first packets of a rate-limited service take it). */
+struct dp_rate_slot {
+	rte_spinlock_t lock;
+	uint32_t tokens_milli; /* thousandths of a conn */
+	uint64_t tsc;	       /* last refill; 0 = never used */
+};
+
+/* A service's admission limits: replaced whole (RCU); only the token
+ * buckets change in place. Only the first packet of a conn reads them. */
+struct dp_svc_limits {
+	uint32_t max_conns;		/* 0 = no limit */
+	uint32_t conn_rate, conn_burst; /* 0 = no rate limit */
+	struct dp_rate_slot *slots;	/* DP_SVC_RATE_SLOTS with conn_rate, else NULL */
+	uint32_t n_allow, n_deny;
+	/* Network order, host bits clear; masks precomputed. A linear scan:
+	 * the lists are short (DP_MAX_SVC_PREFIXES). */
+	struct {
+		uint32_t addr, mask;
+	} allow[DP_MAX_SVC_PREFIXES], deny[DP_MAX_SVC_PREFIXES];
+};
+
 struct dp_service {
 	struct dp_service_key key;
+	/* NULL when the service has no limits: the first packet of a conn
+	 * then pays one branch. */
+	struct dp_svc_limits *_Atomic limits;
+	atomic_uint_fast64_t drops[DP_SVC_DROP_MAX]; /* refused conns, by reason */
 	enum dp_sched_kind sched;
 	uint32_t seed;
 	struct dp_real_set *_Atomic set;

@@ -28,6 +28,7 @@ Napi::Value Limits(const Napi::CallbackInfo &info) {
   o.Set("nextHops", DP_MAX_NEXTHOPS);
   o.Set("routeTbl8Groups", DP_LPM_TBL8S);
   o.Set("neighbors", DP_MAX_NEIGH);
+  o.Set("prefixesPerList", DP_MAX_SVC_PREFIXES);
   return o;
 }
 
@@ -239,6 +240,55 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   return res;
 }
 
+bool ParsePrefixes(Napi::Object o, const char *list, std::vector<dp_prefix> *out) {
+  Napi::Array arr;
+  if (!ToArray(o.Get(list), std::string("limits.") + list, &arr)) return false;
+  out->resize(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    std::string where = std::string("limits.") + list + "[" + std::to_string(i) + "]";
+    Napi::Object p;
+    if (!ToObject(arr.Get(i), where, &p) || !ToIp(p.Get("addr"), where + ".addr", true, &(*out)[i].addr) ||
+        !ToUint(p.Get("plen"), where + ".plen", 0, 32, &(*out)[i].plen))
+      return false;
+  }
+  return true;
+}
+
+// serviceSetLimits(proto, vip, port, {maxConns, connRate, connBurst, allow: [{addr, plen}], deny: [...]})
+Napi::Value ServiceSetLimits(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  ServiceKey k;
+  Napi::Object o;
+  dp_svc_limits_conf lc = {};
+  std::vector<dp_prefix> allow, deny;
+  if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToObject(info[3], "limits", &o) ||
+      !ToU32(o.Get("maxConns"), "limits.maxConns", 0, UINT32_MAX, &lc.max_conns) ||
+      !ToU32(o.Get("connRate"), "limits.connRate", 0, 1000000, &lc.conn_rate) ||
+      !ToU32(o.Get("connBurst"), "limits.connBurst", 0, 1000000, &lc.conn_burst) ||
+      !ParsePrefixes(o, "allow", &allow) || !ParsePrefixes(o, "deny", &deny))
+    return env.Undefined();
+  lc.allow = allow.data();
+  lc.n_allow = (unsigned)allow.size();
+  lc.deny = deny.data();
+  lc.n_deny = (unsigned)deny.size();
+  char err[DP_ERR_LEN] = "";
+  return Result(env, dp_ctl_service_set_limits(k.proto, k.vaddr, k.vport, &lc, err, sizeof(err)), err);
+}
+
+// serviceDrops(proto, vip, port) -> {activeConns, <camelCase reason>: bigint ...}
+Napi::Value ServiceDrops(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  ServiceKey k;
+  if (!CheckArgs(info, 3) || !ServiceArgs(info, &k)) return env.Undefined();
+  uint64_t v[DP_SVC_DROP_MAX], active = 0;
+  int rc = dp_ctl_service_drops(k.proto, k.vaddr, k.vport, v, &active);
+  if (rc < 0) return Result(env, rc, rc == -ENOENT ? "no such service" : "dataplane is not running");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("activeConns", Napi::BigInt::New(env, active));
+  for (int i = 0; i < DP_SVC_DROP_MAX; i++) o.Set(CamelCase(dp_svc_drop_names[i]), Napi::BigInt::New(env, v[i]));
+  return o;
+}
+
 Napi::Value SymmetricSet(const Napi::CallbackInfo &info) {
   uint8_t proto;
   bool on;
@@ -307,6 +357,8 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("serviceSetSched", Napi::Function::New(env, ServiceSetSched));
   exports.Set("serviceSetReals", Napi::Function::New(env, ServiceSetReals));
   exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
+  exports.Set("serviceSetLimits", Napi::Function::New(env, ServiceSetLimits));
+  exports.Set("serviceDrops", Napi::Function::New(env, ServiceDrops));
   exports.Set("symmetricSet", Napi::Function::New(env, SymmetricSet));
   exports.Set("symmetricGet", Napi::Function::New(env, SymmetricGet));
   exports.Set("timeoutsSet", Napi::Function::New(env, TimeoutsSet));

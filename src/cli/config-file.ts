@@ -18,15 +18,18 @@ import { Address, Neighbor, Route } from '../gen/retrace/v1/network';
 import { SymmetricMode } from '../gen/retrace/v1/path';
 import { UsageError } from './client';
 
-type FieldType = 'string' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | { list: Schema } | { message: Schema };
+type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | { list: Schema } | { message: Schema };
 /** Field types by lowerCamelCase name. */
 type Schema = Record<string, FieldType>;
 
-/** A message's fields from its generated create(): the zero value's type is the field's type. */
+/**
+ * A message's fields from its generated create(): the zero value's type is the field's type. A
+ * repeated field is a list of strings (allow, deny) unless overridden with its message's schema.
+ */
 function derive(template: object, overrides: Schema = {}): Schema {
   const out: Schema = {};
   for (const [k, v] of Object.entries(template)) {
-    out[k] = typeof v === 'string' ? 'string' : typeof v === 'boolean' ? 'boolean' : typeof v === 'bigint' ? 'u64' : 'number';
+    out[k] = Array.isArray(v) ? 'strings' : typeof v === 'string' ? 'string' : typeof v === 'boolean' ? 'boolean' : typeof v === 'bigint' ? 'u64' : 'number';
   }
   return { ...out, ...overrides };
 }
@@ -75,6 +78,10 @@ function field(v: unknown, type: FieldType, p: string): unknown {
   if (type === 'string') {
     if (typeof v !== 'string') throw bad('a string');
     return v;
+  }
+  if (type === 'strings') {
+    if (!Array.isArray(v)) throw bad('a list of strings');
+    return v.map((e, i) => field(e, 'string', `${p}[${i}]`));
   }
   if (type === 'number') {
     // Every number of these messages is a uint32: anything else cannot even be encoded (the

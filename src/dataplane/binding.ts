@@ -93,6 +93,8 @@ export interface NativeLimits {
   routeTbl8Groups: number;
   /** Static and learned entries together. */
   neighbors: number;
+  /** Prefixes per allow or deny list of a service. */
+  prefixesPerList: number;
 }
 
 export type NativeState = 'init' | 'eal_ready' | 'running' | 'stopped';
@@ -165,6 +167,13 @@ export interface Native {
   serviceSetSched(proto: number, vip: string, port: number, sched: number, seed: number): void;
   serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
   serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
+  serviceSetLimits(
+    proto: number,
+    vip: string,
+    port: number,
+    limits: { maxConns: number; connRate: number; connBurst: number; allow: { addr: string; plen: number }[]; deny: { addr: string; plen: number }[] },
+  ): void;
+  serviceDrops(proto: number, vip: string, port: number): { activeConns: bigint; maxConns: bigint; denied: bigint; notAllowed: bigint; rateLimited: bigint };
   symmetricSet(proto: number, on: boolean): void;
   symmetricGet(proto: number): boolean;
   timeoutsSet(t: NativeTimeouts): void;

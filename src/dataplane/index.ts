@@ -36,9 +36,12 @@ import {
   type RouteView,
   type Scheduler,
   type ServiceKey,
+  type ServiceLimits,
   type ServiceSpec,
   type ServiceView,
   type Timeouts,
+  NO_LIMITS,
+  limitsEqual,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -53,6 +56,10 @@ export * from './types';
 /** The fixed table sizes of the native layer (no EAL needed: they are compile-time constants). */
 export function tableLimits(): NativeLimits {
   return loadNative().limits();
+}
+
+function copyLimits(l: ServiceLimits): ServiceLimits {
+  return { maxConns: l.maxConns, allow: [...l.allow], deny: [...l.deny], connRate: l.connRate, connBurst: l.connBurst };
 }
 
 export class Dataplane {
@@ -330,8 +337,48 @@ export class Dataplane {
   addService(s: ServiceSpec): void {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
-    this.services.set(key, { ...s, reals: [] });
+    if (!limitsEqual(s.limits, NO_LIMITS)) {
+      try {
+        this.pushLimits(s, s.limits ?? NO_LIMITS);
+      } catch (e) {
+        // All or nothing: a service that could not take its limits is not left without them.
+        this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
+        throw e;
+      }
+    }
+    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), reals: [] });
     this.changed();
+  }
+
+  private pushLimits(k: ServiceKey, l: ServiceLimits): void {
+    const split = (p: string) => {
+      const [addr, plen] = p.split('/');
+      return { addr, plen: Number(plen) };
+    };
+    this.call(`service ${serviceKeyString(k)}`, () =>
+      this.native.serviceSetLimits(IPPROTO[k.protocol], k.vip, k.port, {
+        maxConns: l.maxConns,
+        connRate: l.connRate,
+        connBurst: l.connBurst,
+        allow: l.allow.map(split),
+        deny: l.deny.map(split),
+      }),
+    );
+  }
+
+  /** Replaces the admission limits of a service (new conns only). */
+  setLimits(k: ServiceKey, limits: ServiceLimits): void {
+    const key = serviceKeyString(k);
+    const s = this.services.get(key);
+    if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    this.pushLimits(k, limits);
+    s.limits = copyLimits(limits);
+    this.changed();
+  }
+
+  /** Conns the whole conn table holds (every worker's): the most max_conns can usefully be. */
+  get connCapacity(): number {
+    return this.config.dataplane.max_conns * this.config.dataplane.workers;
   }
 
   deleteService(k: ServiceKey): void {
@@ -341,10 +388,13 @@ export class Dataplane {
     this.changed();
   }
 
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number): void {
+  /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
+   * the native layer refuses change nothing). */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits): void {
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    if (limits !== undefined && !limitsEqual(limits, s.limits)) this.setLimits(k, limits);
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
@@ -373,6 +423,7 @@ export class Dataplane {
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     const live = this.call(`service ${key}`, () => this.native.serviceReals(IPPROTO[k.protocol], k.vip, k.port));
+    const drops = this.call(`service ${key}`, () => this.native.serviceDrops(IPPROTO[k.protocol], k.vip, k.port));
     return {
       protocol: s.protocol,
       vip: s.vip,
@@ -380,6 +431,12 @@ export class Dataplane {
       scheduler: s.scheduler,
       seed: s.seed,
       connsTotal: live.connsTotal,
+      limits: copyLimits(s.limits ?? NO_LIMITS),
+      activeConns: drops.activeConns,
+      refusedMaxConns: drops.maxConns,
+      refusedDenied: drops.denied,
+      refusedNotAllowed: drops.notAllowed,
+      refusedRateLimited: drops.rateLimited,
       reals: live.reals.map((r) => ({
         address: r.addr,
         port: r.port,

@@ -66,10 +66,37 @@ export interface RealSpec {
   weight: number;
 }
 
+/**
+ * Admission limits of a service; only the first packet of a conn is checked. Prefixes are
+ * canonical "a.b.c.d/len" strings (no host bits), sorted by address then length, no repeats.
+ */
+export interface ServiceLimits {
+  /** 0 = no limit. */
+  maxConns: number;
+  /** Client prefixes that may open conns; empty = every client. */
+  allow: string[];
+  /** Client prefixes that may not; wins over allow. */
+  deny: string[];
+  /** New conns per second per client address (0 = no limit), a token bucket of connBurst conns. */
+  connRate: number;
+  connBurst: number;
+}
+
+export const NO_LIMITS: Readonly<ServiceLimits> = Object.freeze({ maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 });
+
+export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | undefined): boolean {
+  const x = a ?? NO_LIMITS,
+    y = b ?? NO_LIMITS;
+  const same = (p: string[], q: string[]) => p.length === q.length && p.every((v, i) => v === q[i]);
+  return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny) && x.connRate === y.connRate && x.connBurst === y.connBurst;
+}
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
   seed: number;
+  /** Unset = none. */
+  limits?: ServiceLimits;
 }
 
 export interface RealView extends RealSpec {
@@ -85,6 +112,14 @@ export interface RealView extends RealSpec {
 export interface ServiceView extends ServiceSpec {
   reals: RealView[];
   connsTotal: bigint;
+  limits: ServiceLimits;
+  /** Conns on the current reals: what maxConns is checked against. */
+  activeConns: bigint;
+  /** New conns refused by the limits, by reason, since the service was created. */
+  refusedMaxConns: bigint;
+  refusedDenied: bigint;
+  refusedNotAllowed: bigint;
+  refusedRateLimited: bigint;
 }
 
 export type Timeouts = NativeTimeouts;

@@ -47,6 +47,16 @@ export function toVirtualService(s: ServiceView): VirtualService {
     ),
     connsTotal: s.connsTotal,
     ...serviceTraffic(s),
+    maxConns: s.limits.maxConns,
+    allow: s.limits.allow,
+    deny: s.limits.deny,
+    activeConns: s.activeConns,
+    refusedMaxConns: s.refusedMaxConns,
+    refusedDenied: s.refusedDenied,
+    refusedNotAllowed: s.refusedNotAllowed,
+    connRate: s.limits.connRate,
+    connBurst: s.limits.connBurst,
+    refusedRateLimited: s.refusedRateLimited,
   });
 }
 
@@ -54,7 +64,7 @@ export function toVirtualService(s: ServiceView): VirtualService {
 export function balancerService(dp: Dataplane, log: Logger, guard = new StateGuard(() => dp.configShape())): LoadBalancerServiceServer {
   return {
     createVirtualService: unary(log, 'CreateVirtualService', (req) => {
-      const s = v.createVirtualService(req);
+      const s = v.createVirtualService(req, dp.connCapacity);
       guard.check({ list: 'virtual_services', item: s }, 'virtual_service');
       dp.addService(s);
       return {};
@@ -64,8 +74,8 @@ export function balancerService(dp: Dataplane, log: Logger, guard = new StateGua
     })),
     listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map(toVirtualService) })),
     updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
-      const u = v.updateVirtualService(req);
-      dp.updateService(u.key, u.scheduler, u.seed);
+      const u = v.updateVirtualService(req, dp.connCapacity);
+      dp.updateService(u.key, u.scheduler, u.seed, u.limits);
       return {};
     }),
     deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {

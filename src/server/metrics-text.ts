@@ -40,6 +40,27 @@ function serviceFamilies(): ServiceFamily[] {
     f('retrace_service_packets_from_reals_total', 'counter', TRAFFIC_HELP.service('Packets', false), traffic('packetsFromReals')),
     f('retrace_service_bytes_to_reals_total', 'counter', TRAFFIC_HELP.service('Bytes', true), traffic('bytesToReals')),
     f('retrace_service_bytes_from_reals_total', 'counter', TRAFFIC_HELP.service('Bytes', false), traffic('bytesFromReals')),
+    f('retrace_service_active_conns', 'gauge', "Conns currently on a virtual service's reals (what max_conns is checked against).", (s) => s.activeConns),
+    f('retrace_service_max_conns', 'gauge', 'Most conns a virtual service holds at once (0 = no limit).', (s) => s.limits.maxConns),
+    f('retrace_service_refused_max_conns_total', 'counter', 'New conns a virtual service refused because it was at max_conns.', (s) => s.refusedMaxConns),
+    f(
+      'retrace_service_refused_denied_total',
+      'counter',
+      'New conns a virtual service refused because the client matched its deny list.',
+      (s) => s.refusedDenied,
+    ),
+    f(
+      'retrace_service_refused_not_allowed_total',
+      'counter',
+      'New conns a virtual service refused because the client matched no prefix of its (non-empty) allow list.',
+      (s) => s.refusedNotAllowed,
+    ),
+    f(
+      'retrace_service_refused_rate_limited_total',
+      'counter',
+      'New conns a virtual service refused because the client was over its conn_rate.',
+      (s) => s.refusedRateLimited,
+    ),
   ];
 }
 

@@ -19,6 +19,7 @@ import type {
   RouteSpec,
   Scheduler as DpScheduler,
   ServiceKey,
+  ServiceLimits,
   ServiceSpec,
   TcpState,
   Timeouts as DpTimeouts,
@@ -202,12 +203,56 @@ function key(k: VirtualServiceKey | undefined): ServiceKey {
   return serviceKey(present(k, 'key'), 'key.');
 }
 
-export function createVirtualService(req: CreateVirtualServiceRequest): ServiceSpec {
+/** Prefixes per allow or deny list: DP_MAX_SVC_PREFIXES of native/dp_ctl.h (a linear scan). */
+export const MAX_PREFIXES_PER_LIST = 64;
+
+/** A client prefix list: "a.b.c.d/len" each, returned canonical (sorted by address then length, no repeats). */
+function prefixList(list: readonly string[], field: string): string[] {
+  if (list.length > MAX_PREFIXES_PER_LIST) throw new ValidationError(field, `at most ${MAX_PREFIXES_PER_LIST} prefixes, got ${list.length}`);
+  const parsed = list.map((p, i) => {
+    const f = `${field}[${i}]`;
+    const m = /^([^/]*)\/([0-9]{1,2})$/.exec(p);
+    if (m === null) throw new ValidationError(f, `${echo(p)} is not a prefix "a.b.c.d/len"`);
+    const len = Number(m[2]);
+    if (len > 32) throw new ValidationError(f, `${echo(p)}: prefix length ${len} is more than 32`);
+    const addr = ipv4(m[1], f, { allowZero: true });
+    prefix(addr, len, f, f);
+    return { addr, len, value: ipv4Value(addr) };
+  });
+  parsed.sort((a, b) => a.value - b.value || a.len - b.len);
+  const out: string[] = [];
+  for (const p of parsed) {
+    const text = `${p.addr}/${p.len}`;
+    if (out[out.length - 1] !== text) out.push(text);
+  }
+  return out;
+}
+
+/**
+ * Admission limits; `connCapacity` is the conn table's size (every worker's), when known: a
+ * max_conns beyond it could never be reached, so it is a mistake.
+ */
+export function serviceLimits(
+  l: { maxConns: number; allow: readonly string[]; deny: readonly string[]; connRate: number; connBurst: number },
+  at: string,
+  connCapacity = Number.MAX_SAFE_INTEGER,
+): ServiceLimits {
+  const maxConns = intIn(l.maxConns, 0, 0xffffffff, `${at}max_conns`);
+  if (maxConns > connCapacity) throw new ValidationError(`${at}max_conns`, `${maxConns} is more than the conn table holds (${connCapacity}); 0 = no limit`);
+  const connRate = intIn(l.connRate, 0, 1000000, `${at}conn_rate`);
+  const connBurst = intIn(l.connBurst, 0, 1000000, `${at}conn_burst`);
+  // One spelling per state, so GetConfig -> ApplyConfig stays a no-op: no burst without a rate.
+  if (connRate > 0 && connBurst === 0) throw new ValidationError(`${at}conn_burst`, 'must be 1..1000000 with a conn_rate');
+  if (connRate === 0 && connBurst > 0) throw new ValidationError(`${at}conn_burst`, 'must be 0 without a conn_rate');
+  return { maxConns, allow: prefixList(l.allow, `${at}allow`), deny: prefixList(l.deny, `${at}deny`), connRate, connBurst };
+}
+
+export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
   const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
-  return { ...k, scheduler, seed: s.seed };
+  return { ...k, scheduler, seed: s.seed, limits: serviceLimits(s, 'virtual_service.', connCapacity) };
 }
 
 export function getVirtualService(req: GetVirtualServiceRequest): ServiceKey {
@@ -218,8 +263,16 @@ export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceK
   return key(req.key);
 }
 
-export function updateVirtualService(req: UpdateVirtualServiceRequest): { key: ServiceKey; scheduler: DpScheduler; seed: number } {
-  return { key: key(req.key), scheduler: schedulerFromProto(req.scheduler, 'scheduler'), seed: req.seed };
+export function updateVirtualService(
+  req: UpdateVirtualServiceRequest,
+  connCapacity?: number,
+): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined } {
+  return {
+    key: key(req.key),
+    scheduler: schedulerFromProto(req.scheduler, 'scheduler'),
+    seed: req.seed,
+    limits: req.limits === undefined || req.limits === null ? undefined : serviceLimits(req.limits, 'limits.', connCapacity),
+  };
 }
 
 function real(r: Real, protocol: DpProtocol, field: string): RealSpec {

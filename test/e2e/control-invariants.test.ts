@@ -364,6 +364,16 @@ describe('issue 18 on a real appliance with a state file', () => {
         Real.create({ address: `10.5.0.${i + 1}`, port: protocol === Protocol.PROTOCOL_ICMP ? 0 : 8080, weight: Math.floor(rnd() * 3) }),
       );
 
+    // Service limits, in no particular order and with repeats: GetConfig answers them canonical,
+    // and the round trip must still be a no-op.
+    const LIMIT_PREFIXES = ['10.0.0.0/16', '10.0.0.0/8', '198.18.0.0/24', '198.18.0.2/32', '0.0.0.0/0', '10.0.0.0/8'];
+    const limits = () => ({
+      maxConns: pick([0, 0, 1, 100]),
+      allow: LIMIT_PREFIXES.filter(() => rnd() < 0.3),
+      deny: LIMIT_PREFIXES.filter(() => rnd() < 0.2).reverse(),
+      ...(rnd() < 0.3 ? { connRate: pick([1, 50]), connBurst: pick([1, 10]) } : { connRate: 0, connBurst: 0 }),
+    });
+
     /** One random call: its name and the promise of its answer. */
     const OPS: [string, () => Promise<unknown>][] = [
       ['CreateAddress', () => app.api.network.createAddress({ address: { address: pick(ADDRS), prefixLength: pick(PLENS), port: pick(PORT_NAMES) } })],
@@ -395,10 +405,21 @@ describe('issue 18 on a real appliance with a state file', () => {
       [
         'CreateVirtualService',
         () =>
-          app.api.balancer.createVirtualService({ virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3) }) }),
+          app.api.balancer.createVirtualService({
+            virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3), ...limits() }),
+          }),
       ],
       ['DeleteVirtualService', () => app.api.balancer.deleteVirtualService({ key: key() })],
-      ['UpdateVirtualService', () => app.api.balancer.updateVirtualService({ key: key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3) })],
+      [
+        'UpdateVirtualService',
+        () =>
+          app.api.balancer.updateVirtualService({
+            key: key(),
+            scheduler: pick(SCHEDS),
+            seed: Math.floor(rnd() * 3),
+            limits: rnd() < 0.5 ? undefined : limits(),
+          }),
+      ],
       [
         'SetReals',
         () => {

@@ -108,6 +108,9 @@ describe('parseConfigDocument', () => {
     ['virtual_services: [{reals: [{weight: -5}]}]', 'f: virtual_services[0].reals[0].weight: expected a whole number 0..4294967295, got -5'],
     ['virtual_services: [{seed: 4294967296}]', 'f: virtual_services[0].seed: expected a whole number 0..4294967295, got 4294967296'],
     ['addresses: {address: 1.2.3.4}', 'f: addresses: expected a list, got a mapping'],
+    ['virtual_services: [{deny: 10.0.0.0/8}]', 'f: virtual_services[0].deny: expected a list of strings, got "10.0.0.0/8"'],
+    ['virtual_services: [{allow: [10.0.0.0/8, 24]}]', 'f: virtual_services[0].allow[1]: expected a string, got 24'],
+    ['virtual_services: [{max_conns: -1}]', 'f: virtual_services[0].max_conns: expected a whole number 0..4294967295, got -1'],
     ['routes: [\n', /^f: YAML syntax error/],
   ])('rejects %j naming the path', (text, message) => {
     const m = usage(() => parseConfigDocument(text, 'f'));
@@ -115,9 +118,15 @@ describe('parseConfigDocument', () => {
     else expect(m).toMatch(message);
   });
 
+  it('reads service limits in either spelling', () => {
+    const c = parseConfigDocument('virtual_services: [{max_conns: 100, allow: [10.0.0.0/8], deny: [10.1.0.0/16, 10.2.0.0/16]}, {maxConns: 5}]', 'f');
+    expect(c.virtualServices[0]).toMatchObject({ maxConns: 100, allow: ['10.0.0.0/8'], deny: ['10.1.0.0/16', '10.2.0.0/16'] });
+    expect(c.virtualServices[1]).toMatchObject({ maxConns: 5, allow: [], deny: [] });
+  });
+
   it('reads back what configToYaml writes', () => {
     const c = parseConfigDocument(
-      'virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n',
+      'virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, maxConns: 10, deny: [10.0.0.0/8], reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n',
       'f',
     );
     expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);

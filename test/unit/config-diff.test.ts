@@ -86,6 +86,7 @@ describe('validateConfig', () => {
       port: 80,
       scheduler: 'wrr',
       seed: 0,
+      limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
       reals: [
         { address: '10.1.0.12', port: 8080, weight: 1 },
         { address: '10.1.0.11', port: 8080, weight: 2 },
@@ -301,6 +302,26 @@ describe('validateConfig', () => {
   });
 });
 
+describe('validateConfig: service limits', () => {
+  it('names the bad limit field by its document path', () => {
+    const c = doc();
+    c.virtualServices[0].allow = ['10.0.0.0/8', '10.1.2.0/16'];
+    expect(problem(c)).toBe('config.virtual_services[0].allow[1]: "10.1.2.0" has host bits set beyond /16');
+    c.virtualServices[0].allow = [];
+    c.virtualServices[1].deny = ['10.0.0.0/33'];
+    expect(problem(c)).toBe('config.virtual_services[1].deny[0]: "10.0.0.0/33": prefix length 33 is more than 32');
+  });
+
+  it('refuses max_conns beyond the conn table, when its size is known', () => {
+    const c = doc();
+    c.virtualServices[0].maxConns = 5000;
+    expect(() => validateConfig(c, PORTS, undefined, 4096)).toThrow(
+      'config.virtual_services[0].max_conns: 5000 is more than the conn table holds (4096); 0 = no limit',
+    );
+    expect(validateConfig(c, PORTS, undefined, 5000).services[0].limits).toEqual({ maxConns: 5000, allow: [], deny: [], connRate: 0, connBurst: 0 });
+  });
+});
+
 describe('planConfig', () => {
   const desired = () => validateConfig(doc(), PORTS);
 
@@ -351,6 +372,28 @@ describe('planConfig', () => {
     const state = stateOf(desired());
     d.services[1].seed = 8;
     expect(ops(planConfig(state, d))).toEqual(['updateService']);
+  });
+
+  it('updates a service whose limits changed, with the whole new limits, and nothing when they match', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[0].limits = { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 };
+    const steps = planConfig(state, d);
+    expect(steps).toEqual([
+      {
+        op: 'updateService',
+        key: { protocol: 'tcp', vip: '198.18.0.10', port: 80 },
+        scheduler: 'wrr',
+        seed: 0,
+        limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 },
+        changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
+      },
+    ]);
+    expect(planConfig(stateOf(d), d)).toEqual([]);
+    // A state without limits read as undefined equals a document with none.
+    const bare = stateOf(desired());
+    bare.services[0].limits = undefined;
+    expect(planConfig(bare, desired())).toEqual([]);
   });
 
   it('deletes what is gone before creating what is new, so an address can change role', () => {

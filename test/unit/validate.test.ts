@@ -90,7 +90,50 @@ describe('createVirtualService', () => {
   const svc = VirtualService.create({ ...tcpKey, scheduler: Scheduler.SCHEDULER_WRR, seed: 7 });
 
   it('returns the dataplane spec', () => {
-    expect(v.createVirtualService({ virtualService: svc })).toEqual({ protocol: 'tcp', vip: '198.18.0.10', port: 80, scheduler: 'wrr', seed: 7 });
+    expect(v.createVirtualService({ virtualService: svc })).toEqual({
+      protocol: 'tcp',
+      vip: '198.18.0.10',
+      port: 80,
+      scheduler: 'wrr',
+      seed: 7,
+      limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+    });
+  });
+
+  it('returns the limits canonical: prefixes sorted by address then length, repeats dropped', () => {
+    const l = v.createVirtualService({
+      virtualService: { ...svc, maxConns: 100, allow: ['192.0.2.0/24', '10.0.0.0/8', '10.0.0.0/16', '10.0.0.0/8'], deny: ['0.0.0.0/0', '10.1.2.3/32'] },
+    }).limits;
+    expect(l).toEqual({ maxConns: 100, allow: ['10.0.0.0/8', '10.0.0.0/16', '192.0.2.0/24'], deny: ['0.0.0.0/0', '10.1.2.3/32'], connRate: 0, connBurst: 0 });
+  });
+
+  it('rejects a bad prefix, naming the list entry', () => {
+    const bad = (allow: string[]) => problem(() => v.createVirtualService({ virtualService: { ...svc, allow } }));
+    expect(bad(['10.0.0.0/8', '10.0.0.0'])).toBe('virtual_service.allow[1]: "10.0.0.0" is not a prefix "a.b.c.d/len"');
+    expect(bad(['10.0.0.0/33'])).toBe('virtual_service.allow[0]: "10.0.0.0/33": prefix length 33 is more than 32');
+    expect(bad(['10.0.0.1/24'])).toBe('virtual_service.allow[0]: "10.0.0.1" has host bits set beyond /24');
+    expect(bad(['10.0.0/8'])).toBe('virtual_service.allow[0]: "10.0.0" is not a dotted-quad IPv4 address');
+    expect(bad(['10.0.0.0/-1'])).toMatch(/^virtual_service\.allow\[0\]: .* is not a prefix/);
+    expect(bad(Array.from({ length: 65 }, (_, i) => `10.0.${i}.0/24`))).toBe('virtual_service.allow: at most 64 prefixes, got 65');
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, deny: ['1.2.3.5/31'] } }))).toBe(
+      'virtual_service.deny[0]: "1.2.3.5" has host bits set beyond /31',
+    );
+  });
+
+  it('takes conn_rate with a conn_burst, and refuses either without the other', () => {
+    const mk = (connRate: number, connBurst: number) => () => v.createVirtualService({ virtualService: { ...svc, connRate, connBurst } });
+    expect(mk(50, 10)().limits).toMatchObject({ connRate: 50, connBurst: 10 });
+    expect(problem(mk(50, 0))).toBe('virtual_service.conn_burst: must be 1..1000000 with a conn_rate');
+    expect(problem(mk(0, 5))).toBe('virtual_service.conn_burst: must be 0 without a conn_rate');
+    expect(problem(mk(1000001, 5))).toBe('virtual_service.conn_rate: must be 0..1000000, got 1000001');
+    expect(problem(mk(5, 1000001))).toBe('virtual_service.conn_burst: must be 0..1000000, got 1000001');
+  });
+
+  it('rejects max_conns beyond the conn table', () => {
+    expect(problem(() => v.createVirtualService({ virtualService: { ...svc, maxConns: 1001 } }, 1000))).toBe(
+      'virtual_service.max_conns: 1001 is more than the conn table holds (1000); 0 = no limit',
+    );
+    expect(v.createVirtualService({ virtualService: { ...svc, maxConns: 1000 } }, 1000).limits!.maxConns).toBe(1000);
   });
 
   it('requires port 0 for ICMP and 1..65535 otherwise', () => {
@@ -113,6 +156,26 @@ describe('createVirtualService', () => {
     );
     expect(problem(() => v.createVirtualService({ virtualService: { ...svc, reals: [real('10.0.0.2', 80, 1)] } }))).toMatch(
       /^virtual_service\.reals: must be empty/,
+    );
+  });
+});
+
+describe('updateVirtualService', () => {
+  it('keeps the limits when none are given and replaces them whole when given', () => {
+    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
+    expect(v.updateVirtualService(req).limits).toBeUndefined();
+    expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 } }).limits).toEqual({
+      maxConns: 0,
+      allow: [],
+      deny: [],
+      connRate: 0,
+      connBurst: 0,
+    });
+    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: ['1.2.3.0/23'], deny: [], connRate: 0, connBurst: 0 } }))).toBe(
+      'limits.allow[0]: "1.2.3.0" has host bits set beyond /23',
+    );
+    expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: [], deny: [], connRate: 0, connBurst: 0 } }, 8))).toMatch(
+      /^limits\.max_conns: 9 is more/,
     );
   });
 });

@@ -45,7 +45,7 @@ function execute(dp: Dataplane, drain: DrainState, s: Step): void {
     case 'addService':
       return dp.addService(s.service);
     case 'updateService':
-      return dp.updateService(s.key, s.scheduler, s.seed);
+      return dp.updateService(s.key, s.scheduler, s.seed, s.limits);
     case 'setReals':
       if (drain.drained) {
         dp.setReals(s.key, drainedReals(s.reals));
@@ -106,6 +106,8 @@ export class ConfigManager {
     const desired = validateConfig(
       req.config,
       this.dp.config.ports.map((p) => p.name),
+      undefined,
+      this.dp.connCapacity,
     );
     requireRunning(this.dp);
     const steps = planConfig(readState(this.dp, this.drain), desired);

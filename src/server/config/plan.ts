@@ -13,7 +13,10 @@ import {
   type RouteSpec,
   type Scheduler,
   type ServiceKey,
+  type ServiceLimits,
   type ServiceSpec,
+  NO_LIMITS,
+  limitsEqual,
   type Timeouts,
 } from '../../dataplane';
 import { ConfigDiff, type ResourceChanges } from '../../gen/retrace/v1/config';
@@ -46,7 +49,7 @@ export type Step = { changes: Change[] } & (
   | { op: 'addNeighbor'; neighbor: NeighborSpec }
   | { op: 'addLocalAddress'; localAddress: LocalAddressSpec }
   | { op: 'addService'; service: ServiceSpec }
-  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number }
+  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits }
   | { op: 'setReals'; key: ServiceKey; reals: RealSpec[] }
   | { op: 'setSymmetric'; protocol: Protocol; enabled: boolean }
   | { op: 'setTimeouts'; timeouts: Partial<Timeouts> }
@@ -198,8 +201,9 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
-    if (c.scheduler !== s.scheduler || c.seed !== s.seed) {
-      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, changes: [['virtualServices', 'updated', k]] });
+    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits)) {
+      const limits = s.limits ?? NO_LIMITS;
+      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, changes: [['virtualServices', 'updated', k]] });
     }
     const reals = realsDiff(k, c.reals, s.reals);
     if (reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: reals });
@@ -231,7 +235,7 @@ function keyOf(k: ServiceKey): ServiceKey {
 }
 
 function specOf(s: ServiceSpec): ServiceSpec {
-  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed };
+  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed, limits: s.limits };
 }
 
 const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });

@@ -30,7 +30,12 @@ function at<T>(from: string, to: string, fn: () => T): T {
  * the first bad field as `config.<list>[i].<field>`, or StatusError RESOURCE_EXHAUSTED naming the
  * first entry beyond a table's size; returns the desired state in dataplane terms.
  */
-export function validateConfig(cfg: Config | undefined, portNames: readonly string[], limits: TableLimits = tableLimits()): DesiredConfig {
+export function validateConfig(
+  cfg: Config | undefined,
+  portNames: readonly string[],
+  limits: TableLimits = tableLimits(),
+  connCapacity?: number,
+): DesiredConfig {
   if (cfg === undefined || cfg === null) throw new ValidationError('config', 'required');
   const knownPort = (name: string, field: string): void => {
     if (!portNames.includes(name)) throw new ValidationError(field, `no port named ${echo(name)} (ports: ${portNames.join(', ')})`);
@@ -67,7 +72,7 @@ export function validateConfig(cfg: Config | undefined, portNames: readonly stri
 
   const services = cfg.virtualServices.map((s, i) => {
     const f = `config.virtual_services[${i}]`;
-    const spec = at('virtual_service', f, () => v.createVirtualService({ virtualService: { ...s, reals: [] } }));
+    const spec = at('virtual_service', f, () => v.createVirtualService({ virtualService: { ...s, reals: [] } }, connCapacity));
     // Before validating each real: a million of them would take a while to refuse.
     if (s.reals.length > limits.realsPerService) throw new ValidationError(`${f}.reals`, `at most ${limits.realsPerService} reals, got ${s.reals.length}`);
     const { reals } = at('reals', `${f}.reals`, () => v.setReals({ key: { protocol: s.protocol, vip: s.vip, port: s.port }, reals: s.reals }));

@@ -94,6 +94,80 @@ export interface VirtualService {
    * bytes_from_real over the current reals, like packets_to_reals.
    */
   bytesFromReals: bigint;
+  /**
+   * Most conns the service holds at once; 0 (the default) = no limit, else
+   * at most the conn table's size (dataplane.max_conns x workers). The first
+   * packet of a new conn beyond it is dropped and counted in
+   * refused_max_conns; established conns are never affected. Live conns are
+   * those of the current reals (see active_conns), and workers check without
+   * a lock, so each may overshoot by one conn at the limit.
+   */
+  maxConns: number;
+  /**
+   * Client source prefixes that may open conns, "a.b.c.d/len" (len 0..32, no
+   * host bits set), at most 64. Empty (the default) allows every client. The
+   * first packet of a conn from elsewhere is dropped and counted in
+   * refused_not_allowed. Output in canonical order (sorted, no repeats).
+   */
+  allow: string[];
+  /**
+   * Client source prefixes that may not open conns, like allow; deny wins over
+   * allow. Counted in refused_denied.
+   */
+  deny: string[];
+  /**
+   * Output only (ignored in requests): conns currently on the service's reals
+   * (the sum of their active_conns): what max_conns is checked against.
+   */
+  activeConns: bigint;
+  /**
+   * Output only (ignored in requests): new conns refused because the service
+   * was at max_conns, since it was created.
+   */
+  refusedMaxConns: bigint;
+  /**
+   * Output only (ignored in requests): new conns refused because the client
+   * matched a deny prefix.
+   */
+  refusedDenied: bigint;
+  /**
+   * Output only (ignored in requests): new conns refused because the allow
+   * list is not empty and no prefix of it matched the client.
+   */
+  refusedNotAllowed: bigint;
+  /**
+   * New conns per second per client address: a token bucket per client,
+   * refilled at conn_rate up to conn_burst conns. 0 (the default) = no rate
+   * limit; at most 1000000. Client addresses hash into 4096 buckets per
+   * service: clients that share one share its rate. Only conns the other
+   * limits admit take a token; a refused first packet is counted in
+   * refused_rate_limited.
+   */
+  connRate: number;
+  /** Bucket size of conn_rate in conns: 1..1000000 with a conn_rate, 0 without. */
+  connBurst: number;
+  /**
+   * Output only (ignored in requests): new conns refused because the client
+   * was over conn_rate.
+   */
+  refusedRateLimited: bigint;
+}
+
+/**
+ * VirtualServiceLimits are the admission limits of a service (see the fields
+ * of the same names in VirtualService).
+ */
+export interface VirtualServiceLimits {
+  /** 0 = no limit. See VirtualService.max_conns. */
+  maxConns: number;
+  /** Empty = every client. See VirtualService.allow. */
+  allow: string[];
+  /** See VirtualService.deny. */
+  deny: string[];
+  /** 0 = no rate limit. See VirtualService.conn_rate. */
+  connRate: number;
+  /** See VirtualService.conn_burst. */
+  connBurst: number;
 }
 
 /** Real is a backend server of a virtual service. */
@@ -189,6 +263,11 @@ export interface UpdateVirtualServiceRequest {
   scheduler: Scheduler;
   /** New Maglev seed (see VirtualService.seed); 0 if unset. */
   seed: number;
+  /**
+   * New admission limits, replacing max_conns, allow and deny whole; unset
+   * keeps the current ones. They apply to new conns only.
+   */
+  limits: VirtualServiceLimits | undefined;
 }
 
 /** UpdateVirtualServiceResponse is empty. */
@@ -449,6 +528,16 @@ function createBaseVirtualService(): VirtualService {
     packetsFromReals: 0n,
     bytesToReals: 0n,
     bytesFromReals: 0n,
+    maxConns: 0,
+    allow: [],
+    deny: [],
+    activeConns: 0n,
+    refusedMaxConns: 0n,
+    refusedDenied: 0n,
+    refusedNotAllowed: 0n,
+    connRate: 0,
+    connBurst: 0,
+    refusedRateLimited: 0n,
   };
 }
 
@@ -501,6 +590,51 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.bytesFromReals of type uint64 too large");
       }
       writer.uint32(88).uint64(message.bytesFromReals);
+    }
+    if (message.maxConns !== 0) {
+      writer.uint32(96).uint32(message.maxConns);
+    }
+    for (const v of message.allow) {
+      writer.uint32(106).string(v!);
+    }
+    for (const v of message.deny) {
+      writer.uint32(114).string(v!);
+    }
+    if (message.activeConns !== 0n) {
+      if (BigInt.asUintN(64, message.activeConns) !== message.activeConns) {
+        throw new globalThis.Error("value provided for field message.activeConns of type uint64 too large");
+      }
+      writer.uint32(120).uint64(message.activeConns);
+    }
+    if (message.refusedMaxConns !== 0n) {
+      if (BigInt.asUintN(64, message.refusedMaxConns) !== message.refusedMaxConns) {
+        throw new globalThis.Error("value provided for field message.refusedMaxConns of type uint64 too large");
+      }
+      writer.uint32(128).uint64(message.refusedMaxConns);
+    }
+    if (message.refusedDenied !== 0n) {
+      if (BigInt.asUintN(64, message.refusedDenied) !== message.refusedDenied) {
+        throw new globalThis.Error("value provided for field message.refusedDenied of type uint64 too large");
+      }
+      writer.uint32(136).uint64(message.refusedDenied);
+    }
+    if (message.refusedNotAllowed !== 0n) {
+      if (BigInt.asUintN(64, message.refusedNotAllowed) !== message.refusedNotAllowed) {
+        throw new globalThis.Error("value provided for field message.refusedNotAllowed of type uint64 too large");
+      }
+      writer.uint32(144).uint64(message.refusedNotAllowed);
+    }
+    if (message.connRate !== 0) {
+      writer.uint32(152).uint32(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      writer.uint32(160).uint32(message.connBurst);
+    }
+    if (message.refusedRateLimited !== 0n) {
+      if (BigInt.asUintN(64, message.refusedRateLimited) !== message.refusedRateLimited) {
+        throw new globalThis.Error("value provided for field message.refusedRateLimited of type uint64 too large");
+      }
+      writer.uint32(168).uint64(message.refusedRateLimited);
     }
     return writer;
   },
@@ -606,6 +740,86 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.bytesFromReals = reader.uint64() as bigint;
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.maxConns = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.allow.push(reader.string());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.deny.push(reader.string());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.activeConns = reader.uint64() as bigint;
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.refusedMaxConns = reader.uint64() as bigint;
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.refusedDenied = reader.uint64() as bigint;
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.refusedNotAllowed = reader.uint64() as bigint;
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.connRate = reader.uint32();
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.connBurst = reader.uint32();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.refusedRateLimited = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -651,6 +865,52 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.bytes_from_reals)
         ? BigInt(object.bytes_from_reals)
         : 0n,
+      maxConns: isSet(object.maxConns)
+        ? globalThis.Number(object.maxConns)
+        : isSet(object.max_conns)
+        ? globalThis.Number(object.max_conns)
+        : 0,
+      allow: globalThis.Array.isArray(object?.allow)
+        ? object.allow.map((e: any) => globalThis.String(e))
+        : [],
+      deny: globalThis.Array.isArray(object?.deny)
+        ? object.deny.map((e: any) => globalThis.String(e))
+        : [],
+      activeConns: isSet(object.activeConns)
+        ? BigInt(object.activeConns)
+        : isSet(object.active_conns)
+        ? BigInt(object.active_conns)
+        : 0n,
+      refusedMaxConns: isSet(object.refusedMaxConns)
+        ? BigInt(object.refusedMaxConns)
+        : isSet(object.refused_max_conns)
+        ? BigInt(object.refused_max_conns)
+        : 0n,
+      refusedDenied: isSet(object.refusedDenied)
+        ? BigInt(object.refusedDenied)
+        : isSet(object.refused_denied)
+        ? BigInt(object.refused_denied)
+        : 0n,
+      refusedNotAllowed: isSet(object.refusedNotAllowed)
+        ? BigInt(object.refusedNotAllowed)
+        : isSet(object.refused_not_allowed)
+        ? BigInt(object.refused_not_allowed)
+        : 0n,
+      connRate: isSet(object.connRate)
+        ? globalThis.Number(object.connRate)
+        : isSet(object.conn_rate)
+        ? globalThis.Number(object.conn_rate)
+        : 0,
+      connBurst: isSet(object.connBurst)
+        ? globalThis.Number(object.connBurst)
+        : isSet(object.conn_burst)
+        ? globalThis.Number(object.conn_burst)
+        : 0,
+      refusedRateLimited: isSet(object.refusedRateLimited)
+        ? BigInt(object.refusedRateLimited)
+        : isSet(object.refused_rate_limited)
+        ? BigInt(object.refused_rate_limited)
+        : 0n,
     };
   },
 
@@ -689,6 +949,36 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.bytesFromReals !== 0n) {
       obj.bytesFromReals = message.bytesFromReals.toString();
     }
+    if (message.maxConns !== 0) {
+      obj.maxConns = Math.round(message.maxConns);
+    }
+    if (message.allow?.length) {
+      obj.allow = message.allow;
+    }
+    if (message.deny?.length) {
+      obj.deny = message.deny;
+    }
+    if (message.activeConns !== 0n) {
+      obj.activeConns = message.activeConns.toString();
+    }
+    if (message.refusedMaxConns !== 0n) {
+      obj.refusedMaxConns = message.refusedMaxConns.toString();
+    }
+    if (message.refusedDenied !== 0n) {
+      obj.refusedDenied = message.refusedDenied.toString();
+    }
+    if (message.refusedNotAllowed !== 0n) {
+      obj.refusedNotAllowed = message.refusedNotAllowed.toString();
+    }
+    if (message.connRate !== 0) {
+      obj.connRate = Math.round(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      obj.connBurst = Math.round(message.connBurst);
+    }
+    if (message.refusedRateLimited !== 0n) {
+      obj.refusedRateLimited = message.refusedRateLimited.toString();
+    }
     return obj;
   },
 
@@ -718,6 +1008,171 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.bytesFromReals = (object.bytesFromReals !== undefined && object.bytesFromReals !== null)
       ? BigInt(object.bytesFromReals)
       : 0n;
+    message.maxConns = object.maxConns ?? 0;
+    message.allow = object.allow?.map((e) => e) || [];
+    message.deny = object.deny?.map((e) => e) || [];
+    message.activeConns = (object.activeConns !== undefined && object.activeConns !== null)
+      ? BigInt(object.activeConns)
+      : 0n;
+    message.refusedMaxConns = (object.refusedMaxConns !== undefined && object.refusedMaxConns !== null)
+      ? BigInt(object.refusedMaxConns)
+      : 0n;
+    message.refusedDenied = (object.refusedDenied !== undefined && object.refusedDenied !== null)
+      ? BigInt(object.refusedDenied)
+      : 0n;
+    message.refusedNotAllowed = (object.refusedNotAllowed !== undefined && object.refusedNotAllowed !== null)
+      ? BigInt(object.refusedNotAllowed)
+      : 0n;
+    message.connRate = object.connRate ?? 0;
+    message.connBurst = object.connBurst ?? 0;
+    message.refusedRateLimited = (object.refusedRateLimited !== undefined && object.refusedRateLimited !== null)
+      ? BigInt(object.refusedRateLimited)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseVirtualServiceLimits(): VirtualServiceLimits {
+  return { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 };
+}
+
+export const VirtualServiceLimits: MessageFns<VirtualServiceLimits> = {
+  encode(message: VirtualServiceLimits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxConns !== 0) {
+      writer.uint32(8).uint32(message.maxConns);
+    }
+    for (const v of message.allow) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.deny) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.connRate !== 0) {
+      writer.uint32(32).uint32(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      writer.uint32(40).uint32(message.connBurst);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VirtualServiceLimits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVirtualServiceLimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxConns = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.allow.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.deny.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.connRate = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.connBurst = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VirtualServiceLimits {
+    return {
+      maxConns: isSet(object.maxConns)
+        ? globalThis.Number(object.maxConns)
+        : isSet(object.max_conns)
+        ? globalThis.Number(object.max_conns)
+        : 0,
+      allow: globalThis.Array.isArray(object?.allow) ? object.allow.map((e: any) => globalThis.String(e)) : [],
+      deny: globalThis.Array.isArray(object?.deny) ? object.deny.map((e: any) => globalThis.String(e)) : [],
+      connRate: isSet(object.connRate)
+        ? globalThis.Number(object.connRate)
+        : isSet(object.conn_rate)
+        ? globalThis.Number(object.conn_rate)
+        : 0,
+      connBurst: isSet(object.connBurst)
+        ? globalThis.Number(object.connBurst)
+        : isSet(object.conn_burst)
+        ? globalThis.Number(object.conn_burst)
+        : 0,
+    };
+  },
+
+  toJSON(message: VirtualServiceLimits): unknown {
+    const obj: any = {};
+    if (message.maxConns !== 0) {
+      obj.maxConns = Math.round(message.maxConns);
+    }
+    if (message.allow?.length) {
+      obj.allow = message.allow;
+    }
+    if (message.deny?.length) {
+      obj.deny = message.deny;
+    }
+    if (message.connRate !== 0) {
+      obj.connRate = Math.round(message.connRate);
+    }
+    if (message.connBurst !== 0) {
+      obj.connBurst = Math.round(message.connBurst);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VirtualServiceLimits>): VirtualServiceLimits {
+    return VirtualServiceLimits.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VirtualServiceLimits>): VirtualServiceLimits {
+    const message = createBaseVirtualServiceLimits();
+    message.maxConns = object.maxConns ?? 0;
+    message.allow = object.allow?.map((e) => e) || [];
+    message.deny = object.deny?.map((e) => e) || [];
+    message.connRate = object.connRate ?? 0;
+    message.connBurst = object.connBurst ?? 0;
     return message;
   },
 };
@@ -1380,7 +1835,7 @@ export const ListVirtualServicesResponse: MessageFns<ListVirtualServicesResponse
 };
 
 function createBaseUpdateVirtualServiceRequest(): UpdateVirtualServiceRequest {
-  return { key: undefined, scheduler: 0, seed: 0 };
+  return { key: undefined, scheduler: 0, seed: 0, limits: undefined };
 }
 
 export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest> = {
@@ -1393,6 +1848,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     }
     if (message.seed !== 0) {
       writer.uint32(24).uint32(message.seed);
+    }
+    if (message.limits !== undefined) {
+      VirtualServiceLimits.encode(message.limits, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1434,6 +1892,14 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
             message.seed = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.limits = VirtualServiceLimits.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1451,6 +1917,7 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
       key: isSet(object.key) ? VirtualServiceKey.fromJSON(object.key) : undefined,
       scheduler: isSet(object.scheduler) ? schedulerFromJSON(object.scheduler) : 0,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
+      limits: isSet(object.limits) ? VirtualServiceLimits.fromJSON(object.limits) : undefined,
     };
   },
 
@@ -1465,6 +1932,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     if (message.seed !== 0) {
       obj.seed = Math.round(message.seed);
     }
+    if (message.limits !== undefined) {
+      obj.limits = VirtualServiceLimits.toJSON(message.limits);
+    }
     return obj;
   },
 
@@ -1478,6 +1948,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
       : undefined;
     message.scheduler = object.scheduler ?? 0;
     message.seed = object.seed ?? 0;
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? VirtualServiceLimits.fromPartial(object.limits)
+      : undefined;
     return message;
   },
 };
@@ -2788,9 +3261,9 @@ export const LoadBalancerServiceService = {
     responseDeserialize: (value: Buffer): ListVirtualServicesResponse => ListVirtualServicesResponse.decode(value),
   },
   /**
-   * UpdateVirtualService replaces the scheduler and seed of a service; its
-   * tables are rebuilt, existing conns keep their reals. NOT_FOUND if there is
-   * no such service. Idempotent.
+   * UpdateVirtualService replaces the scheduler and seed of a service, and its
+   * limits when given; its tables are rebuilt, existing conns keep their
+   * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: {
     path: "/retrace.v1.LoadBalancerService/UpdateVirtualService" as const,
@@ -2935,9 +3408,9 @@ export interface LoadBalancerServiceServer extends UntypedServiceImplementation 
    */
   listVirtualServices: handleUnaryCall<ListVirtualServicesRequest, ListVirtualServicesResponse>;
   /**
-   * UpdateVirtualService replaces the scheduler and seed of a service; its
-   * tables are rebuilt, existing conns keep their reals. NOT_FOUND if there is
-   * no such service. Idempotent.
+   * UpdateVirtualService replaces the scheduler and seed of a service, and its
+   * limits when given; its tables are rebuilt, existing conns keep their
+   * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: handleUnaryCall<UpdateVirtualServiceRequest, UpdateVirtualServiceResponse>;
   /**
@@ -3050,9 +3523,9 @@ export interface LoadBalancerServiceClient extends Client {
     callback: (error: ServiceError | null, response: ListVirtualServicesResponse) => void,
   ): ClientUnaryCall;
   /**
-   * UpdateVirtualService replaces the scheduler and seed of a service; its
-   * tables are rebuilt, existing conns keep their reals. NOT_FOUND if there is
-   * no such service. Idempotent.
+   * UpdateVirtualService replaces the scheduler and seed of a service, and its
+   * limits when given; its tables are rebuilt, existing conns keep their
+   * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService(
     request: UpdateVirtualServiceRequest,

@@ -208,6 +208,14 @@ export interface DropCounters {
   icmpRateLimited: bigint;
   /** The driver refused the packet at tx burst. */
   txFull: bigint;
+  /** New conn for a service already at its max_conns. */
+  svcMaxConns: bigint;
+  /** New conn from a client in the service's deny list. */
+  svcDenied: bigint;
+  /** New conn from a client outside the service's allow list. */
+  svcNotAllowed: bigint;
+  /** New conn from a client over the service's conn_rate. */
+  svcRateLimited: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1344,6 +1352,10 @@ function createBaseDropCounters(): DropCounters {
     icmpErrorNoConn: 0n,
     icmpRateLimited: 0n,
     txFull: 0n,
+    svcMaxConns: 0n,
+    svcDenied: 0n,
+    svcNotAllowed: 0n,
+    svcRateLimited: 0n,
   };
 }
 
@@ -1522,6 +1534,30 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.txFull of type uint64 too large");
       }
       writer.uint32(232).uint64(message.txFull);
+    }
+    if (message.svcMaxConns !== 0n) {
+      if (BigInt.asUintN(64, message.svcMaxConns) !== message.svcMaxConns) {
+        throw new globalThis.Error("value provided for field message.svcMaxConns of type uint64 too large");
+      }
+      writer.uint32(240).uint64(message.svcMaxConns);
+    }
+    if (message.svcDenied !== 0n) {
+      if (BigInt.asUintN(64, message.svcDenied) !== message.svcDenied) {
+        throw new globalThis.Error("value provided for field message.svcDenied of type uint64 too large");
+      }
+      writer.uint32(248).uint64(message.svcDenied);
+    }
+    if (message.svcNotAllowed !== 0n) {
+      if (BigInt.asUintN(64, message.svcNotAllowed) !== message.svcNotAllowed) {
+        throw new globalThis.Error("value provided for field message.svcNotAllowed of type uint64 too large");
+      }
+      writer.uint32(256).uint64(message.svcNotAllowed);
+    }
+    if (message.svcRateLimited !== 0n) {
+      if (BigInt.asUintN(64, message.svcRateLimited) !== message.svcRateLimited) {
+        throw new globalThis.Error("value provided for field message.svcRateLimited of type uint64 too large");
+      }
+      writer.uint32(264).uint64(message.svcRateLimited);
     }
     return writer;
   },
@@ -1771,6 +1807,38 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.txFull = reader.uint64() as bigint;
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.svcMaxConns = reader.uint64() as bigint;
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.svcDenied = reader.uint64() as bigint;
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.svcNotAllowed = reader.uint64() as bigint;
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.svcRateLimited = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1918,6 +1986,26 @@ export const DropCounters: MessageFns<DropCounters> = {
         ? BigInt(object.icmp_rate_limited)
         : 0n,
       txFull: isSet(object.txFull) ? BigInt(object.txFull) : isSet(object.tx_full) ? BigInt(object.tx_full) : 0n,
+      svcMaxConns: isSet(object.svcMaxConns)
+        ? BigInt(object.svcMaxConns)
+        : isSet(object.svc_max_conns)
+        ? BigInt(object.svc_max_conns)
+        : 0n,
+      svcDenied: isSet(object.svcDenied)
+        ? BigInt(object.svcDenied)
+        : isSet(object.svc_denied)
+        ? BigInt(object.svc_denied)
+        : 0n,
+      svcNotAllowed: isSet(object.svcNotAllowed)
+        ? BigInt(object.svcNotAllowed)
+        : isSet(object.svc_not_allowed)
+        ? BigInt(object.svc_not_allowed)
+        : 0n,
+      svcRateLimited: isSet(object.svcRateLimited)
+        ? BigInt(object.svcRateLimited)
+        : isSet(object.svc_rate_limited)
+        ? BigInt(object.svc_rate_limited)
+        : 0n,
     };
   },
 
@@ -2010,6 +2098,18 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.txFull !== 0n) {
       obj.txFull = message.txFull.toString();
     }
+    if (message.svcMaxConns !== 0n) {
+      obj.svcMaxConns = message.svcMaxConns.toString();
+    }
+    if (message.svcDenied !== 0n) {
+      obj.svcDenied = message.svcDenied.toString();
+    }
+    if (message.svcNotAllowed !== 0n) {
+      obj.svcNotAllowed = message.svcNotAllowed.toString();
+    }
+    if (message.svcRateLimited !== 0n) {
+      obj.svcRateLimited = message.svcRateLimited.toString();
+    }
     return obj;
   },
 
@@ -2087,6 +2187,16 @@ export const DropCounters: MessageFns<DropCounters> = {
       ? BigInt(object.icmpRateLimited)
       : 0n;
     message.txFull = (object.txFull !== undefined && object.txFull !== null) ? BigInt(object.txFull) : 0n;
+    message.svcMaxConns = (object.svcMaxConns !== undefined && object.svcMaxConns !== null)
+      ? BigInt(object.svcMaxConns)
+      : 0n;
+    message.svcDenied = (object.svcDenied !== undefined && object.svcDenied !== null) ? BigInt(object.svcDenied) : 0n;
+    message.svcNotAllowed = (object.svcNotAllowed !== undefined && object.svcNotAllowed !== null)
+      ? BigInt(object.svcNotAllowed)
+      : 0n;
+    message.svcRateLimited = (object.svcRateLimited !== undefined && object.svcRateLimited !== null)
+      ? BigInt(object.svcRateLimited)
+      : 0n;
     return message;
   },
 };
