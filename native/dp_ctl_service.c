@@ -386,7 +386,7 @@ dp_svc_limits_free(struct dp_svc_limits *l)
 
 static int
 dp_prefixes_copy(const char *list, const struct dp_prefix *in, unsigned n, uint32_t *n_out,
-	__typeof__(((struct dp_svc_limits *)0)->allow[0]) *out, char *err, size_t errlen)
+	struct dp_svc_prefix *out, char *err, size_t errlen)
 {
 	if (n > DP_MAX_SVC_PREFIXES) {
 		dp_set_err(err, errlen, "%s: at most %d prefixes", list, DP_MAX_SVC_PREFIXES);
@@ -490,7 +490,7 @@ dp_ctl_service_drops(
 	} else {
 		for (int i = 0; i < DP_SVC_DROP_MAX; i++)
 			out[i] = atomic_load(&svc->drops[i]);
-		*active = dp_service_active(svc, atomic_load(&svc->set));
+		*active = dp_service_active(atomic_load(&svc->set));
 	}
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;

@@ -216,18 +216,17 @@ dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned wo
 }
 
 uint64_t
-dp_service_active(const struct dp_service *svc, const struct dp_real_set *set)
+dp_service_active(const struct dp_real_set *set)
 {
 	int64_t sum = 0;
 
-	(void)svc;
 	for (uint32_t i = 0; set != NULL && i < set->n; i++)
 		sum += (int64_t)atomic_load_explicit(&set->reals[i]->active, memory_order_relaxed);
 	return sum < 0 ? 0 : (uint64_t)sum;
 }
 
 static inline bool
-dp_prefix_match(uint32_t n, const __typeof__(((struct dp_svc_limits *)0)->allow[0]) *list, uint32_t addr)
+dp_prefix_match(uint32_t n, const struct dp_svc_prefix *list, uint32_t addr)
 {
 	for (uint32_t i = 0; i < n; i++)
 		if ((addr & list[i].mask) == list[i].addr)
@@ -282,7 +281,7 @@ dp_svc_admit(struct dp_service *svc, const struct dp_svc_limits *l, const struct
 	} else if (l->n_allow != 0 && !dp_prefix_match(l->n_allow, l->allow, caddr)) {
 		why = DP_SVC_DROP_not_allowed;
 		*drop = DP_DROP_svc_not_allowed;
-	} else if (l->max_conns != 0 && dp_service_active(svc, set) >= l->max_conns) {
+	} else if (l->max_conns != 0 && dp_service_active(set) >= l->max_conns) {
 		why = DP_SVC_DROP_max_conns;
 		*drop = DP_DROP_svc_max_conns;
 	} else if (l->conn_rate != 0 && !dp_rate_take(l, caddr, now_tsc)) {

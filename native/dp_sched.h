@@ -32,7 +32,7 @@ struct dp_real *dp_sched_pick(struct dp_service *svc, const struct dp_real_set *
 
 /* Live conns of a service: the sum over its current reals (conns of a real
  * already removed from the set no longer count). */
-uint64_t dp_service_active(const struct dp_service *svc, const struct dp_real_set *set);
+uint64_t dp_service_active(const struct dp_real_set *set);
 
 /* Worker side, first packet of a conn of a service with limits: true when
  * the client may open a conn, else false with the per-port drop reason in

@@ -143,6 +143,11 @@ struct dp_rate_slot {
 	uint64_t tsc;	       /* last refill; 0 = never used */
 };
 
+/* A client prefix of an allow or deny list: network order, host bits clear. */
+struct dp_svc_prefix {
+	uint32_t addr, mask;
+};
+
 /* A service's admission limits: replaced whole (RCU); only the token
  * buckets change in place. Only the first packet of a conn reads them. */
 struct dp_svc_limits {
@@ -152,9 +157,7 @@ struct dp_svc_limits {
 	uint32_t n_allow, n_deny;
 	/* Network order, host bits clear; masks precomputed. A linear scan:
 	 * the lists are short (DP_MAX_SVC_PREFIXES). */
-	struct {
-		uint32_t addr, mask;
-	} allow[DP_MAX_SVC_PREFIXES], deny[DP_MAX_SVC_PREFIXES];
+	struct dp_svc_prefix allow[DP_MAX_SVC_PREFIXES], deny[DP_MAX_SVC_PREFIXES];
 };
 
 struct dp_service {
