@@ -247,6 +247,8 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 		goto full;
 	}
 	w->conn_adds++;
+	if (c->proto == IPPROTO_TCP)
+		w->nb_half_open++; /* until dp_fnat_forward_conn sees the handshake end */
 	atomic_fetch_add_explicit(&real->refs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->active, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->conns_total, 1, memory_order_relaxed);
@@ -307,6 +309,8 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 	uint32_t port = c->lport;
 
 	w->conn_gen++;
+	if (dp_conn_half_open(c))
+		w->nb_half_open--;
 	dp_conn_client_key(c, &k);
 	rte_hash_del_key(w->conns, &k);
 	if (c->flags & DP_CONN_F_LOCAL) {

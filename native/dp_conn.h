@@ -21,6 +21,7 @@
 #ifndef RETRACE_DP_CONN_H
 #define RETRACE_DP_CONN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <rte_ether.h>
@@ -69,6 +70,11 @@ enum dp_tcp_state {
 #define DP_CONN_F_SERVER_FIN 0x2
 #define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
 #define DP_CONN_F_SEQ	     0x8 /* TCP: seq_off is in use */
+/* SYN proxy (dp_synproxy.c): the conn was opened by a cookie. */
+#define DP_CONN_F_SYNPROXY   0x10 /* windows and timestamps rewritten (sp_* below) */
+#define DP_CONN_F_SP_PENDING 0x20 /* waiting for the real's SYN-ACK */
+#define DP_CONN_F_SP_TS	     0x40 /* timestamps translated by sp_ts_off */
+#define DP_CONN_F_SP_SACK    0x80 /* the client offered SACK (only before the splice) */
 
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
@@ -102,6 +108,15 @@ struct dp_conn {
 	 * Set it with dp_conn_seq_off_add.
 	 */
 	int32_t seq_off[2];
+
+	/*
+	 * Read only with DP_CONN_F_SYNPROXY (dp_synproxy.c): the real's TSval +
+	 * sp_ts_off is what the client sees (before the splice: our TSval), and
+	 * the window scales the client and the real sent (DP_SP_WS_NONE: none).
+	 * The pool object is 176 bytes with them.
+	 */
+	int32_t sp_ts_off;
+	uint8_t sp_client_ws, sp_real_ws;
 };
 
 /* The hash's data word: conn pointer with the side in bit 0. */
@@ -129,6 +144,15 @@ dp_conn_seq_off_add(struct dp_conn *c, enum dp_side_id s, int32_t off)
 /* Per-worker table life cycle (control thread, before launch / after join). */
 int dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t errlen);
 void dp_conn_table_free(struct dp_worker *w);
+
+/* Is c a TCP conn whose handshake is not done (SYN_SENT, SYN_RECV)? The
+ * worker counts them (nb_half_open) for the SYN proxy's auto mode. */
+static inline bool
+dp_conn_half_open(const struct dp_conn *c)
+{
+	return c->proto == 6 /* IPPROTO_TCP */ && c->state <= DP_TCP_SYN_RECV &&
+	       !(c->flags & DP_CONN_F_LOCAL);
+}
 
 /* Worker: lookup; NULL on miss. */
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);

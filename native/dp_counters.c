@@ -48,6 +48,12 @@ const char *const dp_svc_drop_names[DP_SVC_DROP_MAX] = {
 #undef X
 };
 
+const char *const dp_svc_syn_names[DP_SVC_SYN_MAX] = {
+#define X(n) #n,
+	DP_SVC_SYN_LIST(X)
+#undef X
+};
+
 void
 dp_counters_read(uint64_t *out)
 {

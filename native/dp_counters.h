@@ -38,7 +38,9 @@ extern "C" {
 		"symmetric sends where the route would have picked another port (a triangle prevented)")  \
 	X(asymmetric,                                                                                     \
 		"routed replies that left by a port other than the request's (a triangle that happened)") \
-	X(path_changes, "side records refreshed because a side moved to another port or MAC")
+	X(path_changes, "side records refreshed because a side moved to another port or MAC")             \
+	X(syn_cookies_sent, "TCP: SYNs the SYN proxy answered with a cookie on this port")                \
+	X(syn_cookies_valid, "TCP: ACKs with a valid SYN cookie (conns opened by the SYN proxy)")
 
 /* Per port: why a received packet was dropped. */
 #define DP_DROP_LIST(X)                                                                \
@@ -74,7 +76,9 @@ extern "C" {
 	X(svc_max_conns, "new conn for a service already at its max_conns")            \
 	X(svc_denied, "new conn from a client in the service's deny list")             \
 	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
-	X(svc_rate_limited, "new conn from a client over the service's conn_rate")
+	X(svc_rate_limited, "new conn from a client over the service's conn_rate")     \
+	X(syn_cookie_invalid, "TCP ACK for no conn whose SYN cookie does not verify")  \
+	X(syn_proxy_pending, "client segment of a SYN-proxied conn that could not wait for its real")
 
 /* Per real: the traffic of its conns, per worker, by direction. The
  * binding names them in camelCase (packets_to_real -> packetsToReal). */
@@ -91,6 +95,12 @@ extern "C" {
 	X(denied)           \
 	X(not_allowed)      \
 	X(rate_limited)
+
+/* Per virtual service: the SYN proxy's cookies. */
+#define DP_SVC_SYN_LIST(X) \
+	X(cookies_sent)    \
+	X(cookies_valid)   \
+	X(cookies_invalid)
 
 enum dp_proto {
 #define X(n) DP_PROTO_##n,
@@ -120,6 +130,13 @@ enum dp_svc_drop {
 	DP_SVC_DROP_MAX
 };
 
+enum dp_svc_syn {
+#define X(n) DP_SVC_SYN_##n,
+	DP_SVC_SYN_LIST(X)
+#undef X
+	DP_SVC_SYN_MAX
+};
+
 enum dp_real_counter {
 #define X(n) DP_REAL_##n,
 	DP_REAL_COUNTER_LIST(X)
@@ -140,6 +157,7 @@ extern const char *const dp_drop_names[DP_DROP_MAX];
 extern const char *const dp_drop_help[DP_DROP_MAX];
 extern const char *const dp_real_counter_names[DP_REAL_MAX];
 extern const char *const dp_svc_drop_names[DP_SVC_DROP_MAX];
+extern const char *const dp_svc_syn_names[DP_SVC_SYN_MAX];
 
 /* Sum every block into out[DP_COUNTERS_LEN]. Control thread, any state
  * after dp_start (zeros before). */

@@ -150,6 +150,24 @@ int dp_ctl_service_set_limits(uint8_t proto, uint32_t vaddr, uint16_t vport,
 int dp_ctl_service_drops(
 	uint8_t proto, uint32_t vaddr, uint16_t vport, uint64_t out[DP_SVC_DROP_MAX], uint64_t *active);
 
+enum {
+	DP_SYN_PROXY_ARG_OFF = 0,
+	DP_SYN_PROXY_ARG_ON,
+	DP_SYN_PROXY_ARG_AUTO
+};
+/* SYN flood defence of a TCP service (dp_synproxy.c): off, on, or auto (on
+ * while the worker receiving a SYN holds at least threshold half-open TCP
+ * conns; threshold >= 1 with auto, 0 otherwise). Applies to new conns.
+ * -ENOENT, -EINVAL (not TCP, bad mode or threshold). */
+int dp_ctl_service_set_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, uint32_t threshold,
+	char *err, size_t errlen);
+/* The mode, threshold and cookie counters (enum dp_svc_syn) of a service.
+ * -ENOENT, -EBUSY. */
+int dp_ctl_service_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int *mode, uint32_t *threshold,
+	uint64_t out[DP_SVC_SYN_MAX]);
+/* Half-open TCP conns, summed over workers (what auto mode compares). */
+uint64_t dp_ctl_half_open(void);
+
 /* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
 int dp_ctl_symmetric_set(uint8_t proto, bool on);
 bool dp_ctl_symmetric_get(uint8_t proto);

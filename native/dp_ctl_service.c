@@ -495,3 +495,80 @@ dp_ctl_service_drops(
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
 }
+
+int
+dp_ctl_service_set_syn_proxy(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, uint32_t threshold, char *err, size_t errlen)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (mode != DP_SYN_PROXY_ARG_OFF && proto != IPPROTO_TCP) {
+		dp_set_err(err, errlen, "a SYN proxy needs a TCP service");
+		return -EINVAL;
+	}
+	if (mode < DP_SYN_PROXY_ARG_OFF || mode > DP_SYN_PROXY_ARG_AUTO) {
+		dp_set_err(err, errlen, "unknown syn_proxy mode %d", mode);
+		return -EINVAL;
+	}
+	if ((mode == DP_SYN_PROXY_ARG_AUTO) != (threshold > 0)) {
+		dp_set_err(err, errlen, "a threshold goes with auto mode only, and auto needs one");
+		return -EINVAL;
+	}
+	if (!dp_running(err, errlen))
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		dp_set_err(err, errlen, "no such service");
+		ret = -ENOENT;
+	} else {
+		/* Two independent words: a worker seeing the new mode with the old
+		 * threshold for one packet is harmless. */
+		atomic_store(&svc->syn_proxy_threshold, threshold);
+		atomic_store(&svc->syn_proxy, (uint8_t)mode);
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+int
+dp_ctl_service_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int *mode, uint32_t *threshold,
+	uint64_t out[DP_SVC_SYN_MAX])
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+
+	if (ret < 0)
+		return ret;
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		ret = -ENOENT;
+	} else {
+		*mode = atomic_load(&svc->syn_proxy);
+		*threshold = atomic_load(&svc->syn_proxy_threshold);
+		for (int i = 0; i < DP_SVC_SYN_MAX; i++)
+			out[i] = atomic_load(&svc->syn[i]);
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+uint64_t
+dp_ctl_half_open(void)
+{
+	uint64_t n = 0;
+
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return 0;
+	/* Plain 32-bit words written by their workers: a stale value, never a
+	 * torn one. */
+	for (unsigned i = 0; i < dp.nb_workers; i++)
+		n += *(volatile uint32_t *)&dp.workers[i]->nb_half_open;
+	return n;
+}

@@ -21,6 +21,7 @@
 #include "dp_csum.h"
 #include "dp_fnat.h"
 #include "dp_icmp.h"
+#include "dp_synproxy.h"
 #include "dp_xmit.h"
 
 static inline struct dp_service *
@@ -82,7 +83,7 @@ dp_fnat_key(struct dp_conn_key *k, const struct rte_ipv4_hdr *ip, const struct d
 }
 
 /* Forward with the conn the key k found (c, from), or c = NULL for none. */
-static void
+void
 dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
 	struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
 {
@@ -91,9 +92,13 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	enum dp_drop why;
 	bool fresh = false;
 
-	if (c != NULL && (c->flags & DP_CONN_F_LOCAL)) {
-		ops->local(w, pidx, m, l4, c);
-		return;
+	if (c != NULL && unlikely(c->flags & (DP_CONN_F_LOCAL | DP_CONN_F_SP_PENDING))) {
+		if (c->flags & DP_CONN_F_LOCAL) {
+			ops->local(w, pidx, m, l4, c);
+			return;
+		}
+		if (dp_synproxy_pending(w, pidx, m, l4, c, from))
+			return;
 	}
 	if (c != NULL && from == DP_SIDE_CLIENT && ops->may_create(l4) && ops->stale(c, l4)) {
 		/* The client reuses a finished conn's tuple: start afresh. */
@@ -109,6 +114,13 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 			ops->local(w, pidx, m, l4, NULL);
 			return;
 		}
+		/* A service with a SYN proxy answers SYNs itself and opens
+		 * conns on valid cookies; one branch for the others. */
+		if (ops->ipproto == IPPROTO_TCP &&
+			unlikely(atomic_load_explicit(&svc->syn_proxy, memory_order_relaxed) !=
+				 DP_SYN_PROXY_OFF) &&
+			dp_synproxy_new(w, pidx, m, l4, svc, k))
+			return;
 		if (!ops->may_create(l4)) {
 			dp_drop(w, pidx,
 				ops->ipproto == IPPROTO_TCP ? DP_DROP_tcp_no_conn : DP_DROP_no_handler, m);
@@ -160,10 +172,14 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_packets_to_real : DP_REAL_packets_from_real]++;
 	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_bytes_to_real : DP_REAL_bytes_from_real] += len;
 	/* After the counting: an event shows the conn with this packet in it. */
-	if (fresh)
+	if (fresh) {
 		dp_event_emit(w, c, DP_EV_CREATED, 0);
-	else if (c->state != prev_state)
+	} else if (c->state != prev_state) {
 		dp_event_emit(w, c, DP_EV_STATE, 0);
+		if (ops->ipproto == IPPROTO_TCP && prev_state <= DP_TCP_SYN_RECV &&
+			c->state > DP_TCP_SYN_RECV)
+			w->nb_half_open--; /* the handshake is over, or never will be */
+	}
 
 	uint32_t nsrc;
 	uint16_t nsport, ndport;

@@ -63,6 +63,16 @@ void dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, u
 void dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
 	struct dp_l4 *l4);
 
+/* Forward with the conn a lookup of k found (c, from), or c = NULL for
+ * none. Consumes m. */
+void dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m,
+	const struct dp_fnat_ops *ops, struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c,
+	enum dp_side_id from);
+
+/* dp_tcp.c: add d to the big-endian 32-bit number at byte offset off of
+ * TCP header th; returns acc plus the checksum difference. */
+uint32_t dp_tcp_add32_at(uint8_t *th, uint32_t off, uint32_t d, uint32_t acc);
+
 /* If the packet's LIP destination port belongs to another worker, hand m
  * to it and return true. */
 bool dp_fnat_redirect(

@@ -15,6 +15,7 @@
 #include "dp.h"
 #include "dp_counters.h"
 #include "dp_events.h"
+#include "dp_siphash.h"
 
 /* One counter block. Cache-aligned so two lcores never share a line. */
 struct dp_counter_block {
@@ -42,6 +43,18 @@ struct dp_held {
 	uint8_t proto;	    /* enum dp_proto, for the counters */
 	uint8_t asymmetric; /* leaving by another port than its side's packets arrive on */
 };
+
+/* A client segment of a SYN-proxied conn waiting for the real's SYN-ACK
+ * (dp_synproxy.c). */
+struct dp_conn;
+struct dp_sp_held {
+	struct rte_mbuf *m;
+	struct dp_conn *c;
+	uint64_t created_tsc; /* c's, to tell a reused record apart */
+	uint64_t deadline_tsc;
+	uint16_t pidx;
+};
+#define DP_SP_HOLD_MAX 256 /* per worker */
 
 #define DP_HOLD_MAX	64
 #define DP_ARP_RL_SLOTS 64
@@ -117,6 +130,17 @@ struct dp_worker {
 	struct rte_ring *events;
 	uint64_t events_dropped;
 	struct dp_mailbox mb;
+
+	/* SYN proxy (dp_synproxy.c): half-open TCP conns (dp_conn_half_open),
+	 * the cookie keys of the current period and the one before, and client
+	 * segments waiting for their conn's real. */
+	uint32_t nb_half_open;
+	uint32_t sp_key_gen;
+	uint64_t sp_period;
+	struct dp_siphash_key sp_key[2];
+	uint64_t sp_poll_tsc;
+	unsigned nb_sp_held;
+	struct dp_sp_held sp_held[DP_SP_HOLD_MAX];
 
 	/* Packets other workers received for conns this worker owns. */
 	struct rte_ring *redirect;

@@ -15,6 +15,7 @@
 #include <rte_malloc.h>
 
 #include "dp_internal.h"
+#include "dp_synproxy.h"
 #include "dp_tables.h"
 
 struct dp_tables dpt;
@@ -62,6 +63,7 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 	char name[64];
 
 	memset(&dpt, 0, sizeof(dpt));
+	dp_synproxy_init(); /* a new cookie secret with every dataplane */
 	dpt.qsbr = rte_zmalloc("retrace_qsbr", sz, RTE_CACHE_LINE_SIZE);
 	if (dpt.qsbr == NULL || rte_rcu_qsbr_init(dpt.qsbr, nb_workers) != 0) {
 		dp_set_err(err, errlen, "cannot create the RCU variable");

@@ -160,6 +160,13 @@ struct dp_svc_limits {
 	struct dp_svc_prefix allow[DP_MAX_SVC_PREFIXES], deny[DP_MAX_SVC_PREFIXES];
 };
 
+/* SYN flood defence of a service (dp_synproxy.c). */
+enum dp_syn_proxy_mode {
+	DP_SYN_PROXY_OFF = 0,
+	DP_SYN_PROXY_ON,
+	DP_SYN_PROXY_AUTO, /* on while the worker holds >= syn_proxy_threshold half-open conns */
+};
+
 struct dp_service {
 	struct dp_service_key key;
 	/* NULL when the service has no limits: the first packet of a conn
@@ -171,6 +178,10 @@ struct dp_service {
 	struct dp_real_set *_Atomic set;
 	uint32_t rr_cursor[DP_MAX_WORKERS]; /* per worker, written only by it */
 	atomic_uint_fast64_t conns_total;
+	/* SYN proxy: set in place (one byte, one word), read on conn opening. */
+	_Atomic uint8_t syn_proxy; /* enum dp_syn_proxy_mode */
+	_Atomic uint32_t syn_proxy_threshold;
+	atomic_uint_fast64_t syn[DP_SVC_SYN_MAX]; /* enum dp_svc_syn */
 };
 
 /* ---- LIPs: per worker a ring of free source ports, ports p with

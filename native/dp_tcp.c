@@ -23,6 +23,7 @@
 
 #include "dp_csum.h"
 #include "dp_fnat.h"
+#include "dp_synproxy.h"
 
 static enum dp_drop
 tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
@@ -98,8 +99,8 @@ tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
  * sums 16-bit words from the header's start, so the difference is taken
  * over the even-aligned words the number covers: two, or three when odd.
  */
-static uint32_t
-tcp_add32_at(uint8_t *th, uint32_t off, uint32_t d, uint32_t acc)
+uint32_t
+dp_tcp_add32_at(uint8_t *th, uint32_t off, uint32_t d, uint32_t acc)
 {
 	uint32_t lo = off & ~1u, hi = (off + 5) & ~1u; /* [lo, hi) covers [off, off + 4) */
 	uint16_t old[3], new_[3];
@@ -129,10 +130,10 @@ tcp_seq_translate(struct rte_tcp_hdr *th, uint32_t seq_add, uint32_t ack_sub, ui
 	uint32_t end = (th->data_off >> 4) * 4u;
 
 	if (seq_add != 0)
-		acc = tcp_add32_at(b, offsetof(struct rte_tcp_hdr, sent_seq), seq_add, acc);
+		acc = dp_tcp_add32_at(b, offsetof(struct rte_tcp_hdr, sent_seq), seq_add, acc);
 	if (ack_sub == 0 || !(th->tcp_flags & RTE_TCP_ACK_FLAG))
 		return acc;
-	acc = tcp_add32_at(b, offsetof(struct rte_tcp_hdr, recv_ack), -ack_sub, acc);
+	acc = dp_tcp_add32_at(b, offsetof(struct rte_tcp_hdr, recv_ack), -ack_sub, acc);
 	for (uint32_t o = sizeof(*th); o < end;) {
 		uint8_t kind = b[o];
 		if (kind == 0) /* end of option list */
@@ -145,7 +146,7 @@ tcp_seq_translate(struct rte_tcp_hdr *th, uint32_t seq_add, uint32_t ack_sub, ui
 			break;
 		if (kind == 5 && (b[o + 1] - 2) % 8 == 0) /* SACK: left, right edges */
 			for (uint32_t e = o + 2; e < o + b[o + 1]; e += 4)
-				acc = tcp_add32_at(b, e, -ack_sub, acc);
+				acc = dp_tcp_add32_at(b, e, -ack_sub, acc);
 		o += b[o + 1];
 	}
 	return acc;
@@ -159,6 +160,8 @@ tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t 
 
 	if (unlikely(c->flags & DP_CONN_F_SEQ))
 		acc = tcp_seq_translate(th, (uint32_t)c->seq_off[from], (uint32_t)c->seq_off[from ^ 1], acc);
+	if (unlikely(c->flags & DP_CONN_F_SYNPROXY))
+		acc = dp_synproxy_fix(c, from, th, acc);
 	acc = dp_csum_acc16(acc, th->src_port, sport);
 	acc = dp_csum_acc16(acc, th->dst_port, dport);
 

@@ -26,6 +26,7 @@
 #include "dp_fnat.h"
 #include "dp_icmp.h"
 #include "dp_internal.h"
+#include "dp_synproxy.h"
 #include "dp_tables.h"
 #include "dp_xmit.h"
 
@@ -61,6 +62,8 @@ dp_worker_housekeep(struct dp_worker *w, uint16_t nb_ports, unsigned nb_workers)
 		got += dp_worker_redirected(w);
 	if (unlikely(w->nb_held != 0))
 		dp_xmit_hold_poll(w);
+	if (unlikely(w->nb_sp_held != 0))
+		dp_synproxy_poll(w);
 	dp_conn_expire_step(w);
 	if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
 		     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))
@@ -144,6 +147,7 @@ dp_worker_main(void *arg)
 			rte_pause();
 	}
 	dp_xmit_hold_flush(w);
+	dp_synproxy_flush(w);
 	for (uint16_t pidx = 0; pidx < nb_ports; pidx++)
 		rte_eth_tx_buffer_flush(dp.ports[pidx].port_id, w->queue_id, w->txb[pidx]);
 	rte_rcu_qsbr_thread_offline(dpt.qsbr, w->index);

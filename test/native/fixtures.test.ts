@@ -43,11 +43,16 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     for (const line of fx.before ?? []) await driver.command(line);
     const res = await driver.packet(portIndex(fx.port), toBytes(fx.input(cap)));
 
-    for (const [key, [index, offset]] of Object.entries(fx.capture ?? {})) {
+    for (const [key, [index, offset, width]] of Object.entries(fx.capture ?? {})) {
       const frame: Buffer | undefined = res.tx[index]?.frame;
-      expect({ key, present: frame !== undefined && frame.length >= offset + 2 }).toEqual({ key, present: true });
-      cap[key] = frame!.readUInt16BE(offset);
-      expect(cap[key]).toBeGreaterThanOrEqual(LPORT_MIN);
+      const size = width === 'u32' ? 4 : 2;
+      expect({ key, present: frame !== undefined && frame.length >= offset + size }).toEqual({ key, present: true });
+      if (width === 'u32') {
+        cap[key] = frame!.readUInt32BE(offset);
+      } else {
+        cap[key] = frame!.readUInt16BE(offset);
+        expect(cap[key]).toBeGreaterThanOrEqual(LPORT_MIN);
+      }
     }
 
     const show = (t: TxFrame) => ({ port: portName(t.port), ...fields(t.frame) });
@@ -71,6 +76,10 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     );
     for (const [k, v] of Object.entries(fx.path ?? {})) expect([k, path[k] ?? 0]).toEqual([k, v]);
     expect(res.mbufs).toBe(0);
+  });
+
+  it('SipHash-2-4 of the driver gives the reference test vector (key 00..0f, message 00..0e)', async () => {
+    expect(await driver.command('siphash-vector')).toEqual(['siphash a129ca6149be45e5']);
   });
 
   it('counts the TCP rows on their real by name: packets and bytes to it and from it', async () => {
