@@ -289,6 +289,38 @@ Napi::Value ServiceDrops(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// serviceSetSynProxy(proto, vip, port, mode 0 off | 1 on | 2 auto, threshold)
+Napi::Value ServiceSetSynProxy(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  ServiceKey k;
+  uint32_t mode, threshold;
+  if (!CheckArgs(info, 5) || !ServiceArgs(info, &k) || !ToU32(info[3], "mode", 0, 2, &mode) ||
+      !ToU32(info[4], "threshold", 0, UINT32_MAX, &threshold))
+    return env.Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(env, dp_ctl_service_set_syn_proxy(k.proto, k.vaddr, k.vport, (int)mode, threshold, err, sizeof(err)),
+                err);
+}
+
+// serviceSynProxy(proto, vip, port) -> {mode, threshold, cookiesSent, cookiesValid, cookiesInvalid: bigint}
+Napi::Value ServiceSynProxy(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  ServiceKey k;
+  if (!CheckArgs(info, 3) || !ServiceArgs(info, &k)) return env.Undefined();
+  int mode = 0;
+  uint32_t threshold = 0;
+  uint64_t v[DP_SVC_SYN_MAX];
+  int rc = dp_ctl_service_syn_proxy(k.proto, k.vaddr, k.vport, &mode, &threshold, v);
+  if (rc < 0) return Result(env, rc, rc == -ENOENT ? "no such service" : "dataplane is not running");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("mode", mode);
+  o.Set("threshold", threshold);
+  for (int i = 0; i < DP_SVC_SYN_MAX; i++) o.Set(CamelCase(dp_svc_syn_names[i]), Napi::BigInt::New(env, v[i]));
+  return o;
+}
+
+Napi::Value HalfOpen(const Napi::CallbackInfo &info) { return Napi::BigInt::New(info.Env(), dp_ctl_half_open()); }
+
 Napi::Value SymmetricSet(const Napi::CallbackInfo &info) {
   uint8_t proto;
   bool on;
@@ -359,6 +391,9 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
   exports.Set("serviceSetLimits", Napi::Function::New(env, ServiceSetLimits));
   exports.Set("serviceDrops", Napi::Function::New(env, ServiceDrops));
+  exports.Set("serviceSetSynProxy", Napi::Function::New(env, ServiceSetSynProxy));
+  exports.Set("serviceSynProxy", Napi::Function::New(env, ServiceSynProxy));
+  exports.Set("halfOpen", Napi::Function::New(env, HalfOpen));
   exports.Set("symmetricSet", Napi::Function::New(env, SymmetricSet));
   exports.Set("symmetricGet", Napi::Function::New(env, SymmetricGet));
   exports.Set("timeoutsSet", Napi::Function::New(env, TimeoutsSet));

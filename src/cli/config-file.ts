@@ -1,7 +1,7 @@
 /**
  * The file `retrace apply -f` reads: a retrace.v1.Config in its proto JSON form, written as YAML
  * (JSON is YAML too). Keys may be lowerCamelCase (as `retrace get-config` prints them) or
- * snake_case (as the proto spells them). protocol and scheduler take the enum names
+ * snake_case (as the proto spells them). protocol, scheduler and syn_proxy take the enum names
  * (PROTOCOL_TCP, SCHEDULER_WRR) or their short forms (tcp, wrr). A document of the form
  * `{config: ..., drained: ...}` (a GetConfig response) is accepted too.
  *
@@ -18,7 +18,7 @@ import { Address, Neighbor, Route } from '../gen/retrace/v1/network';
 import { SymmetricMode } from '../gen/retrace/v1/path';
 import { UsageError } from './client';
 
-type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | { list: Schema } | { message: Schema };
+type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | 'synProxyMode' | { list: Schema } | { message: Schema };
 /** Field types by lowerCamelCase name. */
 type Schema = Record<string, FieldType>;
 
@@ -40,7 +40,7 @@ const SCHEMA: Schema = {
   routes: { list: derive(Route.create()) },
   neighbors: { list: derive(Neighbor.create()) },
   localAddresses: { list: derive(LocalAddress.create()) },
-  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', reals: { list: REAL } }) },
+  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', synProxy: 'synProxyMode', reals: { list: REAL } }) },
   symmetric: { message: derive(SymmetricMode.create()) },
   timeouts: { message: derive(Timeouts.create()) },
 };
@@ -100,6 +100,7 @@ function field(v: unknown, type: FieldType, p: string): unknown {
   }
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);
   if (type === 'scheduler') return enumValue(v, 'SCHEDULER', p);
+  if (type === 'synProxyMode') return enumValue(v, 'SYN_PROXY_MODE', p);
   if ('list' in type) {
     if (!Array.isArray(v)) throw bad('a list');
     return v.map((e, i) => check(e, type.list, `${p}[${i}]`));

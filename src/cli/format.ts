@@ -4,7 +4,7 @@ import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
 import type { VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
-import { Protocol, Scheduler } from '../gen/retrace/v1/types';
+import { Protocol, Scheduler, SynProxyMode } from '../gen/retrace/v1/types';
 
 /**
  * Columns separated by two spaces: left-aligned, except columns of numbers (bigint, number, or
@@ -39,15 +39,30 @@ export const SCHEDULER_NAME: Record<number, string> = {
 
 const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
 
+/** A service's SYN proxy: off, on, or auto>=<half-open conns of a worker>. */
+export function synProxyText(s: VirtualService): string {
+  if (s.synProxy === SynProxyMode.SYN_PROXY_MODE_ON) return 'on';
+  if (s.synProxy === SynProxyMode.SYN_PROXY_MODE_AUTO) return `auto>=${s.synProxyThreshold}`;
+  return 'off';
+}
+
 /** ipvsadm -Ln style: one line per service, one indented `->` line per real. */
 export function formatServices(services: VirtualService[]): string {
   if (services.length === 0) return 'no virtual services';
   const rows: (string | bigint | number)[][] = [];
   for (const s of services) {
-    rows.push([PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), SCHEDULER_NAME[s.scheduler] ?? '?', '', '', s.connsTotal]);
-    for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', r.weight, r.activeConns, r.connsTotal]);
+    rows.push([
+      PROTOCOL_NAME[s.protocol] ?? '?',
+      hostPort(s.vip, s.port, s.protocol),
+      SCHEDULER_NAME[s.scheduler] ?? '?',
+      synProxyText(s),
+      '',
+      '',
+      s.connsTotal,
+    ]);
+    for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', '', r.weight, r.activeConns, r.connsTotal]);
   }
-  return table(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);
+  return table(['PROTO', 'ADDRESS', 'SCHED', 'SYN-PROXY', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);
 }
 
 /** Column titles of the path counters, in the words an operator reads them in. */

@@ -138,6 +138,8 @@ export interface NativeTimeouts {
 export const IPPROTO = { tcp: 6, udp: 17, icmp: 1 } as const;
 /** Scheduler ids of native/dp_ctl.h (DP_SCHED_ARG_*). */
 export const SCHED_ID = { rr: 1, wrr: 2, wlc: 3, maglev: 4 } as const;
+/** SYN proxy modes as native/dp_ctl.h numbers them (DP_SYN_PROXY_ARG_*). */
+export const SYN_PROXY_ID = { off: 0, on: 1, auto: 2 } as const;
 
 export interface Native {
   ealInit(argv: string[]): void;
@@ -174,6 +176,14 @@ export interface Native {
     limits: { maxConns: number; connRate: number; connBurst: number; allow: { addr: string; plen: number }[]; deny: { addr: string; plen: number }[] },
   ): void;
   serviceDrops(proto: number, vip: string, port: number): { activeConns: bigint; maxConns: bigint; denied: bigint; notAllowed: bigint; rateLimited: bigint };
+  serviceSetSynProxy(proto: number, vip: string, port: number, mode: number, threshold: number): void;
+  serviceSynProxy(
+    proto: number,
+    vip: string,
+    port: number,
+  ): { mode: number; threshold: number; cookiesSent: bigint; cookiesValid: bigint; cookiesInvalid: bigint };
+  /** Half-open TCP conns (handshake not done), summed over workers. */
+  halfOpen(): bigint;
   symmetricSet(proto: number, on: boolean): void;
   symmetricGet(proto: number): boolean;
   timeoutsSet(t: NativeTimeouts): void;

@@ -12,7 +12,17 @@
  */
 import type { Config } from '../config';
 import { buildEalArgs } from './eal';
-import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
+import {
+  IPPROTO,
+  SCHED_ID,
+  SYN_PROXY_ID,
+  loadNative,
+  type Native,
+  type NativeLcore,
+  type NativeLimits,
+  type NativeMempool,
+  type NativePortInfo,
+} from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
 import { nativeConf, removeEalRuntimeDir } from './setup';
@@ -40,8 +50,11 @@ import {
   type ServiceSpec,
   type ServiceView,
   type Timeouts,
+  type SynProxy,
   NO_LIMITS,
+  SYN_PROXY_OFF,
   limitsEqual,
+  synProxyEqual,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -337,16 +350,15 @@ export class Dataplane {
   addService(s: ServiceSpec): void {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
-    if (!limitsEqual(s.limits, NO_LIMITS)) {
-      try {
-        this.pushLimits(s, s.limits ?? NO_LIMITS);
-      } catch (e) {
-        // All or nothing: a service that could not take its limits is not left without them.
-        this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
-        throw e;
-      }
+    try {
+      if (!limitsEqual(s.limits, NO_LIMITS)) this.pushLimits(s, s.limits ?? NO_LIMITS);
+      if (!synProxyEqual(s.synProxy, SYN_PROXY_OFF)) this.pushSynProxy(s, s.synProxy ?? SYN_PROXY_OFF);
+    } catch (e) {
+      // All or nothing: a service that could not take its limits or SYN proxy is not left without them.
+      this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
+      throw e;
     }
-    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), reals: [] });
+    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), synProxy: { ...(s.synProxy ?? SYN_PROXY_OFF) }, reals: [] });
     this.changed();
   }
 
@@ -364,6 +376,25 @@ export class Dataplane {
         deny: l.deny.map(split),
       }),
     );
+  }
+
+  private pushSynProxy(k: ServiceKey, p: SynProxy): void {
+    this.call(`service ${serviceKeyString(k)}`, () => this.native.serviceSetSynProxy(IPPROTO[k.protocol], k.vip, k.port, SYN_PROXY_ID[p.mode], p.threshold));
+  }
+
+  /** Sets the SYN flood defence of a service (new conns only). */
+  setSynProxy(k: ServiceKey, synProxy: SynProxy): void {
+    const key = serviceKeyString(k);
+    const s = this.services.get(key);
+    if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
+    this.pushSynProxy(k, synProxy);
+    s.synProxy = { ...synProxy };
+    this.changed();
+  }
+
+  /** Half-open TCP conns (handshake not done) over every worker: what auto SYN proxy compares. */
+  halfOpenConns(): bigint {
+    return this.call('conns', () => this.native.halfOpen());
   }
 
   /** Replaces the admission limits of a service (new conns only). */
@@ -388,13 +419,14 @@ export class Dataplane {
     this.changed();
   }
 
-  /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
-   * the native layer refuses change nothing). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits): void {
+  /** New scheduler and seed, new limits unless `limits` is undefined and a new SYN proxy unless
+   * `synProxy` is (those first, so values the native layer refuses change nothing after them). */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, synProxy?: SynProxy): void {
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     if (limits !== undefined && !limitsEqual(limits, s.limits)) this.setLimits(k, limits);
+    if (synProxy !== undefined && !synProxyEqual(synProxy, s.synProxy)) this.setSynProxy(k, synProxy);
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
@@ -424,6 +456,7 @@ export class Dataplane {
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     const live = this.call(`service ${key}`, () => this.native.serviceReals(IPPROTO[k.protocol], k.vip, k.port));
     const drops = this.call(`service ${key}`, () => this.native.serviceDrops(IPPROTO[k.protocol], k.vip, k.port));
+    const syn = this.call(`service ${key}`, () => this.native.serviceSynProxy(IPPROTO[k.protocol], k.vip, k.port));
     return {
       protocol: s.protocol,
       vip: s.vip,
@@ -437,6 +470,10 @@ export class Dataplane {
       refusedDenied: drops.denied,
       refusedNotAllowed: drops.notAllowed,
       refusedRateLimited: drops.rateLimited,
+      synProxy: { ...(s.synProxy ?? SYN_PROXY_OFF) },
+      synCookiesSent: syn.cookiesSent,
+      synCookiesValid: syn.cookiesValid,
+      synCookiesInvalid: syn.cookiesInvalid,
       reals: live.reals.map((r) => ({
         address: r.addr,
         port: r.port,

@@ -91,12 +91,33 @@ export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | und
   return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny) && x.connRate === y.connRate && x.connBurst === y.connBurst;
 }
 
+/**
+ * SYN flood defence of a TCP service (native/dp_synproxy.c): off, on (every SYN for no conn is
+ * answered with a cookie), or auto (on while the worker receiving the SYN holds at least
+ * `threshold` half-open TCP conns). threshold is 0 unless auto.
+ */
+export type SynProxyMode = 'off' | 'on' | 'auto';
+export interface SynProxy {
+  mode: SynProxyMode;
+  threshold: number;
+}
+
+export const SYN_PROXY_OFF: Readonly<SynProxy> = Object.freeze({ mode: 'off', threshold: 0 });
+
+export function synProxyEqual(a: SynProxy | undefined, b: SynProxy | undefined): boolean {
+  const x = a ?? SYN_PROXY_OFF,
+    y = b ?? SYN_PROXY_OFF;
+  return x.mode === y.mode && x.threshold === y.threshold;
+}
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
   seed: number;
   /** Unset = none. */
   limits?: ServiceLimits;
+  /** Unset = off. */
+  synProxy?: SynProxy;
 }
 
 export interface RealView extends RealSpec {
@@ -120,6 +141,11 @@ export interface ServiceView extends ServiceSpec {
   refusedDenied: bigint;
   refusedNotAllowed: bigint;
   refusedRateLimited: bigint;
+  synProxy: SynProxy;
+  /** SYN cookies sent, and ACKs whose cookie verified or did not, since the service was created. */
+  synCookiesSent: bigint;
+  synCookiesValid: bigint;
+  synCookiesInvalid: bigint;
 }
 
 export type Timeouts = NativeTimeouts;

@@ -23,7 +23,16 @@ interface Totals {
 }
 
 function sumPorts(c: GetCountersResponse, proto: Proto): PathCounters {
-  const zero: PathCounters = { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+  const zero: PathCounters = {
+    rx: 0n,
+    txSymmetric: 0n,
+    txRouted: 0n,
+    routeDivergence: 0n,
+    asymmetric: 0n,
+    pathChanges: 0n,
+    synCookiesSent: 0n,
+    synCookiesValid: 0n,
+  };
   return ROOT_PORTS.map((p) => LabScenario.portCounters(c, proto, p)).reduce(
     (a, b) => ({
       rx: a.rx + b.rx,
@@ -32,6 +41,8 @@ function sumPorts(c: GetCountersResponse, proto: Proto): PathCounters {
       routeDivergence: a.routeDivergence + b.routeDivergence,
       asymmetric: a.asymmetric + b.asymmetric,
       pathChanges: a.pathChanges + b.pathChanges,
+      synCookiesSent: a.synCookiesSent + b.synCookiesSent,
+      synCookiesValid: a.synCookiesValid + b.synCookiesValid,
     }),
     zero,
   );

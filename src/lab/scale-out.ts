@@ -176,7 +176,16 @@ export class EcmpScaleOut {
 // Counter helpers
 // ---------------------------------------------------------------------------------------------
 
-const ZERO_PATH: PathCounters = { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+const ZERO_PATH: PathCounters = {
+  rx: 0n,
+  txSymmetric: 0n,
+  txRouted: 0n,
+  routeDivergence: 0n,
+  asymmetric: 0n,
+  pathChanges: 0n,
+  synCookiesSent: 0n,
+  synCookiesValid: 0n,
+};
 
 /** Path counters of one protocol on one port of a node (zeros if absent). */
 export function nodePath(c: GetCountersResponse, proto: 'tcp' | 'udp' | 'icmp', port: NodePort): PathCounters {

@@ -123,7 +123,7 @@ export class LabScenario {
   /** Path counters of one protocol on one port (zeros if absent). */
   static portCounters(c: GetCountersResponse, proto: Proto, port: RootPort): PathCounters {
     const pc = c[proto]?.ports.find((p) => p.port === port)?.counters;
-    return pc ?? { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+    return pc ?? { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n, synCookiesSent: 0n, synCookiesValid: 0n };
   }
 
   async stopAppliance(): Promise<number | null> {
@@ -152,5 +152,7 @@ export function pathDelta(after: PathCounters, before: PathCounters): PathCounte
     routeDivergence: after.routeDivergence - before.routeDivergence,
     asymmetric: after.asymmetric - before.asymmetric,
     pathChanges: after.pathChanges - before.pathChanges,
+    synCookiesSent: after.synCookiesSent - before.synCookiesSent,
+    synCookiesValid: after.synCookiesValid - before.synCookiesValid,
   };
 }

@@ -1,7 +1,7 @@
 import type { Dataplane, ServiceView } from '../dataplane';
 import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
-import { protocolToProto, schedulerToProto } from './enums';
+import { protocolToProto, schedulerToProto, synProxyModeToProto } from './enums';
 import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
@@ -56,6 +56,11 @@ export function toVirtualService(s: ServiceView): VirtualService {
     refusedNotAllowed: s.refusedNotAllowed,
     connRate: s.limits.connRate,
     connBurst: s.limits.connBurst,
+    synProxy: synProxyModeToProto(s.synProxy.mode),
+    synProxyThreshold: s.synProxy.threshold,
+    synCookiesSent: s.synCookiesSent,
+    synCookiesValid: s.synCookiesValid,
+    synCookiesInvalid: s.synCookiesInvalid,
     refusedRateLimited: s.refusedRateLimited,
   });
 }
@@ -75,7 +80,7 @@ export function balancerService(dp: Dataplane, log: Logger, guard = new StateGua
     listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map(toVirtualService) })),
     updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
       const u = v.updateVirtualService(req, dp.connCapacity);
-      dp.updateService(u.key, u.scheduler, u.seed, u.limits);
+      dp.updateService(u.key, u.scheduler, u.seed, u.limits, u.synProxy);
       return {};
     }),
     deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {

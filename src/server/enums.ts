@@ -4,10 +4,10 @@
  * 'rr', 'established', 'created', ...) and IANA protocol numbers. Request values go through the
  * *FromProto functions, which reject *_UNSPECIFIED and unknown numbers as INVALID_ARGUMENT.
  */
-import type { ConnEventType as DpEventType, Protocol as DpProtocol, Scheduler as DpScheduler, TcpState } from '../dataplane';
+import type { ConnEventType as DpEventType, Protocol as DpProtocol, Scheduler as DpScheduler, SynProxyMode as DpSynProxyMode, TcpState } from '../dataplane';
 import { IPPROTO } from '../dataplane/binding';
 import { ConnEventType, ConnState, Side } from '../gen/retrace/v1/conn';
-import { Protocol, Scheduler } from '../gen/retrace/v1/types';
+import { Protocol, Scheduler, SynProxyMode } from '../gen/retrace/v1/types';
 import { ValidationError } from './errors';
 
 const PROTOCOL_NAMES = new Map<Protocol, DpProtocol>([
@@ -65,6 +65,28 @@ export function schedulerFromProto(s: Scheduler, field: string): DpScheduler {
 export function schedulerToProto(s: DpScheduler): Scheduler {
   const v = SCHEDULER_VALUES.get(s);
   if (v === undefined) throw new Error(`unknown dataplane scheduler "${s}"`);
+  return v;
+}
+
+// Off has two spellings (unset and OFF); outputs use unset, the proto3 default.
+const SYN_PROXY_NAMES = new Map<SynProxyMode, DpSynProxyMode>([
+  [SynProxyMode.SYN_PROXY_MODE_OFF, 'off'],
+  [SynProxyMode.SYN_PROXY_MODE_UNSPECIFIED, 'off'],
+  [SynProxyMode.SYN_PROXY_MODE_ON, 'on'],
+  [SynProxyMode.SYN_PROXY_MODE_AUTO, 'auto'],
+]);
+const SYN_PROXY_VALUES = invert(SYN_PROXY_NAMES);
+
+/** A request's SynProxyMode as the dataplane's name (unset = off); unknown numbers are INVALID_ARGUMENT. */
+export function synProxyModeFromProto(m: SynProxyMode, field: string): DpSynProxyMode {
+  const name = SYN_PROXY_NAMES.get(m);
+  if (name === undefined) throw new ValidationError(field, `unknown mode ${m} (SYN_PROXY_MODE_OFF, SYN_PROXY_MODE_ON or SYN_PROXY_MODE_AUTO)`);
+  return name;
+}
+
+export function synProxyModeToProto(m: DpSynProxyMode): SynProxyMode {
+  const v = SYN_PROXY_VALUES.get(m);
+  if (v === undefined) throw new Error(`unknown SYN proxy mode "${m}"`);
   return v;
 }
 

@@ -117,6 +117,15 @@ export function createMetricsRegistry(src: MetricsSources, self?: () => RenderSt
   });
 
   new Gauge({
+    name: 'retrace_half_open_conns',
+    help: 'TCP conns whose handshake is not done (SYN_SENT, SYN_RECV), summed over worker lcores: what a SYN proxy in auto mode compares with its threshold (per worker).',
+    registers,
+    collect() {
+      this.set(src.dp.state === 'running' ? Number(src.dp.halfOpenConns()) : 0);
+    },
+  });
+
+  new Gauge({
     name: 'retrace_virtual_services',
     help: 'Virtual services configured.',
     registers,

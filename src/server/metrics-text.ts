@@ -61,6 +61,19 @@ function serviceFamilies(): ServiceFamily[] {
       'New conns a virtual service refused because the client was over its conn_rate.',
       (s) => s.refusedRateLimited,
     ),
+    f('retrace_service_syn_cookies_sent_total', 'counter', "SYNs a virtual service's SYN proxy answered with a cookie.", (s) => s.synCookiesSent),
+    f(
+      'retrace_service_syn_cookies_valid_total',
+      'counter',
+      "ACKs whose SYN cookie verified at a virtual service's SYN proxy (each opens a conn unless a limit refuses it).",
+      (s) => s.synCookiesValid,
+    ),
+    f(
+      'retrace_service_syn_cookies_invalid_total',
+      'counter',
+      "ACKs for no conn whose SYN cookie did not verify at a virtual service's SYN proxy (dropped).",
+      (s) => s.synCookiesInvalid,
+    ),
   ];
 }
 

@@ -12,11 +12,12 @@
  *   retrace_path_<counter>_total{protocol,port}   every path counter (rx, tx_symmetric, ...)
  *   retrace_drops_total{port,reason}              every drop counter
  *   retrace_port_<stat>_total{port}               driver statistics (rx_packets, tx_bytes, ...)
- *   retrace_conns                                 conns in the conn tables
+ *   retrace_conns, retrace_half_open_conns        conns in the conn tables; of them TCP in SYN_SENT or SYN_RECV
  *   retrace_virtual_services, retrace_service_reals{protocol,vip,vport}, retrace_service_conns_total{...}
  *   retrace_service_{packets,bytes}_{to,from}_reals_total{...}   per-service traffic (sum over its reals)
  *   retrace_service_active_conns / _max_conns{...}, retrace_service_refused_{max_conns,denied,not_allowed,rate_limited}_total{...}
  *                                                 admission limits and the new conns they refused
+ *   retrace_service_syn_cookies_{sent,valid,invalid}_total{...}   the SYN proxy's cookies
  *   retrace_real_weight / _active_conns / _conns_total{protocol,vip,vport,real}
  *   retrace_real_{packets,bytes}_{to,from}_real_total{...}   per-real traffic
  *   retrace_conn_events_total, retrace_conn_events_lost_total{stage}, retrace_conn_event_streams

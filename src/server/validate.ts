@@ -21,6 +21,7 @@ import type {
   ServiceKey,
   ServiceLimits,
   ServiceSpec,
+  SynProxy as DpSynProxy,
   TcpState,
   Timeouts as DpTimeouts,
 } from '../dataplane';
@@ -53,7 +54,8 @@ import type {
   DeleteRouteRequest,
 } from '../gen/retrace/v1/network';
 import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
-import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
+import type { SynProxyMode } from '../gen/retrace/v1/types';
+import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto, synProxyModeFromProto } from './enums';
 import { echo, ValidationError } from './errors';
 
 // ---- field checks ----
@@ -247,12 +249,31 @@ export function serviceLimits(
   return { maxConns, allow: prefixList(l.allow, `${at}allow`), deny: prefixList(l.deny, `${at}deny`), connRate, connBurst };
 }
 
+/**
+ * SYN flood defence of a service of protocol `protocol`; `modeField` and `thresholdField` name the
+ * two fields. One spelling per state (a threshold only with auto), so GetConfig -> ApplyConfig is a
+ * no-op.
+ */
+export function synProxy(mode: SynProxyMode, threshold: number, protocol: DpProtocol, modeField: string, thresholdField: string): DpSynProxy {
+  const m = synProxyModeFromProto(mode, modeField);
+  if (m !== 'off' && protocol !== 'tcp') throw new ValidationError(modeField, `a SYN proxy needs a TCP service, not ${protocol.toUpperCase()}`);
+  if (m === 'auto') return { mode: m, threshold: intIn(threshold, 1, 0xffffffff, thresholdField) };
+  if (threshold !== 0) throw new ValidationError(thresholdField, `must be 0 unless the mode is SYN_PROXY_MODE_AUTO, got ${threshold}`);
+  return { mode: m, threshold: 0 };
+}
+
 export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
   const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
-  return { ...k, scheduler, seed: s.seed, limits: serviceLimits(s, 'virtual_service.', connCapacity) };
+  return {
+    ...k,
+    scheduler,
+    seed: s.seed,
+    limits: serviceLimits(s, 'virtual_service.', connCapacity),
+    synProxy: synProxy(s.synProxy, s.synProxyThreshold, k.protocol, 'virtual_service.syn_proxy', 'virtual_service.syn_proxy_threshold'),
+  };
 }
 
 export function getVirtualService(req: GetVirtualServiceRequest): ServiceKey {
@@ -266,12 +287,15 @@ export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceK
 export function updateVirtualService(
   req: UpdateVirtualServiceRequest,
   connCapacity?: number,
-): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined } {
+): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined; synProxy: DpSynProxy | undefined } {
+  const k = key(req.key);
+  const sp = req.synProxy;
   return {
-    key: key(req.key),
+    key: k,
     scheduler: schedulerFromProto(req.scheduler, 'scheduler'),
     seed: req.seed,
     limits: req.limits === undefined || req.limits === null ? undefined : serviceLimits(req.limits, 'limits.', connCapacity),
+    synProxy: sp === undefined || sp === null ? undefined : synProxy(sp.mode, sp.threshold, k.protocol, 'syn_proxy.mode', 'syn_proxy.threshold'),
   };
 }
 

@@ -460,11 +460,11 @@ ports:
       const r = await cli('services');
       expect(r.code).toBe(0);
       const lines = r.stdout.trim().split('\n');
-      expect(lines[0].split(/\s+/)).toEqual(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS']);
-      expect(lines[1].split(/\s+/)).toEqual(['tcp', '198.18.0.10:80', 'wrr', '0']);
+      expect(lines[0].split(/\s+/)).toEqual(['PROTO', 'ADDRESS', 'SCHED', 'SYN-PROXY', 'WEIGHT', 'ACTIVE', 'CONNS']);
+      expect(lines[1].split(/\s+/)).toEqual(['tcp', '198.18.0.10:80', 'wrr', 'off', '0']);
       expect(lines[2].trim().split(/\s+/)).toEqual(['->', '10.1.0.11:8080', '1', '0', '0']);
       expect(lines[3].trim().split(/\s+/)).toEqual(['->', '10.1.0.12:8080', '2', '0', '0']);
-      expect(r.stdout).toMatch(/^udp\s+198\.18\.0\.10:53\s+maglev\s+0$/m);
+      expect(r.stdout).toMatch(/^udp\s+198\.18\.0\.10:53\s+maglev\s+off\s+0$/m);
     });
   });
 

@@ -16,7 +16,7 @@ import YAML from 'yaml';
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Config, ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { PathServiceClient } from '../../src/gen/retrace/v1/path';
-import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
 import { ApplianceProcess } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/api/metadata';
 import { runCli } from '../helpers/cli';
@@ -374,6 +374,14 @@ describe('issue 18 on a real appliance with a state file', () => {
       ...(rnd() < 0.3 ? { connRate: pick([1, 50]), connBurst: pick([1, 10]) } : { connRate: 0, connBurst: 0 }),
     });
 
+    // A SYN proxy on a UDP or ICMP service is refused (INVALID_ARGUMENT): the draw includes that too.
+    const synProxy = () =>
+      pick([
+        { mode: SynProxyMode.SYN_PROXY_MODE_OFF, threshold: 0 },
+        { mode: SynProxyMode.SYN_PROXY_MODE_ON, threshold: 0 },
+        { mode: SynProxyMode.SYN_PROXY_MODE_AUTO, threshold: pick([1, 5000]) },
+      ]);
+
     /** One random call: its name and the promise of its answer. */
     const OPS: [string, () => Promise<unknown>][] = [
       ['CreateAddress', () => app.api.network.createAddress({ address: { address: pick(ADDRS), prefixLength: pick(PLENS), port: pick(PORT_NAMES) } })],
@@ -406,7 +414,13 @@ describe('issue 18 on a real appliance with a state file', () => {
         'CreateVirtualService',
         () =>
           app.api.balancer.createVirtualService({
-            virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3), ...limits() }),
+            virtualService: VirtualService.create({
+              ...key(),
+              scheduler: pick(SCHEDS),
+              seed: Math.floor(rnd() * 3),
+              ...limits(),
+              ...(rnd() < 0.5 ? {} : (({ mode, threshold }) => ({ synProxy: mode, synProxyThreshold: threshold }))(synProxy())),
+            }),
           }),
       ],
       ['DeleteVirtualService', () => app.api.balancer.deleteVirtualService({ key: key() })],
@@ -418,6 +432,7 @@ describe('issue 18 on a real appliance with a state file', () => {
             scheduler: pick(SCHEDS),
             seed: Math.floor(rnd() * 3),
             limits: rnd() < 0.5 ? undefined : limits(),
+            synProxy: rnd() < 0.5 ? undefined : synProxy(),
           }),
       ],
       [

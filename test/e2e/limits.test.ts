@@ -58,6 +58,7 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
+      synProxy: undefined,
       limits: { maxConns: N, allow: [], deny: [], connRate: 0, connBurst: 0 },
     });
     expect((await service(vip)).maxConns).toBe(N);
@@ -104,6 +105,7 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
+      synProxy: undefined,
       limits: { maxConns: 0, allow: ['198.18.0.0/16'], deny: [`${LAB.clientB}/32`], connRate: 0, connBurst: 0 },
     });
     const before = await sc.counters();
@@ -130,6 +132,7 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
+      synProxy: undefined,
       limits: { maxConns: 0, allow: [LAB.clientBNet], deny: [], connRate: 0, connBurst: 0 },
     });
     const a2 = await sc.lab.tcpEcho('client-a', vip, ECHO, { conns: 1, bytes: 64, timeoutMs: 2500 });
@@ -147,6 +150,7 @@ describe('admission limits per virtual service (lab)', () => {
       key: key(vip),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
+      synProxy: undefined,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 1, connBurst: 3 },
     });
     const before = await sc.counters();

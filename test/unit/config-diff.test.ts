@@ -87,6 +87,7 @@ describe('validateConfig', () => {
       scheduler: 'wrr',
       seed: 0,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+      synProxy: { mode: 'off', threshold: 0 },
       reals: [
         { address: '10.1.0.12', port: 8080, weight: 1 },
         { address: '10.1.0.11', port: 8080, weight: 2 },
@@ -386,6 +387,7 @@ describe('planConfig', () => {
         scheduler: 'wrr',
         seed: 0,
         limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 },
+        synProxy: { mode: 'off', threshold: 0 },
         changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
       },
     ]);
@@ -393,6 +395,27 @@ describe('planConfig', () => {
     // A state without limits read as undefined equals a document with none.
     const bare = stateOf(desired());
     bare.services[0].limits = undefined;
+    expect(planConfig(bare, desired())).toEqual([]);
+  });
+
+  it('updates a service whose SYN proxy changed, and nothing when it matches (unset = off)', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[0].synProxy = { mode: 'auto', threshold: 2000 };
+    expect(planConfig(state, d)).toEqual([
+      {
+        op: 'updateService',
+        key: { protocol: 'tcp', vip: '198.18.0.10', port: 80 },
+        scheduler: 'wrr',
+        seed: 0,
+        limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+        synProxy: { mode: 'auto', threshold: 2000 },
+        changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
+      },
+    ]);
+    expect(planConfig(stateOf(d), d)).toEqual([]);
+    const bare = stateOf(desired());
+    bare.services[0].synProxy = undefined;
     expect(planConfig(bare, desired())).toEqual([]);
   });
 

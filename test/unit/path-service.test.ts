@@ -21,7 +21,16 @@ describe('toCountersResponse', () => {
   it('maps snake_case counter names to the message fields and sums totals exactly', () => {
     const res = toCountersResponse(snap, BIG);
     expect(res.tcp?.ports.map((p) => p.port)).toEqual(['p0', 'p1']);
-    expect(res.tcp?.ports[0].counters).toEqual({ rx: BIG, txSymmetric: MAX, txRouted: 0n, routeDivergence: 1n, asymmetric: 2n, pathChanges: 3n });
+    expect(res.tcp?.ports[0].counters).toEqual({
+      rx: BIG,
+      txSymmetric: MAX,
+      txRouted: 0n,
+      routeDivergence: 1n,
+      asymmetric: 2n,
+      pathChanges: 3n,
+      synCookiesSent: 0n,
+      synCookiesValid: 0n,
+    });
     expect(res.tcp?.total?.rx).toBe(2n * BIG);
     expect(res.tcp?.total?.txRouted).toBe(5n);
     expect(res.drops[0]).toMatchObject({ port: 'p0', counters: { notForUs: MAX, txFull: 7n, ethTruncated: 0n } });

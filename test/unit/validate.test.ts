@@ -1,6 +1,6 @@
 /** The request validators alone: no dataplane, no server. */
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
-import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
 import { ValidationError } from '../../src/server/errors';
 import * as v from '../../src/server/validate';
 
@@ -97,6 +97,7 @@ describe('createVirtualService', () => {
       scheduler: 'wrr',
       seed: 7,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+      synProxy: { mode: 'off', threshold: 0 },
     });
   });
 
@@ -162,7 +163,7 @@ describe('createVirtualService', () => {
 
 describe('updateVirtualService', () => {
   it('keeps the limits when none are given and replaces them whole when given', () => {
-    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
+    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, synProxy: undefined };
     expect(v.updateVirtualService(req).limits).toBeUndefined();
     expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 } }).limits).toEqual({
       maxConns: 0,
@@ -177,6 +178,54 @@ describe('updateVirtualService', () => {
     expect(problem(() => v.updateVirtualService({ ...req, limits: { maxConns: 9, allow: [], deny: [], connRate: 0, connBurst: 0 } }, 8))).toMatch(
       /^limits\.max_conns: 9 is more/,
     );
+  });
+});
+
+describe('SYN proxy', () => {
+  const svc = VirtualService.create({ ...tcpKey, scheduler: Scheduler.SCHEDULER_RR });
+  const mk =
+    (synProxy: SynProxyMode, synProxyThreshold: number, protocol = Protocol.PROTOCOL_TCP) =>
+    () =>
+      v.createVirtualService({ virtualService: { ...svc, protocol, port: protocol === Protocol.PROTOCOL_ICMP ? 0 : 80, synProxy, synProxyThreshold } });
+
+  it('is off by default, on without a threshold, auto with one', () => {
+    expect(v.createVirtualService({ virtualService: svc }).synProxy).toEqual({ mode: 'off', threshold: 0 });
+    expect(mk(SynProxyMode.SYN_PROXY_MODE_ON, 0)().synProxy).toEqual({ mode: 'on', threshold: 0 });
+    expect(mk(SynProxyMode.SYN_PROXY_MODE_AUTO, 5000)().synProxy).toEqual({ mode: 'auto', threshold: 5000 });
+  });
+
+  it('names the field: a threshold without auto, auto without one, not TCP, an unknown mode', () => {
+    expect(problem(mk(SynProxyMode.SYN_PROXY_MODE_ON, 10))).toBe(
+      'virtual_service.syn_proxy_threshold: must be 0 unless the mode is SYN_PROXY_MODE_AUTO, got 10',
+    );
+    expect(problem(mk(SynProxyMode.SYN_PROXY_MODE_AUTO, 0))).toBe('virtual_service.syn_proxy_threshold: must be 1..4294967295, got 0');
+    expect(problem(mk(SynProxyMode.SYN_PROXY_MODE_ON, 0, Protocol.PROTOCOL_UDP))).toBe('virtual_service.syn_proxy: a SYN proxy needs a TCP service, not UDP');
+    expect(problem(mk(SynProxyMode.SYN_PROXY_MODE_AUTO, 3, Protocol.PROTOCOL_ICMP))).toBe(
+      'virtual_service.syn_proxy: a SYN proxy needs a TCP service, not ICMP',
+    );
+    expect(problem(mk(7 as SynProxyMode, 0))).toMatch(/^virtual_service\.syn_proxy: unknown mode 7/);
+    expect(mk(SynProxyMode.SYN_PROXY_MODE_OFF, 0, Protocol.PROTOCOL_UDP)().synProxy).toEqual({ mode: 'off', threshold: 0 });
+  });
+
+  it('UpdateVirtualService keeps it when unset and checks it when set', () => {
+    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, synProxy: undefined };
+    expect(v.updateVirtualService(req).synProxy).toBeUndefined();
+    expect(v.updateVirtualService({ ...req, synProxy: { mode: SynProxyMode.SYN_PROXY_MODE_AUTO, threshold: 7 } }).synProxy).toEqual({
+      mode: 'auto',
+      threshold: 7,
+    });
+    expect(problem(() => v.updateVirtualService({ ...req, synProxy: { mode: SynProxyMode.SYN_PROXY_MODE_AUTO, threshold: 0 } }))).toMatch(
+      /^syn_proxy\.threshold: /,
+    );
+    expect(
+      problem(() =>
+        v.updateVirtualService({
+          ...req,
+          key: { ...tcpKey, protocol: Protocol.PROTOCOL_UDP },
+          synProxy: { mode: SynProxyMode.SYN_PROXY_MODE_ON, threshold: 0 },
+        }),
+      ),
+    ).toMatch(/^syn_proxy\.mode: a SYN proxy needs a TCP service/);
   });
 });
 

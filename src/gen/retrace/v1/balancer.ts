@@ -18,7 +18,17 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Protocol, protocolFromJSON, protocolToJSON, Scheduler, schedulerFromJSON, schedulerToJSON } from "./types";
+import {
+  Protocol,
+  protocolFromJSON,
+  protocolToJSON,
+  Scheduler,
+  schedulerFromJSON,
+  schedulerToJSON,
+  SynProxyMode,
+  synProxyModeFromJSON,
+  synProxyModeToJSON,
+} from "./types";
 
 export const protobufPackage = "retrace.v1";
 
@@ -151,6 +161,42 @@ export interface VirtualService {
    * was over conn_rate.
    */
   refusedRateLimited: bigint;
+  /**
+   * SYN flood defence (see SynProxyMode); TCP services only. Default off.
+   * Applies to new conns.
+   */
+  synProxy: SynProxyMode;
+  /**
+   * With SYN_PROXY_MODE_AUTO: half-open TCP conns of a worker at which its
+   * SYN proxy turns on, 1..4294967295. Must be 0 with the other modes.
+   */
+  synProxyThreshold: number;
+  /**
+   * Output only (ignored in requests): SYNs answered with a cookie since the
+   * service was created.
+   */
+  synCookiesSent: bigint;
+  /**
+   * Output only (ignored in requests): ACKs whose cookie verified (each opened
+   * a conn, unless a limit refused it).
+   */
+  synCookiesValid: bigint;
+  /**
+   * Output only (ignored in requests): ACKs for no conn whose cookie did not
+   * verify (dropped).
+   */
+  synCookiesInvalid: bigint;
+}
+
+/**
+ * VirtualServiceSynProxy is the SYN flood defence of a service (see the
+ * fields of the same names in VirtualService).
+ */
+export interface VirtualServiceSynProxy {
+  /** See VirtualService.syn_proxy. */
+  mode: SynProxyMode;
+  /** See VirtualService.syn_proxy_threshold. */
+  threshold: number;
 }
 
 /**
@@ -267,7 +313,14 @@ export interface UpdateVirtualServiceRequest {
    * New admission limits, replacing max_conns, allow and deny whole; unset
    * keeps the current ones. They apply to new conns only.
    */
-  limits: VirtualServiceLimits | undefined;
+  limits:
+    | VirtualServiceLimits
+    | undefined;
+  /**
+   * New SYN flood defence, replacing mode and threshold; unset keeps the
+   * current one. It applies to new conns only.
+   */
+  synProxy: VirtualServiceSynProxy | undefined;
 }
 
 /** UpdateVirtualServiceResponse is empty. */
@@ -538,6 +591,11 @@ function createBaseVirtualService(): VirtualService {
     connRate: 0,
     connBurst: 0,
     refusedRateLimited: 0n,
+    synProxy: 0,
+    synProxyThreshold: 0,
+    synCookiesSent: 0n,
+    synCookiesValid: 0n,
+    synCookiesInvalid: 0n,
   };
 }
 
@@ -635,6 +693,30 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.refusedRateLimited of type uint64 too large");
       }
       writer.uint32(168).uint64(message.refusedRateLimited);
+    }
+    if (message.synProxy !== 0) {
+      writer.uint32(240).int32(message.synProxy);
+    }
+    if (message.synProxyThreshold !== 0) {
+      writer.uint32(248).uint32(message.synProxyThreshold);
+    }
+    if (message.synCookiesSent !== 0n) {
+      if (BigInt.asUintN(64, message.synCookiesSent) !== message.synCookiesSent) {
+        throw new globalThis.Error("value provided for field message.synCookiesSent of type uint64 too large");
+      }
+      writer.uint32(256).uint64(message.synCookiesSent);
+    }
+    if (message.synCookiesValid !== 0n) {
+      if (BigInt.asUintN(64, message.synCookiesValid) !== message.synCookiesValid) {
+        throw new globalThis.Error("value provided for field message.synCookiesValid of type uint64 too large");
+      }
+      writer.uint32(264).uint64(message.synCookiesValid);
+    }
+    if (message.synCookiesInvalid !== 0n) {
+      if (BigInt.asUintN(64, message.synCookiesInvalid) !== message.synCookiesInvalid) {
+        throw new globalThis.Error("value provided for field message.synCookiesInvalid of type uint64 too large");
+      }
+      writer.uint32(272).uint64(message.synCookiesInvalid);
     }
     return writer;
   },
@@ -820,6 +902,46 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.refusedRateLimited = reader.uint64() as bigint;
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.synProxy = reader.int32() as any;
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.synProxyThreshold = reader.uint32();
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.synCookiesSent = reader.uint64() as bigint;
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.synCookiesValid = reader.uint64() as bigint;
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.synCookiesInvalid = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -911,6 +1033,31 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.refused_rate_limited)
         ? BigInt(object.refused_rate_limited)
         : 0n,
+      synProxy: isSet(object.synProxy)
+        ? synProxyModeFromJSON(object.synProxy)
+        : isSet(object.syn_proxy)
+        ? synProxyModeFromJSON(object.syn_proxy)
+        : 0,
+      synProxyThreshold: isSet(object.synProxyThreshold)
+        ? globalThis.Number(object.synProxyThreshold)
+        : isSet(object.syn_proxy_threshold)
+        ? globalThis.Number(object.syn_proxy_threshold)
+        : 0,
+      synCookiesSent: isSet(object.synCookiesSent)
+        ? BigInt(object.synCookiesSent)
+        : isSet(object.syn_cookies_sent)
+        ? BigInt(object.syn_cookies_sent)
+        : 0n,
+      synCookiesValid: isSet(object.synCookiesValid)
+        ? BigInt(object.synCookiesValid)
+        : isSet(object.syn_cookies_valid)
+        ? BigInt(object.syn_cookies_valid)
+        : 0n,
+      synCookiesInvalid: isSet(object.synCookiesInvalid)
+        ? BigInt(object.synCookiesInvalid)
+        : isSet(object.syn_cookies_invalid)
+        ? BigInt(object.syn_cookies_invalid)
+        : 0n,
     };
   },
 
@@ -979,6 +1126,21 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.refusedRateLimited !== 0n) {
       obj.refusedRateLimited = message.refusedRateLimited.toString();
     }
+    if (message.synProxy !== 0) {
+      obj.synProxy = synProxyModeToJSON(message.synProxy);
+    }
+    if (message.synProxyThreshold !== 0) {
+      obj.synProxyThreshold = Math.round(message.synProxyThreshold);
+    }
+    if (message.synCookiesSent !== 0n) {
+      obj.synCookiesSent = message.synCookiesSent.toString();
+    }
+    if (message.synCookiesValid !== 0n) {
+      obj.synCookiesValid = message.synCookiesValid.toString();
+    }
+    if (message.synCookiesInvalid !== 0n) {
+      obj.synCookiesInvalid = message.synCookiesInvalid.toString();
+    }
     return obj;
   },
 
@@ -1028,6 +1190,102 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.refusedRateLimited = (object.refusedRateLimited !== undefined && object.refusedRateLimited !== null)
       ? BigInt(object.refusedRateLimited)
       : 0n;
+    message.synProxy = object.synProxy ?? 0;
+    message.synProxyThreshold = object.synProxyThreshold ?? 0;
+    message.synCookiesSent = (object.synCookiesSent !== undefined && object.synCookiesSent !== null)
+      ? BigInt(object.synCookiesSent)
+      : 0n;
+    message.synCookiesValid = (object.synCookiesValid !== undefined && object.synCookiesValid !== null)
+      ? BigInt(object.synCookiesValid)
+      : 0n;
+    message.synCookiesInvalid = (object.synCookiesInvalid !== undefined && object.synCookiesInvalid !== null)
+      ? BigInt(object.synCookiesInvalid)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseVirtualServiceSynProxy(): VirtualServiceSynProxy {
+  return { mode: 0, threshold: 0 };
+}
+
+export const VirtualServiceSynProxy: MessageFns<VirtualServiceSynProxy> = {
+  encode(message: VirtualServiceSynProxy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== 0) {
+      writer.uint32(8).int32(message.mode);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(16).uint32(message.threshold);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VirtualServiceSynProxy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVirtualServiceSynProxy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.threshold = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VirtualServiceSynProxy {
+    return {
+      mode: isSet(object.mode) ? synProxyModeFromJSON(object.mode) : 0,
+      threshold: isSet(object.threshold) ? globalThis.Number(object.threshold) : 0,
+    };
+  },
+
+  toJSON(message: VirtualServiceSynProxy): unknown {
+    const obj: any = {};
+    if (message.mode !== 0) {
+      obj.mode = synProxyModeToJSON(message.mode);
+    }
+    if (message.threshold !== 0) {
+      obj.threshold = Math.round(message.threshold);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VirtualServiceSynProxy>): VirtualServiceSynProxy {
+    return VirtualServiceSynProxy.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VirtualServiceSynProxy>): VirtualServiceSynProxy {
+    const message = createBaseVirtualServiceSynProxy();
+    message.mode = object.mode ?? 0;
+    message.threshold = object.threshold ?? 0;
     return message;
   },
 };
@@ -1835,7 +2093,7 @@ export const ListVirtualServicesResponse: MessageFns<ListVirtualServicesResponse
 };
 
 function createBaseUpdateVirtualServiceRequest(): UpdateVirtualServiceRequest {
-  return { key: undefined, scheduler: 0, seed: 0, limits: undefined };
+  return { key: undefined, scheduler: 0, seed: 0, limits: undefined, synProxy: undefined };
 }
 
 export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest> = {
@@ -1851,6 +2109,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     }
     if (message.limits !== undefined) {
       VirtualServiceLimits.encode(message.limits, writer.uint32(34).fork()).join();
+    }
+    if (message.synProxy !== undefined) {
+      VirtualServiceSynProxy.encode(message.synProxy, writer.uint32(242).fork()).join();
     }
     return writer;
   },
@@ -1900,6 +2161,14 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
             message.limits = VirtualServiceLimits.decode(reader, reader.uint32());
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.synProxy = VirtualServiceSynProxy.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1918,6 +2187,11 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
       scheduler: isSet(object.scheduler) ? schedulerFromJSON(object.scheduler) : 0,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
       limits: isSet(object.limits) ? VirtualServiceLimits.fromJSON(object.limits) : undefined,
+      synProxy: isSet(object.synProxy)
+        ? VirtualServiceSynProxy.fromJSON(object.synProxy)
+        : isSet(object.syn_proxy)
+        ? VirtualServiceSynProxy.fromJSON(object.syn_proxy)
+        : undefined,
     };
   },
 
@@ -1935,6 +2209,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     if (message.limits !== undefined) {
       obj.limits = VirtualServiceLimits.toJSON(message.limits);
     }
+    if (message.synProxy !== undefined) {
+      obj.synProxy = VirtualServiceSynProxy.toJSON(message.synProxy);
+    }
     return obj;
   },
 
@@ -1950,6 +2227,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     message.seed = object.seed ?? 0;
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? VirtualServiceLimits.fromPartial(object.limits)
+      : undefined;
+    message.synProxy = (object.synProxy !== undefined && object.synProxy !== null)
+      ? VirtualServiceSynProxy.fromPartial(object.synProxy)
       : undefined;
     return message;
   },

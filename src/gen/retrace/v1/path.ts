@@ -134,6 +134,10 @@ export interface PathCounters {
   asymmetric: bigint;
   /** Side records refreshed because a side moved to another port or MAC. */
   pathChanges: bigint;
+  /** TCP: SYNs the SYN proxy answered with a cookie on this port. */
+  synCookiesSent: bigint;
+  /** TCP: ACKs with a valid SYN cookie (conns opened by the SYN proxy). */
+  synCookiesValid: bigint;
 }
 
 /** PortDropCounters are the drop counters of one port. */
@@ -216,6 +220,10 @@ export interface DropCounters {
   svcNotAllowed: bigint;
   /** New conn from a client over the service's conn_rate. */
   svcRateLimited: bigint;
+  /** TCP ACK for no conn whose SYN cookie does not verify. */
+  synCookieInvalid: bigint;
+  /** Client segment of a SYN-proxied conn that could not wait for its real. */
+  synProxyPending: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1044,7 +1052,16 @@ export const PortPathCounters: MessageFns<PortPathCounters> = {
 };
 
 function createBasePathCounters(): PathCounters {
-  return { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+  return {
+    rx: 0n,
+    txSymmetric: 0n,
+    txRouted: 0n,
+    routeDivergence: 0n,
+    asymmetric: 0n,
+    pathChanges: 0n,
+    synCookiesSent: 0n,
+    synCookiesValid: 0n,
+  };
 }
 
 export const PathCounters: MessageFns<PathCounters> = {
@@ -1084,6 +1101,18 @@ export const PathCounters: MessageFns<PathCounters> = {
         throw new globalThis.Error("value provided for field message.pathChanges of type uint64 too large");
       }
       writer.uint32(48).uint64(message.pathChanges);
+    }
+    if (message.synCookiesSent !== 0n) {
+      if (BigInt.asUintN(64, message.synCookiesSent) !== message.synCookiesSent) {
+        throw new globalThis.Error("value provided for field message.synCookiesSent of type uint64 too large");
+      }
+      writer.uint32(240).uint64(message.synCookiesSent);
+    }
+    if (message.synCookiesValid !== 0n) {
+      if (BigInt.asUintN(64, message.synCookiesValid) !== message.synCookiesValid) {
+        throw new globalThis.Error("value provided for field message.synCookiesValid of type uint64 too large");
+      }
+      writer.uint32(248).uint64(message.synCookiesValid);
     }
     return writer;
   },
@@ -1149,6 +1178,22 @@ export const PathCounters: MessageFns<PathCounters> = {
             message.pathChanges = reader.uint64() as bigint;
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.synCookiesSent = reader.uint64() as bigint;
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.synCookiesValid = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1185,6 +1230,16 @@ export const PathCounters: MessageFns<PathCounters> = {
         : isSet(object.path_changes)
         ? BigInt(object.path_changes)
         : 0n,
+      synCookiesSent: isSet(object.synCookiesSent)
+        ? BigInt(object.synCookiesSent)
+        : isSet(object.syn_cookies_sent)
+        ? BigInt(object.syn_cookies_sent)
+        : 0n,
+      synCookiesValid: isSet(object.synCookiesValid)
+        ? BigInt(object.synCookiesValid)
+        : isSet(object.syn_cookies_valid)
+        ? BigInt(object.syn_cookies_valid)
+        : 0n,
     };
   },
 
@@ -1208,6 +1263,12 @@ export const PathCounters: MessageFns<PathCounters> = {
     if (message.pathChanges !== 0n) {
       obj.pathChanges = message.pathChanges.toString();
     }
+    if (message.synCookiesSent !== 0n) {
+      obj.synCookiesSent = message.synCookiesSent.toString();
+    }
+    if (message.synCookiesValid !== 0n) {
+      obj.synCookiesValid = message.synCookiesValid.toString();
+    }
     return obj;
   },
 
@@ -1229,6 +1290,12 @@ export const PathCounters: MessageFns<PathCounters> = {
       : 0n;
     message.pathChanges = (object.pathChanges !== undefined && object.pathChanges !== null)
       ? BigInt(object.pathChanges)
+      : 0n;
+    message.synCookiesSent = (object.synCookiesSent !== undefined && object.synCookiesSent !== null)
+      ? BigInt(object.synCookiesSent)
+      : 0n;
+    message.synCookiesValid = (object.synCookiesValid !== undefined && object.synCookiesValid !== null)
+      ? BigInt(object.synCookiesValid)
       : 0n;
     return message;
   },
@@ -1356,6 +1423,8 @@ function createBaseDropCounters(): DropCounters {
     svcDenied: 0n,
     svcNotAllowed: 0n,
     svcRateLimited: 0n,
+    synCookieInvalid: 0n,
+    synProxyPending: 0n,
   };
 }
 
@@ -1558,6 +1627,18 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.svcRateLimited of type uint64 too large");
       }
       writer.uint32(264).uint64(message.svcRateLimited);
+    }
+    if (message.synCookieInvalid !== 0n) {
+      if (BigInt.asUintN(64, message.synCookieInvalid) !== message.synCookieInvalid) {
+        throw new globalThis.Error("value provided for field message.synCookieInvalid of type uint64 too large");
+      }
+      writer.uint32(272).uint64(message.synCookieInvalid);
+    }
+    if (message.synProxyPending !== 0n) {
+      if (BigInt.asUintN(64, message.synProxyPending) !== message.synProxyPending) {
+        throw new globalThis.Error("value provided for field message.synProxyPending of type uint64 too large");
+      }
+      writer.uint32(280).uint64(message.synProxyPending);
     }
     return writer;
   },
@@ -1839,6 +1920,22 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.svcRateLimited = reader.uint64() as bigint;
             continue;
           }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.synCookieInvalid = reader.uint64() as bigint;
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.synProxyPending = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2006,6 +2103,16 @@ export const DropCounters: MessageFns<DropCounters> = {
         : isSet(object.svc_rate_limited)
         ? BigInt(object.svc_rate_limited)
         : 0n,
+      synCookieInvalid: isSet(object.synCookieInvalid)
+        ? BigInt(object.synCookieInvalid)
+        : isSet(object.syn_cookie_invalid)
+        ? BigInt(object.syn_cookie_invalid)
+        : 0n,
+      synProxyPending: isSet(object.synProxyPending)
+        ? BigInt(object.synProxyPending)
+        : isSet(object.syn_proxy_pending)
+        ? BigInt(object.syn_proxy_pending)
+        : 0n,
     };
   },
 
@@ -2110,6 +2217,12 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.svcRateLimited !== 0n) {
       obj.svcRateLimited = message.svcRateLimited.toString();
     }
+    if (message.synCookieInvalid !== 0n) {
+      obj.synCookieInvalid = message.synCookieInvalid.toString();
+    }
+    if (message.synProxyPending !== 0n) {
+      obj.synProxyPending = message.synProxyPending.toString();
+    }
     return obj;
   },
 
@@ -2196,6 +2309,12 @@ export const DropCounters: MessageFns<DropCounters> = {
       : 0n;
     message.svcRateLimited = (object.svcRateLimited !== undefined && object.svcRateLimited !== null)
       ? BigInt(object.svcRateLimited)
+      : 0n;
+    message.synCookieInvalid = (object.synCookieInvalid !== undefined && object.synCookieInvalid !== null)
+      ? BigInt(object.synCookieInvalid)
+      : 0n;
+    message.synProxyPending = (object.synProxyPending !== undefined && object.synProxyPending !== null)
+      ? BigInt(object.synProxyPending)
       : 0n;
     return message;
   },

@@ -141,3 +141,67 @@ export function schedulerToJSON(object: Scheduler): string {
       return "UNRECOGNIZED";
   }
 }
+
+/**
+ * SynProxyMode is the SYN flood defence of a TCP virtual service: SYN cookies
+ * with a SYN proxy. With it, the appliance answers a SYN itself with a
+ * SYN-ACK whose sequence number is a cookie (out of the SYN's ingress port
+ * toward its source MAC) and keeps nothing; only an ACK carrying a valid
+ * cookie opens a conn, whose real then gets a SYN of its own, and the two
+ * halves are spliced (sequence numbers, timestamps and windows translated).
+ * Half-open conns from spoofed sources thus cost no conn and no LIP port.
+ */
+export enum SynProxyMode {
+  /**
+   * SYN_PROXY_MODE_UNSPECIFIED - Not set: off, the default (outputs say off this way): SYNs open conns
+   * toward the real as usual.
+   */
+  SYN_PROXY_MODE_UNSPECIFIED = 0,
+  /** SYN_PROXY_MODE_OFF - Off, said outright: the same as SYN_PROXY_MODE_UNSPECIFIED. */
+  SYN_PROXY_MODE_OFF = 1,
+  /** SYN_PROXY_MODE_ON - On: every SYN for no conn is answered with a cookie. */
+  SYN_PROXY_MODE_ON = 2,
+  /**
+   * SYN_PROXY_MODE_AUTO - On while the worker receiving the SYN holds at least
+   * syn_proxy_threshold half-open TCP conns (handshake not done), off below.
+   */
+  SYN_PROXY_MODE_AUTO = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function synProxyModeFromJSON(object: any): SynProxyMode {
+  switch (object) {
+    case 0:
+    case "SYN_PROXY_MODE_UNSPECIFIED":
+      return SynProxyMode.SYN_PROXY_MODE_UNSPECIFIED;
+    case 1:
+    case "SYN_PROXY_MODE_OFF":
+      return SynProxyMode.SYN_PROXY_MODE_OFF;
+    case 2:
+    case "SYN_PROXY_MODE_ON":
+      return SynProxyMode.SYN_PROXY_MODE_ON;
+    case 3:
+    case "SYN_PROXY_MODE_AUTO":
+      return SynProxyMode.SYN_PROXY_MODE_AUTO;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return SynProxyMode.UNRECOGNIZED;
+  }
+}
+
+export function synProxyModeToJSON(object: SynProxyMode): string {
+  switch (object) {
+    case SynProxyMode.SYN_PROXY_MODE_UNSPECIFIED:
+      return "SYN_PROXY_MODE_UNSPECIFIED";
+    case SynProxyMode.SYN_PROXY_MODE_OFF:
+      return "SYN_PROXY_MODE_OFF";
+    case SynProxyMode.SYN_PROXY_MODE_ON:
+      return "SYN_PROXY_MODE_ON";
+    case SynProxyMode.SYN_PROXY_MODE_AUTO:
+      return "SYN_PROXY_MODE_AUTO";
+    case SynProxyMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
