@@ -30,9 +30,10 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 # clang-format-14: npm test checks the native code's layout (scripts/lint.sh).
 # gobgpd: the tests check the BGP sidecar's rendered gobgpd.toml with `gobgpd --dry-run`.
 # podman runc catatonit mmdebstrap fuse-overlayfs: the image (npm run image, deploy/image.sh).
+# hping3: the SYN flood of the SYN proxy's lab test (test/e2e/synproxy.test.ts).
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
       iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
-      libclang-rt-14-dev clang-format-14 gobgpd podman runc catatonit mmdebstrap fuse-overlayfs)
+      libclang-rt-14-dev clang-format-14 gobgpd podman runc catatonit mmdebstrap fuse-overlayfs hping3)
 # kubectl renders deploy/k8s in the tests (`kubectl kustomize`). Debian 12 ships it as
 # kubernetes-client (1.20, which deploy/k8s is written to render with); a kubectl that is
 # already installed (e.g. a newer one from Kubernetes' own apt repository) is used as it is.
