@@ -8,6 +8,15 @@
  * frames, each [port:1][len:2 big-endian][frame:len], processed in order, so
  * the fuzzer can open a conn and then talk on it. Packets leave through
  * net_null, which frees them; the mbuf pool is checked for leaks.
+ *
+ * SYN proxy: 198.19.0.1:443 has syn_proxy on, 198.19.0.1:444 auto (at one
+ * half-open conn). A fuzzer cannot guess a SipHash cookie, so when bit 7 of
+ * a record's port byte is set and the frame is TCP, the harness writes the
+ * current cookie for its tuple and seq - 1 (MSS index from bits 4-5) into
+ * its ack field, as the client of a SYN-ACK would: that reaches conn
+ * creation, the SYN to the real and the splice. The invariant checked after
+ * every frame: the proxied service gains a conn only from an ACK whose
+ * cookie verifies (checked independently, at the round's time).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,8 +32,11 @@
 #include "dp.h"
 #include "dp_ctl.h"
 #include "dp_internal.h"
+#include "dp_synproxy.h"
 
 static struct dp_worker *w;
+
+#define SP_PORT 443 /* syn_proxy on */
 
 static uint32_t
 ip(const char *s)
@@ -105,8 +117,58 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		rc[i].port = 0;
 	CHECK(dp_ctl_service_add(IPPROTO_ICMP, ip("198.19.0.1"), 0, DP_SCHED_ARG_RR, 0, err, sizeof(err)));
 	CHECK(dp_ctl_service_set_reals(IPPROTO_ICMP, ip("198.19.0.1"), 0, rc, 3, err, sizeof(err)));
+	for (int i = 0; i < 3; i++)
+		rc[i].port = htons(8080);
+	for (uint16_t p = SP_PORT; p <= SP_PORT + 1; p++) {
+		CHECK(dp_ctl_service_add(
+			IPPROTO_TCP, ip("198.19.0.1"), htons(p), DP_SCHED_ARG_RR, 0, err, sizeof(err)));
+		CHECK(dp_ctl_service_set_reals(
+			IPPROTO_TCP, ip("198.19.0.1"), htons(p), rc, 3, err, sizeof(err)));
+	}
+	CHECK(dp_ctl_service_set_syn_proxy(
+		IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT), DP_SYN_PROXY_ARG_ON, 0, err, sizeof(err)));
+	CHECK(dp_ctl_service_set_syn_proxy(IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT + 1),
+		DP_SYN_PROXY_ARG_AUTO, 1, err, sizeof(err)));
 	dp_events_enable(1);
 	return 0;
+}
+
+/* The TCP segment of an Ethernet frame, if it is one (bounds checked). */
+struct seg {
+	uint32_t saddr, daddr, seq, ack;
+	uint16_t sport, dport;
+	uint8_t flags;
+	uint8_t *ack_at;
+};
+
+static bool
+tcp_seg(uint8_t *f, size_t len, struct seg *s)
+{
+	if (len < 14 + 20 || f[12] != 0x08 || f[13] != 0x00 || (f[14] >> 4) != 4)
+		return false;
+	size_t ihl = (size_t)(f[14] & 0xf) * 4;
+	if (ihl < 20 || f[14 + 9] != IPPROTO_TCP || len < 14 + ihl + 20)
+		return false;
+	uint8_t *t = f + 14 + ihl;
+	memcpy(&s->saddr, f + 14 + 12, 4);
+	memcpy(&s->daddr, f + 14 + 16, 4);
+	memcpy(&s->sport, t, 2);
+	memcpy(&s->dport, t + 2, 2);
+	s->seq = (uint32_t)t[4] << 24 | (uint32_t)t[5] << 16 | (uint32_t)t[6] << 8 | t[7];
+	s->ack = (uint32_t)t[8] << 24 | (uint32_t)t[9] << 16 | (uint32_t)t[10] << 8 | t[11];
+	s->flags = t[13];
+	s->ack_at = t + 8;
+	return true;
+}
+
+static uint64_t
+sp_conns(void)
+{
+	struct dp_real_info ri[3];
+	uint64_t total = 0;
+	if (dp_ctl_service_reals(IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT), ri, 3, &total) < 0)
+		abort();
+	return total;
 }
 
 int
@@ -115,7 +177,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0;
 
 	while (off + 3 <= size) {
-		uint16_t pidx = data[off] % 3;
+		uint8_t ctl = data[off];
+		uint16_t pidx = (ctl & 0x7f) % 3;
 		size_t len = ((size_t)data[off + 1] << 8) | data[off + 2];
 		off += 3;
 		if (len > size - off)
@@ -125,17 +188,43 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* the pool ran dry: a leak */
 		if (len > rte_pktmbuf_tailroom(m))
 			len = rte_pktmbuf_tailroom(m);
-		memcpy(rte_pktmbuf_append(m, (uint16_t)len), data + off, len);
+		uint8_t *f = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
+		memcpy(f, data + off, len);
 		off += len;
+
+		struct seg s;
+		bool is_tcp = tcp_seg(f, len, &s);
+		if (is_tcp && (ctl & 0x80)) {
+			s.ack = dp_synproxy_cookie(
+					w, s.saddr, s.daddr, s.sport, s.dport, s.seq - 1, (ctl >> 4) & 3) +
+				1;
+			uint32_t be = htonl(s.ack);
+			memcpy(s.ack_at, &be, 4);
+		}
+		uint64_t before = sp_conns();
 		dp_worker_round(w, pidx, &m, 1);
+		if (sp_conns() != before) {
+			/* Checked at the round's clock (w->now_tsc), like the dataplane did. */
+			bool cookie = is_tcp && s.daddr == ip("198.19.0.1") && s.dport == htons(SP_PORT) &&
+				      (s.flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) ==
+					      RTE_TCP_ACK_FLAG &&
+				      dp_synproxy_cookie_check(w, s.saddr, s.daddr, s.sport, s.dport,
+					      s.seq - 1, s.ack - 1) >= 0;
+			if (!cookie) {
+				fprintf(stderr,
+					"a conn of the SYN-proxied service opened without a valid cookie\n");
+				abort();
+			}
+		}
 	}
 	/* Events are drained like the control plane would. */
 	struct dp_conn_info ev[64];
 	uint64_t dropped;
 	while (dp_events_drain(ev, RTE_DIM(ev), &dropped) > 0)
 		;
-	/* Nothing may stay allocated but what waits for ARP (nothing here). */
-	if (rte_mempool_in_use_count(dp.pool) != w->nb_held) {
+	/* Nothing may stay allocated but what waits for ARP (nothing here) or
+	 * for a SYN-proxied conn's real. */
+	if (rte_mempool_in_use_count(dp.pool) != w->nb_held + w->nb_sp_held) {
 		fprintf(stderr, "mbuf leak: %u in use\n", rte_mempool_in_use_count(dp.pool));
 		abort();
 	}

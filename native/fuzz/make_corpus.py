@@ -32,9 +32,15 @@ def l4(src, dst, proto, hdr_wo_csum, csum_off, data=b''):
     return seg[:csum_off] + struct.pack('!H', c) + seg[csum_off + 2:]
 
 
-def tcp(src, dst, sport, dport, flags, data=b''):
-    h = struct.pack('!HHIIBBHHH', sport, dport, 1000, 0, 5 << 4, flags, 65535, 0, 0)
+def tcp(src, dst, sport, dport, flags, data=b'', seq=1000, opts=b''):
+    h = struct.pack('!HHIIBBHHH', sport, dport, seq, 0, (5 + len(opts) // 4) << 4, flags, 65535, 0, 0) + opts
     return ip4(src, dst, 6, l4(src, dst, 6, h, 16, data))
+
+
+# MSS 1460, SACK-permitted, timestamps (TSval 1000), NOP, window scale 7: a Linux client's SYN.
+SYN_OPTS = bytes([2, 4, 0x05, 0xb4, 4, 2, 8, 10]) + struct.pack('!II', 1000, 0) + bytes([1, 3, 3, 7])
+# NOP NOP timestamps: the ACK's (TSecr 0x17: wscale 7 and SACK in our TSval's low bits).
+ACK_OPTS = bytes([1, 1, 8, 10]) + struct.pack('!II', 1010, 0x17)
 
 
 def udp(src, dst, sport, dport, data=b'hello'):
@@ -78,6 +84,16 @@ def main(out):
                        rec(1, eth(1, tcp(CLIENT, VIP, 40002, 80, 0x10, b'z' * 1300))),
         'ttl1': rec(1, eth(1, ip4(CLIENT, VIP, 6, tcp(CLIENT, VIP, 40003, 80, 0x02)[20:], ttl=1))),
         'arp': rec(1, arp_req(1, VIP)),
+        # SYN proxy (443 on): a SYN, then an ACK whose cookie the harness fills in (port byte bit 7,
+        # MSS index 3), data, and the real's SYN-ACK to the first LIP port a fresh pool might give.
+        'synproxy': rec(1, eth(1, tcp(CLIENT, VIP, 40010, 443, 0x02, opts=SYN_OPTS))) +
+                    rec(0xb1, eth(1, tcp(CLIENT, VIP, 40010, 443, 0x10, seq=1001, opts=ACK_OPTS))) +
+                    rec(1, eth(1, tcp(CLIENT, VIP, 40010, 443, 0x18, b'early', seq=1001, opts=ACK_OPTS))) +
+                    rec(2, eth(2, tcp(REAL, LIP, 8080, 1024, 0x12, seq=5000, opts=SYN_OPTS))),
+        'synproxy_bad_ack': rec(1, eth(1, tcp(CLIENT, VIP, 40011, 443, 0x10, seq=1001, opts=ACK_OPTS))),
+        'synproxy_auto': rec(1, eth(1, tcp(CLIENT, VIP, 40012, 444, 0x02, opts=SYN_OPTS))) +
+                         rec(1, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x02, opts=SYN_OPTS))) +
+                         rec(0x91, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x10, seq=1001, opts=ACK_OPTS))),
     }
     for name, data in seeds.items():
         with open(os.path.join(out, name), 'wb') as f:
