@@ -602,12 +602,25 @@ dp_synproxy_fix(const struct dp_conn *c, enum dp_side_id from, struct rte_tcp_hd
 		}
 	}
 	if ((c->flags & DP_CONN_F_SP_TS) && c->sp_ts_off != 0) {
-		struct sp_opts o;
-		sp_opts_parse(th, &o);
-		if (o.ts && from == DP_SIDE_SERVER)
-			acc = dp_tcp_add32_at((uint8_t *)th, o.ts_at + 2u, (uint32_t)c->sp_ts_off, acc);
-		else if (o.ts && o.tsecr != 0)
-			acc = dp_tcp_add32_at((uint8_t *)th, o.ts_at + 6u, -(uint32_t)c->sp_ts_off, acc);
+		const uint8_t *b = (const uint8_t *)th;
+		uint32_t at;
+		/* Nearly every segment of a timestamped conn starts its options with
+		 * NOP NOP TS (RFC 7323 appendix A): no walk for those. */
+		if ((th->data_off >> 4) >= 8 && b[20] == 1 && b[21] == 1 && b[22] == 8 && b[23] == 10) {
+			at = 22;
+		} else {
+			struct sp_opts o;
+			sp_opts_parse(th, &o);
+			if (!o.ts)
+				return acc;
+			at = o.ts_at;
+		}
+		uint32_t tsecr;
+		memcpy(&tsecr, b + at + 6, 4);
+		if (from == DP_SIDE_SERVER)
+			acc = dp_tcp_add32_at((uint8_t *)th, at + 2u, (uint32_t)c->sp_ts_off, acc);
+		else if (tsecr != 0)
+			acc = dp_tcp_add32_at((uint8_t *)th, at + 6u, -(uint32_t)c->sp_ts_off, acc);
 	}
 	return acc;
 }

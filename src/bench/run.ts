@@ -4,7 +4,7 @@
  *
  *   --quick            tiny pcaps, 1 run, short windows (a smoke test, not a measurement)
  *   --case a[,b]       only these cases (fnat icmp-local icmp-fnat new-conns conn-scale memory
- *                      conn-events api control-load)
+ *                      conn-events api control-load synproxy)
  *   --runs N           runs per figure (default 3; quick 1)
  *   --warmup S         warm-up seconds per run (default 3; quick 1)
  *   --seconds S        one-second samples per run (default 5; quick 2)

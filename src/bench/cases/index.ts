@@ -10,6 +10,7 @@ import { caseControlLoad } from './control-load';
 import { caseFnat, caseIcmpFnat, caseIcmpLocal } from './forwarding';
 import { caseMemory } from './memory';
 import { caseNewConns } from './new-conns';
+import { caseSynProxy } from './synproxy';
 
 export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<Figure[]> }> = {
   fnat: { title: '(1) FNAT forwarding, TCP and UDP', run: caseFnat },
@@ -21,4 +22,5 @@ export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<F
   'conn-events': { title: '(6) Conn events to one subscriber', run: caseConnEvents },
   api: { title: '(7) Unary API latency under load, ApplyConfig with 10,000 reals', run: caseApi },
   'control-load': { title: '(8) Control plane under counter streams and metric scrapes', run: caseControlLoad },
+  synproxy: { title: '(9) SYN proxy: cookies, new conns and forwarding, on against off', run: caseSynProxy },
 };
