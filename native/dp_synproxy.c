@@ -570,8 +570,9 @@ dp_synproxy_pending(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, stru
 			dp_drop(w, pidx, DP_DROP_syn_proxy_pending, m);
 		return true;
 	}
-	/* The client's segments wait with its ACK, in order. */
-	if (w->nb_sp_held >= DP_SP_HOLD_MAX) {
+	/* The client's segments wait with its ACK, in order; a SYN has no place
+	 * in a handshake the client already finished with us. */
+	if (w->nb_sp_held >= DP_SP_HOLD_MAX || (l4->flags & RTE_TCP_SYN_FLAG)) {
 		dp_drop(w, pidx, DP_DROP_syn_proxy_pending, m);
 		return true;
 	}
