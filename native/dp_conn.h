@@ -94,7 +94,7 @@ struct dp_conn {
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_fnat_burst prefetches. The pool object is 168 bytes.
+	 * dp_fnat_burst prefetches. The pool object is 176 bytes (below).
 	 */
 
 	/*
@@ -113,7 +113,7 @@ struct dp_conn {
 	 * Read only with DP_CONN_F_SYNPROXY (dp_synproxy.c): the real's TSval +
 	 * sp_ts_off is what the client sees (before the splice: our TSval), and
 	 * the window scales the client and the real sent (DP_SP_WS_NONE: none).
-	 * The pool object is 176 bytes with them.
+	 * With seq_off, 16 bytes after the hot ones: the pool object is 176 bytes.
 	 */
 	int32_t sp_ts_off;
 	uint8_t sp_client_ws, sp_real_ws;
