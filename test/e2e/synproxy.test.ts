@@ -90,23 +90,31 @@ describeWith(HPING3)('SYN flood defence: SYN cookies with a SYN proxy (lab)', ()
 
   it("answers the SYN itself out of the ingress port toward the ingress MAC, not the default route's", async () => {
     expect((await service(ON_VIP)).synProxy).toBe(SynProxyMode.SYN_PROXY_MODE_ON);
+    // The reals' receive buffers up to 64 MiB make Linux announce a window scale above 7 (11), the
+    // one our SYN-ACK told the client: every window from the real is rewritten for the client.
+    for (const rs of REAL_SERVERS) sc.lab.exec(rs, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_rmem=4096 131072 67108864']);
     const filter = `tcp and src host ${ON_VIP} and dst host ${LAB.clientB}`;
     const viaB = await sc.lab.startCapture('router-b', 'uplink', filter);
     const viaA = await sc.lab.startCapture('router-a', 'uplink', filter);
+    const realSide = await sc.lab.startCapture('sw', 'uplink', 'tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)');
     const before = await sc.counters();
     let echo;
     try {
-      echo = await sc.lab.tcpEcho('client-b', ON_VIP, ECHO, { conns: 1, bytes: 4000, timeoutMs: 10000 });
+      // A megabyte each way: windows (scale 7 announced, the real's own) and timestamps translated throughout.
+      echo = await sc.lab.tcpEcho('client-b', ON_VIP, ECHO, { conns: 1, bytes: 1_000_000, timeoutMs: 20000 });
     } finally {
       await sleep(300);
     }
-    const [b, a] = [await viaB.stop(), await viaA.stop()];
+    const [b, a, r] = [await viaB.stop(), await viaA.stop(), await realSide.stop()];
     expect(echo.failures).toEqual([]);
     expect(echo.ok).toBe(1);
 
     const synAcks = b.filter((p) => p.tcpFlags === 'S.');
     expect(synAcks).toHaveLength(1);
     expect(synAcks[0]).toMatchObject({ srcMac: sc.lab.rootMac('uplink-b'), dstMac: sc.lab.mac('router-b', 'uplink'), sport: ECHO });
+    expect(synAcks[0].summary).toMatch(/wscale 7/);
+    expect(r).toHaveLength(1);
+    expect(Number(/wscale (\d+)/.exec(r[0].summary)?.[1])).toBeGreaterThan(7);
     // The echo's data came back the same way, and nothing toward client-b took the default route.
     expect(b.filter((p) => (p.payloadLength ?? 0) > 0).length).toBeGreaterThan(0);
     expect(a).toEqual([]);
