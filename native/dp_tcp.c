@@ -11,7 +11,8 @@
  *   CLOSE       RST from either side                timeout tcp_close
  * Only a SYN (without ACK) opens a conn; any other segment for no conn is
  * dropped (tcp_no_conn). With a SYN proxy (dp_synproxy.c) the appliance
- * answers the SYN and an ACK with a valid cookie opens the conn instead. A SYN on a conn in TIME_WAIT or CLOSE replaces it.
+ * answers the SYN and an ACK with a valid cookie opens the conn instead.
+ * A SYN on a conn in TIME_WAIT or CLOSE replaces it.
  *
  * Sequence translation (a conn with DP_CONN_F_SEQ, see seq_off in
  * dp_conn.h) renumbers seq, ack and SACK edges as the segment is rewritten.
