@@ -184,7 +184,16 @@ describe('FNAT through the lab (client-b behind uplink B, default route via rout
         // The default route says uplink-a: every symmetric send to client-b is a prevented triangle.
         expect(onB.routeDivergence).toBe(onB.txSymmetric);
         expect(onB.routeDivergence).toBeGreaterThan(0n);
-        expect(onA).toEqual({ rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n });
+        expect(onA).toEqual({
+          rx: 0n,
+          txSymmetric: 0n,
+          txRouted: 0n,
+          routeDivergence: 0n,
+          asymmetric: 0n,
+          pathChanges: 0n,
+          synCookiesSent: 0n,
+          synCookiesValid: 0n,
+        });
       },
       120000,
     );
