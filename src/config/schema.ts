@@ -131,6 +131,25 @@ const baseSchema = z.strictObject({
         .default(''),
     })
     .prefault({}),
+  /**
+   * The health check prober (virtual services' health_check): a child process that probes reals
+   * with kernel sockets.
+   */
+  health_checks: z
+    .strictObject({
+      /**
+       * Network namespace the prober runs in (`ip netns exec`), "" = the appliance's own. Name the
+       * namespace of the ports' kernel interfaces so probes leave by the dataplane ports from the
+       * port addresses.
+       */
+      netns: z
+        .string()
+        .regex(/^([A-Za-z0-9_.-]{1,64})?$/, { error: 'must be "" or a namespace name ([A-Za-z0-9_.-], at most 64)' })
+        .default(''),
+      /** Probes in flight at once, over every real of every service. */
+      max_in_flight: intIn(1, 4096).default(256),
+    })
+    .prefault({}),
   /** Node-side logging (pino). */
   log: z
     .strictObject({

@@ -119,6 +119,8 @@ export interface NativeRealInfo {
   weight: number;
   activeConns: bigint;
   connsTotal: bigint;
+  /** Inhibited by its health check (no new conns). */
+  down: boolean;
   packetsToReal: bigint;
   packetsFromReal: bigint;
   bytesToReal: bigint;
@@ -167,6 +169,7 @@ export interface Native {
   serviceSetSched(proto: number, vip: string, port: number, sched: number, seed: number): void;
   serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
   serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
+  serviceSetRealDown(proto: number, vip: string, port: number, real: string, realPort: number, down: boolean): void;
   serviceSetLimits(
     proto: number,
     vip: string,

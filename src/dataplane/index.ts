@@ -42,6 +42,8 @@ import {
   type Timeouts,
   NO_LIMITS,
   limitsEqual,
+  copyHealthCheck,
+  type HealthCheckSpec,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -346,7 +348,12 @@ export class Dataplane {
         throw e;
       }
     }
-    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), reals: [] });
+    this.services.set(key, {
+      ...s,
+      limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      reals: [],
+    });
     this.changed();
   }
 
@@ -389,8 +396,9 @@ export class Dataplane {
   }
 
   /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
-   * the native layer refuses change nothing). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits): void {
+   * the native layer refuses change nothing); a new health check unless `healthCheck` is undefined
+   * (null removes it). */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, healthCheck?: HealthCheckSpec | null): void {
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
@@ -398,7 +406,18 @@ export class Dataplane {
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
+    if (healthCheck !== undefined) s.healthCheck = healthCheck === null ? undefined : copyHealthCheck(healthCheck);
     this.changed();
+  }
+
+  /**
+   * Inhibits a real (down: no new conns, whatever its weight) or lets it take new conns again: the
+   * health checker's verdict. Not configuration: nothing is persisted and no change listener runs.
+   */
+  setRealDown(k: ServiceKey, address: string, port: number, down: boolean): void {
+    this.call(`service ${serviceKeyString(k)} real ${address}:${port}`, () =>
+      this.native.serviceSetRealDown(IPPROTO[k.protocol], k.vip, k.port, address, port, down),
+    );
   }
 
   /** Replaces the whole set of reals (declarative). */
@@ -432,6 +451,7 @@ export class Dataplane {
       seed: s.seed,
       connsTotal: live.connsTotal,
       limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
       activeConns: drops.activeConns,
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
@@ -441,6 +461,7 @@ export class Dataplane {
         address: r.addr,
         port: r.port,
         weight: r.weight,
+        down: r.down,
         activeConns: r.activeConns,
         connsTotal: r.connsTotal,
         packetsToReal: r.packetsToReal,

@@ -46,6 +46,7 @@ describe('default config', () => {
       },
       state: { file: '' },
       health: { listen: '' },
+      health_checks: { netns: '', max_in_flight: 256 },
       metrics: { listen: '' },
       log: { level: 'info' },
       eal: {
