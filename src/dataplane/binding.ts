@@ -12,6 +12,8 @@ export interface NativePortConf {
   txDesc: number;
   mac?: string;
   promiscuous: boolean;
+  /** The port's kernel interface (net_tap ethdev), absent = none. */
+  kernel?: { devname: string; queue: number; rate: number; burst: number };
 }
 
 export interface NativeConf {
@@ -38,6 +40,10 @@ export interface NativePortStats {
   rxMissed: bigint;
   rxNombuf: bigint;
   txDropped: bigint;
+  /** Frames handed to the kernel interface, taken from it, dropped at its bound. */
+  toKernel: bigint;
+  fromKernel: bigint;
+  kernelDropped: bigint;
 }
 
 export interface NativePortInfo {
@@ -52,6 +58,7 @@ export interface NativePortInfo {
   speedMbps: number;
   rxQueues: number;
   txQueues: number;
+  hasKernel: boolean;
   stats: NativePortStats;
 }
 

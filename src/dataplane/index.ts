@@ -15,6 +15,7 @@ import { buildEalArgs } from './eal';
 import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
+import { KernelInterfaces } from './kernel-if';
 import { nativeConf, removeEalRuntimeDir } from './setup';
 import {
   PROTOCOLS,
@@ -77,9 +78,12 @@ export class Dataplane {
   private readonly staticNeighbors = new Map<string, NeighborSpec>();
 
   private readonly native: Native;
+  /** The Linux side of the ports' kernel interfaces (ports[].kernel). */
+  readonly kernel: KernelInterfaces;
 
   constructor(readonly config: Config) {
     this.native = loadNative();
+    this.kernel = new KernelInterfaces(config);
   }
 
   /**
@@ -111,6 +115,12 @@ export class Dataplane {
     }
     this.stateValue = 'running';
     this.startedAtValue = new Date();
+    try {
+      this.kernel.setup(this.native.ports());
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
     for (const proto of PROTOCOLS) this.native.symmetricSet(IPPROTO[proto], this.config.symmetric[proto]);
     const t = this.config.timeouts;
     this.native.timeoutsSet({
@@ -233,6 +243,13 @@ export class Dataplane {
   addAddress(a: AddressSpec): void {
     const idx = this.portIndex(a.port);
     this.call(`address ${a.address}`, () => this.native.addrAdd(a.address, a.prefixLength, idx));
+    try {
+      this.kernel.addAddress(a.port, a.address, a.prefixLength);
+    } catch (e) {
+      // All or nothing: the port and its kernel interface carry the same addresses.
+      this.native.addrDel(a.address, a.prefixLength);
+      throw e;
+    }
     this.addresses.set(a.address, { ...a });
     this.changed();
   }
@@ -243,6 +260,7 @@ export class Dataplane {
     this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
     this.addresses.delete(address);
     this.changed();
+    this.kernel.deleteAddress(a.port, address, a.prefixLength);
   }
 
   /** The configuration as recorded here: no native call, so cheap enough to check every change. */
