@@ -168,9 +168,9 @@ const baseSchema = z.strictObject({
   health_checks: z
     .strictObject({
       /**
-       * Network namespace the prober runs in (`ip netns exec`), "" = the appliance's own. Name the
-       * namespace of the ports' kernel interfaces so probes leave by the dataplane ports from the
-       * port addresses.
+       * Network namespace of the prober (`ip netns exec`) for reals behind a port without a kernel
+       * interface; "" = the appliance's own. Reals behind a port with one (ports[].kernel) are
+       * probed from that interface's namespace, from the port's address, through the port.
        */
       netns: z
         .string()

@@ -38,7 +38,19 @@ export class HealthServer {
     switch (this.kind) {
       case 'echo':
         // TCP and UDP echo on port, identity (the server's name) on port + 1.
-        return [process.execPath, path.join(DIST_LAB, 'echo-server.js'), '--name', this.rs, '--tcp', String(this.port), '--udp', String(this.port), '--who', String(this.port + 1), '--exit-on-stdin-eof'];
+        return [
+          process.execPath,
+          path.join(DIST_LAB, 'echo-server.js'),
+          '--name',
+          this.rs,
+          '--tcp',
+          String(this.port),
+          '--udp',
+          String(this.port),
+          '--who',
+          String(this.port + 1),
+          '--exit-on-stdin-eof',
+        ];
       case 'grpc':
         return [process.execPath, path.join(DIST_LAB, 'grpc-health-server.js'), '--port', String(this.port)];
       case 'http':

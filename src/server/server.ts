@@ -14,7 +14,7 @@ import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
 import { HealthCheckServiceService } from '../gen/retrace/v1/health_check';
 import { ProberClient } from '../health/prober-client';
-import { HealthChecker } from './health/checker';
+import { HealthChecker, ProberPool } from './health/checker';
 import { HealthEventHub } from './health/hub';
 import { healthCheckService } from './health/service';
 import type { Logger } from '../log';
@@ -85,8 +85,9 @@ export class ApplianceServer {
     add(PortServiceService, portService(dp, log));
     add(NetworkServiceService, networkService(dp, log));
     this.healthEvents = new HealthEventHub(dp.config.grpc.subscriber_buffer);
-    const prober = new ProberClient({ netns: dp.config.health_checks.netns, maxInFlight: dp.config.health_checks.max_in_flight }, log);
-    this.healthChecker = new HealthChecker(dp, prober, this.healthEvents, log, { maxInFlight: dp.config.health_checks.max_in_flight });
+    const hc = dp.config.health_checks;
+    const probers = new ProberPool((netns) => new ProberClient({ netns, maxInFlight: hc.max_in_flight }, log));
+    this.healthChecker = new HealthChecker(dp, probers, this.healthEvents, log, { maxInFlight: hc.max_in_flight, netns: hc.netns });
     dp.onChange(() => this.healthChecker.reconcile());
     add(
       LoadBalancerServiceService,

@@ -21,8 +21,28 @@ import type { HealthEventHub } from './hub';
 
 export interface Prober {
   probe(req: Omit<ProbeRequest, 'id'>): Promise<ProbeResult>;
-  readonly inFlight: number;
   close(): void;
+}
+
+/** Probers by network namespace, each started on first use. */
+export class ProberPool {
+  private readonly probers = new Map<string, Prober>();
+
+  constructor(private readonly make: (netns: string) => Prober) {}
+
+  get(netns: string): Prober {
+    let p = this.probers.get(netns);
+    if (p === undefined) {
+      p = this.make(netns);
+      this.probers.set(netns, p);
+    }
+    return p;
+  }
+
+  close(): void {
+    for (const p of this.probers.values()) p.close();
+    this.probers.clear();
+  }
 }
 
 type State = RealHealthView['state'];
@@ -50,6 +70,8 @@ interface Target {
 
 export interface HealthCheckerOptions {
   maxInFlight: number;
+  /** Namespace of the prober for reals whose port has no kernel interface ("" = the appliance's). */
+  netns: string;
   /** How often due targets are looked for. */
   tickMs?: number;
 }
@@ -68,7 +90,7 @@ export class HealthChecker {
 
   constructor(
     private readonly dp: Dataplane,
-    private readonly prober: Prober,
+    private readonly probers: ProberPool,
     private readonly hub: HealthEventHub,
     private readonly log: Logger,
     private readonly opts: HealthCheckerOptions,
@@ -85,7 +107,7 @@ export class HealthChecker {
     this.timer = undefined;
     for (const t of this.targets.values()) t.live = false;
     this.targets.clear();
-    this.prober.close();
+    this.probers.close();
   }
 
   /** The health of one real of one service, for the API; undefined when not checked. */
@@ -172,12 +194,14 @@ export class HealthChecker {
     this.inFlight++;
     this.probesStarted++;
     const c = t.check;
-    this.prober
+    const path = this.pathTo(t.address);
+    this.probers
+      .get(path.netns)
       .probe({
         kind: c.kind,
         address: t.address,
         port: c.kind === 'icmp' ? 0 : c.port || t.port,
-        source: this.sourceFor(t.address),
+        source: path.source,
         timeoutMs: c.timeoutMs,
         httpPath: c.httpPath,
         httpStatus: c.httpStatus,
@@ -194,18 +218,23 @@ export class HealthChecker {
   }
 
   /**
-   * The probe's source: the appliance's port address on the real's subnet, else the first address
-   * of the port the real's route leaves by; "" (the kernel's choice) when neither exists. The prober
-   * binds it only where its namespace holds it (a kernel interface carries the port's addresses).
+   * Where a probe of `address` starts. The port toward the real is the one with an address on the
+   * real's subnet, else the one its longest static route leaves by. When that port has a kernel
+   * interface, the probe runs in the interface's namespace from the port's address, so it leaves by
+   * the dataplane port as the real's traffic does and the answer comes back up the same interface.
+   * Otherwise it runs in health_checks.netns with the kernel's choice of source.
    */
-  private sourceFor(address: string): string {
+  pathTo(address: string): { netns: string; source: string; port: string } {
     const shape = this.dp.configShape();
     const n = ipNum(address);
     const inPrefix = (p: string, len: number) => len === 0 || ipNum(p) >>> (32 - len) === n >>> (32 - len);
     const onLink = shape.addresses.find((a) => inPrefix(a.address, a.prefixLength));
-    if (onLink !== undefined) return onLink.address;
     const route = shape.routes.filter((r) => inPrefix(r.prefix, r.prefixLength)).sort((a, b) => b.prefixLength - a.prefixLength)[0];
-    return route === undefined ? '' : (shape.addresses.find((a) => a.port === route.port)?.address ?? '');
+    const port = onLink?.port ?? route?.port;
+    const kernel = port === undefined ? undefined : this.dp.kernel.of(port);
+    if (port === undefined || kernel === undefined) return { netns: this.opts.netns, source: '', port: port ?? '' };
+    const source = onLink?.address ?? shape.addresses.find((a) => a.port === port)?.address ?? '';
+    return { netns: kernel.netns, source, port };
   }
 
   private result(t: Target, r: ProbeResult): void {
