@@ -58,10 +58,10 @@ describe('active health checks through the kernel interface (lab)', () => {
   const PB = { tcp: Protocol.PROTOCOL_TCP, udp: Protocol.PROTOCOL_UDP, icmp: Protocol.PROTOCOL_ICMP } as const;
   type Proto = keyof typeof PB;
 
-  async function addChecked(proto: Proto, vip: string, port: number, hc: HealthCheck, realPort = port): Promise<void> {
+  async function addChecked(proto: Proto, vip: string, port: number, hc: HealthCheck, realPort = port, scheduler = Scheduler.SCHEDULER_RR): Promise<void> {
     const { balancer } = sc.app.api;
     await balancer.createVirtualService({
-      virtualService: VirtualService.create({ protocol: PB[proto], vip, port, scheduler: Scheduler.SCHEDULER_RR, healthCheck: hc }),
+      virtualService: VirtualService.create({ protocol: PB[proto], vip, port, scheduler, healthCheck: hc }),
     });
     await balancer.setReals({
       key: { protocol: PB[proto], vip, port },
@@ -102,8 +102,17 @@ describe('active health checks through the kernel interface (lab)', () => {
 
   it('TCP: a killed real gets no new conns within fall x interval while the others carry on; back within rise x interval', async () => {
     const vip = labVip(60);
+    // The same check on a wrr and a maglev service: their tables are rebuilt without the DOWN real.
+    const others = [
+      [labVip(70), Scheduler.SCHEDULER_WRR],
+      [labVip(71), Scheduler.SCHEDULER_MAGLEV],
+    ] as const;
     await addChecked('tcp', vip, ECHO, check({ kind: HealthCheckKind.HEALTH_CHECK_KIND_TCP }));
-    await until(() => allUp('tcp', vip, ECHO), (RISE + 1) * INTERVAL + SLACK_MS + 2000);
+    for (const [v, sched] of others) await addChecked('tcp', v, ECHO, check({ kind: HealthCheckKind.HEALTH_CHECK_KIND_TCP }), ECHO, sched);
+    await until(
+      async () => (await allUp('tcp', vip, ECHO)) && (await allUp('tcp', others[0][0], ECHO)) && (await allUp('tcp', others[1][0], ECHO)),
+      (RISE + 1) * INTERVAL + SLACK_MS + 2000,
+    );
     // The probes came from the port address, through the dataplane: the kernel interface's own namespace holds the prober.
     expect(sc.app.output).toContain(`"netns":"${sc.kernelNamespace('servers')}"`);
 
@@ -129,6 +138,14 @@ describe('active health checks through the kernel interface (lab)', () => {
     const after = await service('tcp', vip, ECHO);
     const delta = (rs: RealServer) => realOf(after, rs).connsTotal - realOf(before, rs).connsTotal;
     expect([delta('rs1'), delta('rs2'), delta('rs3')]).toEqual([6n, 0n, 6n]);
+    for (const [v] of others) {
+      await until(async () => (await healthOf('tcp', v, ECHO, 'rs2')) === HealthState.HEALTH_STATE_DOWN, downBound);
+      const r = await sc.lab.tcpEcho('client-a', v, ECHO, { conns: 12, concurrency: 4, bytes: 64, timeoutMs: 5000 });
+      expect(r.ok).toBe(12);
+      const sv = await service('tcp', v, ECHO);
+      expect(realOf(sv, 'rs2').connsTotal).toBe(0n);
+      expect(realOf(sv, 'rs1').connsTotal + realOf(sv, 'rs3').connsTotal).toBe(12n);
+    }
 
     // The held conns on rs1 and rs3 went on to the end; the two on rs2 died with its server.
     const h = await held;
@@ -212,7 +229,10 @@ describe('active health checks through the kernel interface (lab)', () => {
     expect(left.conns.map((c) => c.real).sort()).toEqual([LAB.rs.rs2, LAB.rs.rs3]);
     const dropsBefore = (await sc.counters()).drops;
     const h = await held;
-    if (h.ok !== 2) console.log(JSON.stringify({ results: h.results, dropsBefore, dropsAfter: (await sc.counters()).drops }, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+    if (h.ok !== 2)
+      console.log(
+        JSON.stringify({ results: h.results, dropsBefore, dropsAfter: (await sc.counters()).drops }, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+      );
     expect([h.ok, h.failures]).toEqual([2, [expect.anything()]]); // the conn on rs1 was removed by the appliance: its next segments go nowhere
     await http.get('rs1')!.start();
     await until(async () => (await healthOf('tcp', vip, ECHO, 'rs1')) === HealthState.HEALTH_STATE_UP, upBound);
