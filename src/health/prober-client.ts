@@ -70,17 +70,22 @@ export class ProberClient {
     child.stdin.on('error', () => {}); // a dead child: its exit handler fails what is pending
     readline.createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => this.onLine(line));
     readline.createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => this.log.warn({ prober: line }, 'health check prober'));
-    child.once('error', (e) => this.log.error({ err: e.message }, 'health check prober could not start'));
-    child.once('exit', (code, signal) => {
+    // A spawn that fails (no `ip`, no node) reports 'error' and maybe no 'exit': either ends it.
+    let gone = false;
+    const onGone = (why: string) => {
+      if (gone) return;
+      gone = true;
       if (this.child === child) this.child = undefined;
-      this.failAll(`prober exited (${signal ?? code})`);
+      this.failAll(`prober exited (${why})`);
       if (this.closed) return;
-      this.log.warn({ code, signal, netns: this.opts.netns }, 'health check prober exited; starting it again');
+      this.log.warn({ why, netns: this.opts.netns }, 'health check prober exited; starting it again');
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         if (!this.closed) this.start();
       }, RESTART_DELAY_MS);
-    });
+    };
+    child.once('error', (e) => onGone(e.message));
+    child.once('exit', (code, signal) => onGone(String(signal ?? code)));
     this.log.info({ pid: child.pid, netns: this.opts.netns || '(own)' }, 'health check prober started');
   }
 

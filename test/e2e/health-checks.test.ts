@@ -13,6 +13,7 @@
  */
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import { HealthServers, type HealthServer } from '../../src/lab/health-servers';
+import { runCli } from '../helpers/cli';
 import { LabScenario } from '../../src/lab/scenario';
 import { LAB, labVip, REAL_SERVERS, type RealServer } from '../../src/lab/topology';
 import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
@@ -151,6 +152,16 @@ describe('active health checks through the kernel interface (lab)', () => {
     const h = await held;
     expect(h.ok).toBe(4);
     expect(h.failures).toHaveLength(2);
+
+    // `retrace services`: the operator's weight and the verdict side by side, with the last error.
+    const cli = await runCli(['services', '--server', sc.app.address]);
+    expect(cli.code).toBe(0);
+    const line = cli.stdout.split('\n').find((l) => l.includes(`${LAB.rs.rs2}:${ECHO}`) && l.includes('down'));
+    expect(line).toMatch(
+      new RegExp(
+        `->\\s+${LAB.rs.rs2.replace(/\./g, '\\.')}:${ECHO}\\s+1\\s+\\d+\\s+\\d+\\s+down\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z\\s+(connect ECONNREFUSED|timeout)`,
+      ),
+    );
 
     // The metric and the event.
     const text = await (await fetch(metricsUrl)).text();

@@ -155,6 +155,16 @@ describe('ProberClient', () => {
     }
   });
 
+  it('a prober that cannot start (no such namespace) fails its probes, it does not hang them', async () => {
+    const c = new ProberClient({ netns: `rt-no-such-ns-${process.pid}`, maxInFlight: 2, script: defaultProberScript() }, log);
+    try {
+      const r = await c.probe({ kind: 'tcp', address: '127.0.0.1', port: ports.tcp, source: '', timeoutMs: 5000 });
+      expect(r).toMatchObject({ ok: false, error: expect.stringMatching(/^prober exited/) });
+    } finally {
+      c.close();
+    }
+  });
+
   it('fails pending probes when the prober dies and starts it again', async () => {
     const mute = net.createServer(() => {}).listen(0, '127.0.0.1');
     await new Promise((r) => mute.once('listening', r));

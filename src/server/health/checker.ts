@@ -177,11 +177,19 @@ export class HealthChecker {
     }
   }
 
+  /** Where the next tick starts looking: rotated, so a full in-flight budget starves no target. */
+  private cursor = 0;
+
   private tick(): void {
     if (this.dp.state !== 'running') return;
     const now = Date.now();
-    for (const t of this.targets.values()) {
-      if (this.inFlight >= this.opts.maxInFlight) return;
+    const all = [...this.targets.values()];
+    for (let i = 0; i < all.length; i++) {
+      const t = all[(this.cursor + i) % all.length];
+      if (this.inFlight >= this.opts.maxInFlight) {
+        this.cursor = (this.cursor + i) % all.length;
+        return;
+      }
       if (t.inFlight || t.nextAt > now) continue;
       // Start to start; a target late by more than an interval (a busy loop) is not made to catch up.
       t.nextAt = Math.max(t.nextAt + t.check.intervalMs, now + 1);
