@@ -11,7 +11,7 @@
  * kept across changes keeps its state; a new real, or every real of a service whose check
  * changed, starts UNKNOWN (not inhibited); a check removed un-inhibits its reals.
  */
-import { healthCheckEqual, serviceKeyString, type Dataplane, type HealthCheckSpec, type ServiceKey } from '../../dataplane';
+import { healthCheckEqual, serviceKeyString, type ConfigShape, type Dataplane, type HealthCheckSpec, type ServiceKey } from '../../dataplane';
 import type { ProbeRequest, ProbeResult } from '../../health/probe';
 import type { HealthEvent } from '../../gen/retrace/v1/health_check';
 import type { Logger } from '../../log';
@@ -66,6 +66,8 @@ interface Target {
   transitions: number;
   /** false once the target left the configuration: a late probe result is ignored. */
   live: boolean;
+  /** Where its probes start (pathTo), recomputed at every configuration change. */
+  path: { netns: string; source: string; port: string };
 }
 
 export interface HealthCheckerOptions {
@@ -126,7 +128,8 @@ export class HealthChecker {
     if (this.dp.state !== 'running') return;
     const seen = new Set<string>();
     const now = Date.now();
-    for (const s of this.dp.configShape().services) {
+    const shape = this.dp.configShape();
+    for (const s of shape.services) {
       const hc = s.healthCheck;
       if (hc === undefined) continue;
       const svcKey = serviceKeyString(s);
@@ -135,7 +138,7 @@ export class HealthChecker {
         seen.add(k);
         const t = this.targets.get(k);
         if (t !== undefined && healthCheckEqual(t.check, hc)) continue;
-        if (t !== undefined) this.forget(t); // the check changed: start over
+        if (t !== undefined) this.forget(t, shape); // the check changed: start over
         this.targets.set(k, {
           svcKey,
           key: { protocol: s.protocol, vip: s.vip, port: s.port },
@@ -152,22 +155,25 @@ export class HealthChecker {
           inhibited: false,
           transitions: 0,
           live: true,
+          path: { netns: '', source: '', port: '' },
         });
       }
     }
     for (const [k, t] of this.targets) {
       if (!seen.has(k)) {
-        this.forget(t);
+        this.forget(t, shape);
         this.targets.delete(k);
       }
     }
+    // Addresses and routes may have changed too: every probe's path, once per change, not per probe.
+    for (const t of this.targets.values()) t.path = this.pathTo(t.address, shape);
   }
 
   /** A target leaves: un-inhibit its real if it is still in the service (the check went away). */
-  private forget(t: Target): void {
+  private forget(t: Target, shape: ConfigShape): void {
     t.live = false;
     if (!t.inhibited) return;
-    const svc = this.dp.configShape().services.find((s) => serviceKeyString(s) === t.svcKey);
+    const svc = shape.services.find((s) => serviceKeyString(s) === t.svcKey);
     if (svc?.reals.some((r) => r.address === t.address && r.port === t.port)) {
       try {
         this.dp.setRealDown(t.key, t.address, t.port, false);
@@ -202,7 +208,7 @@ export class HealthChecker {
     this.inFlight++;
     this.probesStarted++;
     const c = t.check;
-    const path = this.pathTo(t.address);
+    const path = t.path;
     this.probers
       .get(path.netns)
       .probe({
@@ -232,8 +238,7 @@ export class HealthChecker {
    * the dataplane port as the real's traffic does and the answer comes back up the same interface.
    * Otherwise it runs in health_checks.netns with the kernel's choice of source.
    */
-  pathTo(address: string): { netns: string; source: string; port: string } {
-    const shape = this.dp.configShape();
+  pathTo(address: string, shape: Pick<ConfigShape, 'addresses' | 'routes'> = this.dp.configShape()): { netns: string; source: string; port: string } {
     const n = ipNum(address);
     const inPrefix = (p: string, len: number) => len === 0 || ipNum(p) >>> (32 - len) === n >>> (32 - len);
     const onLink = shape.addresses.find((a) => inPrefix(a.address, a.prefixLength));
