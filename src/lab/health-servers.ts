@@ -3,16 +3,13 @@
  * namespaces: the lab's kernel-socket echo server (TCP/UDP, plus its identity port), Python's
  * http.server, and a grpc.health.v1 server (grpc-health-server.ts). Each is a child process of its
  * own, so a test can kill one real's server (SIGKILL: a crash, no goodbye) and start it again.
- *
- * Also the fallback prober namespace: a namespace on the server subnet (a veth into the lab's
- * switch), for runs where the probes are not sourced from a kernel interface of the appliance.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { onJsonLines } from './netns';
-import { killSync, run } from './sh';
+import { killSync } from './sh';
 import type { LabTopology, RealServer } from './topology';
 
 export type ServerKind = 'echo' | 'http' | 'grpc';
@@ -119,7 +116,6 @@ export class HealthServer {
 /** Servers started per (real server, kind, port); stop() kills them all. */
 export class HealthServers {
   private readonly servers: HealthServer[] = [];
-  private probeNsName: string | undefined;
 
   constructor(private readonly lab: LabTopology) {}
 
@@ -130,30 +126,8 @@ export class HealthServers {
     return s;
   }
 
-  /**
-   * A namespace attached to the lab's server switch with `address`/24: a prober there reaches the
-   * reals directly on their subnet (the fallback when no kernel interface is used). Returns its name.
-   */
-  attachProbeNamespace(address: string): string {
-    const ns = `rt-${this.lab.tag}-hc`;
-    run('ip', ['netns', 'add', ns]);
-    this.probeNsName = ns;
-    const sw = this.lab.ns('sw');
-    run('ip', ['-n', sw, 'link', 'add', 'name', 'hc', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-    run('ip', ['-n', sw, 'link', 'set', 'dev', 'hc', 'master', 'br0', 'up']);
-    run('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
-    run('ip', ['-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
-    run('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-    return ns;
-  }
-
-  /** Kills every server by PID and removes the probe namespace. Never throws. */
+  /** Kills every server by PID. Never throws. */
   stop(): void {
     for (const s of this.servers.splice(0)) s.dispose();
-    if (this.probeNsName !== undefined) {
-      for (const pid of run('ip', ['netns', 'pids', this.probeNsName], { allowFail: true }).split('\n').filter(Boolean).map(Number)) killSync(pid, 2000);
-      run('ip', ['netns', 'del', this.probeNsName], { allowFail: true });
-      this.probeNsName = undefined;
-    }
   }
 }
