@@ -310,6 +310,19 @@ describe('announce.sh', () => {
     expect(fs.readFileSync(path.join(tmp, 'probe.log'), 'utf8')).toContain('-addr=127.0.0.1:50052');
   });
 
+  it('probes with HEALTH_PROBE instead of grpc_health_probe when set (the lab runs `retrace health`)', () => {
+    // The probe: a script of its own that exits 4 (NOT_SERVING) once, then 0.
+    const env = { ...fakes([0]), ITERATIONS: '3', RISE: '1' };
+    const probe = path.join(tmp, 'probe.sh');
+    fs.writeFileSync(probe, `#!/bin/sh\necho "$*" >> ${tmp}/own-probe.log\n[ -e ${tmp}/probed ] && exit 0\ntouch ${tmp}/probed\nexit 4\n`, { mode: 0o755 });
+    const r = run('sh', [path.join(BGP, 'announce.sh')], { ...env, HEALTH_PROBE: `${probe} --server x:1` });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/NOT_SERVING[\s\S]*SERVING/);
+    expect(fs.readFileSync(path.join(tmp, 'own-probe.log'), 'utf8').trim().split('\n')).toEqual(['--server x:1', '--server x:1', '--server x:1']);
+    expect(fs.existsSync(path.join(tmp, 'probe.log'))).toBe(false); // grpc_health_probe never ran
+    expect(gobgpLog()).toEqual([...calls('add'), ...calls('del')]);
+  });
+
   it('does not announce before the services are applied (marker missing)', () => {
     const env: NodeJS.ProcessEnv = { ...fakes([0]), ITERATIONS: '5' };
     fs.rmSync(path.join(tmp, 'applied'));
