@@ -87,7 +87,9 @@ describeWith(debianTool('bird', 'bird2'), debianTool('gobgpd', 'gobgpd'))(
     }, 60000);
 
     it('withdraws the route on Drain and announces it again on Undrain', async () => {
+      expect(await cliHealth(sc.app.address)).toEqual([0, 'SERVING']);
       await sc.app.api.config.drain({});
+      expect(await cliHealth(sc.app.address)).toEqual([4, 'NOT_SERVING']);
       await bird!.waitKernelNexthops(`${VIP}/32`, [], 20000);
       expect(await gobgp!.ribPrefixes()).toEqual([]);
       // The session stays up: only the route went.
