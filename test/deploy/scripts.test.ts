@@ -244,6 +244,27 @@ describe('bgp-render.js', () => {
     expect({ code: d.code, out: d.stdout + d.stderr }).toMatchObject({ code: 0 });
   });
 
+  it("renders overlays/bgp-direct's template: sessions from each uplink's address to a router on that uplink, no multihop", () => {
+    const r = run('node', [path.join(BGP, 'bgp-render.js')], renderEnv({ TEMPLATE: path.join(K8S, 'overlays', 'bgp-direct', 'gobgpd.toml') }));
+    expect({ code: r.code, err: r.stderr }).toEqual({ code: 0, err: '' });
+    const file = path.join(tmp, 'bgp', 'gobgpd.toml');
+    const live = fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l))
+      .join('\n');
+    expect(live).not.toMatch(/@[A-Z_]+/);
+    expect(live).not.toMatch(/multihop|set-next-hop/);
+    // services.yaml: uplink-a 198.51.100.10/24, uplink-b 203.0.113.10/24; each neighbor on its uplink's subnet.
+    const sessions = [...live.matchAll(/neighbor-address = "([0-9.]+)"[\s\S]*?local-address = "([0-9.]+)"/g)].map((m) => [m[1], m[2]]);
+    expect(sessions).toEqual([
+      ['198.51.100.1', '198.51.100.10'],
+      ['203.0.113.1', '203.0.113.10'],
+    ]);
+    const d = run('gobgpd', ['--dry-run', '-f', file]);
+    expect({ code: d.code, out: d.stdout + d.stderr }).toMatchObject({ code: 0 });
+  });
+
   it('prefers services-<node>.yaml and names a port the template needs but the file lacks', () => {
     const dir = path.join(tmp, 'etc');
     fs.mkdirSync(dir);
