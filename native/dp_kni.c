@@ -23,6 +23,16 @@
  * ARP reply for an address the dataplane answers is not sent (the dataplane
  * answered already).
  *
+ * Replies leave by the port their request came in on. The kernel picks the
+ * interface by its routing, and with several kernel interfaces in one
+ * namespace a reply to a peer behind port X may come down through port Y's.
+ * So worker 0, as it hands frames up, remembers per flow (TCP/UDP 5-tuple,
+ * and the address pair for everything else) the port and source MAC they
+ * came from, in a direct-mapped table of its own; a kernel frame that is the
+ * reverse of a remembered flow leaves by that port, to that MAC. Anything
+ * else (a flow the kernel opens, an entry evicted by a collision or older
+ * than DP_KNI_FLOW_TTL_S) follows the kernel's choice.
+ *
  * Off (no port has one): the packet path is unchanged: the hooks sit where
  * a packet was about to be dropped, and the poll loop tests dp.nb_kni once.
  */
@@ -35,12 +45,107 @@
 #include <rte_cycles.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_hash_crc.h>
+#include <rte_malloc.h>
 #include <rte_ring.h>
 
+#include <netinet/in.h>
+
+#include "dp_conn.h"
 #include "dp_internal.h"
 #include "dp_tables.h"
 
-#define DP_KNI_DESC 512
+#define DP_KNI_DESC	  512
+#define DP_KNI_FLOW_SLOTS 4096 /* power of two */
+#define DP_KNI_FLOW_TTL_S 600
+
+/* A flow that went up: the reverse of the kernel's replies. */
+struct dp_kni_flow {
+	struct dp_conn_key key; /* saddr = peer, daddr = ours; ports 0 for the pair entry */
+	uint64_t tsc;
+	struct rte_ether_addr peer_mac;
+	uint8_t pidx;
+	uint8_t valid;
+};
+
+/* Worker 0's table (it alone hands frames to the kernel and reads its
+ * replies); allocated with the first kernel interface. */
+static struct dp_kni_flow *dp_kni_flows;
+
+static inline struct dp_kni_flow *
+dp_kni_flow_slot(const struct dp_conn_key *k)
+{
+	return &dp_kni_flows[rte_hash_crc(k, sizeof(*k), 0) & (DP_KNI_FLOW_SLOTS - 1)];
+}
+
+/* The flow key of an IPv4 frame from the peer's point of view: the
+ * 5-tuple for TCP/UDP with `ports`, else (and without ports) the pair. */
+static inline bool
+dp_kni_flow_key(struct rte_mbuf *m, bool from_kernel, bool ports, struct dp_conn_key *k)
+{
+	const uint32_t l2 = sizeof(struct rte_ether_hdr);
+	const struct rte_ipv4_hdr *ip;
+	uint32_t ihl;
+
+	if (rte_pktmbuf_data_len(m) < l2 + sizeof(*ip))
+		return false;
+	ip = rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, l2);
+	ihl = (uint32_t)(ip->version_ihl & 0x0f) * 4;
+	memset(k, 0, sizeof(*k));
+	k->saddr = from_kernel ? ip->dst_addr : ip->src_addr;
+	k->daddr = from_kernel ? ip->src_addr : ip->dst_addr;
+	if (!ports)
+		return true;
+	if ((ip->next_proto_id != IPPROTO_TCP && ip->next_proto_id != IPPROTO_UDP) ||
+		rte_pktmbuf_data_len(m) < l2 + ihl + 4)
+		return false;
+	const uint16_t *pp = rte_pktmbuf_mtod_offset(m, const uint16_t *, l2 + ihl);
+	k->proto = ip->next_proto_id;
+	k->sport = from_kernel ? pp[1] : pp[0];
+	k->dport = from_kernel ? pp[0] : pp[1];
+	return true;
+}
+
+/* m goes up from port pidx: remember where its flow came from. */
+static void
+dp_kni_flow_learn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
+{
+	const struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+	struct dp_conn_key k;
+
+	if (eh->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4))
+		return;
+	for (int ports = 1; ports >= 0; ports--) {
+		if (!dp_kni_flow_key(m, false, ports, &k))
+			continue;
+		struct dp_kni_flow *f = dp_kni_flow_slot(&k);
+		f->key = k;
+		f->tsc = w->now_tsc;
+		rte_ether_addr_copy(&eh->src_addr, &f->peer_mac);
+		f->pidx = (uint8_t)pidx;
+		f->valid = 1;
+	}
+}
+
+/* The port a kernel frame replies through, if it answers a flow that came
+ * in on another port than the interface it came down (*mac: the peer's). */
+static int
+dp_kni_flow_reply_port(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct rte_ether_addr *mac)
+{
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	bool ports = ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP;
+	struct dp_conn_key k;
+
+	if (!dp_kni_flow_key(m, true, ports, &k))
+		return -1;
+	const struct dp_kni_flow *f = dp_kni_flow_slot(&k);
+	if (!f->valid || memcmp(&f->key, &k, sizeof(k)) != 0 || f->pidx == pidx ||
+		w->now_tsc - f->tsc > (uint64_t)DP_KNI_FLOW_TTL_S * rte_get_tsc_hz())
+		return -1;
+	rte_ether_addr_copy(&f->peer_mac, mac);
+	return f->pidx;
+}
 
 bool
 dp_kni_wants(uint16_t pidx, uint32_t dst)
@@ -94,8 +199,6 @@ dp_kni_mirror(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *m)
 void
 dp_kni_from_kernel(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
 {
-	const struct rte_ether_addr *mac = &dp.ports[pidx].mac;
-
 	for (uint16_t i = 0; i < n; i++) {
 		struct rte_mbuf *m = pkts[i];
 		struct rte_ether_hdr *eh;
@@ -130,11 +233,23 @@ dp_kni_from_kernel(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, u
 			dp_drop(w, pidx, DP_DROP_kernel_dropped, m);
 			continue;
 		}
+		uint16_t out = pidx;
+		if (eh->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
+			struct rte_ether_addr peer;
+			int rp = dp_kni_flow_reply_port(w, pidx, m, &peer);
+
+			if (rp >= 0) {
+				/* A reply the kernel routed elsewhere: out of the port
+				 * its request came in on, to the MAC it came from. */
+				out = (uint16_t)rp;
+				rte_ether_addr_copy(&peer, &eh->dst_addr);
+			}
+		}
 		/* The interface has the port's MAC; should someone change it, the
 		 * port's frames still carry the port's. */
-		rte_ether_addr_copy(mac, &eh->src_addr);
-		w->ctr->from_kernel[pidx]++;
-		dp_tx(w, pidx, m);
+		rte_ether_addr_copy(&dp.ports[out].mac, &eh->src_addr);
+		w->ctr->from_kernel[out]++;
+		dp_tx(w, out, m);
 	}
 }
 
@@ -153,6 +268,8 @@ dp_kni_poll(struct dp_worker *w)
 			continue;
 		/* Up: whatever the workers queued, already counted and rate-bound. */
 		unsigned n = rte_ring_sc_dequeue_burst(p->to_kernel, (void **)pkts, burst, NULL);
+		for (unsigned i = 0; i < n; i++)
+			dp_kni_flow_learn(w, pidx, pkts[i]);
 		if (n != 0) {
 			uint16_t sent = rte_eth_tx_burst(p->kni_port_id, 0, pkts, (uint16_t)n);
 			w->ctr->to_kernel[pidx] += sent;
@@ -201,6 +318,14 @@ dp_kni_setup(uint16_t pidx, char *err, size_t errlen)
 		dp_set_err(err, errlen, "port %s: kernel queue %u is not a power of two", pc->name,
 			pc->kni_queue);
 		return -EINVAL;
+	}
+	if (dp_kni_flows == NULL) {
+		dp_kni_flows = rte_zmalloc(
+			"retrace_kni_flows", sizeof(*dp_kni_flows) * DP_KNI_FLOW_SLOTS, RTE_CACHE_LINE_SIZE);
+		if (dp_kni_flows == NULL) {
+			dp_set_err(err, errlen, "port %s: cannot allocate the kernel flow table", pc->name);
+			return -ENOMEM;
+		}
 	}
 	p->kni_port_id = pid;
 	p->kni_attached = true;
@@ -261,5 +386,9 @@ dp_kni_teardown(uint16_t pidx)
 	if (p->kni) {
 		p->kni = false;
 		dp.nb_kni--;
+	}
+	if (dp.nb_kni == 0 && dp_kni_flows != NULL) {
+		rte_free(dp_kni_flows);
+		dp_kni_flows = NULL;
 	}
 }

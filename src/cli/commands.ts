@@ -10,7 +10,9 @@
  *   apply -f FILE                ApplyConfig from YAML; prints the diff
  *   get-config                   GetConfig as YAML (or JSON)
  *   drain / undrain              ConfigService.Drain / Undrain
- * Exit codes: 0 done, 1 a gRPC error (printed as CODE_NAME: details) or other failure, 2 bad usage.
+ *   health                       grpc.health.v1 Check, for scripts (the BGP announcer)
+ * Exit codes: 0 done, 1 a gRPC error (printed as CODE_NAME: details) or other failure, 2 bad usage;
+ * `health` also 4 when the answer is not SERVING.
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { Real } from '../gen/retrace/v1/balancer';
@@ -325,6 +327,20 @@ export function addClientCommands(program: Command): void {
         await withApi(opts, async (api) => {
           const r = await api.config.drain({});
           out(`drained: ${r.realsDrained} real(s) set to weight 0 in ${r.virtualServices} virtual service(s); health NOT_SERVING`);
+        });
+      }),
+    );
+
+  serverOptions(program.command('health'))
+    .description('grpc.health.v1 Check: prints the status; exit 0 SERVING, 4 otherwise (as grpc_health_probe)')
+    .option('--service <name>', 'the health service ("" = the appliance: NOT_SERVING while starting, drained or stopping)', '')
+    .option('--timeout-ms <ms>', 'deadline of the call', positiveInt, 2000)
+    .action(
+      action(async (opts: ServerOptions & { service: string; timeoutMs: number }) => {
+        await withApi(opts, async (api) => {
+          const status = await api.health(opts.service, opts.timeoutMs);
+          out(status);
+          if (status !== 'SERVING') process.exitCode = 4;
         });
       }),
     );

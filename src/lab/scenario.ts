@@ -42,6 +42,8 @@ export interface ScenarioOptions {
    * (to run any suite with kernel interfaces on), else none.
    */
   kernel?: boolean | readonly RootPort[];
+  /** Every kernel interface in one namespace (`rt-<tag>-khost`), as in a host's root namespace. */
+  kernelShared?: boolean;
 }
 
 /** The ports that get a kernel interface, from ScenarioOptions.kernel and RETRACE_LAB_KERNEL. */
@@ -60,6 +62,8 @@ export class LabScenario {
   readonly app = new ApplianceProcess();
   /** Ports started with a kernel interface (ScenarioOptions.kernel). */
   kernelPorts: RootPort[] = [];
+  /** All kernel interfaces in one namespace (ScenarioOptions.kernelShared). */
+  kernelShared = false;
   private constructor(
     readonly lab: LabTopology,
     private readonly ownsLab: boolean,
@@ -78,6 +82,7 @@ export class LabScenario {
         log('echo servers running on rs1, rs2, rs3');
       }
       sc.kernelPorts = kernelPorts(opts.kernel);
+      sc.kernelShared = opts.kernelShared ?? false;
       await sc.startAppliance(opts.extraYaml, opts.ports, opts.dataplane);
       return sc;
     } catch (e) {
@@ -113,9 +118,9 @@ export class LabScenario {
     this.log(`appliance up: ports ${ROOT_PORTS.join(', ')}; default route via router-a; LIPs ${LAB.lips.join(', ')}`);
   }
 
-  /** Namespace of a port's kernel interface (`rt-<tag>-k<ua|ub|sv>`), created on first use. */
+  /** Namespace of a port's kernel interface (`rt-<tag>-k<ua|ub|sv>`, or `rt-<tag>-khost` when shared), created on first use. */
   kernelNamespace(port: RootPort): string {
-    return this.lab.extraNamespace(`k${this.lab.rootDev(port).slice(-2)}`);
+    return this.lab.extraNamespace(this.kernelShared ? 'khost' : `k${this.lab.rootDev(port).slice(-2)}`);
   }
 
   /** Name of a port's kernel interface: `rt<tag>k<ua|ub|sv>` (unique while it is created in the root namespace). */

@@ -191,6 +191,38 @@ describe('kernel interface: what goes up, what comes down (no namespaces)', () =
     expect(summary(await driver.fromKernel(A, v6))).toEqual({ tx: [], up: [], kni: {}, drops: { '0/kernel_dropped': 1 }, mbufs: 0 });
   });
 
+  it("a reply the kernel routes through another port's interface leaves by the port its request came in on", async () => {
+    // Up from uplink-a: router-a opens a session to the port address.
+    const syn = build({
+      eth: fromRouterA,
+      ip: ip(ROUTER_A.ip, ADDR_A, 20),
+      tcp: { sport: 40200, dport: 179, seq: 1, ack: 0, flags: TCP_FLAGS.syn, window: 1000 },
+    });
+    expect(summary(await driver.packet(A, syn)).up).toHaveLength(1);
+    // The kernel (one namespace for both interfaces) answers through the servers port's interface.
+    const synAck = (eth: { src: string; dst: string }) =>
+      build({ eth, ip: ip(ADDR_A, ROUTER_A.ip, 21), tcp: { sport: 179, dport: 40200, seq: 9, ack: 2, flags: TCP_FLAGS.syn | TCP_FLAGS.ack, window: 1000 } });
+    const viaS = { src: PORTS[S].mac, dst: RS1.mac };
+    expect(summary(await driver.fromKernel(S, synAck(viaS)))).toEqual({
+      tx: [['uplink-a', synAck(toRouterA).toString('hex')]],
+      up: [],
+      kni: { '0/from_kernel': 1 },
+      drops: {},
+      mbufs: 0,
+    });
+    // ICMP about that peer (the address pair) follows the same way.
+    const unreach = (eth: { src: string; dst: string }) =>
+      build({
+        eth,
+        ip: ip(ADDR_A, ROUTER_A.ip, 22),
+        icmpError: { type: 3, code: 3, quote: quoteOf(ipDatagram({ eth: fromRouterA, ip: ip(ROUTER_A.ip, ADDR_A, 5), udp: { sport: 5, dport: 6 } })) },
+      });
+    expect(summary(await driver.fromKernel(S, unreach(viaS))).tx).toEqual([['uplink-a', unreach(toRouterA).toString('hex')]]);
+    // A flow the kernel opens itself follows the kernel's choice of interface.
+    const own = build({ eth: viaS, ip: ip(ADDR_A, ROUTER_A.ip, 23), tcp: { sport: 50000, dport: 22, seq: 1, ack: 0, flags: TCP_FLAGS.syn, window: 1000 } });
+    expect(summary(await driver.fromKernel(S, own)).tx).toEqual([['servers', own.toString('hex')]]);
+  });
+
   it('the bound: over the rate, frames for the kernel are dropped and counted kernel_dropped', async () => {
     // servers: burst 2 at 1 frame/s; the three frames arrive within well under a second.
     const f = (n: number) =>
