@@ -74,7 +74,8 @@ extern "C" {
 	X(svc_max_conns, "new conn for a service already at its max_conns")            \
 	X(svc_denied, "new conn from a client in the service's deny list")             \
 	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
-	X(svc_rate_limited, "new conn from a client over the service's conn_rate")
+	X(svc_rate_limited, "new conn from a client over the service's conn_rate")     \
+	X(kernel_dropped, "kernel interface: over its queue or rate, or neither IPv4 nor ARP")
 
 /* Per real: the traffic of its conns, per worker, by direction. The
  * binding names them in camelCase (packets_to_real -> packetsToReal). */

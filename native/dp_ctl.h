@@ -119,10 +119,18 @@ struct dp_real_info {
 	int64_t active;
 	uint64_t conns_total;
 	uint64_t ctr[DP_REAL_MAX]; /* summed over workers; enum dp_real_counter */
+	bool down;		   /* inhibited by its health check */
 };
 /* Reals of a service with live counters; returns the count or -ENOENT. */
 int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
 	unsigned max, uint64_t *conns_total);
+/* Mark one real of a service DOWN (inhibited: no scheduler picks it for a
+ * new conn; its conns continue) or not, and rebuild the service's scheduler
+ * tables so wrr and maglev leave it out. The weight is untouched. A no-op
+ * when the flag already has that value. -ENOENT (no service or no such
+ * real), -ENOMEM. */
+int dp_ctl_service_set_real_down(uint8_t proto, uint32_t vaddr, uint16_t vport, uint32_t raddr,
+	uint16_t rport, bool down, char *err, size_t errlen);
 /* Sum of conns_total over every service: one pass over the service table, no
  * per-real work (what WatchCounters' conns-per-second needs). -EBUSY if not running. */
 int dp_ctl_services_conns_total(uint64_t *total);

@@ -57,6 +57,13 @@ dp_fnat_local_drop(
 	struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4, struct dp_conn *local_conn)
 {
 	(void)l4, (void)local_conn;
+	/* Nothing here takes it: the kernel may (TCP/UDP to a port address). */
+	if (unlikely(dp.nb_kni != 0) &&
+		dp_kni_wants(
+			pidx, rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, m->l2_len)->dst_addr)) {
+		dp_kni_up(w, pidx, m);
+		return;
+	}
 	dp_drop(w, pidx, DP_DROP_no_handler, m);
 }
 

@@ -211,6 +211,25 @@ Napi::Value ServiceSetReals(const Napi::CallbackInfo &info) {
       err);
 }
 
+// serviceSetRealDown(proto, vip, port, realAddr, realPort, down)
+Napi::Value ServiceSetRealDown(const Napi::CallbackInfo &info) {
+  ServiceKey k;
+  uint32_t raddr;
+  uint16_t rport;
+  if (!CheckArgs(info, 6) || !ServiceArgs(info, &k) || !ToIp(info[3], "real", false, &raddr) ||
+      !ToUint(info[4], "realPort", 0, 65535, &rport))
+    return info.Env().Undefined();
+  if (!info[5].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "down: expected a boolean").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(),
+                dp_ctl_service_set_real_down(k.proto, k.vaddr, k.vport, raddr, htons(rport),
+                                             info[5].As<Napi::Boolean>().Value(), err, sizeof(err)),
+                err);
+}
+
 Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   ServiceKey k;
@@ -231,6 +250,7 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
     o.Set("weight", v[i].weight);
     o.Set("activeConns", Napi::BigInt::New(env, v[i].active));
     o.Set("connsTotal", Napi::BigInt::New(env, v[i].conns_total));
+    o.Set("down", Napi::Boolean::New(env, v[i].down));
     for (int c = 0; c < DP_REAL_MAX; c++)
       o.Set(CamelCase(dp_real_counter_names[c]), Napi::BigInt::New(env, v[i].ctr[c]));
     out.Set(static_cast<uint32_t>(i), o);
@@ -357,6 +377,7 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("serviceSetSched", Napi::Function::New(env, ServiceSetSched));
   exports.Set("serviceSetReals", Napi::Function::New(env, ServiceSetReals));
   exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
+  exports.Set("serviceSetRealDown", Napi::Function::New(env, ServiceSetRealDown));
   exports.Set("serviceSetLimits", Napi::Function::New(env, ServiceSetLimits));
   exports.Set("serviceDrops", Napi::Function::New(env, ServiceDrops));
   exports.Set("symmetricSet", Napi::Function::New(env, SymmetricSet));

@@ -12,6 +12,8 @@ export interface NativePortConf {
   txDesc: number;
   mac?: string;
   promiscuous: boolean;
+  /** The port's kernel interface (net_tap ethdev), absent = none. */
+  kernel?: { devname: string; queue: number; rate: number; burst: number };
 }
 
 export interface NativeConf {
@@ -38,6 +40,10 @@ export interface NativePortStats {
   rxMissed: bigint;
   rxNombuf: bigint;
   txDropped: bigint;
+  /** Frames handed to the kernel interface, taken from it, dropped at its bound. */
+  toKernel: bigint;
+  fromKernel: bigint;
+  kernelDropped: bigint;
 }
 
 export interface NativePortInfo {
@@ -52,6 +58,7 @@ export interface NativePortInfo {
   speedMbps: number;
   rxQueues: number;
   txQueues: number;
+  hasKernel: boolean;
   stats: NativePortStats;
 }
 
@@ -119,6 +126,8 @@ export interface NativeRealInfo {
   weight: number;
   activeConns: bigint;
   connsTotal: bigint;
+  /** Inhibited by its health check (no new conns). */
+  down: boolean;
   packetsToReal: bigint;
   packetsFromReal: bigint;
   bytesToReal: bigint;
@@ -167,6 +176,7 @@ export interface Native {
   serviceSetSched(proto: number, vip: string, port: number, sched: number, seed: number): void;
   serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
   serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
+  serviceSetRealDown(proto: number, vip: string, port: number, real: string, realPort: number, down: boolean): void;
   serviceSetLimits(
     proto: number,
     vip: string,

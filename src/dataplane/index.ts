@@ -15,6 +15,7 @@ import { buildEalArgs } from './eal';
 import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
+import { KernelInterfaces } from './kernel-if';
 import { nativeConf, removeEalRuntimeDir } from './setup';
 import {
   PROTOCOLS,
@@ -42,6 +43,8 @@ import {
   type Timeouts,
   NO_LIMITS,
   limitsEqual,
+  copyHealthCheck,
+  type HealthCheckSpec,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -75,9 +78,12 @@ export class Dataplane {
   private readonly staticNeighbors = new Map<string, NeighborSpec>();
 
   private readonly native: Native;
+  /** The Linux side of the ports' kernel interfaces (ports[].kernel). */
+  readonly kernel: KernelInterfaces;
 
   constructor(readonly config: Config) {
     this.native = loadNative();
+    this.kernel = new KernelInterfaces(config);
   }
 
   /**
@@ -109,6 +115,12 @@ export class Dataplane {
     }
     this.stateValue = 'running';
     this.startedAtValue = new Date();
+    try {
+      this.kernel.setup(this.native.ports());
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
     for (const proto of PROTOCOLS) this.native.symmetricSet(IPPROTO[proto], this.config.symmetric[proto]);
     const t = this.config.timeouts;
     this.native.timeoutsSet({
@@ -231,6 +243,13 @@ export class Dataplane {
   addAddress(a: AddressSpec): void {
     const idx = this.portIndex(a.port);
     this.call(`address ${a.address}`, () => this.native.addrAdd(a.address, a.prefixLength, idx));
+    try {
+      this.kernel.addAddress(a.port, a.address, a.prefixLength);
+    } catch (e) {
+      // All or nothing: the port and its kernel interface carry the same addresses.
+      this.native.addrDel(a.address, a.prefixLength);
+      throw e;
+    }
     this.addresses.set(a.address, { ...a });
     this.changed();
   }
@@ -241,6 +260,7 @@ export class Dataplane {
     this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
     this.addresses.delete(address);
     this.changed();
+    this.kernel.deleteAddress(a.port, address, a.prefixLength);
   }
 
   /** The configuration as recorded here: no native call, so cheap enough to check every change. */
@@ -346,7 +366,12 @@ export class Dataplane {
         throw e;
       }
     }
-    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), reals: [] });
+    this.services.set(key, {
+      ...s,
+      limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      reals: [],
+    });
     this.changed();
   }
 
@@ -389,8 +414,9 @@ export class Dataplane {
   }
 
   /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
-   * the native layer refuses change nothing). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits): void {
+   * the native layer refuses change nothing); a new health check unless `healthCheck` is undefined
+   * (null removes it). */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, healthCheck?: HealthCheckSpec | null): void {
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
@@ -398,7 +424,18 @@ export class Dataplane {
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
+    if (healthCheck !== undefined) s.healthCheck = healthCheck === null ? undefined : copyHealthCheck(healthCheck);
     this.changed();
+  }
+
+  /**
+   * Inhibits a real (down: no new conns, whatever its weight) or lets it take new conns again: the
+   * health checker's verdict. Not configuration: nothing is persisted and no change listener runs.
+   */
+  setRealDown(k: ServiceKey, address: string, port: number, down: boolean): void {
+    this.call(`service ${serviceKeyString(k)} real ${address}:${port}`, () =>
+      this.native.serviceSetRealDown(IPPROTO[k.protocol], k.vip, k.port, address, port, down),
+    );
   }
 
   /** Replaces the whole set of reals (declarative). */
@@ -432,6 +469,7 @@ export class Dataplane {
       seed: s.seed,
       connsTotal: live.connsTotal,
       limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
       activeConns: drops.activeConns,
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
@@ -441,6 +479,7 @@ export class Dataplane {
         address: r.addr,
         port: r.port,
         weight: r.weight,
+        down: r.down,
         activeConns: r.activeConns,
         connsTotal: r.connsTotal,
         packetsToReal: r.packetsToReal,

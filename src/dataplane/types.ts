@@ -91,15 +91,68 @@ export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | und
   return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny) && x.connRate === y.connRate && x.connBurst === y.connBurst;
 }
 
+export type HealthCheckKind = 'tcp' | 'http' | 'grpc' | 'udp' | 'icmp';
+export const HEALTH_CHECK_KINDS: readonly HealthCheckKind[] = ['tcp', 'http', 'grpc', 'udp', 'icmp'];
+
+/**
+ * An active health check of a service's reals (proto/retrace/v1/health_check.proto). Held by the
+ * control plane only: the dataplane sees its verdicts, one inhibit flag per real.
+ */
+export interface HealthCheckSpec {
+  kind: HealthCheckKind;
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  /** 0 = the real's port. */
+  port: number;
+  httpPath: string;
+  /** 0 = 200. */
+  httpStatus: number;
+  grpcService: string;
+  udpPayload: Uint8Array;
+  /** Empty = no reply needed, only no ICMP port unreachable. */
+  udpExpect: Uint8Array;
+  /** Remove a real's conns of the service when it goes down. */
+  closeConns: boolean;
+}
+
+export function healthCheckEqual(a: HealthCheckSpec | undefined, b: HealthCheckSpec | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const bytes = (x: Uint8Array, y: Uint8Array) => Buffer.from(x).equals(Buffer.from(y));
+  return (
+    a.kind === b.kind &&
+    a.intervalMs === b.intervalMs &&
+    a.timeoutMs === b.timeoutMs &&
+    a.rise === b.rise &&
+    a.fall === b.fall &&
+    a.port === b.port &&
+    a.httpPath === b.httpPath &&
+    a.httpStatus === b.httpStatus &&
+    a.grpcService === b.grpcService &&
+    bytes(a.udpPayload, b.udpPayload) &&
+    bytes(a.udpExpect, b.udpExpect) &&
+    a.closeConns === b.closeConns
+  );
+}
+
+export function copyHealthCheck(h: HealthCheckSpec): HealthCheckSpec {
+  return { ...h, udpPayload: Uint8Array.from(h.udpPayload), udpExpect: Uint8Array.from(h.udpExpect) };
+}
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
   seed: number;
   /** Unset = none. */
   limits?: ServiceLimits;
+  /** Unset = the reals are not checked. */
+  healthCheck?: HealthCheckSpec;
 }
 
 export interface RealView extends RealSpec {
+  /** Inhibited by its health check in the dataplane (no new conns); the weight stays as set. */
+  down: boolean;
   activeConns: bigint;
   connsTotal: bigint;
   /** Packets and bytes of this real's conns, toward it and from it. */
@@ -147,7 +200,7 @@ export interface ConfigShape {
   routes: RouteSpec[];
   neighbors: NeighborSpec[];
   localAddresses: LocalAddressSpec[];
-  services: (ServiceKey & { reals: readonly RealSpec[] })[];
+  services: (ServiceKey & { reals: readonly RealSpec[]; healthCheck?: HealthCheckSpec })[];
 }
 
 export function serviceKeyString(k: ServiceKey): string {

@@ -207,6 +207,31 @@ export class NetnsLab<R extends string> {
     }
   }
 
+  /**
+   * A namespace besides the roles' (`rt-<tag>-<suffix>`), with the lab sysctls, torn down with the
+   * lab: e.g. the home of an appliance port's kernel interface. Idempotent per suffix.
+   */
+  extraNamespace(suffix: string): string {
+    const ns = `rt-${this.tag}-${suffix}`;
+    if (this.namespaces.includes(ns)) return ns;
+    this.sh('ip', ['netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.sh('ip', [
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-q',
+      '-w',
+      'net.ipv6.conf.all.disable_ipv6=1',
+      'net.ipv6.conf.default.disable_ipv6=1',
+      'net.ipv4.conf.all.rp_filter=0',
+      'net.ipv4.conf.default.rp_filter=0',
+    ]);
+    this.sh('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+    return ns;
+  }
+
   /** A veth pair with both ends created directly in their namespaces. */
   vethNs(a: R, aDev: string, b: R, bDev: string): void {
     this.ipn(a, 'link', 'add', 'name', aDev, 'type', 'veth', 'peer', 'name', bDev, 'netns', this.ns(b));

@@ -2,7 +2,7 @@
  * The per-service and per-real families of /metrics, written as Prometheus text directly rather
  * than through prom-client (why: below), in slices that leave the event loop free.
  */
-import { DataplaneError, type Dataplane, type RealView, type ServiceView } from '../dataplane';
+import { DataplaneError, serviceKeyString, type Dataplane, type RealView, type ServiceView } from '../dataplane';
 import { serviceTraffic, type ServiceTraffic } from './balancer-service';
 
 /**
@@ -95,9 +95,24 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
  * (GetVirtualService's read), SERVICES_PER_SLICE per event-loop turn; a service deleted
  * meanwhile is left out. Absent (headers only) while the dataplane is not running.
  */
-export async function renderServiceSeries(dp: Dataplane): Promise<Buffer[]> {
+export async function renderServiceSeries(
+  dp: Dataplane,
+  health: (service: string, real: string) => { state: 'unknown' | 'up' | 'down'; transitions: number } | undefined = () => undefined,
+): Promise<Buffer[]> {
   const svc = serviceFamilies();
   const real = realFamilies();
+  const healthState: Family = {
+    name: 'retrace_real_health',
+    type: 'gauge',
+    help: "Health check verdict of a real, one series per state (1 = the real's current state): unknown (no verdict yet, not inhibited), up, down (inhibited: no new conns). Only reals of services with a health_check.",
+    lines: [],
+  };
+  const healthTransitions: Family = {
+    name: 'retrace_real_health_transitions_total',
+    type: 'counter',
+    help: 'Health state changes of a real since its check started (the real added or its check configured).',
+    lines: [],
+  };
   const keys = dp.state === 'running' ? dp.serviceKeys() : [];
   for (let i = 0; i < keys.length; i++) {
     if (i > 0 && i % SERVICES_PER_SLICE === 0) {
@@ -116,11 +131,16 @@ export async function renderServiceSeries(dp: Dataplane): Promise<Buffer[]> {
     for (const r of s.reals) {
       const rl = `${labels},real="${escapeLabel(`${r.address}:${r.port}`)}"`;
       for (const f of real) f.lines.push(`${f.name}{${rl}} ${sampleValue(f.value(r))}`);
+      const h = s.healthCheck === undefined ? undefined : health(serviceKeyString(s), `${r.address}:${r.port}`);
+      if (h !== undefined) {
+        for (const st of ['unknown', 'up', 'down'] as const) healthState.lines.push(`${healthState.name}{${rl},state="${st}"} ${h.state === st ? 1 : 0}`);
+        healthTransitions.lines.push(`${healthTransitions.name}{${rl}} ${h.transitions}`);
+      }
     }
   }
   // One Buffer per family, a turn each: joining and encoding all 5 MB at once took ~15 ms.
   const out: Buffer[] = [];
-  for (const f of [...svc, ...real]) {
+  for (const f of [...svc, ...real, healthState, healthTransitions]) {
     await yieldToLoop();
     const head = `# HELP ${f.name} ${f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${f.name} ${f.type}\n`;
     out.push(Buffer.from(f.lines.length > 0 ? `${head}${f.lines.join('\n')}\n` : head));

@@ -12,6 +12,8 @@ import type {
   ConnFilter as DpConnFilter,
   ConnKey as DpConnKey,
   ConnView,
+  HealthCheckKind as DpHealthCheckKind,
+  HealthCheckSpec,
   LocalAddressSpec,
   NeighborSpec,
   Protocol as DpProtocol,
@@ -53,6 +55,7 @@ import type {
   DeleteRouteRequest,
 } from '../gen/retrace/v1/network';
 import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
+import { HealthCheckKind, type HealthCheck } from '../gen/retrace/v1/health_check';
 import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
 import { echo, ValidationError } from './errors';
 
@@ -247,12 +250,92 @@ export function serviceLimits(
   return { maxConns, allow: prefixList(l.allow, `${at}allow`), deny: prefixList(l.deny, `${at}deny`), connRate, connBurst };
 }
 
+const HEALTH_KINDS = new Map<HealthCheckKind, DpHealthCheckKind>([
+  [HealthCheckKind.HEALTH_CHECK_KIND_TCP, 'tcp'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_HTTP, 'http'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_GRPC, 'grpc'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_UDP, 'udp'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_ICMP, 'icmp'],
+]);
+const HEALTH_KIND_VALUES = new Map([...HEALTH_KINDS].map(([k, v]) => [v, k]));
+
+export function healthCheckKindToProto(k: DpHealthCheckKind): HealthCheckKind {
+  return HEALTH_KIND_VALUES.get(k)!;
+}
+
+/** Health check bounds (health_check.proto). */
+export const HEALTH_INTERVAL_MS = { min: 100, max: 3_600_000 };
+export const HEALTH_MAX_RISE_FALL = 100;
+export const HEALTH_MAX_BYTES = 1024;
+
+/**
+ * A service's health check (`at` ends with "health_check."). One spelling per state, so GetConfig ->
+ * ApplyConfig stays a no-op: a field that belongs to another kind must be unset.
+ */
+export function healthCheck(h: HealthCheck, protocol: DpProtocol, at: string): HealthCheckSpec {
+  const kind = HEALTH_KINDS.get(h.kind);
+  if (kind === undefined) {
+    throw new ValidationError(
+      `${at}kind`,
+      h.kind === HealthCheckKind.HEALTH_CHECK_KIND_UNSPECIFIED
+        ? 'required (HEALTH_CHECK_KIND_TCP, _HTTP, _GRPC, _UDP or _ICMP)'
+        : `unknown kind ${h.kind as number}`,
+    );
+  }
+  if (h.intervalMs === 0) throw new ValidationError(`${at}interval_ms`, `required: ${HEALTH_INTERVAL_MS.min}..${HEALTH_INTERVAL_MS.max}`);
+  const intervalMs = intIn(h.intervalMs, HEALTH_INTERVAL_MS.min, HEALTH_INTERVAL_MS.max, `${at}interval_ms`);
+  if (h.timeoutMs === 0) throw new ValidationError(`${at}timeout_ms`, `required: 1..interval_ms (${intervalMs})`);
+  if (h.timeoutMs > intervalMs) {
+    throw new ValidationError(`${at}timeout_ms`, `${h.timeoutMs} is more than interval_ms (${intervalMs}): a probe must end before the next starts`);
+  }
+  const rise = intIn(h.rise, 1, HEALTH_MAX_RISE_FALL, `${at}rise`);
+  const fall = intIn(h.fall, 1, HEALTH_MAX_RISE_FALL, `${at}fall`);
+  const port = intIn(h.port, 0, 65535, `${at}port`);
+  if (kind === 'icmp' && port !== 0) throw new ValidationError(`${at}port`, 'must be 0 for ICMP checks');
+  if (kind !== 'icmp' && protocol === 'icmp' && port === 0)
+    throw new ValidationError(`${at}port`, `required: the reals of an ICMP service have no port to probe with ${kind}`);
+  const only = (field: string, set: boolean, k: DpHealthCheckKind) => {
+    if (set && kind !== k) throw new ValidationError(`${at}${field}`, `only for ${k.toUpperCase()} checks (this one is ${kind.toUpperCase()})`);
+  };
+  only('http_path', h.httpPath !== '', 'http');
+  only('http_status', h.httpStatus !== 0, 'http');
+  only('grpc_service', h.grpcService !== '', 'grpc');
+  only('udp_payload', h.udpPayload.length > 0, 'udp');
+  only('udp_expect', h.udpExpect.length > 0, 'udp');
+  if (kind === 'http') {
+    if (h.httpPath === '') throw new ValidationError(`${at}http_path`, 'required for HTTP checks, e.g. "/healthz"');
+    if (!h.httpPath.startsWith('/')) throw new ValidationError(`${at}http_path`, `${echo(h.httpPath)} does not start with "/"`);
+    if (h.httpPath.length > HEALTH_MAX_BYTES || !/^[\x21-\x7e]+$/.test(h.httpPath)) {
+      throw new ValidationError(`${at}http_path`, `must be at most ${HEALTH_MAX_BYTES} printable ASCII characters without spaces, got ${echo(h.httpPath)}`);
+    }
+    if (h.httpStatus !== 0) intIn(h.httpStatus, 100, 599, `${at}http_status`);
+  }
+  if (h.grpcService.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}grpc_service`, `at most ${HEALTH_MAX_BYTES} characters`);
+  if (h.udpPayload.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}udp_payload`, `at most ${HEALTH_MAX_BYTES} bytes, got ${h.udpPayload.length}`);
+  if (h.udpExpect.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}udp_expect`, `at most ${HEALTH_MAX_BYTES} bytes, got ${h.udpExpect.length}`);
+  return {
+    kind,
+    intervalMs,
+    timeoutMs: h.timeoutMs,
+    rise,
+    fall,
+    port,
+    httpPath: h.httpPath,
+    httpStatus: h.httpStatus,
+    grpcService: h.grpcService,
+    udpPayload: Uint8Array.from(h.udpPayload),
+    udpExpect: Uint8Array.from(h.udpExpect),
+    closeConns: h.closeConns,
+  };
+}
+
 export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
   const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
-  return { ...k, scheduler, seed: s.seed, limits: serviceLimits(s, 'virtual_service.', connCapacity) };
+  const hc = s.healthCheck === undefined || s.healthCheck === null ? undefined : healthCheck(s.healthCheck, k.protocol, 'virtual_service.health_check.');
+  return { ...k, scheduler, seed: s.seed, limits: serviceLimits(s, 'virtual_service.', connCapacity), ...(hc === undefined ? {} : { healthCheck: hc }) };
 }
 
 export function getVirtualService(req: GetVirtualServiceRequest): ServiceKey {
@@ -266,12 +349,16 @@ export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceK
 export function updateVirtualService(
   req: UpdateVirtualServiceRequest,
   connCapacity?: number,
-): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined } {
+): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined; healthCheck: HealthCheckSpec | null | undefined } {
+  const k = key(req.key);
+  const given = req.healthCheck !== undefined && req.healthCheck !== null;
+  if (given && req.removeHealthCheck) throw new ValidationError('remove_health_check', 'not together with health_check');
   return {
-    key: key(req.key),
+    key: k,
     scheduler: schedulerFromProto(req.scheduler, 'scheduler'),
     seed: req.seed,
     limits: req.limits === undefined || req.limits === null ? undefined : serviceLimits(req.limits, 'limits.', connCapacity),
+    healthCheck: req.removeHealthCheck ? null : given ? healthCheck(req.healthCheck!, k.protocol, 'health_check.') : undefined,
   };
 }
 

@@ -418,6 +418,8 @@ describe('issue 18 on a real appliance with a state file', () => {
             scheduler: pick(SCHEDS),
             seed: Math.floor(rnd() * 3),
             limits: rnd() < 0.5 ? undefined : limits(),
+            healthCheck: undefined,
+            removeHealthCheck: false,
           }),
       ],
       [

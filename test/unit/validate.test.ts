@@ -162,7 +162,7 @@ describe('createVirtualService', () => {
 
 describe('updateVirtualService', () => {
   it('keeps the limits when none are given and replaces them whole when given', () => {
-    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
+    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, healthCheck: undefined, removeHealthCheck: false };
     expect(v.updateVirtualService(req).limits).toBeUndefined();
     expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 } }).limits).toEqual({
       maxConns: 0,

@@ -17,6 +17,8 @@ import {
   type ServiceSpec,
   NO_LIMITS,
   limitsEqual,
+  healthCheckEqual,
+  type HealthCheckSpec,
   type Timeouts,
 } from '../../dataplane';
 import { ConfigDiff, type ResourceChanges } from '../../gen/retrace/v1/config';
@@ -49,7 +51,7 @@ export type Step = { changes: Change[] } & (
   | { op: 'addNeighbor'; neighbor: NeighborSpec }
   | { op: 'addLocalAddress'; localAddress: LocalAddressSpec }
   | { op: 'addService'; service: ServiceSpec }
-  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits }
+  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits; healthCheck: HealthCheckSpec | null }
   | { op: 'setReals'; key: ServiceKey; reals: RealSpec[] }
   | { op: 'setSymmetric'; protocol: Protocol; enabled: boolean }
   | { op: 'setTimeouts'; timeouts: Partial<Timeouts> }
@@ -201,9 +203,18 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
-    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits)) {
+    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits) || !healthCheckEqual(c.healthCheck, s.healthCheck)) {
       const limits = s.limits ?? NO_LIMITS;
-      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, changes: [['virtualServices', 'updated', k]] });
+      const healthCheck = s.healthCheck ?? null;
+      steps.push({
+        op: 'updateService',
+        key: keyOf(s),
+        scheduler: s.scheduler,
+        seed: s.seed,
+        limits,
+        healthCheck,
+        changes: [['virtualServices', 'updated', k]],
+      });
     }
     const reals = realsDiff(k, c.reals, s.reals);
     if (reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: reals });
@@ -235,7 +246,15 @@ function keyOf(k: ServiceKey): ServiceKey {
 }
 
 function specOf(s: ServiceSpec): ServiceSpec {
-  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed, limits: s.limits };
+  return {
+    protocol: s.protocol,
+    vip: s.vip,
+    port: s.port,
+    scheduler: s.scheduler,
+    seed: s.seed,
+    limits: s.limits,
+    ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
+  };
 }
 
 const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });

@@ -18,6 +18,7 @@ import {
 import { type Config } from '../../gen/retrace/v1/config';
 import { LocalAddress, Real, VirtualService } from '../../gen/retrace/v1/balancer';
 import { protocolToProto, schedulerToProto } from '../enums';
+import { healthCheckToProto } from '../balancer-service';
 
 export interface ServiceState extends ServiceSpec {
   /** The complete set of reals (order does not matter). */
@@ -91,6 +92,7 @@ export function readState(dp: Dataplane, drain: DrainState): ConfigState {
       scheduler: s.scheduler,
       seed: s.seed,
       limits: s.limits,
+      ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
       reals: restoreWeights(s.reals, drain.weights.get(serviceKeyString(s))),
     })),
     symmetric: dp.symmetric(),
@@ -117,6 +119,7 @@ export function toConfigMessage(s: ConfigState): Config {
       deny: [...(svc.limits?.deny ?? [])],
       connRate: svc.limits?.connRate ?? 0,
       connBurst: svc.limits?.connBurst ?? 0,
+      healthCheck: svc.healthCheck === undefined ? undefined : healthCheckToProto(svc.healthCheck),
       reals: svc.reals.map((r) => ({ ...Real.create(), address: r.address, port: r.port, weight: r.weight })),
     })),
     symmetric: { ...s.symmetric },

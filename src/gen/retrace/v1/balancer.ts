@@ -18,6 +18,8 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Timestamp } from "../../google/protobuf/timestamp";
+import { HealthCheck, HealthState, healthStateFromJSON, healthStateToJSON } from "./health_check";
 import { Protocol, protocolFromJSON, protocolToJSON, Scheduler, schedulerFromJSON, schedulerToJSON } from "./types";
 
 export const protobufPackage = "retrace.v1";
@@ -151,6 +153,11 @@ export interface VirtualService {
    * was over conn_rate.
    */
   refusedRateLimited: bigint;
+  /**
+   * Active health check of the reals (health_check.proto); unset = none, the
+   * reals are never inhibited. Accepted in CreateVirtualService.
+   */
+  healthCheck: HealthCheck | undefined;
 }
 
 /**
@@ -209,6 +216,28 @@ export interface Real {
   bytesToReal: bigint;
   /** Output only: bytes from the real, counted like bytes_to_real. */
   bytesFromReal: bigint;
+  /**
+   * Output only: the health verdict, separate from weight (the operator's):
+   * HEALTH_STATE_UNSPECIFIED when the service has no health check.
+   */
+  health: HealthState;
+  /**
+   * Output only: the reason of the last failed probe, kept after the real
+   * comes back; "" when no probe failed yet.
+   */
+  healthLastError: string;
+  /**
+   * Output only: when health last changed (the check configured, the real
+   * added, or a transition); unset without a health check.
+   */
+  healthChangedAt:
+    | Date
+    | undefined;
+  /**
+   * Output only: true while the dataplane gives the real no new conns
+   * because it is DOWN (read back from the dataplane's real set).
+   */
+  inhibited: boolean;
 }
 
 /** CreateVirtualServiceRequest carries the service to create. */
@@ -267,7 +296,22 @@ export interface UpdateVirtualServiceRequest {
    * New admission limits, replacing max_conns, allow and deny whole; unset
    * keeps the current ones. They apply to new conns only.
    */
-  limits: VirtualServiceLimits | undefined;
+  limits:
+    | VirtualServiceLimits
+    | undefined;
+  /**
+   * New health check, replacing the current one whole (the reals restart
+   * from HEALTH_STATE_UNKNOWN when anything in it changed); unset keeps the
+   * current one. Not together with remove_health_check.
+   */
+  healthCheck:
+    | HealthCheck
+    | undefined;
+  /**
+   * true: the service no longer checks its reals (every inhibited real gets
+   * new conns again by its weight).
+   */
+  removeHealthCheck: boolean;
 }
 
 /** UpdateVirtualServiceResponse is empty. */
@@ -538,6 +582,7 @@ function createBaseVirtualService(): VirtualService {
     connRate: 0,
     connBurst: 0,
     refusedRateLimited: 0n,
+    healthCheck: undefined,
   };
 }
 
@@ -635,6 +680,9 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.refusedRateLimited of type uint64 too large");
       }
       writer.uint32(168).uint64(message.refusedRateLimited);
+    }
+    if (message.healthCheck !== undefined) {
+      HealthCheck.encode(message.healthCheck, writer.uint32(402).fork()).join();
     }
     return writer;
   },
@@ -820,6 +868,14 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.refusedRateLimited = reader.uint64() as bigint;
             continue;
           }
+          case 50: {
+            if (tag !== 402) {
+              break;
+            }
+
+            message.healthCheck = HealthCheck.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -911,6 +967,11 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.refused_rate_limited)
         ? BigInt(object.refused_rate_limited)
         : 0n,
+      healthCheck: isSet(object.healthCheck)
+        ? HealthCheck.fromJSON(object.healthCheck)
+        : isSet(object.health_check)
+        ? HealthCheck.fromJSON(object.health_check)
+        : undefined,
     };
   },
 
@@ -979,6 +1040,9 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.refusedRateLimited !== 0n) {
       obj.refusedRateLimited = message.refusedRateLimited.toString();
     }
+    if (message.healthCheck !== undefined) {
+      obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
+    }
     return obj;
   },
 
@@ -1028,6 +1092,9 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.refusedRateLimited = (object.refusedRateLimited !== undefined && object.refusedRateLimited !== null)
       ? BigInt(object.refusedRateLimited)
       : 0n;
+    message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
+      ? HealthCheck.fromPartial(object.healthCheck)
+      : undefined;
     return message;
   },
 };
@@ -1188,6 +1255,10 @@ function createBaseReal(): Real {
     packetsFromReal: 0n,
     bytesToReal: 0n,
     bytesFromReal: 0n,
+    health: 0,
+    healthLastError: "",
+    healthChangedAt: undefined,
+    inhibited: false,
   };
 }
 
@@ -1237,6 +1308,18 @@ export const Real: MessageFns<Real> = {
         throw new globalThis.Error("value provided for field message.bytesFromReal of type uint64 too large");
       }
       writer.uint32(72).uint64(message.bytesFromReal);
+    }
+    if (message.health !== 0) {
+      writer.uint32(400).int32(message.health);
+    }
+    if (message.healthLastError !== "") {
+      writer.uint32(410).string(message.healthLastError);
+    }
+    if (message.healthChangedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.healthChangedAt), writer.uint32(418).fork()).join();
+    }
+    if (message.inhibited !== false) {
+      writer.uint32(424).bool(message.inhibited);
     }
     return writer;
   },
@@ -1326,6 +1409,38 @@ export const Real: MessageFns<Real> = {
             message.bytesFromReal = reader.uint64() as bigint;
             continue;
           }
+          case 50: {
+            if (tag !== 400) {
+              break;
+            }
+
+            message.health = reader.int32() as any;
+            continue;
+          }
+          case 51: {
+            if (tag !== 410) {
+              break;
+            }
+
+            message.healthLastError = reader.string();
+            continue;
+          }
+          case 52: {
+            if (tag !== 418) {
+              break;
+            }
+
+            message.healthChangedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 53: {
+            if (tag !== 424) {
+              break;
+            }
+
+            message.inhibited = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1373,6 +1488,18 @@ export const Real: MessageFns<Real> = {
         : isSet(object.bytes_from_real)
         ? BigInt(object.bytes_from_real)
         : 0n,
+      health: isSet(object.health) ? healthStateFromJSON(object.health) : 0,
+      healthLastError: isSet(object.healthLastError)
+        ? globalThis.String(object.healthLastError)
+        : isSet(object.health_last_error)
+        ? globalThis.String(object.health_last_error)
+        : "",
+      healthChangedAt: isSet(object.healthChangedAt)
+        ? fromJsonTimestamp(object.healthChangedAt)
+        : isSet(object.health_changed_at)
+        ? fromJsonTimestamp(object.health_changed_at)
+        : undefined,
+      inhibited: isSet(object.inhibited) ? globalThis.Boolean(object.inhibited) : false,
     };
   },
 
@@ -1405,6 +1532,18 @@ export const Real: MessageFns<Real> = {
     if (message.bytesFromReal !== 0n) {
       obj.bytesFromReal = message.bytesFromReal.toString();
     }
+    if (message.health !== 0) {
+      obj.health = healthStateToJSON(message.health);
+    }
+    if (message.healthLastError !== "") {
+      obj.healthLastError = message.healthLastError;
+    }
+    if (message.healthChangedAt !== undefined) {
+      obj.healthChangedAt = message.healthChangedAt.toISOString();
+    }
+    if (message.inhibited !== false) {
+      obj.inhibited = message.inhibited;
+    }
     return obj;
   },
 
@@ -1434,6 +1573,10 @@ export const Real: MessageFns<Real> = {
     message.bytesFromReal = (object.bytesFromReal !== undefined && object.bytesFromReal !== null)
       ? BigInt(object.bytesFromReal)
       : 0n;
+    message.health = object.health ?? 0;
+    message.healthLastError = object.healthLastError ?? "";
+    message.healthChangedAt = object.healthChangedAt ?? undefined;
+    message.inhibited = object.inhibited ?? false;
     return message;
   },
 };
@@ -1835,7 +1978,7 @@ export const ListVirtualServicesResponse: MessageFns<ListVirtualServicesResponse
 };
 
 function createBaseUpdateVirtualServiceRequest(): UpdateVirtualServiceRequest {
-  return { key: undefined, scheduler: 0, seed: 0, limits: undefined };
+  return { key: undefined, scheduler: 0, seed: 0, limits: undefined, healthCheck: undefined, removeHealthCheck: false };
 }
 
 export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest> = {
@@ -1851,6 +1994,12 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     }
     if (message.limits !== undefined) {
       VirtualServiceLimits.encode(message.limits, writer.uint32(34).fork()).join();
+    }
+    if (message.healthCheck !== undefined) {
+      HealthCheck.encode(message.healthCheck, writer.uint32(402).fork()).join();
+    }
+    if (message.removeHealthCheck !== false) {
+      writer.uint32(408).bool(message.removeHealthCheck);
     }
     return writer;
   },
@@ -1900,6 +2049,22 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
             message.limits = VirtualServiceLimits.decode(reader, reader.uint32());
             continue;
           }
+          case 50: {
+            if (tag !== 402) {
+              break;
+            }
+
+            message.healthCheck = HealthCheck.decode(reader, reader.uint32());
+            continue;
+          }
+          case 51: {
+            if (tag !== 408) {
+              break;
+            }
+
+            message.removeHealthCheck = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1918,6 +2083,16 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
       scheduler: isSet(object.scheduler) ? schedulerFromJSON(object.scheduler) : 0,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : 0,
       limits: isSet(object.limits) ? VirtualServiceLimits.fromJSON(object.limits) : undefined,
+      healthCheck: isSet(object.healthCheck)
+        ? HealthCheck.fromJSON(object.healthCheck)
+        : isSet(object.health_check)
+        ? HealthCheck.fromJSON(object.health_check)
+        : undefined,
+      removeHealthCheck: isSet(object.removeHealthCheck)
+        ? globalThis.Boolean(object.removeHealthCheck)
+        : isSet(object.remove_health_check)
+        ? globalThis.Boolean(object.remove_health_check)
+        : false,
     };
   },
 
@@ -1935,6 +2110,12 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     if (message.limits !== undefined) {
       obj.limits = VirtualServiceLimits.toJSON(message.limits);
     }
+    if (message.healthCheck !== undefined) {
+      obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
+    }
+    if (message.removeHealthCheck !== false) {
+      obj.removeHealthCheck = message.removeHealthCheck;
+    }
     return obj;
   },
 
@@ -1951,6 +2132,10 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? VirtualServiceLimits.fromPartial(object.limits)
       : undefined;
+    message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
+      ? HealthCheck.fromPartial(object.healthCheck)
+      : undefined;
+    message.removeHealthCheck = object.removeHealthCheck ?? false;
     return message;
   },
 };
@@ -3702,6 +3887,28 @@ export type DeepPartial<T> = T extends bigint ? string | number | bigint
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

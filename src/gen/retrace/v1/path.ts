@@ -216,6 +216,11 @@ export interface DropCounters {
   svcNotAllowed: bigint;
   /** New conn from a client over the service's conn_rate. */
   svcRateLimited: bigint;
+  /**
+   * Kernel interface: a frame for the kernel over the port's queue or rate,
+   * or one the kernel sent that is neither IPv4 nor ARP.
+   */
+  kernelDropped: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1356,6 +1361,7 @@ function createBaseDropCounters(): DropCounters {
     svcDenied: 0n,
     svcNotAllowed: 0n,
     svcRateLimited: 0n,
+    kernelDropped: 0n,
   };
 }
 
@@ -1558,6 +1564,12 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.svcRateLimited of type uint64 too large");
       }
       writer.uint32(264).uint64(message.svcRateLimited);
+    }
+    if (message.kernelDropped !== 0n) {
+      if (BigInt.asUintN(64, message.kernelDropped) !== message.kernelDropped) {
+        throw new globalThis.Error("value provided for field message.kernelDropped of type uint64 too large");
+      }
+      writer.uint32(560).uint64(message.kernelDropped);
     }
     return writer;
   },
@@ -1839,6 +1851,14 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.svcRateLimited = reader.uint64() as bigint;
             continue;
           }
+          case 70: {
+            if (tag !== 560) {
+              break;
+            }
+
+            message.kernelDropped = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2006,6 +2026,11 @@ export const DropCounters: MessageFns<DropCounters> = {
         : isSet(object.svc_rate_limited)
         ? BigInt(object.svc_rate_limited)
         : 0n,
+      kernelDropped: isSet(object.kernelDropped)
+        ? BigInt(object.kernelDropped)
+        : isSet(object.kernel_dropped)
+        ? BigInt(object.kernel_dropped)
+        : 0n,
     };
   },
 
@@ -2110,6 +2135,9 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.svcRateLimited !== 0n) {
       obj.svcRateLimited = message.svcRateLimited.toString();
     }
+    if (message.kernelDropped !== 0n) {
+      obj.kernelDropped = message.kernelDropped.toString();
+    }
     return obj;
   },
 
@@ -2196,6 +2224,9 @@ export const DropCounters: MessageFns<DropCounters> = {
       : 0n;
     message.svcRateLimited = (object.svcRateLimited !== undefined && object.svcRateLimited !== null)
       ? BigInt(object.svcRateLimited)
+      : 0n;
+    message.kernelDropped = (object.kernelDropped !== undefined && object.kernelDropped !== null)
+      ? BigInt(object.kernelDropped)
       : 0n;
     return message;
   },
