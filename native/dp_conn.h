@@ -69,6 +69,12 @@ enum dp_tcp_state {
 #define DP_CONN_F_SERVER_FIN 0x2
 #define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
 
+/* dp_conn.ca: the mode in the low two bits, then what has happened. */
+#define DP_CA_MODE_MASK   0x03
+#define DP_CA_F_HDR_SENT  0x04 /* PROXY header sent: the client's seq is shifted */
+#define DP_CA_F_HDR_ACKED 0x08 /* the real acknowledged the header: nothing left to check */
+#define DP_CA_F_TOA_DONE  0x10 /* the server sent data: no more TOA */
+
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
 	uint16_t cport, vport, lport, rport;
@@ -84,6 +90,11 @@ struct dp_conn {
 	struct dp_lip *lip;
 	uint64_t pkts[2]; /* from client, from server */
 	uint64_t bytes[2];
+	/* Client-address mode (dp_caddr.c): the client's first payload byte's
+	 * seq (its ISN + 1, from its SYN) while a PROXY header may still have
+	 * to be sent; enum dp_caddr_mode and state bits DP_CA_F_*. */
+	uint32_t ca_seq;
+	uint8_t ca;
 	/*
 	 * Not cache aligned on purpose: 136 bytes pack as 160-byte pool objects
 	 * (25 per 4 KiB page) instead of 320; a record touches three lines
