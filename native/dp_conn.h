@@ -68,6 +68,7 @@ enum dp_tcp_state {
 #define DP_CONN_F_CLIENT_FIN 0x1
 #define DP_CONN_F_SERVER_FIN 0x2
 #define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
+#define DP_CONN_F_SEQ	     0x8 /* TCP: seq_off is in use */
 
 /* dp_conn.ca: the mode in the low two bits, then what has happened. */
 #define DP_CA_MODE_MASK   0x03
@@ -96,10 +97,22 @@ struct dp_conn {
 	uint32_t ca_seq;
 	uint8_t ca;
 	/*
-	 * Not cache aligned on purpose: 136 bytes pack as 160-byte pool objects
-	 * (25 per 4 KiB page) instead of 320; a record touches three lines
-	 * either way, and dp_fnat_burst prefetches all three.
+	 * Not cache aligned on purpose: the fields above are 136 bytes and,
+	 * 8-byte aligned, always lie within three cache lines, which
+	 * dp_fnat_burst prefetches. The pool object is 168 bytes.
 	 */
+
+	/*
+	 * Read only when DP_CONN_F_SEQ is set (so it may lie on a fourth line):
+	 * TCP sequence translation, by side. When the appliance adds bytes to
+	 * one side's stream (a PROXY protocol header) or answers one side's
+	 * handshake itself (a SYN proxy's cookie ISN), the two ends number the
+	 * same bytes differently. A segment from side s gets seq_off[s] added
+	 * to its seq and seq_off[other side] taken off its ack and SACK edges,
+	 * so each end sees its peer's numbering (tcp_seq_translate, dp_tcp.c).
+	 * Set it with dp_conn_seq_off_add.
+	 */
+	int32_t seq_off[2];
 };
 
 /* The hash's data word: conn pointer with the side in bit 0. */
@@ -113,6 +126,15 @@ dp_conn_untag(void *d, enum dp_side_id *s)
 {
 	*s = (enum dp_side_id)((uintptr_t)d & 1);
 	return (struct dp_conn *)((uintptr_t)d & ~(uintptr_t)1);
+}
+
+/* Worker: from now on, segments from side s are renumbered by off (see
+ * seq_off). Offsets add up: a second call adds to the first. */
+static inline void
+dp_conn_seq_off_add(struct dp_conn *c, enum dp_side_id s, int32_t off)
+{
+	c->seq_off[s] = (int32_t)((uint32_t)c->seq_off[s] + (uint32_t)off);
+	c->flags |= DP_CONN_F_SEQ;
 }
 
 /* Per-worker table life cycle (control thread, before launch / after join). */

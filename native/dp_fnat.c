@@ -188,7 +188,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 		nsrc = c->vaddr, nsport = c->vport, ndport = c->cport;
 	uint32_t acc = dp_csum_acc32(0, ip->src_addr, nsrc);
 	acc = dp_csum_acc32(acc, ip->dst_addr, ndst);
-	ops->rewrite(l4, nsport, ndport, acc);
+	ops->rewrite(c, from, l4, nsport, ndport, acc);
 
 	/* The header checksum was verified at input, so an incremental update
 	 * is exact: the same address difference, plus the TTL/protocol word. */

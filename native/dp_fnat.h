@@ -9,9 +9,10 @@
  *   stale       is this conn finished so a new opening should replace it?
  *   update      advance protocol state for a packet from `from`; returns
  *               the conn's idle timeout in seconds
- *   rewrite     store the new ports and fix the L4 checksum, given the
- *               checksum difference of the address rewrite (for protocols
- *               whose checksum covers a pseudo-header)
+ *   rewrite     store the new ports (TCP: and translate sequence numbers)
+ *               and fix the L4 checksum, given the checksum difference of
+ *               the address rewrite (for protocols whose checksum covers a
+ *               pseudo-header)
  *   local       a packet for no conn and no service: answer it (ICMP echo
  *               to our own address) or drop it, counted
  */
@@ -39,7 +40,8 @@ struct dp_fnat_ops {
 	bool (*may_create)(const struct dp_l4 *l4);
 	bool (*stale)(const struct dp_conn *c, const struct dp_l4 *l4);
 	uint32_t (*update)(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
-	void (*rewrite)(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t addr_csum_acc);
+	void (*rewrite)(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport,
+		uint16_t dport, uint32_t addr_csum_acc);
 	void (*local)(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
 		struct dp_conn *local_conn);
 };

@@ -37,6 +37,7 @@
 #include <rte_cycles.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
+#include <rte_tcp.h>
 
 #include "dp_csum.h"
 #include "dp_fnat.h"
@@ -110,11 +111,12 @@ icmp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 }
 
 static void
-icmp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t addr_acc)
+icmp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+	uint32_t addr_acc)
 {
 	struct rte_icmp_hdr *ic = l4->hdr;
 
-	(void)dport, (void)addr_acc; /* no pseudo-header in ICMPv4 */
+	(void)c, (void)from, (void)dport, (void)addr_acc; /* no pseudo-header in ICMPv4 */
 	ic->icmp_cksum = dp_csum_apply(ic->icmp_cksum, dp_csum_acc16(0, ic->icmp_ident, sport));
 	ic->icmp_ident = sport;
 }
@@ -290,9 +292,30 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 	if (in->next_proto_id == IPPROTO_ICMP)
 		idport = isport = to == DP_SIDE_CLIENT ? c->cport : c->lport;
 
-	/* Quoted L4 checksum: pseudo-header (TCP/UDP) and ports or id. */
+	/*
+	 * A quoted TCP segment went to `from` numbered as `from` sees the
+	 * stream; `to` knows it by its own numbers: undo the translation
+	 * (seq always quoted, ack when the flags are; SACK edges rarely are
+	 * and stay as quoted).
+	 */
+	uint32_t seq_acc = 0;
+	if (in->next_proto_id == IPPROTO_TCP && unlikely(c->flags & DP_CONN_F_SEQ)) {
+		uint32_t v;
+		memcpy(&v, inl4 + 4, 4);
+		uint32_t nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) - (uint32_t)c->seq_off[to]);
+		seq_acc = dp_csum_acc32(seq_acc, v, nv);
+		memcpy(inl4 + 4, &nv, 4);
+		if (quoted >= 14 && (inl4[13] & RTE_TCP_ACK_FLAG)) {
+			memcpy(&v, inl4 + 8, 4);
+			nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) + (uint32_t)c->seq_off[from]);
+			seq_acc = dp_csum_acc32(seq_acc, v, nv);
+			memcpy(inl4 + 8, &nv, 4);
+		}
+	}
+
+	/* Quoted L4 checksum: pseudo-header (TCP/UDP), ports or id, numbers. */
 	if (in_l4cksum != NULL) {
-		uint32_t acc = 0;
+		uint32_t acc = seq_acc;
 		if (in->next_proto_id != IPPROTO_ICMP) {
 			acc = dp_csum_acc32(acc, in->src_addr, isrc);
 			acc = dp_csum_acc32(acc, in->dst_addr, idst);

@@ -11,8 +11,13 @@
  *   CLOSE       RST from either side                timeout tcp_close
  * Only a SYN (without ACK) opens a conn; any other segment for no conn is
  * dropped (tcp_no_conn). A SYN on a conn in TIME_WAIT or CLOSE replaces it.
+ *
+ * Sequence translation (a conn with DP_CONN_F_SEQ, see seq_off in
+ * dp_conn.h) renumbers seq, ack and SACK edges as the segment is rewritten.
  */
 #include <netinet/in.h>
+#include <stddef.h>
+#include <string.h>
 
 #include <rte_tcp.h>
 
@@ -87,11 +92,73 @@ tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 	}
 }
 
+/*
+ * Add d to the 32-bit big-endian number at p, which may lie at any byte
+ * offset from the header (option bytes have no alignment). The checksum
+ * sums 16-bit words from the header's start, so the difference is taken
+ * over the even-aligned words the number covers: two, or three when odd.
+ */
+static uint32_t
+tcp_add32_at(uint8_t *th, uint32_t off, uint32_t d, uint32_t acc)
+{
+	uint32_t lo = off & ~1u, hi = (off + 5) & ~1u; /* [lo, hi) covers [off, off + 4) */
+	uint16_t old[3], new_[3];
+	uint32_t v;
+
+	memcpy(old, th + lo, hi - lo);
+	memcpy(&v, th + off, 4);
+	v = rte_cpu_to_be_32(rte_be_to_cpu_32(v) + d);
+	memcpy(th + off, &v, 4);
+	memcpy(new_, th + lo, hi - lo);
+	for (uint32_t i = 0; i < (hi - lo) / 2; i++)
+		acc = dp_csum_acc16(acc, old[i], new_[i]);
+	return acc;
+}
+
+/*
+ * Renumber a segment: seq += seq_add; when it carries an ACK, ack and every
+ * SACK edge -= ack_sub. Options were bounded by tcp_parse (data offset
+ * inside the datagram); a malformed option list ends the walk and the rest
+ * is forwarded as it is: a peer ignores SACK blocks it cannot parse, and
+ * dropping would punish the client for our translation.
+ */
+static uint32_t
+tcp_seq_translate(struct rte_tcp_hdr *th, uint32_t seq_add, uint32_t ack_sub, uint32_t acc)
+{
+	uint8_t *b = (uint8_t *)th;
+	uint32_t end = (th->data_off >> 4) * 4u;
+
+	if (seq_add != 0)
+		acc = tcp_add32_at(b, offsetof(struct rte_tcp_hdr, sent_seq), seq_add, acc);
+	if (ack_sub == 0 || !(th->tcp_flags & RTE_TCP_ACK_FLAG))
+		return acc;
+	acc = tcp_add32_at(b, offsetof(struct rte_tcp_hdr, recv_ack), -ack_sub, acc);
+	for (uint32_t o = sizeof(*th); o < end;) {
+		uint8_t kind = b[o];
+		if (kind == 0) /* end of option list */
+			break;
+		if (kind == 1) { /* no-op */
+			o++;
+			continue;
+		}
+		if (o + 2 > end || b[o + 1] < 2 || o + b[o + 1] > end)
+			break;
+		if (kind == 5 && (b[o + 1] - 2) % 8 == 0) /* SACK: left, right edges */
+			for (uint32_t e = o + 2; e < o + b[o + 1]; e += 4)
+				acc = tcp_add32_at(b, e, -ack_sub, acc);
+		o += b[o + 1];
+	}
+	return acc;
+}
+
 static void
-tcp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t acc)
+tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+	uint32_t acc)
 {
 	struct rte_tcp_hdr *th = l4->hdr;
 
+	if (unlikely(c->flags & DP_CONN_F_SEQ))
+		acc = tcp_seq_translate(th, (uint32_t)c->seq_off[from], (uint32_t)c->seq_off[from ^ 1], acc);
 	acc = dp_csum_acc16(acc, th->src_port, sport);
 	acc = dp_csum_acc16(acc, th->dst_port, dport);
 

@@ -54,10 +54,12 @@ udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 }
 
 static void
-udp_rewrite(struct dp_l4 *l4, uint16_t sport, uint16_t dport, uint32_t acc)
+udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+	uint32_t acc)
 {
 	struct rte_udp_hdr *uh = l4->hdr;
 
+	(void)c, (void)from;
 	acc = dp_csum_acc16(acc, uh->src_port, sport);
 	acc = dp_csum_acc16(acc, uh->dst_port, dport);
 
