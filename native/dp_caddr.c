@@ -272,7 +272,7 @@ dp_ca_tcp_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_sid
 	}
 	if (!(c->ca & DP_CA_F_HDR_SENT)) {
 		uint8_t tmp[DP_CA_HDR_MAX];
-		c->seq_off[DP_SIDE_CLIENT] = (int32_t)dp_ca_header(c, tmp);
+		dp_conn_seq_off_add(c, DP_SIDE_CLIENT, (int32_t)dp_ca_header(c, tmp));
 		c->ca |= DP_CA_F_HDR_SENT;
 	}
 	return true;

@@ -1,8 +1,8 @@
 /*
  * dp_caddr.h: the client's address at the real, through full NAT
  * (docs/design.md, "The client's address at the real"). A conn carries the
- * mode of its service at creation (dp_conn.ca); conns with mode none never
- * enter this file: dp_fnat_forward_conn tests one byte.
+ * mode of its service at creation (dp_conn.ca, with DP_CONN_F_CA); conns
+ * with mode none never enter this file: dp_fnat_forward_conn tests one bit.
  *
  *   PROXY v2 / v1, TCP  the header is sent as its own segment at the client's
  *                       first byte (ISN + 1), just before the segment that

@@ -69,6 +69,7 @@ enum dp_tcp_state {
 #define DP_CONN_F_SERVER_FIN 0x2
 #define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
 #define DP_CONN_F_SEQ	     0x8 /* TCP: seq_off is in use */
+#define DP_CONN_F_CA	     0x80 /* a client-address mode: ca and ca_seq are in use */
 
 /* dp_conn.ca: the mode in the low two bits, then what has happened. */
 #define DP_CA_MODE_MASK   0x03
@@ -91,11 +92,6 @@ struct dp_conn {
 	struct dp_lip *lip;
 	uint64_t pkts[2]; /* from client, from server */
 	uint64_t bytes[2];
-	/* Client-address mode (dp_caddr.c): the client's first payload byte's
-	 * seq (its ISN + 1, from its SYN) while a PROXY header may still have
-	 * to be sent; enum dp_caddr_mode and state bits DP_CA_F_*. */
-	uint32_t ca_seq;
-	uint8_t ca;
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
@@ -113,6 +109,13 @@ struct dp_conn {
 	 * Set it with dp_conn_seq_off_add.
 	 */
 	int32_t seq_off[2];
+
+	/* Read only when DP_CONN_F_CA is set: the client-address mode
+	 * (dp_caddr.c), enum dp_caddr_mode and the state bits DP_CA_F_*, and
+	 * the client's first payload byte's seq (its ISN + 1, from its SYN),
+	 * where a PROXY header goes. Pool object: 176 bytes. */
+	uint32_t ca_seq;
+	uint8_t ca;
 };
 
 /* The hash's data word: conn pointer with the side in bit 0. */

@@ -154,7 +154,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	/* Counted as received, before a client-address mode grows it. */
 	uint32_t len = rte_pktmbuf_pkt_len(m);
 	struct rte_mbuf *ca_hdr = NULL;
-	if (unlikely(c->ca != 0)) {
+	if (unlikely(c->flags & DP_CONN_F_CA)) {
 		if (!dp_ca_pre(w, pidx, c, from, m, out, &ca_hdr)) {
 			if (fresh)
 				dp_conn_destroy_silent(w, c);
@@ -200,7 +200,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	ip->time_to_live--;
 	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum, acc);
 
-	if (unlikely(c->ca != 0)) {
+	if (unlikely(c->flags & DP_CONN_F_CA)) {
 		dp_ca_post(w, c, from, m, ca_hdr);
 		/* The PROXY header first, by the same way (source-in, source-out). */
 		if (ca_hdr != NULL)
