@@ -1,8 +1,9 @@
 /**
  * The file `retrace apply -f` reads: a retrace.v1.Config in its proto JSON form, written as YAML
  * (JSON is YAML too). Keys may be lowerCamelCase (as `retrace get-config` prints them) or
- * snake_case (as the proto spells them). protocol and scheduler take the enum names
- * (PROTOCOL_TCP, SCHEDULER_WRR) or their short forms (tcp, wrr). A document of the form
+ * snake_case (as the proto spells them). protocol, scheduler and client_address take the enum
+ * names (PROTOCOL_TCP, SCHEDULER_WRR, CLIENT_ADDRESS_MODE_PROXY_V2) or their short forms (tcp,
+ * wrr, proxy_v2). A document of the form
  * `{config: ..., drained: ...}` (a GetConfig response) is accepted too.
  *
  * Checked strictly before anything is sent: an unknown key or a value of the wrong type is an error
@@ -18,7 +19,7 @@ import { Address, Neighbor, Route } from '../gen/retrace/v1/network';
 import { SymmetricMode } from '../gen/retrace/v1/path';
 import { UsageError } from './client';
 
-type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | { list: Schema } | { message: Schema };
+type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | 'clientAddress' | { list: Schema } | { message: Schema };
 /** Field types by lowerCamelCase name. */
 type Schema = Record<string, FieldType>;
 
@@ -40,7 +41,7 @@ const SCHEMA: Schema = {
   routes: { list: derive(Route.create()) },
   neighbors: { list: derive(Neighbor.create()) },
   localAddresses: { list: derive(LocalAddress.create()) },
-  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', reals: { list: REAL } }) },
+  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', clientAddress: 'clientAddress', reals: { list: REAL } }) },
   symmetric: { message: derive(SymmetricMode.create()) },
   timeouts: { message: derive(Timeouts.create()) },
 };
@@ -100,6 +101,7 @@ function field(v: unknown, type: FieldType, p: string): unknown {
   }
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);
   if (type === 'scheduler') return enumValue(v, 'SCHEDULER', p);
+  if (type === 'clientAddress') return enumValue(v, 'CLIENT_ADDRESS_MODE', p);
   if ('list' in type) {
     if (!Array.isArray(v)) throw bad('a list');
     return v.map((e, i) => check(e, type.list, `${p}[${i}]`));

@@ -12,7 +12,7 @@
  */
 import type { Config } from '../config';
 import { buildEalArgs } from './eal';
-import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
+import { CADDR_ID, IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
 import { nativeConf, removeEalRuntimeDir } from './setup';
@@ -22,6 +22,7 @@ import {
   type AddressSpec,
   type ConfigShape,
   type ConnFilter,
+  type ClientAddressMode,
   type ConnKey,
   type CounterSnapshot,
   type DataplaneState,
@@ -337,16 +338,18 @@ export class Dataplane {
   addService(s: ServiceSpec): void {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
-    if (!limitsEqual(s.limits, NO_LIMITS)) {
+    const mode = s.clientAddress ?? 'none';
+    if (!limitsEqual(s.limits, NO_LIMITS) || mode !== 'none') {
       try {
-        this.pushLimits(s, s.limits ?? NO_LIMITS);
+        if (!limitsEqual(s.limits, NO_LIMITS)) this.pushLimits(s, s.limits ?? NO_LIMITS);
+        if (mode !== 'none') this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[s.protocol], s.vip, s.port, CADDR_ID[mode]));
       } catch (e) {
         // All or nothing: a service that could not take its limits is not left without them.
         this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
         throw e;
       }
     }
-    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), reals: [] });
+    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), clientAddress: mode, reals: [] });
     this.changed();
   }
 
@@ -388,13 +391,18 @@ export class Dataplane {
     this.changed();
   }
 
-  /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
-   * the native layer refuses change nothing). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits): void {
+  /** New scheduler and seed, new limits unless `limits` is undefined and a new client-address mode
+   * unless `clientAddress` is (limits and mode first, so values the native layer refuses change
+   * nothing of the scheduler). */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, clientAddress?: ClientAddressMode): void {
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     if (limits !== undefined && !limitsEqual(limits, s.limits)) this.setLimits(k, limits);
+    if (clientAddress !== undefined && clientAddress !== (s.clientAddress ?? 'none')) {
+      this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[k.protocol], k.vip, k.port, CADDR_ID[clientAddress]));
+      s.clientAddress = clientAddress;
+    }
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
@@ -432,6 +440,7 @@ export class Dataplane {
       seed: s.seed,
       connsTotal: live.connsTotal,
       limits: copyLimits(s.limits ?? NO_LIMITS),
+      clientAddress: s.clientAddress ?? 'none',
       activeConns: drops.activeConns,
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
@@ -447,6 +456,10 @@ export class Dataplane {
         packetsFromReal: r.packetsFromReal,
         bytesToReal: r.bytesToReal,
         bytesFromReal: r.bytesFromReal,
+        proxyHeaders: r.proxyHeaders,
+        segmentsShifted: r.segmentsShifted,
+        toaAdded: r.toaAdded,
+        toaNoRoom: r.toaNoRoom,
       })),
     };
   }

@@ -91,12 +91,21 @@ export function limitsEqual(a: ServiceLimits | undefined, b: ServiceLimits | und
   return x.maxConns === y.maxConns && same(x.allow, y.allow) && same(x.deny, y.deny) && x.connRate === y.connRate && x.connBurst === y.connBurst;
 }
 
+/**
+ * How a service passes the client's address to its reals: nothing, a PROXY protocol v2 or v1
+ * header, or the TOA TCP option (native/dp_caddr.c). v1 and toa are TCP only.
+ */
+export type ClientAddressMode = 'none' | 'proxy_v2' | 'proxy_v1' | 'toa';
+export const CLIENT_ADDRESS_MODES: readonly ClientAddressMode[] = ['none', 'proxy_v2', 'proxy_v1', 'toa'];
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
   seed: number;
   /** Unset = none. */
   limits?: ServiceLimits;
+  /** Unset = 'none'. */
+  clientAddress?: ClientAddressMode;
 }
 
 export interface RealView extends RealSpec {
@@ -107,9 +116,15 @@ export interface RealView extends RealSpec {
   packetsFromReal: bigint;
   bytesToReal: bigint;
   bytesFromReal: bigint;
+  /** What the service's client-address mode did on this real's conns (native/dp_counters.h). */
+  proxyHeaders: bigint;
+  segmentsShifted: bigint;
+  toaAdded: bigint;
+  toaNoRoom: bigint;
 }
 
 export interface ServiceView extends ServiceSpec {
+  clientAddress: ClientAddressMode;
   reals: RealView[];
   connsTotal: bigint;
   limits: ServiceLimits;

@@ -1,7 +1,7 @@
 import type { Dataplane, ServiceView } from '../dataplane';
 import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
 import type { Logger } from '../log';
-import { protocolToProto, schedulerToProto } from './enums';
+import { clientAddressToProto, protocolToProto, schedulerToProto } from './enums';
 import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
@@ -21,6 +21,18 @@ export function serviceTraffic(s: ServiceView): ServiceTraffic {
     t.packetsFromReals += r.packetsFromReal;
     t.bytesToReals += r.bytesToReal;
     t.bytesFromReals += r.bytesFromReal;
+  }
+  return t;
+}
+
+/** What a service's client-address mode did: the per-real counters summed over its current reals. */
+export function serviceClientAddress(s: ServiceView): { proxyHeaders: bigint; segmentsShifted: bigint; toaAdded: bigint; toaNoRoom: bigint } {
+  const t = { proxyHeaders: 0n, segmentsShifted: 0n, toaAdded: 0n, toaNoRoom: 0n };
+  for (const r of s.reals) {
+    t.proxyHeaders += r.proxyHeaders;
+    t.segmentsShifted += r.segmentsShifted;
+    t.toaAdded += r.toaAdded;
+    t.toaNoRoom += r.toaNoRoom;
   }
   return t;
 }
@@ -57,6 +69,8 @@ export function toVirtualService(s: ServiceView): VirtualService {
     connRate: s.limits.connRate,
     connBurst: s.limits.connBurst,
     refusedRateLimited: s.refusedRateLimited,
+    clientAddress: clientAddressToProto(s.clientAddress),
+    ...serviceClientAddress(s),
   });
 }
 
@@ -75,7 +89,7 @@ export function balancerService(dp: Dataplane, log: Logger, guard = new StateGua
     listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map(toVirtualService) })),
     updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
       const u = v.updateVirtualService(req, dp.connCapacity);
-      dp.updateService(u.key, u.scheduler, u.seed, u.limits);
+      dp.updateService(u.key, u.scheduler, u.seed, u.limits, u.clientAddress);
       return {};
     }),
     deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {

@@ -7,6 +7,7 @@ import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { ClientAddressMode } from '../../src/gen/retrace/v1/balancer';
 
 function usage(fn: () => unknown): string {
   try {
@@ -122,6 +123,17 @@ describe('parseConfigDocument', () => {
     const c = parseConfigDocument('virtual_services: [{max_conns: 100, allow: [10.0.0.0/8], deny: [10.1.0.0/16, 10.2.0.0/16]}, {maxConns: 5}]', 'f');
     expect(c.virtualServices[0]).toMatchObject({ maxConns: 100, allow: ['10.0.0.0/8'], deny: ['10.1.0.0/16', '10.2.0.0/16'] });
     expect(c.virtualServices[1]).toMatchObject({ maxConns: 5, allow: [], deny: [] });
+  });
+
+  it('reads client_address by its short or full name, and writes it back', () => {
+    const c = parseConfigDocument('virtual_services: [{client_address: proxy_v2}, {clientAddress: CLIENT_ADDRESS_MODE_TOA}, {client_address: none}, {}]', 'f');
+    expect(c.virtualServices.map((s) => s.clientAddress)).toEqual([
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_TOA,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_NONE,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED,
+    ]);
+    expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
   });
 
   it('reads back what configToYaml writes', () => {

@@ -12,6 +12,7 @@ import {
   type RealSpec,
   type RouteSpec,
   type Scheduler,
+  type ClientAddressMode,
   type ServiceKey,
   type ServiceLimits,
   type ServiceSpec,
@@ -49,7 +50,7 @@ export type Step = { changes: Change[] } & (
   | { op: 'addNeighbor'; neighbor: NeighborSpec }
   | { op: 'addLocalAddress'; localAddress: LocalAddressSpec }
   | { op: 'addService'; service: ServiceSpec }
-  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits }
+  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits; clientAddress: ClientAddressMode }
   | { op: 'setReals'; key: ServiceKey; reals: RealSpec[] }
   | { op: 'setSymmetric'; protocol: Protocol; enabled: boolean }
   | { op: 'setTimeouts'; timeouts: Partial<Timeouts> }
@@ -201,9 +202,10 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
-    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits)) {
+    const mode = s.clientAddress ?? 'none';
+    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits) || (c.clientAddress ?? 'none') !== mode) {
       const limits = s.limits ?? NO_LIMITS;
-      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, changes: [['virtualServices', 'updated', k]] });
+      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, clientAddress: mode, changes: [['virtualServices', 'updated', k]] });
     }
     const reals = realsDiff(k, c.reals, s.reals);
     if (reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: reals });
@@ -235,7 +237,7 @@ function keyOf(k: ServiceKey): ServiceKey {
 }
 
 function specOf(s: ServiceSpec): ServiceSpec {
-  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed, limits: s.limits };
+  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed, limits: s.limits, clientAddress: s.clientAddress };
 }
 
 const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });

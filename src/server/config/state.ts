@@ -17,7 +17,7 @@ import {
 } from '../../dataplane';
 import { type Config } from '../../gen/retrace/v1/config';
 import { LocalAddress, Real, VirtualService } from '../../gen/retrace/v1/balancer';
-import { protocolToProto, schedulerToProto } from '../enums';
+import { clientAddressToProto, protocolToProto, schedulerToProto } from '../enums';
 
 export interface ServiceState extends ServiceSpec {
   /** The complete set of reals (order does not matter). */
@@ -91,6 +91,7 @@ export function readState(dp: Dataplane, drain: DrainState): ConfigState {
       scheduler: s.scheduler,
       seed: s.seed,
       limits: s.limits,
+      clientAddress: s.clientAddress,
       reals: restoreWeights(s.reals, drain.weights.get(serviceKeyString(s))),
     })),
     symmetric: dp.symmetric(),
@@ -117,6 +118,7 @@ export function toConfigMessage(s: ConfigState): Config {
       deny: [...(svc.limits?.deny ?? [])],
       connRate: svc.limits?.connRate ?? 0,
       connBurst: svc.limits?.connBurst ?? 0,
+      clientAddress: clientAddressToProto(svc.clientAddress),
       reals: svc.reals.map((r) => ({ ...Real.create(), address: r.address, port: r.port, weight: r.weight })),
     })),
     symmetric: { ...s.symmetric },

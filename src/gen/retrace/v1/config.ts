@@ -56,9 +56,9 @@ export interface Config {
   localAddresses: LocalAddress[];
   /**
    * Virtual services with their complete sets of reals, keyed by protocol, vip
-   * and port. A changed scheduler, seed or limit (max_conns, allow, deny,
-   * conn_rate, conn_burst) is an UpdateVirtualService; changed reals are one
-   * SetReals.
+   * and port. A changed scheduler, seed, limit (max_conns, allow, deny,
+   * conn_rate, conn_burst) or client_address is an UpdateVirtualService;
+   * changed reals are one SetReals.
    */
   virtualServices: VirtualService[];
   /**
