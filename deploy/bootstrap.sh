@@ -30,9 +30,12 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 # clang-format-14: npm test checks the native code's layout (scripts/lint.sh).
 # gobgpd: the tests check the BGP sidecar's rendered gobgpd.toml with `gobgpd --dry-run`.
 # podman runc catatonit mmdebstrap fuse-overlayfs: the image (npm run image, deploy/image.sh).
+# haproxy: the lab's reals that read PROXY protocol (accept-proxy) in the client-address tests;
+# iptables: random loss on their links where the kernel has no sch_netem.
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
       iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
-      libclang-rt-14-dev clang-format-14 gobgpd podman runc catatonit mmdebstrap fuse-overlayfs)
+      libclang-rt-14-dev clang-format-14 gobgpd podman runc catatonit mmdebstrap fuse-overlayfs
+      haproxy iptables)
 # kubectl renders deploy/k8s in the tests (`kubectl kustomize`). Debian 12 ships it as
 # kubernetes-client (1.20, which deploy/k8s is written to render with); a kubectl that is
 # already installed (e.g. a newer one from Kubernetes' own apt repository) is used as it is.
@@ -56,6 +59,10 @@ if ((${#missing[@]})); then
   # enables a system-wide daemon, which a test machine should not run.
   if [[ " ${missing[*]} " == *" gobgpd "* ]] && command -v systemctl >/dev/null; then
     "${sudo[@]}" systemctl disable --now gobgpd.service >/dev/null 2>&1 || true
+  fi
+  # The same for haproxy: the lab starts its own, one per real server namespace.
+  if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable --now haproxy.service >/dev/null 2>&1 || true
   fi
 fi
 
