@@ -54,7 +54,7 @@ dp_ca_header(const struct dp_conn *c, uint8_t *out)
 	switch (c->ca & DP_CA_MODE_MASK) {
 	case DP_CADDR_PROXY_V2:
 		memcpy(out, pp2_sig, sizeof(pp2_sig));
-		out[12] = 0x21;					   /* version 2, PROXY */
+		out[12] = 0x21;					 /* version 2, PROXY */
 		out[13] = c->proto == IPPROTO_TCP ? 0x11 : 0x12; /* AF_INET, STREAM or DGRAM */
 		out[14] = 0;
 		out[15] = 12; /* addresses and ports */
@@ -66,8 +66,9 @@ dp_ca_header(const struct dp_conn *c, uint8_t *out)
 	case DP_CADDR_PROXY_V1: {
 		const uint8_t *s = (const uint8_t *)&c->caddr, *d = (const uint8_t *)&c->vaddr;
 		char buf[DP_CA_HDR_MAX + 1];
-		int n = snprintf(buf, sizeof(buf), "PROXY TCP4 %u.%u.%u.%u %u.%u.%u.%u %u %u\r\n", s[0], s[1], s[2],
-			s[3], d[0], d[1], d[2], d[3], rte_be_to_cpu_16(c->cport), rte_be_to_cpu_16(c->vport));
+		int n = snprintf(buf, sizeof(buf), "PROXY TCP4 %u.%u.%u.%u %u.%u.%u.%u %u %u\r\n", s[0], s[1],
+			s[2], s[3], d[0], d[1], d[2], d[3], rte_be_to_cpu_16(c->cport),
+			rte_be_to_cpu_16(c->vport));
 		memcpy(out, buf, (size_t)n);
 		return (unsigned)n;
 	}
@@ -128,7 +129,8 @@ dp_ca_ip_len(struct rte_ipv4_hdr *ip, uint16_t new_len)
 
 /* A SYN with payload (Fast Open): keep the SYN, cut the payload. */
 static void
-dp_ca_cut_syn_data(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rte_tcp_hdr *th, uint32_t thl, uint32_t plen)
+dp_ca_cut_syn_data(
+	struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rte_tcp_hdr *th, uint32_t thl, uint32_t plen)
 {
 	uint16_t old_tl = (uint16_t)(thl + plen), new_tl = (uint16_t)thl;
 	/* The payload starts at an even offset (thl is a multiple of 4): its sum
@@ -366,7 +368,8 @@ dp_ca_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_side_id
 }
 
 void
-dp_ca_post(struct dp_worker *w, struct dp_conn *c, enum dp_side_id from, struct rte_mbuf *m, struct rte_mbuf *hdr)
+dp_ca_post(struct dp_worker *w, struct dp_conn *c, enum dp_side_id from, struct rte_mbuf *m,
+	struct rte_mbuf *hdr)
 {
 	(void)from;
 	if (hdr != NULL)

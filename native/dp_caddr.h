@@ -38,8 +38,8 @@ unsigned dp_ca_header(const struct dp_conn *c, uint8_t *out);
  * *hdr gets an mbuf for a TCP PROXY header segment, which dp_ca_post fills
  * and which must leave just before m.
  */
-bool dp_ca_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_side_id from, struct rte_mbuf *m,
-	int out, struct rte_mbuf **hdr);
+bool dp_ca_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_side_id from,
+	struct rte_mbuf *m, int out, struct rte_mbuf **hdr);
 
 /* After the rewrite (addresses, ports, seq translation): build *hdr from m's
  * headers, count shifted segments. */

@@ -161,7 +161,8 @@ enum dp_caddr_mode {
 /* Set the client-address mode of a service; it applies to new conns only.
  * -ENOENT, -EINVAL (a mode the protocol cannot carry: v1 and TOA are TCP
  * only, ICMP takes none), -EBUSY. */
-int dp_ctl_service_set_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen);
+int dp_ctl_service_set_caddr(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen);
 /* The current mode, or -ENOENT / -EBUSY. */
 int dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport);
 

@@ -189,7 +189,8 @@ Napi::Value ServiceSetSched(const Napi::CallbackInfo &info) {
 Napi::Value ServiceSetCaddr(const Napi::CallbackInfo &info) {
   ServiceKey k;
   uint32_t mode;
-  if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToU32(info[3], "mode", 0, 3, &mode)) return info.Env().Undefined();
+  if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToU32(info[3], "mode", 0, 3, &mode))
+    return info.Env().Undefined();
   char err[DP_ERR_LEN] = "";
   return Result(info.Env(), dp_ctl_service_set_caddr(k.proto, k.vaddr, k.vport, (int)mode, err, sizeof(err)), err);
 }

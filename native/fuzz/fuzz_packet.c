@@ -113,13 +113,17 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	static const int modes[] = { DP_CADDR_PROXY_V2, DP_CADDR_PROXY_V1, DP_CADDR_TOA };
 	for (int i = 0; i < 3; i++) {
 		uint16_t vp = htons((uint16_t)(81 + i));
-		CHECK(dp_ctl_service_add(IPPROTO_TCP, ip("198.19.0.1"), vp, DP_SCHED_ARG_RR, 0, err, sizeof(err)));
+		CHECK(dp_ctl_service_add(
+			IPPROTO_TCP, ip("198.19.0.1"), vp, DP_SCHED_ARG_RR, 0, err, sizeof(err)));
 		CHECK(dp_ctl_service_set_reals(IPPROTO_TCP, ip("198.19.0.1"), vp, rc, 3, err, sizeof(err)));
-		CHECK(dp_ctl_service_set_caddr(IPPROTO_TCP, ip("198.19.0.1"), vp, modes[i], err, sizeof(err)));
+		CHECK(dp_ctl_service_set_caddr(
+			IPPROTO_TCP, ip("198.19.0.1"), vp, modes[i], err, sizeof(err)));
 	}
-	CHECK(dp_ctl_service_add(IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_SCHED_ARG_RR, 0, err, sizeof(err)));
+	CHECK(dp_ctl_service_add(
+		IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_SCHED_ARG_RR, 0, err, sizeof(err)));
 	CHECK(dp_ctl_service_set_reals(IPPROTO_UDP, ip("198.19.0.1"), htons(81), rc, 3, err, sizeof(err)));
-	CHECK(dp_ctl_service_set_caddr(IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_CADDR_PROXY_V2, err, sizeof(err)));
+	CHECK(dp_ctl_service_set_caddr(
+		IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_CADDR_PROXY_V2, err, sizeof(err)));
 	dp_events_enable(1);
 	return 0;
 }

@@ -41,7 +41,9 @@ const SCHEMA: Schema = {
   routes: { list: derive(Route.create()) },
   neighbors: { list: derive(Neighbor.create()) },
   localAddresses: { list: derive(LocalAddress.create()) },
-  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', clientAddress: 'clientAddress', reals: { list: REAL } }) },
+  virtualServices: {
+    list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', clientAddress: 'clientAddress', reals: { list: REAL } }),
+  },
   symmetric: { message: derive(SymmetricMode.create()) },
   timeouts: { message: derive(Timeouts.create()) },
 };

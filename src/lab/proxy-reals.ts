@@ -30,7 +30,15 @@ function lines(child: ChildProcess): string[] {
   return out;
 }
 
-async function listening(lab: LabTopology, rs: Role, proto: 'tcp' | 'udp', port: number, child: ChildProcess, what: string, stderr: () => string): Promise<void> {
+async function listening(
+  lab: LabTopology,
+  rs: Role,
+  proto: 'tcp' | 'udp',
+  port: number,
+  child: ChildProcess,
+  what: string,
+  stderr: () => string,
+): Promise<void> {
   const deadline = Date.now() + 10000;
   for (;;) {
     const ss = lab.exec(rs, 'ss', [proto === 'tcp' ? '-Hltn' : '-Hlun', `sport = :${port}`], { allowFail: true });

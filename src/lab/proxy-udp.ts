@@ -43,7 +43,9 @@ function serve(port: number): void {
   sock.on('message', (msg, rinfo) => {
     const h = parseProxyV2(msg);
     const answer = typeof h === 'string' ? `bad: ${h}` : `${h.src}:${h.sport}`;
-    process.stdout.write(`${JSON.stringify({ event: 'datagram', from: `${rinfo.address}:${rinfo.port}`, answer, payload: typeof h === 'string' ? '' : msg.subarray(h.length).toString() })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ event: 'datagram', from: `${rinfo.address}:${rinfo.port}`, answer, payload: typeof h === 'string' ? '' : msg.subarray(h.length).toString() })}\n`,
+    );
     sock.send(answer, rinfo.port, rinfo.address);
   });
   sock.bind(port, '0.0.0.0', () => process.stdout.write(`${JSON.stringify({ event: 'ready', port })}\n`));

@@ -71,7 +71,12 @@ function serviceFamilies(): ServiceFamily[] {
       (s) => CLIENT_ADDRESS_MODES.indexOf(s.clientAddress),
     ),
     f('retrace_service_proxy_headers_total', 'counter', CA_HELP('PROXY headers sent toward'), ca('proxyHeaders')),
-    f('retrace_service_segments_shifted_total', 'counter', CA_HELP('TCP segments (both ways) whose seq or ack was shifted by a PROXY header, of'), ca('segmentsShifted')),
+    f(
+      'retrace_service_segments_shifted_total',
+      'counter',
+      CA_HELP('TCP segments (both ways) whose seq or ack was shifted by a PROXY header, of'),
+      ca('segmentsShifted'),
+    ),
     f('retrace_service_toa_added_total', 'counter', CA_HELP('TOA options added to segments toward'), ca('toaAdded')),
     f('retrace_service_toa_no_room_total', 'counter', CA_HELP('Segments that were to carry TOA but had no room (sent without), toward'), ca('toaNoRoom')),
   ];

@@ -119,8 +119,20 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     const routerB = lab().mac('router-b', 'uplink');
     expect(seenA.length).toBeGreaterThan(0);
     expect(seenB.length).toBeGreaterThan(0);
-    for (const p of seenA) expect({ dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, l4Ok: p.l4ChecksumOk }).toEqual({ dst: LAB.clientA, srcMac: portMac['uplink-a'], dstMac: routerA, l4Ok: true });
-    for (const p of seenB) expect({ dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, l4Ok: p.l4ChecksumOk }).toEqual({ dst: LAB.clientB, srcMac: portMac['uplink-b'], dstMac: routerB, l4Ok: true });
+    for (const p of seenA)
+      expect({ dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, l4Ok: p.l4ChecksumOk }).toEqual({
+        dst: LAB.clientA,
+        srcMac: portMac['uplink-a'],
+        dstMac: routerA,
+        l4Ok: true,
+      });
+    for (const p of seenB)
+      expect({ dst: p.dst, srcMac: p.srcMac, dstMac: p.dstMac, l4Ok: p.l4ChecksumOk }).toEqual({
+        dst: LAB.clientB,
+        srcMac: portMac['uplink-b'],
+        dstMac: routerB,
+        l4Ok: true,
+      });
     // Everything toward the reals leaves by the servers port with right checksums (shifted
     // segments, header segments, grown datagrams alike). Captured frames can be cut by the snap
     // length: only whole ones are judged (l4ChecksumOk undefined otherwise).
@@ -196,7 +208,10 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
   it('PROXY v2 with 2% loss on the server-side links: retransmissions, and still identical and logged right', async () => {
     const vip = labVip(102);
     await addService('tcp', vip, PP_PORT, PP_PORT, ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2);
-    const snmp = () => REAL_SERVERS.reduce((n, rs) => n + retransSegs(lab().exec(rs, 'cat', ['/proc/net/snmp'])), 0) + retransSegs(lab().exec('client-a', 'cat', ['/proc/net/snmp'])) + retransSegs(lab().exec('client-b', 'cat', ['/proc/net/snmp']));
+    const snmp = () =>
+      REAL_SERVERS.reduce((n, rs) => n + retransSegs(lab().exec(rs, 'cat', ['/proc/net/snmp'])), 0) +
+      retransSegs(lab().exec('client-a', 'cat', ['/proc/net/snmp'])) +
+      retransSegs(lab().exec('client-b', 'cat', ['/proc/net/snmp']));
     const retransBefore = snmp();
     const seen = mark();
     // Both ways on every real's link: what arrives from the appliance and what leaves toward it.
@@ -212,12 +227,15 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
         lab().exec(rs, 'tc', ['qdisc', 'add', 'dev', 'eth0', 'root', 'netem', 'loss', '2%']);
         lab().exec('sw', 'tc', ['qdisc', 'add', 'dev', rs, 'root', 'netem', 'loss', '2%']);
       } else {
-        for (const [chain, dir, dev] of rules) lab().exec(rs, 'iptables', ['-A', chain, dir, dev, '-p', 'tcp', '-m', 'statistic', '--mode', 'random', '--probability', '0.02', '-j', 'DROP']);
+        for (const [chain, dir, dev] of rules)
+          lab().exec(rs, 'iptables', ['-A', chain, dir, dev, '-p', 'tcp', '-m', 'statistic', '--mode', 'random', '--probability', '0.02', '-j', 'DROP']);
       }
     }
     let a: TcpEchoReport, b: TcpEchoReport;
     try {
-      ({ result: { a, b } } = await withPathChecks('tcp', vip, async () => {
+      ({
+        result: { a, b },
+      } = await withPathChecks('tcp', vip, async () => {
         const [ra, rb] = await Promise.all([
           lab().tcpEcho('client-a', vip, PP_PORT, { conns: 2, concurrency: 2, bytes: MB, timeoutMs: 120000 }),
           lab().tcpEcho('client-b', vip, PP_PORT, { conns: 2, concurrency: 2, bytes: MB, timeoutMs: 120000 }),

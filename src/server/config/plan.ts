@@ -205,7 +205,15 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
     const mode = s.clientAddress ?? 'none';
     if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits) || (c.clientAddress ?? 'none') !== mode) {
       const limits = s.limits ?? NO_LIMITS;
-      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, clientAddress: mode, changes: [['virtualServices', 'updated', k]] });
+      steps.push({
+        op: 'updateService',
+        key: keyOf(s),
+        scheduler: s.scheduler,
+        seed: s.seed,
+        limits,
+        clientAddress: mode,
+        changes: [['virtualServices', 'updated', k]],
+      });
     }
     const reals = realsDiff(k, c.reals, s.reals);
     if (reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: reals });
