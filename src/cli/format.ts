@@ -2,7 +2,7 @@
 import type { ConfigDiff, ResourceChanges } from '../gen/retrace/v1/config';
 import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
-import type { VirtualService } from '../gen/retrace/v1/balancer';
+import { ClientAddressMode, type VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 
@@ -37,6 +37,12 @@ export const SCHEDULER_NAME: Record<number, string> = {
   [Scheduler.SCHEDULER_MAGLEV]: 'maglev',
 };
 
+const CLIENT_ADDRESS_NAME: Record<number, string> = {
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2]: 'proxy_v2',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1]: 'proxy_v1',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_TOA]: 'toa',
+};
+
 const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
 
 /** ipvsadm -Ln style: one line per service, one indented `->` line per real. */
@@ -44,7 +50,10 @@ export function formatServices(services: VirtualService[]): string {
   if (services.length === 0) return 'no virtual services';
   const rows: (string | bigint | number)[][] = [];
   for (const s of services) {
-    rows.push([PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), SCHEDULER_NAME[s.scheduler] ?? '?', '', '', s.connsTotal]);
+    // A client-address mode follows the scheduler ("rr proxy_v2"); none shows nothing.
+    const mode = CLIENT_ADDRESS_NAME[s.clientAddress] ?? '';
+    const sched = `${SCHEDULER_NAME[s.scheduler] ?? '?'}${mode ? ` ${mode}` : ''}`;
+    rows.push([PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), sched, '', '', s.connsTotal]);
     for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', r.weight, r.activeConns, r.connsTotal]);
   }
   return table(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);

@@ -2,12 +2,12 @@
 import { UsageError, serverAddress } from '../../src/cli/client';
 import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
-import { formatDiff, table } from '../../src/cli/format';
+import { formatDiff, formatServices, table } from '../../src/cli/format';
 import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
-import { ClientAddressMode } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, VirtualService } from '../../src/gen/retrace/v1/balancer';
 
 function usage(fn: () => unknown): string {
   try {
@@ -146,6 +146,14 @@ describe('parseConfigDocument', () => {
 });
 
 describe('rendering', () => {
+  it('shows a service\'s client-address mode after its scheduler, and nothing without one', () => {
+    const svc = (clientAddress: ClientAddressMode, port: number) =>
+      VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port, scheduler: Scheduler.SCHEDULER_RR, clientAddress });
+    const lines = formatServices([svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 80), svc(ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 81)]).split('\n');
+    expect(lines[1]).toMatch(/^tcp +198\.18\.0\.10:80 +rr proxy_v2 /);
+    expect(lines[2]).toMatch(/^tcp +198\.18\.0\.10:81 +rr +0$/);
+  });
+
   it('aligns columns, numbers to the right', () => {
     expect(
       table(
