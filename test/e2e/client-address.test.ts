@@ -55,6 +55,12 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
   let haproxies: HaproxyReal[] = [];
   let udpReals: UdpProxyReal[] = [];
   const portMac: Partial<Record<RootPort, string>> = {};
+  let metricsUrl = '';
+  const metric = (text: string, name: string, proto: Proto, vip: string, vport: number): number => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{protocol="${proto}",vip="${vip}",vport="${vport}"}`));
+    if (line === undefined) throw new Error(`no ${name} for ${proto}/${vip}:${vport} in /metrics`);
+    return Number(line.split(' ').pop());
+  };
 
   const lab = () => sc.lab;
   const delta = (after: GetCountersResponse, before: GetCountersResponse, proto: Proto, port: RootPort): PathCounters =>
@@ -153,7 +159,9 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
   }
 
   beforeAll(async () => {
-    sc = await LabScenario.start({ extraYaml: 'timeouts: {tcp_close: 2, tcp_fin: 5}' });
+    sc = await LabScenario.start({ extraYaml: 'timeouts: {tcp_close: 2, tcp_fin: 5}\nmetrics:\n  listen: "127.0.0.1:0"' });
+    const listening = sc.app.output.split('\n').find((l) => l.includes('metrics listening'));
+    metricsUrl = `http://${JSON.parse(listening!).listen as string}/metrics`;
     for (const p of (await sc.app.api.ports.listPorts({})).ports) portMac[p.name as RootPort] = p.mac.toLowerCase();
     haproxies = await Promise.all(REAL_SERVERS.map((rs) => HaproxyReal.start(sc.lab, rs, PP_PORT, ECHO)));
     udpReals = await Promise.all(REAL_SERVERS.map((rs) => UdpProxyReal.start(sc.lab, rs, UDP_PP_PORT)));
@@ -284,6 +292,10 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     const s = await service(Protocol.PROTOCOL_TCP, vip, ECHO);
     expect(s.toaAdded).toBeGreaterThanOrEqual(BigInt(expected.length));
     expect(s.proxyHeaders).toBe(0n);
+    const text = await (await fetch(metricsUrl)).text();
+    expect(metric(text, 'retrace_service_toa_added_total', 'tcp', vip, ECHO)).toBe(Number(s.toaAdded));
+    expect(metric(text, 'retrace_service_toa_no_room_total', 'tcp', vip, ECHO)).toBe(Number(s.toaNoRoom));
+    expect(metric(text, 'retrace_service_client_address_mode', 'tcp', vip, ECHO)).toBe(3);
   }, 180000);
 
   it('UDP PROXY v2: the real reads each client address and port from every datagram', async () => {
@@ -297,5 +309,8 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     expect(result.b).toEqual(Array(3).fill(`${LAB.clientB}:41001`));
     expect(udpReals.flatMap((u) => u.answers()).sort()).toEqual([...Array(3).fill(`${LAB.clientA}:41000`), ...Array(3).fill(`${LAB.clientB}:41001`)].sort());
     expect((await service(Protocol.PROTOCOL_UDP, vip, UDP_PP_PORT)).proxyHeaders).toBe(6n);
+    const text = await (await fetch(metricsUrl)).text();
+    expect(metric(text, 'retrace_service_proxy_headers_total', 'udp', vip, UDP_PP_PORT)).toBe(6);
+    expect(metric(text, 'retrace_service_client_address_mode', 'udp', vip, UDP_PP_PORT)).toBe(1);
   }, 120000);
 });
