@@ -146,10 +146,12 @@ describe('parseConfigDocument', () => {
 });
 
 describe('rendering', () => {
-  it('shows a service\'s client-address mode after its scheduler, and nothing without one', () => {
+  it("shows a service's client-address mode after its scheduler, and nothing without one", () => {
     const svc = (clientAddress: ClientAddressMode, port: number) =>
       VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port, scheduler: Scheduler.SCHEDULER_RR, clientAddress });
-    const lines = formatServices([svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 80), svc(ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 81)]).split('\n');
+    const lines = formatServices([svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 80), svc(ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 81)]).split(
+      '\n',
+    );
     expect(lines[1]).toMatch(/^tcp +198\.18\.0\.10:80 +rr proxy_v2 /);
     expect(lines[2]).toMatch(/^tcp +198\.18\.0\.10:81 +rr +0$/);
   });
