@@ -6,6 +6,9 @@
  *   front of the lab's echo server on the same host, logging one line per connection to stdout:
  *   "client <addr>:<port>" with the address and port the PROXY header carried (%ci:%cp).
  *
+ *   nginx (the Debian package, nginx-light) with `listen ... proxy_protocol`, answering each HTTP
+ *   request with $proxy_protocol_addr:$proxy_protocol_port and logging the same.
+ *
  *   src/lab/proxy-udp.ts: a UDP real of our own that parses a PROXY v2 header per datagram and
  *   answers with the source it read.
  *
@@ -96,6 +99,75 @@ export class HaproxyReal {
     await listening(lab, rs, 'tcp', port, child, 'haproxy', () => stderr.trim());
     return new HaproxyReal(rs, out);
   }
+}
+
+export class NginxReal {
+  private constructor(
+    readonly rs: RealServer,
+    /** The access log (nginx cannot open /dev/stdout when it is a socket, as a spawned child's is). */
+    private readonly log: string,
+  ) {}
+
+  /** "addr:port" of every request nginx has logged so far ($proxy_protocol_addr:$proxy_protocol_port). */
+  clients(): string[] {
+    const text = fs.existsSync(this.log) ? fs.readFileSync(this.log, 'utf8') : '';
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith('client '))
+      .map((l) => l.slice('client '.length).trim());
+  }
+
+  /**
+   * nginx (the Debian package) in rs with `listen <port> proxy_protocol`, answering every HTTP
+   * request with the client address and port the PROXY header carried, and logging the same.
+   * One process (no master, no daemon), so the lab stops it by PID. Resolves once it listens.
+   */
+  static async start(lab: LabTopology, rs: RealServer, port: number): Promise<NginxReal> {
+    const dir = path.join(lab.dir, `nginx-${rs}-${port}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const cfg = path.join(dir, 'nginx.conf');
+    const tmp = (n: string) => `${n}_temp_path ${path.join(dir, n)};`;
+    fs.writeFileSync(
+      cfg,
+      [
+        'daemon off;',
+        'master_process off;',
+        'worker_processes 1;',
+        `pid ${path.join(dir, 'nginx.pid')};`,
+        `error_log ${path.join(dir, 'error.log')} warn;`,
+        'events { worker_connections 256; }',
+        'http {',
+        `  ${tmp('client_body')} ${tmp('proxy')} ${tmp('fastcgi')} ${tmp('uwsgi')} ${tmp('scgi')}`,
+        "  log_format pp 'client $proxy_protocol_addr:$proxy_protocol_port';",
+        `  access_log ${path.join(dir, 'access.log')} pp;`,
+        '  server {',
+        `    listen ${port} proxy_protocol;`,
+        '    location / { default_type text/plain; return 200 "$proxy_protocol_addr:$proxy_protocol_port"; }',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    );
+    const child = lab.spawnIn(`nginx ${rs}`, rs, 'nginx', ['-c', cfg, '-p', dir]);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    await listening(
+      lab,
+      rs,
+      'tcp',
+      port,
+      child,
+      'nginx',
+      () => stderr.trim() + (fs.existsSync(path.join(dir, 'error.log')) ? fs.readFileSync(path.join(dir, 'error.log'), 'utf8') : ''),
+    );
+    return new NginxReal(rs, path.join(dir, 'access.log'));
+  }
+}
+
+/** An HTTP GET with curl from `localPort` in role; the body (curl exits non-zero: the reason). */
+export async function httpGet(lab: LabTopology, role: Role, host: string, port: number, localPort: number): Promise<string> {
+  const r = await lab.execAsync(role, 'curl', ['-sS', '--max-time', '10', '--local-port', String(localPort), `http://${host}:${port}/`], { timeoutMs: 15000 });
+  return r.code === 0 ? r.stdout : `curl exit ${r.code}: ${r.stderr.trim()}`;
 }
 
 export class UdpProxyReal {

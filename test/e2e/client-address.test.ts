@@ -4,6 +4,8 @@
  * uplink B), real readers behind the server port:
  *   - HAProxy from its Debian package with `accept-proxy` on rs1..rs3, in front of the lab's echo
  *     server on the same host, logging the client address and port each PROXY header carried;
+ *   - nginx (nginx-light) with `listen ... proxy_protocol`, answering curl with
+ *     $proxy_protocol_addr:$proxy_protocol_port and logging it;
  *   - for TOA (Linux needs a kernel module to read it) the option's bytes in a capture on the
  *     server-side link, the reals being the plain echo servers;
  *   - a UDP real of our own (src/lab/proxy-udp.ts) that parses PROXY v2 and answers with the
@@ -14,7 +16,7 @@
  * the request's path (captures on both routers' uplinks, path counters).
  */
 import { LabScenario, pathDelta, type Proto, type RealSpec } from '../../src/lab/scenario';
-import { HaproxyReal, UdpProxyReal, udpAsk } from '../../src/lab/proxy-reals';
+import { HaproxyReal, NginxReal, UdpProxyReal, httpGet, udpAsk } from '../../src/lab/proxy-reals';
 import { LAB, labVip, REAL_SERVERS, type CapturedPacket, type RootPort } from '../../src/lab/topology';
 import type { TcpEchoReport } from '../../src/lab/results';
 import { ClientAddressMode, type VirtualService } from '../../src/gen/retrace/v1/balancer';
@@ -23,9 +25,12 @@ import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { debianTool, describeWith } from '../helpers/tools';
 
 const HAPROXY = debianTool('haproxy', 'haproxy');
+const NGINX = debianTool('nginx', 'nginx-light');
+const CURL = debianTool('curl', 'curl');
 const ECHO = LAB.echoPort;
 const PP_PORT = 9000; // HAProxy with accept-proxy on every real
 const UDP_PP_PORT = 9001; // the UDP PROXY v2 real
+const NGINX_PORT = 9002; // nginx with listen ... proxy_protocol on every real
 const MB = 1 << 20;
 const SIG = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 
@@ -50,10 +55,15 @@ function retransSegs(out: string): number {
   return Number(tcp[1].split(/\s+/)[names.indexOf('RetransSegs')]);
 }
 
-describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-proxy, TOA capture, UDP PROXY v2)', () => {
+describeWith(
+  HAPROXY,
+  NGINX,
+  CURL,
+)('the client address at the reals (lab: HAProxy accept-proxy, TOA capture, UDP PROXY v2)', () => {
   let sc: LabScenario;
   let haproxies: HaproxyReal[] = [];
   let udpReals: UdpProxyReal[] = [];
+  let nginxes: NginxReal[] = [];
   const portMac: Partial<Record<RootPort, string>> = {};
   let metricsUrl = '';
   const metric = (text: string, name: string, proto: Proto, vip: string, vport: number): number => {
@@ -165,6 +175,7 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     for (const p of (await sc.app.api.ports.listPorts({})).ports) portMac[p.name as RootPort] = p.mac.toLowerCase();
     haproxies = await Promise.all(REAL_SERVERS.map((rs) => HaproxyReal.start(sc.lab, rs, PP_PORT, ECHO)));
     udpReals = await Promise.all(REAL_SERVERS.map((rs) => UdpProxyReal.start(sc.lab, rs, UDP_PP_PORT)));
+    nginxes = await Promise.all(REAL_SERVERS.map((rs) => NginxReal.start(sc.lab, rs, NGINX_PORT)));
   }, 120000);
 
   afterAll(async () => {
@@ -283,9 +294,11 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     expect(acks.size).toBe(expected.length);
     const toa = [...acks.values()].map((p) => {
       const o = p.tcpOptions!;
-      const at = o.indexOf(254);
-      // kind 254, length 8, port, IPv4 address: the bytes, not a decoder's opinion of them.
-      expect([o[at], o[at + 1], o.length % 4]).toEqual([254, 8, 0]);
+      // Walk the options (a timestamp may hold a byte 254): kind 254, length 8, port, IPv4
+      // address, the bytes as they lie, not a decoder's opinion of them.
+      let at = -1;
+      for (let i = 0; i < o.length && o[i] !== 0; i += o[i] === 1 ? 1 : Math.max(o[i + 1], 2)) if (o[i] === 254) at = i;
+      expect([at >= 0, o[at], o[at + 1], o.length % 4]).toEqual([true, 254, 8, 0]);
       return `${ipOf(o, at + 4)}:${o.readUInt16BE(at + 2)}`;
     });
     expect(toa.sort()).toEqual(expected);
@@ -297,6 +310,28 @@ describeWith(HAPROXY)('the client address at the reals (lab: HAProxy accept-prox
     expect(metric(text, 'retrace_service_toa_no_room_total', 'tcp', vip, ECHO)).toBe(Number(s.toaNoRoom));
     expect(metric(text, 'retrace_service_client_address_mode', 'tcp', vip, ECHO)).toBe(3);
   }, 180000);
+
+  it.each([
+    ['PROXY v2', ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 105, 42000],
+    ['PROXY v1', ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1, 106, 42100],
+  ] as const)(
+    '%s to nginx (listen ... proxy_protocol): it answers and logs each client address and port',
+    async (_name, mode, n, portBase) => {
+      const vip = labVip(n);
+      await addService('tcp', vip, NGINX_PORT, NGINX_PORT, mode);
+      const m = nginxes.map((x) => x.clients().length);
+      const { result } = await withPathChecks('tcp', vip, async () => {
+        const a = await Promise.all([0, 1, 2].map((i) => httpGet(lab(), 'client-a', vip, NGINX_PORT, portBase + i)));
+        const b = await Promise.all([0, 1, 2].map((i) => httpGet(lab(), 'client-b', vip, NGINX_PORT, portBase + 50 + i)));
+        return { a, b };
+      });
+      const expected = [...[0, 1, 2].map((i) => `${LAB.clientA}:${portBase + i}`), ...[0, 1, 2].map((i) => `${LAB.clientB}:${portBase + 50 + i}`)];
+      expect([...result.a, ...result.b]).toEqual(expected);
+      for (let i = 0; i < 50 && nginxes.flatMap((x, j) => x.clients().slice(m[j])).length < expected.length; i++) await sleep(100);
+      expect(nginxes.flatMap((x, j) => x.clients().slice(m[j])).sort()).toEqual([...expected].sort());
+    },
+    120000,
+  );
 
   it('UDP PROXY v2: the real reads each client address and port from every datagram', async () => {
     const vip = labVip(104);
