@@ -24,6 +24,7 @@
         "native/dp_conn.c",
         "native/dp_xmit.c",
         "native/dp_fnat.c",
+        "native/dp_caddr.c",
         "native/dp_tcp.c",
         "native/dp_udp.c",
         "native/dp_icmp.c",

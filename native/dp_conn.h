@@ -67,8 +67,15 @@ enum dp_tcp_state {
 
 #define DP_CONN_F_CLIENT_FIN 0x1
 #define DP_CONN_F_SERVER_FIN 0x2
-#define DP_CONN_F_LOCAL	     0x4 /* ICMP echo to one of our addresses: client side only */
-#define DP_CONN_F_SEQ	     0x8 /* TCP: seq_off is in use */
+#define DP_CONN_F_LOCAL	     0x4  /* ICMP echo to one of our addresses: client side only */
+#define DP_CONN_F_SEQ	     0x8  /* TCP: seq_off is in use */
+#define DP_CONN_F_CA	     0x80 /* a client-address mode: ca and ca_seq are in use */
+
+/* dp_conn.ca: the mode in the low two bits, then what has happened. */
+#define DP_CA_MODE_MASK	  0x03
+#define DP_CA_F_HDR_SENT  0x04 /* PROXY header sent: the client's seq is shifted */
+#define DP_CA_F_HDR_ACKED 0x08 /* the real acknowledged the header: nothing left to check */
+#define DP_CA_F_TOA_DONE  0x10 /* the server sent data: no more TOA */
 
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
@@ -102,6 +109,13 @@ struct dp_conn {
 	 * Set it with dp_conn_seq_off_add.
 	 */
 	int32_t seq_off[2];
+
+	/* Read only when DP_CONN_F_CA is set: the client-address mode
+	 * (dp_caddr.c), enum dp_caddr_mode and the state bits DP_CA_F_*, and
+	 * the client's first payload byte's seq (its ISN + 1, from its SYN),
+	 * where a PROXY header goes. Pool object: 176 bytes. */
+	uint32_t ca_seq;
+	uint8_t ca;
 };
 
 /* The hash's data word: conn pointer with the side in bit 0. */

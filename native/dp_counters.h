@@ -75,15 +75,27 @@ extern "C" {
 	X(svc_denied, "new conn from a client in the service's deny list")             \
 	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
 	X(svc_rate_limited, "new conn from a client over the service's conn_rate")     \
-	X(kernel_dropped, "kernel interface: over its queue or rate, or neither IPv4 nor ARP")
+	X(kernel_dropped, "kernel interface: over its queue or rate, or neither IPv4 nor ARP") \
+	X(tcp_bad_options, "TCP options malformed in a segment that was to carry TOA") \
+	X(caddr_before_data, "client payload before its first byte (PROXY services)")  \
+	X(caddr_no_room, "UDP datagram over the MTU once its PROXY header is added")   \
+	X(caddr_no_mbuf, "no mbuf for a PROXY header segment, or no room to grow one")
 
-/* Per real: the traffic of its conns, per worker, by direction. The
- * binding names them in camelCase (packets_to_real -> packetsToReal). */
+/* Per real: the traffic of its conns, per worker, by direction, then what
+ * the client-address modes did on them (dp_caddr.c): PROXY headers sent
+ * (TCP: once per conn plus each resend with a retransmitted first segment;
+ * UDP: one per datagram), segments whose seq or ack was shifted by a header,
+ * TOA options added, and segments that were to carry TOA but had no room.
+ * The binding names them in camelCase (packets_to_real -> packetsToReal). */
 #define DP_REAL_COUNTER_LIST(X) \
 	X(packets_to_real)      \
 	X(packets_from_real)    \
 	X(bytes_to_real)        \
-	X(bytes_from_real)
+	X(bytes_from_real)      \
+	X(proxy_headers)        \
+	X(segments_shifted)     \
+	X(toa_added)            \
+	X(toa_no_room)
 
 /* Per virtual service: why a new conn was refused by the service's limits.
  * Each has a per-port twin in DP_DROP_LIST (svc_<name>). */

@@ -158,6 +158,22 @@ int dp_ctl_service_set_limits(uint8_t proto, uint32_t vaddr, uint16_t vport,
 int dp_ctl_service_drops(
 	uint8_t proto, uint32_t vaddr, uint16_t vport, uint64_t out[DP_SVC_DROP_MAX], uint64_t *active);
 
+/* Client-address mode of a service (docs/design.md, "The client's address
+ * at the real"): how a real learns the client's address through full NAT. */
+enum dp_caddr_mode {
+	DP_CADDR_NONE = 0,
+	DP_CADDR_PROXY_V2 = 1, /* TCP: a PROXY v2 header before the first byte; UDP: one per datagram */
+	DP_CADDR_PROXY_V1 = 2, /* TCP: a PROXY v1 text header before the first byte */
+	DP_CADDR_TOA = 3,      /* TCP: option 254 (DPVS's TOA) on the client's first segments */
+};
+/* Set the client-address mode of a service; it applies to new conns only.
+ * -ENOENT, -EINVAL (a mode the protocol cannot carry: v1 and TOA are TCP
+ * only, ICMP takes none), -EBUSY. */
+int dp_ctl_service_set_caddr(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen);
+/* The current mode, or -ENOENT / -EBUSY. */
+int dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport);
+
 /* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
 int dp_ctl_symmetric_set(uint8_t proto, bool on);
 bool dp_ctl_symmetric_get(uint8_t proto);

@@ -545,3 +545,61 @@ dp_ctl_service_drops(
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
 }
+
+int
+dp_ctl_service_set_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	switch (mode) {
+	case DP_CADDR_NONE: break;
+	case DP_CADDR_PROXY_V2:
+		if (proto == IPPROTO_ICMP) {
+			dp_set_err(err, errlen, "PROXY protocol v2 is for TCP and UDP services");
+			return -EINVAL;
+		}
+		break;
+	case DP_CADDR_PROXY_V1:
+	case DP_CADDR_TOA:
+		if (proto != IPPROTO_TCP) {
+			dp_set_err(err, errlen, "%s is for TCP services only",
+				mode == DP_CADDR_TOA ? "TOA" : "PROXY protocol v1");
+			return -EINVAL;
+		}
+		break;
+	default: dp_set_err(err, errlen, "unknown client-address mode %d", mode); return -EINVAL;
+	}
+	if (!dp_running(err, errlen))
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		dp_set_err(err, errlen, "no such service");
+		ret = -ENOENT;
+	} else {
+		/* Read once per new conn; conns keep the mode they started with. */
+		atomic_store(&svc->ca_mode, (uint8_t)mode);
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+int
+dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+
+	if (ret < 0)
+		return ret;
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	ret = svc == NULL ? -ENOENT : atomic_load(&svc->ca_mode);
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}

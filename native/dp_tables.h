@@ -175,6 +175,8 @@ struct dp_service {
 	struct dp_real_set *_Atomic set;
 	uint32_t rr_cursor[DP_MAX_WORKERS]; /* per worker, written only by it */
 	atomic_uint_fast64_t conns_total;
+	/* enum dp_caddr_mode, copied into each new conn (dp_conn_create). */
+	_Atomic uint8_t ca_mode;
 };
 
 /* A real a scheduler may pick for a new conn: weight > 0 and not DOWN. */

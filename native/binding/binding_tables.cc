@@ -185,6 +185,16 @@ Napi::Value ServiceSetSched(const Napi::CallbackInfo &info) {
                 err);
 }
 
+// serviceSetCaddr(proto, vip, port, mode): mode is enum dp_caddr_mode (0 none, 1 proxy v2, 2 proxy v1, 3 toa).
+Napi::Value ServiceSetCaddr(const Napi::CallbackInfo &info) {
+  ServiceKey k;
+  uint32_t mode;
+  if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToU32(info[3], "mode", 0, 3, &mode))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_service_set_caddr(k.proto, k.vaddr, k.vport, (int)mode, err, sizeof(err)), err);
+}
+
 bool ParseReal(Napi::Value val, const std::string &where, dp_real_conf *rc) {
   Napi::Object o;
   uint16_t port;
@@ -379,6 +389,7 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
   exports.Set("serviceSetRealDown", Napi::Function::New(env, ServiceSetRealDown));
   exports.Set("serviceSetLimits", Napi::Function::New(env, ServiceSetLimits));
+  exports.Set("serviceSetCaddr", Napi::Function::New(env, ServiceSetCaddr));
   exports.Set("serviceDrops", Napi::Function::New(env, ServiceDrops));
   exports.Set("symmetricSet", Napi::Function::New(env, SymmetricSet));
   exports.Set("symmetricGet", Napi::Function::New(env, SymmetricGet));

@@ -1,8 +1,9 @@
 /**
  * The file `retrace apply -f` reads: a retrace.v1.Config in its proto JSON form, written as YAML
  * (JSON is YAML too). Keys may be lowerCamelCase (as `retrace get-config` prints them) or
- * snake_case (as the proto spells them). protocol and scheduler take the enum names
- * (PROTOCOL_TCP, SCHEDULER_WRR) or their short forms (tcp, wrr). A document of the form
+ * snake_case (as the proto spells them). protocol, scheduler and client_address take the enum
+ * names (PROTOCOL_TCP, SCHEDULER_WRR, CLIENT_ADDRESS_MODE_PROXY_V2) or their short forms (tcp,
+ * wrr, proxy_v2). A document of the form
  * `{config: ..., drained: ...}` (a GetConfig response) is accepted too.
  *
  * Checked strictly before anything is sent: an unknown key or a value of the wrong type is an error
@@ -30,6 +31,7 @@ type FieldType =
   | 'scheduler'
   | 'healthKind'
   | 'healthState'
+  | 'clientAddress'
   | { list: Schema }
   | { message: Schema };
 /** Field types by lowerCamelCase name. */
@@ -57,7 +59,13 @@ const SCHEMA: Schema = {
   neighbors: { list: derive(Neighbor.create()) },
   localAddresses: { list: derive(LocalAddress.create()) },
   virtualServices: {
-    list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', reals: { list: REAL }, healthCheck: { message: HEALTH_CHECK } }),
+    list: derive(VirtualService.create(), {
+      protocol: 'protocol',
+      scheduler: 'scheduler',
+      clientAddress: 'clientAddress',
+      reals: { list: REAL },
+      healthCheck: { message: HEALTH_CHECK },
+    }),
   },
   symmetric: { message: derive(SymmetricMode.create()) },
   timeouts: { message: derive(Timeouts.create()) },
@@ -130,6 +138,7 @@ function field(v: unknown, type: FieldType, p: string): unknown {
   if (type === 'healthState') return enumValue(v, 'HEALTH_STATE', p);
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);
   if (type === 'scheduler') return enumValue(v, 'SCHEDULER', p);
+  if (type === 'clientAddress') return enumValue(v, 'CLIENT_ADDRESS_MODE', p);
   if ('list' in type) {
     if (!Array.isArray(v)) throw bad('a list');
     return v.map((e, i) => check(e, type.list, `${p}[${i}]`));

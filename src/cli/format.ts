@@ -2,8 +2,8 @@
 import type { ConfigDiff, ResourceChanges } from '../gen/retrace/v1/config';
 import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
-import type { VirtualService } from '../gen/retrace/v1/balancer';
 import { HealthCheckKind, HealthState, type HealthCheck } from '../gen/retrace/v1/health_check';
+import { ClientAddressMode, type VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 
@@ -36,6 +36,12 @@ export const SCHEDULER_NAME: Record<number, string> = {
   [Scheduler.SCHEDULER_WRR]: 'wrr',
   [Scheduler.SCHEDULER_WLC]: 'wlc',
   [Scheduler.SCHEDULER_MAGLEV]: 'maglev',
+};
+
+const CLIENT_ADDRESS_NAME: Record<number, string> = {
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2]: 'proxy_v2',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1]: 'proxy_v1',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_TOA]: 'toa',
 };
 
 const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
@@ -80,14 +86,10 @@ export function formatServices(services: VirtualService[]): string {
   const rows: (string | bigint | number)[][] = [];
   const checked = services.some((s) => s.healthCheck !== undefined);
   for (const s of services) {
-    const row: (string | bigint | number)[] = [
-      PROTOCOL_NAME[s.protocol] ?? '?',
-      hostPort(s.vip, s.port, s.protocol),
-      SCHEDULER_NAME[s.scheduler] ?? '?',
-      '',
-      '',
-      s.connsTotal,
-    ];
+    // A client-address mode follows the scheduler ("rr proxy_v2"); none shows nothing.
+    const mode = CLIENT_ADDRESS_NAME[s.clientAddress] ?? '';
+    const sched = `${SCHEDULER_NAME[s.scheduler] ?? '?'}${mode ? ` ${mode}` : ''}`;
+    const row: (string | bigint | number)[] = [PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), sched, '', '', s.connsTotal];
     if (checked) row.push(s.healthCheck === undefined ? '-' : describeHealthCheck(s.healthCheck), '', '');
     rows.push(row);
     for (const r of s.reals) {

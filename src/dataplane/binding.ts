@@ -132,6 +132,10 @@ export interface NativeRealInfo {
   packetsFromReal: bigint;
   bytesToReal: bigint;
   bytesFromReal: bigint;
+  proxyHeaders: bigint;
+  segmentsShifted: bigint;
+  toaAdded: bigint;
+  toaNoRoom: bigint;
 }
 
 export interface NativeTimeouts {
@@ -147,6 +151,8 @@ export interface NativeTimeouts {
 export const IPPROTO = { tcp: 6, udp: 17, icmp: 1 } as const;
 /** Scheduler ids of native/dp_ctl.h (DP_SCHED_ARG_*). */
 export const SCHED_ID = { rr: 1, wrr: 2, wlc: 3, maglev: 4 } as const;
+/** Client-address modes of native/dp_ctl.h (enum dp_caddr_mode). */
+export const CADDR_ID = { none: 0, proxy_v2: 1, proxy_v1: 2, toa: 3 } as const;
 
 export interface Native {
   ealInit(argv: string[]): void;
@@ -177,6 +183,7 @@ export interface Native {
   serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
   serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
   serviceSetRealDown(proto: number, vip: string, port: number, real: string, realPort: number, down: boolean): void;
+  serviceSetCaddr(proto: number, vip: string, port: number, mode: number): void;
   serviceSetLimits(
     proto: number,
     vip: string,

@@ -12,7 +12,7 @@
  */
 import type { Config } from '../config';
 import { buildEalArgs } from './eal';
-import { IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
+import { CADDR_ID, IPPROTO, SCHED_ID, loadNative, type Native, type NativeLcore, type NativeLimits, type NativeMempool, type NativePortInfo } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
 import { KernelInterfaces } from './kernel-if';
@@ -23,6 +23,7 @@ import {
   type AddressSpec,
   type ConfigShape,
   type ConnFilter,
+  type ClientAddressMode,
   type ConnKey,
   type CounterSnapshot,
   type DataplaneState,
@@ -45,6 +46,7 @@ import {
   limitsEqual,
   copyHealthCheck,
   type HealthCheckSpec,
+  type ServiceChange,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -357,9 +359,11 @@ export class Dataplane {
   addService(s: ServiceSpec): void {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
-    if (!limitsEqual(s.limits, NO_LIMITS)) {
+    const mode = s.clientAddress ?? 'none';
+    if (!limitsEqual(s.limits, NO_LIMITS) || mode !== 'none') {
       try {
-        this.pushLimits(s, s.limits ?? NO_LIMITS);
+        if (!limitsEqual(s.limits, NO_LIMITS)) this.pushLimits(s, s.limits ?? NO_LIMITS);
+        if (mode !== 'none') this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[s.protocol], s.vip, s.port, CADDR_ID[mode]));
       } catch (e) {
         // All or nothing: a service that could not take its limits is not left without them.
         this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
@@ -370,6 +374,7 @@ export class Dataplane {
       ...s,
       limits: copyLimits(s.limits ?? NO_LIMITS),
       healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      clientAddress: mode,
       reals: [],
     });
     this.changed();
@@ -413,14 +418,21 @@ export class Dataplane {
     this.changed();
   }
 
-  /** New scheduler and seed, and new limits unless `limits` is undefined (limits first, so limits
-   * the native layer refuses change nothing); a new health check unless `healthCheck` is undefined
-   * (null removes it). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, healthCheck?: HealthCheckSpec | null): void {
+  /**
+   * New scheduler and seed; and whatever `change` names (unset = unchanged): limits, a health check
+   * (null removes it), a client-address mode. Limits and mode go first, so values the native layer
+   * refuses change nothing of the scheduler.
+   */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, change: ServiceChange = {}): void {
+    const { limits, healthCheck, clientAddress } = change;
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     if (limits !== undefined && !limitsEqual(limits, s.limits)) this.setLimits(k, limits);
+    if (clientAddress !== undefined && clientAddress !== (s.clientAddress ?? 'none')) {
+      this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[k.protocol], k.vip, k.port, CADDR_ID[clientAddress]));
+      s.clientAddress = clientAddress;
+    }
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
@@ -470,6 +482,7 @@ export class Dataplane {
       connsTotal: live.connsTotal,
       limits: copyLimits(s.limits ?? NO_LIMITS),
       healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      clientAddress: s.clientAddress ?? 'none',
       activeConns: drops.activeConns,
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
@@ -486,6 +499,10 @@ export class Dataplane {
         packetsFromReal: r.packetsFromReal,
         bytesToReal: r.bytesToReal,
         bytesFromReal: r.bytesFromReal,
+        proxyHeaders: r.proxyHeaders,
+        segmentsShifted: r.segmentsShifted,
+        toaAdded: r.toaAdded,
+        toaNoRoom: r.toaNoRoom,
       })),
     };
   }

@@ -139,6 +139,12 @@ export function healthCheckEqual(a: HealthCheckSpec | undefined, b: HealthCheckS
 export function copyHealthCheck(h: HealthCheckSpec): HealthCheckSpec {
   return { ...h, udpPayload: Uint8Array.from(h.udpPayload), udpExpect: Uint8Array.from(h.udpExpect) };
 }
+/**
+ * How a service passes the client's address to its reals: nothing, a PROXY protocol v2 or v1
+ * header, or the TOA TCP option (native/dp_caddr.c). v1 and toa are TCP only.
+ */
+export type ClientAddressMode = 'none' | 'proxy_v2' | 'proxy_v1' | 'toa';
+export const CLIENT_ADDRESS_MODES: readonly ClientAddressMode[] = ['none', 'proxy_v2', 'proxy_v1', 'toa'];
 
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
@@ -148,6 +154,8 @@ export interface ServiceSpec extends ServiceKey {
   limits?: ServiceLimits;
   /** Unset = the reals are not checked. */
   healthCheck?: HealthCheckSpec;
+  /** Unset = 'none'. */
+  clientAddress?: ClientAddressMode;
 }
 
 export interface RealView extends RealSpec {
@@ -160,9 +168,15 @@ export interface RealView extends RealSpec {
   packetsFromReal: bigint;
   bytesToReal: bigint;
   bytesFromReal: bigint;
+  /** What the service's client-address mode did on this real's conns (native/dp_counters.h). */
+  proxyHeaders: bigint;
+  segmentsShifted: bigint;
+  toaAdded: bigint;
+  toaNoRoom: bigint;
 }
 
 export interface ServiceView extends ServiceSpec {
+  clientAddress: ClientAddressMode;
   reals: RealView[];
   connsTotal: bigint;
   limits: ServiceLimits;
@@ -217,4 +231,12 @@ export interface CounterSnapshot {
   path: Record<string, Record<string, PathCounters>>;
   /** port name -> drop reason -> value */
   drops: Record<string, Record<string, bigint>>;
+}
+
+/** What an updateService call changes besides scheduler and seed; unset = unchanged. */
+export interface ServiceChange {
+  limits?: ServiceLimits;
+  /** null removes the check. */
+  healthCheck?: HealthCheckSpec | null;
+  clientAddress?: ClientAddressMode;
 }

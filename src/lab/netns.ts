@@ -313,6 +313,26 @@ export class NetnsLab<R extends string> {
   }
 
   /**
+   * Starts a program (not a lab script) in a role's namespace, e.g. a Debian-packaged server the
+   * tests talk to; destroy() stops it by PID like the lab's own scripts.
+   */
+  spawnIn(label: string, role: R, cmd: string, args: readonly string[]): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', this.ns(role), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.children.push({ label, child });
+    return child;
+  }
+
+  /** Starts a lab script (dist/lab/<name>.js) in a role's namespace; destroy() stops it. */
+  spawnLabScript(label: string, role: R, name: string, args: readonly string[]): ChildProcess {
+    return this.spawnScript(label, role, name, args);
+  }
+
+  /** Runs a lab script (dist/lab/<name>.js) to completion in a role's namespace. */
+  runLabScript(role: R, name: string, args: readonly string[], timeoutMs: number) {
+    return this.execAsync(role, this.node, [this.script(name), ...args], { timeoutMs });
+  }
+
+  /**
    * One echo server (src/lab/echo-server.ts) per role in `servers`: TCP+UDP echo on `echoPort`,
    * identity on `whoPort`. Resolves when all listen.
    */

@@ -2,7 +2,7 @@ import { serviceKeyString, type Dataplane, type HealthCheckSpec, type ServiceVie
 import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
 import { HealthCheck, HealthState } from '../gen/retrace/v1/health_check';
 import type { Logger } from '../log';
-import { protocolToProto, schedulerToProto } from './enums';
+import { clientAddressToProto, protocolToProto, schedulerToProto } from './enums';
 import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
@@ -60,6 +60,18 @@ export const HEALTH_STATE_TO_PROTO: Record<RealHealthView['state'], HealthState>
   down: HealthState.HEALTH_STATE_DOWN,
 };
 
+/** What a service's client-address mode did: the per-real counters summed over its current reals. */
+export function serviceClientAddress(s: ServiceView): { proxyHeaders: bigint; segmentsShifted: bigint; toaAdded: bigint; toaNoRoom: bigint } {
+  const t = { proxyHeaders: 0n, segmentsShifted: 0n, toaAdded: 0n, toaNoRoom: 0n };
+  for (const r of s.reals) {
+    t.proxyHeaders += r.proxyHeaders;
+    t.segmentsShifted += r.segmentsShifted;
+    t.toaAdded += r.toaAdded;
+    t.toaNoRoom += r.toaNoRoom;
+  }
+  return t;
+}
+
 export function toVirtualService(s: ServiceView, health: HealthLookup = () => undefined): VirtualService {
   const svcKey = serviceKeyString(s);
   return VirtualService.create({
@@ -96,6 +108,8 @@ export function toVirtualService(s: ServiceView, health: HealthLookup = () => un
     connBurst: s.limits.connBurst,
     refusedRateLimited: s.refusedRateLimited,
     healthCheck: s.healthCheck === undefined ? undefined : healthCheckToProto(s.healthCheck),
+    clientAddress: clientAddressToProto(s.clientAddress),
+    ...serviceClientAddress(s),
   });
 }
 
@@ -124,7 +138,7 @@ export function balancerService(
     listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map((s) => toVirtualService(s, health)) })),
     updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
       const u = v.updateVirtualService(req, dp.connCapacity);
-      dp.updateService(u.key, u.scheduler, u.seed, u.limits, u.healthCheck);
+      dp.updateService(u.key, u.scheduler, u.seed, { limits: u.limits, healthCheck: u.healthCheck, clientAddress: u.clientAddress });
       return {};
     }),
     deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {

@@ -2,8 +2,8 @@
  * The per-service and per-real families of /metrics, written as Prometheus text directly rather
  * than through prom-client (why: below), in slices that leave the event loop free.
  */
-import { DataplaneError, serviceKeyString, type Dataplane, type RealView, type ServiceView } from '../dataplane';
-import { serviceTraffic, type ServiceTraffic } from './balancer-service';
+import { CLIENT_ADDRESS_MODES, DataplaneError, serviceKeyString, type Dataplane, type RealView, type ServiceView } from '../dataplane';
+import { serviceClientAddress, serviceTraffic, type ServiceTraffic } from './balancer-service';
 
 /**
  * The per-service and per-real families are most of a scrape (1500 services of 4 reals: ~80k
@@ -30,8 +30,11 @@ const TRAFFIC_HELP = {
   real: (unit: string, to: boolean) => `${unit} of a real's conns forwarded ${to ? 'toward it' : 'from it'} since it was added.`,
 };
 
+const CA_HELP = (what: string) => `${what} a virtual service's reals: the sum over its current reals, like the traffic counters.`;
+
 function serviceFamilies(): ServiceFamily[] {
   const f = (name: string, type: Family['type'], help: string, value: ServiceFamily['value']): ServiceFamily => ({ name, type, help, value, lines: [] });
+  const ca = (field: keyof ReturnType<typeof serviceClientAddress>) => (s: ServiceView) => serviceClientAddress(s)[field];
   const traffic = (field: keyof ServiceTraffic) => (s: ServiceView) => serviceTraffic(s)[field];
   return [
     f('retrace_service_reals', 'gauge', 'Reals of a virtual service (any weight).', (s) => s.reals.length),
@@ -61,6 +64,21 @@ function serviceFamilies(): ServiceFamily[] {
       'New conns a virtual service refused because the client was over its conn_rate.',
       (s) => s.refusedRateLimited,
     ),
+    f(
+      'retrace_service_client_address_mode',
+      'gauge',
+      "How a virtual service passes the client's address to its reals: 0 none, 1 PROXY protocol v2, 2 PROXY protocol v1, 3 TOA.",
+      (s) => CLIENT_ADDRESS_MODES.indexOf(s.clientAddress),
+    ),
+    f('retrace_service_proxy_headers_total', 'counter', CA_HELP('PROXY headers sent toward'), ca('proxyHeaders')),
+    f(
+      'retrace_service_segments_shifted_total',
+      'counter',
+      CA_HELP('TCP segments (both ways) whose seq or ack was shifted by a PROXY header, of'),
+      ca('segmentsShifted'),
+    ),
+    f('retrace_service_toa_added_total', 'counter', CA_HELP('TOA options added to segments toward'), ca('toaAdded')),
+    f('retrace_service_toa_no_room_total', 'counter', CA_HELP('Segments that were to carry TOA but had no room (sent without), toward'), ca('toaNoRoom')),
   ];
 }
 

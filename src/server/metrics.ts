@@ -17,6 +17,8 @@
  *   retrace_service_{packets,bytes}_{to,from}_reals_total{...}   per-service traffic (sum over its reals)
  *   retrace_service_active_conns / _max_conns{...}, retrace_service_refused_{max_conns,denied,not_allowed,rate_limited}_total{...}
  *                                                 admission limits and the new conns they refused
+ *   retrace_service_client_address_mode{...}, retrace_service_{proxy_headers,segments_shifted,toa_added,toa_no_room}_total{...}
+ *                                                 client-address mode and what it did (sum over its reals)
  *   retrace_real_weight / _active_conns / _conns_total{protocol,vip,vport,real}
  *   retrace_real_{packets,bytes}_{to,from}_real_total{...}   per-real traffic
  *   retrace_real_health{...,state}, retrace_real_health_transitions_total{...}   health checks (checked reals only)

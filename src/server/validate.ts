@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import type {
   AddressSpec,
+  ClientAddressMode as DpClientAddressMode,
   ConnEventType as DpEventType,
   ConnFilter as DpConnFilter,
   ConnKey as DpConnKey,
@@ -27,6 +28,7 @@ import type {
   Timeouts as DpTimeouts,
 } from '../dataplane';
 import type {
+  ClientAddressMode,
   CreateLocalAddressRequest,
   CreateVirtualServiceRequest,
   DeleteLocalAddressRequest,
@@ -56,7 +58,7 @@ import type {
 } from '../gen/retrace/v1/network';
 import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
 import { HealthCheckKind, type HealthCheck } from '../gen/retrace/v1/health_check';
-import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
+import { clientAddressFromProto, connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto } from './enums';
 import { echo, ValidationError } from './errors';
 
 // ---- field checks ----
@@ -329,13 +331,33 @@ export function healthCheck(h: HealthCheck, protocol: DpProtocol, at: string): H
   };
 }
 
+/**
+ * A client-address mode the protocol can carry: PROXY v1 and TOA are TCP only (a text header and a
+ * TCP option), PROXY v2 is TCP or UDP (one header per datagram), ICMP takes none.
+ */
+export function clientAddress(m: ClientAddressMode, protocol: DpProtocol, field: string): DpClientAddressMode {
+  const mode = clientAddressFromProto(m, field);
+  if (mode === 'none') return mode;
+  const what = mode === 'proxy_v2' ? 'PROXY protocol v2' : mode === 'proxy_v1' ? 'PROXY protocol v1' : 'TOA';
+  if (protocol === 'icmp') throw new ValidationError(field, `${what} is not for ICMP services (CLIENT_ADDRESS_MODE_NONE only)`);
+  if (protocol === 'udp' && mode !== 'proxy_v2') throw new ValidationError(field, `${what} is for TCP services only (UDP services take PROXY protocol v2)`);
+  return mode;
+}
+
 export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
   const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
   const hc = s.healthCheck === undefined || s.healthCheck === null ? undefined : healthCheck(s.healthCheck, k.protocol, 'virtual_service.health_check.');
-  return { ...k, scheduler, seed: s.seed, limits: serviceLimits(s, 'virtual_service.', connCapacity), ...(hc === undefined ? {} : { healthCheck: hc }) };
+  return {
+    ...k,
+    scheduler,
+    seed: s.seed,
+    limits: serviceLimits(s, 'virtual_service.', connCapacity),
+    clientAddress: clientAddress(s.clientAddress, k.protocol, 'virtual_service.client_address'),
+    ...(hc === undefined ? {} : { healthCheck: hc }),
+  };
 }
 
 export function getVirtualService(req: GetVirtualServiceRequest): ServiceKey {
@@ -349,7 +371,14 @@ export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceK
 export function updateVirtualService(
   req: UpdateVirtualServiceRequest,
   connCapacity?: number,
-): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined; healthCheck: HealthCheckSpec | null | undefined } {
+): {
+  key: ServiceKey;
+  scheduler: DpScheduler;
+  seed: number;
+  limits: ServiceLimits | undefined;
+  healthCheck: HealthCheckSpec | null | undefined;
+  clientAddress: DpClientAddressMode | undefined;
+} {
   const k = key(req.key);
   const given = req.healthCheck !== undefined && req.healthCheck !== null;
   if (given && req.removeHealthCheck) throw new ValidationError('remove_health_check', 'not together with health_check');
@@ -359,6 +388,7 @@ export function updateVirtualService(
     seed: req.seed,
     limits: req.limits === undefined || req.limits === null ? undefined : serviceLimits(req.limits, 'limits.', connCapacity),
     healthCheck: req.removeHealthCheck ? null : given ? healthCheck(req.healthCheck!, k.protocol, 'health_check.') : undefined,
+    clientAddress: req.clientAddress === undefined || req.clientAddress === null ? undefined : clientAddress(req.clientAddress, k.protocol, 'client_address'),
   };
 }
 

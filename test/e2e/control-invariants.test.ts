@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import YAML from 'yaml';
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Config, ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { PathServiceClient } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
@@ -374,6 +374,15 @@ describe('issue 18 on a real appliance with a state file', () => {
       ...(rnd() < 0.3 ? { connRate: pick([1, 50]), connBurst: pick([1, 10]) } : { connRate: 0, connBurst: 0 }),
     });
 
+    // Client-address modes, those a protocol cannot carry included (refused, nothing changes).
+    const MODES = [
+      ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_NONE,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_TOA,
+    ];
+
     /** One random call: its name and the promise of its answer. */
     const OPS: [string, () => Promise<unknown>][] = [
       ['CreateAddress', () => app.api.network.createAddress({ address: { address: pick(ADDRS), prefixLength: pick(PLENS), port: pick(PORT_NAMES) } })],
@@ -406,7 +415,7 @@ describe('issue 18 on a real appliance with a state file', () => {
         'CreateVirtualService',
         () =>
           app.api.balancer.createVirtualService({
-            virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3), ...limits() }),
+            virtualService: VirtualService.create({ ...key(), scheduler: pick(SCHEDS), seed: Math.floor(rnd() * 3), ...limits(), clientAddress: pick(MODES) }),
           }),
       ],
       ['DeleteVirtualService', () => app.api.balancer.deleteVirtualService({ key: key() })],
@@ -420,6 +429,7 @@ describe('issue 18 on a real appliance with a state file', () => {
             limits: rnd() < 0.5 ? undefined : limits(),
             healthCheck: undefined,
             removeHealthCheck: false,
+            clientAddress: rnd() < 0.5 ? undefined : pick(MODES),
           }),
       ],
       [

@@ -3,12 +3,12 @@ import { UsageError, serverAddress } from '../../src/cli/client';
 import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
 import { formatDiff, formatServices, table } from '../../src/cli/format';
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { HealthCheck, HealthCheckKind, HealthState } from '../../src/gen/retrace/v1/health_check';
 import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 
 function usage(fn: () => unknown): string {
   try {
@@ -148,6 +148,17 @@ describe('parseConfigDocument', () => {
     expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
   });
 
+  it('reads client_address by its short or full name, and writes it back', () => {
+    const c = parseConfigDocument('virtual_services: [{client_address: proxy_v2}, {clientAddress: CLIENT_ADDRESS_MODE_TOA}, {client_address: none}, {}]', 'f');
+    expect(c.virtualServices.map((s) => s.clientAddress)).toEqual([
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_TOA,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_NONE,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED,
+    ]);
+    expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
+  });
+
   it('reads back what configToYaml writes', () => {
     const c = parseConfigDocument(
       'virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, maxConns: 10, deny: [10.0.0.0/8], reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n',
@@ -209,6 +220,16 @@ describe('rendering', () => {
     ]);
     // Without any health check the table is as before.
     expect(formatServices([plain]).split('\n')[0]).toBe('PROTO  ADDRESS         SCHED  WEIGHT  ACTIVE  CONNS');
+  });
+
+  it("shows a service's client-address mode after its scheduler, and nothing without one", () => {
+    const svc = (clientAddress: ClientAddressMode, port: number) =>
+      VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port, scheduler: Scheduler.SCHEDULER_RR, clientAddress });
+    const lines = formatServices([svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 80), svc(ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 81)]).split(
+      '\n',
+    );
+    expect(lines[1]).toMatch(/^tcp +198\.18\.0\.10:80 +rr proxy_v2 /);
+    expect(lines[2]).toMatch(/^tcp +198\.18\.0\.10:81 +rr +0$/);
   });
 
   it('aligns columns, numbers to the right', () => {

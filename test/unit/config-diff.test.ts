@@ -1,5 +1,5 @@
 /** ConfigService's pure parts: document validation, the diff plan, folding and drain weights. No dataplane. */
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import type { Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { diffSize, foldChanges, planConfig, realsDiff, summarizeDiff, type Step } from '../../src/server/config/plan';
@@ -88,6 +88,7 @@ describe('validateConfig', () => {
       scheduler: 'wrr',
       seed: 0,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+      clientAddress: 'none',
       reals: [
         { address: '10.1.0.12', port: 8080, weight: 1 },
         { address: '10.1.0.11', port: 8080, weight: 2 },
@@ -473,6 +474,7 @@ describe('planConfig', () => {
         seed: 0,
         limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 },
         healthCheck: null,
+        clientAddress: 'none',
         changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
       },
     ]);
@@ -481,6 +483,28 @@ describe('planConfig', () => {
     const bare = stateOf(desired());
     bare.services[0].limits = undefined;
     expect(planConfig(bare, desired())).toEqual([]);
+  });
+
+  it('updates a service whose client-address mode changed, and nothing when it matches (unset = none)', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[0].clientAddress = 'proxy_v2';
+    const steps = planConfig(state, d);
+    expect(steps.map((s) => (s.op === 'updateService' ? [s.op, s.clientAddress, s.changes] : [s.op]))).toEqual([
+      ['updateService', 'proxy_v2', [['virtualServices', 'updated', 'tcp/198.18.0.10:80']]],
+    ]);
+    expect(planConfig(stateOf(d), d)).toEqual([]);
+    const bare = stateOf(desired());
+    bare.services[0].clientAddress = undefined;
+    expect(planConfig(bare, desired())).toEqual([]);
+  });
+
+  it('reads client_address from a document and refuses a mode the protocol cannot carry, naming the field', () => {
+    const c = doc();
+    c.virtualServices[0].clientAddress = ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    expect(validateConfig(c, PORTS).services[0].clientAddress).toBe('toa');
+    c.virtualServices[1].clientAddress = ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    expect(problem(c)).toBe('config.virtual_services[1].client_address: TOA is for TCP services only (UDP services take PROXY protocol v2)');
   });
 
   it('deletes what is gone before creating what is new, so an address can change role', () => {

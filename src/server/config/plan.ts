@@ -12,6 +12,7 @@ import {
   type RealSpec,
   type RouteSpec,
   type Scheduler,
+  type ClientAddressMode,
   type ServiceKey,
   type ServiceLimits,
   type ServiceSpec,
@@ -51,7 +52,15 @@ export type Step = { changes: Change[] } & (
   | { op: 'addNeighbor'; neighbor: NeighborSpec }
   | { op: 'addLocalAddress'; localAddress: LocalAddressSpec }
   | { op: 'addService'; service: ServiceSpec }
-  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits; healthCheck: HealthCheckSpec | null }
+  | {
+      op: 'updateService';
+      key: ServiceKey;
+      scheduler: Scheduler;
+      seed: number;
+      limits: ServiceLimits;
+      healthCheck: HealthCheckSpec | null;
+      clientAddress: ClientAddressMode;
+    }
   | { op: 'setReals'; key: ServiceKey; reals: RealSpec[] }
   | { op: 'setSymmetric'; protocol: Protocol; enabled: boolean }
   | { op: 'setTimeouts'; timeouts: Partial<Timeouts> }
@@ -203,7 +212,14 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
-    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits) || !healthCheckEqual(c.healthCheck, s.healthCheck)) {
+    const mode = s.clientAddress ?? 'none';
+    if (
+      c.scheduler !== s.scheduler ||
+      c.seed !== s.seed ||
+      !limitsEqual(c.limits, s.limits) ||
+      !healthCheckEqual(c.healthCheck, s.healthCheck) ||
+      (c.clientAddress ?? 'none') !== mode
+    ) {
       const limits = s.limits ?? NO_LIMITS;
       const healthCheck = s.healthCheck ?? null;
       steps.push({
@@ -213,6 +229,7 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
         seed: s.seed,
         limits,
         healthCheck,
+        clientAddress: mode,
         changes: [['virtualServices', 'updated', k]],
       });
     }
@@ -253,6 +270,7 @@ function specOf(s: ServiceSpec): ServiceSpec {
     scheduler: s.scheduler,
     seed: s.seed,
     limits: s.limits,
+    clientAddress: s.clientAddress,
     ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
   };
 }

@@ -17,8 +17,8 @@ import {
 } from '../../dataplane';
 import { type Config } from '../../gen/retrace/v1/config';
 import { LocalAddress, Real, VirtualService } from '../../gen/retrace/v1/balancer';
-import { protocolToProto, schedulerToProto } from '../enums';
 import { healthCheckToProto } from '../balancer-service';
+import { clientAddressToProto, protocolToProto, schedulerToProto } from '../enums';
 
 export interface ServiceState extends ServiceSpec {
   /** The complete set of reals (order does not matter). */
@@ -93,6 +93,7 @@ export function readState(dp: Dataplane, drain: DrainState): ConfigState {
       seed: s.seed,
       limits: s.limits,
       ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
+      clientAddress: s.clientAddress,
       reals: restoreWeights(s.reals, drain.weights.get(serviceKeyString(s))),
     })),
     symmetric: dp.symmetric(),
@@ -120,6 +121,7 @@ export function toConfigMessage(s: ConfigState): Config {
       connRate: svc.limits?.connRate ?? 0,
       connBurst: svc.limits?.connBurst ?? 0,
       healthCheck: svc.healthCheck === undefined ? undefined : healthCheckToProto(svc.healthCheck),
+      clientAddress: clientAddressToProto(svc.clientAddress),
       reals: svc.reals.map((r) => ({ ...Real.create(), address: r.address, port: r.port, weight: r.weight })),
     })),
     symmetric: { ...s.symmetric },

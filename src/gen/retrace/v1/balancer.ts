@@ -26,6 +26,84 @@ export const protobufPackage = "retrace.v1";
 
 export const protobufFileName = "retrace/v1/balancer.proto";
 
+/**
+ * ClientAddressMode says how a virtual service passes the client's address
+ * and port to its reals (docs/design.md, "The client's address at the real").
+ */
+export enum ClientAddressMode {
+  /**
+   * CLIENT_ADDRESS_MODE_UNSPECIFIED - Not set: the same as CLIENT_ADDRESS_MODE_NONE, and what responses carry
+   * for a service without a mode (so it stays out of JSON output).
+   */
+  CLIENT_ADDRESS_MODE_UNSPECIFIED = 0,
+  /** CLIENT_ADDRESS_MODE_NONE - Nothing: the real sees the local address (LIP) and port. The default. */
+  CLIENT_ADDRESS_MODE_NONE = 4,
+  /**
+   * CLIENT_ADDRESS_MODE_PROXY_V2 - PROXY protocol version 2 (binary). TCP: a 28-byte header (TCP over IPv4:
+   * client address and port, vip and port) before the client's first byte,
+   * sent as a segment of its own; every later segment of the conn is shifted
+   * by 28 bytes (seq toward the real, ack and SACK back). UDP: a header
+   * (UDP over IPv4) before the payload of every datagram toward the real.
+   * The real must expect it (HAProxy accept-proxy, nginx proxy_protocol).
+   */
+  CLIENT_ADDRESS_MODE_PROXY_V2 = 1,
+  /**
+   * CLIENT_ADDRESS_MODE_PROXY_V1 - PROXY protocol version 1 (text, "PROXY TCP4 <client> <vip> <cport>
+   * <vport>\r\n"), TCP only, sent and shifted like v2.
+   */
+  CLIENT_ADDRESS_MODE_PROXY_V1 = 2,
+  /**
+   * CLIENT_ADDRESS_MODE_TOA - TOA: TCP option 254 of length 8 (client port, client IPv4 address; the
+   * format of DPVS and its toa kernel module) on the client's segments with
+   * ACK until the server sends data. TCP only. Segments without room for it
+   * go without (toa_no_room).
+   */
+  CLIENT_ADDRESS_MODE_TOA = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function clientAddressModeFromJSON(object: any): ClientAddressMode {
+  switch (object) {
+    case 0:
+    case "CLIENT_ADDRESS_MODE_UNSPECIFIED":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED;
+    case 4:
+    case "CLIENT_ADDRESS_MODE_NONE":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_NONE;
+    case 1:
+    case "CLIENT_ADDRESS_MODE_PROXY_V2":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2;
+    case 2:
+    case "CLIENT_ADDRESS_MODE_PROXY_V1":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1;
+    case 3:
+    case "CLIENT_ADDRESS_MODE_TOA":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ClientAddressMode.UNRECOGNIZED;
+  }
+}
+
+export function clientAddressModeToJSON(object: ClientAddressMode): string {
+  switch (object) {
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED:
+      return "CLIENT_ADDRESS_MODE_UNSPECIFIED";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_NONE:
+      return "CLIENT_ADDRESS_MODE_NONE";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2:
+      return "CLIENT_ADDRESS_MODE_PROXY_V2";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1:
+      return "CLIENT_ADDRESS_MODE_PROXY_V1";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_TOA:
+      return "CLIENT_ADDRESS_MODE_TOA";
+    case ClientAddressMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** VirtualServiceKey identifies a virtual service. */
 export interface VirtualServiceKey {
   /** Protocol. Required (PROTOCOL_UNSPECIFIED is rejected). */
@@ -157,7 +235,40 @@ export interface VirtualService {
    * Active health check of the reals (health_check.proto); unset = none, the
    * reals are never inhibited. Accepted in CreateVirtualService.
    */
-  healthCheck: HealthCheck | undefined;
+  healthCheck:
+    | HealthCheck
+    | undefined;
+  /**
+   * How the reals learn the client's address through full NAT (they see the
+   * local address otherwise). CLIENT_ADDRESS_MODE_NONE (the default; unset
+   * means the same) adds nothing. PROXY_V1 and TOA are for TCP services only, PROXY_V2 for TCP
+   * and UDP, ICMP services take none (INVALID_ARGUMENT naming the field). A
+   * change applies to new conns; existing ones keep the mode they began with.
+   */
+  clientAddress: ClientAddressMode;
+  /**
+   * Output only (ignored in requests): PROXY headers sent toward the reals
+   * (TCP: one per conn plus one per retransmission of the client's first
+   * segment before the real acknowledged it; UDP: one per datagram). Like
+   * packets_to_reals, the sum over the current reals.
+   */
+  proxyHeaders: bigint;
+  /**
+   * Output only (ignored in requests): TCP segments, both ways, whose seq or
+   * ack (and SACK blocks) were shifted by a PROXY header's length.
+   */
+  segmentsShifted: bigint;
+  /**
+   * Output only (ignored in requests): TOA options added (or written over a
+   * client's own) on segments toward the reals.
+   */
+  toaAdded: bigint;
+  /**
+   * Output only (ignored in requests): segments that were to carry TOA but
+   * had no room (the TCP header would pass 60 bytes or the packet the
+   * egress MTU); forwarded without it.
+   */
+  toaNoRoom: bigint;
 }
 
 /**
@@ -312,6 +423,11 @@ export interface UpdateVirtualServiceRequest {
    * new conns again by its weight).
    */
   removeHealthCheck: boolean;
+  /**
+   * New client-address mode (see VirtualService.client_address); unset keeps
+   * the current one. It applies to new conns only.
+   */
+  clientAddress?: ClientAddressMode | undefined;
 }
 
 /** UpdateVirtualServiceResponse is empty. */
@@ -583,6 +699,11 @@ function createBaseVirtualService(): VirtualService {
     connBurst: 0,
     refusedRateLimited: 0n,
     healthCheck: undefined,
+    clientAddress: 0,
+    proxyHeaders: 0n,
+    segmentsShifted: 0n,
+    toaAdded: 0n,
+    toaNoRoom: 0n,
   };
 }
 
@@ -683,6 +804,33 @@ export const VirtualService: MessageFns<VirtualService> = {
     }
     if (message.healthCheck !== undefined) {
       HealthCheck.encode(message.healthCheck, writer.uint32(402).fork()).join();
+    }
+    if (message.clientAddress !== 0) {
+      writer.uint32(320).int32(message.clientAddress);
+    }
+    if (message.proxyHeaders !== 0n) {
+      if (BigInt.asUintN(64, message.proxyHeaders) !== message.proxyHeaders) {
+        throw new globalThis.Error("value provided for field message.proxyHeaders of type uint64 too large");
+      }
+      writer.uint32(328).uint64(message.proxyHeaders);
+    }
+    if (message.segmentsShifted !== 0n) {
+      if (BigInt.asUintN(64, message.segmentsShifted) !== message.segmentsShifted) {
+        throw new globalThis.Error("value provided for field message.segmentsShifted of type uint64 too large");
+      }
+      writer.uint32(336).uint64(message.segmentsShifted);
+    }
+    if (message.toaAdded !== 0n) {
+      if (BigInt.asUintN(64, message.toaAdded) !== message.toaAdded) {
+        throw new globalThis.Error("value provided for field message.toaAdded of type uint64 too large");
+      }
+      writer.uint32(344).uint64(message.toaAdded);
+    }
+    if (message.toaNoRoom !== 0n) {
+      if (BigInt.asUintN(64, message.toaNoRoom) !== message.toaNoRoom) {
+        throw new globalThis.Error("value provided for field message.toaNoRoom of type uint64 too large");
+      }
+      writer.uint32(352).uint64(message.toaNoRoom);
     }
     return writer;
   },
@@ -876,6 +1024,46 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.healthCheck = HealthCheck.decode(reader, reader.uint32());
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.clientAddress = reader.int32() as any;
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.proxyHeaders = reader.uint64() as bigint;
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.segmentsShifted = reader.uint64() as bigint;
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.toaAdded = reader.uint64() as bigint;
+            continue;
+          }
+          case 44: {
+            if (tag !== 352) {
+              break;
+            }
+
+            message.toaNoRoom = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -972,6 +1160,31 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.health_check)
         ? HealthCheck.fromJSON(object.health_check)
         : undefined,
+      clientAddress: isSet(object.clientAddress)
+        ? clientAddressModeFromJSON(object.clientAddress)
+        : isSet(object.client_address)
+        ? clientAddressModeFromJSON(object.client_address)
+        : 0,
+      proxyHeaders: isSet(object.proxyHeaders)
+        ? BigInt(object.proxyHeaders)
+        : isSet(object.proxy_headers)
+        ? BigInt(object.proxy_headers)
+        : 0n,
+      segmentsShifted: isSet(object.segmentsShifted)
+        ? BigInt(object.segmentsShifted)
+        : isSet(object.segments_shifted)
+        ? BigInt(object.segments_shifted)
+        : 0n,
+      toaAdded: isSet(object.toaAdded)
+        ? BigInt(object.toaAdded)
+        : isSet(object.toa_added)
+        ? BigInt(object.toa_added)
+        : 0n,
+      toaNoRoom: isSet(object.toaNoRoom)
+        ? BigInt(object.toaNoRoom)
+        : isSet(object.toa_no_room)
+        ? BigInt(object.toa_no_room)
+        : 0n,
     };
   },
 
@@ -1043,6 +1256,21 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.healthCheck !== undefined) {
       obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
     }
+    if (message.clientAddress !== 0) {
+      obj.clientAddress = clientAddressModeToJSON(message.clientAddress);
+    }
+    if (message.proxyHeaders !== 0n) {
+      obj.proxyHeaders = message.proxyHeaders.toString();
+    }
+    if (message.segmentsShifted !== 0n) {
+      obj.segmentsShifted = message.segmentsShifted.toString();
+    }
+    if (message.toaAdded !== 0n) {
+      obj.toaAdded = message.toaAdded.toString();
+    }
+    if (message.toaNoRoom !== 0n) {
+      obj.toaNoRoom = message.toaNoRoom.toString();
+    }
     return obj;
   },
 
@@ -1095,6 +1323,15 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
       ? HealthCheck.fromPartial(object.healthCheck)
       : undefined;
+    message.clientAddress = object.clientAddress ?? 0;
+    message.proxyHeaders = (object.proxyHeaders !== undefined && object.proxyHeaders !== null)
+      ? BigInt(object.proxyHeaders)
+      : 0n;
+    message.segmentsShifted = (object.segmentsShifted !== undefined && object.segmentsShifted !== null)
+      ? BigInt(object.segmentsShifted)
+      : 0n;
+    message.toaAdded = (object.toaAdded !== undefined && object.toaAdded !== null) ? BigInt(object.toaAdded) : 0n;
+    message.toaNoRoom = (object.toaNoRoom !== undefined && object.toaNoRoom !== null) ? BigInt(object.toaNoRoom) : 0n;
     return message;
   },
 };
@@ -1978,7 +2215,15 @@ export const ListVirtualServicesResponse: MessageFns<ListVirtualServicesResponse
 };
 
 function createBaseUpdateVirtualServiceRequest(): UpdateVirtualServiceRequest {
-  return { key: undefined, scheduler: 0, seed: 0, limits: undefined, healthCheck: undefined, removeHealthCheck: false };
+  return {
+    key: undefined,
+    scheduler: 0,
+    seed: 0,
+    limits: undefined,
+    healthCheck: undefined,
+    removeHealthCheck: false,
+    clientAddress: undefined,
+  };
 }
 
 export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest> = {
@@ -2000,6 +2245,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     }
     if (message.removeHealthCheck !== false) {
       writer.uint32(408).bool(message.removeHealthCheck);
+    }
+    if (message.clientAddress !== undefined) {
+      writer.uint32(320).int32(message.clientAddress);
     }
     return writer;
   },
@@ -2065,6 +2313,14 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
             message.removeHealthCheck = reader.bool();
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.clientAddress = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2093,6 +2349,11 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
         : isSet(object.remove_health_check)
         ? globalThis.Boolean(object.remove_health_check)
         : false,
+      clientAddress: isSet(object.clientAddress)
+        ? clientAddressModeFromJSON(object.clientAddress)
+        : isSet(object.client_address)
+        ? clientAddressModeFromJSON(object.client_address)
+        : undefined,
     };
   },
 
@@ -2116,6 +2377,9 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     if (message.removeHealthCheck !== false) {
       obj.removeHealthCheck = message.removeHealthCheck;
     }
+    if (message.clientAddress !== undefined) {
+      obj.clientAddress = clientAddressModeToJSON(message.clientAddress);
+    }
     return obj;
   },
 
@@ -2136,6 +2400,7 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
       ? HealthCheck.fromPartial(object.healthCheck)
       : undefined;
     message.removeHealthCheck = object.removeHealthCheck ?? false;
+    message.clientAddress = object.clientAddress ?? undefined;
     return message;
   },
 };
@@ -3447,7 +3712,7 @@ export const LoadBalancerServiceService = {
   },
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: {
@@ -3594,7 +3859,7 @@ export interface LoadBalancerServiceServer extends UntypedServiceImplementation 
   listVirtualServices: handleUnaryCall<ListVirtualServicesRequest, ListVirtualServicesResponse>;
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: handleUnaryCall<UpdateVirtualServiceRequest, UpdateVirtualServiceResponse>;
@@ -3709,7 +3974,7 @@ export interface LoadBalancerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService(

@@ -57,7 +57,8 @@ export interface Config {
   /**
    * Virtual services with their complete sets of reals, keyed by protocol, vip
    * and port. A changed scheduler, seed, limit (max_conns, allow, deny,
-   * conn_rate, conn_burst) or health_check is an UpdateVirtualService;
+   * conn_rate, conn_burst), health_check or client_address is an
+   * UpdateVirtualService;
    * changed reals are one SetReals.
    */
   virtualServices: VirtualService[];

@@ -221,6 +221,17 @@ export interface DropCounters {
    * or one the kernel sent that is neither IPv4 nor ARP.
    */
   kernelDropped: bigint;
+  /** TCP options malformed in a segment that was to carry TOA. */
+  tcpBadOptions: bigint;
+  /**
+   * Client payload before its first byte (PROXY services): shifted, it would
+   * land on the PROXY header's bytes.
+   */
+  caddrBeforeData: bigint;
+  /** UDP datagram over the MTU once its PROXY header is added. */
+  caddrNoRoom: bigint;
+  /** No mbuf for a PROXY header segment, or no room to grow a packet. */
+  caddrNoMbuf: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1362,6 +1373,10 @@ function createBaseDropCounters(): DropCounters {
     svcNotAllowed: 0n,
     svcRateLimited: 0n,
     kernelDropped: 0n,
+    tcpBadOptions: 0n,
+    caddrBeforeData: 0n,
+    caddrNoRoom: 0n,
+    caddrNoMbuf: 0n,
   };
 }
 
@@ -1570,6 +1585,30 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.kernelDropped of type uint64 too large");
       }
       writer.uint32(560).uint64(message.kernelDropped);
+    }
+    if (message.tcpBadOptions !== 0n) {
+      if (BigInt.asUintN(64, message.tcpBadOptions) !== message.tcpBadOptions) {
+        throw new globalThis.Error("value provided for field message.tcpBadOptions of type uint64 too large");
+      }
+      writer.uint32(320).uint64(message.tcpBadOptions);
+    }
+    if (message.caddrBeforeData !== 0n) {
+      if (BigInt.asUintN(64, message.caddrBeforeData) !== message.caddrBeforeData) {
+        throw new globalThis.Error("value provided for field message.caddrBeforeData of type uint64 too large");
+      }
+      writer.uint32(328).uint64(message.caddrBeforeData);
+    }
+    if (message.caddrNoRoom !== 0n) {
+      if (BigInt.asUintN(64, message.caddrNoRoom) !== message.caddrNoRoom) {
+        throw new globalThis.Error("value provided for field message.caddrNoRoom of type uint64 too large");
+      }
+      writer.uint32(336).uint64(message.caddrNoRoom);
+    }
+    if (message.caddrNoMbuf !== 0n) {
+      if (BigInt.asUintN(64, message.caddrNoMbuf) !== message.caddrNoMbuf) {
+        throw new globalThis.Error("value provided for field message.caddrNoMbuf of type uint64 too large");
+      }
+      writer.uint32(344).uint64(message.caddrNoMbuf);
     }
     return writer;
   },
@@ -1859,6 +1898,38 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.kernelDropped = reader.uint64() as bigint;
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.tcpBadOptions = reader.uint64() as bigint;
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.caddrBeforeData = reader.uint64() as bigint;
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.caddrNoRoom = reader.uint64() as bigint;
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.caddrNoMbuf = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2031,6 +2102,26 @@ export const DropCounters: MessageFns<DropCounters> = {
         : isSet(object.kernel_dropped)
         ? BigInt(object.kernel_dropped)
         : 0n,
+      tcpBadOptions: isSet(object.tcpBadOptions)
+        ? BigInt(object.tcpBadOptions)
+        : isSet(object.tcp_bad_options)
+        ? BigInt(object.tcp_bad_options)
+        : 0n,
+      caddrBeforeData: isSet(object.caddrBeforeData)
+        ? BigInt(object.caddrBeforeData)
+        : isSet(object.caddr_before_data)
+        ? BigInt(object.caddr_before_data)
+        : 0n,
+      caddrNoRoom: isSet(object.caddrNoRoom)
+        ? BigInt(object.caddrNoRoom)
+        : isSet(object.caddr_no_room)
+        ? BigInt(object.caddr_no_room)
+        : 0n,
+      caddrNoMbuf: isSet(object.caddrNoMbuf)
+        ? BigInt(object.caddrNoMbuf)
+        : isSet(object.caddr_no_mbuf)
+        ? BigInt(object.caddr_no_mbuf)
+        : 0n,
     };
   },
 
@@ -2138,6 +2229,18 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.kernelDropped !== 0n) {
       obj.kernelDropped = message.kernelDropped.toString();
     }
+    if (message.tcpBadOptions !== 0n) {
+      obj.tcpBadOptions = message.tcpBadOptions.toString();
+    }
+    if (message.caddrBeforeData !== 0n) {
+      obj.caddrBeforeData = message.caddrBeforeData.toString();
+    }
+    if (message.caddrNoRoom !== 0n) {
+      obj.caddrNoRoom = message.caddrNoRoom.toString();
+    }
+    if (message.caddrNoMbuf !== 0n) {
+      obj.caddrNoMbuf = message.caddrNoMbuf.toString();
+    }
     return obj;
   },
 
@@ -2227,6 +2330,18 @@ export const DropCounters: MessageFns<DropCounters> = {
       : 0n;
     message.kernelDropped = (object.kernelDropped !== undefined && object.kernelDropped !== null)
       ? BigInt(object.kernelDropped)
+      : 0n;
+    message.tcpBadOptions = (object.tcpBadOptions !== undefined && object.tcpBadOptions !== null)
+      ? BigInt(object.tcpBadOptions)
+      : 0n;
+    message.caddrBeforeData = (object.caddrBeforeData !== undefined && object.caddrBeforeData !== null)
+      ? BigInt(object.caddrBeforeData)
+      : 0n;
+    message.caddrNoRoom = (object.caddrNoRoom !== undefined && object.caddrNoRoom !== null)
+      ? BigInt(object.caddrNoRoom)
+      : 0n;
+    message.caddrNoMbuf = (object.caddrNoMbuf !== undefined && object.caddrNoMbuf !== null)
+      ? BigInt(object.caddrNoMbuf)
       : 0n;
     return message;
   },
