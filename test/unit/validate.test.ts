@@ -1,5 +1,5 @@
 /** The request validators alone: no dataplane, no server. */
-import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, UpdateVirtualServiceRequest, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { ValidationError } from '../../src/server/errors';
 import * as v from '../../src/server/validate';
@@ -205,7 +205,7 @@ describe('updateVirtualService', () => {
 
 describe('updateVirtualService: client_address', () => {
   it('keeps the mode when unset and checks it against the key protocol when set', () => {
-    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
+    const req = { ...UpdateVirtualServiceRequest.create(), key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
     expect(v.updateVirtualService(req).clientAddress).toBeUndefined();
     expect(v.updateVirtualService({ ...req, clientAddress: ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1 }).clientAddress).toBe('proxy_v1');
     const udp = { ...req, key: { ...tcpKey, protocol: Protocol.PROTOCOL_UDP } };
