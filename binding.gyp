@@ -24,12 +24,14 @@
         "native/dp_conn.c",
         "native/dp_xmit.c",
         "native/dp_fnat.c",
+        "native/dp_caddr.c",
         "native/dp_tcp.c",
         "native/dp_udp.c",
         "native/dp_icmp.c",
         "native/dp_events.c",
         "native/dp_siphash.c",
-        "native/dp_synproxy.c"
+        "native/dp_synproxy.c",
+        "native/dp_kni.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -29,11 +29,16 @@ stamp_is() { [[ -f $stamps/$1 && $(<"$stamps/$1") == "$2" ]]; }
 # netbase: /etc/protocols, which `ip route get ... ipproto udp` and getprotobyname() read.
 # clang-format-14: npm test checks the native code's layout (scripts/lint.sh).
 # gobgpd: the tests check the BGP sidecar's rendered gobgpd.toml with `gobgpd --dry-run`.
+# bird2: the lab's routers speak BGP with the appliance's GoBGP and install what they learn.
 # podman runc catatonit mmdebstrap fuse-overlayfs: the image (npm run image, deploy/image.sh).
 # hping3: the SYN flood of the SYN proxy's lab test (test/e2e/synproxy.test.ts).
+# haproxy, nginx-light, curl: the lab's reals that read PROXY protocol (accept-proxy,
+# listen ... proxy_protocol) in the client-address tests, and an HTTP client for nginx;
+# iptables: random loss on their links where the kernel has no sch_netem.
 pkgs=(libdpdk-dev dpdk dpdk-dev pkg-config protobuf-compiler libprotobuf-dev netbase iproute2
       iputils-ping tcpdump ethtool socat libpcap-dev build-essential python3 clang-14
-      libclang-rt-14-dev clang-format-14 gobgpd podman runc catatonit mmdebstrap fuse-overlayfs hping3)
+      libclang-rt-14-dev clang-format-14 gobgpd bird2 podman runc catatonit mmdebstrap fuse-overlayfs
+      haproxy nginx-light curl iptables hping3)
 # kubectl renders deploy/k8s in the tests (`kubectl kustomize`). Debian 12 ships it as
 # kubernetes-client (1.20, which deploy/k8s is written to render with); a kubectl that is
 # already installed (e.g. a newer one from Kubernetes' own apt repository) is used as it is.
@@ -58,6 +63,15 @@ if ((${#missing[@]})); then
   if [[ " ${missing[*]} " == *" gobgpd "* ]] && command -v systemctl >/dev/null; then
     "${sudo[@]}" systemctl disable --now gobgpd.service >/dev/null 2>&1 || true
   fi
+  if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable --now bird.service >/dev/null 2>&1 || true
+  fi
+  # The same for haproxy and nginx: the lab starts its own, one per real server namespace.
+  for svc in haproxy nginx; do
+    if [[ " ${missing[*]} " == *" $svc"* ]] && command -v systemctl >/dev/null; then
+      "${sudo[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 # podman (the image test) needs the cgroup filesystems. systemd mounts them; a system without

@@ -48,6 +48,13 @@ struct dp_port_conf {
 	bool has_mac; /* false: keep the device's own MAC */
 	uint8_t mac[6];
 	bool promiscuous;
+	/* Kernel interface (dp_kni.c): the ethdev of the port's exception path,
+	 * "" = none. Frames for the port's addresses that the dataplane does not
+	 * answer go up through it; what the kernel sends leaves by this port. */
+	char kni_devname[DP_DEVNAME_LEN];
+	uint32_t kni_queue; /* frames waiting to go up, per port (power of two) */
+	uint32_t kni_rate;  /* frames per second each way, per port; 0 = no limit */
+	uint32_t kni_burst; /* token bucket depth, in frames */
 };
 
 struct dp_conf {
@@ -110,6 +117,9 @@ struct dp_port_info {
 	uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
 	uint64_t rx_errors, tx_errors, rx_missed, rx_nombuf;
 	uint64_t tx_dropped; /* refused by the driver at tx burst, freed by us */
+	/* Kernel interface (zero without one). */
+	bool has_kni;
+	uint64_t to_kernel, from_kernel, kernel_dropped;
 };
 
 uint16_t dp_nb_ports(void);

@@ -38,6 +38,22 @@ dp_arp_learn(uint16_t pidx, uint32_t addr, const struct rte_ether_addr *mac)
 	rte_ring_enqueue_elem(dpt.learn, &msg, sizeof(msg));
 }
 
+/*
+ * The kernel interface's neighbour table needs what the dataplane learns
+ * from: replies (to the kernel's requests or the dataplane's, both are
+ * right), requests for a port address (the kernel learns the asker), and
+ * gratuitous ARP. The dataplane still answers; the kernel's own answer is
+ * dropped on the way down (dp_kni.c).
+ */
+static void
+dp_arp_mirror(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *m, const struct rte_arp_hdr *arp)
+{
+	if (arp->arp_opcode == RTE_BE16(RTE_ARP_OP_REPLY) || arp->arp_data.arp_sip == arp->arp_data.arp_tip ||
+		dp_kni_wants(pidx, arp->arp_data.arp_tip))
+		if (dp.ports[pidx].kni)
+			dp_kni_mirror(w, pidx, m);
+}
+
 void
 dp_arp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
@@ -58,6 +74,8 @@ dp_arp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 		return;
 	}
 	dp_arp_learn(pidx, arp->arp_data.arp_sip, &arp->arp_data.arp_sha);
+	if (unlikely(dp.nb_kni != 0))
+		dp_arp_mirror(w, pidx, m, arp);
 
 	if (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST)) {
 		/* A reply (or anything else) has done its work: learned above. */

@@ -238,6 +238,10 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	c->pidx_proto = (uint8_t)proto;
 	c->created_tsc = c->last_tsc = w->now_tsc;
 	c->real = real;
+	/* The mode a conn starts with stays its mode: a header is all or nothing. */
+	c->ca = atomic_load_explicit(&svc->ca_mode, memory_order_relaxed);
+	if (c->ca != DP_CADDR_NONE)
+		c->flags |= DP_CONN_F_CA;
 
 	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0))
 		goto full;

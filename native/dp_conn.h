@@ -73,8 +73,19 @@ enum dp_tcp_state {
 /* SYN proxy (dp_synproxy.c): the conn was opened by a cookie. */
 #define DP_CONN_F_SYNPROXY   0x10 /* windows and timestamps rewritten (sp_* below) */
 #define DP_CONN_F_SP_PENDING 0x20 /* waiting for the real's SYN-ACK */
-#define DP_CONN_F_SP_TS	     0x40 /* timestamps translated by sp_ts_off */
-#define DP_CONN_F_SP_SACK    0x80 /* the client offered SACK (only before the splice) */
+/* 0x40 is free. */
+#define DP_CONN_F_CA	     0x80 /* a client-address mode: ca and ca_seq are in use */
+
+/* dp_conn.sp: what the SYN proxy learnt from the client's cookie ACK. Only
+ * read when DP_CONN_F_SYNPROXY is set, so kept out of the hot flags byte. */
+#define DP_SP_F_TS   0x1 /* timestamps translated by sp_ts_off */
+#define DP_SP_F_SACK 0x2 /* the client offered SACK (only before the splice) */
+
+/* dp_conn.ca: the mode in the low two bits, then what has happened. */
+#define DP_CA_MODE_MASK	  0x03
+#define DP_CA_F_HDR_SENT  0x04 /* PROXY header sent: the client's seq is shifted */
+#define DP_CA_F_HDR_ACKED 0x08 /* the real acknowledged the header: nothing left to check */
+#define DP_CA_F_TOA_DONE  0x10 /* the server sent data: no more TOA */
 
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
@@ -94,7 +105,7 @@ struct dp_conn {
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_fnat_burst prefetches. The pool object is 176 bytes (below).
+	 * dp_fnat_burst prefetches. The pool object is 184 bytes (below).
 	 */
 
 	/*
@@ -111,12 +122,25 @@ struct dp_conn {
 
 	/*
 	 * Read only with DP_CONN_F_SYNPROXY (dp_synproxy.c): the real's TSval +
-	 * sp_ts_off is what the client sees (before the splice: our TSval), and
-	 * the window scales the client and the real sent (DP_SP_WS_NONE: none).
-	 * With seq_off, 16 bytes after the hot ones: the pool object is 176 bytes.
+	 * sp_ts_off is what the client sees (before the splice: our TSval), the
+	 * window scales the client and the real sent (DP_SP_WS_NONE: none), and
+	 * DP_SP_F_* in sp.
 	 */
 	int32_t sp_ts_off;
-	uint8_t sp_client_ws, sp_real_ws;
+	/* Read only when DP_CONN_F_CA is set: the client's first payload byte's
+	 * seq (its ISN + 1, from its SYN or, SYN-proxied, from its cookie ACK),
+	 * where a PROXY header goes. */
+	uint32_t ca_seq;
+	uint8_t sp_client_ws, sp_real_ws, sp;
+	/* With DP_CONN_F_CA: the client-address mode (dp_caddr.c), enum
+	 * dp_caddr_mode and the state bits DP_CA_F_*. */
+	uint8_t ca;
+	/*
+	 * With seq_off, 20 bytes after the hot ones: sizeof is 160 and the pool
+	 * object (24-byte mempool header) 184. Both features' 4-byte words and
+	 * their 4 flag/scale bytes do not fit in 16; packing the bytes tighter
+	 * would still need 18, which alignment rounds up the same.
+	 */
 };
 
 /* The hash's data word: conn pointer with the side in bit 0. */

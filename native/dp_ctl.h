@@ -119,10 +119,18 @@ struct dp_real_info {
 	int64_t active;
 	uint64_t conns_total;
 	uint64_t ctr[DP_REAL_MAX]; /* summed over workers; enum dp_real_counter */
+	bool down;		   /* inhibited by its health check */
 };
 /* Reals of a service with live counters; returns the count or -ENOENT. */
 int dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out,
 	unsigned max, uint64_t *conns_total);
+/* Mark one real of a service DOWN (inhibited: no scheduler picks it for a
+ * new conn; its conns continue) or not, and rebuild the service's scheduler
+ * tables so wrr and maglev leave it out. The weight is untouched. A no-op
+ * when the flag already has that value. -ENOENT (no service or no such
+ * real), -ENOMEM. */
+int dp_ctl_service_set_real_down(uint8_t proto, uint32_t vaddr, uint16_t vport, uint32_t raddr,
+	uint16_t rport, bool down, char *err, size_t errlen);
 /* Sum of conns_total over every service: one pass over the service table, no
  * per-real work (what WatchCounters' conns-per-second needs). -EBUSY if not running. */
 int dp_ctl_services_conns_total(uint64_t *total);
@@ -167,6 +175,21 @@ int dp_ctl_service_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int 
 	uint64_t out[DP_SVC_SYN_MAX]);
 /* Half-open TCP conns, summed over workers (what auto mode compares). */
 uint64_t dp_ctl_half_open(void);
+/* Client-address mode of a service (docs/design.md, "The client's address
+ * at the real"): how a real learns the client's address through full NAT. */
+enum dp_caddr_mode {
+	DP_CADDR_NONE = 0,
+	DP_CADDR_PROXY_V2 = 1, /* TCP: a PROXY v2 header before the first byte; UDP: one per datagram */
+	DP_CADDR_PROXY_V1 = 2, /* TCP: a PROXY v1 text header before the first byte */
+	DP_CADDR_TOA = 3,      /* TCP: option 254 (DPVS's TOA) on the client's first segments */
+};
+/* Set the client-address mode of a service; it applies to new conns only.
+ * -ENOENT, -EINVAL (a mode the protocol cannot carry: v1 and TOA are TCP
+ * only, ICMP takes none), -EBUSY. */
+int dp_ctl_service_set_caddr(
+	uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen);
+/* The current mode, or -ENOENT / -EBUSY. */
+int dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport);
 
 /* Per-protocol source-in-source-out switch. proto is IPPROTO_*; -EINVAL. */
 int dp_ctl_symmetric_set(uint8_t proto, bool on);

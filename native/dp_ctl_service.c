@@ -322,6 +322,55 @@ dp_ctl_service_set_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, const st
 }
 
 int
+dp_ctl_service_set_real_down(uint8_t proto, uint32_t vaddr, uint16_t vport, uint32_t raddr, uint16_t rport,
+	bool down, char *err, size_t errlen)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	if (!dp_running(err, errlen))
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	struct dp_real_set *old = svc == NULL ? NULL : atomic_load(&svc->set);
+	struct dp_real *r = NULL;
+	for (uint32_t i = 0; old != NULL && i < old->n; i++)
+		if (old->reals[i]->addr == raddr && old->reals[i]->port == rport)
+			r = old->reals[i];
+	if (svc == NULL || r == NULL) {
+		dp_set_err(err, errlen, svc == NULL ? "no such service" : "no such real");
+		ret = -ENOENT;
+		goto out;
+	}
+	if (atomic_load(&r->down) == down)
+		goto out;
+	/* rr and wlc see the flag at their next pick; wrr and maglev tables
+	 * are rebuilt from the same reals (objects kept) without it. On
+	 * failure the flag goes back, so tables and flag agree. */
+	atomic_store(&r->down, down);
+	struct dp_real_conf *conf = calloc(RTE_MAX(old->n, 1u), sizeof(*conf));
+	if (conf == NULL) {
+		atomic_store(&r->down, !down);
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < old->n; i++)
+		conf[i] = (struct dp_real_conf){ old->reals[i]->addr, old->reals[i]->port,
+			old->reals[i]->weight };
+	ret = dp_service_replace_set(svc, conf, old->n);
+	if (ret < 0) {
+		atomic_store(&r->down, !down);
+		dp_set_err(err, errlen, "out of memory building the real set");
+	}
+	free(conf);
+out:
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+int
 dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out, unsigned max,
 	uint64_t *conns_total)
 {
@@ -346,6 +395,7 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 				.weight = r->weight,
 				.active = (int64_t)atomic_load(&r->active),
 				.conns_total = atomic_load(&r->conns_total),
+				.down = atomic_load(&r->down),
 			};
 			for (unsigned w = 0; w < dp.nb_workers; w++)
 				for (int k = 0; k < DP_REAL_MAX; k++)
@@ -571,4 +621,62 @@ dp_ctl_half_open(void)
 	for (unsigned i = 0; i < dp.nb_workers; i++)
 		n += *(volatile uint32_t *)&dp.workers[i]->nb_half_open;
 	return n;
+}
+
+int
+dp_ctl_service_set_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport, int mode, char *err, size_t errlen)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, err, errlen);
+
+	if (ret < 0)
+		return ret;
+	switch (mode) {
+	case DP_CADDR_NONE: break;
+	case DP_CADDR_PROXY_V2:
+		if (proto == IPPROTO_ICMP) {
+			dp_set_err(err, errlen, "PROXY protocol v2 is for TCP and UDP services");
+			return -EINVAL;
+		}
+		break;
+	case DP_CADDR_PROXY_V1:
+	case DP_CADDR_TOA:
+		if (proto != IPPROTO_TCP) {
+			dp_set_err(err, errlen, "%s is for TCP services only",
+				mode == DP_CADDR_TOA ? "TOA" : "PROXY protocol v1");
+			return -EINVAL;
+		}
+		break;
+	default: dp_set_err(err, errlen, "unknown client-address mode %d", mode); return -EINVAL;
+	}
+	if (!dp_running(err, errlen))
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	if (svc == NULL) {
+		dp_set_err(err, errlen, "no such service");
+		ret = -ENOENT;
+	} else {
+		/* Read once per new conn; conns keep the mode they started with. */
+		atomic_store(&svc->ca_mode, (uint8_t)mode);
+	}
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+int
+dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport)
+{
+	struct dp_service_key k;
+	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+
+	if (ret < 0)
+		return ret;
+	if (dp_get_state() != DP_STATE_RUNNING)
+		return -EBUSY;
+	pthread_mutex_lock(&ctl_lock);
+	struct dp_service *svc = dp_service_find(&k);
+	ret = svc == NULL ? -ENOENT : atomic_load(&svc->ca_mode);
+	pthread_mutex_unlock(&ctl_lock);
+	return ret;
 }

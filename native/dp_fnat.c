@@ -18,6 +18,7 @@
 #include <rte_ip.h>
 #include <rte_prefetch.h>
 
+#include "dp_caddr.h"
 #include "dp_csum.h"
 #include "dp_fnat.h"
 #include "dp_icmp.h"
@@ -58,6 +59,13 @@ dp_fnat_local_drop(
 	struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4, struct dp_conn *local_conn)
 {
 	(void)l4, (void)local_conn;
+	/* Nothing here takes it: the kernel may (TCP/UDP to a port address). */
+	if (unlikely(dp.nb_kni != 0) &&
+		dp_kni_wants(
+			pidx, rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, m->l2_len)->dst_addr)) {
+		dp_kni_up(w, pidx, m);
+		return;
+	}
 	dp_drop(w, pidx, DP_DROP_no_handler, m);
 }
 
@@ -162,10 +170,24 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 		return;
 	}
 
+	/* Counted as received, before a client-address mode grows it. */
+	uint32_t len = rte_pktmbuf_pkt_len(m);
+	struct rte_mbuf *ca_hdr = NULL;
+	if (unlikely(c->flags & DP_CONN_F_CA)) {
+		if (!dp_ca_pre(w, pidx, c, from, m, out, &ca_hdr)) {
+			if (fresh)
+				dp_conn_destroy_silent(w, c);
+			return;
+		}
+		/* The packet may have grown in place. */
+		eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+		ip = (struct rte_ipv4_hdr *)(eh + 1);
+		l4->hdr = (uint8_t *)ip + m->l3_len;
+	}
+
 	uint8_t prev_state = c->state;
 	c->timeout_s = ops->update(c, from, l4);
 	c->last_tsc = w->now_tsc;
-	uint32_t len = rte_pktmbuf_pkt_len(m);
 	c->pkts[from]++;
 	c->bytes[from] += len;
 	struct dp_real_stats *rs = &c->real->stats[w->index];
@@ -201,6 +223,12 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	ip->time_to_live--;
 	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum, acc);
 
+	if (unlikely(c->flags & DP_CONN_F_CA)) {
+		dp_ca_post(w, c, from, m, ca_hdr);
+		/* The PROXY header first, by the same way (source-in, source-out). */
+		if (ca_hdr != NULL)
+			dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, ca_hdr);
+	}
 	dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, m);
 }
 

@@ -131,7 +131,11 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	uint64_t av;
 
 	if (l4->flags != RTE_IP_ICMP_ECHO_REQUEST || dp_addr_lookup(ip->dst_addr, &av) < 0) {
-		dp_drop(w, pidx, DP_DROP_no_handler, m);
+		/* Echo replies to a port address answer the kernel's own pings. */
+		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr))
+			dp_kni_up(w, pidx, m);
+		else
+			dp_drop(w, pidx, DP_DROP_no_handler, m);
 		return;
 	}
 	if (!dp_icmp_rate_ok(w, pidx)) {
@@ -264,6 +268,11 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 		/* About a conn another worker owns? Its LIP port names it. */
 		if (dp_fnat_redirect(w, pidx, m, ip->dst_addr, k.dport))
 			return;
+		/* About a packet the kernel sent (its traceroute, its TCP). */
+		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr)) {
+			dp_kni_up(w, pidx, m);
+			return;
+		}
 		dp_drop(w, pidx, DP_DROP_icmp_error_no_conn, m);
 		return;
 	}
@@ -362,7 +371,12 @@ dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l
 	case RTE_IP_ICMP_DEST_UNREACH:
 	case RTE_IP_ICMP_TIME_EXCEEDED:
 	case RTE_IP_ICMP_PARAM_PROBLEM: icmp_error_input(w, pidx, m, l4); return false;
-	default: dp_drop(w, pidx, DP_DROP_icmp_unsupported, m); return false;
+	default:
+		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr))
+			dp_kni_up(w, pidx, m);
+		else
+			dp_drop(w, pidx, DP_DROP_icmp_unsupported, m);
+		return false;
 	}
 }
 

@@ -21,6 +21,9 @@
 struct dp_counter_block {
 	uint64_t path[DP_PROTO_MAX][DP_MAX_PORTS][DP_PATH_MAX];
 	uint64_t drop[DP_MAX_PORTS][DP_DROP_MAX];
+	/* Kernel interface traffic (dp_kni.c); its drops are in drop[][kernel_dropped]. */
+	uint64_t to_kernel[DP_MAX_PORTS];
+	uint64_t from_kernel[DP_MAX_PORTS];
 } __rte_cache_aligned;
 
 /* A logical port as the packet path sees it. Written by the control thread
@@ -32,6 +35,13 @@ struct dp_port {
 	struct dp_port_conf conf;
 	bool soft_mac; /* the driver cannot set a MAC; we own it in software */
 	bool started;
+	/* Kernel interface (dp_kni.c): its ethdev, owned by worker 0, and the
+	 * ring every worker queues frames for the kernel on. */
+	bool kni;
+	bool kni_started;
+	bool kni_attached; /* its ethdev was found (closed at teardown) */
+	uint16_t kni_port_id;
+	struct rte_ring *to_kernel;
 };
 
 /* A packet waiting for its next hop's MAC (ARP in flight). */
@@ -126,6 +136,13 @@ struct dp_worker {
 	uint64_t icmp_tokens[DP_MAX_PORTS];
 	uint64_t icmp_tb_tsc[DP_MAX_PORTS];
 
+	/* Token buckets of the kernel interfaces, per port (dp_kni.c): frames
+	 * up (every worker), frames down (worker 0 only). */
+	uint64_t kni_tokens[DP_MAX_PORTS];
+	uint64_t kni_tb_tsc[DP_MAX_PORTS];
+	uint64_t kni_down_tokens[DP_MAX_PORTS];
+	uint64_t kni_down_tsc[DP_MAX_PORTS];
+
 	/* Conn events toward the control plane (dp_events.c). */
 	struct rte_ring *events;
 	uint64_t events_dropped;
@@ -153,6 +170,7 @@ struct dp_global {
 	struct rte_mempool *pool;
 	uint16_t nb_ports;
 	struct dp_port ports[DP_MAX_PORTS];
+	uint16_t nb_kni; /* ports with a kernel interface: 0 keeps the poll loop as it was */
 	unsigned nb_workers;
 	struct dp_worker *workers[DP_MAX_WORKERS];
 	/* [0..nb_workers) for workers, [nb_workers] for the control thread. */
@@ -187,6 +205,24 @@ void dp_event_emit(
 	struct dp_worker *w, const struct dp_conn *c, enum dp_event_type type, uint8_t changed_side);
 void dp_mailbox_serve(struct dp_worker *w);
 void dp_events_clock_init(void);
+
+/* dp_kni.c: the kernel interface of each port that has one. */
+int dp_kni_setup(uint16_t pidx, char *err, size_t errlen);
+void dp_kni_teardown(uint16_t pidx);
+/* Queue m for the kernel interface of port pidx, bounded by the port's
+ * ring and token bucket (kernel_dropped beyond). Consumes m. */
+void dp_kni_up(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
+/* A copy of m up (ARP mirrored after the dataplane answered it). */
+void dp_kni_mirror(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *m);
+/* Worker 0, every round while dp.nb_kni: frames queued up go to the
+ * kernel, frames the kernel sent go out of their port. */
+void dp_kni_poll(struct dp_worker *w);
+/* Frames the kernel sent through port pidx's interface: out of pidx.
+ * Consumes every mbuf. (Harnesses call it directly.) */
+void dp_kni_from_kernel(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);
+/* Does a packet to dst that nothing in the dataplane takes go up from pidx?
+ * True when pidx has a kernel interface and dst is a port address. */
+bool dp_kni_wants(uint16_t pidx, uint32_t dst);
 
 /* dp_l2.c: entry of the packet path. Takes ownership of every mbuf. */
 void dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);

@@ -62,6 +62,12 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 	case IPPROTO_TCP: w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++; return true;
 	case IPPROTO_UDP: w->ctr->path[DP_PROTO_udp][pidx][DP_PATH_rx]++; return true;
 	case IPPROTO_ICMP: w->ctr->path[DP_PROTO_icmp][pidx][DP_PATH_rx]++; return true;
-	default: dp_drop(w, pidx, DP_DROP_no_handler, m); return false;
+	default:
+		/* Other protocols to a port address are the kernel's (GRE, OSPF, ...). */
+		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr))
+			dp_kni_up(w, pidx, m);
+		else
+			dp_drop(w, pidx, DP_DROP_no_handler, m);
+		return false;
 	}
 }

@@ -147,7 +147,7 @@ dp_port_setup_one(uint16_t idx, const struct dp_port_conf *pc, unsigned nb_queue
 			return ret;
 		}
 	}
-	return 0;
+	return dp_kni_setup(idx, err, errlen);
 }
 
 int
@@ -155,6 +155,7 @@ dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t
 {
 	memset(dp.ports, 0, sizeof(dp.ports));
 	dp.nb_ports = 0;
+	dp.nb_kni = 0;
 	for (uint16_t i = 0; i < conf->nb_ports; i++) {
 		for (uint16_t j = 0; j < i; j++) {
 			if (strcmp(conf->ports[i].devname, conf->ports[j].devname) == 0) {
@@ -180,6 +181,7 @@ dp_ports_teardown(void)
 	for (uint16_t i = 0; i < dp.nb_ports; i++) {
 		struct dp_port *p = &dp.ports[i];
 
+		dp_kni_teardown(i);
 		if (p->started) {
 			rte_eth_dev_stop(p->port_id);
 			p->started = false;
@@ -239,7 +241,12 @@ dp_port_info(uint16_t idx, struct dp_port_info *info)
 	info->tx_errors = st.oerrors;
 	info->rx_missed = st.imissed;
 	info->rx_nombuf = st.rx_nombuf;
-	for (unsigned b = 0; b <= dp.nb_workers; b++)
+	info->has_kni = p->kni;
+	for (unsigned b = 0; b <= dp.nb_workers; b++) {
 		info->tx_dropped += dp.blocks[b].drop[idx][DP_DROP_tx_full];
+		info->to_kernel += dp.blocks[b].to_kernel[idx];
+		info->from_kernel += dp.blocks[b].from_kernel[idx];
+		info->kernel_dropped += dp.blocks[b].drop[idx][DP_DROP_kernel_dropped];
+	}
 	return 0;
 }

@@ -49,12 +49,12 @@ dp_build_wrr(struct dp_real_set *s)
 	uint64_t total = 0;
 
 	for (uint32_t i = 0; i < s->n; i++)
-		if (s->reals[i]->weight > 0)
-			g = gcd(g, s->reals[i]->weight);
+		if (dp_real_sched_weight(s->reals[i]) > 0)
+			g = gcd(g, dp_real_sched_weight(s->reals[i]));
 	if (g == 0)
-		return 0; /* all drained: empty sequence */
+		return 0; /* all drained or down: empty sequence */
 	for (uint32_t i = 0; i < s->n; i++)
-		total += s->reals[i]->weight / g;
+		total += dp_real_sched_weight(s->reals[i]) / g;
 	/* Keep the cycle bounded; beyond 2^20 slots proportions are scaled
 	 * (each real keeps at least one slot). */
 	uint64_t scale_div = total > (1u << 20) ? (total + (1u << 20) - 1) / (1u << 20) : 1;
@@ -67,7 +67,7 @@ dp_build_wrr(struct dp_real_set *s)
 	}
 	total = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
-		uint32_t wi = s->reals[i]->weight / g;
+		uint32_t wi = dp_real_sched_weight(s->reals[i]) / g;
 		w[i] = wi == 0 ? 0 : (uint32_t)RTE_MAX((uint64_t)1, wi / scale_div);
 		total += w[i];
 	}
@@ -102,7 +102,7 @@ dp_build_maglev(struct dp_real_set *s, uint32_t seed)
 	uint32_t wmax = 0, filled = 0;
 
 	for (uint32_t i = 0; i < s->n; i++)
-		wmax = RTE_MAX(wmax, (uint32_t)s->reals[i]->weight);
+		wmax = RTE_MAX(wmax, dp_real_sched_weight(s->reals[i]));
 	s->maglev = rte_malloc("retrace_maglev", sizeof(int32_t) * m, 0);
 	if (s->maglev == NULL)
 		return -ENOMEM;
@@ -130,7 +130,7 @@ dp_build_maglev(struct dp_real_set *s, uint32_t seed)
 	}
 	while (filled < m) {
 		for (uint32_t i = 0; i < s->n && filled < m; i++) {
-			uint32_t wi = s->reals[i]->weight;
+			uint32_t wi = dp_real_sched_weight(s->reals[i]);
 			if (wi == 0)
 				continue;
 			/* Weighted turns: a real fills a slot each time its credit
@@ -174,7 +174,7 @@ dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned wo
 		uint32_t c = svc->rr_cursor[worker];
 		for (uint32_t k = 0; k < set->n; k++) {
 			struct dp_real *r = set->reals[(c + k) % set->n];
-			if (r->weight > 0) {
+			if (dp_real_eligible(r)) {
 				svc->rr_cursor[worker] = (c + k + 1) % set->n;
 				return r;
 			}
@@ -193,7 +193,7 @@ dp_sched_pick(struct dp_service *svc, const struct dp_real_set *set, unsigned wo
 		int64_t best_active = 0;
 		for (uint32_t i = 0; i < set->n; i++) {
 			struct dp_real *r = set->reals[i];
-			if (r->weight == 0)
+			if (!dp_real_eligible(r))
 				continue;
 			int64_t a = (int64_t)atomic_load_explicit(&r->active, memory_order_relaxed);
 			/* a / w < best_a / best_w, without division. */

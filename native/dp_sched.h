@@ -15,7 +15,10 @@
  *           (address, port) and hashed with the service's seed, so every
  *           node with the same config builds the same table, and the same
  *           client (address, port) maps to the same real across restarts.
- * Weight 0 drains a real: no scheduler picks it; its conns continue.
+ * Weight 0 drains a real: no scheduler picks it; its conns continue. A
+ * real whose health check says DOWN (dp_real.down) is treated as weight 0
+ * by every scheduler (rr and wlc test the flag per pick; wrr and maglev
+ * tables are rebuilt without it) while its weight stays as configured.
  */
 #ifndef RETRACE_DP_SCHED_H
 #define RETRACE_DP_SCHED_H

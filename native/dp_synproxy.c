@@ -371,7 +371,7 @@ sp_syn_to_real(struct dp_worker *w, struct dp_conn *c, const struct rte_tcp_hdr 
 	th->tcp_flags = RTE_TCP_SYN_FLAG;
 	th->rx_win = rte_cpu_to_be_16((uint16_t)win);
 	unsigned olen = sp_opts_write(out + sizeof(*th), dp_synproxy_mss(mss_idx), c->sp_client_ws,
-		(c->flags & DP_CONN_F_SP_SACK) != 0, (c->flags & DP_CONN_F_SP_TS) != 0, o->tsval, 0);
+		(c->sp & DP_SP_F_SACK) != 0, (c->sp & DP_SP_F_TS) != 0, o->tsval, 0);
 	th->data_off = (uint8_t)(((sizeof(*th) + olen) / 4) << 4);
 	sp_frame(m, c->laddr, c->raddr, out, (unsigned)sizeof(*th) + olen);
 	dp_xmit_to_side(w, &c->side[DP_SIDE_SERVER], c->raddr, DP_PROTO_tcp, m);
@@ -413,13 +413,17 @@ sp_ack(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
 	c->sp_real_ws = DP_SP_WS_NONE;
 	if (o.ts) {
 		/* Our TSval comes back in TSecr with the client's options. */
-		c->flags |= DP_CONN_F_SP_TS;
+		c->sp |= DP_SP_F_TS;
 		if ((o.tsecr & 0xf) != DP_SP_WS_NONE)
 			c->sp_client_ws = (uint8_t)RTE_MIN(o.tsecr & 0xf, 14u);
 		if (o.tsecr & 0x10)
-			c->flags |= DP_CONN_F_SP_SACK;
+			c->sp |= DP_SP_F_SACK;
 		c->sp_ts_off = (int32_t)o.tsecr; /* until the splice: our TSval */
 	}
+	/* A client-address mode saw no client SYN: the client's first byte is
+	 * the one after its ISN, which the cookie vouched for. */
+	if (c->flags & DP_CONN_F_CA)
+		c->ca_seq = isn + 1;
 	/* Until the splice seq_off[SERVER] holds the cookie (F_SEQ not set). */
 	c->seq_off[DP_SIDE_SERVER] = (int32_t)cookie;
 	c->state = DP_TCP_SYN_SENT;
@@ -500,13 +504,13 @@ sp_splice(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *
 	sp_opts_parse(th, &o);
 	c->seq_off[DP_SIDE_SERVER] = 0;
 	dp_conn_seq_off_add(c, DP_SIDE_SERVER, (int32_t)(cookie - rte_be_to_cpu_32(th->sent_seq)));
-	if (c->flags & DP_CONN_F_SP_TS) {
+	if (c->sp & DP_SP_F_TS) {
 		if (o.ts) {
 			c->sp_ts_off = (int32_t)((uint32_t)c->sp_ts_off - o.tsval);
 		} else {
 			/* A real without timestamps: the client keeps sending its
 			 * own, which the real ignores (RFC 7323 3.2). */
-			c->flags &= (uint8_t)~DP_CONN_F_SP_TS;
+			c->sp &= (uint8_t)~DP_SP_F_TS;
 			c->sp_ts_off = 0;
 		}
 	}
@@ -602,7 +606,7 @@ dp_synproxy_fix(const struct dp_conn *c, enum dp_side_id from, struct rte_tcp_hd
 			th->rx_win = v;
 		}
 	}
-	if ((c->flags & DP_CONN_F_SP_TS) && c->sp_ts_off != 0) {
+	if ((c->sp & DP_SP_F_TS) && c->sp_ts_off != 0) {
 		const uint8_t *b = (const uint8_t *)th;
 		uint32_t at;
 		/* Nearly every segment of a timestamped conn starts its options with

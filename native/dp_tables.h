@@ -110,7 +110,11 @@ struct dp_real_stats {
 struct dp_real {
 	uint32_t addr;
 	uint16_t port;
-	_Atomic uint16_t weight;    /* 0 = drain: no new conns; updated in place */
+	_Atomic uint16_t weight; /* 0 = drain: no new conns; updated in place */
+	/* Health check verdict DOWN: inhibited, no new conns whatever the
+	 * weight (the operator's weight stays as set). Kept on the object, so
+	 * across real set rebuilds; a new real starts not inhibited. */
+	atomic_bool down;
 	atomic_int_fast32_t active; /* live conns, for wlc */
 	atomic_int_fast32_t refs;   /* the set + every conn using it */
 	atomic_uint_fast64_t conns_total;
@@ -180,9 +184,26 @@ struct dp_service {
 	atomic_uint_fast64_t conns_total;
 	/* SYN proxy: set in place (one byte, one word), read on conn opening. */
 	_Atomic uint8_t syn_proxy; /* enum dp_syn_proxy_mode */
+	/* enum dp_caddr_mode, copied into each new conn (dp_conn_create). */
+	_Atomic uint8_t ca_mode;
 	_Atomic uint32_t syn_proxy_threshold;
 	atomic_uint_fast64_t syn[DP_SVC_SYN_MAX]; /* enum dp_svc_syn */
 };
+
+/* A real a scheduler may pick for a new conn: weight > 0 and not DOWN. */
+static inline bool
+dp_real_eligible(const struct dp_real *r)
+{
+	return atomic_load_explicit(&r->weight, memory_order_relaxed) > 0 &&
+	       !atomic_load_explicit(&r->down, memory_order_relaxed);
+}
+
+/* The weight a scheduler table gives the real: 0 while DOWN. */
+static inline uint32_t
+dp_real_sched_weight(const struct dp_real *r)
+{
+	return atomic_load_explicit(&r->down, memory_order_relaxed) ? 0 : r->weight;
+}
 
 /* ---- LIPs: per worker a ring of free source ports, ports p with
  * p % nb_workers == worker, so a reply's destination port names the worker

@@ -64,6 +64,8 @@ dp_worker_housekeep(struct dp_worker *w, uint16_t nb_ports, unsigned nb_workers)
 		dp_xmit_hold_poll(w);
 	if (unlikely(w->nb_sp_held != 0))
 		dp_synproxy_poll(w);
+	if (unlikely(dp.nb_kni != 0))
+		dp_kni_poll(w);
 	dp_conn_expire_step(w);
 	if (unlikely(atomic_load_explicit(&w->mb.req, memory_order_acquire) !=
 		     atomic_load_explicit(&w->mb.done, memory_order_relaxed)))

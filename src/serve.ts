@@ -41,7 +41,14 @@ export async function serve(cfg: Config): Promise<number> {
   let metrics: MetricsServer | undefined;
   if (cfg.metrics.listen !== '') {
     metrics = new MetricsServer(
-      createMetrics({ dp, drained: () => server.config.drained, events: () => server.events.status(), counterStreams: () => server.counters.status() }),
+      createMetrics({
+        dp,
+        drained: () => server.config.drained,
+        events: () => server.events.status(),
+        counterStreams: () => server.counters.status(),
+        health: (svc, real) => server.healthChecker.lookup(svc, real),
+        healthEvents: () => server.healthEvents.seq,
+      }),
       log,
     );
     try {
@@ -103,6 +110,7 @@ export async function serve(cfg: Config): Promise<number> {
       return 2;
     }
   }
+  server.startHealthChecks();
   server.setServing(server.config.drained ? 'NOT_SERVING' : 'SERVING');
   server.setLive(true);
   log.info({ ports: dp.ports().map((p) => ({ name: p.name, driver: p.driver, mac: p.mac })), dpdk: dp.dpdkVersion }, 'dataplane running');

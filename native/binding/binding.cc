@@ -49,6 +49,17 @@ bool ParsePortConf(Napi::Value val, const std::string &where, dp_port_conf *pc) 
     return false;
   Napi::Value prom = po.Get("promiscuous");
   pc->promiscuous = prom.IsBoolean() && prom.As<Napi::Boolean>().Value();
+  // Kernel interface: absent = none.
+  Napi::Value kni = po.Get("kernel");
+  if (!kni.IsUndefined() && !kni.IsNull()) {
+    Napi::Object ko;
+    if (!ToObject(kni, where + ".kernel", &ko) ||
+        !ToCString(ko.Get("devname"), where + ".kernel.devname", pc->kni_devname, sizeof(pc->kni_devname)) ||
+        !ToUint(ko.Get("queue"), where + ".kernel.queue", 1, 1u << 20, &pc->kni_queue) ||
+        !ToUint(ko.Get("rate"), where + ".kernel.rate", 0, 100000000, &pc->kni_rate) ||
+        !ToUint(ko.Get("burst"), where + ".kernel.burst", 1, 100000000, &pc->kni_burst))
+      return false;
+  }
   Napi::Value mac = po.Get("mac");
   if (mac.IsUndefined() || mac.IsNull()) return true;
   pc->has_mac = true;
@@ -156,6 +167,10 @@ Napi::Value Ports(const Napi::CallbackInfo &info) {
     st.Set("rxMissed", Napi::BigInt::New(env, pi.rx_missed));
     st.Set("rxNombuf", Napi::BigInt::New(env, pi.rx_nombuf));
     st.Set("txDropped", Napi::BigInt::New(env, pi.tx_dropped));
+    st.Set("toKernel", Napi::BigInt::New(env, pi.to_kernel));
+    st.Set("fromKernel", Napi::BigInt::New(env, pi.from_kernel));
+    st.Set("kernelDropped", Napi::BigInt::New(env, pi.kernel_dropped));
+    o.Set("hasKernel", pi.has_kni);
     o.Set("stats", st);
     out.Set(i, o);
   }

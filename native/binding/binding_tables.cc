@@ -185,6 +185,16 @@ Napi::Value ServiceSetSched(const Napi::CallbackInfo &info) {
                 err);
 }
 
+// serviceSetCaddr(proto, vip, port, mode): mode is enum dp_caddr_mode (0 none, 1 proxy v2, 2 proxy v1, 3 toa).
+Napi::Value ServiceSetCaddr(const Napi::CallbackInfo &info) {
+  ServiceKey k;
+  uint32_t mode;
+  if (!CheckArgs(info, 4) || !ServiceArgs(info, &k) || !ToU32(info[3], "mode", 0, 3, &mode))
+    return info.Env().Undefined();
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(), dp_ctl_service_set_caddr(k.proto, k.vaddr, k.vport, (int)mode, err, sizeof(err)), err);
+}
+
 bool ParseReal(Napi::Value val, const std::string &where, dp_real_conf *rc) {
   Napi::Object o;
   uint16_t port;
@@ -211,6 +221,25 @@ Napi::Value ServiceSetReals(const Napi::CallbackInfo &info) {
       err);
 }
 
+// serviceSetRealDown(proto, vip, port, realAddr, realPort, down)
+Napi::Value ServiceSetRealDown(const Napi::CallbackInfo &info) {
+  ServiceKey k;
+  uint32_t raddr;
+  uint16_t rport;
+  if (!CheckArgs(info, 6) || !ServiceArgs(info, &k) || !ToIp(info[3], "real", false, &raddr) ||
+      !ToUint(info[4], "realPort", 0, 65535, &rport))
+    return info.Env().Undefined();
+  if (!info[5].IsBoolean()) {
+    Napi::TypeError::New(info.Env(), "down: expected a boolean").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  char err[DP_ERR_LEN] = "";
+  return Result(info.Env(),
+                dp_ctl_service_set_real_down(k.proto, k.vaddr, k.vport, raddr, htons(rport),
+                                             info[5].As<Napi::Boolean>().Value(), err, sizeof(err)),
+                err);
+}
+
 Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   ServiceKey k;
@@ -231,6 +260,7 @@ Napi::Value ServiceReals(const Napi::CallbackInfo &info) {
     o.Set("weight", v[i].weight);
     o.Set("activeConns", Napi::BigInt::New(env, v[i].active));
     o.Set("connsTotal", Napi::BigInt::New(env, v[i].conns_total));
+    o.Set("down", Napi::Boolean::New(env, v[i].down));
     for (int c = 0; c < DP_REAL_MAX; c++)
       o.Set(CamelCase(dp_real_counter_names[c]), Napi::BigInt::New(env, v[i].ctr[c]));
     out.Set(static_cast<uint32_t>(i), o);
@@ -389,7 +419,9 @@ void ExportTables(Napi::Env env, Napi::Object exports) {
   exports.Set("serviceSetSched", Napi::Function::New(env, ServiceSetSched));
   exports.Set("serviceSetReals", Napi::Function::New(env, ServiceSetReals));
   exports.Set("serviceReals", Napi::Function::New(env, ServiceReals));
+  exports.Set("serviceSetRealDown", Napi::Function::New(env, ServiceSetRealDown));
   exports.Set("serviceSetLimits", Napi::Function::New(env, ServiceSetLimits));
+  exports.Set("serviceSetCaddr", Napi::Function::New(env, ServiceSetCaddr));
   exports.Set("serviceDrops", Napi::Function::New(env, ServiceDrops));
   exports.Set("serviceSetSynProxy", Napi::Function::New(env, ServiceSetSynProxy));
   exports.Set("serviceSynProxy", Napi::Function::New(env, ServiceSynProxy));

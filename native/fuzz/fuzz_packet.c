@@ -4,7 +4,8 @@
  * The dataplane runs in manual mode (one worker context driven from this
  * thread) on three net_null ports configured like the lab: port addresses,
  * a default route, two LIPs, TCP/UDP/ICMP services with static neighbours
- * for every next hop (so nothing waits on ARP). An input is a sequence of
+ * for every next hop (so nothing waits on ARP), and one service per
+ * client-address mode (PROXY v2/v1, TOA, UDP PROXY v2). An input is a sequence of
  * frames, each [port:1][len:2 big-endian][frame:len], processed in order, so
  * the fuzzer can open a conn and then talk on it. Packets leave through
  * net_null, which frees them; the mbuf pool is checked for leaks.
@@ -129,6 +130,28 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT), DP_SYN_PROXY_ARG_ON, 0, err, sizeof(err)));
 	CHECK(dp_ctl_service_set_syn_proxy(IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT + 1),
 		DP_SYN_PROXY_ARG_AUTO, 1, err, sizeof(err)));
+	/* The auto one sends PROXY v2 headers too: a cookie-opened conn gets its
+	 * header after the splice, at the ISN the cookie ACK vouched for. */
+	CHECK(dp_ctl_service_set_caddr(
+		IPPROTO_TCP, ip("198.19.0.1"), htons(SP_PORT + 1), DP_CADDR_PROXY_V2, err, sizeof(err)));
+	/* One service per client-address mode (native/dp_caddr.c): TCP ports 81
+	 * PROXY v2, 82 PROXY v1, 83 TOA; UDP port 81 PROXY v2. */
+	for (int i = 0; i < 3; i++)
+		rc[i].port = htons(8080);
+	static const int modes[] = { DP_CADDR_PROXY_V2, DP_CADDR_PROXY_V1, DP_CADDR_TOA };
+	for (int i = 0; i < 3; i++) {
+		uint16_t vp = htons((uint16_t)(81 + i));
+		CHECK(dp_ctl_service_add(
+			IPPROTO_TCP, ip("198.19.0.1"), vp, DP_SCHED_ARG_RR, 0, err, sizeof(err)));
+		CHECK(dp_ctl_service_set_reals(IPPROTO_TCP, ip("198.19.0.1"), vp, rc, 3, err, sizeof(err)));
+		CHECK(dp_ctl_service_set_caddr(
+			IPPROTO_TCP, ip("198.19.0.1"), vp, modes[i], err, sizeof(err)));
+	}
+	CHECK(dp_ctl_service_add(
+		IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_SCHED_ARG_RR, 0, err, sizeof(err)));
+	CHECK(dp_ctl_service_set_reals(IPPROTO_UDP, ip("198.19.0.1"), htons(81), rc, 3, err, sizeof(err)));
+	CHECK(dp_ctl_service_set_caddr(
+		IPPROTO_UDP, ip("198.19.0.1"), htons(81), DP_CADDR_PROXY_V2, err, sizeof(err)));
 	dp_events_enable(1);
 	return 0;
 }

@@ -32,8 +32,9 @@ def l4(src, dst, proto, hdr_wo_csum, csum_off, data=b''):
     return seg[:csum_off] + struct.pack('!H', c) + seg[csum_off + 2:]
 
 
-def tcp(src, dst, sport, dport, flags, data=b'', seq=1000, opts=b''):
-    h = struct.pack('!HHIIBBHHH', sport, dport, seq, 0, (5 + len(opts) // 4) << 4, flags, 65535, 0, 0) + opts
+def tcp(src, dst, sport, dport, flags, data=b'', seq=1000, ack=0, opts=b''):
+    opts += b'\0' * (-len(opts) % 4)
+    h = struct.pack('!HHIIBBHHH', sport, dport, seq, ack, (5 + len(opts) // 4) << 4, flags, 65535, 0, 0) + opts
     return ip4(src, dst, 6, l4(src, dst, 6, h, 16, data))
 
 
@@ -95,6 +96,21 @@ def main(out):
                          rec(1, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x02, opts=SYN_OPTS))) +
                          rec(0x91, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x10, seq=1001, opts=ACK_OPTS))),
     }
+    # A conn per client-address mode (TCP 81 PROXY v2, 82 PROXY v1, 83 TOA; UDP 81 PROXY v2):
+    # handshake, first payload, its retransmission, the real's ack, options with SACK and TOA.
+    for port in (81, 82, 83):
+        c = 41000 + port
+        seeds['caddr_tcp_%d' % port] = (
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x02, seq=5000))) +
+            rec(2, eth(2, tcp(REAL, LIP, 8080, 1024, 0x12, seq=9000, ack=5001))) +
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x10, seq=5001, ack=9001, opts=b'\x01\x01\x08\x0a' + b'\0' * 8))) +
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x18, b'GET / HTTP/1.0\r\n', seq=5001, ack=9001))) +
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x18, b'GET / HTTP/1.0\r\n', seq=5001, ack=9001))) +
+            rec(2, eth(2, tcp(REAL, LIP, 8080, 1024, 0x18, b'HTTP', seq=9001, ack=5045,
+                              opts=b'\x01\x01\x05\x0a' + struct.pack('!II', 5100, 5200)))) +
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x10, seq=5017, ack=9005, opts=b'\xfe\x08' + b'\0' * 6))) +
+            rec(1, eth(1, tcp(CLIENT, VIP, c, port, 0x11, seq=5017, ack=9005))))
+    seeds['caddr_udp'] = rec(1, eth(1, udp(CLIENT, VIP, 41100, 81))) + rec(2, eth(2, udp(REAL, LIP, 8080, 1024)))
     for name, data in seeds.items():
         with open(os.path.join(out, name), 'wb') as f:
             f.write(data)

@@ -12,6 +12,7 @@ import { NetworkServiceClient } from '../gen/retrace/v1/network';
 import { PathServiceClient } from '../gen/retrace/v1/path';
 import { PortServiceClient } from '../gen/retrace/v1/port';
 import { SystemServiceClient } from '../gen/retrace/v1/system';
+import { HealthCheckServiceClient } from '../gen/retrace/v1/health_check';
 
 export { APPLIED_METADATA_KEY } from './metadata';
 
@@ -58,7 +59,7 @@ export interface ApiClient {
   config: Promised<ConfigServiceClient>;
   conns: Promised<ConnServiceClient>;
   /** The raw clients, for streams (WatchConnEvents, WatchCounters, ...). */
-  raw: { conns: ConnServiceClient; path: PathServiceClient };
+  raw: { conns: ConnServiceClient; path: PathServiceClient; healthChecks: HealthCheckServiceClient };
   /** grpc.health.v1 Check: the serving status of `service` ("" = the whole appliance). */
   health(service?: string, timeoutMs?: number): Promise<string>;
   close(): void;
@@ -95,7 +96,7 @@ export function connect(address: string, opts: ConnectOptions = {}): ApiClient {
     system: promised(mk(SystemServiceClient)),
     config: promised(mk(ConfigServiceClient)),
     conns: promised(conns),
-    raw: { conns, path },
+    raw: { conns, path, healthChecks: mk(HealthCheckServiceClient) },
     health: (service = '', timeoutMs = 2000) =>
       new Promise((resolve, reject) => health.check({ service }, { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r.status)))),
     close: () => clients.forEach((c) => c.close()),

@@ -3,7 +3,7 @@
  * on the same pcaps and the same two-core layout. See docs/bench.md.
  *
  *   --quick            tiny pcaps, 1 run, short windows (a smoke test, not a measurement)
- *   --case a[,b]       only these cases (fnat icmp-local icmp-fnat new-conns conn-scale memory
+ *   --case a[,b]       only these cases (fnat fnat-proxy icmp-local icmp-fnat new-conns conn-scale memory
  *                      conn-events api control-load synproxy)
  *   --runs N           runs per figure (default 3; quick 1)
  *   --warmup S         warm-up seconds per run (default 3; quick 1)

@@ -1,6 +1,6 @@
 /**
  * The client subcommands of `retrace` (ipvsadm-like), each one or a few gRPC calls to --server:
- *   services                     virtual services with reals, weights, active and total conns
+ *   services                     virtual services with reals, weights, health, active and total conns
  *   reals set SERVICE REAL...    replace a service's reals (SERVICE tcp/198.18.0.10:80, REAL 10.1.0.11:8080@2)
  *   conns                        conns (ConnService.ListConns), with filters
  *   conns get PROTO CLIENT VIP   one conn by its client-side tuple (ConnService.GetConn)
@@ -10,7 +10,9 @@
  *   apply -f FILE                ApplyConfig from YAML; prints the diff
  *   get-config                   GetConfig as YAML (or JSON)
  *   drain / undrain              ConfigService.Drain / Undrain
- * Exit codes: 0 done, 1 a gRPC error (printed as CODE_NAME: details) or other failure, 2 bad usage.
+ *   health                       grpc.health.v1 Check, for scripts (the BGP announcer)
+ * Exit codes: 0 done, 1 a gRPC error (printed as CODE_NAME: details) or other failure, 2 bad usage;
+ * `health` also 4 when the answer is not SERVING.
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { Real } from '../gen/retrace/v1/balancer';
@@ -115,7 +117,7 @@ function ipv4Arg(v: string): string {
 
 export function addClientCommands(program: Command): void {
   serverOptions(program.command('services'))
-    .description('list virtual services with their reals, weights, active and total conns')
+    .description('list virtual services with their reals, weights, health (when checked), active and total conns')
     .option('--json', 'print the ListVirtualServices response as JSON')
     .action(
       action(async (opts: ServerOptions & { json?: boolean }) => {
@@ -325,6 +327,20 @@ export function addClientCommands(program: Command): void {
         await withApi(opts, async (api) => {
           const r = await api.config.drain({});
           out(`drained: ${r.realsDrained} real(s) set to weight 0 in ${r.virtualServices} virtual service(s); health NOT_SERVING`);
+        });
+      }),
+    );
+
+  serverOptions(program.command('health'))
+    .description('grpc.health.v1 Check: prints the status; exit 0 SERVING, 4 otherwise (as grpc_health_probe)')
+    .option('--service <name>', 'the health service ("" = the appliance: NOT_SERVING while starting, drained or stopping)', '')
+    .option('--timeout-ms <ms>', 'deadline of the call', positiveInt, 2000)
+    .action(
+      action(async (opts: ServerOptions & { service: string; timeoutMs: number }) => {
+        await withApi(opts, async (api) => {
+          const status = await api.health(opts.service, opts.timeoutMs);
+          out(status);
+          if (status !== 'SERVING') process.exitCode = 4;
         });
       }),
     );

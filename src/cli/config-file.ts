@@ -1,8 +1,9 @@
 /**
  * The file `retrace apply -f` reads: a retrace.v1.Config in its proto JSON form, written as YAML
  * (JSON is YAML too). Keys may be lowerCamelCase (as `retrace get-config` prints them) or
- * snake_case (as the proto spells them). protocol, scheduler and syn_proxy take the enum names
- * (PROTOCOL_TCP, SCHEDULER_WRR) or their short forms (tcp, wrr). A document of the form
+ * snake_case (as the proto spells them). protocol, scheduler, syn_proxy and client_address take
+ * the enum names (PROTOCOL_TCP, SCHEDULER_WRR, SYN_PROXY_MODE_ON, CLIENT_ADDRESS_MODE_PROXY_V2) or
+ * their short forms (tcp, wrr, on, proxy_v2). A document of the form
  * `{config: ..., drained: ...}` (a GetConfig response) is accepted too.
  *
  * Checked strictly before anything is sent: an unknown key or a value of the wrong type is an error
@@ -14,11 +15,26 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import { LocalAddress, Real, Timeouts, VirtualService } from '../gen/retrace/v1/balancer';
 import { Config } from '../gen/retrace/v1/config';
+import { HealthCheck, HealthCheckKind } from '../gen/retrace/v1/health_check';
 import { Address, Neighbor, Route } from '../gen/retrace/v1/network';
 import { SymmetricMode } from '../gen/retrace/v1/path';
 import { UsageError } from './client';
 
-type FieldType = 'string' | 'strings' | 'number' | 'boolean' | 'u64' | 'protocol' | 'scheduler' | 'synProxyMode' | { list: Schema } | { message: Schema };
+type FieldType =
+  | 'string'
+  | 'strings'
+  | 'number'
+  | 'boolean'
+  | 'u64'
+  | 'bytes'
+  | 'protocol'
+  | 'scheduler'
+  | 'healthKind'
+  | 'healthState'
+  | 'clientAddress'
+  | 'synProxyMode'
+  | { list: Schema }
+  | { message: Schema };
 /** Field types by lowerCamelCase name. */
 type Schema = Record<string, FieldType>;
 
@@ -34,13 +50,25 @@ function derive(template: object, overrides: Schema = {}): Schema {
   return { ...out, ...overrides };
 }
 
-const REAL = derive(Real.create());
+// Output-only health fields are accepted (a GetConfig result reads back) and ignored by the server.
+const REAL = derive(Real.create(), { health: 'healthState', healthChangedAt: 'string' });
+// udp_payload and udp_expect are bytes: base64 in proto JSON, as get-config prints them.
+const HEALTH_CHECK = derive(HealthCheck.create(), { kind: 'healthKind', udpPayload: 'bytes', udpExpect: 'bytes' });
 const SCHEMA: Schema = {
   addresses: { list: derive(Address.create()) },
   routes: { list: derive(Route.create()) },
   neighbors: { list: derive(Neighbor.create()) },
   localAddresses: { list: derive(LocalAddress.create()) },
-  virtualServices: { list: derive(VirtualService.create(), { protocol: 'protocol', scheduler: 'scheduler', synProxy: 'synProxyMode', reals: { list: REAL } }) },
+  virtualServices: {
+    list: derive(VirtualService.create(), {
+      protocol: 'protocol',
+      scheduler: 'scheduler',
+      clientAddress: 'clientAddress',
+      synProxy: 'synProxyMode',
+      reals: { list: REAL },
+      healthCheck: { message: HEALTH_CHECK },
+    }),
+  },
   symmetric: { message: derive(SymmetricMode.create()) },
   timeouts: { message: derive(Timeouts.create()) },
 };
@@ -98,9 +126,22 @@ function field(v: unknown, type: FieldType, p: string): unknown {
       throw bad('a whole number');
     return v;
   }
+  if (type === 'bytes') {
+    if (typeof v !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(v)) throw bad('base64 text');
+    return v;
+  }
+  if (type === 'healthKind') {
+    const name = enumValue(v, 'HEALTH_CHECK_KIND', p);
+    if (typeof name === 'string' && !(name in HealthCheckKind && name !== 'UNRECOGNIZED')) {
+      throw new Error(`${p}: unknown kind ${JSON.stringify(v)} (tcp, http, grpc, udp or icmp)`);
+    }
+    return name;
+  }
+  if (type === 'healthState') return enumValue(v, 'HEALTH_STATE', p);
   if (type === 'protocol') return enumValue(v, 'PROTOCOL', p);
   if (type === 'scheduler') return enumValue(v, 'SCHEDULER', p);
   if (type === 'synProxyMode') return enumValue(v, 'SYN_PROXY_MODE', p);
+  if (type === 'clientAddress') return enumValue(v, 'CLIENT_ADDRESS_MODE', p);
   if ('list' in type) {
     if (!Array.isArray(v)) throw bad('a list');
     return v.map((e, i) => check(e, type.list, `${p}[${i}]`));

@@ -2,7 +2,8 @@
 import type { ConfigDiff, ResourceChanges } from '../gen/retrace/v1/config';
 import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
-import type { VirtualService } from '../gen/retrace/v1/balancer';
+import { HealthCheckKind, HealthState, type HealthCheck } from '../gen/retrace/v1/health_check';
+import { ClientAddressMode, type VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { Protocol, Scheduler, SynProxyMode } from '../gen/retrace/v1/types';
 
@@ -37,6 +38,12 @@ export const SCHEDULER_NAME: Record<number, string> = {
   [Scheduler.SCHEDULER_MAGLEV]: 'maglev',
 };
 
+const CLIENT_ADDRESS_NAME: Record<number, string> = {
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2]: 'proxy_v2',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1]: 'proxy_v1',
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_TOA]: 'toa',
+};
+
 const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
 
 /** A service's SYN proxy: off, on, or auto>=<half-open conns of a worker>. */
@@ -46,23 +53,68 @@ export function synProxyText(s: VirtualService): string {
   return 'off';
 }
 
-/** ipvsadm -Ln style: one line per service, one indented `->` line per real. */
+const HEALTH_KIND_NAME: Record<number, string> = {
+  [HealthCheckKind.HEALTH_CHECK_KIND_TCP]: 'tcp',
+  [HealthCheckKind.HEALTH_CHECK_KIND_HTTP]: 'http',
+  [HealthCheckKind.HEALTH_CHECK_KIND_GRPC]: 'grpc',
+  [HealthCheckKind.HEALTH_CHECK_KIND_UDP]: 'udp',
+  [HealthCheckKind.HEALTH_CHECK_KIND_ICMP]: 'icmp',
+};
+
+export const HEALTH_STATE_NAME: Record<number, string> = {
+  [HealthState.HEALTH_STATE_UNSPECIFIED]: '-',
+  [HealthState.HEALTH_STATE_UNKNOWN]: 'unknown',
+  [HealthState.HEALTH_STATE_UP]: 'up',
+  [HealthState.HEALTH_STATE_DOWN]: 'down',
+};
+
+/** "http /healthz every 1000ms rise 2 fall 3": a service's check in one cell. */
+export function describeHealthCheck(h: HealthCheck): string {
+  const what =
+    h.kind === HealthCheckKind.HEALTH_CHECK_KIND_HTTP
+      ? ` ${h.httpPath}${h.httpStatus ? `=${h.httpStatus}` : ''}`
+      : h.kind === HealthCheckKind.HEALTH_CHECK_KIND_GRPC && h.grpcService
+        ? ` ${h.grpcService}`
+        : '';
+  const port = h.port ? ` port ${h.port}` : '';
+  return `${HEALTH_KIND_NAME[h.kind] ?? '?'}${what}${port} every ${h.intervalMs}ms rise ${h.rise} fall ${h.fall}${h.closeConns ? ' close-conns' : ''}`;
+}
+
+/** "2026-12-06T08:40:01Z": seconds are enough for a state change. */
+const isoSeconds = (d: Date | undefined) => (d === undefined ? '' : d.toISOString().replace(/\.\d+Z$/, 'Z'));
+
+/**
+ * ipvsadm -Ln style: one line per service, one indented `->` line per real. With a health check
+ * on any service, three more columns: the check (service lines), and per real its verdict, when it
+ * last changed and the last failed probe's reason. WEIGHT stays the operator's weight.
+ */
 export function formatServices(services: VirtualService[]): string {
   if (services.length === 0) return 'no virtual services';
   const rows: (string | bigint | number)[][] = [];
+  const checked = services.some((s) => s.healthCheck !== undefined);
   for (const s of services) {
-    rows.push([
+    // A client-address mode follows the scheduler ("rr proxy_v2"); none shows nothing.
+    const mode = CLIENT_ADDRESS_NAME[s.clientAddress] ?? '';
+    const sched = `${SCHEDULER_NAME[s.scheduler] ?? '?'}${mode ? ` ${mode}` : ''}`;
+    const row: (string | bigint | number)[] = [
       PROTOCOL_NAME[s.protocol] ?? '?',
       hostPort(s.vip, s.port, s.protocol),
-      SCHEDULER_NAME[s.scheduler] ?? '?',
+      sched,
       synProxyText(s),
       '',
       '',
       s.connsTotal,
-    ]);
-    for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', '', r.weight, r.activeConns, r.connsTotal]);
+    ];
+    if (checked) row.push(s.healthCheck === undefined ? '-' : describeHealthCheck(s.healthCheck), '', '');
+    rows.push(row);
+    for (const r of s.reals) {
+      const rr: (string | bigint | number)[] = ['  ->', hostPort(r.address, r.port, s.protocol), '', '', r.weight, r.activeConns, r.connsTotal];
+      if (checked) rr.push(HEALTH_STATE_NAME[r.health] ?? '?', isoSeconds(r.healthChangedAt), r.healthLastError);
+      rows.push(rr);
+    }
   }
-  return table(['PROTO', 'ADDRESS', 'SCHED', 'SYN-PROXY', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);
+  const header = ['PROTO', 'ADDRESS', 'SCHED', 'SYN-PROXY', 'WEIGHT', 'ACTIVE', 'CONNS'];
+  return table(checked ? [...header, 'HEALTH', 'SINCE', 'LAST-ERROR'] : header, rows);
 }
 
 /** Column titles of the path counters, in the words an operator reads them in. */

@@ -43,6 +43,36 @@ const portSchema = z.strictObject({
     .default(1024),
   /** Receive frames not addressed to the port's MAC. */
   promiscuous: z.boolean().default(false),
+  /**
+   * A kernel interface for this port (omitted = none): a Linux interface (net_tap) with the port's
+   * MAC, MTU and addresses, through which the host's own traffic uses the port: frames for a port
+   * address that the dataplane does not answer go up to it, ARP is mirrored, and what the kernel
+   * sends through it leaves by this port (docs/design.md, "Kernel interface").
+   */
+  kernel: z
+    .strictObject({
+      /** Interface name (Linux: at most 15 characters). */
+      name: z
+        .string()
+        .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/, { error: 'must be a Linux interface name: 1-15 of A-Z a-z 0-9 _ . - (not starting with . or -)' }),
+      /** Named network namespace (ip netns) to move it to; "" = the appliance's namespace. Must exist. */
+      netns: z
+        .string()
+        .regex(/^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$/, { error: 'must be "" or a network namespace name (A-Z a-z 0-9 _ . -, at most 64)', abort: true })
+        .refine((ns) => ns === '' || fs.existsSync(`/run/netns/${ns}`), {
+          error: 'network namespace not found (no /run/netns/<name>; create it with ip netns add)',
+        })
+        .default(''),
+      /** Frames that may wait to go up to the kernel (a ring; power of two). */
+      queue: intIn(16, 65536)
+        .refine((n) => (n & (n - 1)) === 0, { error: 'must be a power of two' })
+        .default(1024),
+      /** Frames per second each way between the port and the kernel; 0 = no limit. */
+      rate: intIn(0, 100000000).default(10000),
+      /** Burst allowance of rate, in frames. */
+      burst: intIn(1, 100000000).default(1000),
+    })
+    .optional(),
 });
 
 const baseSchema = z.strictObject({
@@ -129,6 +159,25 @@ const baseSchema = z.strictObject({
           if (problem) ctx.addIssue({ code: 'custom', message: problem });
         })
         .default(''),
+    })
+    .prefault({}),
+  /**
+   * The health check prober (virtual services' health_check): a child process that probes reals
+   * with kernel sockets.
+   */
+  health_checks: z
+    .strictObject({
+      /**
+       * Network namespace of the prober (`ip netns exec`) for reals behind a port without a kernel
+       * interface; "" = the appliance's own. Reals behind a port with one (ports[].kernel) are
+       * probed from that interface's namespace, from the port's address, through the port.
+       */
+      netns: z
+        .string()
+        .regex(/^([A-Za-z0-9_.-]{1,64})?$/, { error: 'must be "" or a namespace name ([A-Za-z0-9_.-], at most 64)' })
+        .default(''),
+      /** Probes in flight at once, over every real of every service. */
+      max_in_flight: intIn(1, 4096).default(256),
     })
     .prefault({}),
   /** Node-side logging (pino). */
@@ -232,7 +281,20 @@ type BaseConfig = z.output<typeof baseSchema>;
 function crossCheck(cfg: BaseConfig, ctx: z.RefinementCtx): void {
   const names = new Map<string, number>();
   const devices = new Map<string, number>();
+  const kernelNames = new Map<string, number>();
   cfg.ports.forEach((p, i) => {
+    if (p.kernel !== undefined) {
+      const prev = kernelNames.get(p.kernel.name);
+      if (prev !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ports', i, 'kernel', 'name'],
+          message: `duplicate kernel interface "${p.kernel.name}" (also ports[${prev}].kernel.name)`,
+        });
+      } else {
+        kernelNames.set(p.kernel.name, i);
+      }
+    }
     const prevName = names.get(p.name);
     if (prevName !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['ports', i, 'name'], message: `duplicate port name "${p.name}" (also ports[${prevName}].name)` });
@@ -240,6 +302,13 @@ function crossCheck(cfg: BaseConfig, ctx: z.RefinementCtx): void {
       names.set(p.name, i);
     }
     const dev = deviceName(p.device);
+    if (/^net_tap_kni\d+$/.test(dev)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ports', i, 'device'],
+        message: `device name "${dev}" is reserved for kernel interfaces (ports[].kernel); use another net_tap<n>`,
+      });
+    }
     const prevDev = devices.get(dev);
     if (prevDev !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['ports', i, 'device'], message: `duplicate device "${dev}" (also ports[${prevDev}].device)` });
@@ -247,6 +316,15 @@ function crossCheck(cfg: BaseConfig, ctx: z.RefinementCtx): void {
       devices.set(dev, i);
     }
   });
+  // Every kernel interface is an ethdev too, and DPDK (Debian's build) has 32 of them.
+  const ethdevs = cfg.ports.length + kernelNames.size;
+  if (ethdevs > 32) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ports'],
+      message: `${cfg.ports.length} ports and ${kernelNames.size} kernel interfaces need ${ethdevs} DPDK ports; at most 32`,
+    });
+  }
   if (!cfg.eal.hugepages) {
     cfg.eal.extra_args.forEach((a, i) => {
       if (a === '--in-memory') {

@@ -12,6 +12,8 @@ export interface NativePortConf {
   txDesc: number;
   mac?: string;
   promiscuous: boolean;
+  /** The port's kernel interface (net_tap ethdev), absent = none. */
+  kernel?: { devname: string; queue: number; rate: number; burst: number };
 }
 
 export interface NativeConf {
@@ -38,6 +40,10 @@ export interface NativePortStats {
   rxMissed: bigint;
   rxNombuf: bigint;
   txDropped: bigint;
+  /** Frames handed to the kernel interface, taken from it, dropped at its bound. */
+  toKernel: bigint;
+  fromKernel: bigint;
+  kernelDropped: bigint;
 }
 
 export interface NativePortInfo {
@@ -52,6 +58,7 @@ export interface NativePortInfo {
   speedMbps: number;
   rxQueues: number;
   txQueues: number;
+  hasKernel: boolean;
   stats: NativePortStats;
 }
 
@@ -119,10 +126,16 @@ export interface NativeRealInfo {
   weight: number;
   activeConns: bigint;
   connsTotal: bigint;
+  /** Inhibited by its health check (no new conns). */
+  down: boolean;
   packetsToReal: bigint;
   packetsFromReal: bigint;
   bytesToReal: bigint;
   bytesFromReal: bigint;
+  proxyHeaders: bigint;
+  segmentsShifted: bigint;
+  toaAdded: bigint;
+  toaNoRoom: bigint;
 }
 
 export interface NativeTimeouts {
@@ -140,6 +153,8 @@ export const IPPROTO = { tcp: 6, udp: 17, icmp: 1 } as const;
 export const SCHED_ID = { rr: 1, wrr: 2, wlc: 3, maglev: 4 } as const;
 /** SYN proxy modes as native/dp_ctl.h numbers them (DP_SYN_PROXY_ARG_*). */
 export const SYN_PROXY_ID = { off: 0, on: 1, auto: 2 } as const;
+/** Client-address modes of native/dp_ctl.h (enum dp_caddr_mode). */
+export const CADDR_ID = { none: 0, proxy_v2: 1, proxy_v1: 2, toa: 3 } as const;
 
 export interface Native {
   ealInit(argv: string[]): void;
@@ -169,6 +184,8 @@ export interface Native {
   serviceSetSched(proto: number, vip: string, port: number, sched: number, seed: number): void;
   serviceSetReals(proto: number, vip: string, port: number, reals: { addr: string; port: number; weight: number }[]): void;
   serviceReals(proto: number, vip: string, port: number): { reals: NativeRealInfo[]; connsTotal: bigint };
+  serviceSetRealDown(proto: number, vip: string, port: number, real: string, realPort: number, down: boolean): void;
+  serviceSetCaddr(proto: number, vip: string, port: number, mode: number): void;
   serviceSetLimits(
     proto: number,
     vip: string,

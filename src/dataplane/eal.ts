@@ -75,6 +75,11 @@ export function filePrefix(cfg: Config, pid: number): string {
   return cfg.eal.file_prefix !== '' ? cfg.eal.file_prefix : `retrace-${pid}`;
 }
 
+/** The ethdev name of port i's kernel interface: a net_tap of its own, apart from any port's. */
+export function kernelDevname(portIndex: number): string {
+  return `net_tap_kni${portIndex}`;
+}
+
 /** argv for rte_eal_init (argv[0] = "retrace"). `cpus` as for lcoresArg. */
 export function buildEalArgs(cfg: Config, pid: number, cpus: number | number[] = allowedCpus()): string[] {
   const args = ['retrace', '-m', String(cfg.eal.memory_mb)];
@@ -88,6 +93,9 @@ export function buildEalArgs(cfg: Config, pid: number, cpus: number | number[] =
   if (pci.length === 0) args.push('--no-pci');
   for (const p of pci) args.push('-a', p.device);
   for (const p of vdevs) args.push('--vdev', p.device);
+  cfg.ports.forEach((p, i) => {
+    if (p.kernel !== undefined) args.push('--vdev', `${kernelDevname(i)},iface=${p.kernel.name}`);
+  });
   args.push(...cfg.eal.extra_args);
   return args;
 }

@@ -13,6 +13,7 @@
 import type { Config } from '../config';
 import { buildEalArgs } from './eal';
 import {
+  CADDR_ID,
   IPPROTO,
   SCHED_ID,
   SYN_PROXY_ID,
@@ -25,6 +26,7 @@ import {
 } from './binding';
 import { ConnRecords, decodeConns, type ConnView } from './conns';
 import { DataplaneError, quoteName, wrap } from './errors';
+import { KernelInterfaces } from './kernel-if';
 import { nativeConf, removeEalRuntimeDir } from './setup';
 import {
   PROTOCOLS,
@@ -55,6 +57,8 @@ import {
   SYN_PROXY_OFF,
   limitsEqual,
   synProxyEqual,
+  copyHealthCheck,
+  type ServiceChange,
 } from './types';
 
 export type { ConnView, ConnEventType, ConnSide, TcpState } from './conns';
@@ -88,9 +92,12 @@ export class Dataplane {
   private readonly staticNeighbors = new Map<string, NeighborSpec>();
 
   private readonly native: Native;
+  /** The Linux side of the ports' kernel interfaces (ports[].kernel). */
+  readonly kernel: KernelInterfaces;
 
   constructor(readonly config: Config) {
     this.native = loadNative();
+    this.kernel = new KernelInterfaces(config);
   }
 
   /**
@@ -122,6 +129,12 @@ export class Dataplane {
     }
     this.stateValue = 'running';
     this.startedAtValue = new Date();
+    try {
+      this.kernel.setup(this.native.ports());
+    } catch (e) {
+      this.stop();
+      throw e;
+    }
     for (const proto of PROTOCOLS) this.native.symmetricSet(IPPROTO[proto], this.config.symmetric[proto]);
     const t = this.config.timeouts;
     this.native.timeoutsSet({
@@ -244,6 +257,13 @@ export class Dataplane {
   addAddress(a: AddressSpec): void {
     const idx = this.portIndex(a.port);
     this.call(`address ${a.address}`, () => this.native.addrAdd(a.address, a.prefixLength, idx));
+    try {
+      this.kernel.addAddress(a.port, a.address, a.prefixLength);
+    } catch (e) {
+      // All or nothing: the port and its kernel interface carry the same addresses.
+      this.native.addrDel(a.address, a.prefixLength);
+      throw e;
+    }
     this.addresses.set(a.address, { ...a });
     this.changed();
   }
@@ -254,6 +274,7 @@ export class Dataplane {
     this.call(`address ${address}`, () => this.native.addrDel(address, a.prefixLength));
     this.addresses.delete(address);
     this.changed();
+    this.kernel.deleteAddress(a.port, address, a.prefixLength);
   }
 
   /** The configuration as recorded here: no native call, so cheap enough to check every change. */
@@ -350,15 +371,27 @@ export class Dataplane {
   addService(s: ServiceSpec): void {
     const key = serviceKeyString(s);
     this.call(`service ${key}`, () => this.native.serviceAdd(IPPROTO[s.protocol], s.vip, s.port, SCHED_ID[s.scheduler], s.seed));
-    try {
-      if (!limitsEqual(s.limits, NO_LIMITS)) this.pushLimits(s, s.limits ?? NO_LIMITS);
-      if (!synProxyEqual(s.synProxy, SYN_PROXY_OFF)) this.pushSynProxy(s, s.synProxy ?? SYN_PROXY_OFF);
-    } catch (e) {
-      // All or nothing: a service that could not take its limits or SYN proxy is not left without them.
-      this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
-      throw e;
+    const mode = s.clientAddress ?? 'none';
+    const synProxy = s.synProxy ?? SYN_PROXY_OFF;
+    if (!limitsEqual(s.limits, NO_LIMITS) || mode !== 'none' || !synProxyEqual(synProxy, SYN_PROXY_OFF)) {
+      try {
+        if (!limitsEqual(s.limits, NO_LIMITS)) this.pushLimits(s, s.limits ?? NO_LIMITS);
+        if (mode !== 'none') this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[s.protocol], s.vip, s.port, CADDR_ID[mode]));
+        if (!synProxyEqual(synProxy, SYN_PROXY_OFF)) this.pushSynProxy(s, synProxy);
+      } catch (e) {
+        // All or nothing: a service that could not take its limits, mode or SYN proxy is not left without them.
+        this.native.serviceDel(IPPROTO[s.protocol], s.vip, s.port);
+        throw e;
+      }
     }
-    this.services.set(key, { ...s, limits: copyLimits(s.limits ?? NO_LIMITS), synProxy: { ...(s.synProxy ?? SYN_PROXY_OFF) }, reals: [] });
+    this.services.set(key, {
+      ...s,
+      limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      clientAddress: mode,
+      synProxy: { ...synProxy },
+      reals: [],
+    });
     this.changed();
   }
 
@@ -419,18 +452,37 @@ export class Dataplane {
     this.changed();
   }
 
-  /** New scheduler and seed, new limits unless `limits` is undefined and a new SYN proxy unless
-   * `synProxy` is (those first, so values the native layer refuses change nothing after them). */
-  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, limits?: ServiceLimits, synProxy?: SynProxy): void {
+  /**
+   * New scheduler and seed; and whatever `change` names (unset = unchanged): limits, a health check
+   * (null removes it), a client-address mode, a SYN proxy. Limits, mode and SYN proxy go first, so
+   * values the native layer refuses change nothing of the scheduler.
+   */
+  updateService(k: ServiceKey, scheduler: Scheduler, seed: number, change: ServiceChange = {}): void {
+    const { limits, healthCheck, clientAddress, synProxy } = change;
     const key = serviceKeyString(k);
     const s = this.services.get(key);
     if (s === undefined) throw new DataplaneError('ENOENT', `no service ${key}`);
     if (limits !== undefined && !limitsEqual(limits, s.limits)) this.setLimits(k, limits);
+    if (clientAddress !== undefined && clientAddress !== (s.clientAddress ?? 'none')) {
+      this.call(`service ${key}`, () => this.native.serviceSetCaddr(IPPROTO[k.protocol], k.vip, k.port, CADDR_ID[clientAddress]));
+      s.clientAddress = clientAddress;
+    }
     if (synProxy !== undefined && !synProxyEqual(synProxy, s.synProxy)) this.setSynProxy(k, synProxy);
     this.call(`service ${key}`, () => this.native.serviceSetSched(IPPROTO[k.protocol], k.vip, k.port, SCHED_ID[scheduler], seed));
     s.scheduler = scheduler;
     s.seed = seed;
+    if (healthCheck !== undefined) s.healthCheck = healthCheck === null ? undefined : copyHealthCheck(healthCheck);
     this.changed();
+  }
+
+  /**
+   * Inhibits a real (down: no new conns, whatever its weight) or lets it take new conns again: the
+   * health checker's verdict. Not configuration: nothing is persisted and no change listener runs.
+   */
+  setRealDown(k: ServiceKey, address: string, port: number, down: boolean): void {
+    this.call(`service ${serviceKeyString(k)} real ${address}:${port}`, () =>
+      this.native.serviceSetRealDown(IPPROTO[k.protocol], k.vip, k.port, address, port, down),
+    );
   }
 
   /** Replaces the whole set of reals (declarative). */
@@ -465,6 +517,8 @@ export class Dataplane {
       seed: s.seed,
       connsTotal: live.connsTotal,
       limits: copyLimits(s.limits ?? NO_LIMITS),
+      healthCheck: s.healthCheck === undefined ? undefined : copyHealthCheck(s.healthCheck),
+      clientAddress: s.clientAddress ?? 'none',
       activeConns: drops.activeConns,
       refusedMaxConns: drops.maxConns,
       refusedDenied: drops.denied,
@@ -478,12 +532,17 @@ export class Dataplane {
         address: r.addr,
         port: r.port,
         weight: r.weight,
+        down: r.down,
         activeConns: r.activeConns,
         connsTotal: r.connsTotal,
         packetsToReal: r.packetsToReal,
         packetsFromReal: r.packetsFromReal,
         bytesToReal: r.bytesToReal,
         bytesFromReal: r.bytesFromReal,
+        proxyHeaders: r.proxyHeaders,
+        segmentsShifted: r.segmentsShifted,
+        toaAdded: r.toaAdded,
+        toaNoRoom: r.toaNoRoom,
       })),
     };
   }

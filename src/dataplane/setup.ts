@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { deviceName, type Config } from '../config';
 import type { NativeConf } from './binding';
-import { filePrefix } from './eal';
+import { filePrefix, kernelDevname } from './eal';
 
 /** Maps the appliance config onto the addon's start() argument. */
 export function nativeConf(cfg: Config): NativeConf {
@@ -21,7 +21,7 @@ export function nativeConf(cfg: Config): NativeConf {
     icmpRate: cfg.dataplane.icmp_rate,
     icmpBurst: cfg.dataplane.icmp_burst,
     eventRing: cfg.dataplane.event_ring,
-    ports: cfg.ports.map((p) => ({
+    ports: cfg.ports.map((p, i) => ({
       name: p.name,
       devname: deviceName(p.device),
       mtu: p.mtu,
@@ -29,6 +29,7 @@ export function nativeConf(cfg: Config): NativeConf {
       txDesc: p.tx_desc,
       mac: p.mac,
       promiscuous: p.promiscuous,
+      kernel: p.kernel && { devname: kernelDevname(i), queue: p.kernel.queue, rate: p.kernel.rate, burst: p.kernel.burst },
     })),
   };
 }

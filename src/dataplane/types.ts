@@ -110,6 +110,62 @@ export function synProxyEqual(a: SynProxy | undefined, b: SynProxy | undefined):
   return x.mode === y.mode && x.threshold === y.threshold;
 }
 
+export type HealthCheckKind = 'tcp' | 'http' | 'grpc' | 'udp' | 'icmp';
+export const HEALTH_CHECK_KINDS: readonly HealthCheckKind[] = ['tcp', 'http', 'grpc', 'udp', 'icmp'];
+
+/**
+ * An active health check of a service's reals (proto/retrace/v1/health_check.proto). Held by the
+ * control plane only: the dataplane sees its verdicts, one inhibit flag per real.
+ */
+export interface HealthCheckSpec {
+  kind: HealthCheckKind;
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  /** 0 = the real's port. */
+  port: number;
+  httpPath: string;
+  /** 0 = 200. */
+  httpStatus: number;
+  grpcService: string;
+  udpPayload: Uint8Array;
+  /** Empty = no reply needed, only no ICMP port unreachable. */
+  udpExpect: Uint8Array;
+  /** Remove a real's conns of the service when it goes down. */
+  closeConns: boolean;
+}
+
+export function healthCheckEqual(a: HealthCheckSpec | undefined, b: HealthCheckSpec | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const bytes = (x: Uint8Array, y: Uint8Array) => Buffer.from(x).equals(Buffer.from(y));
+  return (
+    a.kind === b.kind &&
+    a.intervalMs === b.intervalMs &&
+    a.timeoutMs === b.timeoutMs &&
+    a.rise === b.rise &&
+    a.fall === b.fall &&
+    a.port === b.port &&
+    a.httpPath === b.httpPath &&
+    a.httpStatus === b.httpStatus &&
+    a.grpcService === b.grpcService &&
+    bytes(a.udpPayload, b.udpPayload) &&
+    bytes(a.udpExpect, b.udpExpect) &&
+    a.closeConns === b.closeConns
+  );
+}
+
+export function copyHealthCheck(h: HealthCheckSpec): HealthCheckSpec {
+  return { ...h, udpPayload: Uint8Array.from(h.udpPayload), udpExpect: Uint8Array.from(h.udpExpect) };
+}
+
+/**
+ * How a service passes the client's address to its reals: nothing, a PROXY protocol v2 or v1
+ * header, or the TOA TCP option (native/dp_caddr.c). v1 and toa are TCP only.
+ */
+export type ClientAddressMode = 'none' | 'proxy_v2' | 'proxy_v1' | 'toa';
+export const CLIENT_ADDRESS_MODES: readonly ClientAddressMode[] = ['none', 'proxy_v2', 'proxy_v1', 'toa'];
+
 export interface ServiceSpec extends ServiceKey {
   scheduler: Scheduler;
   /** Maglev hash seed (same seed + same reals = same table on every node). */
@@ -118,9 +174,15 @@ export interface ServiceSpec extends ServiceKey {
   limits?: ServiceLimits;
   /** Unset = off. */
   synProxy?: SynProxy;
+  /** Unset = the reals are not checked. */
+  healthCheck?: HealthCheckSpec;
+  /** Unset = 'none'. */
+  clientAddress?: ClientAddressMode;
 }
 
 export interface RealView extends RealSpec {
+  /** Inhibited by its health check in the dataplane (no new conns); the weight stays as set. */
+  down: boolean;
   activeConns: bigint;
   connsTotal: bigint;
   /** Packets and bytes of this real's conns, toward it and from it. */
@@ -128,9 +190,15 @@ export interface RealView extends RealSpec {
   packetsFromReal: bigint;
   bytesToReal: bigint;
   bytesFromReal: bigint;
+  /** What the service's client-address mode did on this real's conns (native/dp_counters.h). */
+  proxyHeaders: bigint;
+  segmentsShifted: bigint;
+  toaAdded: bigint;
+  toaNoRoom: bigint;
 }
 
 export interface ServiceView extends ServiceSpec {
+  clientAddress: ClientAddressMode;
   reals: RealView[];
   connsTotal: bigint;
   limits: ServiceLimits;
@@ -173,7 +241,7 @@ export interface ConfigShape {
   routes: RouteSpec[];
   neighbors: NeighborSpec[];
   localAddresses: LocalAddressSpec[];
-  services: (ServiceKey & { reals: readonly RealSpec[] })[];
+  services: (ServiceKey & { reals: readonly RealSpec[]; healthCheck?: HealthCheckSpec })[];
 }
 
 export function serviceKeyString(k: ServiceKey): string {
@@ -190,4 +258,13 @@ export interface CounterSnapshot {
   path: Record<string, Record<string, PathCounters>>;
   /** port name -> drop reason -> value */
   drops: Record<string, Record<string, bigint>>;
+}
+
+/** What an updateService call changes besides scheduler and seed; unset = unchanged. */
+export interface ServiceChange {
+  limits?: ServiceLimits;
+  /** null removes the check. */
+  healthCheck?: HealthCheckSpec | null;
+  clientAddress?: ClientAddressMode;
+  synProxy?: SynProxy;
 }

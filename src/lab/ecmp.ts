@@ -108,7 +108,13 @@ const DEVICES: Record<EcmpRole, readonly string[]> = {
 /** `ip rule` priorities for pins: one per client address. */
 const PIN_PRIORITY_BASE = 1000;
 
-export type EcmpLabOptions = NetnsLabOptions;
+export interface EcmpLabOptions extends NetnsLabOptions {
+  /**
+   * false: edge's main table gets no VIP route at build time; a BGP speaker on edge installs it
+   * (EcmpScaleOut with `bgp`). The per-node tables 101/102 for pins are static either way.
+   */
+  staticVipRoute?: boolean;
+}
 
 export interface EcmpClientOptions {
   /** Source address (one of ECMP.clients); default: the route's choice (ECMP.client). */
@@ -122,8 +128,11 @@ export interface EcmpClientOptions {
 // ---------------------------------------------------------------------------------------------
 
 export class EcmpLab extends NetnsLab<EcmpRole> {
+  private readonly staticVipRoute: boolean;
+
   private constructor(opts: EcmpLabOptions) {
     super(ECMP_ROLES, opts, 'retrace-ecmp');
+    this.staticVipRoute = opts.staticVipRoute ?? true;
   }
 
   /** Builds namespaces, links, addresses, routes. Tears down what it made and rethrows on failure. */
@@ -170,7 +179,7 @@ export class EcmpLab extends NetnsLab<EcmpRole> {
       const p = ECMP.nodes[node];
       this.ipn('edge', 'route', 'add', `${ECMP.vip}/32`, 'via', p.uplink.addr, 'dev', p.uplink.edgeDev, 'table', String(p.table));
     }
-    this.setVipNexthops(ECMP_NODES);
+    if (this.staticVipRoute) this.setVipNexthops(ECMP_NODES);
     this.waitLinksUp(5000);
   }
 
@@ -311,9 +320,9 @@ export class EcmpLab extends NetnsLab<EcmpRole> {
 
   // --- the appliances' configuration -------------------------------------------------------------
 
-  /** A node's YAML: its two af_packet ports plus `extra` (e.g. timeouts). */
-  applianceYaml(node: EcmpNode, extra = ''): string {
-    const ports = NODE_PORTS.map((name, i) => ({ name, device: `net_af_packet${i},iface=${this.rootDev(node, name)}` }));
+  /** A node's YAML: its two af_packet ports (plus `portExtra` per port) and `extra` (e.g. timeouts). */
+  applianceYaml(node: EcmpNode, extra = '', portExtra: Partial<Record<NodePort, Record<string, unknown>>> = {}): string {
+    const ports = NODE_PORTS.map((name, i) => ({ name, device: `net_af_packet${i},iface=${this.rootDev(node, name)}`, ...(portExtra[name] ?? {}) }));
     return ['eal:\n  memory_mb: 256', 'dataplane:\n  mbufs: 8191\n  max_conns: 16384', YAML.stringify({ ports }), extra].join('\n');
   }
 }

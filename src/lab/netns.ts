@@ -207,6 +207,31 @@ export class NetnsLab<R extends string> {
     }
   }
 
+  /**
+   * A namespace besides the roles' (`rt-<tag>-<suffix>`), with the lab sysctls, torn down with the
+   * lab: e.g. the home of an appliance port's kernel interface. Idempotent per suffix.
+   */
+  extraNamespace(suffix: string): string {
+    const ns = `rt-${this.tag}-${suffix}`;
+    if (this.namespaces.includes(ns)) return ns;
+    this.sh('ip', ['netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.sh('ip', [
+      'netns',
+      'exec',
+      ns,
+      'sysctl',
+      '-q',
+      '-w',
+      'net.ipv6.conf.all.disable_ipv6=1',
+      'net.ipv6.conf.default.disable_ipv6=1',
+      'net.ipv4.conf.all.rp_filter=0',
+      'net.ipv4.conf.default.rp_filter=0',
+    ]);
+    this.sh('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+    return ns;
+  }
+
   /** A veth pair with both ends created directly in their namespaces. */
   vethNs(a: R, aDev: string, b: R, bDev: string): void {
     this.ipn(a, 'link', 'add', 'name', aDev, 'type', 'veth', 'peer', 'name', bDev, 'netns', this.ns(b));
@@ -285,6 +310,26 @@ export class NetnsLab<R extends string> {
     const child = spawn('ip', ['netns', 'exec', this.ns(role), this.node, this.script(name), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.children.push({ label, child });
     return child;
+  }
+
+  /**
+   * Starts a program (not a lab script) in a role's namespace, e.g. a Debian-packaged server the
+   * tests talk to; destroy() stops it by PID like the lab's own scripts.
+   */
+  spawnIn(label: string, role: R, cmd: string, args: readonly string[]): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', this.ns(role), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.children.push({ label, child });
+    return child;
+  }
+
+  /** Starts a lab script (dist/lab/<name>.js) in a role's namespace; destroy() stops it. */
+  spawnLabScript(label: string, role: R, name: string, args: readonly string[]): ChildProcess {
+    return this.spawnScript(label, role, name, args);
+  }
+
+  /** Runs a lab script (dist/lab/<name>.js) to completion in a role's namespace. */
+  runLabScript(role: R, name: string, args: readonly string[], timeoutMs: number) {
+    return this.execAsync(role, this.node, [this.script(name), ...args], { timeoutMs });
   }
 
   /**

@@ -44,6 +44,10 @@ export interface CapturedPacket {
   tcpAck?: number;
   /** L4 payload length in bytes (TCP/UDP). */
   payloadLength?: number;
+  /** TCP option bytes as they lie in the header (empty without options). */
+  tcpOptions?: Buffer;
+  /** The first bytes of the L4 payload (TCP/UDP), up to 64, as captured. */
+  payloadHead?: Buffer;
   icmp?: { type: number; code: number; id?: number; seq?: number; mtu?: number; quoted?: QuotedPacket };
   arp?: { op: 'request' | 'reply' | number; senderMac: string; senderIp: string; targetMac: string; targetIp: string };
   /** IPv4 header checksum verifies. */
@@ -115,11 +119,15 @@ function decodeIpv4(b: Buffer, o: number, caplenEnd: number, p: CapturedPacket):
     p.tcpAck = b.readUInt32BE(l4 + 8);
     p.tcpFlags = tcpFlagString(b[l4 + 13]);
     p.payloadLength = l4Len - (b[l4 + 12] >> 4) * 4;
+    const doff = (b[l4 + 12] >> 4) * 4;
+    p.tcpOptions = Buffer.from(b.subarray(l4 + 20, Math.min(l4 + Math.max(doff, 20), end)));
+    p.payloadHead = Buffer.from(b.subarray(Math.min(l4 + doff, end), Math.min(l4 + doff + 64, end, o + totalLen)));
     if (whole) p.l4ChecksumOk = fold(sum16(b, l4, o + totalLen, pseudo())) === 0xffff;
   } else if (p.proto === 'udp' && l4 + 8 <= end) {
     p.sport = b.readUInt16BE(l4);
     p.dport = b.readUInt16BE(l4 + 2);
     p.payloadLength = b.readUInt16BE(l4 + 4) - 8;
+    p.payloadHead = Buffer.from(b.subarray(l4 + 8, Math.min(l4 + 8 + 64, end, o + totalLen)));
     if (whole) p.l4ChecksumOk = b.readUInt16BE(l4 + 6) === 0 || fold(sum16(b, l4, o + totalLen, pseudo())) === 0xffff;
   } else if (p.proto === 'icmp' && l4 + 8 <= end) {
     const type = b[l4];

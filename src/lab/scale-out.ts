@@ -9,8 +9,9 @@ import type { Conn } from '../gen/retrace/v1/conn';
 import type { DropCounters, GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 import { ApplianceProcess } from './appliance';
+import { Announcer, BirdRouter, GobgpSpeaker } from './bgp';
 import { ECMP, ECMP_NODES, EcmpLab, type EcmpNode, type NodePort } from './ecmp';
-import { REAL_SERVERS } from './topology';
+import { LAB, REAL_SERVERS } from './topology';
 // ---------------------------------------------------------------------------------------------
 // EcmpScaleOut: the lab plus two appliances configured over gRPC
 // ---------------------------------------------------------------------------------------------
@@ -21,27 +22,91 @@ export interface ScaleOutOptions {
   extraYaml?: string;
   /** Conn timeouts applied with the configuration (seconds). */
   timeouts?: { tcpClose?: number; tcpFin?: number; udp?: number };
+  /**
+   * ECMP from BGP instead of a static route: each node's uplink gets a kernel interface (its own
+   * namespace) with gobgpd and the BGP sidecar's announce.sh; BIRD on edge peers with both and
+   * installs the VIP as one multipath route (merge paths). start() waits for both next hops.
+   */
+  bgp?: boolean;
 }
+
+/** AS numbers of the BGP variant: edge, and both nodes (one AS for the appliances). */
+export const ECMP_BGP = { edgeAs: 64500, nodeAs: 64512 } as const;
 
 const PROTOS = { tcp: Protocol.PROTOCOL_TCP, udp: Protocol.PROTOCOL_UDP } as const;
 
 export class EcmpScaleOut {
   readonly nodes: Record<EcmpNode, ApplianceProcess> = { node1: new ApplianceProcess(), node2: new ApplianceProcess() };
+  /** The BGP variant's speakers (ScaleOutOptions.bgp). */
+  bird: BirdRouter | undefined;
+  readonly gobgp: Partial<Record<EcmpNode, GobgpSpeaker>> = {};
+  readonly announcers: Partial<Record<EcmpNode, Announcer>> = {};
 
   private constructor(readonly lab: EcmpLab) {}
+
+  /** Namespace of a node's uplink kernel interface (BGP variant). */
+  kernelNamespace(node: EcmpNode): string {
+    return this.lab.extraNamespace(node === 'node1' ? 'k1' : 'k2');
+  }
+
+  /** Edge's next hops for the VIP as BIRD installed them, as nodes. */
+  bgpNexthops(): EcmpNode[] {
+    return (this.bird?.kernelNexthops(`${ECMP.vip}/32`) ?? []).map((gw) => ECMP_NODES.find((n) => ECMP.nodes[n].uplink.addr === gw)!);
+  }
+
+  /** Waits until edge's BGP route for the VIP goes through exactly these nodes. */
+  waitBgpNexthops(nodes: readonly EcmpNode[], timeoutMs = 30000): Promise<void> {
+    return this.bird!.waitKernelNexthops(
+      `${ECMP.vip}/32`,
+      nodes.map((n) => ECMP.nodes[n].uplink.addr),
+      timeoutMs,
+    );
+  }
+
+  /** BIRD on edge, gobgpd next to each node, announce.sh per node; waits for the ECMP route. */
+  private async startBgp(): Promise<void> {
+    this.bird = await BirdRouter.start({
+      netns: this.lab.ns('edge'),
+      dir: this.lab.dir,
+      routerId: ECMP.edgeLan,
+      as: ECMP_BGP.edgeAs,
+      peers: ECMP_NODES.map((n) => ({ name: `retrace_${n}`, address: ECMP.nodes[n].uplink.addr, as: ECMP_BGP.nodeAs })),
+    });
+    for (const n of ECMP_NODES) {
+      const u = ECMP.nodes[n].uplink;
+      const g = await GobgpSpeaker.start({
+        netns: this.kernelNamespace(n),
+        dir: this.lab.dir,
+        routerId: u.addr,
+        as: ECMP_BGP.nodeAs,
+        neighbor: { address: u.edge, as: ECMP_BGP.edgeAs },
+        vipNet: LAB.vipNet,
+      });
+      this.gobgp[n] = g;
+      this.announcers[n] = new Announcer({ dir: this.lab.dir, server: this.nodes[n].address, gobgpTarget: g.target, vips: [ECMP.vip] });
+    }
+    await this.waitBgpNexthops(ECMP_NODES, 60000);
+  }
 
   /** Builds the lab, starts echo servers and both appliances, configures both over gRPC. */
   static async start(opts: ScaleOutOptions = {}): Promise<EcmpScaleOut> {
     const log = opts.log ?? (() => undefined);
-    const lab = EcmpLab.create({ log: () => undefined });
+    const lab = EcmpLab.create({ log: () => undefined, staticVipRoute: !opts.bgp });
     const so = new EcmpScaleOut(lab);
     try {
       log(`ecmp lab ${lab.tag}: namespaces up`);
       await lab.startEchoServers();
-      for (const n of ECMP_NODES) so.nodes[n].start(lab.applianceYaml(n, opts.extraYaml));
+      for (const n of ECMP_NODES) {
+        const kernel = opts.bgp ? { uplink: { kernel: { name: lab.rootName(n === 'node1' ? 'k1' : 'k2'), netns: so.kernelNamespace(n) } } } : {};
+        so.nodes[n].start(lab.applianceYaml(n, opts.extraYaml, kernel));
+      }
       await Promise.all(ECMP_NODES.map((n) => so.nodes[n].waitServing()));
       await so.configure(opts.timeouts);
       log('node1, node2 serving and configured');
+      if (opts.bgp) {
+        await so.startBgp();
+        log('BGP: edge routes the VIP over both nodes');
+      }
       return so;
     } catch (e) {
       await so.destroy();
@@ -157,8 +222,13 @@ export class EcmpScaleOut {
     };
   }
 
-  /** Stops both appliances and tears the lab down. Never throws. */
+  /** Stops the BGP speakers, both appliances, and tears the lab down. Never throws. */
   async destroy(): Promise<void> {
+    for (const n of ECMP_NODES) {
+      this.announcers[n]?.stop();
+      this.gobgp[n]?.stop();
+    }
+    this.bird?.stop();
     for (const n of ECMP_NODES) {
       const app = this.nodes[n];
       try {

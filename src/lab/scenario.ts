@@ -7,6 +7,7 @@ import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace
 import { Real, VirtualService } from '../gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
 import { ApplianceProcess } from './appliance';
+import { runAsync } from './sh';
 import { LAB, LabTopology, ROOT_PORTS, type ApplianceYamlOptions, type RootPort } from './topology';
 
 export type Proto = 'tcp' | 'udp' | 'icmp';
@@ -35,6 +36,20 @@ export interface ScenarioOptions {
   ports?: ApplianceYamlOptions;
   /** Extra `dataplane:` fields (e.g. `{ icmp_rate: 50, icmp_burst: 10 }`); extraYaml cannot repeat that key. */
   dataplane?: Record<string, string | number | boolean>;
+  /**
+   * Kernel interfaces (ports[].kernel) on these ports, each in a namespace of its own
+   * (kernelNamespace()); `true` = every port. Default: every port when RETRACE_LAB_KERNEL=1 is set
+   * (to run any suite with kernel interfaces on), else none.
+   */
+  kernel?: boolean | readonly RootPort[];
+  /** Every kernel interface in one namespace (`rt-<tag>-khost`), as in a host's root namespace. */
+  kernelShared?: boolean;
+}
+
+/** The ports that get a kernel interface, from ScenarioOptions.kernel and RETRACE_LAB_KERNEL. */
+export function kernelPorts(opt: ScenarioOptions['kernel']): RootPort[] {
+  const o = opt ?? process.env.RETRACE_LAB_KERNEL === '1';
+  return o === true ? [...ROOT_PORTS] : o === false ? [] : [...o];
 }
 
 export interface RealSpec {
@@ -45,6 +60,10 @@ export interface RealSpec {
 
 export class LabScenario {
   readonly app = new ApplianceProcess();
+  /** Ports started with a kernel interface (ScenarioOptions.kernel). */
+  kernelPorts: RootPort[] = [];
+  /** All kernel interfaces in one namespace (ScenarioOptions.kernelShared). */
+  kernelShared = false;
   private constructor(
     readonly lab: LabTopology,
     private readonly ownsLab: boolean,
@@ -62,6 +81,8 @@ export class LabScenario {
         await lab.startEchoServers();
         log('echo servers running on rs1, rs2, rs3');
       }
+      sc.kernelPorts = kernelPorts(opts.kernel);
+      sc.kernelShared = opts.kernelShared ?? false;
       await sc.startAppliance(opts.extraYaml, opts.ports, opts.dataplane);
       return sc;
     } catch (e) {
@@ -73,6 +94,7 @@ export class LabScenario {
   /** Spawns `retrace serve` on the lab's ports and applies the base network over gRPC. */
   async startAppliance(extraYaml = '', ports: ApplianceYamlOptions = {}, dataplane: Record<string, string | number | boolean> = {}): Promise<void> {
     const dp = { mbufs: 8191, max_conns: 16384, ...dataplane };
+    ports = this.withKernel(ports);
     const yaml = [
       'eal:\n  memory_mb: 256',
       `dataplane:\n${Object.entries(dp)
@@ -94,6 +116,29 @@ export class LabScenario {
       await balancer.createLocalAddress({ localAddress: { address: lip, port: 'servers', portsInUse: 0n, portsTotal: 0n } });
     }
     this.log(`appliance up: ports ${ROOT_PORTS.join(', ')}; default route via router-a; LIPs ${LAB.lips.join(', ')}`);
+  }
+
+  /** Namespace of a port's kernel interface (`rt-<tag>-k<ua|ub|sv>`, or `rt-<tag>-khost` when shared), created on first use. */
+  kernelNamespace(port: RootPort): string {
+    return this.lab.extraNamespace(this.kernelShared ? 'khost' : `k${this.lab.rootDev(port).slice(-2)}`);
+  }
+
+  /** Name of a port's kernel interface: `rt<tag>k<ua|ub|sv>` (unique while it is created in the root namespace). */
+  kernelIfName(port: RootPort): string {
+    return this.lab.rootName(`k${this.lab.rootDev(port).slice(-2)}`);
+  }
+
+  /** Adds `kernel: {name, netns}` to the ports in kernelPorts (explicit per-port options win). */
+  private withKernel(opts: ApplianceYamlOptions): ApplianceYamlOptions {
+    if (this.kernelPorts.length === 0) return opts;
+    const port: NonNullable<ApplianceYamlOptions['port']> = { ...(opts.port ?? {}) };
+    for (const p of this.kernelPorts) port[p] = { kernel: { name: this.kernelIfName(p), netns: this.kernelNamespace(p) }, ...(port[p] ?? {}) };
+    return { ...opts, port };
+  }
+
+  /** Runs a command in a port's kernel interface namespace (async; never rejects on exit code). */
+  execKernel(port: RootPort, cmd: string, args: readonly string[], timeoutMs = 15000) {
+    return runAsync('ip', ['netns', 'exec', this.kernelNamespace(port), cmd, ...args], { timeoutMs });
   }
 
   /** Creates a virtual service and sets its reals. */

@@ -1,7 +1,8 @@
-import type { Dataplane, ServiceView } from '../dataplane';
+import { serviceKeyString, type Dataplane, type HealthCheckSpec, type ServiceView } from '../dataplane';
 import { Real, VirtualService, type LoadBalancerServiceServer } from '../gen/retrace/v1/balancer';
+import { HealthCheck, HealthState } from '../gen/retrace/v1/health_check';
 import type { Logger } from '../log';
-import { protocolToProto, schedulerToProto, synProxyModeToProto } from './enums';
+import { clientAddressToProto, protocolToProto, schedulerToProto, synProxyModeToProto } from './enums';
 import { StateGuard } from './invariants';
 import { unary } from './unary';
 import * as v from './validate';
@@ -25,7 +26,54 @@ export function serviceTraffic(s: ServiceView): ServiceTraffic {
   return t;
 }
 
-export function toVirtualService(s: ServiceView): VirtualService {
+export function healthCheckToProto(h: HealthCheckSpec): HealthCheck {
+  return {
+    ...HealthCheck.create(),
+    kind: v.healthCheckKindToProto(h.kind),
+    intervalMs: h.intervalMs,
+    timeoutMs: h.timeoutMs,
+    rise: h.rise,
+    fall: h.fall,
+    port: h.port,
+    httpPath: h.httpPath,
+    httpStatus: h.httpStatus,
+    grpcService: h.grpcService,
+    udpPayload: Buffer.from(h.udpPayload),
+    udpExpect: Buffer.from(h.udpExpect),
+    closeConns: h.closeConns,
+  };
+}
+
+/** A real's health as the checker holds it (src/server/health/checker.ts). */
+export interface RealHealthView {
+  state: 'unknown' | 'up' | 'down';
+  lastError: string;
+  changedAt: Date;
+}
+
+/** The health of one real of one service ("tcp/1.2.3.4:80", "10.1.0.11:8080"), if checked. */
+export type HealthLookup = (service: string, real: string) => RealHealthView | undefined;
+
+export const HEALTH_STATE_TO_PROTO: Record<RealHealthView['state'], HealthState> = {
+  unknown: HealthState.HEALTH_STATE_UNKNOWN,
+  up: HealthState.HEALTH_STATE_UP,
+  down: HealthState.HEALTH_STATE_DOWN,
+};
+
+/** What a service's client-address mode did: the per-real counters summed over its current reals. */
+export function serviceClientAddress(s: ServiceView): { proxyHeaders: bigint; segmentsShifted: bigint; toaAdded: bigint; toaNoRoom: bigint } {
+  const t = { proxyHeaders: 0n, segmentsShifted: 0n, toaAdded: 0n, toaNoRoom: 0n };
+  for (const r of s.reals) {
+    t.proxyHeaders += r.proxyHeaders;
+    t.segmentsShifted += r.segmentsShifted;
+    t.toaAdded += r.toaAdded;
+    t.toaNoRoom += r.toaNoRoom;
+  }
+  return t;
+}
+
+export function toVirtualService(s: ServiceView, health: HealthLookup = () => undefined): VirtualService {
+  const svcKey = serviceKeyString(s);
   return VirtualService.create({
     protocol: protocolToProto(s.protocol),
     vip: s.vip,
@@ -43,6 +91,8 @@ export function toVirtualService(s: ServiceView): VirtualService {
         packetsFromReal: r.packetsFromReal,
         bytesToReal: r.bytesToReal,
         bytesFromReal: r.bytesFromReal,
+        ...realHealthFields(s.healthCheck === undefined ? undefined : health(svcKey, `${r.address}:${r.port}`)),
+        inhibited: r.down,
       }),
     ),
     connsTotal: s.connsTotal,
@@ -62,11 +112,24 @@ export function toVirtualService(s: ServiceView): VirtualService {
     synCookiesValid: s.synCookiesValid,
     synCookiesInvalid: s.synCookiesInvalid,
     refusedRateLimited: s.refusedRateLimited,
+    healthCheck: s.healthCheck === undefined ? undefined : healthCheckToProto(s.healthCheck),
+    clientAddress: clientAddressToProto(s.clientAddress),
+    ...serviceClientAddress(s),
   });
 }
 
+function realHealthFields(h: RealHealthView | undefined): Pick<Real, 'health' | 'healthLastError' | 'healthChangedAt'> {
+  if (h === undefined) return { health: HealthState.HEALTH_STATE_UNSPECIFIED, healthLastError: '', healthChangedAt: undefined };
+  return { health: HEALTH_STATE_TO_PROTO[h.state], healthLastError: h.lastError, healthChangedAt: h.changedAt };
+}
+
 /** Every call that adds something is checked against the state it would leave (invariants.ts). */
-export function balancerService(dp: Dataplane, log: Logger, guard = new StateGuard(() => dp.configShape())): LoadBalancerServiceServer {
+export function balancerService(
+  dp: Dataplane,
+  log: Logger,
+  health: HealthLookup = () => undefined,
+  guard = new StateGuard(() => dp.configShape()),
+): LoadBalancerServiceServer {
   return {
     createVirtualService: unary(log, 'CreateVirtualService', (req) => {
       const s = v.createVirtualService(req, dp.connCapacity);
@@ -75,12 +138,12 @@ export function balancerService(dp: Dataplane, log: Logger, guard = new StateGua
       return {};
     }),
     getVirtualService: unary(log, 'GetVirtualService', (req) => ({
-      virtualService: toVirtualService(dp.getService(v.getVirtualService(req))),
+      virtualService: toVirtualService(dp.getService(v.getVirtualService(req)), health),
     })),
-    listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map(toVirtualService) })),
+    listVirtualServices: unary(log, 'ListVirtualServices', () => ({ virtualServices: dp.listServices().map((s) => toVirtualService(s, health)) })),
     updateVirtualService: unary(log, 'UpdateVirtualService', (req) => {
       const u = v.updateVirtualService(req, dp.connCapacity);
-      dp.updateService(u.key, u.scheduler, u.seed, u.limits, u.synProxy);
+      dp.updateService(u.key, u.scheduler, u.seed, { limits: u.limits, healthCheck: u.healthCheck, clientAddress: u.clientAddress, synProxy: u.synProxy });
       return {};
     }),
     deleteVirtualService: unary(log, 'DeleteVirtualService', (req) => {

@@ -4,7 +4,15 @@
  * 'rr', 'established', 'created', ...) and IANA protocol numbers. Request values go through the
  * *FromProto functions, which reject *_UNSPECIFIED and unknown numbers as INVALID_ARGUMENT.
  */
-import type { ConnEventType as DpEventType, Protocol as DpProtocol, Scheduler as DpScheduler, SynProxyMode as DpSynProxyMode, TcpState } from '../dataplane';
+import type {
+  ClientAddressMode as DpClientAddressMode,
+  ConnEventType as DpEventType,
+  Protocol as DpProtocol,
+  Scheduler as DpScheduler,
+  SynProxyMode as DpSynProxyMode,
+  TcpState,
+} from '../dataplane';
+import { ClientAddressMode } from '../gen/retrace/v1/balancer';
 import { IPPROTO } from '../dataplane/binding';
 import { ConnEventType, ConnState, Side } from '../gen/retrace/v1/conn';
 import { Protocol, Scheduler, SynProxyMode } from '../gen/retrace/v1/types';
@@ -88,6 +96,28 @@ export function synProxyModeToProto(m: DpSynProxyMode): SynProxyMode {
   const v = SYN_PROXY_VALUES.get(m);
   if (v === undefined) throw new Error(`unknown SYN proxy mode "${m}"`);
   return v;
+}
+
+// ---- client-address modes ----
+
+const CLIENT_ADDRESS_NAMES = new Map<ClientAddressMode, DpClientAddressMode>([
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 'none'],
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 'proxy_v2'],
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1, 'proxy_v1'],
+  [ClientAddressMode.CLIENT_ADDRESS_MODE_TOA, 'toa'],
+]);
+const CLIENT_ADDRESS_VALUES = invert(CLIENT_ADDRESS_NAMES);
+
+/** A request's ClientAddressMode as the dataplane's name (unset and NONE are both none). */
+export function clientAddressFromProto(m: ClientAddressMode, field: string): DpClientAddressMode {
+  const name = m === ClientAddressMode.CLIENT_ADDRESS_MODE_NONE ? 'none' : CLIENT_ADDRESS_NAMES.get(m);
+  if (name === undefined) throw new ValidationError(field, `unknown client-address mode ${m}`);
+  return name;
+}
+
+/** Responses say UNSPECIFIED (0) for none: a service without a mode prints as it did before. */
+export function clientAddressToProto(m: DpClientAddressMode | undefined): ClientAddressMode {
+  return CLIENT_ADDRESS_VALUES.get(m ?? 'none') ?? ClientAddressMode.CLIENT_ADDRESS_MODE_NONE;
 }
 
 // ---- conns ----

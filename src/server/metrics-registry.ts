@@ -134,6 +134,19 @@ export function createMetricsRegistry(src: MetricsSources, self?: () => RenderSt
     },
   });
 
+  const healthEvents = src.healthEvents;
+  if (healthEvents !== undefined) {
+    new Counter({
+      name: 'retrace_health_events_total',
+      help: 'Health transitions of reals since start (the last seq of WatchHealthEvents).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(Number(healthEvents()));
+      },
+    });
+  }
+
   const events = src.events;
   if (events !== undefined) {
     new Counter({

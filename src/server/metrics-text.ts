@@ -2,8 +2,8 @@
  * The per-service and per-real families of /metrics, written as Prometheus text directly rather
  * than through prom-client (why: below), in slices that leave the event loop free.
  */
-import { DataplaneError, type Dataplane, type RealView, type ServiceView } from '../dataplane';
-import { serviceTraffic, type ServiceTraffic } from './balancer-service';
+import { CLIENT_ADDRESS_MODES, DataplaneError, serviceKeyString, type Dataplane, type RealView, type ServiceView } from '../dataplane';
+import { serviceClientAddress, serviceTraffic, type ServiceTraffic } from './balancer-service';
 
 /**
  * The per-service and per-real families are most of a scrape (1500 services of 4 reals: ~80k
@@ -30,8 +30,11 @@ const TRAFFIC_HELP = {
   real: (unit: string, to: boolean) => `${unit} of a real's conns forwarded ${to ? 'toward it' : 'from it'} since it was added.`,
 };
 
+const CA_HELP = (what: string) => `${what} a virtual service's reals: the sum over its current reals, like the traffic counters.`;
+
 function serviceFamilies(): ServiceFamily[] {
   const f = (name: string, type: Family['type'], help: string, value: ServiceFamily['value']): ServiceFamily => ({ name, type, help, value, lines: [] });
+  const ca = (field: keyof ReturnType<typeof serviceClientAddress>) => (s: ServiceView) => serviceClientAddress(s)[field];
   const traffic = (field: keyof ServiceTraffic) => (s: ServiceView) => serviceTraffic(s)[field];
   return [
     f('retrace_service_reals', 'gauge', 'Reals of a virtual service (any weight).', (s) => s.reals.length),
@@ -74,6 +77,21 @@ function serviceFamilies(): ServiceFamily[] {
       "ACKs for no conn whose SYN cookie did not verify at a virtual service's SYN proxy (dropped).",
       (s) => s.synCookiesInvalid,
     ),
+    f(
+      'retrace_service_client_address_mode',
+      'gauge',
+      "How a virtual service passes the client's address to its reals: 0 none, 1 PROXY protocol v2, 2 PROXY protocol v1, 3 TOA.",
+      (s) => CLIENT_ADDRESS_MODES.indexOf(s.clientAddress),
+    ),
+    f('retrace_service_proxy_headers_total', 'counter', CA_HELP('PROXY headers sent toward'), ca('proxyHeaders')),
+    f(
+      'retrace_service_segments_shifted_total',
+      'counter',
+      CA_HELP('TCP segments (both ways) whose seq or ack was shifted by a PROXY header, of'),
+      ca('segmentsShifted'),
+    ),
+    f('retrace_service_toa_added_total', 'counter', CA_HELP('TOA options added to segments toward'), ca('toaAdded')),
+    f('retrace_service_toa_no_room_total', 'counter', CA_HELP('Segments that were to carry TOA but had no room (sent without), toward'), ca('toaNoRoom')),
   ];
 }
 
@@ -108,9 +126,24 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
  * (GetVirtualService's read), SERVICES_PER_SLICE per event-loop turn; a service deleted
  * meanwhile is left out. Absent (headers only) while the dataplane is not running.
  */
-export async function renderServiceSeries(dp: Dataplane): Promise<Buffer[]> {
+export async function renderServiceSeries(
+  dp: Dataplane,
+  health: (service: string, real: string) => { state: 'unknown' | 'up' | 'down'; transitions: number } | undefined = () => undefined,
+): Promise<Buffer[]> {
   const svc = serviceFamilies();
   const real = realFamilies();
+  const healthState: Family = {
+    name: 'retrace_real_health',
+    type: 'gauge',
+    help: "Health check verdict of a real, one series per state (1 = the real's current state): unknown (no verdict yet, not inhibited), up, down (inhibited: no new conns). Only reals of services with a health_check.",
+    lines: [],
+  };
+  const healthTransitions: Family = {
+    name: 'retrace_real_health_transitions_total',
+    type: 'counter',
+    help: 'Health state changes of a real since its check started (the real added or its check configured).',
+    lines: [],
+  };
   const keys = dp.state === 'running' ? dp.serviceKeys() : [];
   for (let i = 0; i < keys.length; i++) {
     if (i > 0 && i % SERVICES_PER_SLICE === 0) {
@@ -129,11 +162,16 @@ export async function renderServiceSeries(dp: Dataplane): Promise<Buffer[]> {
     for (const r of s.reals) {
       const rl = `${labels},real="${escapeLabel(`${r.address}:${r.port}`)}"`;
       for (const f of real) f.lines.push(`${f.name}{${rl}} ${sampleValue(f.value(r))}`);
+      const h = s.healthCheck === undefined ? undefined : health(serviceKeyString(s), `${r.address}:${r.port}`);
+      if (h !== undefined) {
+        for (const st of ['unknown', 'up', 'down'] as const) healthState.lines.push(`${healthState.name}{${rl},state="${st}"} ${h.state === st ? 1 : 0}`);
+        healthTransitions.lines.push(`${healthTransitions.name}{${rl}} ${h.transitions}`);
+      }
     }
   }
   // One Buffer per family, a turn each: joining and encoding all 5 MB at once took ~15 ms.
   const out: Buffer[] = [];
-  for (const f of [...svc, ...real]) {
+  for (const f of [...svc, ...real, healthState, healthTransitions]) {
     await yieldToLoop();
     const head = `# HELP ${f.name} ${f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${f.name} ${f.type}\n`;
     out.push(Buffer.from(f.lines.length > 0 ? `${head}${f.lines.join('\n')}\n` : head));

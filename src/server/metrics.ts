@@ -18,8 +18,12 @@
  *   retrace_service_active_conns / _max_conns{...}, retrace_service_refused_{max_conns,denied,not_allowed,rate_limited}_total{...}
  *                                                 admission limits and the new conns they refused
  *   retrace_service_syn_cookies_{sent,valid,invalid}_total{...}   the SYN proxy's cookies
+ *   retrace_service_client_address_mode{...}, retrace_service_{proxy_headers,segments_shifted,toa_added,toa_no_room}_total{...}
+ *                                                 client-address mode and what it did (sum over its reals)
  *   retrace_real_weight / _active_conns / _conns_total{protocol,vip,vport,real}
  *   retrace_real_{packets,bytes}_{to,from}_real_total{...}   per-real traffic
+ *   retrace_real_health{...,state}, retrace_real_health_transitions_total{...}   health checks (checked reals only)
+ *   retrace_health_events_total                  health transitions streamed (WatchHealthEvents)
  *   retrace_conn_events_total, retrace_conn_events_lost_total{stage}, retrace_conn_event_streams
  *   retrace_drained, retrace_dataplane_running    0 or 1
  *   retrace_counter_streams, retrace_counter_{samples,messages_skipped}_total   WatchCounters' cost
@@ -52,6 +56,10 @@ export interface MetricsSources {
   events?: () => { seen: bigint; dataplaneLost: bigint; subscriberLost: bigint; subscribers: unknown[] };
   /** WatchCounters' shared sampler (its CounterSampler status), if the server has one. */
   counterStreams?: () => { streams: number; samples: bigint; skipped: bigint };
+  /** A real's health (health checks), if the server checks reals. */
+  health?: (service: string, real: string) => { state: 'unknown' | 'up' | 'down'; transitions: number } | undefined;
+  /** Health transitions so far (the health event sequence). */
+  healthEvents?: () => bigint;
 }
 
 /** The registry and its renderer, wired together: what `retrace serve` serves. */
@@ -131,7 +139,7 @@ export class MetricsRenderer {
     const at = performance.now();
     const gen = this.generation();
     const head = await this.registry.metrics();
-    const services = await renderServiceSeries(this.src.dp);
+    const services = await renderServiceSeries(this.src.dp, this.src.health);
     const body = Buffer.concat([Buffer.from(head), ...services]);
     this.stats.lastSeconds = (performance.now() - at) / 1000;
     this.stats.lastBytes = body.length;

@@ -10,7 +10,7 @@ const LINK: Record<PortInfo['link'], LinkState> = {
   unknown: LinkState.LINK_STATE_UNSPECIFIED,
 };
 
-export function toPort(p: PortInfo, device: string): Port {
+export function toPort(p: PortInfo, device: string, kernel?: Port['kernel']): Port {
   return {
     name: p.name,
     id: p.portId,
@@ -23,17 +23,23 @@ export function toPort(p: PortInfo, device: string): Port {
     rxQueues: p.rxQueues,
     txQueues: p.txQueues,
     stats: { ...p.stats },
+    kernel,
   };
 }
 
 export function portService(dp: Dataplane, log: Logger): PortServiceServer {
-  const device = (name: string) => dp.config.ports.find((p) => p.name === name)?.device ?? '';
+  const conf = (name: string) => dp.config.ports.find((p) => p.name === name);
+  const device = (name: string) => conf(name)?.device ?? '';
+  const kernel = (name: string): Port['kernel'] => {
+    const k = conf(name)?.kernel;
+    return k && { name: k.name, netns: k.netns, queue: k.queue, rate: k.rate, burst: k.burst };
+  };
   return {
-    listPorts: unary(log, 'ListPorts', () => ({ ports: dp.ports().map((p) => toPort(p, device(p.name))) })),
+    listPorts: unary(log, 'ListPorts', () => ({ ports: dp.ports().map((p) => toPort(p, device(p.name), kernel(p.name))) })),
     getPort: unary(log, 'GetPort', (req) => {
       if (req.name === '') throw new ValidationError('name', 'must not be empty');
       const p = dp.port(req.name);
-      return { port: toPort(p, device(p.name)) };
+      return { port: toPort(p, device(p.name), kernel(p.name)) };
     }),
   };
 }

@@ -12,6 +12,11 @@ import { ConfigServiceService } from '../gen/retrace/v1/config';
 import { NetworkServiceService } from '../gen/retrace/v1/network';
 import { PortServiceService } from '../gen/retrace/v1/port';
 import { SystemServiceService } from '../gen/retrace/v1/system';
+import { HealthCheckServiceService } from '../gen/retrace/v1/health_check';
+import { ProberClient } from '../health/prober-client';
+import { HealthChecker, ProberPool } from './health/checker';
+import { HealthEventHub } from './health/hub';
+import { healthCheckService } from './health/service';
 import type { Logger } from '../log';
 import { balancerService } from './balancer-service';
 import { ConnServiceDefinition, connService } from './conn-service';
@@ -37,6 +42,7 @@ export const RETRACE_SERVICES = [
   'retrace.v1.PathService',
   'retrace.v1.ConnService',
   'retrace.v1.ConfigService',
+  'retrace.v1.HealthCheckService',
 ] as const;
 
 /**
@@ -65,6 +71,9 @@ export class ApplianceServer {
   readonly config: ConfigManager;
   /** state.file persistence; undefined when off. */
   readonly persister: StatePersister | undefined;
+  /** Health checks of reals: the prober loop (started with startHealthChecks) and its events. */
+  readonly healthEvents: HealthEventHub;
+  readonly healthChecker: HealthChecker;
 
   constructor(
     private readonly dp: Dataplane,
@@ -75,7 +84,16 @@ export class ApplianceServer {
     add(SystemServiceService, systemService(dp, log));
     add(PortServiceService, portService(dp, log));
     add(NetworkServiceService, networkService(dp, log));
-    add(LoadBalancerServiceService, balancerService(dp, log));
+    this.healthEvents = new HealthEventHub(dp.config.grpc.subscriber_buffer);
+    const hc = dp.config.health_checks;
+    const probers = new ProberPool((netns) => new ProberClient({ netns, maxInFlight: hc.max_in_flight }, log));
+    this.healthChecker = new HealthChecker(dp, probers, this.healthEvents, log, { maxInFlight: hc.max_in_flight, netns: hc.netns });
+    dp.onChange(() => this.healthChecker.reconcile());
+    add(
+      LoadBalancerServiceService,
+      balancerService(dp, log, (svc, real) => this.healthChecker.lookup(svc, real)),
+    );
+    add(HealthCheckServiceService, healthCheckService(this.healthEvents, this.healthChecker));
     this.counters = new CounterSampler(dp, log);
     add(PathServiceDefinition, pathService(dp, log, this.counters));
     this.events = new EventHub(dataplaneEventSource(dp), {
@@ -116,6 +134,11 @@ export class ApplianceServer {
     return ic;
   }
 
+  /** Starts probing reals (once the dataplane runs). */
+  startHealthChecks(): void {
+    this.healthChecker.start();
+  }
+
   /** Readiness: overall ('') and per-service health. */
   setServing(s: ServingStatus): void {
     this.health.setStatus('', s);
@@ -153,6 +176,8 @@ export class ApplianceServer {
     // (health Watch, reflection), which have already been sent NOT_SERVING.
     this.events.close();
     this.counters.close();
+    this.healthChecker.close();
+    this.healthEvents.close();
     for (const c of [...this.streams]) c.sendStatus({ code: grpc.status.UNAVAILABLE, details: 'the server is shutting down' });
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -8,10 +8,13 @@
 import { createHash } from 'node:crypto';
 import type {
   AddressSpec,
+  ClientAddressMode as DpClientAddressMode,
   ConnEventType as DpEventType,
   ConnFilter as DpConnFilter,
   ConnKey as DpConnKey,
   ConnView,
+  HealthCheckKind as DpHealthCheckKind,
+  HealthCheckSpec,
   LocalAddressSpec,
   NeighborSpec,
   Protocol as DpProtocol,
@@ -26,6 +29,7 @@ import type {
   Timeouts as DpTimeouts,
 } from '../dataplane';
 import type {
+  ClientAddressMode,
   CreateLocalAddressRequest,
   CreateVirtualServiceRequest,
   DeleteLocalAddressRequest,
@@ -55,7 +59,8 @@ import type {
 } from '../gen/retrace/v1/network';
 import type { SetSymmetricModeRequest, WatchCountersRequest } from '../gen/retrace/v1/path';
 import type { SynProxyMode } from '../gen/retrace/v1/types';
-import { connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto, synProxyModeFromProto } from './enums';
+import { HealthCheckKind, type HealthCheck } from '../gen/retrace/v1/health_check';
+import { clientAddressFromProto, connStateFromProto, eventTypeFromProto, protocolFromProto, schedulerFromProto, synProxyModeFromProto } from './enums';
 import { echo, ValidationError } from './errors';
 
 // ---- field checks ----
@@ -262,17 +267,112 @@ export function synProxy(mode: SynProxyMode, threshold: number, protocol: DpProt
   return { mode: m, threshold: 0 };
 }
 
+const HEALTH_KINDS = new Map<HealthCheckKind, DpHealthCheckKind>([
+  [HealthCheckKind.HEALTH_CHECK_KIND_TCP, 'tcp'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_HTTP, 'http'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_GRPC, 'grpc'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_UDP, 'udp'],
+  [HealthCheckKind.HEALTH_CHECK_KIND_ICMP, 'icmp'],
+]);
+const HEALTH_KIND_VALUES = new Map([...HEALTH_KINDS].map(([k, v]) => [v, k]));
+
+export function healthCheckKindToProto(k: DpHealthCheckKind): HealthCheckKind {
+  return HEALTH_KIND_VALUES.get(k)!;
+}
+
+/** Health check bounds (health_check.proto). */
+export const HEALTH_INTERVAL_MS = { min: 100, max: 3_600_000 };
+export const HEALTH_MAX_RISE_FALL = 100;
+export const HEALTH_MAX_BYTES = 1024;
+
+/**
+ * A service's health check (`at` ends with "health_check."). One spelling per state, so GetConfig ->
+ * ApplyConfig stays a no-op: a field that belongs to another kind must be unset.
+ */
+export function healthCheck(h: HealthCheck, protocol: DpProtocol, at: string): HealthCheckSpec {
+  const kind = HEALTH_KINDS.get(h.kind);
+  if (kind === undefined) {
+    throw new ValidationError(
+      `${at}kind`,
+      h.kind === HealthCheckKind.HEALTH_CHECK_KIND_UNSPECIFIED
+        ? 'required (HEALTH_CHECK_KIND_TCP, _HTTP, _GRPC, _UDP or _ICMP)'
+        : `unknown kind ${h.kind as number}`,
+    );
+  }
+  if (h.intervalMs === 0) throw new ValidationError(`${at}interval_ms`, `required: ${HEALTH_INTERVAL_MS.min}..${HEALTH_INTERVAL_MS.max}`);
+  const intervalMs = intIn(h.intervalMs, HEALTH_INTERVAL_MS.min, HEALTH_INTERVAL_MS.max, `${at}interval_ms`);
+  if (h.timeoutMs === 0) throw new ValidationError(`${at}timeout_ms`, `required: 1..interval_ms (${intervalMs})`);
+  if (h.timeoutMs > intervalMs) {
+    throw new ValidationError(`${at}timeout_ms`, `${h.timeoutMs} is more than interval_ms (${intervalMs}): a probe must end before the next starts`);
+  }
+  const rise = intIn(h.rise, 1, HEALTH_MAX_RISE_FALL, `${at}rise`);
+  const fall = intIn(h.fall, 1, HEALTH_MAX_RISE_FALL, `${at}fall`);
+  const port = intIn(h.port, 0, 65535, `${at}port`);
+  if (kind === 'icmp' && port !== 0) throw new ValidationError(`${at}port`, 'must be 0 for ICMP checks');
+  if (kind !== 'icmp' && protocol === 'icmp' && port === 0)
+    throw new ValidationError(`${at}port`, `required: the reals of an ICMP service have no port to probe with ${kind}`);
+  const only = (field: string, set: boolean, k: DpHealthCheckKind) => {
+    if (set && kind !== k) throw new ValidationError(`${at}${field}`, `only for ${k.toUpperCase()} checks (this one is ${kind.toUpperCase()})`);
+  };
+  only('http_path', h.httpPath !== '', 'http');
+  only('http_status', h.httpStatus !== 0, 'http');
+  only('grpc_service', h.grpcService !== '', 'grpc');
+  only('udp_payload', h.udpPayload.length > 0, 'udp');
+  only('udp_expect', h.udpExpect.length > 0, 'udp');
+  if (kind === 'http') {
+    if (h.httpPath === '') throw new ValidationError(`${at}http_path`, 'required for HTTP checks, e.g. "/healthz"');
+    if (!h.httpPath.startsWith('/')) throw new ValidationError(`${at}http_path`, `${echo(h.httpPath)} does not start with "/"`);
+    if (h.httpPath.length > HEALTH_MAX_BYTES || !/^[\x21-\x7e]+$/.test(h.httpPath)) {
+      throw new ValidationError(`${at}http_path`, `must be at most ${HEALTH_MAX_BYTES} printable ASCII characters without spaces, got ${echo(h.httpPath)}`);
+    }
+    if (h.httpStatus !== 0) intIn(h.httpStatus, 100, 599, `${at}http_status`);
+  }
+  if (h.grpcService.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}grpc_service`, `at most ${HEALTH_MAX_BYTES} characters`);
+  if (h.udpPayload.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}udp_payload`, `at most ${HEALTH_MAX_BYTES} bytes, got ${h.udpPayload.length}`);
+  if (h.udpExpect.length > HEALTH_MAX_BYTES) throw new ValidationError(`${at}udp_expect`, `at most ${HEALTH_MAX_BYTES} bytes, got ${h.udpExpect.length}`);
+  return {
+    kind,
+    intervalMs,
+    timeoutMs: h.timeoutMs,
+    rise,
+    fall,
+    port,
+    httpPath: h.httpPath,
+    httpStatus: h.httpStatus,
+    grpcService: h.grpcService,
+    udpPayload: Uint8Array.from(h.udpPayload),
+    udpExpect: Uint8Array.from(h.udpExpect),
+    closeConns: h.closeConns,
+  };
+}
+
+/**
+ * A client-address mode the protocol can carry: PROXY v1 and TOA are TCP only (a text header and a
+ * TCP option), PROXY v2 is TCP or UDP (one header per datagram), ICMP takes none.
+ */
+export function clientAddress(m: ClientAddressMode, protocol: DpProtocol, field: string): DpClientAddressMode {
+  const mode = clientAddressFromProto(m, field);
+  if (mode === 'none') return mode;
+  const what = mode === 'proxy_v2' ? 'PROXY protocol v2' : mode === 'proxy_v1' ? 'PROXY protocol v1' : 'TOA';
+  if (protocol === 'icmp') throw new ValidationError(field, `${what} is not for ICMP services (CLIENT_ADDRESS_MODE_NONE only)`);
+  if (protocol === 'udp' && mode !== 'proxy_v2') throw new ValidationError(field, `${what} is for TCP services only (UDP services take PROXY protocol v2)`);
+  return mode;
+}
+
 export function createVirtualService(req: CreateVirtualServiceRequest, connCapacity?: number): ServiceSpec {
   const s = present(req.virtualService, 'virtual_service');
   const k = newServiceKey(s, 'virtual_service.');
   const scheduler: DpScheduler = schedulerFromProto(s.scheduler, 'virtual_service.scheduler');
   if (s.reals.length > 0) throw new ValidationError('virtual_service.reals', 'must be empty: set reals with SetReals');
+  const hc = s.healthCheck === undefined || s.healthCheck === null ? undefined : healthCheck(s.healthCheck, k.protocol, 'virtual_service.health_check.');
   return {
     ...k,
     scheduler,
     seed: s.seed,
     limits: serviceLimits(s, 'virtual_service.', connCapacity),
     synProxy: synProxy(s.synProxy, s.synProxyThreshold, k.protocol, 'virtual_service.syn_proxy', 'virtual_service.syn_proxy_threshold'),
+    clientAddress: clientAddress(s.clientAddress, k.protocol, 'virtual_service.client_address'),
+    ...(hc === undefined ? {} : { healthCheck: hc }),
   };
 }
 
@@ -287,14 +387,26 @@ export function deleteVirtualService(req: DeleteVirtualServiceRequest): ServiceK
 export function updateVirtualService(
   req: UpdateVirtualServiceRequest,
   connCapacity?: number,
-): { key: ServiceKey; scheduler: DpScheduler; seed: number; limits: ServiceLimits | undefined; synProxy: DpSynProxy | undefined } {
+): {
+  key: ServiceKey;
+  scheduler: DpScheduler;
+  seed: number;
+  limits: ServiceLimits | undefined;
+  healthCheck: HealthCheckSpec | null | undefined;
+  clientAddress: DpClientAddressMode | undefined;
+  synProxy: DpSynProxy | undefined;
+} {
   const k = key(req.key);
+  const given = req.healthCheck !== undefined && req.healthCheck !== null;
+  if (given && req.removeHealthCheck) throw new ValidationError('remove_health_check', 'not together with health_check');
   const sp = req.synProxy;
   return {
     key: k,
     scheduler: schedulerFromProto(req.scheduler, 'scheduler'),
     seed: req.seed,
     limits: req.limits === undefined || req.limits === null ? undefined : serviceLimits(req.limits, 'limits.', connCapacity),
+    healthCheck: req.removeHealthCheck ? null : given ? healthCheck(req.healthCheck!, k.protocol, 'health_check.') : undefined,
+    clientAddress: req.clientAddress === undefined || req.clientAddress === null ? undefined : clientAddress(req.clientAddress, k.protocol, 'client_address'),
     synProxy: sp === undefined || sp === null ? undefined : synProxy(sp.mode, sp.threshold, k.protocol, 'syn_proxy.mode', 'syn_proxy.threshold'),
   };
 }

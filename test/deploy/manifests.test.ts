@@ -19,7 +19,7 @@ const K8S = path.join(ROOT, 'deploy', 'k8s');
 const LCORES_SH = path.join(K8S, 'entrypoint-lcores.sh');
 
 /** The deployable variants: kustomization directories. */
-const VARIANTS = ['base', 'overlays/af-packet', 'overlays/pci', 'overlays/bgp'];
+const VARIANTS = ['base', 'overlays/af-packet', 'overlays/pci', 'overlays/bgp', 'overlays/bgp-direct'];
 
 /** Every *.yaml under deploy/k8s, relative. */
 function yamlFiles(dir = K8S): string[] {
@@ -331,5 +331,27 @@ describe('BGP sidecar (overlays/bgp)', () => {
     expect(envOf(a, 'APPLIED_MARKER')).toBe(retraceCmd[retraceCmd.indexOf('--rm') + 1]);
     const runMount = (a.volumeMounts as { name: string; mountPath: string }[]).find((m) => m.name === 'run')!;
     expect(envOf(a, 'APPLIED_MARKER')!.startsWith(`${runMount.mountPath}/`)).toBe(true);
+  });
+});
+
+describe('directly connected BGP (overlays/bgp-direct)', () => {
+  const { pod } = daemonSet('overlays/bgp-direct');
+  const bgpCm = find(rendered.get('overlays/bgp-direct')!, 'ConfigMap', 'retrace-bgp')!;
+
+  it("gives each uplink a kernel interface in the node's namespace, the servers port none", () => {
+    const { cfg } = sample('overlays/bgp-direct');
+    expect(cfg.ports.map((p) => [p.name, p.kernel?.name, p.kernel?.netns])).toEqual([
+      ['uplink-a', 'rt-up-a', ''],
+      ['uplink-b', 'rt-up-b', ''],
+      ['servers', undefined, undefined],
+    ]);
+    expect(pod.hostNetwork).toBe(true);
+  });
+
+  it("is overlays/bgp's pod with the direct gobgpd.toml; announce.sh and bgp-render.js stay the repository's", () => {
+    expect(pod.containers.map((x) => x.name).sort()).toEqual(['bgp-announcer', 'gobgpd', 'retrace']);
+    const data = bgpCm.data as Record<string, string>;
+    expect(data['gobgpd.toml']).toBe(fs.readFileSync(path.join(K8S, 'overlays', 'bgp-direct', 'gobgpd.toml'), 'utf8'));
+    for (const f of ['announce.sh', 'bgp-render.js']) expect(data[f]).toBe(fs.readFileSync(path.join(K8S, 'overlays', 'bgp', f), 'utf8'));
   });
 });

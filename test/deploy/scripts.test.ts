@@ -244,6 +244,27 @@ describe('bgp-render.js', () => {
     expect({ code: d.code, out: d.stdout + d.stderr }).toMatchObject({ code: 0 });
   });
 
+  it("renders overlays/bgp-direct's template: sessions from each uplink's address to a router on that uplink, no multihop", () => {
+    const r = run('node', [path.join(BGP, 'bgp-render.js')], renderEnv({ TEMPLATE: path.join(K8S, 'overlays', 'bgp-direct', 'gobgpd.toml') }));
+    expect({ code: r.code, err: r.stderr }).toEqual({ code: 0, err: '' });
+    const file = path.join(tmp, 'bgp', 'gobgpd.toml');
+    const live = fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l))
+      .join('\n');
+    expect(live).not.toMatch(/@[A-Z_]+/);
+    expect(live).not.toMatch(/multihop|set-next-hop/);
+    // services.yaml: uplink-a 198.51.100.10/24, uplink-b 203.0.113.10/24; each neighbor on its uplink's subnet.
+    const sessions = [...live.matchAll(/neighbor-address = "([0-9.]+)"[\s\S]*?local-address = "([0-9.]+)"/g)].map((m) => [m[1], m[2]]);
+    expect(sessions).toEqual([
+      ['198.51.100.1', '198.51.100.10'],
+      ['203.0.113.1', '203.0.113.10'],
+    ]);
+    const d = run('gobgpd', ['--dry-run', '-f', file]);
+    expect({ code: d.code, out: d.stdout + d.stderr }).toMatchObject({ code: 0 });
+  });
+
   it('prefers services-<node>.yaml and names a port the template needs but the file lacks', () => {
     const dir = path.join(tmp, 'etc');
     fs.mkdirSync(dir);
@@ -308,6 +329,19 @@ describe('announce.sh', () => {
     expect(gobgpLog()).toEqual([...calls('add'), ...calls('del'), ...calls('add'), ...calls('del')]);
     expect(r.stdout).toMatch(/unreachable[\s\S]*SERVING[\s\S]*NOT_SERVING/);
     expect(fs.readFileSync(path.join(tmp, 'probe.log'), 'utf8')).toContain('-addr=127.0.0.1:50052');
+  });
+
+  it('probes with HEALTH_PROBE instead of grpc_health_probe when set (the lab runs `retrace health`)', () => {
+    // The probe: a script of its own that exits 4 (NOT_SERVING) once, then 0.
+    const env = { ...fakes([0]), ITERATIONS: '3', RISE: '1' };
+    const probe = path.join(tmp, 'probe.sh');
+    fs.writeFileSync(probe, `#!/bin/sh\necho "$*" >> ${tmp}/own-probe.log\n[ -e ${tmp}/probed ] && exit 0\ntouch ${tmp}/probed\nexit 4\n`, { mode: 0o755 });
+    const r = run('sh', [path.join(BGP, 'announce.sh')], { ...env, HEALTH_PROBE: `${probe} --server x:1` });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/NOT_SERVING[\s\S]*SERVING/);
+    expect(fs.readFileSync(path.join(tmp, 'own-probe.log'), 'utf8').trim().split('\n')).toEqual(['--server x:1', '--server x:1', '--server x:1']);
+    expect(fs.existsSync(path.join(tmp, 'probe.log'))).toBe(false); // grpc_health_probe never ran
+    expect(gobgpLog()).toEqual([...calls('add'), ...calls('del')]);
   });
 
   it('does not announce before the services are applied (marker missing)', () => {

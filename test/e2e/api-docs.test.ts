@@ -5,7 +5,7 @@
  * appliance's unix socket. A command succeeds (exit 0) unless a `# expect: <Code>` comment right
  * before it names the gRPC code it must fail with.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -108,9 +108,15 @@ describe('docs/api.md', () => {
 
 describeWith(GRPCURL)('docs/api.md grpcurl examples against an appliance', () => {
   const app = new ApplianceProcess();
+  // The examples give a service a health check whose reals (10.1.0.x) exist nowhere: its probes run
+  // in a namespace of their own with only loopback, so none leaves this machine's namespace.
+  const probeNs = `rt-docs-${process.pid}`;
 
   beforeAll(async () => {
+    execFileSync('ip', ['netns', 'add', probeNs]);
     app.start(`
+health_checks:
+  netns: ${probeNs}
 eal:
   memory_mb: 128
 dataplane:
@@ -130,6 +136,7 @@ ports:
   afterAll(async () => {
     if (app.running) await app.stop();
     await app.kill();
+    execFileSync('ip', ['netns', 'del', probeNs]);
   });
 
   /** `retrace.v1.PortService/GetPort`, or grpcurl's verb (`list`, `describe ...`). */

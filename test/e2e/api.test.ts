@@ -384,13 +384,29 @@ symmetric:
 
   describe('UpdateVirtualService', () => {
     it('replaces the scheduler and seed', async () => {
-      await lb.updateVirtualService({ key: tcp80, scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef, limits: undefined, synProxy: undefined });
+      await lb.updateVirtualService({
+        key: tcp80,
+        scheduler: Scheduler.SCHEDULER_MAGLEV,
+        seed: 0xdeadbeef,
+        limits: undefined,
+        healthCheck: undefined,
+        removeHealthCheck: false,
+        synProxy: undefined,
+      });
       expect(await getService(tcp80)).toMatchObject({ scheduler: Scheduler.SCHEDULER_MAGLEV, seed: 0xdeadbeef });
     });
 
     it('rejects SCHEDULER_UNSPECIFIED naming the field, changing nothing', async () => {
       await fails(
-        lb.updateVirtualService({ key: tcp80, scheduler: Scheduler.SCHEDULER_UNSPECIFIED, seed: 1, limits: undefined, synProxy: undefined }),
+        lb.updateVirtualService({
+          key: tcp80,
+          scheduler: Scheduler.SCHEDULER_UNSPECIFIED,
+          seed: 1,
+          limits: undefined,
+          healthCheck: undefined,
+          removeHealthCheck: false,
+          synProxy: undefined,
+        }),
         grpc.status.INVALID_ARGUMENT,
         /^scheduler: /,
       );
@@ -399,7 +415,15 @@ symmetric:
 
     it('answers NOT_FOUND for a service that does not exist', async () => {
       await fails(
-        lb.updateVirtualService({ key: { ...tcp80, port: 8443 }, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, synProxy: undefined }),
+        lb.updateVirtualService({
+          key: { ...tcp80, port: 8443 },
+          scheduler: Scheduler.SCHEDULER_RR,
+          seed: 0,
+          limits: undefined,
+          healthCheck: undefined,
+          removeHealthCheck: false,
+          synProxy: undefined,
+        }),
         grpc.status.NOT_FOUND,
       );
     });

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import YAML from 'yaml';
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Config, ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { PathServiceClient } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
@@ -381,6 +381,14 @@ describe('issue 18 on a real appliance with a state file', () => {
         { mode: SynProxyMode.SYN_PROXY_MODE_ON, threshold: 0 },
         { mode: SynProxyMode.SYN_PROXY_MODE_AUTO, threshold: pick([1, 5000]) },
       ]);
+    // Client-address modes, those a protocol cannot carry included (refused, nothing changes).
+    const MODES = [
+      ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_NONE,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_TOA,
+    ];
 
     /** One random call: its name and the promise of its answer. */
     const OPS: [string, () => Promise<unknown>][] = [
@@ -419,6 +427,7 @@ describe('issue 18 on a real appliance with a state file', () => {
               scheduler: pick(SCHEDS),
               seed: Math.floor(rnd() * 3),
               ...limits(),
+              clientAddress: pick(MODES),
               ...(rnd() < 0.5 ? {} : (({ mode, threshold }) => ({ synProxy: mode, synProxyThreshold: threshold }))(synProxy())),
             }),
           }),
@@ -432,6 +441,9 @@ describe('issue 18 on a real appliance with a state file', () => {
             scheduler: pick(SCHEDS),
             seed: Math.floor(rnd() * 3),
             limits: rnd() < 0.5 ? undefined : limits(),
+            healthCheck: undefined,
+            removeHealthCheck: false,
+            clientAddress: rnd() < 0.5 ? undefined : pick(MODES),
             synProxy: rnd() < 0.5 ? undefined : synProxy(),
           }),
       ],

@@ -60,6 +60,8 @@ describe('admission limits per virtual service (lab)', () => {
       seed: 0,
       synProxy: undefined,
       limits: { maxConns: N, allow: [], deny: [], connRate: 0, connBurst: 0 },
+      healthCheck: undefined,
+      removeHealthCheck: false,
     });
     expect((await service(vip)).maxConns).toBe(N);
     const before = await sc.counters();
@@ -107,6 +109,8 @@ describe('admission limits per virtual service (lab)', () => {
       seed: 0,
       synProxy: undefined,
       limits: { maxConns: 0, allow: ['198.18.0.0/16'], deny: [`${LAB.clientB}/32`], connRate: 0, connBurst: 0 },
+      healthCheck: undefined,
+      removeHealthCheck: false,
     });
     const before = await sc.counters();
 
@@ -134,6 +138,8 @@ describe('admission limits per virtual service (lab)', () => {
       seed: 0,
       synProxy: undefined,
       limits: { maxConns: 0, allow: [LAB.clientBNet], deny: [], connRate: 0, connBurst: 0 },
+      healthCheck: undefined,
+      removeHealthCheck: false,
     });
     const a2 = await sc.lab.tcpEcho('client-a', vip, ECHO, { conns: 1, bytes: 64, timeoutMs: 2500 });
     const b2 = await sc.lab.tcpEcho('client-b', vip, ECHO, { conns: 1, bytes: 64, timeoutMs: 5000 });
@@ -152,6 +158,8 @@ describe('admission limits per virtual service (lab)', () => {
       seed: 0,
       synProxy: undefined,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 1, connBurst: 3 },
+      healthCheck: undefined,
+      removeHealthCheck: false,
     });
     const before = await sc.counters();
     // Within 900 ms: before the kernel's first SYN retransmission (1 s) and before the bucket

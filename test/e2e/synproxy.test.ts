@@ -80,6 +80,8 @@ describeWith(HPING3)('SYN flood defence: SYN cookies with a SYN proxy (lab)', ()
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,
       limits: undefined,
+      healthCheck: undefined,
+      removeHealthCheck: false,
       synProxy: { mode: SynProxyMode.SYN_PROXY_MODE_ON, threshold: 0 },
     });
   }, 120000);

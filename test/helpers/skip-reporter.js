@@ -23,8 +23,13 @@ class SkipReporter {
     // Printed at exit, after jest's own summary, so these are the run's last two lines: the
     // plain count line that CI tooling reads whatever the runner, then the skipped tests.
     const r = results;
+    // A suite that could not run (a compile error, a throw outside any test) has no failed test:
+    // named on the count line so "0 failed" never hides it.
+    const broken = results.testResults.filter((f) => f.testExecError !== undefined && f.testExecError !== null);
+    const suites =
+      broken.length === 0 ? '' : `, ${broken.length} suite(s) failed to run: ${broken.map((f) => f.testFilePath.replace(/^.*?\/test\//, 'test/')).join(' ')}`;
     const lines =
-      `tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped\n` +
+      `tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${suites}\n` +
       (skipped.length === 0 ? 'skipped: none\n' : `skipped: ${skipped.length} test(s): ${skipped.join(' | ')}\n`);
     process.once('exit', () => fs.writeSync(2, lines));
     if (skipped.length === 0) return;

@@ -7,7 +7,7 @@
  */
 import { build, fields, type Frame } from './fixtures/frames';
 import { buildDriver, FixtureDriver, type TxFrame } from './fixtures/driver';
-import { FIXTURES, PORTS, portIndex, SETUP, tcpAck, tcpData, tcpReply, tcpSyn, tcpSynAck, TCP_REAL, type Captures } from './fixtures/table';
+import { FIXTURES, PORTS, portIndex, SETUP, tcpAck, tcpData, tcpReply, tcpSyn, tcpSynAck, TCP_REAL, CADDR, type Captures } from './fixtures/table';
 
 const LPORT_MIN = 1024;
 const portName = (i: number): string => PORTS[i]?.name ?? `port${i}`;
@@ -92,7 +92,27 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
         packets_from_real: fromReal.length,
         bytes_to_real: sum(toReal),
         bytes_from_real: sum(fromReal),
+        proxy_headers: 0,
+        segments_shifted: 0,
+        toa_added: 0,
+        toa_no_room: 0,
       },
     });
+  });
+
+  it('counts what the client-address modes did on their reals', async () => {
+    const pick = (r: Record<string, Record<string, number>>) => {
+      const c = r[CADDR.real];
+      return { proxy_headers: c.proxy_headers, segments_shifted: c.segments_shifted, toa_added: c.toa_added, toa_no_room: c.toa_no_room };
+    };
+    // proxy_v2: headers for the first segment, its retransmission, the out-of-order and the full-MTU
+    // conns, and twice for the zero-window probe; shifted: 5 segments of the first conn (3 from
+    // the client, the real's ack, the stale copy; not the one dropped), 1 each of the out-of-order
+    // and full-MTU conns, 2 probes.
+    expect(pick(await driver.realCounters('tcp', CADDR.vip, CADDR.v2))).toEqual({ proxy_headers: 6, segments_shifted: 9, toa_added: 0, toa_no_room: 0 });
+    expect(pick(await driver.realCounters('tcp', CADDR.vip, CADDR.v1))).toEqual({ proxy_headers: 1, segments_shifted: 1, toa_added: 0, toa_no_room: 0 });
+    expect(pick(await driver.realCounters('tcp', CADDR.vip, CADDR.toa))).toEqual({ proxy_headers: 0, segments_shifted: 0, toa_added: 4, toa_no_room: 2 });
+    const udp = (await driver.realCounters('udp', CADDR.vip, CADDR.udp))[CADDR.udpReal];
+    expect(udp.proxy_headers).toBe(2);
   });
 });

@@ -2,11 +2,13 @@
 import { UsageError, serverAddress } from '../../src/cli/client';
 import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
-import { formatDiff, table } from '../../src/cli/format';
+import { formatDiff, formatServices, table } from '../../src/cli/format';
+import { HealthCheck, HealthCheckKind, HealthState } from '../../src/gen/retrace/v1/health_check';
 import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
-import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
+import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 
 function usage(fn: () => unknown): string {
   try {
@@ -112,6 +114,12 @@ describe('parseConfigDocument', () => {
     ['virtual_services: [{allow: [10.0.0.0/8, 24]}]', 'f: virtual_services[0].allow[1]: expected a string, got 24'],
     ['virtual_services: [{max_conns: -1}]', 'f: virtual_services[0].max_conns: expected a whole number 0..4294967295, got -1'],
     ['routes: [\n', /^f: YAML syntax error/],
+    ['virtual_services: [{health_check: {kind: ftp}}]', 'f: virtual_services[0].health_check.kind: unknown kind "ftp" (tcp, http, grpc, udp or icmp)'],
+    ['virtual_services: [{health_check: {interval: 5}}]', 'f: virtual_services[0].health_check.interval: unknown key'],
+    [
+      'virtual_services: [{health_check: {udp_payload: "not base64!"}}]',
+      'f: virtual_services[0].health_check.udp_payload: expected base64 text, got "not base64!"',
+    ],
   ])('rejects %j naming the path', (text, message) => {
     const m = usage(() => parseConfigDocument(text, 'f'));
     if (typeof message === 'string') expect(m).toBe(message);
@@ -124,6 +132,33 @@ describe('parseConfigDocument', () => {
     expect(c.virtualServices[1]).toMatchObject({ maxConns: 5, allow: [], deny: [] });
   });
 
+  it('reads a health check with short kind names and base64 payloads, and writes it back', () => {
+    const c = parseConfigDocument(
+      'virtual_services: [{protocol: udp, vip: 198.18.0.10, port: 53, scheduler: rr, health_check: {kind: udp, interval_ms: 1000, timeout_ms: 300, rise: 2, fall: 3, udp_payload: cGluZw==, udp_expect: cG9uZw==, close_conns: true}}]',
+      'f',
+    );
+    expect(c.virtualServices[0].healthCheck).toMatchObject({
+      kind: HealthCheckKind.HEALTH_CHECK_KIND_UDP,
+      intervalMs: 1000,
+      timeoutMs: 300,
+      udpPayload: Buffer.from('ping'),
+      udpExpect: Buffer.from('pong'),
+      closeConns: true,
+    });
+    expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
+  });
+
+  it('reads client_address by its short or full name, and writes it back', () => {
+    const c = parseConfigDocument('virtual_services: [{client_address: proxy_v2}, {clientAddress: CLIENT_ADDRESS_MODE_TOA}, {client_address: none}, {}]', 'f');
+    expect(c.virtualServices.map((s) => s.clientAddress)).toEqual([
+      ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_TOA,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_NONE,
+      ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED,
+    ]);
+    expect(parseConfigDocument(configToYaml(c), 'g')).toEqual(c);
+  });
+
   it('reads back what configToYaml writes', () => {
     const c = parseConfigDocument(
       'virtualServices: [{protocol: tcp, vip: 198.18.0.10, port: 80, scheduler: wrr, maxConns: 10, deny: [10.0.0.0/8], reals: [{address: 10.1.0.11, port: 80, weight: 2}]}]\ntimeouts: {udp: 30}\n',
@@ -134,6 +169,72 @@ describe('parseConfigDocument', () => {
 });
 
 describe('rendering', () => {
+  it('shows weight and health apart, with the time of the change and the last error', () => {
+    const svc = VirtualService.create({
+      protocol: Protocol.PROTOCOL_TCP,
+      vip: '198.18.0.10',
+      port: 80,
+      scheduler: Scheduler.SCHEDULER_WRR,
+      healthCheck: {
+        ...HealthCheck.create(),
+        kind: HealthCheckKind.HEALTH_CHECK_KIND_HTTP,
+        httpPath: '/healthz',
+        intervalMs: 500,
+        timeoutMs: 200,
+        rise: 2,
+        fall: 3,
+      },
+      reals: [
+        Real.create({
+          address: '10.1.0.11',
+          port: 8080,
+          weight: 2,
+          health: HealthState.HEALTH_STATE_UP,
+          healthChangedAt: new Date('2026-12-06T08:40:01.250Z'),
+        }),
+        Real.create({
+          address: '10.1.0.12',
+          port: 8080,
+          weight: 1,
+          health: HealthState.HEALTH_STATE_DOWN,
+          healthChangedAt: new Date('2026-12-06T08:41:00Z'),
+          healthLastError: 'connect ECONNREFUSED',
+          inhibited: true,
+        }),
+      ],
+    });
+    const plain = VirtualService.create({
+      protocol: Protocol.PROTOCOL_UDP,
+      vip: '198.18.0.10',
+      port: 53,
+      scheduler: Scheduler.SCHEDULER_RR,
+      reals: [Real.create({ address: '10.1.0.11', port: 53, weight: 1 })],
+    });
+    expect(formatServices([svc, plain]).split('\n')).toEqual([
+      'PROTO  ADDRESS         SCHED  SYN-PROXY  WEIGHT  ACTIVE  CONNS  HEALTH                                   SINCE                 LAST-ERROR',
+      'tcp    198.18.0.10:80  wrr    off                            0  http /healthz every 500ms rise 2 fall 3',
+      '  ->   10.1.0.11:8080                         2       0      0  up                                       2026-12-06T08:40:01Z',
+      '  ->   10.1.0.12:8080                         1       0      0  down                                     2026-12-06T08:41:00Z  connect ECONNREFUSED',
+      'udp    198.18.0.10:53  rr     off                            0  -',
+      '  ->   10.1.0.11:53                           1       0      0  -',
+    ]);
+    // Without any health check the table is as before.
+    expect(formatServices([plain]).split('\n')[0]).toBe('PROTO  ADDRESS         SCHED  SYN-PROXY  WEIGHT  ACTIVE  CONNS');
+  });
+
+  it("shows a service's client-address mode after its scheduler, and nothing without one", () => {
+    const svc = (clientAddress: ClientAddressMode, port: number) =>
+      VirtualService.create({ protocol: Protocol.PROTOCOL_TCP, vip: '198.18.0.10', port, scheduler: Scheduler.SCHEDULER_RR, clientAddress });
+    const lines = formatServices([svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 80), svc(ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED, 81)]).split(
+      '\n',
+    );
+    expect(lines[1]).toMatch(/^tcp +198\.18\.0\.10:80 +rr proxy_v2 +off /);
+    expect(lines[2]).toMatch(/^tcp +198\.18\.0\.10:81 +rr +off +0$/);
+    // With a SYN proxy too: the mode stays with the scheduler, the SYN proxy in its own column.
+    const both = { ...svc(ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 82), synProxy: SynProxyMode.SYN_PROXY_MODE_ON };
+    expect(formatServices([both]).split('\n')[1]).toMatch(/^tcp +198\.18\.0\.10:82 +rr proxy_v2 +on +0$/);
+  });
+
   it('aligns columns, numbers to the right', () => {
     expect(
       table(

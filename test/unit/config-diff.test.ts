@@ -1,9 +1,10 @@
 /** ConfigService's pure parts: document validation, the diff plan, folding and drain weights. No dataplane. */
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import type { Config } from '../../src/gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../src/gen/retrace/v1/types';
 import { diffSize, foldChanges, planConfig, realsDiff, summarizeDiff, type Step } from '../../src/server/config/plan';
-import { restoreWeights, type ConfigState, type DesiredConfig } from '../../src/server/config/state';
+import { restoreWeights, toConfigMessage, type ConfigState, type DesiredConfig } from '../../src/server/config/state';
+import { HealthCheck, HealthCheckKind } from '../../src/gen/retrace/v1/health_check';
 import { validateConfig } from '../../src/server/config/validate';
 import { StatusError, ValidationError } from '../../src/server/errors';
 import { tableLimits } from '../../src/dataplane';
@@ -88,6 +89,7 @@ describe('validateConfig', () => {
       seed: 0,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
       synProxy: { mode: 'off', threshold: 0 },
+      clientAddress: 'none',
       reals: [
         { address: '10.1.0.12', port: 8080, weight: 1 },
         { address: '10.1.0.11', port: 8080, weight: 2 },
@@ -323,6 +325,91 @@ describe('validateConfig: service limits', () => {
   });
 });
 
+const hc = (over: Partial<HealthCheck> = {}): HealthCheck => ({
+  ...HealthCheck.create(),
+  kind: HealthCheckKind.HEALTH_CHECK_KIND_HTTP,
+  intervalMs: 1000,
+  timeoutMs: 500,
+  rise: 2,
+  fall: 3,
+  httpPath: '/healthz',
+  ...over,
+});
+
+describe('validateConfig: health checks', () => {
+  const withCheck = (i: number, h: HealthCheck) => {
+    const c = doc();
+    c.virtualServices[i].healthCheck = h;
+    return c;
+  };
+
+  it('accepts a valid check of every kind and returns it in dataplane terms', () => {
+    expect(validateConfig(withCheck(0, hc()), PORTS).services[0].healthCheck).toEqual({
+      kind: 'http',
+      intervalMs: 1000,
+      timeoutMs: 500,
+      rise: 2,
+      fall: 3,
+      port: 0,
+      httpPath: '/healthz',
+      httpStatus: 0,
+      grpcService: '',
+      udpPayload: new Uint8Array(),
+      udpExpect: new Uint8Array(),
+      closeConns: false,
+    });
+    const kinds = [
+      hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_TCP, httpPath: '' }),
+      hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_GRPC, httpPath: '', grpcService: 'backend' }),
+      hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_ICMP, httpPath: '', closeConns: true }),
+    ];
+    for (const k of kinds) expect(problem(withCheck(0, k))).toBe('');
+    expect(
+      problem(withCheck(1, hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_UDP, httpPath: '', udpPayload: Buffer.from('q'), udpExpect: Buffer.from('a') }))),
+    ).toBe('');
+  });
+
+  it('names the bad field: interval 0, a path without /, an unknown kind, timeout over interval, ...', () => {
+    const at = 'config.virtual_services[0].health_check';
+    expect(problem(withCheck(0, hc({ intervalMs: 0 })))).toBe(`${at}.interval_ms: required: 100..3600000`);
+    expect(problem(withCheck(0, hc({ httpPath: 'healthz' })))).toBe(`${at}.http_path: "healthz" does not start with "/"`);
+    expect(problem(withCheck(0, hc({ kind: 9 as HealthCheckKind })))).toBe(`${at}.kind: unknown kind 9`);
+    expect(problem(withCheck(0, hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_UNSPECIFIED }))).startsWith(`${at}.kind: required`)).toBe(true);
+    expect(problem(withCheck(0, hc({ timeoutMs: 1001 })))).toBe(
+      `${at}.timeout_ms: 1001 is more than interval_ms (1000): a probe must end before the next starts`,
+    );
+    expect(problem(withCheck(0, hc({ timeoutMs: 0 })))).toBe(`${at}.timeout_ms: required: 1..interval_ms (1000)`);
+    expect(problem(withCheck(0, hc({ rise: 0 }))).startsWith(`${at}.rise: `)).toBe(true);
+    expect(problem(withCheck(0, hc({ fall: 101 }))).startsWith(`${at}.fall: `)).toBe(true);
+    expect(problem(withCheck(0, hc({ httpPath: '' })))).toBe(`${at}.http_path: required for HTTP checks, e.g. "/healthz"`);
+    expect(problem(withCheck(0, hc({ httpStatus: 700 }))).startsWith(`${at}.http_status: `)).toBe(true);
+    expect(problem(withCheck(0, hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_TCP })))).toBe(`${at}.http_path: only for HTTP checks (this one is TCP)`);
+    expect(problem(withCheck(0, hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_ICMP, httpPath: '', port: 80 })))).toBe(`${at}.port: must be 0 for ICMP checks`);
+  });
+
+  it('plans an update when the check is added, changed or removed, and nothing when it is the same', () => {
+    const d = validateConfig(withCheck(0, hc()), PORTS);
+    const plain = validateConfig(doc(), PORTS);
+    const add = planConfig(stateOf(plain), d);
+    expect(add).toEqual([expect.objectContaining({ op: 'updateService', healthCheck: d.services[0].healthCheck })]);
+    expect(planConfig(stateOf(d), validateConfig(withCheck(0, hc()), PORTS))).toEqual([]);
+    expect(planConfig(stateOf(d), validateConfig(withCheck(0, hc({ fall: 4 })), PORTS))).toEqual([
+      expect.objectContaining({ op: 'updateService', healthCheck: expect.objectContaining({ fall: 4 }) }),
+    ]);
+    expect(planConfig(stateOf(d), plain)).toEqual([expect.objectContaining({ op: 'updateService', healthCheck: null })]);
+    // A new service gets its check with the service itself.
+    expect(planConfig(EMPTY, d).find((st) => st.op === 'addService')).toMatchObject({ service: { healthCheck: d.services[0].healthCheck } });
+  });
+
+  it('GetConfig shows the check in the shape ApplyConfig takes (a round trip plans nothing)', () => {
+    const d = validateConfig(withCheck(1, hc({ kind: HealthCheckKind.HEALTH_CHECK_KIND_UDP, httpPath: '', udpPayload: Buffer.from([0, 1]) })), PORTS);
+    const msg = toConfigMessage(stateOf(d));
+    expect(msg.virtualServices[1].healthCheck).toMatchObject({ kind: HealthCheckKind.HEALTH_CHECK_KIND_UDP, udpPayload: Buffer.from([0, 1]) });
+    expect(msg.virtualServices[0].healthCheck).toBeUndefined();
+    expect(planConfig(stateOf(d), validateConfig(msg, PORTS))).toEqual([]);
+  });
+});
+
 describe('planConfig', () => {
   const desired = () => validateConfig(doc(), PORTS);
 
@@ -387,6 +474,8 @@ describe('planConfig', () => {
         scheduler: 'wrr',
         seed: 0,
         limits: { maxConns: 10, allow: [], deny: ['10.9.0.0/16'], connRate: 0, connBurst: 0 },
+        healthCheck: null,
+        clientAddress: 'none',
         synProxy: { mode: 'off', threshold: 0 },
         changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
       },
@@ -409,6 +498,8 @@ describe('planConfig', () => {
         scheduler: 'wrr',
         seed: 0,
         limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
+        healthCheck: null,
+        clientAddress: 'none',
         synProxy: { mode: 'auto', threshold: 2000 },
         changes: [['virtualServices', 'updated', 'tcp/198.18.0.10:80']],
       },
@@ -417,6 +508,28 @@ describe('planConfig', () => {
     const bare = stateOf(desired());
     bare.services[0].synProxy = undefined;
     expect(planConfig(bare, desired())).toEqual([]);
+  });
+
+  it('updates a service whose client-address mode changed, and nothing when it matches (unset = none)', () => {
+    const d = desired();
+    const state = stateOf(desired());
+    d.services[0].clientAddress = 'proxy_v2';
+    const steps = planConfig(state, d);
+    expect(steps.map((s) => (s.op === 'updateService' ? [s.op, s.clientAddress, s.changes] : [s.op]))).toEqual([
+      ['updateService', 'proxy_v2', [['virtualServices', 'updated', 'tcp/198.18.0.10:80']]],
+    ]);
+    expect(planConfig(stateOf(d), d)).toEqual([]);
+    const bare = stateOf(desired());
+    bare.services[0].clientAddress = undefined;
+    expect(planConfig(bare, desired())).toEqual([]);
+  });
+
+  it('reads client_address from a document and refuses a mode the protocol cannot carry, naming the field', () => {
+    const c = doc();
+    c.virtualServices[0].clientAddress = ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    expect(validateConfig(c, PORTS).services[0].clientAddress).toBe('toa');
+    c.virtualServices[1].clientAddress = ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    expect(problem(c)).toBe('config.virtual_services[1].client_address: TOA is for TCP services only (UDP services take PROXY protocol v2)');
   });
 
   it('deletes what is gone before creating what is new, so an address can change role', () => {

@@ -46,6 +46,7 @@ describe('default config', () => {
       },
       state: { file: '' },
       health: { listen: '' },
+      health_checks: { netns: '', max_in_flight: 256 },
       metrics: { listen: '' },
       log: { level: 'info' },
       eal: {
@@ -156,6 +157,9 @@ describe('config errors name the offending key', () => {
     ['dataplane.burst', { dataplane: { burst: 257 } }, /1\.\.256/],
     ['dataplane.idle.sleep_us', { dataplane: { idle: { sleep_us: 0 } } }, /1\.\.100000/],
     ['dataplane.idle.pause_after', { dataplane: { idle: { pause_after: -1 } } }, />= 0/],
+    ['health_checks.max_in_flight', { health_checks: { max_in_flight: 0 } }, /1\.\.4096/],
+    ['health_checks.netns', { health_checks: { netns: 'a/b' } }, /namespace name/],
+    ['health_checks.interval', { health_checks: { interval: 5 } }, /unrecognized|unknown/i],
   ])('rejects out-of-range %s', (errPath, extra, reason) => {
     expectPath(withPorts(extra), errPath, reason);
   });

@@ -1,5 +1,5 @@
 /** The request validators alone: no dataplane, no server. */
-import { Real, VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, Real, UpdateVirtualServiceRequest, VirtualService } from '../../src/gen/retrace/v1/balancer';
 import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
 import { ValidationError } from '../../src/server/errors';
 import * as v from '../../src/server/validate';
@@ -98,7 +98,30 @@ describe('createVirtualService', () => {
       seed: 7,
       limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 },
       synProxy: { mode: 'off', threshold: 0 },
+      clientAddress: 'none',
     });
+  });
+
+  it('takes a client-address mode the protocol can carry and names the field otherwise', () => {
+    const M = ClientAddressMode;
+    const mode = (protocol: Protocol, m: ClientAddressMode, port = 80) =>
+      v.createVirtualService({ virtualService: { ...svc, protocol, port, clientAddress: m } }).clientAddress;
+    expect(mode(Protocol.PROTOCOL_TCP, M.CLIENT_ADDRESS_MODE_PROXY_V2)).toBe('proxy_v2');
+    expect(mode(Protocol.PROTOCOL_TCP, M.CLIENT_ADDRESS_MODE_PROXY_V1)).toBe('proxy_v1');
+    expect(mode(Protocol.PROTOCOL_TCP, M.CLIENT_ADDRESS_MODE_TOA)).toBe('toa');
+    expect(mode(Protocol.PROTOCOL_TCP, M.CLIENT_ADDRESS_MODE_NONE)).toBe('none');
+    expect(mode(Protocol.PROTOCOL_UDP, M.CLIENT_ADDRESS_MODE_PROXY_V2)).toBe('proxy_v2');
+    const bad = (protocol: Protocol, m: number, port = 80) => problem(() => mode(protocol, m, port));
+    expect(bad(Protocol.PROTOCOL_UDP, M.CLIENT_ADDRESS_MODE_TOA)).toBe(
+      'virtual_service.client_address: TOA is for TCP services only (UDP services take PROXY protocol v2)',
+    );
+    expect(bad(Protocol.PROTOCOL_UDP, M.CLIENT_ADDRESS_MODE_PROXY_V1)).toBe(
+      'virtual_service.client_address: PROXY protocol v1 is for TCP services only (UDP services take PROXY protocol v2)',
+    );
+    expect(bad(Protocol.PROTOCOL_ICMP, M.CLIENT_ADDRESS_MODE_PROXY_V2, 0)).toBe(
+      'virtual_service.client_address: PROXY protocol v2 is not for ICMP services (CLIENT_ADDRESS_MODE_NONE only)',
+    );
+    expect(bad(Protocol.PROTOCOL_TCP, 9)).toBe('virtual_service.client_address: unknown client-address mode 9');
   });
 
   it('returns the limits canonical: prefixes sorted by address then length, repeats dropped', () => {
@@ -163,7 +186,15 @@ describe('createVirtualService', () => {
 
 describe('updateVirtualService', () => {
   it('keeps the limits when none are given and replaces them whole when given', () => {
-    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, synProxy: undefined };
+    const req = {
+      key: tcpKey,
+      scheduler: Scheduler.SCHEDULER_RR,
+      seed: 0,
+      limits: undefined,
+      healthCheck: undefined,
+      removeHealthCheck: false,
+      synProxy: undefined,
+    };
     expect(v.updateVirtualService(req).limits).toBeUndefined();
     expect(v.updateVirtualService({ ...req, limits: { maxConns: 0, allow: [], deny: [], connRate: 0, connBurst: 0 } }).limits).toEqual({
       maxConns: 0,
@@ -208,7 +239,7 @@ describe('SYN proxy', () => {
   });
 
   it('UpdateVirtualService keeps it when unset and checks it when set', () => {
-    const req = { key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined, synProxy: undefined };
+    const req = { ...UpdateVirtualServiceRequest.create(), key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
     expect(v.updateVirtualService(req).synProxy).toBeUndefined();
     expect(v.updateVirtualService({ ...req, synProxy: { mode: SynProxyMode.SYN_PROXY_MODE_AUTO, threshold: 7 } }).synProxy).toEqual({
       mode: 'auto',
@@ -226,6 +257,18 @@ describe('SYN proxy', () => {
         }),
       ),
     ).toMatch(/^syn_proxy\.mode: a SYN proxy needs a TCP service/);
+  });
+});
+
+describe('updateVirtualService: client_address', () => {
+  it('keeps the mode when unset and checks it against the key protocol when set', () => {
+    const req = { ...UpdateVirtualServiceRequest.create(), key: tcpKey, scheduler: Scheduler.SCHEDULER_RR, seed: 0, limits: undefined };
+    expect(v.updateVirtualService(req).clientAddress).toBeUndefined();
+    expect(v.updateVirtualService({ ...req, clientAddress: ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1 }).clientAddress).toBe('proxy_v1');
+    const udp = { ...req, key: { ...tcpKey, protocol: Protocol.PROTOCOL_UDP } };
+    expect(problem(() => v.updateVirtualService({ ...udp, clientAddress: ClientAddressMode.CLIENT_ADDRESS_MODE_TOA }))).toBe(
+      'client_address: TOA is for TCP services only (UDP services take PROXY protocol v2)',
+    );
   });
 });
 

@@ -2,10 +2,12 @@
  * Cases (1)-(3), forwarding against testpmd on the same pcap: FNAT TCP/UDP (`fnat`), ICMP echo to
  * a local address (`icmp-local`) and ICMP echo through FNAT (`icmp-fnat`).
  */
+import { ClientAddressMode, UpdateVirtualServiceRequest } from '../../gen/retrace/v1/balancer';
+import { Protocol, Scheduler } from '../../gen/retrace/v1/types';
 import type { FlowSpec } from '../pcap';
 import type { Profile } from '../profile';
 import { NET, RetraceRun, type Proto } from '../retrace';
-import { spread } from '../stats';
+import { median, spread } from '../stats';
 import { clientFlows, FWD_FLOWS, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 
 interface FwdSpec {
@@ -15,6 +17,11 @@ interface FwdSpec {
   services: Proto[];
   /** Where forwarded packets leave: servers (FNAT) or client (local echo replies). */
   out: 'servers' | 'client';
+  /** A client-address mode for the TCP service (none when absent). */
+  clientAddress?: ClientAddressMode;
+  /** The rate reported: packets sent out (default), or packets taken in from the pcap port (when
+   * the appliance sends more than it takes in, e.g. PROXY header segments). */
+  rate?: 'out' | 'in';
 }
 
 async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
@@ -28,9 +35,37 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
     try {
       await rr.start();
       await rr.setupNetwork();
-      for (const p of f.services) await rr.addService(p);
+      const tcpKey = { protocol: Protocol.PROTOCOL_TCP, vip: NET.vip, port: NET.vport };
+      for (const p of f.services) {
+        // The mode before the reals: the pcap is already replaying, and a conn keeps the mode it
+        // was created with.
+        const withMode = p === 'tcp' && f.clientAddress !== undefined;
+        await rr.addService(p, !withMode);
+        if (withMode) {
+          await rr.app.api.balancer.updateVirtualService({
+            ...UpdateVirtualServiceRequest.create(),
+            key: tcpKey,
+            scheduler: Scheduler.SCHEDULER_RR,
+            seed: 0,
+            limits: undefined,
+            clientAddress: f.clientAddress,
+          });
+          await rr.setReals(p);
+        }
+      }
       const conns = await rr.waitConns(f.spec.flows, 30);
-      return { ...(await measure(ctx, rr, { out: f.out, profileTag })), connsBefore: conns };
+      const m = await measure(ctx, rr, { out: f.out, profileTag });
+      // What the mode did, so a run without it cannot pass for one with it.
+      const caddr =
+        f.clientAddress === undefined
+          ? undefined
+          : await rr.app.api.balancer.getVirtualService({ key: tcpKey }).then(({ virtualService: s }) => ({
+              proxyHeaders: Number(s!.proxyHeaders),
+              segmentsShifted: Number(s!.segmentsShifted),
+            }));
+      if (caddr !== undefined && (caddr.proxyHeaders === 0 || caddr.segmentsShifted === 0))
+        throw new Error(`${f.id}: the client-address mode did nothing (${JSON.stringify(caddr)})`);
+      return { ...m, connsBefore: conns, caddr };
     } finally {
       await rr.stop();
     }
@@ -43,7 +78,7 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
     });
     const { tp, m } = at.value;
     base.push(tp.pps);
-    vals.push(m.pps);
+    vals.push(f.rate === 'in' ? m.rxPps : m.pps);
     details.push({
       run: r + 1,
       testpmdPps: tp.pps,
@@ -54,6 +89,7 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
       workerCpuShare: m.cpuShare,
       foreignCores: m.foreignCores,
       conns: m.connsBefore,
+      ...(m.caddr !== undefined ? { clientAddress: m.caddr } : {}),
       dropsInWindow: m.drops,
       attempts: at.attempts,
       discarded: at.discarded,
@@ -129,4 +165,43 @@ export async function caseIcmpFnat(ctx: Ctx): Promise<Figure[]> {
       out: 'servers',
     }),
   ];
+}
+
+/**
+ * (1b) FNAT TCP with PROXY protocol v2 on the service beside the same without: the cost of the
+ * seq/ack translation and the header segments. Every pass of the pcap repeats each flow's first data
+ * segment, and with no real to acknowledge the header, each repeat sends the header again: 1 packet
+ * in 16 builds a header segment, the other 15 are shifted. The rate is the packets taken in from
+ * the pcap port (the appliance sends 17 for 16 with PROXY v2), for both runs.
+ */
+export async function caseFnatProxy(ctx: Ctx): Promise<Figure[]> {
+  const flows = FWD_FLOWS(ctx);
+  const spec = clientFlows({ kind: 'tcp', flows, packetsPerFlow: 16 });
+  const out: Figure[] = [];
+  for (const [id, mode, what] of [
+    ['fnat-tcp-plain', undefined, 'client_address none'],
+    ['fnat-tcp-proxy-v2', ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2, 'client_address PROXY v2'],
+  ] as const) {
+    out.push(
+      await forwarding(ctx, {
+        id,
+        label: `FNAT TCP established, ${what} (${flows} flows, 16 packets each per pass; packets taken in per second)`,
+        spec,
+        services: ['tcp'],
+        out: 'servers',
+        clientAddress: mode,
+        rate: 'in',
+      }),
+    );
+  }
+  const [off, on] = out;
+  // On a shared machine the worker gets a varying share of its core: packets per second of CPU
+  // the worker actually got (it busy-polls) says what a packet costs, whatever the share was.
+  const perCpu = (f: Figure) => median((f.details.runs as { clientRxPps: number; workerCpuShare: number }[]).map((r) => r.clientRxPps / r.workerCpuShare));
+  on.details.ratioToPlain = on.value.median / off.value.median;
+  on.details.ratioToPlainPerWorkerCpu = perCpu(on) / perCpu(off);
+  ctx.log(
+    `  PROXY v2 on / off: ${(on.value.median / off.value.median).toFixed(3)} (median packets in per second), ${(perCpu(on) / perCpu(off)).toFixed(3)} (per second of worker CPU)`,
+  );
+  return out;
 }

@@ -7,13 +7,14 @@ import { caseApi } from './api';
 import { caseConnEvents } from './conn-events';
 import { caseConnScale } from './conn-scale';
 import { caseControlLoad } from './control-load';
-import { caseFnat, caseIcmpFnat, caseIcmpLocal } from './forwarding';
+import { caseFnat, caseFnatProxy, caseIcmpFnat, caseIcmpLocal } from './forwarding';
 import { caseMemory } from './memory';
 import { caseNewConns } from './new-conns';
 import { caseSynProxy } from './synproxy';
 
 export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<Figure[]> }> = {
   fnat: { title: '(1) FNAT forwarding, TCP and UDP', run: caseFnat },
+  'fnat-proxy': { title: '(1b) FNAT TCP forwarding with PROXY protocol v2 beside without', run: caseFnatProxy },
   'icmp-local': { title: '(2) ICMP echo to a local address', run: caseIcmpLocal },
   'icmp-fnat': { title: '(3) ICMP echo through FNAT', run: caseIcmpFnat },
   'new-conns': { title: '(4) New conns per second', run: caseNewConns },

@@ -45,7 +45,12 @@ function execute(dp: Dataplane, drain: DrainState, s: Step): void {
     case 'addService':
       return dp.addService(s.service);
     case 'updateService':
-      return dp.updateService(s.key, s.scheduler, s.seed, s.limits, s.synProxy);
+      return dp.updateService(s.key, s.scheduler, s.seed, {
+        limits: s.limits,
+        healthCheck: s.healthCheck,
+        clientAddress: s.clientAddress,
+        synProxy: s.synProxy,
+      });
     case 'setReals':
       if (drain.drained) {
         dp.setReals(s.key, drainedReals(s.reals));

@@ -12,6 +12,7 @@ import {
   type RealSpec,
   type RouteSpec,
   type Scheduler,
+  type ClientAddressMode,
   type ServiceKey,
   type ServiceLimits,
   type SynProxy,
@@ -20,6 +21,8 @@ import {
   type ServiceSpec,
   NO_LIMITS,
   limitsEqual,
+  healthCheckEqual,
+  type HealthCheckSpec,
   type Timeouts,
 } from '../../dataplane';
 import { ConfigDiff, type ResourceChanges } from '../../gen/retrace/v1/config';
@@ -52,7 +55,16 @@ export type Step = { changes: Change[] } & (
   | { op: 'addNeighbor'; neighbor: NeighborSpec }
   | { op: 'addLocalAddress'; localAddress: LocalAddressSpec }
   | { op: 'addService'; service: ServiceSpec }
-  | { op: 'updateService'; key: ServiceKey; scheduler: Scheduler; seed: number; limits: ServiceLimits; synProxy: SynProxy }
+  | {
+      op: 'updateService';
+      key: ServiceKey;
+      scheduler: Scheduler;
+      seed: number;
+      limits: ServiceLimits;
+      healthCheck: HealthCheckSpec | null;
+      clientAddress: ClientAddressMode;
+      synProxy: SynProxy;
+    }
   | { op: 'setReals'; key: ServiceKey; reals: RealSpec[] }
   | { op: 'setSymmetric'; protocol: Protocol; enabled: boolean }
   | { op: 'setTimeouts'; timeouts: Partial<Timeouts> }
@@ -204,10 +216,29 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
-    if (c.scheduler !== s.scheduler || c.seed !== s.seed || !limitsEqual(c.limits, s.limits) || !synProxyEqual(c.synProxy, s.synProxy)) {
+    const mode = s.clientAddress ?? 'none';
+    if (
+      c.scheduler !== s.scheduler ||
+      c.seed !== s.seed ||
+      !limitsEqual(c.limits, s.limits) ||
+      !healthCheckEqual(c.healthCheck, s.healthCheck) ||
+      (c.clientAddress ?? 'none') !== mode ||
+      !synProxyEqual(c.synProxy, s.synProxy)
+    ) {
       const limits = s.limits ?? NO_LIMITS;
+      const healthCheck = s.healthCheck ?? null;
       const synProxy = s.synProxy ?? SYN_PROXY_OFF;
-      steps.push({ op: 'updateService', key: keyOf(s), scheduler: s.scheduler, seed: s.seed, limits, synProxy, changes: [['virtualServices', 'updated', k]] });
+      steps.push({
+        op: 'updateService',
+        key: keyOf(s),
+        scheduler: s.scheduler,
+        seed: s.seed,
+        limits,
+        healthCheck,
+        clientAddress: mode,
+        synProxy,
+        changes: [['virtualServices', 'updated', k]],
+      });
     }
     const reals = realsDiff(k, c.reals, s.reals);
     if (reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: reals });
@@ -239,7 +270,17 @@ function keyOf(k: ServiceKey): ServiceKey {
 }
 
 function specOf(s: ServiceSpec): ServiceSpec {
-  return { protocol: s.protocol, vip: s.vip, port: s.port, scheduler: s.scheduler, seed: s.seed, limits: s.limits, synProxy: s.synProxy };
+  return {
+    protocol: s.protocol,
+    vip: s.vip,
+    port: s.port,
+    scheduler: s.scheduler,
+    seed: s.seed,
+    limits: s.limits,
+    clientAddress: s.clientAddress,
+    synProxy: s.synProxy,
+    ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
+  };
 }
 
 const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });

@@ -17,7 +17,8 @@ import {
 } from '../../dataplane';
 import { type Config } from '../../gen/retrace/v1/config';
 import { LocalAddress, Real, VirtualService } from '../../gen/retrace/v1/balancer';
-import { protocolToProto, schedulerToProto, synProxyModeToProto } from '../enums';
+import { healthCheckToProto } from '../balancer-service';
+import { clientAddressToProto, protocolToProto, schedulerToProto, synProxyModeToProto } from '../enums';
 
 export interface ServiceState extends ServiceSpec {
   /** The complete set of reals (order does not matter). */
@@ -92,6 +93,8 @@ export function readState(dp: Dataplane, drain: DrainState): ConfigState {
       seed: s.seed,
       limits: s.limits,
       synProxy: s.synProxy,
+      ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
+      clientAddress: s.clientAddress,
       reals: restoreWeights(s.reals, drain.weights.get(serviceKeyString(s))),
     })),
     symmetric: dp.symmetric(),
@@ -120,6 +123,8 @@ export function toConfigMessage(s: ConfigState): Config {
       connBurst: svc.limits?.connBurst ?? 0,
       synProxy: synProxyModeToProto(svc.synProxy?.mode ?? 'off'),
       synProxyThreshold: svc.synProxy?.threshold ?? 0,
+      healthCheck: svc.healthCheck === undefined ? undefined : healthCheckToProto(svc.healthCheck),
+      clientAddress: clientAddressToProto(svc.clientAddress),
       reals: svc.reals.map((r) => ({ ...Real.create(), address: r.address, port: r.port, weight: r.weight })),
     })),
     symmetric: { ...s.symmetric },

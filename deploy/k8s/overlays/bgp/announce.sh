@@ -18,6 +18,9 @@
 #   GOBGP_TARGET    unix:///run/gobgp/gobgp.sock   gobgpd --api-hosts
 #   VIPS_FILE       /run/bgp/vips                  one VIP per line (written by bgp-render.js)
 #   APPLIED_MARKER  /run/retrace/applied           "" = do not wait for the services apply
+#   HEALTH_PROBE    ""                             a command to run instead of grpc_health_probe
+#                                                  (exit 0 = SERVING, 4 = NOT_SERVING), e.g.
+#                                                  retrace health --server 127.0.0.1:50051
 #   INTERVAL 2  RISE 2  FALL 1  RESYNC 30          seconds between polls; polls per transition
 #   ITERATIONS      0                              stop after this many polls (0 = never; tests)
 set -u
@@ -51,7 +54,12 @@ serving() {
     why="services not applied yet ($APPLIED_MARKER missing)"
     return 1
   fi
-  grpc_health_probe -addr="$HEALTH_ADDR" -connect-timeout=1s -rpc-timeout=1s >/dev/null 2>&1
+  if [ -n "${HEALTH_PROBE:-}" ]; then
+    # shellcheck disable=SC2086 # a command line, split into words on purpose
+    $HEALTH_PROBE >/dev/null 2>&1
+  else
+    grpc_health_probe -addr="$HEALTH_ADDR" -connect-timeout=1s -rpc-timeout=1s >/dev/null 2>&1
+  fi
   rc=$?
   case $rc in
     0) why=SERVING; return 0 ;;

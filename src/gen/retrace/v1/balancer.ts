@@ -18,6 +18,8 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Timestamp } from "../../google/protobuf/timestamp";
+import { HealthCheck, HealthState, healthStateFromJSON, healthStateToJSON } from "./health_check";
 import {
   Protocol,
   protocolFromJSON,
@@ -33,6 +35,84 @@ import {
 export const protobufPackage = "retrace.v1";
 
 export const protobufFileName = "retrace/v1/balancer.proto";
+
+/**
+ * ClientAddressMode says how a virtual service passes the client's address
+ * and port to its reals (docs/design.md, "The client's address at the real").
+ */
+export enum ClientAddressMode {
+  /**
+   * CLIENT_ADDRESS_MODE_UNSPECIFIED - Not set: the same as CLIENT_ADDRESS_MODE_NONE, and what responses carry
+   * for a service without a mode (so it stays out of JSON output).
+   */
+  CLIENT_ADDRESS_MODE_UNSPECIFIED = 0,
+  /** CLIENT_ADDRESS_MODE_NONE - Nothing: the real sees the local address (LIP) and port. The default. */
+  CLIENT_ADDRESS_MODE_NONE = 4,
+  /**
+   * CLIENT_ADDRESS_MODE_PROXY_V2 - PROXY protocol version 2 (binary). TCP: a 28-byte header (TCP over IPv4:
+   * client address and port, vip and port) before the client's first byte,
+   * sent as a segment of its own; every later segment of the conn is shifted
+   * by 28 bytes (seq toward the real, ack and SACK back). UDP: a header
+   * (UDP over IPv4) before the payload of every datagram toward the real.
+   * The real must expect it (HAProxy accept-proxy, nginx proxy_protocol).
+   */
+  CLIENT_ADDRESS_MODE_PROXY_V2 = 1,
+  /**
+   * CLIENT_ADDRESS_MODE_PROXY_V1 - PROXY protocol version 1 (text, "PROXY TCP4 <client> <vip> <cport>
+   * <vport>\r\n"), TCP only, sent and shifted like v2.
+   */
+  CLIENT_ADDRESS_MODE_PROXY_V1 = 2,
+  /**
+   * CLIENT_ADDRESS_MODE_TOA - TOA: TCP option 254 of length 8 (client port, client IPv4 address; the
+   * format of DPVS and its toa kernel module) on the client's segments with
+   * ACK until the server sends data. TCP only. Segments without room for it
+   * go without (toa_no_room).
+   */
+  CLIENT_ADDRESS_MODE_TOA = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function clientAddressModeFromJSON(object: any): ClientAddressMode {
+  switch (object) {
+    case 0:
+    case "CLIENT_ADDRESS_MODE_UNSPECIFIED":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED;
+    case 4:
+    case "CLIENT_ADDRESS_MODE_NONE":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_NONE;
+    case 1:
+    case "CLIENT_ADDRESS_MODE_PROXY_V2":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2;
+    case 2:
+    case "CLIENT_ADDRESS_MODE_PROXY_V1":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1;
+    case 3:
+    case "CLIENT_ADDRESS_MODE_TOA":
+      return ClientAddressMode.CLIENT_ADDRESS_MODE_TOA;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ClientAddressMode.UNRECOGNIZED;
+  }
+}
+
+export function clientAddressModeToJSON(object: ClientAddressMode): string {
+  switch (object) {
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_UNSPECIFIED:
+      return "CLIENT_ADDRESS_MODE_UNSPECIFIED";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_NONE:
+      return "CLIENT_ADDRESS_MODE_NONE";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V2:
+      return "CLIENT_ADDRESS_MODE_PROXY_V2";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_PROXY_V1:
+      return "CLIENT_ADDRESS_MODE_PROXY_V1";
+    case ClientAddressMode.CLIENT_ADDRESS_MODE_TOA:
+      return "CLIENT_ADDRESS_MODE_TOA";
+    case ClientAddressMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** VirtualServiceKey identifies a virtual service. */
 export interface VirtualServiceKey {
@@ -186,6 +266,44 @@ export interface VirtualService {
    * verify (dropped).
    */
   synCookiesInvalid: bigint;
+  /**
+   * Active health check of the reals (health_check.proto); unset = none, the
+   * reals are never inhibited. Accepted in CreateVirtualService.
+   */
+  healthCheck:
+    | HealthCheck
+    | undefined;
+  /**
+   * How the reals learn the client's address through full NAT (they see the
+   * local address otherwise). CLIENT_ADDRESS_MODE_NONE (the default; unset
+   * means the same) adds nothing. PROXY_V1 and TOA are for TCP services only, PROXY_V2 for TCP
+   * and UDP, ICMP services take none (INVALID_ARGUMENT naming the field). A
+   * change applies to new conns; existing ones keep the mode they began with.
+   */
+  clientAddress: ClientAddressMode;
+  /**
+   * Output only (ignored in requests): PROXY headers sent toward the reals
+   * (TCP: one per conn plus one per retransmission of the client's first
+   * segment before the real acknowledged it; UDP: one per datagram). Like
+   * packets_to_reals, the sum over the current reals.
+   */
+  proxyHeaders: bigint;
+  /**
+   * Output only (ignored in requests): TCP segments, both ways, whose seq or
+   * ack (and SACK blocks) were shifted by a PROXY header's length.
+   */
+  segmentsShifted: bigint;
+  /**
+   * Output only (ignored in requests): TOA options added (or written over a
+   * client's own) on segments toward the reals.
+   */
+  toaAdded: bigint;
+  /**
+   * Output only (ignored in requests): segments that were to carry TOA but
+   * had no room (the TCP header would pass 60 bytes or the packet the
+   * egress MTU); forwarded without it.
+   */
+  toaNoRoom: bigint;
 }
 
 /**
@@ -255,6 +373,28 @@ export interface Real {
   bytesToReal: bigint;
   /** Output only: bytes from the real, counted like bytes_to_real. */
   bytesFromReal: bigint;
+  /**
+   * Output only: the health verdict, separate from weight (the operator's):
+   * HEALTH_STATE_UNSPECIFIED when the service has no health check.
+   */
+  health: HealthState;
+  /**
+   * Output only: the reason of the last failed probe, kept after the real
+   * comes back; "" when no probe failed yet.
+   */
+  healthLastError: string;
+  /**
+   * Output only: when health last changed (the check configured, the real
+   * added, or a transition); unset without a health check.
+   */
+  healthChangedAt:
+    | Date
+    | undefined;
+  /**
+   * Output only: true while the dataplane gives the real no new conns
+   * because it is DOWN (read back from the dataplane's real set).
+   */
+  inhibited: boolean;
 }
 
 /** CreateVirtualServiceRequest carries the service to create. */
@@ -320,7 +460,27 @@ export interface UpdateVirtualServiceRequest {
    * New SYN flood defence, replacing mode and threshold; unset keeps the
    * current one. It applies to new conns only.
    */
-  synProxy: VirtualServiceSynProxy | undefined;
+  synProxy:
+    | VirtualServiceSynProxy
+    | undefined;
+  /**
+   * New health check, replacing the current one whole (the reals restart
+   * from HEALTH_STATE_UNKNOWN when anything in it changed); unset keeps the
+   * current one. Not together with remove_health_check.
+   */
+  healthCheck:
+    | HealthCheck
+    | undefined;
+  /**
+   * true: the service no longer checks its reals (every inhibited real gets
+   * new conns again by its weight).
+   */
+  removeHealthCheck: boolean;
+  /**
+   * New client-address mode (see VirtualService.client_address); unset keeps
+   * the current one. It applies to new conns only.
+   */
+  clientAddress?: ClientAddressMode | undefined;
 }
 
 /** UpdateVirtualServiceResponse is empty. */
@@ -596,6 +756,12 @@ function createBaseVirtualService(): VirtualService {
     synCookiesSent: 0n,
     synCookiesValid: 0n,
     synCookiesInvalid: 0n,
+    healthCheck: undefined,
+    clientAddress: 0,
+    proxyHeaders: 0n,
+    segmentsShifted: 0n,
+    toaAdded: 0n,
+    toaNoRoom: 0n,
   };
 }
 
@@ -717,6 +883,36 @@ export const VirtualService: MessageFns<VirtualService> = {
         throw new globalThis.Error("value provided for field message.synCookiesInvalid of type uint64 too large");
       }
       writer.uint32(272).uint64(message.synCookiesInvalid);
+    }
+    if (message.healthCheck !== undefined) {
+      HealthCheck.encode(message.healthCheck, writer.uint32(402).fork()).join();
+    }
+    if (message.clientAddress !== 0) {
+      writer.uint32(320).int32(message.clientAddress);
+    }
+    if (message.proxyHeaders !== 0n) {
+      if (BigInt.asUintN(64, message.proxyHeaders) !== message.proxyHeaders) {
+        throw new globalThis.Error("value provided for field message.proxyHeaders of type uint64 too large");
+      }
+      writer.uint32(328).uint64(message.proxyHeaders);
+    }
+    if (message.segmentsShifted !== 0n) {
+      if (BigInt.asUintN(64, message.segmentsShifted) !== message.segmentsShifted) {
+        throw new globalThis.Error("value provided for field message.segmentsShifted of type uint64 too large");
+      }
+      writer.uint32(336).uint64(message.segmentsShifted);
+    }
+    if (message.toaAdded !== 0n) {
+      if (BigInt.asUintN(64, message.toaAdded) !== message.toaAdded) {
+        throw new globalThis.Error("value provided for field message.toaAdded of type uint64 too large");
+      }
+      writer.uint32(344).uint64(message.toaAdded);
+    }
+    if (message.toaNoRoom !== 0n) {
+      if (BigInt.asUintN(64, message.toaNoRoom) !== message.toaNoRoom) {
+        throw new globalThis.Error("value provided for field message.toaNoRoom of type uint64 too large");
+      }
+      writer.uint32(352).uint64(message.toaNoRoom);
     }
     return writer;
   },
@@ -942,6 +1138,54 @@ export const VirtualService: MessageFns<VirtualService> = {
             message.synCookiesInvalid = reader.uint64() as bigint;
             continue;
           }
+          case 50: {
+            if (tag !== 402) {
+              break;
+            }
+
+            message.healthCheck = HealthCheck.decode(reader, reader.uint32());
+            continue;
+          }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.clientAddress = reader.int32() as any;
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.proxyHeaders = reader.uint64() as bigint;
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.segmentsShifted = reader.uint64() as bigint;
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.toaAdded = reader.uint64() as bigint;
+            continue;
+          }
+          case 44: {
+            if (tag !== 352) {
+              break;
+            }
+
+            message.toaNoRoom = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1058,6 +1302,36 @@ export const VirtualService: MessageFns<VirtualService> = {
         : isSet(object.syn_cookies_invalid)
         ? BigInt(object.syn_cookies_invalid)
         : 0n,
+      healthCheck: isSet(object.healthCheck)
+        ? HealthCheck.fromJSON(object.healthCheck)
+        : isSet(object.health_check)
+        ? HealthCheck.fromJSON(object.health_check)
+        : undefined,
+      clientAddress: isSet(object.clientAddress)
+        ? clientAddressModeFromJSON(object.clientAddress)
+        : isSet(object.client_address)
+        ? clientAddressModeFromJSON(object.client_address)
+        : 0,
+      proxyHeaders: isSet(object.proxyHeaders)
+        ? BigInt(object.proxyHeaders)
+        : isSet(object.proxy_headers)
+        ? BigInt(object.proxy_headers)
+        : 0n,
+      segmentsShifted: isSet(object.segmentsShifted)
+        ? BigInt(object.segmentsShifted)
+        : isSet(object.segments_shifted)
+        ? BigInt(object.segments_shifted)
+        : 0n,
+      toaAdded: isSet(object.toaAdded)
+        ? BigInt(object.toaAdded)
+        : isSet(object.toa_added)
+        ? BigInt(object.toa_added)
+        : 0n,
+      toaNoRoom: isSet(object.toaNoRoom)
+        ? BigInt(object.toaNoRoom)
+        : isSet(object.toa_no_room)
+        ? BigInt(object.toa_no_room)
+        : 0n,
     };
   },
 
@@ -1141,6 +1415,24 @@ export const VirtualService: MessageFns<VirtualService> = {
     if (message.synCookiesInvalid !== 0n) {
       obj.synCookiesInvalid = message.synCookiesInvalid.toString();
     }
+    if (message.healthCheck !== undefined) {
+      obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
+    }
+    if (message.clientAddress !== 0) {
+      obj.clientAddress = clientAddressModeToJSON(message.clientAddress);
+    }
+    if (message.proxyHeaders !== 0n) {
+      obj.proxyHeaders = message.proxyHeaders.toString();
+    }
+    if (message.segmentsShifted !== 0n) {
+      obj.segmentsShifted = message.segmentsShifted.toString();
+    }
+    if (message.toaAdded !== 0n) {
+      obj.toaAdded = message.toaAdded.toString();
+    }
+    if (message.toaNoRoom !== 0n) {
+      obj.toaNoRoom = message.toaNoRoom.toString();
+    }
     return obj;
   },
 
@@ -1201,6 +1493,18 @@ export const VirtualService: MessageFns<VirtualService> = {
     message.synCookiesInvalid = (object.synCookiesInvalid !== undefined && object.synCookiesInvalid !== null)
       ? BigInt(object.synCookiesInvalid)
       : 0n;
+    message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
+      ? HealthCheck.fromPartial(object.healthCheck)
+      : undefined;
+    message.clientAddress = object.clientAddress ?? 0;
+    message.proxyHeaders = (object.proxyHeaders !== undefined && object.proxyHeaders !== null)
+      ? BigInt(object.proxyHeaders)
+      : 0n;
+    message.segmentsShifted = (object.segmentsShifted !== undefined && object.segmentsShifted !== null)
+      ? BigInt(object.segmentsShifted)
+      : 0n;
+    message.toaAdded = (object.toaAdded !== undefined && object.toaAdded !== null) ? BigInt(object.toaAdded) : 0n;
+    message.toaNoRoom = (object.toaNoRoom !== undefined && object.toaNoRoom !== null) ? BigInt(object.toaNoRoom) : 0n;
     return message;
   },
 };
@@ -1446,6 +1750,10 @@ function createBaseReal(): Real {
     packetsFromReal: 0n,
     bytesToReal: 0n,
     bytesFromReal: 0n,
+    health: 0,
+    healthLastError: "",
+    healthChangedAt: undefined,
+    inhibited: false,
   };
 }
 
@@ -1495,6 +1803,18 @@ export const Real: MessageFns<Real> = {
         throw new globalThis.Error("value provided for field message.bytesFromReal of type uint64 too large");
       }
       writer.uint32(72).uint64(message.bytesFromReal);
+    }
+    if (message.health !== 0) {
+      writer.uint32(400).int32(message.health);
+    }
+    if (message.healthLastError !== "") {
+      writer.uint32(410).string(message.healthLastError);
+    }
+    if (message.healthChangedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.healthChangedAt), writer.uint32(418).fork()).join();
+    }
+    if (message.inhibited !== false) {
+      writer.uint32(424).bool(message.inhibited);
     }
     return writer;
   },
@@ -1584,6 +1904,38 @@ export const Real: MessageFns<Real> = {
             message.bytesFromReal = reader.uint64() as bigint;
             continue;
           }
+          case 50: {
+            if (tag !== 400) {
+              break;
+            }
+
+            message.health = reader.int32() as any;
+            continue;
+          }
+          case 51: {
+            if (tag !== 410) {
+              break;
+            }
+
+            message.healthLastError = reader.string();
+            continue;
+          }
+          case 52: {
+            if (tag !== 418) {
+              break;
+            }
+
+            message.healthChangedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 53: {
+            if (tag !== 424) {
+              break;
+            }
+
+            message.inhibited = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1631,6 +1983,18 @@ export const Real: MessageFns<Real> = {
         : isSet(object.bytes_from_real)
         ? BigInt(object.bytes_from_real)
         : 0n,
+      health: isSet(object.health) ? healthStateFromJSON(object.health) : 0,
+      healthLastError: isSet(object.healthLastError)
+        ? globalThis.String(object.healthLastError)
+        : isSet(object.health_last_error)
+        ? globalThis.String(object.health_last_error)
+        : "",
+      healthChangedAt: isSet(object.healthChangedAt)
+        ? fromJsonTimestamp(object.healthChangedAt)
+        : isSet(object.health_changed_at)
+        ? fromJsonTimestamp(object.health_changed_at)
+        : undefined,
+      inhibited: isSet(object.inhibited) ? globalThis.Boolean(object.inhibited) : false,
     };
   },
 
@@ -1663,6 +2027,18 @@ export const Real: MessageFns<Real> = {
     if (message.bytesFromReal !== 0n) {
       obj.bytesFromReal = message.bytesFromReal.toString();
     }
+    if (message.health !== 0) {
+      obj.health = healthStateToJSON(message.health);
+    }
+    if (message.healthLastError !== "") {
+      obj.healthLastError = message.healthLastError;
+    }
+    if (message.healthChangedAt !== undefined) {
+      obj.healthChangedAt = message.healthChangedAt.toISOString();
+    }
+    if (message.inhibited !== false) {
+      obj.inhibited = message.inhibited;
+    }
     return obj;
   },
 
@@ -1692,6 +2068,10 @@ export const Real: MessageFns<Real> = {
     message.bytesFromReal = (object.bytesFromReal !== undefined && object.bytesFromReal !== null)
       ? BigInt(object.bytesFromReal)
       : 0n;
+    message.health = object.health ?? 0;
+    message.healthLastError = object.healthLastError ?? "";
+    message.healthChangedAt = object.healthChangedAt ?? undefined;
+    message.inhibited = object.inhibited ?? false;
     return message;
   },
 };
@@ -2093,7 +2473,16 @@ export const ListVirtualServicesResponse: MessageFns<ListVirtualServicesResponse
 };
 
 function createBaseUpdateVirtualServiceRequest(): UpdateVirtualServiceRequest {
-  return { key: undefined, scheduler: 0, seed: 0, limits: undefined, synProxy: undefined };
+  return {
+    key: undefined,
+    scheduler: 0,
+    seed: 0,
+    limits: undefined,
+    synProxy: undefined,
+    healthCheck: undefined,
+    removeHealthCheck: false,
+    clientAddress: undefined,
+  };
 }
 
 export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest> = {
@@ -2112,6 +2501,15 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     }
     if (message.synProxy !== undefined) {
       VirtualServiceSynProxy.encode(message.synProxy, writer.uint32(242).fork()).join();
+    }
+    if (message.healthCheck !== undefined) {
+      HealthCheck.encode(message.healthCheck, writer.uint32(402).fork()).join();
+    }
+    if (message.removeHealthCheck !== false) {
+      writer.uint32(408).bool(message.removeHealthCheck);
+    }
+    if (message.clientAddress !== undefined) {
+      writer.uint32(320).int32(message.clientAddress);
     }
     return writer;
   },
@@ -2169,6 +2567,30 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
             message.synProxy = VirtualServiceSynProxy.decode(reader, reader.uint32());
             continue;
           }
+          case 50: {
+            if (tag !== 402) {
+              break;
+            }
+
+            message.healthCheck = HealthCheck.decode(reader, reader.uint32());
+            continue;
+          }
+          case 51: {
+            if (tag !== 408) {
+              break;
+            }
+
+            message.removeHealthCheck = reader.bool();
+            continue;
+          }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.clientAddress = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2192,6 +2614,21 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
         : isSet(object.syn_proxy)
         ? VirtualServiceSynProxy.fromJSON(object.syn_proxy)
         : undefined,
+      healthCheck: isSet(object.healthCheck)
+        ? HealthCheck.fromJSON(object.healthCheck)
+        : isSet(object.health_check)
+        ? HealthCheck.fromJSON(object.health_check)
+        : undefined,
+      removeHealthCheck: isSet(object.removeHealthCheck)
+        ? globalThis.Boolean(object.removeHealthCheck)
+        : isSet(object.remove_health_check)
+        ? globalThis.Boolean(object.remove_health_check)
+        : false,
+      clientAddress: isSet(object.clientAddress)
+        ? clientAddressModeFromJSON(object.clientAddress)
+        : isSet(object.client_address)
+        ? clientAddressModeFromJSON(object.client_address)
+        : undefined,
     };
   },
 
@@ -2212,6 +2649,15 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     if (message.synProxy !== undefined) {
       obj.synProxy = VirtualServiceSynProxy.toJSON(message.synProxy);
     }
+    if (message.healthCheck !== undefined) {
+      obj.healthCheck = HealthCheck.toJSON(message.healthCheck);
+    }
+    if (message.removeHealthCheck !== false) {
+      obj.removeHealthCheck = message.removeHealthCheck;
+    }
+    if (message.clientAddress !== undefined) {
+      obj.clientAddress = clientAddressModeToJSON(message.clientAddress);
+    }
     return obj;
   },
 
@@ -2231,6 +2677,11 @@ export const UpdateVirtualServiceRequest: MessageFns<UpdateVirtualServiceRequest
     message.synProxy = (object.synProxy !== undefined && object.synProxy !== null)
       ? VirtualServiceSynProxy.fromPartial(object.synProxy)
       : undefined;
+    message.healthCheck = (object.healthCheck !== undefined && object.healthCheck !== null)
+      ? HealthCheck.fromPartial(object.healthCheck)
+      : undefined;
+    message.removeHealthCheck = object.removeHealthCheck ?? false;
+    message.clientAddress = object.clientAddress ?? undefined;
     return message;
   },
 };
@@ -3542,7 +3993,7 @@ export const LoadBalancerServiceService = {
   },
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: {
@@ -3689,7 +4140,7 @@ export interface LoadBalancerServiceServer extends UntypedServiceImplementation 
   listVirtualServices: handleUnaryCall<ListVirtualServicesRequest, ListVirtualServicesResponse>;
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService: handleUnaryCall<UpdateVirtualServiceRequest, UpdateVirtualServiceResponse>;
@@ -3804,7 +4255,7 @@ export interface LoadBalancerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * UpdateVirtualService replaces the scheduler and seed of a service, and its
-   * limits when given; its tables are rebuilt, existing conns keep their
+   * limits and client-address mode when given; its tables are rebuilt, existing conns keep their
    * reals. NOT_FOUND if there is no such service. Idempotent.
    */
   updateVirtualService(
@@ -3982,6 +4433,28 @@ export type DeepPartial<T> = T extends bigint ? string | number | bigint
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
   : Partial<T>;
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -56,9 +56,10 @@ export interface Config {
   localAddresses: LocalAddress[];
   /**
    * Virtual services with their complete sets of reals, keyed by protocol, vip
-   * and port. A changed scheduler, seed or limit (max_conns, allow, deny,
-   * conn_rate, conn_burst) is an UpdateVirtualService; changed reals are one
-   * SetReals.
+   * and port. A changed scheduler, seed, limit (max_conns, allow, deny,
+   * conn_rate, conn_burst), health_check or client_address is an
+   * UpdateVirtualService;
+   * changed reals are one SetReals.
    */
   virtualServices: VirtualService[];
   /**
@@ -118,7 +119,7 @@ export interface ConfigDiff {
     | undefined;
   /**
    * Keys are "protocol/vip:port" ("tcp/198.18.0.10:80"); updated means the
-   * scheduler or seed changed.
+   * scheduler, seed, limits or health check changed.
    */
   virtualServices:
     | ResourceChanges

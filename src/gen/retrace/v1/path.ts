@@ -224,6 +224,22 @@ export interface DropCounters {
   synCookieInvalid: bigint;
   /** Client segment of a SYN-proxied conn that could not wait for its real. */
   synProxyPending: bigint;
+  /**
+   * Kernel interface: a frame for the kernel over the port's queue or rate,
+   * or one the kernel sent that is neither IPv4 nor ARP.
+   */
+  kernelDropped: bigint;
+  /** TCP options malformed in a segment that was to carry TOA. */
+  tcpBadOptions: bigint;
+  /**
+   * Client payload before its first byte (PROXY services): shifted, it would
+   * land on the PROXY header's bytes.
+   */
+  caddrBeforeData: bigint;
+  /** UDP datagram over the MTU once its PROXY header is added. */
+  caddrNoRoom: bigint;
+  /** No mbuf for a PROXY header segment, or no room to grow a packet. */
+  caddrNoMbuf: bigint;
 }
 
 /** WatchCountersRequest sets the pace. */
@@ -1425,6 +1441,11 @@ function createBaseDropCounters(): DropCounters {
     svcRateLimited: 0n,
     synCookieInvalid: 0n,
     synProxyPending: 0n,
+    kernelDropped: 0n,
+    tcpBadOptions: 0n,
+    caddrBeforeData: 0n,
+    caddrNoRoom: 0n,
+    caddrNoMbuf: 0n,
   };
 }
 
@@ -1639,6 +1660,36 @@ export const DropCounters: MessageFns<DropCounters> = {
         throw new globalThis.Error("value provided for field message.synProxyPending of type uint64 too large");
       }
       writer.uint32(280).uint64(message.synProxyPending);
+    }
+    if (message.kernelDropped !== 0n) {
+      if (BigInt.asUintN(64, message.kernelDropped) !== message.kernelDropped) {
+        throw new globalThis.Error("value provided for field message.kernelDropped of type uint64 too large");
+      }
+      writer.uint32(560).uint64(message.kernelDropped);
+    }
+    if (message.tcpBadOptions !== 0n) {
+      if (BigInt.asUintN(64, message.tcpBadOptions) !== message.tcpBadOptions) {
+        throw new globalThis.Error("value provided for field message.tcpBadOptions of type uint64 too large");
+      }
+      writer.uint32(320).uint64(message.tcpBadOptions);
+    }
+    if (message.caddrBeforeData !== 0n) {
+      if (BigInt.asUintN(64, message.caddrBeforeData) !== message.caddrBeforeData) {
+        throw new globalThis.Error("value provided for field message.caddrBeforeData of type uint64 too large");
+      }
+      writer.uint32(328).uint64(message.caddrBeforeData);
+    }
+    if (message.caddrNoRoom !== 0n) {
+      if (BigInt.asUintN(64, message.caddrNoRoom) !== message.caddrNoRoom) {
+        throw new globalThis.Error("value provided for field message.caddrNoRoom of type uint64 too large");
+      }
+      writer.uint32(336).uint64(message.caddrNoRoom);
+    }
+    if (message.caddrNoMbuf !== 0n) {
+      if (BigInt.asUintN(64, message.caddrNoMbuf) !== message.caddrNoMbuf) {
+        throw new globalThis.Error("value provided for field message.caddrNoMbuf of type uint64 too large");
+      }
+      writer.uint32(344).uint64(message.caddrNoMbuf);
     }
     return writer;
   },
@@ -1936,6 +1987,46 @@ export const DropCounters: MessageFns<DropCounters> = {
             message.synProxyPending = reader.uint64() as bigint;
             continue;
           }
+          case 70: {
+            if (tag !== 560) {
+              break;
+            }
+
+            message.kernelDropped = reader.uint64() as bigint;
+            continue;
+          }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.tcpBadOptions = reader.uint64() as bigint;
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.caddrBeforeData = reader.uint64() as bigint;
+            continue;
+          }
+          case 42: {
+            if (tag !== 336) {
+              break;
+            }
+
+            message.caddrNoRoom = reader.uint64() as bigint;
+            continue;
+          }
+          case 43: {
+            if (tag !== 344) {
+              break;
+            }
+
+            message.caddrNoMbuf = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2113,6 +2204,31 @@ export const DropCounters: MessageFns<DropCounters> = {
         : isSet(object.syn_proxy_pending)
         ? BigInt(object.syn_proxy_pending)
         : 0n,
+      kernelDropped: isSet(object.kernelDropped)
+        ? BigInt(object.kernelDropped)
+        : isSet(object.kernel_dropped)
+        ? BigInt(object.kernel_dropped)
+        : 0n,
+      tcpBadOptions: isSet(object.tcpBadOptions)
+        ? BigInt(object.tcpBadOptions)
+        : isSet(object.tcp_bad_options)
+        ? BigInt(object.tcp_bad_options)
+        : 0n,
+      caddrBeforeData: isSet(object.caddrBeforeData)
+        ? BigInt(object.caddrBeforeData)
+        : isSet(object.caddr_before_data)
+        ? BigInt(object.caddr_before_data)
+        : 0n,
+      caddrNoRoom: isSet(object.caddrNoRoom)
+        ? BigInt(object.caddrNoRoom)
+        : isSet(object.caddr_no_room)
+        ? BigInt(object.caddr_no_room)
+        : 0n,
+      caddrNoMbuf: isSet(object.caddrNoMbuf)
+        ? BigInt(object.caddrNoMbuf)
+        : isSet(object.caddr_no_mbuf)
+        ? BigInt(object.caddr_no_mbuf)
+        : 0n,
     };
   },
 
@@ -2223,6 +2339,21 @@ export const DropCounters: MessageFns<DropCounters> = {
     if (message.synProxyPending !== 0n) {
       obj.synProxyPending = message.synProxyPending.toString();
     }
+    if (message.kernelDropped !== 0n) {
+      obj.kernelDropped = message.kernelDropped.toString();
+    }
+    if (message.tcpBadOptions !== 0n) {
+      obj.tcpBadOptions = message.tcpBadOptions.toString();
+    }
+    if (message.caddrBeforeData !== 0n) {
+      obj.caddrBeforeData = message.caddrBeforeData.toString();
+    }
+    if (message.caddrNoRoom !== 0n) {
+      obj.caddrNoRoom = message.caddrNoRoom.toString();
+    }
+    if (message.caddrNoMbuf !== 0n) {
+      obj.caddrNoMbuf = message.caddrNoMbuf.toString();
+    }
     return obj;
   },
 
@@ -2315,6 +2446,21 @@ export const DropCounters: MessageFns<DropCounters> = {
       : 0n;
     message.synProxyPending = (object.synProxyPending !== undefined && object.synProxyPending !== null)
       ? BigInt(object.synProxyPending)
+      : 0n;
+    message.kernelDropped = (object.kernelDropped !== undefined && object.kernelDropped !== null)
+      ? BigInt(object.kernelDropped)
+      : 0n;
+    message.tcpBadOptions = (object.tcpBadOptions !== undefined && object.tcpBadOptions !== null)
+      ? BigInt(object.tcpBadOptions)
+      : 0n;
+    message.caddrBeforeData = (object.caddrBeforeData !== undefined && object.caddrBeforeData !== null)
+      ? BigInt(object.caddrBeforeData)
+      : 0n;
+    message.caddrNoRoom = (object.caddrNoRoom !== undefined && object.caddrNoRoom !== null)
+      ? BigInt(object.caddrNoRoom)
+      : 0n;
+    message.caddrNoMbuf = (object.caddrNoMbuf !== undefined && object.caddrNoMbuf !== null)
+      ? BigInt(object.caddrNoMbuf)
       : 0n;
     return message;
   },

@@ -114,7 +114,39 @@ export interface Port {
   /** Transmit queues (one per worker lcore). */
   txQueues: number;
   /** Live statistics. */
-  stats: PortStats | undefined;
+  stats:
+    | PortStats
+    | undefined;
+  /**
+   * The port's kernel interface (the host's own path through this port);
+   * unset when the port has none. Configured in the YAML file
+   * (ports[].kernel).
+   */
+  kernel: KernelInterface | undefined;
+}
+
+/**
+ * KernelInterface is a Linux network interface (a net_tap device) that
+ * carries the port's addresses, MAC and MTU: frames for a port address that
+ * the dataplane does not answer itself (TCP, UDP, ICMP other than echo
+ * requests, other IP protocols) go up to it, ARP is mirrored to it, and what
+ * the kernel sends through it leaves by this port. Bounded by a queue and a
+ * rate; counted in PortStats (to_kernel, from_kernel, kernel_dropped).
+ */
+export interface KernelInterface {
+  /** Interface name, e.g. "rt-up-a". */
+  name: string;
+  /**
+   * Named network namespace (ip netns) the interface lives in; "" = the
+   * appliance's own namespace.
+   */
+  netns: string;
+  /** Frames that may wait to go up (a ring per port). */
+  queue: number;
+  /** Frames per second each way; 0 = no limit. */
+  rate: number;
+  /** Token bucket depth of the rate, in frames. */
+  burst: number;
 }
 
 /**
@@ -143,6 +175,16 @@ export interface PortStats {
    * freed and counted here.
    */
   txDropped: bigint;
+  /** Frames handed to the port's kernel interface (0 without one). */
+  toKernel: bigint;
+  /** Frames the kernel sent through the port's kernel interface. */
+  fromKernel: bigint;
+  /**
+   * Frames for or from the kernel interface dropped at its bound (queue or
+   * rate), or sent by the kernel and neither IPv4 nor ARP; the same count as
+   * the drop reason kernel_dropped.
+   */
+  kernelDropped: bigint;
 }
 
 function createBaseListPortsRequest(): ListPortsRequest {
@@ -411,6 +453,7 @@ function createBasePort(): Port {
     rxQueues: 0,
     txQueues: 0,
     stats: undefined,
+    kernel: undefined,
   };
 }
 
@@ -448,6 +491,9 @@ export const Port: MessageFns<Port> = {
     }
     if (message.stats !== undefined) {
       PortStats.encode(message.stats, writer.uint32(90).fork()).join();
+    }
+    if (message.kernel !== undefined) {
+      KernelInterface.encode(message.kernel, writer.uint32(562).fork()).join();
     }
     return writer;
   },
@@ -553,6 +599,14 @@ export const Port: MessageFns<Port> = {
             message.stats = PortStats.decode(reader, reader.uint32());
             continue;
           }
+          case 70: {
+            if (tag !== 562) {
+              break;
+            }
+
+            message.kernel = KernelInterface.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -594,6 +648,7 @@ export const Port: MessageFns<Port> = {
         ? globalThis.Number(object.tx_queues)
         : 0,
       stats: isSet(object.stats) ? PortStats.fromJSON(object.stats) : undefined,
+      kernel: isSet(object.kernel) ? KernelInterface.fromJSON(object.kernel) : undefined,
     };
   },
 
@@ -632,6 +687,9 @@ export const Port: MessageFns<Port> = {
     if (message.stats !== undefined) {
       obj.stats = PortStats.toJSON(message.stats);
     }
+    if (message.kernel !== undefined) {
+      obj.kernel = KernelInterface.toJSON(message.kernel);
+    }
     return obj;
   },
 
@@ -653,6 +711,142 @@ export const Port: MessageFns<Port> = {
     message.stats = (object.stats !== undefined && object.stats !== null)
       ? PortStats.fromPartial(object.stats)
       : undefined;
+    message.kernel = (object.kernel !== undefined && object.kernel !== null)
+      ? KernelInterface.fromPartial(object.kernel)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseKernelInterface(): KernelInterface {
+  return { name: "", netns: "", queue: 0, rate: 0, burst: 0 };
+}
+
+export const KernelInterface: MessageFns<KernelInterface> = {
+  encode(message: KernelInterface, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.netns !== "") {
+      writer.uint32(18).string(message.netns);
+    }
+    if (message.queue !== 0) {
+      writer.uint32(24).uint32(message.queue);
+    }
+    if (message.rate !== 0) {
+      writer.uint32(32).uint32(message.rate);
+    }
+    if (message.burst !== 0) {
+      writer.uint32(40).uint32(message.burst);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KernelInterface {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKernelInterface();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.netns = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.queue = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rate = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.burst = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): KernelInterface {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      netns: isSet(object.netns) ? globalThis.String(object.netns) : "",
+      queue: isSet(object.queue) ? globalThis.Number(object.queue) : 0,
+      rate: isSet(object.rate) ? globalThis.Number(object.rate) : 0,
+      burst: isSet(object.burst) ? globalThis.Number(object.burst) : 0,
+    };
+  },
+
+  toJSON(message: KernelInterface): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.netns !== "") {
+      obj.netns = message.netns;
+    }
+    if (message.queue !== 0) {
+      obj.queue = Math.round(message.queue);
+    }
+    if (message.rate !== 0) {
+      obj.rate = Math.round(message.rate);
+    }
+    if (message.burst !== 0) {
+      obj.burst = Math.round(message.burst);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KernelInterface>): KernelInterface {
+    return KernelInterface.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KernelInterface>): KernelInterface {
+    const message = createBaseKernelInterface();
+    message.name = object.name ?? "";
+    message.netns = object.netns ?? "";
+    message.queue = object.queue ?? 0;
+    message.rate = object.rate ?? 0;
+    message.burst = object.burst ?? 0;
     return message;
   },
 };
@@ -668,6 +862,9 @@ function createBasePortStats(): PortStats {
     rxMissed: 0n,
     rxNombuf: 0n,
     txDropped: 0n,
+    toKernel: 0n,
+    fromKernel: 0n,
+    kernelDropped: 0n,
   };
 }
 
@@ -726,6 +923,24 @@ export const PortStats: MessageFns<PortStats> = {
         throw new globalThis.Error("value provided for field message.txDropped of type uint64 too large");
       }
       writer.uint32(72).uint64(message.txDropped);
+    }
+    if (message.toKernel !== 0n) {
+      if (BigInt.asUintN(64, message.toKernel) !== message.toKernel) {
+        throw new globalThis.Error("value provided for field message.toKernel of type uint64 too large");
+      }
+      writer.uint32(560).uint64(message.toKernel);
+    }
+    if (message.fromKernel !== 0n) {
+      if (BigInt.asUintN(64, message.fromKernel) !== message.fromKernel) {
+        throw new globalThis.Error("value provided for field message.fromKernel of type uint64 too large");
+      }
+      writer.uint32(568).uint64(message.fromKernel);
+    }
+    if (message.kernelDropped !== 0n) {
+      if (BigInt.asUintN(64, message.kernelDropped) !== message.kernelDropped) {
+        throw new globalThis.Error("value provided for field message.kernelDropped of type uint64 too large");
+      }
+      writer.uint32(576).uint64(message.kernelDropped);
     }
     return writer;
   },
@@ -815,6 +1030,30 @@ export const PortStats: MessageFns<PortStats> = {
             message.txDropped = reader.uint64() as bigint;
             continue;
           }
+          case 70: {
+            if (tag !== 560) {
+              break;
+            }
+
+            message.toKernel = reader.uint64() as bigint;
+            continue;
+          }
+          case 71: {
+            if (tag !== 568) {
+              break;
+            }
+
+            message.fromKernel = reader.uint64() as bigint;
+            continue;
+          }
+          case 72: {
+            if (tag !== 576) {
+              break;
+            }
+
+            message.kernelDropped = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -866,6 +1105,21 @@ export const PortStats: MessageFns<PortStats> = {
         : isSet(object.tx_dropped)
         ? BigInt(object.tx_dropped)
         : 0n,
+      toKernel: isSet(object.toKernel)
+        ? BigInt(object.toKernel)
+        : isSet(object.to_kernel)
+        ? BigInt(object.to_kernel)
+        : 0n,
+      fromKernel: isSet(object.fromKernel)
+        ? BigInt(object.fromKernel)
+        : isSet(object.from_kernel)
+        ? BigInt(object.from_kernel)
+        : 0n,
+      kernelDropped: isSet(object.kernelDropped)
+        ? BigInt(object.kernelDropped)
+        : isSet(object.kernel_dropped)
+        ? BigInt(object.kernel_dropped)
+        : 0n,
     };
   },
 
@@ -898,6 +1152,15 @@ export const PortStats: MessageFns<PortStats> = {
     if (message.txDropped !== 0n) {
       obj.txDropped = message.txDropped.toString();
     }
+    if (message.toKernel !== 0n) {
+      obj.toKernel = message.toKernel.toString();
+    }
+    if (message.fromKernel !== 0n) {
+      obj.fromKernel = message.fromKernel.toString();
+    }
+    if (message.kernelDropped !== 0n) {
+      obj.kernelDropped = message.kernelDropped.toString();
+    }
     return obj;
   },
 
@@ -915,6 +1178,13 @@ export const PortStats: MessageFns<PortStats> = {
     message.rxMissed = (object.rxMissed !== undefined && object.rxMissed !== null) ? BigInt(object.rxMissed) : 0n;
     message.rxNombuf = (object.rxNombuf !== undefined && object.rxNombuf !== null) ? BigInt(object.rxNombuf) : 0n;
     message.txDropped = (object.txDropped !== undefined && object.txDropped !== null) ? BigInt(object.txDropped) : 0n;
+    message.toKernel = (object.toKernel !== undefined && object.toKernel !== null) ? BigInt(object.toKernel) : 0n;
+    message.fromKernel = (object.fromKernel !== undefined && object.fromKernel !== null)
+      ? BigInt(object.fromKernel)
+      : 0n;
+    message.kernelDropped = (object.kernelDropped !== undefined && object.kernelDropped !== null)
+      ? BigInt(object.kernelDropped)
+      : 0n;
     return message;
   },
 };
