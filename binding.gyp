@@ -27,7 +27,8 @@
         "native/dp_tcp.c",
         "native/dp_udp.c",
         "native/dp_icmp.c",
-        "native/dp_events.c"
+        "native/dp_events.c",
+        "native/dp_event_wire.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
