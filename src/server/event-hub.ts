@@ -24,16 +24,20 @@
  * - Snapshot (initial_state): a preamble written with the same backpressure; live events wait
  *   in the stream's queue meanwhile.
  *
- * Everything runs on the Node main thread; nothing here blocks or waits on a worker.
+ * Nothing here blocks or waits on a dataplane worker. In the server the hub runs in a
+ * worker_thread of its own (event-thread.ts, event-worker.ts), so that its turns and its garbage
+ * never delay the control thread's unary calls; the class itself is thread-agnostic and the unit
+ * tests drive it in-process.
  *
  * Here: the hub (drain, numbering, history, fan-out). One stream's side is event-subscriber.ts;
  * numbered entries and batch encoding are event-batch.ts.
  */
-import type { ConnView } from '../dataplane';
+import type { ConnView, ConnEventType } from '../dataplane';
 import { DataplaneError } from '../dataplane';
 import type { Logger } from '../log';
 import type { Entry } from './event-batch';
 import { Subscriber } from './event-subscriber';
+import { isEmptyQuery, matchConn, type ConnQuery } from './validate';
 
 export { encodeBatch } from './event-batch';
 
@@ -76,6 +80,21 @@ export interface HubOptions {
   log?: Logger;
 }
 
+/**
+ * A stream's filter as data (it crosses to the hub's thread): event types (empty: all) and a
+ * conn query, as the request named them.
+ */
+export interface EventFilter {
+  types: ReadonlySet<ConnEventType>;
+  query: ConnQuery;
+}
+
+/** The filter as a predicate; undefined when it lets every event through. */
+export function eventMatcher(f: EventFilter | undefined): ((e: EventKey) => boolean) | undefined {
+  if (f === undefined || (f.types.size === 0 && isEmptyQuery(f.query))) return undefined;
+  return (e) => (f.types.size === 0 || f.types.has(e.type)) && matchConn(f.query, e);
+}
+
 export interface SubscribeOptions {
   /** Keep streaming live events; a stream without follow finishes after its replay/preamble. */
   follow: boolean;
@@ -83,6 +102,8 @@ export interface SubscribeOptions {
   sinceSeq?: bigint;
   /** Which events this stream wants (loss notices always pass); undefined: all of them. */
   match?: (e: EventKey) => boolean;
+  /** The same as data (used when `match` is not given); what the server passes. */
+  filter?: EventFilter;
   /**
    * Messages written before anything else (the initial_state snapshot, ending with snapshot_end),
    * pulled one at a time with backpressure. Gets the seq of the last event numbered before it
@@ -160,9 +181,15 @@ export class History {
     return Number(this.last - this.first + 1n);
   }
 
+  /** Where the next push goes: seqs arrive one by one from 1, so a counter replaces (seq - 1) % cap. */
+  private next = 0;
+
+  /** The entry numbered last + 1. */
   push(e: Entry): void {
     this.last = e.seq;
-    if (this.capacity > 0) this.ring[Number((e.seq - 1n) % this.cap)] = e;
+    if (this.capacity === 0) return;
+    this.ring[this.next] = e;
+    if (++this.next === this.capacity) this.next = 0;
   }
 
   get(seq: bigint): Entry | undefined {
@@ -177,7 +204,19 @@ export interface Subscription {
   close(): void;
 }
 
-export class EventHub {
+/** What ConnService and the metrics use: the hub in-process, or its thread (event-thread.ts). */
+export interface ConnEventHub {
+  /** Seq of the last event numbered, as far as this thread knows (never less than any seq sent). */
+  readonly lastSeq: bigint;
+  subscribe(sink: EventSink, opts: SubscribeOptions): Subscription;
+  /** The stages' state as last known (for metrics: cheap, possibly a few ms old). */
+  status(): HubStatus;
+  /** The stages' state now (GetEventStatus). */
+  currentStatus(): Promise<HubStatus>;
+  close(): void;
+}
+
+export class EventHub implements ConnEventHub {
   readonly history: History;
   readonly subscriberBuffer: number;
   private readonly intervalMs: number;
@@ -231,7 +270,7 @@ export class EventHub {
         for (const s of this.subscribers.values()) s.flush();
       }
     }
-    const sub = new Subscriber(this.nextId++, this, sink, opts);
+    const sub = new Subscriber(this.nextId++, this, sink, opts.match === undefined ? { ...opts, match: eventMatcher(opts.filter) } : opts);
     this.subscribers.set(sub.id, sub);
     if (opts.follow) this.following++;
     sub.start(this.lastSeq);
@@ -268,6 +307,10 @@ export class EventHub {
       subscriberLost: this.subscriberLost,
       subscribers: [...this.subscribers.values()].map((s) => s.status()),
     };
+  }
+
+  currentStatus(): Promise<HubStatus> {
+    return Promise.resolve(this.status());
   }
 
   /** Ends every stream with UNAVAILABLE and stops production and the timer. For server shutdown. */

@@ -15,8 +15,8 @@ import { SystemServiceService } from '../gen/retrace/v1/system';
 import type { Logger } from '../log';
 import { balancerService } from './balancer-service';
 import { ConnServiceDefinition, connService } from './conn-service';
-import { EventHub } from './event-hub';
-import { dataplaneEventSource } from './event-encode';
+import type { ConnEventHub } from './event-hub';
+import { EventHubThread } from './event-thread';
 import { ConfigManager } from './config/apply';
 import { configService } from './config-service';
 import { guardDecoding } from './decode-guard';
@@ -58,7 +58,7 @@ export class ApplianceServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [LIVENESS_SERVICE]: 'NOT_SERVING' });
   private boundAddress = '';
   /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
-  readonly events: EventHub;
+  readonly events: ConnEventHub;
   /** WatchCounters: one dataplane read per tick shared by every stream; closed first on shutdown. */
   readonly counters: CounterSampler;
   /** ConfigService's state (drain); read by the metrics. */
@@ -78,7 +78,7 @@ export class ApplianceServer {
     add(LoadBalancerServiceService, balancerService(dp, log));
     this.counters = new CounterSampler(dp, log);
     add(PathServiceDefinition, pathService(dp, log, this.counters));
-    this.events = new EventHub(dataplaneEventSource(dp), {
+    this.events = new EventHubThread(dp, {
       historyCapacity: dp.config.grpc.event_history,
       subscriberBuffer: dp.config.grpc.subscriber_buffer,
       log,
