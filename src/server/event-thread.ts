@@ -126,8 +126,10 @@ export function unpack(buf: Uint8Array, ends: Uint32Array): Buffer[] {
 }
 
 export class EventHubThread implements ConnEventHub {
-  private readonly worker: Worker;
+  /** Started by the first subscribe (see start()). */
+  private worker: Worker | undefined;
   private readonly gate: Int32Array;
+  private readonly init: WorkerInit;
   private readonly streams = new Map<number, Stream>();
   private nextKey = 1;
   private nextReq = 1;
@@ -144,18 +146,13 @@ export class EventHubThread implements ConnEventHub {
   ) {
     const gate = new SharedArrayBuffer(8);
     this.gate = new Int32Array(gate);
-    const init: WorkerInit = {
+    this.init = {
       historyCapacity: opts.historyCapacity,
       subscriberBuffer: opts.subscriberBuffer,
       intervalMs: opts.intervalMs,
       portNames: dp.config.ports.map((p) => p.name),
       gate,
     };
-    this.worker = new Worker(opts.script ?? path.join(__dirname, 'event-worker.js'), { workerData: init });
-    // The hub thread must never keep the process alive by itself.
-    this.worker.unref();
-    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
-    this.worker.on('error', (err) => this.fail(err));
     this.last = {
       producing: false,
       seen: 0n,
@@ -165,6 +162,22 @@ export class EventHubThread implements ConnEventHub {
       subscriberLost: 0n,
       subscribers: [],
     };
+  }
+
+  /**
+   * The hub thread, started with the first stream rather than with the server: a new thread gets
+   * the CPU set of the thread that creates it, and only once the dataplane has started has EAL
+   * confined the control thread to the main lcore's CPUs (eal.lcores), away from the workers'.
+   */
+  private start(): Worker {
+    if (this.worker !== undefined) return this.worker;
+    const w = new Worker(this.opts.script ?? path.join(__dirname, 'event-worker.js'), { workerData: this.init });
+    // The hub thread must never keep the process alive by itself.
+    w.unref();
+    w.on('message', (m: FromWorker) => this.onMessage(m));
+    w.on('error', (err) => this.fail(err));
+    this.worker = w;
+    return w;
   }
 
   get lastSeq(): bigint {
@@ -194,7 +207,7 @@ export class EventHubThread implements ConnEventHub {
   }
 
   currentStatus(): Promise<HubStatus> {
-    if (this.closed || this.failed !== undefined) return Promise.resolve(this.last);
+    if (this.closed || this.failed !== undefined || this.worker === undefined) return Promise.resolve(this.last);
     const req = this.nextReq++;
     return new Promise((resolve) => {
       this.pending.set(req, resolve);
@@ -223,11 +236,11 @@ export class EventHubThread implements ConnEventHub {
     }
     for (const resolve of this.pending.values()) resolve(this.last);
     this.pending.clear();
-    void this.worker.terminate();
+    void this.worker?.terminate();
   }
 
   private post(m: ToWorker): void {
-    if (!this.closed || m.t === 'close') this.worker.postMessage(m);
+    if (!this.closed) this.start().postMessage(m);
   }
 
   private forget(key: number): boolean {
