@@ -11,6 +11,8 @@
  *   (after a final drain, so nothing produced is left in the rings).
  * - Numbering: every drained event gets the next seq (bigint, from 1) and is encoded once to the
  *   bytes grpc-js sends; the same bytes go into the history and to every stream that wants them.
+ *   A drained batch is numbered as a whole (a Run, event-batch.ts): the history and the streams'
+ *   queues hold spans of runs, so nothing here makes an object per event.
  * - Dataplane loss: the rings' running `dropped` total is compared with the last value seen; a
  *   positive difference becomes LostEvents{DATAPLANE_RING, count} for every following stream.
  * - Streams: each has a queue of at most `subscriberBuffer` events (loss notices do not count).
@@ -35,7 +37,7 @@
 import type { ConnView, ConnEventType } from '../dataplane';
 import { DataplaneError } from '../dataplane';
 import type { Logger } from '../log';
-import type { Entry } from './event-batch';
+import type { Run, Span } from './event-batch';
 import { Subscriber } from './event-subscriber';
 import { isEmptyQuery, matchConn, type ConnQuery } from './validate';
 
@@ -159,19 +161,20 @@ export interface HubStatus {
 const MIN_BATCH = 64;
 const MAX_BATCH = 8192;
 
-/** The last `capacity` entries, addressed by seq. */
+/** The last `capacity` events, addressed by seq, kept as the runs (drained batches) they came in. */
 export class History {
-  private readonly ring: (Entry | undefined)[];
+  /** Runs that still hold a kept event, oldest first from `head`. */
+  private runs: (Run | undefined)[] = [];
+  private head = 0;
   private readonly cap: bigint;
-  /** Seq of the newest entry ever pushed (0 = none). */
+  /** Seq of the newest event ever pushed (0 = none). */
   last = 0n;
 
   constructor(readonly capacity: number) {
-    this.ring = new Array<Entry | undefined>(capacity);
     this.cap = BigInt(capacity);
   }
 
-  /** Seq of the oldest entry kept (last + 1 when nothing is kept). */
+  /** Seq of the oldest event kept (last + 1 when nothing is kept). */
   get first(): bigint {
     const f = this.last - this.cap + 1n;
     return f > 1n ? f : 1n;
@@ -181,20 +184,33 @@ export class History {
     return Number(this.last - this.first + 1n);
   }
 
-  /** Where the next push goes: seqs arrive one by one from 1, so a counter replaces (seq - 1) % cap. */
-  private next = 0;
-
-  /** The entry numbered last + 1. */
-  push(e: Entry): void {
-    this.last = e.seq;
+  /** The run numbered from last + 1. */
+  push(r: Run): void {
+    this.last = r.firstSeq + BigInt(r.count) - 1n;
     if (this.capacity === 0) return;
-    this.ring[this.next] = e;
-    if (++this.next === this.capacity) this.next = 0;
+    this.runs.push(r);
+    const first = this.first;
+    for (let o = this.runs[this.head]; o !== undefined && o.firstSeq + BigInt(o.count) <= first; o = this.runs[this.head]) this.runs[this.head++] = undefined;
+    if (this.head >= 64 && this.head * 2 >= this.runs.length) {
+      this.runs = this.runs.slice(this.head);
+      this.head = 0;
+    }
   }
 
-  get(seq: bigint): Entry | undefined {
-    if (seq < this.first || seq > this.last) return undefined;
-    return this.ring[Number((seq - 1n) % this.cap)];
+  /** Event seq as a span of one, if still kept. */
+  get(seq: bigint): Span | undefined {
+    if (this.capacity === 0 || seq < this.first || seq > this.last) return undefined;
+    // The last run starting at or before seq.
+    let lo = this.head;
+    let hi = this.runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.runs[mid]!.firstSeq <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    const run = this.runs[lo]!;
+    const i = Number(seq - run.firstSeq);
+    return { run, from: i, to: i + 1 };
   }
 }
 
@@ -290,8 +306,8 @@ export class EventHub implements ConnEventHub {
     return true;
   }
 
-  countSubscriberLoss(): void {
-    this.subscriberLost++;
+  countSubscriberLoss(n: number): void {
+    this.subscriberLost += BigInt(n);
   }
 
   status(): HubStatus {
@@ -385,24 +401,17 @@ export class EventHub implements ConnEventHub {
     }
     const n = events.count;
     if (n > 0) {
-      const first = this.history.last + 1n;
-      const { buf, starts, ends } = events.encode(first);
-      let seq = first;
-      let element = 0;
-      for (let i = 0; i < n; i++, seq++) {
-        this.publish({ seq, buf, element, start: starts[i], end: ends[i], batch: events, index: i });
-        element = ends[i];
-      }
+      // Numbered as a whole: one object for the batch, whatever its size.
+      const firstSeq = this.history.last + 1n;
+      const { buf, starts, ends } = events.encode(firstSeq);
+      const run: Run = { firstSeq, count: n, buf, starts, ends, batch: events };
+      this.history.push(run);
+      for (const s of this.subscribers.values()) if (s.follow) s.offer(run);
     }
     // Adapt the batch: grow while batches come back full, shrink when mostly empty.
     const full = n === max;
     if (full) this.batch = Math.min(max * 4, this.maxBatch);
     else if (n < max / 4) this.batch = Math.max(Math.floor(max / 2), this.minBatch);
     return full;
-  }
-
-  private publish(e: Entry): void {
-    this.history.push(e);
-    for (const s of this.subscribers.values()) if (s.follow) s.offer(e);
   }
 }
