@@ -40,6 +40,10 @@ const source = dataplaneEventSource({
   drainEvents: (max) =>
     gated(
       () => {
+        // As Dataplane.drainEvents: a dataplane that is no longer running ends the streams
+        // (UNAVAILABLE) rather than leaving them open on rings nobody fills.
+        const state = native.state();
+        if (state !== 'running') throw new DataplaneError('EUNAVAILABLE', `dataplane is ${state}`);
         const r = native.eventsDrain(max);
         dropped = r.dropped;
         return { records: new ConnRecords(r.buffer, r.count, layout, init.portNames), dropped };
