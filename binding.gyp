@@ -29,7 +29,8 @@
         "native/dp_udp.c",
         "native/dp_icmp.c",
         "native/dp_events.c",
-        "native/dp_kni.c"
+        "native/dp_kni.c",
+        "native/dp_event_wire.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
