@@ -163,8 +163,11 @@ dp_kni_take(uint64_t *tokens, uint64_t *last, uint64_t now, uint32_t rate, uint3
 		return true;
 	uint64_t hz = rte_get_tsc_hz();
 	uint64_t cap = (uint64_t)RTE_MAX(1u, burst) * hz;
+	uint64_t elapsed = now - *last;
 
-	*tokens = RTE_MIN(cap, *tokens + (now - *last) * rate);
+	/* A long idle (or the first call) fills the bucket; the product could
+	 * overflow at high rates. */
+	*tokens = elapsed >= cap / rate ? cap : RTE_MIN(cap, *tokens + elapsed * rate);
 	*last = now;
 	if (*tokens < n * hz)
 		return false;
