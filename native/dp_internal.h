@@ -129,6 +129,7 @@ struct dp_worker {
 	uint64_t kni_tb_tsc[DP_MAX_PORTS];
 	uint64_t kni_down_tokens[DP_MAX_PORTS];
 	uint64_t kni_down_tsc[DP_MAX_PORTS];
+	uint64_t kni_poll_tsc; /* worker 0: next read of idle kernel interfaces */
 
 	/* Conn events toward the control plane (dp_events.c). */
 	struct rte_ring *events;
