@@ -41,44 +41,44 @@ extern "C" {
 	X(path_changes, "side records refreshed because a side moved to another port or MAC")
 
 /* Per port: why a received packet was dropped. */
-#define DP_DROP_LIST(X)                                                                \
-	X(eth_truncated, "frame shorter than an Ethernet header")                      \
-	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast")      \
-	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")          \
-	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")                  \
-	X(arp_not_ours, "ARP request for an address that is not ours")                 \
-	X(ip_truncated, "frame shorter than the IPv4 header or total length")          \
-	X(ip_bad_version, "IP version is not 4")                                       \
-	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                             \
-	X(ip_bad_checksum, "IPv4 header checksum does not verify")                     \
-	X(ip_fragment, "IPv4 fragments are not reassembled")                           \
-	X(ip_ttl_exceeded, "TTL reached zero")                                         \
-	X(no_handler, "no service, conn or local address takes this packet")           \
-	X(l4_truncated, "TCP/UDP header missing or shorter than it says")              \
-	X(tcp_no_conn, "TCP segment other than SYN for no known conn")                 \
-	X(no_real, "service has no real with weight > 0")                              \
-	X(no_lip_port, "every LIP source port of this worker is in use")               \
-	X(conn_table_full, "the worker's conn table is full")                          \
-	X(no_route, "no route to the destination")                                     \
-	X(neigh_unresolved, "next hop did not answer ARP in time")                     \
-	X(hold_full, "too many packets already waiting for ARP")                       \
-	X(mtu_exceeded, "packet larger than the egress port's MTU")                    \
-	X(redirect_full, "hand-off ring to the conn's owner worker full")              \
-	X(icmp_truncated, "ICMP message shorter than its header")                      \
-	X(icmp_bad_checksum, "ICMP checksum does not verify")                          \
-	X(icmp_unsupported, "ICMP type we neither answer nor forward")                 \
-	X(icmp_error_truncated, "ICMP error quoting less than an IP header + 8 bytes") \
-	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")          \
-	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate")        \
-	X(tx_full, "the driver refused the packet at tx burst")                        \
-	X(svc_max_conns, "new conn for a service already at its max_conns")            \
-	X(svc_denied, "new conn from a client in the service's deny list")             \
-	X(svc_not_allowed, "new conn from a client outside the service's allow list")  \
-	X(svc_rate_limited, "new conn from a client over the service's conn_rate")     \
+#define DP_DROP_LIST(X)                                                                        \
+	X(eth_truncated, "frame shorter than an Ethernet header")                              \
+	X(not_for_us, "destination MAC is neither ours, broadcast nor multicast")              \
+	X(unsupported_ethertype, "neither IPv4 nor ARP (VLAN tags included)")                  \
+	X(arp_malformed, "ARP packet too short or not Ethernet/IPv4")                          \
+	X(arp_not_ours, "ARP request for an address that is not ours")                         \
+	X(ip_truncated, "frame shorter than the IPv4 header or total length")                  \
+	X(ip_bad_version, "IP version is not 4")                                               \
+	X(ip_bad_ihl, "IPv4 header length below 20 bytes")                                     \
+	X(ip_bad_checksum, "IPv4 header checksum does not verify")                             \
+	X(ip_fragment, "IPv4 fragments are not reassembled")                                   \
+	X(ip_ttl_exceeded, "TTL reached zero")                                                 \
+	X(no_handler, "no service, conn or local address takes this packet")                   \
+	X(l4_truncated, "TCP/UDP header missing or shorter than it says")                      \
+	X(tcp_no_conn, "TCP segment other than SYN for no known conn")                         \
+	X(no_real, "service has no real with weight > 0")                                      \
+	X(no_lip_port, "every LIP source port of this worker is in use")                       \
+	X(conn_table_full, "the worker's conn table is full")                                  \
+	X(no_route, "no route to the destination")                                             \
+	X(neigh_unresolved, "next hop did not answer ARP in time")                             \
+	X(hold_full, "too many packets already waiting for ARP")                               \
+	X(mtu_exceeded, "packet larger than the egress port's MTU")                            \
+	X(redirect_full, "hand-off ring to the conn's owner worker full")                      \
+	X(icmp_truncated, "ICMP message shorter than its header")                              \
+	X(icmp_bad_checksum, "ICMP checksum does not verify")                                  \
+	X(icmp_unsupported, "ICMP type we neither answer nor forward")                         \
+	X(icmp_error_truncated, "ICMP error quoting less than an IP header + 8 bytes")         \
+	X(icmp_error_no_conn, "ICMP error quoting a packet of no known conn")                  \
+	X(icmp_rate_limited, "ICMP we would originate, over the per-port rate")                \
+	X(tx_full, "the driver refused the packet at tx burst")                                \
+	X(svc_max_conns, "new conn for a service already at its max_conns")                    \
+	X(svc_denied, "new conn from a client in the service's deny list")                     \
+	X(svc_not_allowed, "new conn from a client outside the service's allow list")          \
+	X(svc_rate_limited, "new conn from a client over the service's conn_rate")             \
 	X(kernel_dropped, "kernel interface: over its queue or rate, or neither IPv4 nor ARP") \
-	X(tcp_bad_options, "TCP options malformed in a segment that was to carry TOA") \
-	X(caddr_before_data, "client payload before its first byte (PROXY services)")  \
-	X(caddr_no_room, "UDP datagram over the MTU once its PROXY header is added")   \
+	X(tcp_bad_options, "TCP options malformed in a segment that was to carry TOA")         \
+	X(caddr_before_data, "client payload before its first byte (PROXY services)")          \
+	X(caddr_no_room, "UDP datagram over the MTU once its PROXY header is added")           \
 	X(caddr_no_mbuf, "no mbuf for a PROXY header segment, or no room to grow one")
 
 /* Per real: the traffic of its conns, per worker, by direction, then what

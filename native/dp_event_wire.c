@@ -238,8 +238,8 @@ conn(uint8_t *p, const struct dp_ev_wire_ctx *x, const struct dp_conn_info *e)
 }
 
 size_t
-dp_ev_wire_encode(const struct dp_ev_wire_ctx *x, const void *recs, unsigned n, uint64_t first_seq, uint8_t *out,
-	uint32_t *starts, uint32_t *ends)
+dp_ev_wire_encode(const struct dp_ev_wire_ctx *x, const void *recs, unsigned n, uint64_t first_seq,
+	uint8_t *out, uint32_t *starts, uint32_t *ends)
 {
 	const uint8_t *r = recs;
 	uint8_t *p = out;
@@ -257,7 +257,8 @@ dp_ev_wire_encode(const struct dp_ev_wire_ctx *x, const void *recs, unsigned n, 
 		p = uint_field(p, T_EV_TYPE, x->event_type[e.type]);
 		p = conn(p, x, &e);
 		if (e.type == x->code_path)
-			p = uint_field(p, T_EV_CHANGED_SIDE, e.changed_side == 0 ? x->side_client : x->side_server);
+			p = uint_field(
+				p, T_EV_CHANGED_SIDE, e.changed_side == 0 ? x->side_client : x->side_server);
 		if (e.type == x->code_closed) {
 			/* Time since creation, 0 when the clocks disagree (never negative). */
 			uint64_t d = e.time_ns > e.created_ns ? e.time_ns - e.created_ns : 0;

@@ -23,7 +23,6 @@ import {
   type AddressSpec,
   type ConfigShape,
   type ConnFilter,
-  type ClientAddressMode,
   type ConnKey,
   type CounterSnapshot,
   type DataplaneState,
@@ -45,7 +44,6 @@ import {
   NO_LIMITS,
   limitsEqual,
   copyHealthCheck,
-  type HealthCheckSpec,
   type ServiceChange,
 } from './types';
 

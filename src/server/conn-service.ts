@@ -131,7 +131,9 @@ export function connService(dp: Dataplane, hub: ConnEventHub, log: Logger): Conn
 
     watchConnEventBatches: (call) => watch(dp, hub, log, 'WatchConnEventBatches', call, () => v.watchConnEventBatches(call.request)),
 
-    getEventStatus: unary(log, 'GetEventStatus', async () => toEventStatus(await hub.currentStatus(), dp.config.dataplane.workers, dp.config.dataplane.event_ring)),
+    getEventStatus: unary(log, 'GetEventStatus', async () =>
+      toEventStatus(await hub.currentStatus(), dp.config.dataplane.workers, dp.config.dataplane.event_ring),
+    ),
   };
 }
 

@@ -36,7 +36,11 @@ const layout = native.connInfoLayout();
 const empty = new ConnRecords(Buffer.alloc(0), 0, layout, init.portNames);
 let dropped = 0n;
 const source = dataplaneEventSource({
-  enableEvents: (on) => gated(() => native.eventsEnable(on), () => undefined),
+  enableEvents: (on) =>
+    gated(
+      () => native.eventsEnable(on),
+      () => undefined,
+    ),
   drainEvents: (max) =>
     gated(
       () => {

@@ -26,7 +26,8 @@ class SkipReporter {
     // A suite that could not run (a compile error, a throw outside any test) has no failed test:
     // named on the count line so "0 failed" never hides it.
     const broken = results.testResults.filter((f) => f.testExecError !== undefined && f.testExecError !== null);
-    const suites = broken.length === 0 ? '' : `, ${broken.length} suite(s) failed to run: ${broken.map((f) => f.testFilePath.replace(/^.*?\/test\//, 'test/')).join(' ')}`;
+    const suites =
+      broken.length === 0 ? '' : `, ${broken.length} suite(s) failed to run: ${broken.map((f) => f.testFilePath.replace(/^.*?\/test\//, 'test/')).join(' ')}`;
     const lines =
       `tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped${suites}\n` +
       (skipped.length === 0 ? 'skipped: none\n' : `skipped: ${skipped.length} test(s): ${skipped.join(' | ')}\n`);

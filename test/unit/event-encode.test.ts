@@ -218,7 +218,20 @@ function edgeRecords(): Rec[] {
   for (const f of [0, 0x1, 0x2, 0x4, 0xff, 0xfb]) variants.push({ flags: f }, { flags: f, proto: 1 });
   for (const x of [0, 1, 2, 3, 4, 200, 254, 255]) variants.push({ pidx: [x, 0xff] }, { pidx: [0xff, x] }, { worker: x });
   for (const c of [0, 1, 2, 255]) variants.push({ changedSide: c });
-  variants.push({ macs: [[0, 0, 0, 0, 0, 0], [255, 255, 255, 255, 255, 255]] }, { macs: [[0xa, 0xb, 0xc, 0x10, 0x9f, 0xf0], [1, 2, 3, 4, 5, 6]] });
+  variants.push(
+    {
+      macs: [
+        [0, 0, 0, 0, 0, 0],
+        [255, 255, 255, 255, 255, 255],
+      ],
+    },
+    {
+      macs: [
+        [0xa, 0xb, 0xc, 0x10, 0x9f, 0xf0],
+        [1, 2, 3, 4, 5, 6],
+      ],
+    },
+  );
   // Local ICMP echo and ICMP through a service (no ports but the echo id).
   variants.push({ proto: 1, flags: 0x4, ports: [7, 0, 0, 0], addrs: ['100.64.0.1', '198.18.0.1', '0.0.0.0', '0.0.0.0'] });
   variants.push({ proto: 1, flags: 0, ports: [7, 7, 1, 1] }, { proto: 17, state: 0 });

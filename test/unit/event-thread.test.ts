@@ -76,14 +76,20 @@ describe('EventHubThread', () => {
       (lastSeq) => {
         seen = lastSeq;
         return (async function* () {
-          yield Array.from({ length: 10 }, (_, i) => Buffer.from(WatchConnEventsResponse.encode(WatchConnEventsResponse.fromPartial({ seq: BigInt(i + 1) })).finish()));
+          yield Array.from({ length: 10 }, (_, i) =>
+            Buffer.from(WatchConnEventsResponse.encode(WatchConnEventsResponse.fromPartial({ seq: BigInt(i + 1) })).finish()),
+          );
         })();
       },
       { maxBatch: 4 },
     );
     expect(seen).toBe(0n);
     const batches = sink.got.map((b) => WatchConnEventBatchesResponse.decode(b).messages.map((m) => Number(m.seq)));
-    expect(batches).toEqual([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]);
+    expect(batches).toEqual([
+      [1, 2, 3, 4],
+      [5, 6, 7, 8],
+      [9, 10],
+    ]);
   });
 
   it('loses nothing when the stream pushes back on every other write', async () => {
