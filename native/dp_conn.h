@@ -112,9 +112,16 @@ void dp_conn_table_free(struct dp_worker *w);
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
 
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
- * source port, inserts both keys. Returns NULL and sets *drop on failure. */
+ * source port, inserts both keys. Returns NULL and sets *drop on failure.
+ * Under table pressure it first evicts (destroys) an embryonic TCP conn of
+ * this worker (dp_conn.c): callers hold no other conn pointer across it. */
 struct dp_conn *dp_conn_create(
 	struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop);
+
+/* Table pressure: embryonic FIFO entries looked at per eviction at most, and
+ * how often a worker recomputes its TCP port threshold from the LIPs. */
+#define DP_EVICT_SCAN	       32
+#define DP_PRESSURE_REFRESH_MS 10
 
 /* Worker: create a local conn (client key only, no real, no LIP). */
 struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);

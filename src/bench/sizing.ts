@@ -18,7 +18,8 @@
  *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
  *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
  *   pointers over the next power of two, and the worker an 8-byte index of every record (the
- *   expiry walk);
+ *   expiry walk) and, with dataplane.table_pressure.evict_embryonic (the default), an 8-byte
+ *   entry per conn over the next power of two (the embryonic FIFO);
  * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB).
  */
 
@@ -56,6 +57,7 @@ export interface ConnTableBytes {
   hashFreeRing: number;
   hashExtBuckets: number;
   recordIndex: number;
+  embryoQueue: number;
   total: number;
   /** total / maxConns */
   perConn: number;
@@ -72,8 +74,9 @@ export function connTableBytes(maxConns: number): ConnTableBytes {
   const nbBuckets = pow2ceil(entries) / HASH_BUCKET_ENTRIES;
   const hashExtBuckets = nbBuckets * HASH_BUCKET_BYTES + 4 * pow2ceil(nbBuckets + 1);
   const recordIndex = 8 * maxConns;
-  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex;
-  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, total, perConn: total / maxConns };
+  const embryoQueue = 8 * pow2ceil(maxConns);
+  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex + embryoQueue;
+  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, embryoQueue, total, perConn: total / maxConns };
 }
 
 /** LIPs needed for `conns` conns of one protocol on one worker (64512 source ports each). */

@@ -25,6 +25,11 @@ export interface NativeConf {
   icmpRate: number;
   icmpBurst: number;
   eventRing: number;
+  /** Table pressure (native/dp.h): evict embryonic TCP conns first. */
+  evictEmbryonic: boolean;
+  pressureConnsPercent: number;
+  pressurePortsPercent: number;
+  evictMinAgeMs: number;
   ports: NativePortConf[];
 }
 
@@ -76,6 +81,9 @@ export interface NativeCounterLayout {
   pathCounterHelp: string[];
   drops: string[];
   dropHelp: string[];
+  /** Per-worker conn table counters (table pressure), summed over workers. */
+  connCounters: string[];
+  connCounterHelp: string[];
 }
 
 /** Fixed sizes of the control tables (native/dp_ctl.h). */

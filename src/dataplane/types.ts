@@ -164,4 +164,6 @@ export interface CounterSnapshot {
   path: Record<string, Record<string, PathCounters>>;
   /** port name -> drop reason -> value */
   drops: Record<string, Record<string, bigint>>;
+  /** conn table counter (table pressure) -> value, summed over workers */
+  conn: Record<string, bigint>;
 }

@@ -161,6 +161,7 @@ describe('rendering', () => {
       icmp: undefined,
       drops: [],
       connCount: 0n,
+      connTable: undefined,
     });
     const frame = renderTop('s', 1, { at: 3000, counters: counters(150n) }, { at: 1000, counters: counters(50n) });
     expect(frame).toMatch(/^rx\s+150\s+50\.0\s+0\s+0\s+0\s+0$/m);
