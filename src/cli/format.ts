@@ -39,7 +39,12 @@ export const SCHEDULER_NAME: Record<number, string> = {
 
 const hostPort = (addr: string, port: number, protocol: Protocol) => (protocol === Protocol.PROTOCOL_ICMP ? addr : `${addr}:${port}`);
 
-/** ipvsadm -Ln style: one line per service, one indented `->` line per real. */
+/**
+ * ipvsadm -Ln style: one line per service, one indented `->` line per real. Then the admission
+ * limits of the services that have any, or that refused conns under earlier limits: max_conns
+ * against the active conns, how many allow and deny prefixes, conn_rate/conn_burst, and the conns
+ * refused by each reason ('-' = no such limit).
+ */
 export function formatServices(services: VirtualService[]): string {
   if (services.length === 0) return 'no virtual services';
   const rows: (string | bigint | number)[][] = [];
@@ -47,7 +52,42 @@ export function formatServices(services: VirtualService[]): string {
     rows.push([PROTOCOL_NAME[s.protocol] ?? '?', hostPort(s.vip, s.port, s.protocol), SCHEDULER_NAME[s.scheduler] ?? '?', '', '', s.connsTotal]);
     for (const r of s.reals) rows.push(['  ->', hostPort(r.address, r.port, s.protocol), '', r.weight, r.activeConns, r.connsTotal]);
   }
-  return table(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS'], rows);
+  const out = [table(['PROTO', 'ADDRESS', 'SCHED', 'WEIGHT', 'ACTIVE', 'CONNS'], rows), ''];
+  const limited = services.filter(
+    (s) =>
+      s.maxConns !== 0 ||
+      s.allow.length !== 0 ||
+      s.deny.length !== 0 ||
+      s.connRate !== 0 ||
+      s.refusedMaxConns + s.refusedDenied + s.refusedNotAllowed + s.refusedRateLimited !== 0n,
+  );
+  if (limited.length === 0) {
+    out.push('limits: none');
+    return out.join('\n');
+  }
+  const dash = (n: number): number | string => (n === 0 ? '-' : n);
+  const limits = limited.map((s) => [
+    PROTOCOL_NAME[s.protocol] ?? '?',
+    hostPort(s.vip, s.port, s.protocol),
+    dash(s.maxConns),
+    s.activeConns,
+    s.allow.length,
+    s.deny.length,
+    s.connRate === 0 ? '-' : `${s.connRate}/${s.connBurst}`,
+    s.refusedMaxConns,
+    s.refusedDenied,
+    s.refusedNotAllowed,
+    s.refusedRateLimited,
+  ]);
+  out.push(
+    'limits (refused: new conns since the service was created):',
+    table(
+      ['PROTO', 'ADDRESS', 'MAX-CONNS', 'ACTIVE', 'ALLOW', 'DENY', 'RATE/BURST', 'REFUSED-MAX-CONNS', 'REFUSED-DENIED', 'REFUSED-NOT-ALLOWED', 'REFUSED-RATE'],
+      limits,
+      [2, 6],
+    ),
+  );
+  return out.join('\n');
 }
 
 /** Column titles of the path counters, in the words an operator reads them in. */
@@ -70,7 +110,10 @@ export function formatCounters(c: GetCountersResponse): string {
   for (const p of PROTOCOL_KEYS) {
     for (const port of c[p]?.ports ?? []) rows.push([p, port.port, ...PATH_COLUMNS.map(([k]) => port.counters?.[k] ?? 0n)]);
   }
-  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}`, ''];
+  const ct = c.connTable;
+  const evicted =
+    ct === undefined ? '' : ` (embryonic conns evicted under table pressure: ${ct.evictedEmbryonicTable} for the table, ${ct.evictedEmbryonicPorts} for ports)`;
+  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}${evicted}`, ''];
   const drops: (string | bigint)[][] = [];
   for (const d of c.drops) {
     for (const [reason, value] of Object.entries(d.counters ?? {})) if (typeof value === 'bigint' && value !== 0n) drops.push([d.port, snake(reason), value]);
