@@ -327,7 +327,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	void *obj;
 
 	/* A service without limits pays this one branch. */
-	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, ck->saddr, w->now_tsc, drop))
+	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, w->index, ck->saddr, w->now_tsc, drop))
 		return NULL;
 	real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
 	if (unlikely(real == NULL)) {
@@ -385,7 +385,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	atomic_fetch_add_explicit(&real->refs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->active, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->conns_total, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&svc->conns_total, 1, memory_order_relaxed);
+	svc->stats[w->index].conns_total++;
 	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
 	if (proto == DP_PROTO_tcp) {
 		w->tcp_lports++;
