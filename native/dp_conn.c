@@ -129,10 +129,21 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	char name[RTE_HASH_NAMESIZE];
 	int socket = (int)rte_lcore_to_socket_id(w->lcore_id);
 
+	/*
+	 * rte_hash has entries + 1 key slots and entries rounded up to a power of two bucket slots.
+	 * A full conn table must not be a full hash: at 100% load every insert runs the cuckoo
+	 * displacement search, and under table pressure (a SYN flood keeps the table full, each SYN
+	 * evicting one conn and inserting one) that made a new conn cost 3x as much at max_conns 65536
+	 * as at 60000 (docs/bench.md, table-pressure). So when the bucket slots would be less than
+	 * 9/8 of the keys, double them (+32 bytes per conn at most, for those sizes only).
+	 */
+	uint32_t entries = max_conns * 2;
+	if ((uint64_t)rte_align32pow2(entries) * 8 < (uint64_t)entries * 9)
+		entries = rte_align32pow2(entries) + 1;
 	snprintf(name, sizeof(name), "rt_conn%u_%d", w->index, getpid() % 100000);
 	struct rte_hash_parameters p = {
 		.name = name,
-		.entries = max_conns * 2,
+		.entries = entries,
 		.key_len = sizeof(struct dp_conn_key),
 		/*
 		 * CRC32 (SSE4.2 crc32 instructions where present: a 16-byte key in a few cycles,

@@ -13,7 +13,8 @@
  *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 25 conn records per
  *   page, 163.84 bytes each. With hugepages they pack at 2368 and 160 bytes;
  * - the conn hash (rte_hash, 16-byte keys, entries = 2 × max_conns because each conn is hashed
- *   under its client and its server tuple) has a 32-byte key slot per entry (+1), 64-byte buckets
+ *   under its client and its server tuple, raised to the next power of two + 1 when that leaves
+ *   the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
  *   of 8 entries over the next power of two of the entries, as many again for the extendable
  *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
  *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
@@ -65,7 +66,8 @@ export interface ConnTableBytes {
 
 /** What one worker's conn table of max_conns conns allocates without hugepages (see the file comment). */
 export function connTableBytes(maxConns: number): ConnTableBytes {
-  const entries = 2 * maxConns;
+  // dp_conn_table_create: bucket slots at least 9/8 of the keys (doubled when they would not be).
+  const entries = pow2ceil(2 * maxConns) * 8 < 2 * maxConns * 9 ? pow2ceil(2 * maxConns) + 1 : 2 * maxConns;
   const pool = maxConns * perPageObjBytes(CONN_OBJ_BYTES);
   const poolRing = 8 * pow2ceil(maxConns + 1);
   const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
