@@ -12,13 +12,40 @@
  * conns (two LIPs, so the table is the limit), every SYN evicting the oldest embryonic conn, as a
  * ratio to new conns per second into a table with room (the new-conns run); and new conns per
  * second with eviction on but no pressure as a ratio to eviction off (the FIFO's cost per conn).
+ *
+ * Each figure comes twice: as measured, and per second of CPU the worker thread got (the rate
+ * divided by its CPU share over the run). On a machine shared with other work the worker is
+ * preempted for much of a run, differently in each, and the ratio of raw rates mostly measures
+ * that; the per-CPU-second figures compare the cost of the code.
  */
 import type { VirtualServiceLimits } from '../../gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../../gen/retrace/v1/types';
 import { intToIp, ipToInt } from '../pcap';
+import type { Profile } from '../profile';
 import { NET, RetraceRun, type RetraceOptions } from '../retrace';
 import { clientFlows, FWD_FLOWS, figure, measure, pcapFor, pct0, shareJudge, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 import { newConnsPcap, newConnsRun } from './new-conns';
+
+/** A measured pair: the rates and the worker's CPU share of each run. */
+interface Series {
+  rates: number[];
+  cpu: number[];
+}
+
+const series = (): Series => ({ rates: [], cpu: [] });
+
+/** The figure (with its baseline) as measured, and the same per second of worker CPU. */
+function pairFigures(id: string, label: string, unit: string, a: Series, b: Series, bLabel: string): Figure[] {
+  const perCpu = (x: Series) => x.rates.map((v, i) => v / x.cpu[i]);
+  return [
+    withBaseline(figure({ id, label, unit, runs: a.rates }), { label: bLabel, runs: b.rates, unit }),
+    withBaseline(figure({ id: `${id}-per-cpu`, label: `${label}, per second of worker CPU`, unit: `${unit} per CPU-s`, runs: perCpu(a) }), {
+      label: `${bLabel}, per second of worker CPU`,
+      runs: perCpu(b),
+      unit: `${unit} per CPU-s`,
+    }),
+  ];
+}
 
 /**
  * The heaviest limits: both lists full (DP_MAX_SVC_PREFIXES, 64), scanned to the end for every
@@ -32,11 +59,11 @@ function heavyLimits(tableSize: number): VirtualServiceLimits {
   return { maxConns: tableSize, allow, deny, connRate: 1_000_000, connBurst: 1_000_000 };
 }
 
-async function limitsNewConns(ctx: Ctx): Promise<Figure> {
+async function limitsNewConns(ctx: Ctx): Promise<Figure[]> {
   const syn = newConnsPcap(ctx);
   const table = Math.ceil(syn.flows * 1.3); // newConnsRun's max_conns
-  const with_: number[] = [];
-  const without: number[] = [];
+  const with_ = series();
+  const without = series();
   const runs: unknown[] = [];
   for (let r = 0; r < ctx.runs; r++) {
     for (const limited of [false, true]) {
@@ -46,7 +73,8 @@ async function limitsNewConns(ctx: Ctx): Promise<Figure> {
         judge: (res) => shareJudge(ctx, [res.workerCpuShare], res.foreignCores),
       });
       const res = at.value;
-      (limited ? with_ : without).push(res.connsPerS);
+      (limited ? with_ : without).rates.push(res.connsPerS);
+      (limited ? with_ : without).cpu.push(res.workerCpuShare);
       runs.push({
         run: r + 1,
         limited,
@@ -63,25 +91,24 @@ async function limitsNewConns(ctx: Ctx): Promise<Figure> {
       );
     }
   }
-  const fig = withBaseline(
-    figure({
-      id: 'limits-new-conns',
-      label: `New TCP conns per second with max_conns, 64 allow + 64 deny prefixes and conn_rate (${syn.flows} unique SYNs)`,
-      unit: 'conns/s',
-      runs: with_,
-    }),
-    { label: 'the same without limits', runs: without, unit: 'conns/s' },
+  const figs = pairFigures(
+    'limits-new-conns',
+    `New TCP conns per second with max_conns, 64 allow + 64 deny prefixes and conn_rate (${syn.flows} unique SYNs)`,
+    'conns/s',
+    with_,
+    without,
+    'the same without limits',
   );
-  fig.details = { flows: syn.flows, runs };
-  return fig;
+  figs[0].details = { flows: syn.flows, runs };
+  return figs;
 }
 
-async function limitsFnat(ctx: Ctx): Promise<Figure> {
+async function limitsFnat(ctx: Ctx): Promise<Figure[]> {
   const flows = FWD_FLOWS(ctx);
   const pcap = pcapFor(ctx, 'fnat-tcp', clientFlows({ kind: 'tcp', flows, packetsPerFlow: 16 }));
   const maxConns = Math.max(16384, flows * 2);
-  const with_: number[] = [];
-  const without: number[] = [];
+  const with_ = series();
+  const without = series();
   const runs: unknown[] = [];
   const one = async (limited: boolean) => {
     const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, emptyPcap: ctx.emptyPcap });
@@ -112,7 +139,8 @@ async function limitsFnat(ctx: Ctx): Promise<Figure> {
         judge: (m) => shareJudge(ctx, [m.cpuShare], m.foreignCores),
       });
       const m = at.value;
-      (limited ? with_ : without).push(m.pps);
+      (limited ? with_ : without).rates.push(m.pps);
+      (limited ? with_ : without).cpu.push(m.cpuShare);
       runs.push({
         run: r + 1,
         limited,
@@ -129,16 +157,20 @@ async function limitsFnat(ctx: Ctx): Promise<Figure> {
       );
     }
   }
-  const fig = withBaseline(
-    figure({ id: 'limits-fnat-tcp', label: `FNAT TCP forwarding with the same limits (${flows} flows, 16 packets each per pass)`, unit: 'pps', runs: with_ }),
-    { label: 'the same without limits', runs: without, unit: 'pps' },
+  const figs = pairFigures(
+    'limits-fnat-tcp',
+    `FNAT TCP forwarding with the same limits (${flows} flows, 16 packets each per pass)`,
+    'pps',
+    with_,
+    without,
+    'the same without limits',
   );
-  fig.details = { flows, runs };
-  return fig;
+  figs[0].details = { flows, runs };
+  return figs;
 }
 
 export async function caseLimits(ctx: Ctx): Promise<Figure[]> {
-  return [await limitsNewConns(ctx), await limitsFnat(ctx)];
+  return [...(await limitsNewConns(ctx)), ...(await limitsFnat(ctx))];
 }
 
 /** The appliance's defaults (src/config/schema.ts), spelled out: the case measures them. */
@@ -147,51 +179,54 @@ const DEFAULT_PRESSURE: RetraceOptions['tablePressure'] = { evictEmbryonic: true
 export async function caseTablePressure(ctx: Ctx): Promise<Figure[]> {
   const syn = newConnsPcap(ctx);
   const table = ctx.quick ? 4096 : 65536;
-  const evicting: number[] = [];
+  const evicting = series();
   const evictedPerS: number[] = [];
-  const roomy: number[] = [];
-  const fifoOn: number[] = [];
-  const fifoOff: number[] = [];
+  let profile: Profile | undefined;
+  const fifoOn = series();
+  const fifoOff = series();
   const runs: unknown[] = [];
+  // Under pressure: after the first pass fills the table, every SYN evicts one conn and makes one;
+  // what leaves by the servers port is one SYN per new conn.
+  const pressureRun = async (profileTag?: string) => {
+    const rr = new RetraceRun({
+      pcap: syn.pcap.file,
+      packets: syn.pcap.packets,
+      maxConns: table,
+      lips: 2,
+      emptyPcap: ctx.emptyPcap,
+      tablePressure: DEFAULT_PRESSURE,
+    });
+    try {
+      await rr.start();
+      await rr.setupNetwork();
+      await rr.addService('tcp');
+      const c0 = await rr.counters();
+      const t0 = Date.now();
+      const m = await measure(ctx, rr, { out: 'servers', profileTag });
+      const c1 = await rr.counters();
+      const evicted = Number(c1.connTable!.evictedEmbryonicTable - c0.connTable!.evictedEmbryonicTable);
+      return { m, evictedPerS: evicted / ((Date.now() - t0) / 1000), conns: Number(c1.connCount) };
+    } finally {
+      await rr.stop();
+    }
+  };
   for (let r = 0; r < ctx.runs; r++) {
-    // Under pressure: after the first pass fills the table, every SYN evicts one conn and makes
-    // one; what leaves by the servers port is one SYN per new conn.
     const at = await tryQuiet(ctx, {
       label: `table-pressure run ${r + 1}`,
-      run: async () => {
-        const rr = new RetraceRun({
-          pcap: syn.pcap.file,
-          packets: syn.pcap.packets,
-          maxConns: table,
-          lips: 2,
-          emptyPcap: ctx.emptyPcap,
-          tablePressure: DEFAULT_PRESSURE,
-        });
-        try {
-          await rr.start();
-          await rr.setupNetwork();
-          await rr.addService('tcp');
-          const c0 = await rr.counters();
-          const t0 = Date.now();
-          const m = await measure(ctx, rr, { out: 'servers' });
-          const c1 = await rr.counters();
-          const evicted = Number(c1.connTable!.evictedEmbryonicTable - c0.connTable!.evictedEmbryonicTable);
-          return { m, evictedPerS: evicted / ((Date.now() - t0) / 1000), conns: Number(c1.connCount) };
-        } finally {
-          await rr.stop();
-        }
-      },
+      run: () => pressureRun(),
       judge: ({ m }) => shareJudge(ctx, [m.cpuShare], m.foreignCores),
     });
     const { m } = at.value;
-    evicting.push(m.pps);
+    evicting.rates.push(m.pps);
+    evicting.cpu.push(m.cpuShare);
     evictedPerS.push(at.value.evictedPerS);
     // The same SYNs into a table with room (newConnsRun sizes it 1.3x the flows), FIFO on and off.
     const on = await newConnsRun(ctx, { syn, tablePressure: DEFAULT_PRESSURE });
     const off = await newConnsRun(ctx, { syn, tablePressure: { evictEmbryonic: false } });
-    roomy.push(on.connsPerS);
-    fifoOn.push(on.connsPerS);
-    fifoOff.push(off.connsPerS);
+    fifoOn.rates.push(on.connsPerS);
+    fifoOn.cpu.push(on.workerCpuShare);
+    fifoOff.rates.push(off.connsPerS);
+    fifoOff.cpu.push(off.workerCpuShare);
     runs.push({
       run: r + 1,
       evictingConnsPerS: m.pps,
@@ -210,24 +245,24 @@ export async function caseTablePressure(ctx: Ctx): Promise<Figure[]> {
         `into room: ${(on.connsPerS / 1e6).toFixed(3)} M conns/s with the FIFO, ${(off.connsPerS / 1e6).toFixed(3)} without`,
     );
   }
-  const pressure = withBaseline(
-    figure({
-      id: 'table-pressure-new-conns',
-      label: `New TCP conns per second, each evicting the oldest embryonic conn (table ${table}, ${syn.flows} unique SYNs)`,
-      unit: 'conns/s',
-      runs: evicting,
-    }),
-    { label: 'new conns per second into a table with room', runs: roomy, unit: 'conns/s' },
+  // With --profile, one more run under perf (not counted).
+  if (ctx.profile) profile = (await pressureRun('table-pressure')).m.profile;
+  const pressure = pairFigures(
+    'table-pressure-new-conns',
+    `New TCP conns per second, each evicting the oldest embryonic conn (table ${table}, ${syn.flows} unique SYNs)`,
+    'conns/s',
+    evicting,
+    fifoOn,
+    'new conns per second into a table with room',
   );
-  pressure.details = { table, flows: syn.flows, evictedPerS, runs };
-  const fifo = withBaseline(
-    figure({
-      id: 'table-pressure-fifo',
-      label: `New TCP conns per second with eviction on, no pressure (${syn.flows} unique SYNs)`,
-      unit: 'conns/s',
-      runs: fifoOn,
-    }),
-    { label: 'the same with dataplane.table_pressure.evict_embryonic false', runs: fifoOff, unit: 'conns/s' },
+  pressure[0].details = { table, flows: syn.flows, evictedPerS, runs, profile };
+  const fifo = pairFigures(
+    'table-pressure-fifo',
+    `New TCP conns per second with eviction on, no pressure (${syn.flows} unique SYNs)`,
+    'conns/s',
+    fifoOn,
+    fifoOff,
+    'the same with dataplane.table_pressure.evict_embryonic false',
   );
-  return [pressure, fifo];
+  return [...pressure, ...fifo];
 }
