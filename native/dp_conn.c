@@ -99,7 +99,9 @@ dp_conn_pressure_create(struct dp_worker *w, uint32_t max_conns, int socket, cha
 		}
 	uint32_t size = rte_align32pow2(max_conns);
 	snprintf(name, sizeof(name), "rt_embryo%u_%d", w->index, getpid() % 100000);
-	w->embryo = rte_malloc_socket(name, sizeof(*w->embryo) * size, 0, socket);
+	/* Zeroed, so its pages are faulted in now rather than by the worker as conns arrive (without
+	 * hugepages a first touch is a page fault on the packet path). */
+	w->embryo = rte_zmalloc_socket(name, sizeof(*w->embryo) * size, 0, socket);
 	if (w->embryo == NULL) {
 		dp_set_err(err, errlen,
 			"cannot create the embryonic conn queue of worker %u (%u entries) "
