@@ -111,9 +111,9 @@ export function formatCounters(c: GetCountersResponse): string {
     for (const port of c[p]?.ports ?? []) rows.push([p, port.port, ...PATH_COLUMNS.map(([k]) => port.counters?.[k] ?? 0n)]);
   }
   const ct = c.connTable;
-  const evicted =
-    ct === undefined ? '' : ` (embryonic conns evicted under table pressure: ${ct.evictedEmbryonicTable} for the table, ${ct.evictedEmbryonicPorts} for ports)`;
-  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}${evicted}`, ''];
+  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}`];
+  if (ct !== undefined) out.push(`embryonic conns evicted (table pressure): ${ct.evictedEmbryonicTable} for the table, ${ct.evictedEmbryonicPorts} for ports`);
+  out.push('');
   const drops: (string | bigint)[][] = [];
   for (const d of c.drops) {
     for (const [reason, value] of Object.entries(d.counters ?? {})) if (typeof value === 'bigint' && value !== 0n) drops.push([d.port, snake(reason), value]);

@@ -195,7 +195,7 @@ describe('rendering', () => {
 
   it('shows the embryonic conns evicted under table pressure next to the conn count', () => {
     const c = GetCountersResponse.fromPartial({ connCount: 7n, connTable: { evictedEmbryonicTable: 42n, evictedEmbryonicPorts: 3n } });
-    expect(formatCounters(c)).toMatch(/^conns: 7 \(embryonic conns evicted under table pressure: 42 for the table, 3 for ports\)$/m);
+    expect(formatCounters(c)).toMatch(/^conns: 7\nembryonic conns evicted \(table pressure\): 42 for the table, 3 for ports$/m);
   });
 
   it('prints a diff by kind with + ~ -', () => {
