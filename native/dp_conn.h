@@ -90,6 +90,10 @@ struct dp_conn {
 	 * either way, and dp_fnat_burst prefetches all three.
 	 */
 };
+/* The pool object is the record plus a 24-byte mempool header: past 136 bytes it
+ * grows beyond 160 (fewer records per page, more memory per conn). Table pressure
+ * keeps its state outside the record for this reason (dp_conn.c). */
+_Static_assert(sizeof(struct dp_conn) <= 136, "struct dp_conn outgrows its 160-byte pool object");
 
 /* The hash's data word: conn pointer with the side in bit 0. */
 static inline void *
