@@ -21,6 +21,7 @@
 #ifndef RETRACE_DP_CONN_H
 #define RETRACE_DP_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <rte_ether.h>
@@ -95,7 +96,8 @@ struct dp_conn {
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_fnat_burst prefetches. The pool object is 168 bytes.
+	 * dp_fnat_burst prefetches. The tail below is read only by conns with
+	 * a feature flag set.
 	 */
 
 	/*
@@ -117,6 +119,14 @@ struct dp_conn {
 	uint32_t ca_seq;
 	uint8_t ca;
 };
+/* Every packet touches the first 136 bytes, which an 8-byte aligned record
+ * always has within three cache lines (what dp_fnat_burst prefetches); the
+ * tail after them is read only by conns with a feature flag set. Table
+ * pressure keeps its state outside the record for this reason (dp_conn.c).
+ * The pool object is the record plus a 24-byte mempool header. */
+_Static_assert(offsetof(struct dp_conn, seq_off) <= 136,
+	"the hot part of struct dp_conn outgrows three cache lines");
+_Static_assert(sizeof(struct dp_conn) <= 152, "struct dp_conn outgrows its 176-byte pool object");
 
 /* The hash's data word: conn pointer with the side in bit 0. */
 static inline void *
@@ -148,9 +158,16 @@ void dp_conn_table_free(struct dp_worker *w);
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
 
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
- * source port, inserts both keys. Returns NULL and sets *drop on failure. */
+ * source port, inserts both keys. Returns NULL and sets *drop on failure.
+ * Under table pressure it first evicts (destroys) an embryonic TCP conn of
+ * this worker (dp_conn.c): callers hold no other conn pointer across it. */
 struct dp_conn *dp_conn_create(
 	struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop);
+
+/* Table pressure: embryonic FIFO entries looked at per eviction at most, and
+ * how often a worker recomputes its TCP port threshold from the LIPs. */
+#define DP_EVICT_SCAN	       32
+#define DP_PRESSURE_REFRESH_MS 10
 
 /* Worker: create a local conn (client key only, no real, no LIP). */
 struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);

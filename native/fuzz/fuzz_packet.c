@@ -64,6 +64,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		.icmp_rate = 0,
 		.icmp_burst = 1,
 		.event_ring = 1024,
+		/* Table pressure from 40 conns on, at any age: eviction runs under the fuzzer. */
+		.evict_embryonic = true,
+		.pressure_conns_pct = 1,
+		.pressure_ports_pct = 1,
+		.evict_min_age_ms = 0,
 		.manual = true,
 		.nb_ports = 3,
 	};

@@ -59,6 +59,13 @@ export interface RetraceOptions {
   /** Extra YAML appended to the config. */
   extraYaml?: string;
   /**
+   * dataplane.table_pressure. Default: eviction on, but only when the table or the ports are full
+   * (percentages 0): the benchmark's TCP flows never finish their handshake (the servers port is
+   * a sink), so at the 90% defaults the cases that fill most of a table or of the LIPs' ports
+   * (new-conns, conn-scale) would evict their own conns older than min_age_ms.
+   */
+  tablePressure?: { evictEmbryonic?: boolean; connsPercent?: number; portsPercent?: number; minAgeMs?: number };
+  /**
    * The worker polls without ever backing off (default true: forwarding figures). The
    * control-plane load case has no traffic and turns it off, so the idle worker does not hold a
    * core the load generator needs.
@@ -142,6 +149,8 @@ export class RetraceRun {
       `  max_conns: ${o.maxConns}`,
       '  icmp_rate: 0',
       `  event_ring: ${o.eventRing ?? 65536}`,
+      `  table_pressure: {evict_embryonic: ${o.tablePressure?.evictEmbryonic ?? true}, conns_percent: ${o.tablePressure?.connsPercent ?? 0}, ` +
+        `ports_percent: ${o.tablePressure?.portsPercent ?? 0}, min_age_ms: ${o.tablePressure?.minAgeMs ?? 1000}}`,
       o.busyPoll === false ? '' : '  idle: {pause_after: 0, sleep_after: 0}',
       'ports:',
       // packets 0: no traffic (infinite_rx needs at least one packet to replay).

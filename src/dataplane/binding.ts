@@ -27,6 +27,11 @@ export interface NativeConf {
   icmpRate: number;
   icmpBurst: number;
   eventRing: number;
+  /** Table pressure (native/dp.h): evict embryonic TCP conns first. */
+  evictEmbryonic: boolean;
+  pressureConnsPercent: number;
+  pressurePortsPercent: number;
+  evictMinAgeMs: number;
   ports: NativePortConf[];
 }
 
@@ -83,6 +88,9 @@ export interface NativeCounterLayout {
   pathCounterHelp: string[];
   drops: string[];
   dropHelp: string[];
+  /** Per-worker conn table counters (table pressure), summed over workers. */
+  connCounters: string[];
+  connCounterHelp: string[];
 }
 
 /** Fixed sizes of the control tables (native/dp_ctl.h). */
