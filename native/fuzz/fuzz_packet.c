@@ -5,9 +5,11 @@
  * thread) on three net_null ports configured like the lab: port addresses,
  * a default route, two LIPs, TCP/UDP/ICMP services with static neighbours
  * for every next hop (so nothing waits on ARP), and one service per
- * client-address mode (PROXY v2/v1, TOA, UDP PROXY v2). An input is a sequence of
- * frames, each [port:1][len:2 big-endian][frame:len], processed in order, so
- * the fuzzer can open a conn and then talk on it. Packets leave through
+ * client-address mode (PROXY v2/v1, TOA, UDP PROXY v2). uplink-a has a kernel
+ * interface (another net_null). An input is a sequence of frames, each
+ * [port:1][len:2 big-endian][frame:len], processed in order, so the fuzzer
+ * can open a conn and then talk on it; port byte % 4 == 3 is a frame the
+ * kernel sends through uplink-a's kernel interface. Packets leave through
  * net_null, which frees them; the mbuf pool is checked for leaks.
  */
 #include <arpa/inet.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
@@ -53,7 +56,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(prefix, sizeof(prefix), "fuzz%d", getpid());
 	char *eal[] = { "fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", prefix,
 		"-l", "0", "--no-telemetry", "--log-level", "error", "--vdev", "net_null0", "--vdev",
-		"net_null1", "--vdev", "net_null2", NULL };
+		"net_null1", "--vdev", "net_null2", "--vdev", "net_null3,no-rx=1", NULL };
 	CHECK(dp_eal_init(RTE_DIM(eal) - 1, eal, err, sizeof(err)));
 
 	struct dp_conf conf = {
@@ -83,6 +86,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		uint8_t mac[6] = { 0x02, 0, 0, 0, 0, (uint8_t)(i + 1) };
 		memcpy(pc->mac, mac, 6);
 	}
+	/* uplink-a's kernel interface: what goes up is freed by net_null. */
+	snprintf(conf.ports[0].kni_devname, sizeof(conf.ports[0].kni_devname), "net_null3");
+	conf.ports[0].kni_queue = 64;
+	conf.ports[0].kni_rate = 0;
+	conf.ports[0].kni_burst = 1;
 	CHECK(dp_start(&conf, err, sizeof(err)));
 	w = dp_manual_worker();
 
@@ -139,7 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0;
 
 	while (off + 3 <= size) {
-		uint16_t pidx = data[off] % 3;
+		uint16_t pidx = data[off] % 4;
 		size_t len = ((size_t)data[off + 1] << 8) | data[off + 2];
 		off += 3;
 		if (len > size - off)
@@ -151,7 +159,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = rte_pktmbuf_tailroom(m);
 		memcpy(rte_pktmbuf_append(m, (uint16_t)len), data + off, len);
 		off += len;
-		dp_worker_round(w, pidx, &m, 1);
+		if (pidx == 3) {
+			/* From the kernel: what worker 0's poll does with a frame
+			 * read from the interface; the round flushes it out. */
+			w->now_tsc = rte_rdtsc();
+			dp_kni_from_kernel(w, 0, &m, 1);
+			dp_worker_round(w, 0, NULL, 0);
+		} else {
+			dp_worker_round(w, pidx, &m, 1);
+		}
 	}
 	/* Events are drained like the control plane would. */
 	struct dp_conn_info ev[64];
