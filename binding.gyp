@@ -31,7 +31,8 @@
         "native/dp_events.c",
         "native/dp_siphash.c",
         "native/dp_synproxy.c",
-        "native/dp_kni.c"
+        "native/dp_kni.c",
+        "native/dp_event_wire.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -68,7 +68,17 @@ struct dp_conf {
 	uint32_t icmp_rate; /* ICMP we originate, per port per second; 0 = no limit */
 	uint32_t icmp_burst;
 	uint32_t event_ring; /* per worker, power of two */
-	bool manual;	     /* tests/fuzzing: one worker context, no lcore
+	/* Table pressure (dp_conn.c): embryonic TCP conns (SYN_SENT, SYN_RECV)
+	 * are evicted, oldest first, to make room. Off: a full table or port
+	 * pool refuses new conns as before. The percentages are of a worker's
+	 * max_conns and of its TCP source ports over every LIP; 0 = pressure
+	 * only when full. Below full, only embryonic conns at least
+	 * evict_min_age_ms old go. */
+	bool evict_embryonic;
+	uint8_t pressure_conns_pct; /* 0..100 */
+	uint8_t pressure_ports_pct; /* 0..100 */
+	uint32_t evict_min_age_ms;
+	bool manual; /* tests/fuzzing: one worker context, no lcore
 				    * launched; the caller drives dp_worker_round */
 	uint16_t nb_ports;
 	struct dp_port_conf ports[DP_MAX_PORTS];

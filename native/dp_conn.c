@@ -3,8 +3,21 @@
  *
  * Storage: an rte_hash (two keys per conn, the side tagged into the data
  * word) and an rte_mempool of conn records. Expiry: an incremental walk of
- * the hash (rte_hash_iterate), a bounded number of entries per poll round,
- * so a table of millions of conns needs no per-conn timer.
+ * the records, a bounded number per poll round, so a table of millions of
+ * conns needs no per-conn timer.
+ *
+ * Table pressure (IPVS's drop_entry, done at create time instead of by a
+ * random walk): a SYN flood fills the table and the LIP source ports with
+ * embryonic conns (SYN_SENT, SYN_RECV) that would sit there for tcp_syn
+ * seconds. Every TCP conn enters a per-worker FIFO when created; when the
+ * worker is under pressure a new conn first evicts the oldest embryonic conn
+ * in it, so a flood recycles its own conns and never an established one.
+ * The FIFO is not kept exact: a conn that is established or gone keeps its
+ * entry, and the eviction skips such entries as it pops them. Each entry is
+ * popped at most once, so the skipping costs one step per TCP conn created
+ * over time, and at most DP_EVICT_SCAN per new conn. Nothing of it is in the
+ * conn record (which has no room: dp_conn.h), and a worker not under pressure
+ * pays one ring store per TCP conn and two compares per new conn.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,6 +48,75 @@ dp_conn_rec_add(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
 	w->conn_recs[w->nb_conn_recs++] = obj;
 }
 
+/*
+ * An entry of the embryonic FIFO: the record's address (user-space addresses
+ * fit 48 bits; checked at create) and the low 16 bits of the conn's
+ * created_tsc, which tell the conn that entered from a later one in the same
+ * record. A rare tag collision makes the eviction take a younger embryonic
+ * conn than the oldest: still an embryonic one.
+ */
+#define DP_EMBRYO_PTR_SHIFT 16
+
+static inline uint64_t
+dp_embryo_entry(const struct dp_conn *c)
+{
+	return (uint64_t)(uintptr_t)c << DP_EMBRYO_PTR_SHIFT | (uint16_t)c->created_tsc;
+}
+
+static inline void
+dp_embryo_push(struct dp_worker *w, const struct dp_conn *c)
+{
+	w->embryo[w->embryo_tail++ & w->embryo_mask] = dp_embryo_entry(c);
+	/* Full: the oldest entry was overwritten. Its conn, if still embryonic,
+	 * is older than every other and expires on its own. */
+	if (w->embryo_tail - w->embryo_head > w->embryo_mask + 1)
+		w->embryo_head = w->embryo_tail - (w->embryo_mask + 1);
+}
+
+/* Table pressure setup: the FIFO and the thresholds, from dp.conf. */
+static int
+dp_conn_pressure_create(struct dp_worker *w, uint32_t max_conns, int socket, char *err, size_t errlen)
+{
+	const struct dp_conf *conf = &dp.conf;
+	char name[RTE_MEMZONE_NAMESIZE];
+
+	w->pressure_conns = UINT32_MAX;
+	w->pressure_ports = UINT32_MAX;
+	w->embryo = NULL;
+	w->embryo_mask = 0;
+	w->embryo_head = w->embryo_tail = 0;
+	w->tcp_lports = 0;
+	if (!conf->evict_embryonic)
+		return 0;
+	if (conf->pressure_conns_pct > 100 || conf->pressure_ports_pct > 100) {
+		dp_set_err(err, errlen, "pressure percentages must be 0..100");
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < w->nb_conn_recs; i++)
+		if ((uintptr_t)w->conn_recs[i] >> (64 - DP_EMBRYO_PTR_SHIFT) != 0) {
+			dp_set_err(err, errlen, "conn record above 2^48: cannot evict embryonic conns");
+			return -EINVAL;
+		}
+	uint32_t size = rte_align32pow2(max_conns);
+	snprintf(name, sizeof(name), "rt_embryo%u_%d", w->index, getpid() % 100000);
+	/* Zeroed, so its pages are faulted in now rather than by the worker as conns arrive (without
+	 * hugepages a first touch is a page fault on the packet path). */
+	w->embryo = rte_zmalloc_socket(name, sizeof(*w->embryo) * size, 0, socket);
+	if (w->embryo == NULL) {
+		dp_set_err(err, errlen,
+			"cannot create the embryonic conn queue of worker %u (%u entries) "
+			"(raise eal.memory_mb or lower dataplane.max_conns)",
+			w->index, size);
+		return -ENOMEM;
+	}
+	w->embryo_mask = size - 1;
+	if (conf->pressure_conns_pct != 0)
+		w->pressure_conns = (uint32_t)((uint64_t)max_conns * conf->pressure_conns_pct / 100);
+	w->evict_min_age_tsc = rte_get_tsc_hz() / 1000 * conf->evict_min_age_ms;
+	w->pressure_tsc = 0;
+	return 0;
+}
+
 /* Every record goes back through here: proto 0 marks it free for the walks. */
 static inline void
 dp_conn_free(struct dp_worker *w, struct dp_conn *c)
@@ -49,10 +131,21 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	char name[RTE_HASH_NAMESIZE];
 	int socket = (int)rte_lcore_to_socket_id(w->lcore_id);
 
+	/*
+	 * rte_hash has entries + 1 key slots and entries rounded up to a power of two bucket slots.
+	 * A full conn table must not be a full hash: at 100% load every insert runs the cuckoo
+	 * displacement search, and under table pressure (a SYN flood keeps the table full, each SYN
+	 * evicting one conn and inserting one) that made a new conn cost 3x as much at max_conns 65536
+	 * as at 60000 (docs/bench.md, table-pressure). So when the bucket slots would be less than
+	 * 9/8 of the keys, double them (+32 bytes per conn at most, for those sizes only).
+	 */
+	uint32_t entries = max_conns * 2;
+	if ((uint64_t)rte_align32pow2(entries) * 8 < (uint64_t)entries * 9)
+		entries = rte_align32pow2(entries) + 1;
 	snprintf(name, sizeof(name), "rt_conn%u_%d", w->index, getpid() % 100000);
 	struct rte_hash_parameters p = {
 		.name = name,
-		.entries = max_conns * 2,
+		.entries = entries,
 		.key_len = sizeof(struct dp_conn_key),
 		/*
 		 * CRC32 (SSE4.2 crc32 instructions where present: a 16-byte key in a few cycles,
@@ -112,6 +205,16 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	}
 	w->nb_conn_recs = 0;
 	rte_mempool_obj_iter(w->conn_pool, dp_conn_rec_add, w);
+	int ret = dp_conn_pressure_create(w, max_conns, socket, err, errlen);
+	if (ret < 0) {
+		rte_free(w->conn_recs);
+		rte_mempool_free(w->conn_pool);
+		rte_hash_free(w->conns);
+		w->conn_recs = NULL;
+		w->conn_pool = NULL;
+		w->conns = NULL;
+		return ret;
+	}
 	return 0;
 }
 
@@ -132,6 +235,8 @@ dp_conn_table_free(struct dp_worker *w)
 	rte_free(w->conn_recs);
 	w->conn_recs = NULL;
 	w->nb_conn_recs = 0;
+	rte_free(w->embryo);
+	w->embryo = NULL;
 }
 
 uint64_t
@@ -193,6 +298,34 @@ dp_lip_take(struct dp_worker *w, enum dp_proto proto, uint16_t *lport)
 	return NULL;
 }
 
+/*
+ * Evict the oldest embryonic TCP conn of w that is at least min_age_tsc old;
+ * false when there is none (in the first DP_EVICT_SCAN entries). Entries of
+ * conns that are gone or past SYN_RECV are dropped on the way.
+ */
+static bool
+dp_conn_evict_embryonic(struct dp_worker *w, uint64_t min_age_tsc, enum dp_conn_counter why)
+{
+	for (unsigned n = 0; n < DP_EVICT_SCAN && w->embryo_head != w->embryo_tail; n++) {
+		uint64_t e = w->embryo[w->embryo_head & w->embryo_mask];
+		struct dp_conn *c = (struct dp_conn *)(uintptr_t)(e >> DP_EMBRYO_PTR_SHIFT);
+
+		if (c->proto != IPPROTO_TCP || (c->flags & DP_CONN_F_LOCAL) ||
+			(uint16_t)c->created_tsc != (uint16_t)e || c->state > DP_TCP_SYN_RECV) {
+			w->embryo_head++; /* stale */
+			continue;
+		}
+		/* The FIFO is in creation order: everything behind is younger. */
+		if (w->now_tsc - c->created_tsc < min_age_tsc)
+			return false;
+		w->embryo_head++;
+		w->ctr->conn[why]++;
+		dp_conn_destroy(w, c);
+		return true;
+	}
+	return false;
+}
+
 struct dp_conn *
 dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop)
 {
@@ -207,20 +340,35 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	void *obj;
 
 	/* A service without limits pays this one branch. */
-	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, ck->saddr, w->now_tsc, drop))
+	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, w->index, ck->saddr, w->now_tsc, drop))
 		return NULL;
 	real = dp_sched_pick(svc, set, w->index, ck->saddr, ck->sport);
 	if (unlikely(real == NULL)) {
 		*drop = DP_DROP_no_real;
 		return NULL;
 	}
-	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0)) {
+	/*
+	 * Table pressure: nearly full, a new conn first makes room by evicting an
+	 * embryonic conn old enough; full, by evicting the oldest whatever its age
+	 * (below). Both thresholds are UINT32_MAX with eviction off.
+	 */
+	if (unlikely(atomic_load_explicit(&w->nb_conns, memory_order_relaxed) >= w->pressure_conns))
+		dp_conn_evict_embryonic(w, w->evict_min_age_tsc, DP_CONN_evicted_embryonic_table);
+	else if (unlikely(proto == DP_PROTO_tcp && w->tcp_lports >= w->pressure_ports))
+		dp_conn_evict_embryonic(w, w->evict_min_age_tsc, DP_CONN_evicted_embryonic_ports);
+	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0) &&
+		(!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
+			rte_mempool_get(w->conn_pool, &obj) != 0)) {
 		*drop = DP_DROP_conn_table_full;
 		return NULL;
 	}
 	c = obj;
 	memset(c, 0, sizeof(*c));
 	c->lip = dp_lip_take(w, proto, &c->lport);
+	/* Only a TCP conn gives back a TCP port: UDP and ICMP pools are apart. */
+	if (unlikely(c->lip == NULL) && proto == DP_PROTO_tcp &&
+		dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_ports))
+		c->lip = dp_lip_take(w, proto, &c->lport);
 	if (unlikely(c->lip == NULL)) {
 		dp_conn_free(w, c);
 		*drop = DP_DROP_no_lip_port;
@@ -256,8 +404,13 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	atomic_fetch_add_explicit(&real->refs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->active, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&real->conns_total, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&svc->conns_total, 1, memory_order_relaxed);
+	svc->stats[w->index].conns_total++;
 	atomic_fetch_add_explicit(&w->nb_conns, 1, memory_order_relaxed);
+	if (proto == DP_PROTO_tcp) {
+		w->tcp_lports++;
+		if (w->embryo != NULL)
+			dp_embryo_push(w, c);
+	}
 	return c;
 full : {
 	uint32_t p = c->lport;
@@ -274,7 +427,9 @@ dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_
 	void *obj;
 	struct dp_conn *c;
 
-	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0)) {
+	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0) &&
+		(!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
+			rte_mempool_get(w->conn_pool, &obj) != 0)) {
 		*drop = DP_DROP_conn_table_full;
 		return NULL;
 	}
@@ -325,11 +480,32 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 	dp_conn_server_key(c, &k);
 	rte_hash_del_key(w->conns, &k);
 	rte_ring_enqueue_elem(c->lip->free_ports[w->index][c->pidx_proto], &port, sizeof(port));
+	if (c->pidx_proto == DP_PROTO_tcp)
+		w->tcp_lports--;
 	atomic_fetch_sub_explicit(&c->real->active, 1, memory_order_relaxed);
 	if (atomic_fetch_sub_explicit(&c->real->refs, 1, memory_order_acq_rel) == 1)
 		rte_free(c->real); /* removed from its service while this conn lived */
 	atomic_fetch_sub_explicit(&w->nb_conns, 1, memory_order_relaxed);
 	dp_conn_free(w, c);
+}
+
+/*
+ * The TCP source ports of this worker over every LIP, from which it is under
+ * port pressure. LIPs come and go by the control plane; recomputed every
+ * DP_PRESSURE_REFRESH_MS, not per conn (a sum over the LIPs).
+ */
+static void
+dp_conn_pressure_refresh(struct dp_worker *w)
+{
+	const struct dp_lip_set *ls = atomic_load_explicit(&dpt.lips, memory_order_acquire);
+	uint64_t total = 0;
+
+	w->pressure_tsc = w->now_tsc;
+	for (uint32_t k = 0; k < ls->n; k++)
+		total += ls->lips[k]->capacity[w->index];
+	w->pressure_ports = total == 0 || dp.conf.pressure_ports_pct == 0
+				    ? UINT32_MAX
+				    : (uint32_t)(total * dp.conf.pressure_ports_pct / 100);
 }
 
 void
@@ -341,6 +517,9 @@ dp_conn_expire_step(struct dp_worker *w)
 	uint64_t dt = w->now_tsc - w->expire_tsc;
 	uint32_t i = w->expire_cursor;
 	unsigned budget;
+
+	if (unlikely(w->embryo != NULL) && w->now_tsc - w->pressure_tsc > hz / 1000 * DP_PRESSURE_REFRESH_MS)
+		dp_conn_pressure_refresh(w);
 
 	/*
 	 * Paced by time, not by rounds: the whole pool is examined once per DP_EXPIRE_PASS_S

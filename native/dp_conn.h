@@ -22,6 +22,7 @@
 #define RETRACE_DP_CONN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <rte_ether.h>
@@ -105,7 +106,8 @@ struct dp_conn {
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_fnat_burst prefetches. The pool object is 184 bytes (below).
+	 * dp_fnat_burst prefetches. The tail below is read only by conns with
+	 * a feature flag set.
 	 */
 
 	/*
@@ -135,13 +137,20 @@ struct dp_conn {
 	/* With DP_CONN_F_CA: the client-address mode (dp_caddr.c), enum
 	 * dp_caddr_mode and the state bits DP_CA_F_*. */
 	uint8_t ca;
-	/*
-	 * With seq_off, 20 bytes after the hot ones: sizeof is 160 and the pool
-	 * object (24-byte mempool header) 184. Both features' 4-byte words and
-	 * their 4 flag/scale bytes do not fit in 16; packing the bytes tighter
-	 * would still need 18, which alignment rounds up the same.
-	 */
 };
+/* Every packet touches the first 136 bytes, which an 8-byte aligned record
+ * always has within three cache lines (what dp_fnat_burst prefetches); the
+ * tail after them is read only by conns with a feature flag set. Table
+ * pressure keeps its state outside the record for this reason (dp_conn.c).
+ * The pool object is the record plus a 24-byte mempool header. */
+_Static_assert(offsetof(struct dp_conn, seq_off) <= 136,
+	"the hot part of struct dp_conn outgrows three cache lines");
+/* The tail: seq_off, then the SYN proxy's and the client-address modes'
+ * 4-byte words and their 4 flag and scale bytes, 20 bytes. 16 would keep
+ * the 176-byte object of either feature alone, but the two words fill them
+ * and the bytes, packed as tight as they go, still need 2 more: alignment
+ * then rounds the record to 160, a 184-byte object. */
+_Static_assert(sizeof(struct dp_conn) <= 160, "struct dp_conn outgrows its 184-byte pool object");
 
 /* The hash's data word: conn pointer with the side in bit 0. */
 static inline void *
@@ -182,9 +191,16 @@ dp_conn_half_open(const struct dp_conn *c)
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
 
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
- * source port, inserts both keys. Returns NULL and sets *drop on failure. */
+ * source port, inserts both keys. Returns NULL and sets *drop on failure.
+ * Under table pressure it first evicts (destroys) an embryonic TCP conn of
+ * this worker (dp_conn.c): callers hold no other conn pointer across it. */
 struct dp_conn *dp_conn_create(
 	struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop);
+
+/* Table pressure: embryonic FIFO entries looked at per eviction at most, and
+ * how often a worker recomputes its TCP port threshold from the LIPs. */
+#define DP_EVICT_SCAN	       32
+#define DP_PRESSURE_REFRESH_MS 10
 
 /* Worker: create a local conn (client key only, no real, no LIP). */
 struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);

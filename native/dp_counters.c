@@ -36,6 +36,18 @@ const char *const dp_drop_help[DP_DROP_MAX] = {
 #undef X
 };
 
+const char *const dp_conn_counter_names[DP_CONN_CTR_MAX] = {
+#define X(n, d) #n,
+	DP_CONN_COUNTER_LIST(X)
+#undef X
+};
+
+const char *const dp_conn_counter_help[DP_CONN_CTR_MAX] = {
+#define X(n, d) d,
+	DP_CONN_COUNTER_LIST(X)
+#undef X
+};
+
 const char *const dp_real_counter_names[DP_REAL_MAX] = {
 #define X(n) #n,
 	DP_REAL_COUNTER_LIST(X)
@@ -69,5 +81,7 @@ dp_counters_read(uint64_t *out)
 			out[i] += path[i];
 		for (size_t i = 0; i < DP_COUNTERS_DROP_LEN; i++)
 			out[DP_COUNTERS_PATH_LEN + i] += drop[i];
+		for (size_t i = 0; i < DP_COUNTERS_CONN_LEN; i++)
+			out[DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN + i] += blk->conn[i];
 	}
 }

@@ -114,6 +114,12 @@ extern "C" {
 	X(cookies_sent)    \
 	X(cookies_valid)   \
 	X(cookies_invalid)
+/* Per worker (not per port): what table pressure did (dp_conn.c). */
+#define DP_CONN_COUNTER_LIST(X)                                                                         \
+	X(evicted_embryonic_table, "embryonic TCP conns evicted because the worker's conn table was "   \
+				   "(nearly) full")                                                     \
+	X(evicted_embryonic_ports, "embryonic TCP conns evicted because the worker's TCP source ports " \
+				   "were (nearly) all in use")
 
 enum dp_proto {
 #define X(n) DP_PROTO_##n,
@@ -150,6 +156,13 @@ enum dp_svc_syn {
 	DP_SVC_SYN_MAX
 };
 
+enum dp_conn_counter {
+#define X(n, d) DP_CONN_##n,
+	DP_CONN_COUNTER_LIST(X)
+#undef X
+	DP_CONN_CTR_MAX
+};
+
 enum dp_real_counter {
 #define X(n) DP_REAL_##n,
 	DP_REAL_COUNTER_LIST(X)
@@ -158,16 +171,20 @@ enum dp_real_counter {
 };
 
 /* Flat layout returned by dp_counters_read: path counters first, indexed
- * [proto][port][counter], then drops indexed [port][reason]. */
+ * [proto][port][counter], then drops indexed [port][reason], then the conn
+ * table counters [counter]. */
 #define DP_COUNTERS_PATH_LEN ((size_t)DP_PROTO_MAX * DP_MAX_PORTS * DP_PATH_MAX)
 #define DP_COUNTERS_DROP_LEN ((size_t)DP_MAX_PORTS * DP_DROP_MAX)
-#define DP_COUNTERS_LEN	     (DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN)
+#define DP_COUNTERS_CONN_LEN ((size_t)DP_CONN_CTR_MAX)
+#define DP_COUNTERS_LEN	     (DP_COUNTERS_PATH_LEN + DP_COUNTERS_DROP_LEN + DP_COUNTERS_CONN_LEN)
 
 extern const char *const dp_proto_names[DP_PROTO_MAX];
 extern const char *const dp_path_counter_names[DP_PATH_MAX];
 extern const char *const dp_path_counter_help[DP_PATH_MAX];
 extern const char *const dp_drop_names[DP_DROP_MAX];
 extern const char *const dp_drop_help[DP_DROP_MAX];
+extern const char *const dp_conn_counter_names[DP_CONN_CTR_MAX];
+extern const char *const dp_conn_counter_help[DP_CONN_CTR_MAX];
 extern const char *const dp_real_counter_names[DP_REAL_MAX];
 extern const char *const dp_svc_drop_names[DP_SVC_DROP_MAX];
 extern const char *const dp_svc_syn_names[DP_SVC_SYN_MAX];

@@ -19,6 +19,17 @@
 
 static void dp_svc_limits_free(struct dp_svc_limits *l);
 
+/* Sum of the workers' counts. Control side; a count may be a conn stale. */
+static uint64_t
+dp_service_conns_total(const struct dp_service *svc)
+{
+	uint64_t sum = 0;
+
+	for (unsigned w = 0; w < dp.nb_workers; w++)
+		sum += svc->stats[w].conns_total;
+	return sum;
+}
+
 static int
 dp_sched_kind(int arg)
 {
@@ -145,7 +156,8 @@ dp_ctl_service_add(
 		ret = -EEXIST;
 		goto out;
 	}
-	svc = rte_zmalloc("retrace_svc", sizeof(*svc), RTE_CACHE_LINE_SIZE);
+	svc = rte_zmalloc(
+		"retrace_svc", sizeof(*svc) + sizeof(svc->stats[0]) * dp.nb_workers, RTE_CACHE_LINE_SIZE);
 	if (svc == NULL) {
 		ret = -ENOMEM;
 		goto out;
@@ -401,7 +413,7 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 				for (int k = 0; k < DP_REAL_MAX; k++)
 					out[i].ctr[k] += r->stats[w].ctr[k];
 		}
-		*conns_total = atomic_load(&svc->conns_total);
+		*conns_total = dp_service_conns_total(svc);
 		ret = (int)s->n;
 	}
 	pthread_mutex_unlock(&ctl_lock);
@@ -420,7 +432,7 @@ dp_ctl_services_conns_total(uint64_t *total)
 		return -EBUSY;
 	pthread_mutex_lock(&ctl_lock);
 	while (rte_hash_iterate(dpt.services, &key, &data, &it) >= 0)
-		sum += atomic_load(&((struct dp_service *)data)->conns_total);
+		sum += dp_service_conns_total(data);
 	pthread_mutex_unlock(&ctl_lock);
 	*total = sum;
 	return 0;
@@ -538,8 +550,11 @@ dp_ctl_service_drops(
 	if (svc == NULL) {
 		ret = -ENOENT;
 	} else {
-		for (int i = 0; i < DP_SVC_DROP_MAX; i++)
-			out[i] = atomic_load(&svc->drops[i]);
+		for (int i = 0; i < DP_SVC_DROP_MAX; i++) {
+			out[i] = 0;
+			for (unsigned w = 0; w < dp.nb_workers; w++)
+				out[i] += svc->stats[w].drops[i];
+		}
 		*active = dp_service_active(atomic_load(&svc->set));
 	}
 	pthread_mutex_unlock(&ctl_lock);
@@ -602,8 +617,11 @@ dp_ctl_service_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int *mod
 	} else {
 		*mode = atomic_load(&svc->syn_proxy);
 		*threshold = atomic_load(&svc->syn_proxy_threshold);
-		for (int i = 0; i < DP_SVC_SYN_MAX; i++)
-			out[i] = atomic_load(&svc->syn[i]);
+		for (int i = 0; i < DP_SVC_SYN_MAX; i++) {
+			out[i] = 0;
+			for (unsigned w = 0; w < dp.nb_workers; w++)
+				out[i] += svc->stats[w].syn[i];
+		}
 	}
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;

@@ -24,6 +24,7 @@ struct dp_counter_block {
 	/* Kernel interface traffic (dp_kni.c); its drops are in drop[][kernel_dropped]. */
 	uint64_t to_kernel[DP_MAX_PORTS];
 	uint64_t from_kernel[DP_MAX_PORTS];
+	uint64_t conn[DP_CONN_CTR_MAX];
 } __rte_cache_aligned;
 
 /* A logical port as the packet path sees it. Written by the control thread
@@ -122,6 +123,21 @@ struct dp_worker {
 	uint32_t conn_adds;	/* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;
 
+	/*
+	 * Table pressure (dp_conn.c): every TCP conn created enters this FIFO,
+	 * a ring of tagged record pointers, oldest at head. Entries are not
+	 * removed when their conn goes or becomes established; the eviction
+	 * that pops them checks. Written and read by the owning worker only.
+	 */
+	uint64_t *embryo;
+	uint32_t embryo_mask;
+	uint32_t embryo_head, embryo_tail; /* free-running */
+	uint32_t tcp_lports;		   /* TCP source ports this worker's conns hold */
+	uint32_t pressure_conns;	   /* conns from which the table is under pressure */
+	uint32_t pressure_ports;	   /* TCP ports in use from which ports are; recomputed */
+	uint64_t pressure_tsc;		   /* last recomputation of pressure_ports */
+	uint64_t evict_min_age_tsc;
+
 	/* Routed sends: the last answers of route + neighbour lookup (dp_xmit.c). */
 	struct dp_nh_cache nh_cache[DP_NH_CACHE_SLOTS];
 
@@ -142,6 +158,7 @@ struct dp_worker {
 	uint64_t kni_tb_tsc[DP_MAX_PORTS];
 	uint64_t kni_down_tokens[DP_MAX_PORTS];
 	uint64_t kni_down_tsc[DP_MAX_PORTS];
+	uint64_t kni_poll_tsc; /* worker 0: next read of idle kernel interfaces */
 
 	/* Conn events toward the control plane (dp_events.c). */
 	struct rte_ring *events;

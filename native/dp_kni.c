@@ -17,7 +17,8 @@
  *
  * Down (from the kernel): worker 0 reads each interface at most `burst`
  * frames per round and no faster than the port's rate (the rest waits in the
- * tap's own queue, which the kernel bounds) and sends them out of the port
+ * tap's own queue, which the kernel bounds), every DP_KNI_POLL_US while idle
+ * (a read is a system call), and sends them out of the port
  * as they are: the kernel chose the port by its routing and resolved the next
  * hop itself. Only IPv4 and ARP leave (the rest counts as kernel_dropped); an
  * ARP reply for an address the dataplane answers is not sent (the dataplane
@@ -58,6 +59,7 @@
 #define DP_KNI_DESC	  512
 #define DP_KNI_FLOW_SLOTS 4096 /* power of two */
 #define DP_KNI_FLOW_TTL_S 600
+#define DP_KNI_POLL_US	  200 /* idle interfaces are read this often */
 
 /* A flow that went up: the reverse of the kernel's replies. */
 struct dp_kni_flow {
@@ -163,8 +165,11 @@ dp_kni_take(uint64_t *tokens, uint64_t *last, uint64_t now, uint32_t rate, uint3
 		return true;
 	uint64_t hz = rte_get_tsc_hz();
 	uint64_t cap = (uint64_t)RTE_MAX(1u, burst) * hz;
+	uint64_t elapsed = now - *last;
 
-	*tokens = RTE_MIN(cap, *tokens + (now - *last) * rate);
+	/* A long idle (or the first call) fills the bucket; the product could
+	 * overflow at high rates. */
+	*tokens = elapsed >= cap / rate ? cap : RTE_MIN(cap, *tokens + elapsed * rate);
 	*last = now;
 	if (*tokens < n * hz)
 		return false;
@@ -261,6 +266,12 @@ dp_kni_poll(struct dp_worker *w)
 
 	if (w->index != 0)
 		return;
+	/* Reading a net_tap is a system call even when the kernel sent nothing:
+	 * while the interfaces are idle, read them once per DP_KNI_POLL_US, not
+	 * every round; while a read fills a burst, every round. */
+	const bool down = w->now_tsc >= w->kni_poll_tsc;
+	bool full = false;
+
 	for (uint16_t pidx = 0; pidx < dp.nb_ports; pidx++) {
 		struct dp_port *p = &dp.ports[pidx];
 
@@ -276,6 +287,8 @@ dp_kni_poll(struct dp_worker *w)
 			for (uint16_t i = sent; i < n; i++)
 				dp_drop(w, pidx, DP_DROP_kernel_dropped, pkts[i]);
 		}
+		if (!down)
+			continue;
 		/* Down: as many as the bucket allows this round. */
 		uint16_t want = burst;
 		if (p->conf.kni_rate != 0) {
@@ -289,10 +302,14 @@ dp_kni_poll(struct dp_worker *w)
 		uint16_t got = rte_eth_rx_burst(p->kni_port_id, 0, pkts, want);
 		if (got == 0)
 			continue;
+		full |= got == want;
 		if (p->conf.kni_rate != 0)
 			w->kni_down_tokens[pidx] -= (uint64_t)got * rte_get_tsc_hz();
 		dp_kni_from_kernel(w, pidx, pkts, got);
 	}
+	if (down)
+		w->kni_poll_tsc =
+			full ? w->now_tsc : w->now_tsc + rte_get_tsc_hz() / 1000000 * DP_KNI_POLL_US;
 }
 
 int

@@ -271,7 +271,7 @@ dp_rate_take(const struct dp_svc_limits *l, uint32_t caddr, uint64_t now_tsc)
 
 bool
 dp_svc_admit(struct dp_service *svc, const struct dp_svc_limits *l, const struct dp_real_set *set,
-	uint32_t caddr, uint64_t now_tsc, enum dp_drop *drop)
+	unsigned worker, uint32_t caddr, uint64_t now_tsc, enum dp_drop *drop)
 {
 	enum dp_svc_drop why;
 
@@ -290,6 +290,6 @@ dp_svc_admit(struct dp_service *svc, const struct dp_svc_limits *l, const struct
 	} else {
 		return true;
 	}
-	atomic_fetch_add_explicit(&svc->drops[why], 1, memory_order_relaxed);
+	svc->stats[worker].drops[why]++;
 	return false;
 }

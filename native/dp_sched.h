@@ -39,14 +39,14 @@ uint64_t dp_service_active(const struct dp_real_set *set);
 
 /* Worker side, first packet of a conn of a service with limits: true when
  * the client may open a conn, else false with the per-port drop reason in
- * *drop (the per-service counter is already counted). Deny wins over allow;
+ * *drop (the per-service counter of this worker is already counted). Deny wins over allow;
  * an empty allow list admits every client; then conn_rate takes a token from
  * the client's bucket (only for a conn the other limits admit). max_conns is
  * checked before the bucket, against the
  * live count without a lock, so workers racing for the last slot may
  * overshoot it by at most one conn each. */
 bool dp_svc_admit(struct dp_service *svc, const struct dp_svc_limits *l, const struct dp_real_set *set,
-	uint32_t caddr, uint64_t now_tsc, enum dp_drop *drop);
+	unsigned worker, uint32_t caddr, uint64_t now_tsc, enum dp_drop *drop);
 
 /* Smallest prime >= n (n small enough for trial division). */
 uint32_t dp_next_prime(uint32_t n);

@@ -279,7 +279,8 @@ sp_frame(struct rte_mbuf *m, uint32_t src, uint32_t dst, const uint8_t *tcp, uns
 static inline void
 sp_count(struct dp_worker *w, uint16_t pidx, struct dp_service *svc, enum dp_svc_syn what)
 {
-	atomic_fetch_add_explicit(&svc->syn[what], 1, memory_order_relaxed);
+	/* A flood's every SYN lands here: a plain add on this worker's line. */
+	svc->stats[w->index].syn[what]++;
 	if (what == DP_SVC_SYN_cookies_sent)
 		w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_syn_cookies_sent]++;
 	else if (what == DP_SVC_SYN_cookies_valid)
@@ -391,7 +392,7 @@ sp_ack(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
 	struct sp_opts o;
 
 	if (idx < 0) {
-		atomic_fetch_add_explicit(&svc->syn[DP_SVC_SYN_cookies_invalid], 1, memory_order_relaxed);
+		svc->stats[w->index].syn[DP_SVC_SYN_cookies_invalid]++;
 		dp_drop(w, pidx, DP_DROP_syn_cookie_invalid, m);
 		return;
 	}

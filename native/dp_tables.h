@@ -171,23 +171,30 @@ enum dp_syn_proxy_mode {
 	DP_SYN_PROXY_AUTO, /* on while the worker holds >= syn_proxy_threshold half-open conns */
 };
 
+/* Per-worker counters of one service: one cache line per worker, plain adds
+ * by that worker only, summed on read (as struct dp_real_stats). Shared
+ * atomics here cost every worker a locked add on one line per new conn. */
+struct dp_svc_stats {
+	uint64_t conns_total;
+	uint64_t drops[DP_SVC_DROP_MAX]; /* refused conns, by reason */
+	uint64_t syn[DP_SVC_SYN_MAX];	 /* the SYN proxy's cookies (enum dp_svc_syn) */
+} __rte_cache_aligned;
+
 struct dp_service {
 	struct dp_service_key key;
 	/* NULL when the service has no limits: the first packet of a conn
 	 * then pays one branch. */
 	struct dp_svc_limits *_Atomic limits;
-	atomic_uint_fast64_t drops[DP_SVC_DROP_MAX]; /* refused conns, by reason */
 	enum dp_sched_kind sched;
 	uint32_t seed;
 	struct dp_real_set *_Atomic set;
 	uint32_t rr_cursor[DP_MAX_WORKERS]; /* per worker, written only by it */
-	atomic_uint_fast64_t conns_total;
 	/* SYN proxy: set in place (one byte, one word), read on conn opening. */
 	_Atomic uint8_t syn_proxy; /* enum dp_syn_proxy_mode */
 	/* enum dp_caddr_mode, copied into each new conn (dp_conn_create). */
 	_Atomic uint8_t ca_mode;
 	_Atomic uint32_t syn_proxy_threshold;
-	atomic_uint_fast64_t syn[DP_SVC_SYN_MAX]; /* enum dp_svc_syn */
+	struct dp_svc_stats stats[]; /* nb_workers entries */
 };
 
 /* A real a scheduler may pick for a new conn: weight > 0 and not DOWN. */

@@ -79,8 +79,14 @@ bool ParseConf(Napi::Value val, dp_conf *conf) {
       !ToU32(o.Get("maxConns"), "conf.maxConns", 1024, 1u << 26, &conf->max_conns) ||
       !ToU32(o.Get("icmpRate"), "conf.icmpRate", 0, 100000000, &conf->icmp_rate) ||
       !ToU32(o.Get("icmpBurst"), "conf.icmpBurst", 1, 100000000, &conf->icmp_burst) ||
-      !ToU32(o.Get("eventRing"), "conf.eventRing", 64, 1u << 24, &conf->event_ring))
+      !ToU32(o.Get("eventRing"), "conf.eventRing", 64, 1u << 24, &conf->event_ring) ||
+      !ToUint(o.Get("pressureConnsPercent"), "conf.pressureConnsPercent", 0, 100, &conf->pressure_conns_pct) ||
+      !ToUint(o.Get("pressurePortsPercent"), "conf.pressurePortsPercent", 0, 100, &conf->pressure_ports_pct) ||
+      !ToU32(o.Get("evictMinAgeMs"), "conf.evictMinAgeMs", 0, 3600000, &conf->evict_min_age_ms))
     return false;
+  Napi::Value evict = o.Get("evictEmbryonic");
+  if (!evict.IsBoolean()) return RangeFail(val.Env(), "conf.evictEmbryonic must be a boolean");
+  conf->evict_embryonic = evict.As<Napi::Boolean>().Value();
   conf->manual = false;
   Napi::Array ports;
   if (!ToArray(o.Get("ports"), "conf.ports", &ports)) return false;
@@ -219,6 +225,8 @@ Napi::Value CounterLayout(const Napi::CallbackInfo &info) {
   o.Set("pathCounterHelp", Strings(env, dp_path_counter_help, DP_PATH_MAX));
   o.Set("drops", Strings(env, dp_drop_names, DP_DROP_MAX));
   o.Set("dropHelp", Strings(env, dp_drop_help, DP_DROP_MAX));
+  o.Set("connCounters", Strings(env, dp_conn_counter_names, DP_CONN_CTR_MAX));
+  o.Set("connCounterHelp", Strings(env, dp_conn_counter_help, DP_CONN_CTR_MAX));
   return o;
 }
 

@@ -13,6 +13,7 @@
 #include "binding.h"
 #include "binding_promise.h"
 #include "dp.h"
+#include "dp_event_wire.h"
 #include "dp_events.h"
 
 namespace retrace_js {
@@ -69,6 +70,100 @@ Napi::Value EventsDrain(const Napi::CallbackInfo &info) {
   o.Set("buffer", buf);
   o.Set("count", n);
   o.Set("dropped", Napi::BigInt::New(env, dropped));
+  return o;
+}
+
+// eventEncoder({eventType, state, protocol: number[256], sideClient, sideServer, codeClosed,
+// codePath, codeIcmp, flagLocal, names: string[]}): an opaque encoder for encodeEvents. The
+// tables come from the control plane's own enum mappings, so the C encoder restates none.
+bool ToTable(Napi::Object o, const char *key, uint32_t out[256]) {
+  Napi::Array a;
+  std::string name = std::string("encoder.") + key;
+  if (!ToArray(o.Get(key), name, &a)) return false;
+  if (a.Length() != 256) return RangeFail(o.Env(), name + " must have 256 entries");
+  for (uint32_t i = 0; i < 256; i++)
+    if (!ToU32(a.Get(i), name + "[" + std::to_string(i) + "]", 0, UINT32_MAX, &out[i])) return false;
+  return true;
+}
+
+Napi::Value EventEncoder(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o;
+  Napi::Array names;
+  auto *x = new dp_ev_wire_ctx();
+  memset(x, 0, sizeof(*x));
+  bool ok = CheckArgs(info, 1) && ToObject(info[0], "encoder", &o) && ToTable(o, "eventType", x->event_type) &&
+            ToTable(o, "state", x->state) && ToTable(o, "protocol", x->protocol) &&
+            ToU32(o.Get("sideClient"), "encoder.sideClient", 0, UINT32_MAX, &x->side_client) &&
+            ToU32(o.Get("sideServer"), "encoder.sideServer", 0, UINT32_MAX, &x->side_server) &&
+            ToUint(o.Get("codeClosed"), "encoder.codeClosed", 0, 255, &x->code_closed) &&
+            ToUint(o.Get("codePath"), "encoder.codePath", 0, 255, &x->code_path) &&
+            ToUint(o.Get("codeIcmp"), "encoder.codeIcmp", 0, 255, &x->code_icmp) &&
+            ToUint(o.Get("flagLocal"), "encoder.flagLocal", 0, 255, &x->flag_local) &&
+            ToArray(o.Get("names"), "encoder.names", &names);
+  if (ok && names.Length() > DP_EV_WIRE_PORTS) ok = RangeFail(env, "encoder.names holds at most 255 names");
+  for (uint32_t i = 0; ok && i < names.Length(); i++) {
+    std::string s;
+    std::string where = "encoder.names[" + std::to_string(i) + "]";
+    ok = ToString(names.Get(i), where, &s);
+    if (ok && s.size() > DP_EV_WIRE_NAME_MAX) ok = RangeFail(env, where + " is longer than 255 bytes");
+    if (!ok) break;
+    memcpy(x->name[i], s.data(), s.size());
+    x->name_len[i] = static_cast<uint8_t>(s.size());
+    if (x->name_len[i] > x->longest) x->longest = x->name_len[i];
+  }
+  if (!ok) {
+    delete x;
+    return env.Undefined();
+  }
+  return Napi::External<dp_ev_wire_ctx>::New(env, x, [](Napi::Env, dp_ev_wire_ctx *p) { delete p; });
+}
+
+// encodeEvents(encoder, records: Buffer, count, firstSeq: bigint): {buf, starts, ends}
+// (dp_event_wire.h): the drained records as WatchConnEventsResponse messages, laid out as
+// WatchConnEventBatchesResponse elements. buf is exactly the bytes written; starts and ends share
+// one ArrayBuffer.
+Napi::Value EncodeEvents(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t count;
+  if (!CheckArgs(info, 4)) return env.Undefined();
+  if (!info[0].IsExternal()) {
+    TypeFail(env, "encoder must come from eventEncoder()");
+    return env.Undefined();
+  }
+  const dp_ev_wire_ctx *x = info[0].As<Napi::External<dp_ev_wire_ctx>>().Data();
+  if (!info[1].IsBuffer()) {
+    TypeFail(env, "records must be a Buffer");
+    return env.Undefined();
+  }
+  Napi::Buffer<uint8_t> recs = info[1].As<Napi::Buffer<uint8_t>>();
+  if (!ToU32(info[2], "count", 0, 1u << 20, &count)) return env.Undefined();
+  if (recs.Length() < static_cast<size_t>(count) * sizeof(struct dp_conn_info)) {
+    RangeFail(env, "records holds fewer than count records");
+    return env.Undefined();
+  }
+  if (!info[3].IsBigInt()) {
+    TypeFail(env, "firstSeq must be a bigint");
+    return env.Undefined();
+  }
+  bool lossless;
+  uint64_t first = info[3].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    RangeFail(env, "firstSeq must be in 0..2^64-1");
+    return env.Undefined();
+  }
+  // One scratch buffer per thread, grown to the largest batch seen; the result is an exact copy,
+  // so a batch kept in the history holds no slack.
+  thread_local std::vector<uint8_t> scratch;
+  size_t bound = dp_ev_wire_bound(x, count);
+  if (scratch.size() < bound) scratch.resize(bound);
+  Napi::ArrayBuffer offs = Napi::ArrayBuffer::New(env, 8 * static_cast<size_t>(count));
+  auto *starts = static_cast<uint32_t *>(offs.Data());
+  size_t n = dp_ev_wire_encode(x, recs.Data(), count, first, scratch.data(), starts, starts + count);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("buf", Napi::Buffer<uint8_t>::Copy(env, scratch.data(), n));
+  o.Set("starts", Napi::Uint32Array::New(env, count, offs, 0));
+  o.Set("ends", Napi::Uint32Array::New(env, count, offs, 4 * static_cast<size_t>(count)));
   return o;
 }
 
@@ -164,6 +259,8 @@ void ExportConns(Napi::Env env, Napi::Object exports) {
   exports.Set("connInfoLayout", Napi::Function::New(env, ConnInfoLayout));
   exports.Set("eventsEnable", Napi::Function::New(env, EventsEnable));
   exports.Set("eventsDrain", Napi::Function::New(env, EventsDrain));
+  exports.Set("eventEncoder", Napi::Function::New(env, EventEncoder));
+  exports.Set("encodeEvents", Napi::Function::New(env, EncodeEvents));
   exports.Set("connsDump", Napi::Function::New(env, ConnsDump));
   exports.Set("connsDelete", Napi::Function::New(env, ConnsDelete));
   exports.Set("connGet", Napi::Function::New(env, ConnGet));

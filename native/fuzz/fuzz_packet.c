@@ -5,14 +5,17 @@
  * thread) on three net_null ports configured like the lab: port addresses,
  * a default route, two LIPs, TCP/UDP/ICMP services with static neighbours
  * for every next hop (so nothing waits on ARP), and one service per
- * client-address mode (PROXY v2/v1, TOA, UDP PROXY v2). An input is a sequence of
- * frames, each [port:1][len:2 big-endian][frame:len], processed in order, so
- * the fuzzer can open a conn and then talk on it. Packets leave through
+ * client-address mode (PROXY v2/v1, TOA, UDP PROXY v2). uplink-a has a kernel
+ * interface (another net_null). An input is a sequence of frames, each
+ * [port:1][len:2 big-endian][frame:len], processed in order, so the fuzzer
+ * can open a conn and then talk on it; port byte % 4 == 3 is a frame the
+ * kernel sends through uplink-a's kernel interface. Packets leave through
  * net_null, which frees them; the mbuf pool is checked for leaks.
  *
  * SYN proxy: 198.19.0.1:443 has syn_proxy on, 198.19.0.1:444 auto (at one
- * half-open conn). A fuzzer cannot guess a SipHash cookie, so when bit 7 of
- * a record's port byte is set and the frame is TCP, the harness writes the
+ * half-open conn) with PROXY v2. A fuzzer cannot guess a SipHash cookie, so
+ * when bit 7 of a record's port byte is set (the port is then the low 7
+ * bits % 4) and the frame is TCP, the harness writes the
  * current cookie for its tuple and seq - 1 (MSS index from bits 4-5) into
  * its ack field, as the client of a SYN-ACK would: that reaches conn
  * creation, the SYN to the real and the splice. The invariant checked after
@@ -26,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
@@ -65,7 +69,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(prefix, sizeof(prefix), "fuzz%d", getpid());
 	char *eal[] = { "fuzz", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", prefix,
 		"-l", "0", "--no-telemetry", "--log-level", "error", "--vdev", "net_null0", "--vdev",
-		"net_null1", "--vdev", "net_null2", NULL };
+		"net_null1", "--vdev", "net_null2", "--vdev", "net_null3,no-rx=1", NULL };
 	CHECK(dp_eal_init(RTE_DIM(eal) - 1, eal, err, sizeof(err)));
 
 	struct dp_conf conf = {
@@ -76,6 +80,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		.icmp_rate = 0,
 		.icmp_burst = 1,
 		.event_ring = 1024,
+		/* Table pressure from 40 conns on, at any age: eviction runs under the fuzzer. */
+		.evict_embryonic = true,
+		.pressure_conns_pct = 1,
+		.pressure_ports_pct = 1,
+		.evict_min_age_ms = 0,
 		.manual = true,
 		.nb_ports = 3,
 	};
@@ -90,6 +99,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		uint8_t mac[6] = { 0x02, 0, 0, 0, 0, (uint8_t)(i + 1) };
 		memcpy(pc->mac, mac, 6);
 	}
+	/* uplink-a's kernel interface: what goes up is freed by net_null. */
+	snprintf(conf.ports[0].kni_devname, sizeof(conf.ports[0].kni_devname), "net_null3");
+	conf.ports[0].kni_queue = 64;
+	conf.ports[0].kni_rate = 0;
+	conf.ports[0].kni_burst = 1;
 	CHECK(dp_start(&conf, err, sizeof(err)));
 	w = dp_manual_worker();
 
@@ -201,7 +215,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	while (off + 3 <= size) {
 		uint8_t ctl = data[off];
-		uint16_t pidx = (ctl & 0x7f) % 3;
+		uint16_t pidx = (ctl & 0x7f) % 4;
 		size_t len = ((size_t)data[off + 1] << 8) | data[off + 2];
 		off += 3;
 		if (len > size - off)
@@ -225,7 +239,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(s.ack_at, &be, 4);
 		}
 		uint64_t before = sp_conns();
-		dp_worker_round(w, pidx, &m, 1);
+		if (pidx == 3) {
+			/* From the kernel: what worker 0's poll does with a frame
+			 * read from the interface; the round flushes it out. */
+			w->now_tsc = rte_rdtsc();
+			dp_kni_from_kernel(w, 0, &m, 1);
+			dp_worker_round(w, 0, NULL, 0);
+		} else {
+			dp_worker_round(w, pidx, &m, 1);
+		}
 		if (sp_conns() != before) {
 			/* Checked at the round's clock (w->now_tsc), like the dataplane did. */
 			bool cookie = is_tcp && s.daddr == ip("198.19.0.1") && s.dport == htons(SP_PORT) &&

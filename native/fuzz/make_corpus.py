@@ -95,6 +95,11 @@ def main(out):
         'synproxy_auto': rec(1, eth(1, tcp(CLIENT, VIP, 40012, 444, 0x02, opts=SYN_OPTS))) +
                          rec(1, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x02, opts=SYN_OPTS))) +
                          rec(0x91, eth(1, tcp(CLIENT, VIP, 40013, 444, 0x10, seq=1001, opts=ACK_OPTS))),
+        # uplink-a's kernel interface (port byte 3 = a frame the kernel sends through it): a BGP
+        # session up and its answer down, an ARP request for the port address (mirrored up).
+        'kernel_bgp': rec(0, eth(0, tcp('198.18.10.2', '198.18.10.1', 40179, 179, 0x02))) +
+                      rec(3, PEER + PORT_MAC[0] + b'\x08\x00' + tcp('198.18.10.1', '198.18.10.2', 179, 40179, 0x12)),
+        'kernel_arp': rec(0, arp_req(0, '198.18.10.1')),
     }
     # A conn per client-address mode (TCP 81 PROXY v2, 82 PROXY v1, 83 TOA; UDP 81 PROXY v2):
     # handshake, first payload, its retransmission, the real's ack, options with SACK and TOA.

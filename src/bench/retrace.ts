@@ -8,6 +8,7 @@
  * the gateway (so nothing waits on ARP), LIPs on `servers`, services on the VIP with 3 reals.
  * Rates come from the driver counters (ListPorts), drops from GetCounters.
  */
+import { execFileSync } from 'node:child_process';
 import { ApplianceProcess } from '../lab/appliance';
 import type { DropCounters, GetCountersResponse } from '../gen/retrace/v1/path';
 import type { PortStats } from '../gen/retrace/v1/port';
@@ -57,6 +58,13 @@ export interface RetraceOptions {
   eventHistory?: number;
   /** Extra YAML appended to the config. */
   extraYaml?: string;
+  /**
+   * dataplane.table_pressure. Default: eviction on, but only when the table or the ports are full
+   * (percentages 0): the benchmark's TCP flows never finish their handshake (the servers port is
+   * a sink), so at the 90% defaults the cases that fill most of a table or of the LIPs' ports
+   * (new-conns, conn-scale) would evict their own conns older than min_age_ms.
+   */
+  tablePressure?: { evictEmbryonic?: boolean; connsPercent?: number; portsPercent?: number; minAgeMs?: number };
   /**
    * The worker polls without ever backing off (default true: forwarding figures). The
    * control-plane load case has no traffic and turns it off, so the idle worker does not hold a
@@ -127,6 +135,10 @@ export class RetraceRun {
 
   configYaml(): string {
     const o = this.opts;
+    // --kernel (RETRACE_BENCH_KERNEL=1): every port gets a kernel interface that stays idle, to
+    // measure what the option costs the packet path when on. They live in a namespace of this
+    // run's own (kernelNetns), so the bench's addresses never reach the host's routing table.
+    const kernel = (p: string) => (this.kernelNetns !== undefined ? `, kernel: {name: "rtb${process.pid % 10000000}${p}", netns: "${this.kernelNetns}"}` : '');
     return [
       'log: {level: warn}',
       `grpc: {event_history: ${o.eventHistory ?? 65536}, subscriber_buffer: ${o.subscriberBuffer ?? 4096}}`,
@@ -137,23 +149,32 @@ export class RetraceRun {
       `  max_conns: ${o.maxConns}`,
       '  icmp_rate: 0',
       `  event_ring: ${o.eventRing ?? 65536}`,
+      `  table_pressure: {evict_embryonic: ${o.tablePressure?.evictEmbryonic ?? true}, conns_percent: ${o.tablePressure?.connsPercent ?? 0}, ` +
+        `ports_percent: ${o.tablePressure?.portsPercent ?? 0}, min_age_ms: ${o.tablePressure?.minAgeMs ?? 1000}}`,
       o.busyPoll === false ? '' : '  idle: {pause_after: 0, sleep_after: 0}',
       'ports:',
       // packets 0: no traffic (infinite_rx needs at least one packet to replay).
-      `  - {name: client, device: "net_pcap0,rx_pcap=${o.pcap}${o.packets > 0 ? ',infinite_rx=1' : ''}", mac: "${NET.clientMac}"}`,
+      `  - {name: client, device: "net_pcap0,rx_pcap=${o.pcap}${o.packets > 0 ? ',infinite_rx=1' : ''}", mac: "${NET.clientMac}"${kernel('c')}}`,
       // The sink. net_null0,no-rx=1 would be the obvious one, but ports[].device rejects the "-"
       // in "no-rx" (src/config/fields.ts VDEV_RE), and net_null without it floods the worker with frames
       // (a second --vdev in eal.extra_args does not replace the first). net_pcap reading a pcap
       // with no packet, given no tx argument, drops what it transmits and counts it: the same
       // thing. testpmd gets the same sink (testpmd.ts).
-      `  - {name: servers, device: "net_pcap1,rx_pcap=${o.emptyPcap}", mac: "${NET.serversMac}"}`,
+      `  - {name: servers, device: "net_pcap1,rx_pcap=${o.emptyPcap}", mac: "${NET.serversMac}"${kernel('s')}}`,
       // Flows here only ever send from the client side (SYN_SENT for TCP): keep them alive.
       'timeouts: {tcp_syn: 3600, tcp_established: 3600, udp: 3600, icmp: 3600}',
       o.extraYaml ?? '',
     ].join('\n');
   }
 
+  /** The namespace of the kernel interfaces under --kernel; made by start(), removed by stop(). */
+  private kernelNetns: string | undefined;
+
   async start(): Promise<void> {
+    if (process.env.RETRACE_BENCH_KERNEL === '1') {
+      this.kernelNetns = `retrace-bench-${process.pid}`;
+      execFileSync('ip', ['netns', 'add', this.kernelNetns]);
+    }
     this.app.start(this.configYaml());
     if (this.app.child) track(this.app.child);
     // Loading the pcap into mbufs and populating pools scale with their size.
@@ -263,6 +284,10 @@ export class RetraceRun {
       if (this.app.running) await this.app.stop(20000);
     } finally {
       await this.app.kill();
+      if (this.kernelNetns !== undefined) {
+        execFileSync('ip', ['netns', 'del', this.kernelNetns], { stdio: 'ignore' });
+        this.kernelNetns = undefined;
+      }
     }
   }
 }

@@ -4,7 +4,7 @@
  *
  *   --quick            tiny pcaps, 1 run, short windows (a smoke test, not a measurement)
  *   --case a[,b]       only these cases (fnat fnat-proxy icmp-local icmp-fnat new-conns conn-scale memory
- *                      conn-events api control-load synproxy)
+ *                      conn-events api control-load limits table-pressure synproxy)
  *   --runs N           runs per figure (default 3; quick 1)
  *   --warmup S         warm-up seconds per run (default 3; quick 1)
  *   --seconds S        one-second samples per run (default 5; quick 2)
@@ -20,6 +20,8 @@
  *                      away and repeated after waiting for quiet, up to N attempts (3; quick 1)
  *   --min-share X      (0.95)
  *   --max-foreign X    (0.25)
+ *   --kernel           every retrace port gets a kernel interface (ports[].kernel) that stays idle:
+ *                      the option's cost on the packet path (sets RETRACE_BENCH_KERNEL=1)
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -56,7 +58,7 @@ function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
   console.error('usage: node dist/bench/run.js [--quick] [--case NAME[,NAME]] [--runs N] [--warmup S] [--seconds S] [--profile]');
   console.error('       [--out DIR] [--date YYYY-MM-DD] [--merge] [--max-load X] [--wait-minutes M] [--no-wait]');
-  console.error('       [--attempts N] [--min-share X] [--max-foreign X]');
+  console.error('       [--attempts N] [--min-share X] [--max-foreign X] [--kernel]');
   console.error(`cases: ${Object.keys(CASES).join(' ')}`);
   process.exit(2);
 }
@@ -128,6 +130,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--max-foreign':
         a.maxForeign = num(v(), k);
+        break;
+      case '--kernel':
+        process.env.RETRACE_BENCH_KERNEL = '1';
         break;
       case '-h':
       case '--help':

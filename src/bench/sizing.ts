@@ -13,12 +13,14 @@
  *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 25 conn records per
  *   page, 163.84 bytes each. With hugepages they pack at 2368 and 160 bytes;
  * - the conn hash (rte_hash, 16-byte keys, entries = 2 × max_conns because each conn is hashed
- *   under its client and its server tuple) has a 32-byte key slot per entry (+1), 64-byte buckets
+ *   under its client and its server tuple, raised to the next power of two + 1 when that leaves
+ *   the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
  *   of 8 entries over the next power of two of the entries, as many again for the extendable
  *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
  *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
  *   pointers over the next power of two, and the worker an 8-byte index of every record (the
- *   expiry walk);
+ *   expiry walk) and, with dataplane.table_pressure.evict_embryonic (the default), an 8-byte
+ *   entry per conn over the next power of two (the embryonic FIFO);
  * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB).
  */
 
@@ -56,6 +58,7 @@ export interface ConnTableBytes {
   hashFreeRing: number;
   hashExtBuckets: number;
   recordIndex: number;
+  embryoQueue: number;
   total: number;
   /** total / maxConns */
   perConn: number;
@@ -63,7 +66,8 @@ export interface ConnTableBytes {
 
 /** What one worker's conn table of max_conns conns allocates without hugepages (see the file comment). */
 export function connTableBytes(maxConns: number): ConnTableBytes {
-  const entries = 2 * maxConns;
+  // dp_conn_table_create: bucket slots at least 9/8 of the keys (doubled when they would not be).
+  const entries = pow2ceil(2 * maxConns) * 8 < 2 * maxConns * 9 ? pow2ceil(2 * maxConns) + 1 : 2 * maxConns;
   const pool = maxConns * perPageObjBytes(CONN_OBJ_BYTES);
   const poolRing = 8 * pow2ceil(maxConns + 1);
   const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
@@ -72,8 +76,9 @@ export function connTableBytes(maxConns: number): ConnTableBytes {
   const nbBuckets = pow2ceil(entries) / HASH_BUCKET_ENTRIES;
   const hashExtBuckets = nbBuckets * HASH_BUCKET_BYTES + 4 * pow2ceil(nbBuckets + 1);
   const recordIndex = 8 * maxConns;
-  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex;
-  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, total, perConn: total / maxConns };
+  const embryoQueue = 8 * pow2ceil(maxConns);
+  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex + embryoQueue;
+  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, embryoQueue, total, perConn: total / maxConns };
 }
 
 /** LIPs needed for `conns` conns of one protocol on one worker (64512 source ports each). */

@@ -1,6 +1,7 @@
 /**
  * The client subcommands of `retrace` (ipvsadm-like), each one or a few gRPC calls to --server:
- *   services                     virtual services with reals, weights, health, active and total conns
+ *   services                     virtual services with reals, weights, health, active and total conns,
+ *                                then their limits and the conns the limits refused
  *   reals set SERVICE REAL...    replace a service's reals (SERVICE tcp/198.18.0.10:80, REAL 10.1.0.11:8080@2)
  *   conns                        conns (ConnService.ListConns), with filters
  *   conns get PROTO CLIENT VIP   one conn by its client-side tuple (ConnService.GetConn)
@@ -117,7 +118,7 @@ function ipv4Arg(v: string): string {
 
 export function addClientCommands(program: Command): void {
   serverOptions(program.command('services'))
-    .description('list virtual services with their reals, weights, health (when checked), active and total conns')
+    .description('list virtual services with their reals, weights, health (when checked), active and total conns, then their limits and refusals')
     .option('--json', 'print the ListVirtualServices response as JSON')
     .action(
       action(async (opts: ServerOptions & { json?: boolean }) => {

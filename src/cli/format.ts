@@ -86,7 +86,10 @@ const isoSeconds = (d: Date | undefined) => (d === undefined ? '' : d.toISOStrin
 /**
  * ipvsadm -Ln style: one line per service, one indented `->` line per real. With a health check
  * on any service, three more columns: the check (service lines), and per real its verdict, when it
- * last changed and the last failed probe's reason. WEIGHT stays the operator's weight.
+ * last changed and the last failed probe's reason. WEIGHT stays the operator's weight. Then the admission
+ * limits of the services that have any, or that refused conns under earlier limits: max_conns
+ * against the active conns, how many allow and deny prefixes, conn_rate/conn_burst, and the conns
+ * refused by each reason ('-' = no such limit).
  */
 export function formatServices(services: VirtualService[]): string {
   if (services.length === 0) return 'no virtual services';
@@ -114,7 +117,42 @@ export function formatServices(services: VirtualService[]): string {
     }
   }
   const header = ['PROTO', 'ADDRESS', 'SCHED', 'SYN-PROXY', 'WEIGHT', 'ACTIVE', 'CONNS'];
-  return table(checked ? [...header, 'HEALTH', 'SINCE', 'LAST-ERROR'] : header, rows);
+  const out = [table(checked ? [...header, 'HEALTH', 'SINCE', 'LAST-ERROR'] : header, rows), ''];
+  const limited = services.filter(
+    (s) =>
+      s.maxConns !== 0 ||
+      s.allow.length !== 0 ||
+      s.deny.length !== 0 ||
+      s.connRate !== 0 ||
+      s.refusedMaxConns + s.refusedDenied + s.refusedNotAllowed + s.refusedRateLimited !== 0n,
+  );
+  if (limited.length === 0) {
+    out.push('limits: none');
+    return out.join('\n');
+  }
+  const dash = (n: number): number | string => (n === 0 ? '-' : n);
+  const limits = limited.map((s) => [
+    PROTOCOL_NAME[s.protocol] ?? '?',
+    hostPort(s.vip, s.port, s.protocol),
+    dash(s.maxConns),
+    s.activeConns,
+    s.allow.length,
+    s.deny.length,
+    s.connRate === 0 ? '-' : `${s.connRate}/${s.connBurst}`,
+    s.refusedMaxConns,
+    s.refusedDenied,
+    s.refusedNotAllowed,
+    s.refusedRateLimited,
+  ]);
+  out.push(
+    'limits (refused: new conns since the service was created):',
+    table(
+      ['PROTO', 'ADDRESS', 'MAX-CONNS', 'ACTIVE', 'ALLOW', 'DENY', 'RATE/BURST', 'REFUSED-MAX-CONNS', 'REFUSED-DENIED', 'REFUSED-NOT-ALLOWED', 'REFUSED-RATE'],
+      limits,
+      [2, 6],
+    ),
+  );
+  return out.join('\n');
 }
 
 /** Column titles of the path counters, in the words an operator reads them in. */
@@ -137,7 +175,10 @@ export function formatCounters(c: GetCountersResponse): string {
   for (const p of PROTOCOL_KEYS) {
     for (const port of c[p]?.ports ?? []) rows.push([p, port.port, ...PATH_COLUMNS.map(([k]) => port.counters?.[k] ?? 0n)]);
   }
-  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}`, ''];
+  const ct = c.connTable;
+  const out = [table(['PROTO', 'PORT', ...PATH_COLUMNS.map(([, t]) => t)], rows), '', `conns: ${c.connCount}`];
+  if (ct !== undefined) out.push(`embryonic conns evicted (table pressure): ${ct.evictedEmbryonicTable} for the table, ${ct.evictedEmbryonicPorts} for ports`);
+  out.push('');
   const drops: (string | bigint)[][] = [];
   for (const d of c.drops) {
     for (const [reason, value] of Object.entries(d.counters ?? {})) if (typeof value === 'bigint' && value !== 0n) drops.push([d.port, snake(reason), value]);

@@ -230,6 +230,24 @@ const baseSchema = z.strictObject({
       event_ring: intIn(64, 16777216)
         .refine((v) => (v & (v - 1)) === 0, { error: 'must be a power of two' })
         .default(65536),
+      /**
+       * Table pressure: when a worker's conn table or its TCP source ports (over every LIP) are
+       * nearly full, embryonic TCP conns (SYN_SENT, SYN_RECV) are evicted, oldest first, to make
+       * room; established conns never are. docs/design.md, "Table pressure".
+       */
+      table_pressure: z
+        .strictObject({
+          /** false: a full table or port pool refuses new conns (conn_table_full, no_lip_port). */
+          evict_embryonic: z.boolean().default(true),
+          /** Conns, in % of max_conns, from which a new conn first evicts an embryonic conn at
+           * least min_age_ms old; 0 = only when the table is full. */
+          conns_percent: intIn(0, 100).default(90),
+          /** The same for TCP source ports in use, in % of this worker's ports over every LIP. */
+          ports_percent: intIn(0, 100).default(90),
+          /** Below full, embryonic conns younger than this stay (a handshake in progress). */
+          min_age_ms: intIn(0, 3600000).default(1000),
+        })
+        .prefault({}),
       /** Idle back-off of a worker that finds nothing to do. */
       idle: z
         .strictObject({

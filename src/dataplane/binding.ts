@@ -27,6 +27,11 @@ export interface NativeConf {
   icmpRate: number;
   icmpBurst: number;
   eventRing: number;
+  /** Table pressure (native/dp.h): evict embryonic TCP conns first. */
+  evictEmbryonic: boolean;
+  pressureConnsPercent: number;
+  pressurePortsPercent: number;
+  evictMinAgeMs: number;
   ports: NativePortConf[];
 }
 
@@ -83,6 +88,9 @@ export interface NativeCounterLayout {
   pathCounterHelp: string[];
   drops: string[];
   dropHelp: string[];
+  /** Per-worker conn table counters (table pressure), summed over workers. */
+  connCounters: string[];
+  connCounterHelp: string[];
 }
 
 /** Fixed sizes of the control tables (native/dp_ctl.h). */
@@ -211,12 +219,36 @@ export interface Native {
   connInfoLayout(): Record<string, number>;
   eventsEnable(on: boolean): void;
   eventsDrain(max: number): { buffer: Buffer; count: number; dropped: bigint };
+  /** An encoder for encodeEvents (native/dp_event_wire.h): record code tables and port names. */
+  eventEncoder(spec: NativeEventEncoderSpec): NativeEventEncoder;
+  /**
+   * Drained records as WatchConnEventsResponse messages numbered from firstSeq, each behind its
+   * WatchConnEventBatchesResponse element tag and length: message i is buf[starts[i]..ends[i]).
+   */
+  encodeEvents(encoder: NativeEventEncoder, records: Buffer, count: number, firstSeq: bigint): { buf: Buffer; starts: Uint32Array; ends: Uint32Array };
   connsDump(worker: number, cursor: number, max: number): Promise<{ buffer: Buffer; count: number; cursor: number; done: boolean }>;
   connsDelete(filter: NativeConnFilter): Promise<bigint>;
   /** One conn by its client-side key (real/realPort ignored); count 0 = no worker has it. */
   connGet(key: NativeConnFilter): Promise<{ buffer: Buffer; count: number }>;
   nbWorkers(): number;
 }
+
+/** Record code → proto enum value tables (256 entries each) and port names by port index. */
+export interface NativeEventEncoderSpec {
+  eventType: number[];
+  state: number[];
+  protocol: number[];
+  sideClient: number;
+  sideServer: number;
+  codeClosed: number;
+  codePath: number;
+  codeIcmp: number;
+  flagLocal: number;
+  names: string[];
+}
+
+/** An opaque native encoder (a Node-API external). */
+export type NativeEventEncoder = { readonly __nativeEventEncoder: unique symbol };
 
 export interface NativeConnFilter {
   /** IANA number; 0 = any. */

@@ -197,7 +197,7 @@ export class Dataplane {
     const layout = this.native.counterLayout();
     const flat = this.native.readCounters();
     const names = this.config.ports.map((p) => p.name);
-    const snap: CounterSnapshot = { path: {}, drops: {} };
+    const snap: CounterSnapshot = { path: {}, drops: {}, conn: {} };
     const nCtr = layout.pathCounters.length;
     layout.protocols.forEach((proto, pi) => {
       const byPort: Record<string, PathCounters> = {};
@@ -217,6 +217,10 @@ export class Dataplane {
         d[reason] = flat[dropBase + idx * layout.drops.length + ri];
       });
       snap.drops[port] = d;
+    });
+    const connBase = dropBase + layout.maxPorts * layout.drops.length;
+    layout.connCounters.forEach((name, i) => {
+      snap.conn[name] = flat[connBase + i];
     });
     return snap;
   }

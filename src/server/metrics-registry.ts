@@ -90,6 +90,19 @@ export function createMetricsRegistry(src: MetricsSources, self?: () => RenderSt
     },
   });
 
+  for (const [name, help] of protoFieldComments('retrace/v1/path.proto', 'ConnTableCounters')) {
+    new Counter({
+      name: `retrace_conns_${name}_total`,
+      help: `${help} Summed over worker lcores.`,
+      registers,
+      collect() {
+        this.reset();
+        const snap = cache.get();
+        if (snap !== undefined) this.inc(Number(snap.counters.conn[name] ?? 0n));
+      },
+    });
+  }
+
   const portHelp = protoFieldComments('retrace/v1/port.proto', 'PortStats');
   for (const [name, help] of portHelp) {
     const key = name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof PortInfo['stats'];

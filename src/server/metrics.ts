@@ -13,6 +13,7 @@
  *   retrace_drops_total{port,reason}              every drop counter
  *   retrace_port_<stat>_total{port}               driver statistics (rx_packets, tx_bytes, ...)
  *   retrace_conns, retrace_half_open_conns        conns in the conn tables; of them TCP in SYN_SENT or SYN_RECV
+ *   retrace_conns_evicted_embryonic_{table,ports}_total   table pressure (retrace.v1.ConnTableCounters)
  *   retrace_virtual_services, retrace_service_reals{protocol,vip,vport}, retrace_service_conns_total{...}
  *   retrace_service_{packets,bytes}_{to,from}_reals_total{...}   per-service traffic (sum over its reals)
  *   retrace_service_active_conns / _max_conns{...}, retrace_service_refused_{max_conns,denied,not_allowed,rate_limited}_total{...}

@@ -1,5 +1,6 @@
 import type { CounterSnapshot, Dataplane } from '../dataplane';
 import {
+  ConnTableCounters,
   DropCounters,
   PathCounters,
   PathServiceService,
@@ -43,6 +44,7 @@ export function toCountersResponse(snap: CounterSnapshot, connCount: bigint): Ge
     icmp: protocolCounters(snap.path.icmp ?? none),
     drops: Object.entries(snap.drops).map(([port, d]) => ({ port, counters: fill(DropCounters.create(), d) })),
     connCount,
+    connTable: fill(ConnTableCounters.create(), snap.conn),
   };
 }
 

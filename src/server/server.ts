@@ -20,8 +20,8 @@ import { healthCheckService } from './health/service';
 import type { Logger } from '../log';
 import { balancerService } from './balancer-service';
 import { ConnServiceDefinition, connService } from './conn-service';
-import { EventHub } from './event-hub';
-import { dataplaneEventSource } from './event-encode';
+import type { ConnEventHub } from './event-hub';
+import { EventHubThread } from './event-thread';
 import { ConfigManager } from './config/apply';
 import { configService } from './config-service';
 import { guardDecoding } from './decode-guard';
@@ -64,7 +64,7 @@ export class ApplianceServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [LIVENESS_SERVICE]: 'NOT_SERVING' });
   private boundAddress = '';
   /** Conn events: drain timer and WatchConnEvents streams; closed first on shutdown. */
-  readonly events: EventHub;
+  readonly events: ConnEventHub;
   /** WatchCounters: one dataplane read per tick shared by every stream; closed first on shutdown. */
   readonly counters: CounterSampler;
   /** ConfigService's state (drain); read by the metrics. */
@@ -96,7 +96,7 @@ export class ApplianceServer {
     add(HealthCheckServiceService, healthCheckService(this.healthEvents, this.healthChecker));
     this.counters = new CounterSampler(dp, log);
     add(PathServiceDefinition, pathService(dp, log, this.counters));
-    this.events = new EventHub(dataplaneEventSource(dp), {
+    this.events = new EventHubThread(dp, {
       historyCapacity: dp.config.grpc.event_history,
       subscriberBuffer: dp.config.grpc.subscriber_buffer,
       log,

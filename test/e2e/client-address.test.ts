@@ -19,7 +19,7 @@ import { LabScenario, pathDelta, type Proto, type RealSpec } from '../../src/lab
 import { HaproxyReal, NginxReal, UdpProxyReal, httpGet, udpAsk } from '../../src/lab/proxy-reals';
 import { LAB, labVip, REAL_SERVERS, type CapturedPacket, type RootPort } from '../../src/lab/topology';
 import type { TcpEchoReport } from '../../src/lab/results';
-import { ClientAddressMode, type VirtualService } from '../../src/gen/retrace/v1/balancer';
+import { ClientAddressMode, UpdateVirtualServiceRequest, type VirtualService } from '../../src/gen/retrace/v1/balancer';
 import type { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
 import { Protocol, Scheduler, SynProxyMode } from '../../src/gen/retrace/v1/types';
 import { debianTool, describeWith } from '../helpers/tools';
@@ -100,6 +100,7 @@ describeWith(
   async function addService(proto: Proto, vip: string, port: number, rport: number, mode: ClientAddressMode, synProxy = false): Promise<void> {
     await sc.addService(proto, vip, port, 'rr', reals(rport));
     await sc.app.api.balancer.updateVirtualService({
+      ...UpdateVirtualServiceRequest.create(),
       key: key(proto === 'tcp' ? Protocol.PROTOCOL_TCP : Protocol.PROTOCOL_UDP, vip, port),
       scheduler: Scheduler.SCHEDULER_RR,
       seed: 0,

@@ -526,6 +526,7 @@ ports:
           .slice(2),
       ).toEqual([tcpProbe.rx, tcpProbe.txSymmetric, tcpProbe.txRouted, tcpProbe.routeDivergence, tcpProbe.asymmetric, tcpProbe.pathChanges].map(String));
       expect(r.stdout).toMatch(/^conns: \d+$/m);
+      expect(r.stdout).toMatch(/^embryonic conns evicted \(table pressure\): 0 for the table, 0 for ports$/m);
       expect(r.stdout).toMatch(/^drops:\nPORT\s+REASON\s+PACKETS$/m);
       expect(r.stdout).toMatch(/^probe\s+not_for_us\s+5$/m);
       expect(r.stdout).toMatch(/^probe\s+unsupported_ethertype\s+3$/m);

@@ -8,6 +8,9 @@
  *
  * The conn table is small (dataplane.max_conns 1024, one worker) and tcp_syn is 30 s, so an
  * unprotected service stays full for the whole flood: the denial is deterministic, not a race.
+ * Table-pressure eviction (docs/design.md, "Table pressure": the flood's embryonic conns recycled
+ * for new ones) is the other defence; it is off here, so the control has no defence at all and
+ * what the "on" test shows is the SYN proxy's alone.
  */
 import { synFlood } from '../../src/lab/flood';
 import { LabScenario } from '../../src/lab/scenario';
@@ -71,7 +74,7 @@ describeWith(HPING3)('SYN flood defence: SYN cookies with a SYN proxy (lab)', ()
   }
 
   beforeAll(async () => {
-    sc = await LabScenario.start({ dataplane: { max_conns: MAX_CONNS } });
+    sc = await LabScenario.start({ dataplane: { max_conns: MAX_CONNS, table_pressure: { evict_embryonic: false } } });
     const reals = REAL_SERVERS.map((rs) => ({ address: LAB.rs[rs], port: ECHO, weight: 1 }));
     await sc.addService('tcp', ON_VIP, ECHO, 'rr', reals);
     await sc.addService('tcp', OFF_VIP, ECHO, 'rr', reals);

@@ -223,6 +223,13 @@ describe('kernel interface: what goes up, what comes down (no namespaces)', () =
     expect(summary(await driver.fromKernel(S, own)).tx).toEqual([['servers', own.toString('hex')]]);
   });
 
+  it('reads idle kernel interfaces every 200 us, not every poll round (a read is a system call)', async () => {
+    // 200 empty rounds take well under 200 x 200 us even under ASan: a read per round would be 200.
+    const reads = (await driver.command('rounds 200')).map((l) => l.split(' '));
+    expect(reads.map((r) => r[1])).toEqual([String(A), String(S)]);
+    for (const r of reads) expect(Number(r[2])).toBeLessThan(100);
+  });
+
   it('the bound: over the rate, frames for the kernel are dropped and counted kernel_dropped', async () => {
     // servers: burst 2 at 1 frame/s; the three frames arrive within well under a second.
     const f = (n: number) =>

@@ -2,8 +2,8 @@
 import { UsageError, serverAddress } from '../../src/cli/client';
 import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
-import { formatDiff, formatServices, table } from '../../src/cli/format';
 import { HealthCheck, HealthCheckKind, HealthState } from '../../src/gen/retrace/v1/health_check';
+import { formatCounters, formatDiff, formatServices, table } from '../../src/cli/format';
 import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
@@ -217,6 +217,8 @@ describe('rendering', () => {
       '  ->   10.1.0.12:8080                         1       0      0  down                                     2026-12-06T08:41:00Z  connect ECONNREFUSED',
       'udp    198.18.0.10:53  rr     off                            0  -',
       '  ->   10.1.0.11:53                           1       0      0  -',
+      '',
+      'limits: none',
     ]);
     // Without any health check the table is as before.
     expect(formatServices([plain]).split('\n')[0]).toBe('PROTO  ADDRESS         SCHED  SYN-PROXY  WEIGHT  ACTIVE  CONNS');
@@ -247,6 +249,57 @@ describe('rendering', () => {
     ).toBe('A       N\nx       1\nlong  100');
   });
 
+  it('lists the limits of the services that have any, with the refusals by reason', () => {
+    const plain = VirtualService.fromPartial({ protocol: Protocol.PROTOCOL_UDP, vip: '198.18.0.10', port: 53, scheduler: Scheduler.SCHEDULER_RR });
+    const limited = VirtualService.fromPartial({
+      protocol: Protocol.PROTOCOL_TCP,
+      vip: '198.18.0.10',
+      port: 80,
+      scheduler: Scheduler.SCHEDULER_WRR,
+      maxConns: 1000,
+      activeConns: 12n,
+      allow: ['10.0.0.0/8'],
+      deny: ['10.1.0.0/16', '10.2.0.0/16'],
+      connRate: 5,
+      connBurst: 20,
+      refusedMaxConns: 3n,
+      refusedDenied: 4n,
+      refusedNotAllowed: 5n,
+      refusedRateLimited: 6n,
+    });
+    // Limits removed since, refusals kept: still listed, its limits as '-'.
+    const formerly = VirtualService.fromPartial({
+      protocol: Protocol.PROTOCOL_ICMP,
+      vip: '198.18.0.11',
+      scheduler: Scheduler.SCHEDULER_RR,
+      refusedMaxConns: 9n,
+    });
+    const lines = formatServices([plain, limited, formerly]).split('\n');
+    const at = lines.findIndex((l) => l.startsWith('limits'));
+    expect(lines[at + 1].split(/\s+/)).toEqual([
+      'PROTO',
+      'ADDRESS',
+      'MAX-CONNS',
+      'ACTIVE',
+      'ALLOW',
+      'DENY',
+      'RATE/BURST',
+      'REFUSED-MAX-CONNS',
+      'REFUSED-DENIED',
+      'REFUSED-NOT-ALLOWED',
+      'REFUSED-RATE',
+    ]);
+    expect(lines[at + 2].split(/\s+/)).toEqual(['tcp', '198.18.0.10:80', '1000', '12', '1', '2', '5/20', '3', '4', '5', '6']);
+    expect(lines[at + 3].split(/\s+/)).toEqual(['icmp', '198.18.0.11', '-', '0', '0', '0', '-', '9', '0', '0', '0']);
+    expect(lines).toHaveLength(at + 4);
+    expect(formatServices([plain]).split('\n').pop()).toBe('limits: none');
+  });
+
+  it('shows the embryonic conns evicted under table pressure next to the conn count', () => {
+    const c = GetCountersResponse.fromPartial({ connCount: 7n, connTable: { evictedEmbryonicTable: 42n, evictedEmbryonicPorts: 3n } });
+    expect(formatCounters(c)).toMatch(/^conns: 7\nembryonic conns evicted \(table pressure\): 42 for the table, 3 for ports$/m);
+  });
+
   it('prints a diff by kind with + ~ -', () => {
     const d = ConfigDiff.fromPartial({
       routes: { created: ['0.0.0.0/0'], updated: [], deleted: ['10.0.0.0/8'] },
@@ -262,6 +315,7 @@ describe('rendering', () => {
       icmp: undefined,
       drops: [],
       connCount: 0n,
+      connTable: undefined,
     });
     const frame = renderTop('s', 1, { at: 3000, counters: counters(150n) }, { at: 1000, counters: counters(50n) });
     expect(frame).toMatch(/^rx\s+150\s+50\.0\s+0\s+0\s+0\s+0$/m);

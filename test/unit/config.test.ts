@@ -67,6 +67,7 @@ describe('default config', () => {
         icmp_rate: 1000,
         icmp_burst: 100,
         event_ring: 65536,
+        table_pressure: { evict_embryonic: true, conns_percent: 90, ports_percent: 90, min_age_ms: 1000 },
         idle: { pause_after: 64, sleep_after: 1024, sleep_us: 100 },
       },
       ports: [{ name: 'virt0', device: 'net_ring0', mtu: 1500, rx_desc: 1024, tx_desc: 1024, promiscuous: false }],
@@ -160,6 +161,10 @@ describe('config errors name the offending key', () => {
     ['health_checks.max_in_flight', { health_checks: { max_in_flight: 0 } }, /1\.\.4096/],
     ['health_checks.netns', { health_checks: { netns: 'a/b' } }, /namespace name/],
     ['health_checks.interval', { health_checks: { interval: 5 } }, /unrecognized|unknown/i],
+    ['dataplane.table_pressure.conns_percent', { dataplane: { table_pressure: { conns_percent: 101 } } }, /0\.\.100/],
+    ['dataplane.table_pressure.ports_percent', { dataplane: { table_pressure: { ports_percent: -1 } } }, /0\.\.100/],
+    ['dataplane.table_pressure.min_age_ms', { dataplane: { table_pressure: { min_age_ms: 3600001 } } }, /0\.\.3600000/],
+    ['dataplane.table_pressure.evict_embryonic', { dataplane: { table_pressure: { evict_embryonic: 'yes' } } }, /true or false/],
   ])('rejects out-of-range %s', (errPath, extra, reason) => {
     expectPath(withPorts(extra), errPath, reason);
   });

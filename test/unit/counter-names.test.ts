@@ -7,7 +7,7 @@ import { fromBinary } from '@bufbuild/protobuf';
 import { FieldDescriptorProto_Type, FileDescriptorSetSchema, type DescriptorProto } from '@bufbuild/protobuf/wkt';
 import { loadNative, type NativeCounterLayout } from '../../src/dataplane/binding';
 import { DESCRIPTOR_SET_BASE64 } from '../../src/gen/descriptors';
-import { DropCounters, PathCounters } from '../../src/gen/retrace/v1/path';
+import { ConnTableCounters, DropCounters, PathCounters } from '../../src/gen/retrace/v1/path';
 
 function message(name: string): DescriptorProto {
   const set = fromBinary(FileDescriptorSetSchema, Buffer.from(DESCRIPTOR_SET_BASE64, 'base64'));
@@ -35,8 +35,12 @@ describe('counter names shared by the dataplane and the proto', () => {
     expect(fieldNames('DropCounters')).toEqual(layout.drops);
   });
 
+  it('ConnTableCounters has one field per conn table counter, named and ordered as the dataplane lists them', () => {
+    expect(fieldNames('ConnTableCounters')).toEqual(layout.connCounters);
+  });
+
   it('every counter field is a uint64', () => {
-    for (const name of ['PathCounters', 'DropCounters']) {
+    for (const name of ['PathCounters', 'DropCounters', 'ConnTableCounters']) {
       for (const f of message(name).field) expect([f.name, f.type]).toEqual([f.name, FieldDescriptorProto_Type.UINT64]);
     }
   });
@@ -49,5 +53,6 @@ describe('counter names shared by the dataplane and the proto', () => {
   it('the generated TypeScript messages carry the same fields (camelCase)', () => {
     expect(Object.keys(PathCounters.create())).toEqual(layout.pathCounters.map(camel));
     expect(Object.keys(DropCounters.create())).toEqual(layout.drops.map(camel));
+    expect(Object.keys(ConnTableCounters.create())).toEqual(layout.connCounters.map(camel));
   });
 });

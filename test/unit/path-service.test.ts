@@ -16,6 +16,7 @@ describe('toCountersResponse', () => {
       icmp: {},
     },
     drops: { p0: { not_for_us: MAX, tx_full: 7n }, p1: {} },
+    conn: { evicted_embryonic_table: MAX, evicted_embryonic_ports: 3n },
   };
 
   it('maps snake_case counter names to the message fields and sums totals exactly', () => {
@@ -35,6 +36,7 @@ describe('toCountersResponse', () => {
     expect(res.tcp?.total?.txRouted).toBe(5n);
     expect(res.drops[0]).toMatchObject({ port: 'p0', counters: { notForUs: MAX, txFull: 7n, ethTruncated: 0n } });
     expect(res.connCount).toBe(BIG);
+    expect(res.connTable).toEqual({ evictedEmbryonicTable: MAX, evictedEmbryonicPorts: 3n });
   });
 
   it('keeps every uint64 exact through encode and decode', () => {
@@ -44,5 +46,6 @@ describe('toCountersResponse', () => {
     expect(back.tcp?.ports[0].counters?.rx).toBe(BIG);
     expect(back.drops[0].counters?.notForUs).toBe(MAX);
     expect(back.connCount).toBe(MAX);
+    expect(back.connTable?.evictedEmbryonicTable).toBe(MAX);
   });
 });

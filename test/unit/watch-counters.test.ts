@@ -21,7 +21,7 @@ class FakeDataplane {
     if (this.failWith) throw this.failWith;
     this.reads++;
     this.rx += 100n;
-    return { path: { tcp: { p0: { rx: this.rx } } }, drops: { p0: { no_route: 0n } } };
+    return { path: { tcp: { p0: { rx: this.rx } } }, drops: { p0: { no_route: 0n } }, conn: { evicted_embryonic_table: 0n } };
   }
   connCount() {
     return 0n;

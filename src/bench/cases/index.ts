@@ -8,6 +8,7 @@ import { caseConnEvents } from './conn-events';
 import { caseConnScale } from './conn-scale';
 import { caseControlLoad } from './control-load';
 import { caseFnat, caseFnatProxy, caseIcmpFnat, caseIcmpLocal } from './forwarding';
+import { caseLimits, caseTablePressure } from './limits';
 import { caseMemory } from './memory';
 import { caseNewConns } from './new-conns';
 import { caseSynProxy } from './synproxy';
@@ -23,5 +24,7 @@ export const CASES: Record<string, { title: string; run: (ctx: Ctx) => Promise<F
   'conn-events': { title: '(6) Conn events to one subscriber', run: caseConnEvents },
   api: { title: '(7) Unary API latency under load, ApplyConfig with 10,000 reals', run: caseApi },
   'control-load': { title: '(8) Control plane under counter streams and metric scrapes', run: caseControlLoad },
-  synproxy: { title: '(9) SYN proxy: cookies, new conns and forwarding, on against off', run: caseSynProxy },
+  limits: { title: '(9) Cost of the admission limits of a service', run: caseLimits },
+  'table-pressure': { title: '(10) New conns per second under table pressure', run: caseTablePressure },
+  synproxy: { title: '(11) SYN proxy: cookies, new conns and forwarding, on against off', run: caseSynProxy },
 };

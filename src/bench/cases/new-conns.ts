@@ -3,13 +3,14 @@
  * (newConnsRun) also serves case (6), conn-events, which watches the same burst with a subscriber.
  */
 import { DeleteConnsRequest } from '../../gen/retrace/v1/conn';
-import { Protocol } from '../../gen/retrace/v1/types';
+import { UpdateVirtualServiceRequest, type VirtualServiceLimits } from '../../gen/retrace/v1/balancer';
+import { Protocol, Scheduler } from '../../gen/retrace/v1/types';
 import { EventCounter } from '../events';
 import { ForeignCpu, threadCpuSeconds } from '../machine';
 import type { PcapInfo } from '../pcap';
 import { profileWorker, workerTid, type Profile } from '../profile';
 import { ResponsivenessProbe, type ResponsivenessResult } from '../responsiveness';
-import { NET, RetraceRun, dropDelta } from '../retrace';
+import { NET, RetraceRun, dropDelta, type RetraceOptions } from '../retrace';
 import { lipsFor } from '../sizing';
 import { now, sleep } from '../stats';
 import { clientFlows, figure, foreignJudge, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
@@ -65,6 +66,10 @@ export interface NewConnsOptions {
   };
   /** Profile the worker under perf during the burst, naming the data after this. */
   profileTag?: string;
+  /** Admission limits set on the service before SetReals (case limits). */
+  limits?: VirtualServiceLimits;
+  /** dataplane.table_pressure (RetraceOptions.tablePressure). */
+  tablePressure?: RetraceOptions['tablePressure'];
 }
 
 /**
@@ -83,6 +88,7 @@ export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewC
     lips: lipsFor(flows) + 1,
     emptyPcap: ctx.emptyPcap,
     subscriberBuffer: opts.watch?.subscriberBuffer,
+    tablePressure: opts.tablePressure,
   });
   let ev: EventCounter | undefined;
   let resp: ResponsivenessProbe | undefined;
@@ -90,6 +96,15 @@ export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewC
     await rr.start();
     await rr.setupNetwork();
     await rr.addService('tcp', false);
+    if (opts.limits !== undefined) {
+      await rr.api.balancer.updateVirtualService({
+        ...UpdateVirtualServiceRequest.create(),
+        key: { protocol: Protocol.PROTOCOL_TCP, vip: NET.vip, port: NET.vport },
+        scheduler: Scheduler.SCHEDULER_RR,
+        seed: 0,
+        limits: opts.limits,
+      });
+    }
     if (watch) {
       ev = new EventCounter(rr.app.address, opts.watch?.maxBatch);
       ev.start();

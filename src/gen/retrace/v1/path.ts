@@ -91,6 +91,27 @@ export interface GetCountersResponse {
   drops: PortDropCounters[];
   /** Conns currently in the conn tables, summed over worker lcores. */
   connCount: bigint;
+  /** What table pressure did, summed over worker lcores. */
+  connTable: ConnTableCounters | undefined;
+}
+
+/**
+ * ConnTableCounters count what table pressure did (dataplane.table_pressure):
+ * embryonic TCP conns (SYN_SENT, SYN_RECV) evicted, oldest first, to make room
+ * for new conns. Established conns are never evicted. Field names are the
+ * dataplane's counter names (native/dp_counters.h, DP_CONN_COUNTER_LIST).
+ */
+export interface ConnTableCounters {
+  /**
+   * Embryonic TCP conns evicted because the worker's conn table was (nearly)
+   * full.
+   */
+  evictedEmbryonicTable: bigint;
+  /**
+   * Embryonic TCP conns evicted because the worker's TCP source ports were
+   * (nearly) all in use.
+   */
+  evictedEmbryonicPorts: bigint;
 }
 
 /** ProtocolCounters are the path counters of one protocol. */
@@ -284,6 +305,8 @@ export interface CounterSnapshot {
   drops: PortDropCounters[];
   /** Conns currently in the conn tables. */
   connCount: bigint;
+  /** What table pressure did. */
+  connTable: ConnTableCounters | undefined;
 }
 
 /** CounterRates are per-second rates over one interval. */
@@ -748,7 +771,7 @@ export const GetCountersRequest: MessageFns<GetCountersRequest> = {
 };
 
 function createBaseGetCountersResponse(): GetCountersResponse {
-  return { tcp: undefined, udp: undefined, icmp: undefined, drops: [], connCount: 0n };
+  return { tcp: undefined, udp: undefined, icmp: undefined, drops: [], connCount: 0n, connTable: undefined };
 }
 
 export const GetCountersResponse: MessageFns<GetCountersResponse> = {
@@ -770,6 +793,9 @@ export const GetCountersResponse: MessageFns<GetCountersResponse> = {
         throw new globalThis.Error("value provided for field message.connCount of type uint64 too large");
       }
       writer.uint32(40).uint64(message.connCount);
+    }
+    if (message.connTable !== undefined) {
+      ConnTableCounters.encode(message.connTable, writer.uint32(482).fork()).join();
     }
     return writer;
   },
@@ -827,6 +853,14 @@ export const GetCountersResponse: MessageFns<GetCountersResponse> = {
             message.connCount = reader.uint64() as bigint;
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.connTable = ConnTableCounters.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -850,6 +884,11 @@ export const GetCountersResponse: MessageFns<GetCountersResponse> = {
         : isSet(object.conn_count)
         ? BigInt(object.conn_count)
         : 0n,
+      connTable: isSet(object.connTable)
+        ? ConnTableCounters.fromJSON(object.connTable)
+        : isSet(object.conn_table)
+        ? ConnTableCounters.fromJSON(object.conn_table)
+        : undefined,
     };
   },
 
@@ -870,6 +909,9 @@ export const GetCountersResponse: MessageFns<GetCountersResponse> = {
     if (message.connCount !== 0n) {
       obj.connCount = message.connCount.toString();
     }
+    if (message.connTable !== undefined) {
+      obj.connTable = ConnTableCounters.toJSON(message.connTable);
+    }
     return obj;
   },
 
@@ -889,6 +931,114 @@ export const GetCountersResponse: MessageFns<GetCountersResponse> = {
       : undefined;
     message.drops = object.drops?.map((e) => PortDropCounters.fromPartial(e)) || [];
     message.connCount = (object.connCount !== undefined && object.connCount !== null) ? BigInt(object.connCount) : 0n;
+    message.connTable = (object.connTable !== undefined && object.connTable !== null)
+      ? ConnTableCounters.fromPartial(object.connTable)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConnTableCounters(): ConnTableCounters {
+  return { evictedEmbryonicTable: 0n, evictedEmbryonicPorts: 0n };
+}
+
+export const ConnTableCounters: MessageFns<ConnTableCounters> = {
+  encode(message: ConnTableCounters, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.evictedEmbryonicTable !== 0n) {
+      if (BigInt.asUintN(64, message.evictedEmbryonicTable) !== message.evictedEmbryonicTable) {
+        throw new globalThis.Error("value provided for field message.evictedEmbryonicTable of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.evictedEmbryonicTable);
+    }
+    if (message.evictedEmbryonicPorts !== 0n) {
+      if (BigInt.asUintN(64, message.evictedEmbryonicPorts) !== message.evictedEmbryonicPorts) {
+        throw new globalThis.Error("value provided for field message.evictedEmbryonicPorts of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.evictedEmbryonicPorts);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConnTableCounters {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConnTableCounters();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.evictedEmbryonicTable = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.evictedEmbryonicPorts = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConnTableCounters {
+    return {
+      evictedEmbryonicTable: isSet(object.evictedEmbryonicTable)
+        ? BigInt(object.evictedEmbryonicTable)
+        : isSet(object.evicted_embryonic_table)
+        ? BigInt(object.evicted_embryonic_table)
+        : 0n,
+      evictedEmbryonicPorts: isSet(object.evictedEmbryonicPorts)
+        ? BigInt(object.evictedEmbryonicPorts)
+        : isSet(object.evicted_embryonic_ports)
+        ? BigInt(object.evicted_embryonic_ports)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ConnTableCounters): unknown {
+    const obj: any = {};
+    if (message.evictedEmbryonicTable !== 0n) {
+      obj.evictedEmbryonicTable = message.evictedEmbryonicTable.toString();
+    }
+    if (message.evictedEmbryonicPorts !== 0n) {
+      obj.evictedEmbryonicPorts = message.evictedEmbryonicPorts.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConnTableCounters>): ConnTableCounters {
+    return ConnTableCounters.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConnTableCounters>): ConnTableCounters {
+    const message = createBaseConnTableCounters();
+    message.evictedEmbryonicTable =
+      (object.evictedEmbryonicTable !== undefined && object.evictedEmbryonicTable !== null)
+        ? BigInt(object.evictedEmbryonicTable)
+        : 0n;
+    message.evictedEmbryonicPorts =
+      (object.evictedEmbryonicPorts !== undefined && object.evictedEmbryonicPorts !== null)
+        ? BigInt(object.evictedEmbryonicPorts)
+        : 0n;
     return message;
   },
 };
@@ -2659,7 +2809,7 @@ export const WatchCountersResponse: MessageFns<WatchCountersResponse> = {
 };
 
 function createBaseCounterSnapshot(): CounterSnapshot {
-  return { tcp: undefined, udp: undefined, icmp: undefined, drops: [], connCount: 0n };
+  return { tcp: undefined, udp: undefined, icmp: undefined, drops: [], connCount: 0n, connTable: undefined };
 }
 
 export const CounterSnapshot: MessageFns<CounterSnapshot> = {
@@ -2681,6 +2831,9 @@ export const CounterSnapshot: MessageFns<CounterSnapshot> = {
         throw new globalThis.Error("value provided for field message.connCount of type uint64 too large");
       }
       writer.uint32(40).uint64(message.connCount);
+    }
+    if (message.connTable !== undefined) {
+      ConnTableCounters.encode(message.connTable, writer.uint32(482).fork()).join();
     }
     return writer;
   },
@@ -2738,6 +2891,14 @@ export const CounterSnapshot: MessageFns<CounterSnapshot> = {
             message.connCount = reader.uint64() as bigint;
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.connTable = ConnTableCounters.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2761,6 +2922,11 @@ export const CounterSnapshot: MessageFns<CounterSnapshot> = {
         : isSet(object.conn_count)
         ? BigInt(object.conn_count)
         : 0n,
+      connTable: isSet(object.connTable)
+        ? ConnTableCounters.fromJSON(object.connTable)
+        : isSet(object.conn_table)
+        ? ConnTableCounters.fromJSON(object.conn_table)
+        : undefined,
     };
   },
 
@@ -2781,6 +2947,9 @@ export const CounterSnapshot: MessageFns<CounterSnapshot> = {
     if (message.connCount !== 0n) {
       obj.connCount = message.connCount.toString();
     }
+    if (message.connTable !== undefined) {
+      obj.connTable = ConnTableCounters.toJSON(message.connTable);
+    }
     return obj;
   },
 
@@ -2800,6 +2969,9 @@ export const CounterSnapshot: MessageFns<CounterSnapshot> = {
       : undefined;
     message.drops = object.drops?.map((e) => PortDropCounters.fromPartial(e)) || [];
     message.connCount = (object.connCount !== undefined && object.connCount !== null) ? BigInt(object.connCount) : 0n;
+    message.connTable = (object.connTable !== undefined && object.connTable !== null)
+      ? ConnTableCounters.fromPartial(object.connTable)
+      : undefined;
     return message;
   },
 };
