@@ -382,9 +382,13 @@ out:
 	return ret;
 }
 
-int
-dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out, unsigned max,
-	uint64_t *conns_total)
+/*
+ * The read getters' prologue: the service, found under ctl_lock. Returns 0
+ * with the lock held (the caller unlocks) and *svc set, or a negative errno
+ * without the lock.
+ */
+static int
+svc_read_begin(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_service **svc)
 {
 	struct dp_service_key k;
 	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
@@ -394,30 +398,41 @@ dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_re
 	if (dp_get_state() != DP_STATE_RUNNING)
 		return -EBUSY;
 	pthread_mutex_lock(&ctl_lock);
-	struct dp_service *svc = dp_service_find(&k);
-	if (svc == NULL) {
-		ret = -ENOENT;
-	} else {
-		struct dp_real_set *s = atomic_load(&svc->set);
-		for (uint32_t i = 0; i < s->n && i < max; i++) {
-			struct dp_real *r = s->reals[i];
-			out[i] = (struct dp_real_info){
-				.addr = r->addr,
-				.port = r->port,
-				.weight = r->weight,
-				.active = (int64_t)atomic_load(&r->active),
-				.conns_total = atomic_load(&r->conns_total),
-				.down = atomic_load(&r->down),
-			};
-			for (unsigned w = 0; w < dp.nb_workers; w++)
-				for (int k = 0; k < DP_REAL_MAX; k++)
-					out[i].ctr[k] += r->stats[w].ctr[k];
-		}
-		*conns_total = dp_service_conns_total(svc);
-		ret = (int)s->n;
+	*svc = dp_service_find(&k);
+	if (*svc == NULL) {
+		pthread_mutex_unlock(&ctl_lock);
+		return -ENOENT;
 	}
+	return 0;
+}
+
+int
+dp_ctl_service_reals(uint8_t proto, uint32_t vaddr, uint16_t vport, struct dp_real_info *out, unsigned max,
+	uint64_t *conns_total)
+{
+	struct dp_service *svc;
+	int ret = svc_read_begin(proto, vaddr, vport, &svc);
+
+	if (ret < 0)
+		return ret;
+	struct dp_real_set *s = atomic_load(&svc->set);
+	for (uint32_t i = 0; i < s->n && i < max; i++) {
+		struct dp_real *r = s->reals[i];
+		out[i] = (struct dp_real_info){
+			.addr = r->addr,
+			.port = r->port,
+			.weight = r->weight,
+			.active = (int64_t)atomic_load(&r->active),
+			.conns_total = atomic_load(&r->conns_total),
+			.down = atomic_load(&r->down),
+		};
+		for (unsigned w = 0; w < dp.nb_workers; w++)
+			for (int k = 0; k < DP_REAL_MAX; k++)
+				out[i].ctr[k] += r->stats[w].ctr[k];
+	}
+	*conns_total = dp_service_conns_total(svc);
 	pthread_mutex_unlock(&ctl_lock);
-	return ret;
+	return (int)s->n;
 }
 
 int
@@ -538,27 +553,19 @@ int
 dp_ctl_service_drops(
 	uint8_t proto, uint32_t vaddr, uint16_t vport, uint64_t out[DP_SVC_DROP_MAX], uint64_t *active)
 {
-	struct dp_service_key k;
-	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+	struct dp_service *svc;
+	int ret = svc_read_begin(proto, vaddr, vport, &svc);
 
 	if (ret < 0)
 		return ret;
-	if (dp_get_state() != DP_STATE_RUNNING)
-		return -EBUSY;
-	pthread_mutex_lock(&ctl_lock);
-	struct dp_service *svc = dp_service_find(&k);
-	if (svc == NULL) {
-		ret = -ENOENT;
-	} else {
-		for (int i = 0; i < DP_SVC_DROP_MAX; i++) {
-			out[i] = 0;
-			for (unsigned w = 0; w < dp.nb_workers; w++)
-				out[i] += svc->stats[w].drops[i];
-		}
-		*active = dp_service_active(atomic_load(&svc->set));
+	for (int i = 0; i < DP_SVC_DROP_MAX; i++) {
+		out[i] = 0;
+		for (unsigned w = 0; w < dp.nb_workers; w++)
+			out[i] += svc->stats[w].drops[i];
 	}
+	*active = dp_service_active(atomic_load(&svc->set));
 	pthread_mutex_unlock(&ctl_lock);
-	return ret;
+	return 0;
 }
 
 int
@@ -603,28 +610,20 @@ int
 dp_ctl_service_syn_proxy(uint8_t proto, uint32_t vaddr, uint16_t vport, int *mode, uint32_t *threshold,
 	uint64_t out[DP_SVC_SYN_MAX])
 {
-	struct dp_service_key k;
-	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+	struct dp_service *svc;
+	int ret = svc_read_begin(proto, vaddr, vport, &svc);
 
 	if (ret < 0)
 		return ret;
-	if (dp_get_state() != DP_STATE_RUNNING)
-		return -EBUSY;
-	pthread_mutex_lock(&ctl_lock);
-	struct dp_service *svc = dp_service_find(&k);
-	if (svc == NULL) {
-		ret = -ENOENT;
-	} else {
-		*mode = atomic_load(&svc->syn_proxy);
-		*threshold = atomic_load(&svc->syn_proxy_threshold);
-		for (int i = 0; i < DP_SVC_SYN_MAX; i++) {
-			out[i] = 0;
-			for (unsigned w = 0; w < dp.nb_workers; w++)
-				out[i] += svc->stats[w].syn[i];
-		}
+	*mode = atomic_load(&svc->syn_proxy);
+	*threshold = atomic_load(&svc->syn_proxy_threshold);
+	for (int i = 0; i < DP_SVC_SYN_MAX; i++) {
+		out[i] = 0;
+		for (unsigned w = 0; w < dp.nb_workers; w++)
+			out[i] += svc->stats[w].syn[i];
 	}
 	pthread_mutex_unlock(&ctl_lock);
-	return ret;
+	return 0;
 }
 
 uint64_t
@@ -685,16 +684,12 @@ dp_ctl_service_set_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport, int mode
 int
 dp_ctl_service_get_caddr(uint8_t proto, uint32_t vaddr, uint16_t vport)
 {
-	struct dp_service_key k;
-	int ret = dp_service_key_make(proto, vaddr, vport, &k, NULL, 0);
+	struct dp_service *svc;
+	int ret = svc_read_begin(proto, vaddr, vport, &svc);
 
 	if (ret < 0)
 		return ret;
-	if (dp_get_state() != DP_STATE_RUNNING)
-		return -EBUSY;
-	pthread_mutex_lock(&ctl_lock);
-	struct dp_service *svc = dp_service_find(&k);
-	ret = svc == NULL ? -ENOENT : atomic_load(&svc->ca_mode);
+	ret = atomic_load(&svc->ca_mode);
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;
 }
