@@ -4,7 +4,7 @@
  * protocol which path the replies took — first with source-in, source-out on, then off. Tears
  * everything down at the end, on error, and on Ctrl-C.
  */
-import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { PathCounters, type GetCountersResponse } from '../gen/retrace/v1/path';
 import { LabScenario, pathDelta, type Proto } from './scenario';
 import { LAB, ROOT_PORTS, type Role } from './topology';
 
@@ -23,16 +23,7 @@ interface Totals {
 }
 
 function sumPorts(c: GetCountersResponse, proto: Proto): PathCounters {
-  const zero: PathCounters = {
-    rx: 0n,
-    txSymmetric: 0n,
-    txRouted: 0n,
-    routeDivergence: 0n,
-    asymmetric: 0n,
-    pathChanges: 0n,
-    synCookiesSent: 0n,
-    synCookiesValid: 0n,
-  };
+  const zero: PathCounters = PathCounters.create();
   return ROOT_PORTS.map((p) => LabScenario.portCounters(c, proto, p)).reduce(
     (a, b) => ({
       rx: a.rx + b.rx,

@@ -6,7 +6,7 @@
 import { Real, VirtualService } from '../gen/retrace/v1/balancer';
 import type { Config } from '../gen/retrace/v1/config';
 import type { Conn } from '../gen/retrace/v1/conn';
-import type { DropCounters, GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { PathCounters, type DropCounters, type GetCountersResponse } from '../gen/retrace/v1/path';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 import { ApplianceProcess } from './appliance';
 import { Announcer, BirdRouter, GobgpSpeaker } from './bgp';
@@ -246,16 +246,7 @@ export class EcmpScaleOut {
 // Counter helpers
 // ---------------------------------------------------------------------------------------------
 
-const ZERO_PATH: PathCounters = {
-  rx: 0n,
-  txSymmetric: 0n,
-  txRouted: 0n,
-  routeDivergence: 0n,
-  asymmetric: 0n,
-  pathChanges: 0n,
-  synCookiesSent: 0n,
-  synCookiesValid: 0n,
-};
+const ZERO_PATH: PathCounters = PathCounters.create();
 
 /** Path counters of one protocol on one port of a node (zeros if absent). */
 export function nodePath(c: GetCountersResponse, proto: 'tcp' | 'udp' | 'icmp', port: NodePort): PathCounters {
