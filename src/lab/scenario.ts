@@ -5,7 +5,7 @@
  */
 import { Protocol as PbProtocol, Scheduler as PbScheduler } from '../gen/retrace/v1/types';
 import { Real, VirtualService } from '../gen/retrace/v1/balancer';
-import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { PathCounters, type GetCountersResponse } from '../gen/retrace/v1/path';
 import { ApplianceProcess } from './appliance';
 import { runAsync } from './sh';
 import { LAB, LabTopology, ROOT_PORTS, type ApplianceYamlOptions, type RootPort } from './topology';
@@ -175,7 +175,7 @@ export class LabScenario {
   /** Path counters of one protocol on one port (zeros if absent). */
   static portCounters(c: GetCountersResponse, proto: Proto, port: RootPort): PathCounters {
     const pc = c[proto]?.ports.find((p) => p.port === port)?.counters;
-    return pc ?? { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n, synCookiesSent: 0n, synCookiesValid: 0n };
+    return pc ?? PathCounters.create();
   }
 
   async stopAppliance(): Promise<number | null> {

@@ -22,7 +22,7 @@
  */
 import { status, type ServerWritableStream } from '@grpc/grpc-js';
 import { DataplaneError, type Dataplane, type PortInfo } from '../dataplane';
-import { WatchCountersResponse, type PathCounters, type ProtocolRates, type WatchCountersRequest } from '../gen/retrace/v1/path';
+import { PathCounters, WatchCountersResponse, type ProtocolRates, type WatchCountersRequest } from '../gen/retrace/v1/path';
 import type { Logger } from '../log';
 import { serviceError, toStatus, ValidationError } from './errors';
 import { toCountersResponse } from './path-service';
@@ -58,7 +58,7 @@ function take(dp: Dataplane): Sample {
 const rate = (a: bigint, b: bigint, sec: number) => (sec > 0 ? Number(b - a) / sec : 0);
 
 function protocolRates(a: PathCounters | undefined, b: PathCounters | undefined, sec: number): ProtocolRates {
-  const z = { rx: 0n, txSymmetric: 0n, txRouted: 0n, routeDivergence: 0n, asymmetric: 0n, pathChanges: 0n };
+  const z = PathCounters.create();
   const x = a ?? z;
   const y = b ?? z;
   return {
