@@ -160,10 +160,14 @@ tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t 
 {
 	struct rte_tcp_hdr *th = l4->hdr;
 
-	if (unlikely(c->flags & DP_CONN_F_SEQ))
-		acc = tcp_seq_translate(th, (uint32_t)c->seq_off[from], (uint32_t)c->seq_off[from ^ 1], acc);
-	if (unlikely(c->flags & DP_CONN_F_SYNPROXY))
-		acc = dp_synproxy_fix(c, from, th, acc);
+	/* One test for the common conn, which has neither. */
+	if (unlikely(c->flags & (DP_CONN_F_SEQ | DP_CONN_F_SYNPROXY))) {
+		if (c->flags & DP_CONN_F_SEQ)
+			acc = tcp_seq_translate(
+				th, (uint32_t)c->seq_off[from], (uint32_t)c->seq_off[from ^ 1], acc);
+		if (c->flags & DP_CONN_F_SYNPROXY)
+			acc = dp_synproxy_fix(c, from, th, acc);
+	}
 	acc = dp_csum_acc16(acc, th->src_port, sport);
 	acc = dp_csum_acc16(acc, th->dst_port, dport);
 

@@ -180,6 +180,24 @@ export interface ServiceSpec extends ServiceKey {
   clientAddress?: ClientAddressMode;
 }
 
+/**
+ * The configuration of a service and nothing else (a ServiceView or a config state carries more):
+ * the one place that lists a service's settings, so a new one is added here and nowhere else.
+ */
+export function serviceSpecOf(s: ServiceSpec): ServiceSpec {
+  return {
+    protocol: s.protocol,
+    vip: s.vip,
+    port: s.port,
+    scheduler: s.scheduler,
+    seed: s.seed,
+    limits: s.limits,
+    synProxy: s.synProxy,
+    clientAddress: s.clientAddress,
+    ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
+  };
+}
+
 export interface RealView extends RealSpec {
   /** Inhibited by its health check in the dataplane (no new conns); the weight stays as set. */
   down: boolean;

@@ -18,6 +18,7 @@ import {
   type SynProxy,
   SYN_PROXY_OFF,
   synProxyEqual,
+  serviceSpecOf,
   type ServiceSpec,
   NO_LIMITS,
   limitsEqual,
@@ -212,7 +213,7 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
   for (const [k, s] of svcWant) {
     const c = svcHave.get(k);
     if (c === undefined) {
-      steps.push({ op: 'addService', service: specOf(s), changes: [['virtualServices', 'created', k]] });
+      steps.push({ op: 'addService', service: serviceSpecOf(s), changes: [['virtualServices', 'created', k]] });
       if (s.reals.length > 0) steps.push({ op: 'setReals', key: keyOf(s), reals: s.reals, changes: realsDiff(k, [], s.reals) });
       continue;
     }
@@ -267,20 +268,6 @@ export function planConfig(current: ConfigState, desired: DesiredConfig): Step[]
 
 function keyOf(k: ServiceKey): ServiceKey {
   return { protocol: k.protocol, vip: k.vip, port: k.port };
-}
-
-function specOf(s: ServiceSpec): ServiceSpec {
-  return {
-    protocol: s.protocol,
-    vip: s.vip,
-    port: s.port,
-    scheduler: s.scheduler,
-    seed: s.seed,
-    limits: s.limits,
-    clientAddress: s.clientAddress,
-    synProxy: s.synProxy,
-    ...(s.healthCheck === undefined ? {} : { healthCheck: s.healthCheck }),
-  };
 }
 
 const emptyChanges = (): ResourceChanges => ({ created: [], updated: [], deleted: [], createdCount: 0, updatedCount: 0, deletedCount: 0 });
