@@ -190,6 +190,13 @@ dp_conn_half_open(const struct dp_conn *c)
 /* Worker: lookup; NULL on miss. */
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
 
+/* Worker: look up n <= RTE_HASH_LOOKUP_BULK_MAX keys (struct dp_conn_key *)
+ * at once, so their cache misses overlap, and prefetch every record found:
+ * conns[i] and from[i] (an enum dp_side_id), conns[i] = NULL on a miss.
+ * Returns the mask of hits. */
+uint64_t dp_conn_lookup_bulk(
+	struct dp_worker *w, const void **keys, unsigned n, struct dp_conn **conns, uint8_t *from);
+
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
  * source port, inserts both keys. Returns NULL and sets *drop on failure.
  * Under table pressure it first evicts (destroys) an embryonic TCP conn of

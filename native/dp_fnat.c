@@ -264,7 +264,6 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 {
 	struct dp_conn_key keys[RTE_HASH_LOOKUP_BULK_MAX];
 	const void *kptr[RTE_HASH_LOOKUP_BULK_MAX];
-	void *data[RTE_HASH_LOOKUP_BULK_MAX];
 	struct dp_l4 l4[RTE_HASH_LOOKUP_BULK_MAX];
 	struct rte_mbuf *ok[RTE_HASH_LOOKUP_BULK_MAX];
 	const struct dp_fnat_ops *ops[RTE_HASH_LOOKUP_BULK_MAX];
@@ -301,17 +300,9 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 		if (nk == 0)
 			continue;
 
-		uint64_t hits = 0;
-		rte_hash_lookup_bulk_data(w->conns, kptr, nk, &hits, data);
-		for (unsigned j = 0; j < nk; j++) {
-			if (hits & (1ull << j)) {
-				/* The record spans three lines; the forward path reads all of them. */
-				char *rec = (char *)((uintptr_t)data[j] & ~(uintptr_t)1);
-				rte_prefetch0(rec);
-				rte_prefetch0(rec + RTE_CACHE_LINE_SIZE);
-				rte_prefetch0(rec + 2 * RTE_CACHE_LINE_SIZE);
-			}
-		}
+		struct dp_conn *found[RTE_HASH_LOOKUP_BULK_MAX];
+		uint8_t side[RTE_HASH_LOOKUP_BULK_MAX];
+		uint64_t hits = dp_conn_lookup_bulk(w, kptr, nk, found, side);
 
 		const uint32_t gen = w->conn_gen, adds = w->conn_adds;
 		for (unsigned j = 0; j < nk; j++) {
@@ -321,7 +312,7 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 			if (unlikely(w->conn_gen != gen))
 				c = dp_conn_lookup(w, &keys[j], &from);
 			else if (likely(hits & (1ull << j)))
-				c = dp_conn_untag(data[j], &from);
+				c = found[j], from = (enum dp_side_id)side[j];
 			else if (w->conn_adds != adds)
 				c = dp_conn_lookup(w, &keys[j], &from);
 			dp_fnat_forward_conn(w, pidx, ok[j], ops[j], &l4[j], &keys[j], c, from);

@@ -67,10 +67,20 @@ export async function profileWorker(pid: number, { seconds, dir, tag }: ProfileO
   const tid = workerTid(pid);
   if (tid === undefined) return { seconds, top: [], error: 'worker thread not found' };
   const data = path.join(dir, `perf-${tag}.data`);
-  const rec = await run('perf', ['record', '-q', '-F', '999', '-t', String(tid), '-o', data, '--', 'sleep', String(seconds)], (seconds + 30) * 1000);
+  const rec = await run(
+    'perf',
+    ['record', '-q', '-F', process.env.RETRACE_BENCH_PERF_KEEP ? '9999' : '999', '-t', String(tid), '-o', data, '--', 'sleep', String(seconds)],
+    (seconds + 30) * 1000,
+  );
   if (rec.code !== 0 || !fs.existsSync(data))
     return { seconds, top: [], error: `perf record failed: ${(rec.err || rec.out).trim().split('\n').slice(-2).join(' ')}` };
   const rep = await run('perf', ['report', '-i', data, '--no-children', '--stdio', '--sort', 'dso,sym', '--percent-limit', '0.8'], 60000);
+  // RETRACE_BENCH_PERF_KEEP=DIR keeps the data file there for `perf annotate`.
+  const keep = process.env.RETRACE_BENCH_PERF_KEEP;
+  if (keep) {
+    fs.mkdirSync(keep, { recursive: true });
+    fs.copyFileSync(data, path.join(keep, path.basename(data)));
+  }
   fs.rmSync(data, { force: true });
   if (rep.code !== 0) return { seconds, top: [], error: `perf report failed: ${rep.err.trim().split('\n').slice(-1)[0]}` };
   const top: ProfileEntry[] = [];
