@@ -90,9 +90,54 @@ dp_fnat_key(struct dp_conn_key *k, const struct rte_ipv4_hdr *ip, const struct d
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
-/* Forward with the conn the key k found (c, from), or c = NULL for none. */
-void
-dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
+/* A protocol's slot by IP protocol number, called directly for TCP and UDP
+ * (see fnat_forward). */
+static __rte_always_inline bool
+l4_may_create(uint8_t p, const struct dp_l4 *l4)
+{
+	return p == IPPROTO_TCP	  ? dp_tcp_may_create(l4)
+	       : p == IPPROTO_UDP ? dp_udp_may_create(l4)
+				  : dp_fnat_icmp.may_create(l4);
+}
+
+static __rte_always_inline bool
+l4_stale(uint8_t p, const struct dp_conn *c, const struct dp_l4 *l4)
+{
+	return p == IPPROTO_TCP	  ? dp_tcp_stale(c, l4)
+	       : p == IPPROTO_UDP ? dp_udp_stale(c, l4)
+				  : dp_fnat_icmp.stale(c, l4);
+}
+
+static __rte_always_inline uint32_t
+l4_update(uint8_t p, struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
+{
+	return p == IPPROTO_TCP	  ? dp_tcp_update(c, from, l4)
+	       : p == IPPROTO_UDP ? dp_udp_update(c, from, l4)
+				  : dp_fnat_icmp.update(c, from, l4);
+}
+
+static __rte_always_inline void
+l4_rewrite(uint8_t p, struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport,
+	uint16_t dport, uint32_t acc)
+{
+	if (p == IPPROTO_TCP)
+		dp_tcp_rewrite(c, from, l4, sport, dport, acc);
+	else if (p == IPPROTO_UDP)
+		dp_udp_rewrite(c, from, l4, sport, dport, acc);
+	else
+		dp_fnat_icmp.rewrite(c, from, l4, sport, dport, acc);
+}
+
+/*
+ * Forward with the conn the key k found (c, from), or c = NULL for none.
+ *
+ * Always inlined with ops one of the three constant tables: each protocol
+ * gets a copy of its own (fnat_forward_tcp, _udp, _icmp below) whose calls
+ * into the protocol are direct (l4_update and the others), which LTO
+ * inlines: no indirect call is left on the per-packet path.
+ */
+static __rte_always_inline void
+fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
 	struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
@@ -108,7 +153,8 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 		if (dp_synproxy_pending(w, pidx, m, l4, c, from))
 			return;
 	}
-	if (c != NULL && from == DP_SIDE_CLIENT && ops->may_create(l4) && ops->stale(c, l4)) {
+	if (c != NULL && from == DP_SIDE_CLIENT && l4_may_create(ops->ipproto, l4) &&
+		l4_stale(ops->ipproto, c, l4)) {
 		/* The client reuses a finished conn's tuple: start afresh. */
 		dp_conn_destroy(w, c);
 		c = NULL;
@@ -129,7 +175,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 				 DP_SYN_PROXY_OFF) &&
 			dp_synproxy_new(w, pidx, m, l4, svc, k))
 			return;
-		if (!ops->may_create(l4)) {
+		if (!l4_may_create(ops->ipproto, l4)) {
 			dp_drop(w, pidx,
 				ops->ipproto == IPPROTO_TCP ? DP_DROP_tcp_no_conn : DP_DROP_no_handler, m);
 			return;
@@ -157,8 +203,11 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	}
 	enum dp_side_id to = from == DP_SIDE_CLIENT ? DP_SIDE_SERVER : DP_SIDE_CLIENT;
 	uint32_t ndst = to == DP_SIDE_SERVER ? c->raddr : c->caddr;
-	int out = dp_egress_port(w, &c->side[to], ops->proto, ndst);
-	if (unlikely(out >= 0 && rte_be_to_cpu_16(ip->total_length) > dp.ports[out].conf.mtu)) {
+	/* Which port the packet leaves by matters here only when it does not
+	 * fit every port; the lookup is skipped for the others. */
+	const uint16_t iplen = rte_be_to_cpu_16(ip->total_length);
+	int out = likely(iplen <= dp.min_mtu) ? -1 : dp_egress_port(w, &c->side[to], ops->proto, ndst);
+	if (unlikely(out >= 0 && iplen > dp.ports[out].conf.mtu)) {
 		if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_DF_FLAG))
 			dp_icmp_send_error(w, pidx, m, in_side, RTE_IP_ICMP_DEST_UNREACH,
 				RTE_IP_ICMP_FRAG_NEEDED, dp.ports[out].conf.mtu);
@@ -174,6 +223,9 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	uint32_t len = rte_pktmbuf_pkt_len(m);
 	struct rte_mbuf *ca_hdr = NULL;
 	if (unlikely(c->flags & DP_CONN_F_CA)) {
+		/* It may grow past an MTU it fits now: dp_ca_pre needs the port. */
+		if (out < 0)
+			out = dp_egress_port(w, &c->side[to], ops->proto, ndst);
 		if (!dp_ca_pre(w, pidx, c, from, m, out, &ca_hdr)) {
 			if (fresh)
 				dp_conn_destroy_silent(w, c);
@@ -186,7 +238,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 	}
 
 	uint8_t prev_state = c->state;
-	c->timeout_s = ops->update(c, from, l4);
+	c->timeout_s = l4_update(ops->ipproto, c, from, l4);
 	c->last_tsc = w->now_tsc;
 	c->pkts[from]++;
 	c->bytes[from] += len;
@@ -211,7 +263,7 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 		nsrc = c->vaddr, nsport = c->vport, ndport = c->cport;
 	uint32_t acc = dp_csum_acc32(0, ip->src_addr, nsrc);
 	acc = dp_csum_acc32(acc, ip->dst_addr, ndst);
-	ops->rewrite(c, from, l4, nsport, ndport, acc);
+	l4_rewrite(ops->ipproto, c, from, l4, nsport, ndport, acc);
 
 	/* The header checksum was verified at input, so an incremental update
 	 * is exact: the same address difference, plus the TTL/protocol word. */
@@ -230,6 +282,46 @@ dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, con
 			dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, ca_hdr);
 	}
 	dp_xmit_to_side(w, &c->side[to], ndst, ops->proto, m);
+}
+
+static __rte_noinline void
+fnat_forward_tcp(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+	const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+{
+	fnat_forward(w, pidx, m, &dp_fnat_tcp, l4, k, c, from);
+}
+
+static __rte_noinline void
+fnat_forward_udp(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+	const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+{
+	fnat_forward(w, pidx, m, &dp_fnat_udp, l4, k, c, from);
+}
+
+static __rte_noinline void
+fnat_forward_icmp(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+	const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+{
+	fnat_forward(w, pidx, m, &dp_fnat_icmp, l4, k, c, from);
+}
+
+/* By IP protocol number: the per-protocol copies above. */
+static inline void
+fnat_forward_by(uint8_t ipproto, struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
+	const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+{
+	switch (ipproto) {
+	case IPPROTO_TCP: fnat_forward_tcp(w, pidx, m, l4, k, c, from); break;
+	case IPPROTO_UDP: fnat_forward_udp(w, pidx, m, l4, k, c, from); break;
+	default: fnat_forward_icmp(w, pidx, m, l4, k, c, from); break;
+	}
+}
+
+void
+dp_fnat_forward_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,
+	struct dp_l4 *l4, const struct dp_conn_key *k, struct dp_conn *c, enum dp_side_id from)
+{
+	fnat_forward_by(ops->ipproto, w, pidx, m, l4, k, c, from);
 }
 
 void
@@ -284,8 +376,15 @@ dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16
 					continue;
 				o = &dp_fnat_icmp;
 			} else {
-				o = ip->next_proto_id == IPPROTO_TCP ? &dp_fnat_tcp : &dp_fnat_udp;
-				enum dp_drop why = o->parse(m, ip, &l4[nk]);
+				/* Direct calls, which LTO inlines. */
+				enum dp_drop why;
+				if (ip->next_proto_id == IPPROTO_TCP) {
+					o = &dp_fnat_tcp;
+					why = dp_tcp_parse(m, ip, &l4[nk]);
+				} else {
+					o = &dp_fnat_udp;
+					why = dp_udp_parse(m, ip, &l4[nk]);
+				}
 
 				if (unlikely(why != DP_DROP_MAX)) {
 					dp_drop(w, pidx, why, m);

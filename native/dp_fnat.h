@@ -46,6 +46,24 @@ struct dp_fnat_ops {
 		struct dp_conn *local_conn);
 };
 
+/*
+ * TCP's and UDP's slots, also by name: the engine's per-protocol copies
+ * (dp_fnat.c) call them directly so that LTO can inline them into the
+ * packet path; an indirect call through the table cannot be.
+ */
+enum dp_drop dp_tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4);
+bool dp_tcp_may_create(const struct dp_l4 *l4);
+bool dp_tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4);
+uint32_t dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
+void dp_tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+	uint32_t addr_csum_acc);
+enum dp_drop dp_udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4);
+bool dp_udp_may_create(const struct dp_l4 *l4);
+bool dp_udp_stale(const struct dp_conn *c, const struct dp_l4 *l4);
+uint32_t dp_udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
+void dp_udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+	uint32_t addr_csum_acc);
+
 extern const struct dp_fnat_ops dp_fnat_tcp;
 extern const struct dp_fnat_ops dp_fnat_udp;
 extern const struct dp_fnat_ops dp_fnat_icmp;

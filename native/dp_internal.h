@@ -186,6 +186,10 @@ struct dp_global {
 	struct dp_conf conf;
 	struct rte_mempool *pool;
 	uint16_t nb_ports;
+	/* The smallest MTU of any port: a packet no longer fits every egress
+	 * and needs no lookup of which one it takes (dp_fnat.c). Ports and
+	 * their MTUs are fixed from dp_start to dp_stop. */
+	uint16_t min_mtu;
 	struct dp_port ports[DP_MAX_PORTS];
 	uint16_t nb_kni; /* ports with a kernel interface: 0 keeps the poll loop as it was */
 	unsigned nb_workers;
@@ -253,6 +257,15 @@ dp_drop(struct dp_worker *w, uint16_t pidx, enum dp_drop reason, struct rte_mbuf
 
 /* Queue m for transmission on logical port pidx; the buffer flushes when full
  * and at the end of every poll round. Always consumes m. */
+/*
+ * On a protocol's per-packet function that the engine's per-protocol loop
+ * (dp_fnat.c) calls from another file: with LTO (the addon, the benchmarks)
+ * it is inlined at the call site, which saves the call and lets the
+ * compiler fold what the caller already knows; elsewhere (the sanitizer
+ * builds, no LTO) it stays an ordinary call.
+ */
+#define DP_PKT_INLINE __attribute__((always_inline)) inline
+
 static inline void
 dp_tx(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {

@@ -172,6 +172,9 @@ dp_ports_setup(const struct dp_conf *conf, unsigned nb_queues, char *err, size_t
 			return ret;
 		}
 	}
+	dp.min_mtu = UINT16_MAX;
+	for (uint16_t i = 0; i < dp.nb_ports; i++)
+		dp.min_mtu = RTE_MIN(dp.min_mtu, dp.ports[i].conf.mtu);
 	return 0;
 }
 

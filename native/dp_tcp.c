@@ -27,8 +27,8 @@
 #include "dp_fnat.h"
 #include "dp_synproxy.h"
 
-static enum dp_drop
-tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
+DP_PKT_INLINE enum dp_drop
+dp_tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 {
 	uint32_t off = m->l2_len + m->l3_len;
 	uint32_t ip_end = m->l2_len + rte_be_to_cpu_16(ip->total_length);
@@ -47,21 +47,21 @@ tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	return DP_DROP_MAX;
 }
 
-static bool
-tcp_may_create(const struct dp_l4 *l4)
+DP_PKT_INLINE bool
+dp_tcp_may_create(const struct dp_l4 *l4)
 {
 	return (l4->flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG | RTE_TCP_RST_FLAG)) == RTE_TCP_SYN_FLAG;
 }
 
-static bool
-tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
+DP_PKT_INLINE bool
+dp_tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
 {
 	(void)l4;
 	return c->state == DP_TCP_TIME_WAIT || c->state == DP_TCP_CLOSE;
 }
 
-static uint32_t
-tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
+DP_PKT_INLINE uint32_t
+dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
 	const struct dp_timeouts *t = &dpt.timeouts;
 	uint8_t f = l4->flags;
@@ -154,8 +154,8 @@ tcp_seq_translate(struct rte_tcp_hdr *th, uint32_t seq_add, uint32_t ack_sub, ui
 	return acc;
 }
 
-static void
-tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+DP_PKT_INLINE void
+dp_tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
 	uint32_t acc)
 {
 	struct rte_tcp_hdr *th = l4->hdr;
@@ -179,10 +179,10 @@ tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t 
 const struct dp_fnat_ops dp_fnat_tcp = {
 	.ipproto = IPPROTO_TCP,
 	.proto = DP_PROTO_tcp,
-	.parse = tcp_parse,
-	.may_create = tcp_may_create,
-	.stale = tcp_stale,
-	.update = tcp_update,
-	.rewrite = tcp_rewrite,
+	.parse = dp_tcp_parse,
+	.may_create = dp_tcp_may_create,
+	.stale = dp_tcp_stale,
+	.update = dp_tcp_update,
+	.rewrite = dp_tcp_rewrite,
 	.local = dp_fnat_local_drop,
 };

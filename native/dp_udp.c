@@ -10,8 +10,8 @@
 #include "dp_csum.h"
 #include "dp_fnat.h"
 
-static enum dp_drop
-udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
+DP_PKT_INLINE enum dp_drop
+dp_udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 {
 	uint32_t off = m->l2_len + m->l3_len;
 	uint32_t ip_end = m->l2_len + rte_be_to_cpu_16(ip->total_length);
@@ -31,30 +31,30 @@ udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	return DP_DROP_MAX;
 }
 
-static bool
-udp_may_create(const struct dp_l4 *l4)
+DP_PKT_INLINE bool
+dp_udp_may_create(const struct dp_l4 *l4)
 {
 	(void)l4;
 	return true;
 }
 
-static bool
-udp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
+DP_PKT_INLINE bool
+dp_udp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
 {
 	(void)c, (void)l4;
 	return false;
 }
 
-static uint32_t
-udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
+DP_PKT_INLINE uint32_t
+dp_udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
 	(void)from, (void)l4;
 	c->state = DP_TCP_ESTABLISHED; /* "seen traffic"; UDP has no states */
 	return dpt.timeouts.udp;
 }
 
-static void
-udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
+DP_PKT_INLINE void
+dp_udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
 	uint32_t acc)
 {
 	struct rte_udp_hdr *uh = l4->hdr;
@@ -74,10 +74,10 @@ udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t 
 const struct dp_fnat_ops dp_fnat_udp = {
 	.ipproto = IPPROTO_UDP,
 	.proto = DP_PROTO_udp,
-	.parse = udp_parse,
-	.may_create = udp_may_create,
-	.stale = udp_stale,
-	.update = udp_update,
-	.rewrite = udp_rewrite,
+	.parse = dp_udp_parse,
+	.may_create = dp_udp_may_create,
+	.stale = dp_udp_stale,
+	.update = dp_udp_update,
+	.rewrite = dp_udp_rewrite,
 	.local = dp_fnat_local_drop,
 };

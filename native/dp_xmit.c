@@ -11,32 +11,12 @@
 #define DP_HOLD_TIMEOUT_MS     1000
 #define DP_ARP_MIN_INTERVAL_MS 200
 
-/* Refresh the cached "what would the route say" for a side. */
-static inline void
-dp_side_route(struct dp_side *s, uint32_t peer_addr)
-{
-	const struct dp_nexthop *nh;
-	uint32_t gen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
-
-	if (likely(s->route_gen == gen && gen != 0))
-		return;
-	if (dp_route_lookup(peer_addr, &nh) == 0) {
-		s->route_pidx = (uint8_t)nh->pidx;
-		s->route_ok = 1;
-	} else {
-		s->route_ok = 0;
-	}
-	s->route_gen = gen;
-}
-
 bool
-dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
+dp_side_record_slow(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
 	uint32_t peer_addr, enum dp_proto proto)
 {
 	bool moved = s->valid;
 
-	if (likely(s->valid && s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
-		return false;
 	if (moved)
 		w->ctr->path[proto][pidx][DP_PATH_path_changes]++;
 	s->pidx = (uint8_t)pidx;
@@ -53,41 +33,24 @@ dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const stru
 	return moved;
 }
 
-static inline bool
-dp_mtu_ok(struct dp_worker *w, uint16_t pidx, enum dp_proto proto, struct rte_mbuf *m)
+bool
+dp_mtu_exceeded(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
-	const struct rte_ipv4_hdr *ip =
-		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-
-	if (likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu))
-		return true;
 	/* dp_fnat_forward checked (and answered) before the rewrite; this is
 	 * the guard for paths where the egress port was not known then. */
 	w->ctr->drop[pidx][DP_DROP_mtu_exceeded]++;
 	rte_pktmbuf_free(m);
-	(void)proto;
 	return false;
 }
 
-void
-dp_xmit_to_side(
-	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m)
+static inline bool
+dp_mtu_ok(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
-	if (!to->valid || !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed)) {
-		dp_xmit_routed(w, peer_addr, proto, to, m);
-		return;
-	}
-	uint16_t pidx = to->pidx;
-	if (unlikely(!dp_mtu_ok(w, pidx, proto, m)))
-		return;
-	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	rte_ether_addr_copy(&to->peer_mac, &eh->dst_addr);
-	rte_ether_addr_copy(&to->local_mac, &eh->src_addr);
-	w->ctr->path[proto][pidx][DP_PATH_tx_symmetric]++;
-	dp_side_route(to, peer_addr);
-	if (!to->route_ok || to->route_pidx != pidx)
-		w->ctr->path[proto][pidx][DP_PATH_route_divergence]++;
-	dp_tx(w, pidx, m);
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+
+	return likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu) ||
+	       dp_mtu_exceeded(w, pidx, m);
 }
 
 static void
@@ -164,7 +127,7 @@ dp_xmit_routed(
 	uint64_t nv;
 
 	if (likely(dp_nh_cache_fresh(e, dst, rgen, ngen))) {
-		if (likely(dp_mtu_ok(w, e->pidx, proto, m)))
+		if (likely(dp_mtu_ok(w, e->pidx, m)))
 			dp_xmit_resolved(w, e->pidx, &e->mac, proto, dp_is_asymmetric(to, e->pidx), m);
 		return;
 	}
@@ -178,7 +141,7 @@ dp_xmit_routed(
 	uint16_t pidx = nh->pidx;
 	uint32_t nh_addr = nh->gw != 0 ? nh->gw : dst;
 
-	if (unlikely(!dp_mtu_ok(w, pidx, proto, m)))
+	if (unlikely(!dp_mtu_ok(w, pidx, m)))
 		return;
 	if (likely(dp_neigh_lookup(nh_addr, &nv) >= 0)) {
 		/* The generations were read before the lookups: a change racing

@@ -18,11 +18,11 @@
 #ifndef RETRACE_DP_XMIT_H
 #define RETRACE_DP_XMIT_H
 
+#include <rte_ip.h>
+
 #include "dp_conn.h"
 #include "dp_internal.h"
 
-void dp_xmit_to_side(
-	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m);
 void dp_xmit_routed(
 	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m);
 
@@ -52,10 +52,68 @@ dp_route_port(struct dp_worker *w, uint32_t dst)
 	return dp_route_lookup(dst, &nh) == 0 ? nh->pidx : -1;
 }
 
+bool dp_side_record_slow(struct dp_worker *w, struct dp_side *s, uint16_t pidx,
+	const struct rte_ether_hdr *eh, uint32_t peer_addr, enum dp_proto proto);
+
 /* Record (or refresh) the side a packet arrived from. Returns true when an
- * existing record moved (a path change, counted). */
-bool dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
-	uint32_t peer_addr, enum dp_proto proto);
+ * existing record moved (a path change, counted). Inline: nearly every
+ * packet finds its side where it was, and pays two compares. */
+static inline bool
+dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
+	uint32_t peer_addr, enum dp_proto proto)
+{
+	if (likely(s->valid && s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
+		return false;
+	return dp_side_record_slow(w, s, pidx, eh, peer_addr, proto);
+}
+
+/* Refresh the cached "what would the route say" for a side. */
+static inline void
+dp_side_route(struct dp_side *s, uint32_t peer_addr)
+{
+	const struct dp_nexthop *nh;
+	uint32_t gen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
+
+	if (likely(s->route_gen == gen && gen != 0))
+		return;
+	if (dp_route_lookup(peer_addr, &nh) == 0) {
+		s->route_pidx = (uint8_t)nh->pidx;
+		s->route_ok = 1;
+	} else {
+		s->route_ok = 0;
+	}
+	s->route_gen = gen;
+}
+
+/* Counts and frees a packet over the egress MTU; returns false. */
+bool dp_mtu_exceeded(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
+
+/* Inline, the common case being a conn's packet with both sides recorded:
+ * a few loads and stores, then the tx buffer. */
+static inline void
+dp_xmit_to_side(
+	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m)
+{
+	if (unlikely(!to->valid || !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))) {
+		dp_xmit_routed(w, peer_addr, proto, to, m);
+		return;
+	}
+	uint16_t pidx = to->pidx;
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	if (unlikely(rte_be_to_cpu_16(ip->total_length) > dp.ports[pidx].conf.mtu)) {
+		dp_mtu_exceeded(w, pidx, m);
+		return;
+	}
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	rte_ether_addr_copy(&to->peer_mac, &eh->dst_addr);
+	rte_ether_addr_copy(&to->local_mac, &eh->src_addr);
+	w->ctr->path[proto][pidx][DP_PATH_tx_symmetric]++;
+	dp_side_route(to, peer_addr);
+	if (unlikely(!to->route_ok || to->route_pidx != pidx))
+		w->ctr->path[proto][pidx][DP_PATH_route_divergence]++;
+	dp_tx(w, pidx, m);
+}
 
 /* Retry held packets (neighbours learned) and drop the expired ones. */
 void dp_xmit_hold_poll(struct dp_worker *w);

@@ -13,7 +13,6 @@ for b in synproxy_bench path_bench; do
   if [[ -x $out/$b && $out/$b -nt $newest ]]; then continue; fi
   # shellcheck disable=SC2046
   "$cc" -O3 -flto=auto -g -D_GNU_SOURCE -DALLOW_EXPERIMENTAL_API -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
-    -Wno-unused-command-line-argument \
     $(pkg-config --cflags libdpdk) -Inative -Inative/bench "${srcs[@]}" -o "$out/$b.tmp" \
     $(pkg-config --libs libdpdk) -lpthread
   mv "$out/$b.tmp" "$out/$b"
