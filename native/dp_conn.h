@@ -106,7 +106,7 @@ struct dp_conn {
 	/*
 	 * Not cache aligned on purpose: the fields above are 136 bytes and,
 	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_fnat_burst prefetches. The tail below is read only by conns with
+	 * dp_conn_lookup_bulk prefetches. The tail below is read only by conns with
 	 * a feature flag set.
 	 */
 
@@ -139,7 +139,7 @@ struct dp_conn {
 	uint8_t ca;
 };
 /* Every packet touches the first 136 bytes, which an 8-byte aligned record
- * always has within three cache lines (what dp_fnat_burst prefetches); the
+ * always has within three cache lines (what dp_conn_lookup_bulk prefetches); the
  * tail after them is read only by conns with a feature flag set. Table
  * pressure keeps its state outside the record for this reason (dp_conn.c).
  * The pool object is the record plus a 24-byte mempool header. */

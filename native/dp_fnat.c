@@ -16,7 +16,6 @@
 #include <rte_byteorder.h>
 #include <rte_hash.h>
 #include <rte_ip.h>
-#include <rte_prefetch.h>
 
 #include "dp_caddr.h"
 #include "dp_csum.h"
@@ -338,11 +337,43 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
 	dp_fnat_forward_conn(w, pidx, m, ops, l4, &k, c, from);
 }
 
+void
+dp_fnat_batch_add(struct dp_worker *w, uint16_t pidx, struct dp_fnat_batch *b, struct rte_mbuf *m)
+{
+	struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	const uint8_t ipproto = ip->next_proto_id;
+	struct dp_l4 *l4 = &b->l4[b->n];
+	enum dp_drop why;
+
+	/* Direct calls, which LTO inlines. */
+	if (ipproto == IPPROTO_TCP) {
+		why = dp_tcp_parse(m, ip, l4);
+	} else if (ipproto == IPPROTO_UDP) {
+		why = dp_udp_parse(m, ip, l4);
+	} else {
+		/* Echo joins the batch; errors and the rest are done here. */
+		if (!dp_icmp_take(w, pidx, m, l4))
+			return;
+		why = DP_DROP_MAX;
+	}
+	if (unlikely(why != DP_DROP_MAX)) {
+		dp_drop(w, pidx, why, m);
+		return;
+	}
+	dp_fnat_key(&b->keys[b->n], ip, l4, ipproto);
+	b->kptr[b->n] = &b->keys[b->n];
+	b->ipproto[b->n] = ipproto;
+	b->m[b->n] = m;
+	if (++b->n == DP_FNAT_BATCH)
+		dp_fnat_batch_run(w, pidx, b);
+}
+
 /*
- * The batch: parse every packet and build its key, look all keys up with one
- * rte_hash_lookup_bulk_data per 64 (it computes the signatures and prefetches
- * the buckets for the whole group, so the cache misses overlap instead of
- * queueing), prefetch every conn record found, then forward in order.
+ * One rte_hash_lookup_bulk_data for the whole batch (dp_conn_lookup_bulk: it
+ * computes the signatures and prefetches the buckets of every key, so the
+ * cache misses overlap instead of queueing, and prefetches every record
+ * found), then forward in order.
  *
  * A result is only as good as the table it came from: forwarding packet i
  * may remove a conn (a finished tuple reused, a fresh conn whose first packet
@@ -352,70 +383,28 @@ dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const st
  * the batch may have created theirs.
  */
 void
-dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
+dp_fnat_batch_run(struct dp_worker *w, uint16_t pidx, struct dp_fnat_batch *b)
 {
-	struct dp_conn_key keys[RTE_HASH_LOOKUP_BULK_MAX];
-	const void *kptr[RTE_HASH_LOOKUP_BULK_MAX];
-	struct dp_l4 l4[RTE_HASH_LOOKUP_BULK_MAX];
-	struct rte_mbuf *ok[RTE_HASH_LOOKUP_BULK_MAX];
-	const struct dp_fnat_ops *ops[RTE_HASH_LOOKUP_BULK_MAX];
+	struct dp_conn *found[DP_FNAT_BATCH];
+	uint8_t side[DP_FNAT_BATCH];
+	const unsigned n = b->n;
 
-	for (uint16_t base = 0; base < n; base += RTE_HASH_LOOKUP_BULK_MAX) {
-		uint16_t end = RTE_MIN(n, base + RTE_HASH_LOOKUP_BULK_MAX);
-		unsigned nk = 0;
+	b->n = 0;
+	if (n == 0)
+		return;
+	uint64_t hits = dp_conn_lookup_bulk(w, b->kptr, n, found, side);
+	const uint32_t gen = w->conn_gen, adds = w->conn_adds;
+	for (unsigned j = 0; j < n; j++) {
+		enum dp_side_id from = DP_SIDE_CLIENT;
+		struct dp_conn *c = NULL;
 
-		for (uint16_t i = base; i < end; i++) {
-			struct rte_mbuf *m = pkts[i];
-			struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(
-				m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-			const struct dp_fnat_ops *o;
-
-			if (ip->next_proto_id == IPPROTO_ICMP) {
-				/* Echo joins the batch; errors and the rest are done here. */
-				if (!dp_icmp_take(w, pidx, m, &l4[nk]))
-					continue;
-				o = &dp_fnat_icmp;
-			} else {
-				/* Direct calls, which LTO inlines. */
-				enum dp_drop why;
-				if (ip->next_proto_id == IPPROTO_TCP) {
-					o = &dp_fnat_tcp;
-					why = dp_tcp_parse(m, ip, &l4[nk]);
-				} else {
-					o = &dp_fnat_udp;
-					why = dp_udp_parse(m, ip, &l4[nk]);
-				}
-
-				if (unlikely(why != DP_DROP_MAX)) {
-					dp_drop(w, pidx, why, m);
-					continue;
-				}
-			}
-			dp_fnat_key(&keys[nk], ip, &l4[nk], o->ipproto);
-			kptr[nk] = &keys[nk];
-			ops[nk] = o;
-			ok[nk++] = m;
-		}
-		if (nk == 0)
-			continue;
-
-		struct dp_conn *found[RTE_HASH_LOOKUP_BULK_MAX];
-		uint8_t side[RTE_HASH_LOOKUP_BULK_MAX];
-		uint64_t hits = dp_conn_lookup_bulk(w, kptr, nk, found, side);
-
-		const uint32_t gen = w->conn_gen, adds = w->conn_adds;
-		for (unsigned j = 0; j < nk; j++) {
-			enum dp_side_id from = DP_SIDE_CLIENT;
-			struct dp_conn *c = NULL;
-
-			if (unlikely(w->conn_gen != gen))
-				c = dp_conn_lookup(w, &keys[j], &from);
-			else if (likely(hits & (1ull << j)))
-				c = found[j], from = (enum dp_side_id)side[j];
-			else if (w->conn_adds != adds)
-				c = dp_conn_lookup(w, &keys[j], &from);
-			dp_fnat_forward_conn(w, pidx, ok[j], ops[j], &l4[j], &keys[j], c, from);
-		}
+		if (unlikely(w->conn_gen != gen))
+			c = dp_conn_lookup(w, &b->keys[j], &from);
+		else if (likely(hits & (1ull << j)))
+			c = found[j], from = (enum dp_side_id)side[j];
+		else if (w->conn_adds != adds)
+			c = dp_conn_lookup(w, &b->keys[j], &from);
+		fnat_forward_by(b->ipproto[j], w, pidx, b->m[j], &b->l4[j], &b->keys[j], c, from);
 	}
 }
 

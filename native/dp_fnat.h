@@ -72,10 +72,29 @@ extern const struct dp_fnat_ops dp_fnat_icmp;
  * Consumes m. */
 void dp_fnat_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops);
 
-/* TCP, UDP and ICMP packets whose IPv4 header was validated (l2/l3 lengths set),
- * all from port pidx: parse, look the conns up in bulk, forward. Consumes
- * every mbuf. */
-void dp_fnat_burst(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n);
+/*
+ * The batch of a burst's TCP, UDP and ICMP echo packets, filled as the burst
+ * is validated (dp_l2_input: one pass over the packets) and forwarded with
+ * one bulk conn lookup per DP_FNAT_BATCH packets.
+ */
+#define DP_FNAT_BATCH 64 /* RTE_HASH_LOOKUP_BULK_MAX */
+struct dp_fnat_batch {
+	uint16_t n;
+	uint8_t ipproto[DP_FNAT_BATCH];
+	struct rte_mbuf *m[DP_FNAT_BATCH];
+	struct dp_l4 l4[DP_FNAT_BATCH];
+	struct dp_conn_key keys[DP_FNAT_BATCH];
+	const void *kptr[DP_FNAT_BATCH];
+};
+
+/* A TCP, UDP or ICMP packet from port pidx whose IPv4 header was validated
+ * (l2/l3 lengths set): parse it into the batch (malformed: dropped and
+ * counted; ICMP other than echo: handled at once); a full batch is
+ * forwarded. Consumes m. */
+void dp_fnat_batch_add(struct dp_worker *w, uint16_t pidx, struct dp_fnat_batch *b, struct rte_mbuf *m);
+
+/* Look up and forward what the batch holds, in order; empties it. */
+void dp_fnat_batch_run(struct dp_worker *w, uint16_t pidx, struct dp_fnat_batch *b);
 
 /* Forward an already parsed packet. Consumes m. */
 void dp_fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_fnat_ops *ops,

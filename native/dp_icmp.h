@@ -19,7 +19,7 @@ void dp_icmp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
 
 /* The first half of dp_icmp_input: parse and check; an echo request or
  * reply is left (true, l4 filled) for the FNAT engine's batch
- * (dp_fnat_burst), anything else is handled or dropped here (false). */
+ * (dp_fnat_batch_add), anything else is handled or dropped here (false). */
 struct dp_l4;
 bool dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4);
 

@@ -44,26 +44,27 @@ dp_l2_one(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 }
 
 /*
- * Headers are checked packet by packet; TCP, UDP and ICMP (the bulk of the
- * traffic) are then forwarded as one batch so their conn lookups overlap
- * (dp_fnat_burst). Other packets (ARP, drops) are done at once, and so are
- * ICMP errors when the batch parses them: they may go ahead of packets of
- * the same burst, but never of their own flow.
+ * One pass over the burst: each packet is checked (Ethernet, IPv4) and, if
+ * it is TCP, UDP or ICMP, parsed into the FNAT batch, which is looked up and
+ * forwarded when full and at the end (dp_fnat_batch_run), so conn lookups
+ * overlap. Other packets (ARP, drops) are done at once, and so are ICMP
+ * errors: they may go ahead of packets of the same burst, but never of their
+ * own flow.
  */
 void
 dp_l2_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf **pkts, uint16_t n)
 {
-	struct rte_mbuf *l4[DP_MAX_BURST];
-	uint16_t i, nl4 = 0;
+	struct dp_fnat_batch b;
+	uint16_t i;
 
+	b.n = 0;
 	for (i = 0; i < n && i < DP_PREFETCH_OFFSET; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	for (i = 0; i < n; i++) {
 		if (i + DP_PREFETCH_OFFSET < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + DP_PREFETCH_OFFSET], void *));
 		if (dp_l2_one(w, pidx, pkts[i]))
-			l4[nl4++] = pkts[i];
+			dp_fnat_batch_add(w, pidx, &b, pkts[i]);
 	}
-	if (nl4 != 0)
-		dp_fnat_burst(w, pidx, l4, nl4);
+	dp_fnat_batch_run(w, pidx, &b);
 }

@@ -12,7 +12,7 @@ void dp_arp_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
 
 /* dp_ipv4.c: IPv4 header validation and dispatch by protocol. TCP, UDP and
  * ICMP are counted and left to the caller, which hands them to
- * dp_fnat_burst in one batch (returns true; m is not consumed then). */
+ * dp_fnat_batch_add in one batch (returns true; m is not consumed then). */
 bool dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
 
 #endif
