@@ -79,8 +79,9 @@ dp_ipv4_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 	/* Ethernet padding of short frames is not part of the packet. */
 	if (len > l2 + total)
 		rte_pktmbuf_trim(m, (uint16_t)(len - l2 - total));
-	m->l2_len = l2;
-	m->l3_len = ihl;
+	/* One store for both bit-fields (fresh from rx, the other offload
+	 * fields are 0), not two read-modify-writes. */
+	m->tx_offload = rte_mbuf_tx_offload(l2, ihl, 0, 0, 0, 0, 0);
 
 	switch (ip->next_proto_id) {
 	case IPPROTO_TCP: w->ctr->path[DP_PROTO_tcp][pidx][DP_PATH_rx]++; return true;
