@@ -88,27 +88,6 @@ dp_arp_request(struct dp_worker *w, uint16_t pidx, uint32_t target)
 	dp_tx(w, pidx, m);
 }
 
-static inline bool
-dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
-{
-	return to != NULL && to->valid && to->pidx != pidx;
-}
-
-/* Send with a resolved MAC; the common tail of routed sends. */
-static inline void
-dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr *dmac, enum dp_proto proto,
-	bool asymmetric, struct rte_mbuf *m)
-{
-	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-
-	rte_ether_addr_copy(dmac, &eh->dst_addr);
-	rte_ether_addr_copy(&dp.ports[pidx].mac, &eh->src_addr);
-	w->ctr->path[proto][pidx][DP_PATH_tx_routed]++;
-	if (asymmetric)
-		w->ctr->path[proto][pidx][DP_PATH_asymmetric]++;
-	dp_tx(w, pidx, m);
-}
-
 /*
  * A routed send costs an LPM lookup and a neighbour hash lookup (hash and key
  * compare), and routed traffic goes to few next hops (gateways, the reals of
@@ -117,20 +96,12 @@ dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr
  * direct-mapped cache that any route or neighbour change voids.
  */
 void
-dp_xmit_routed(
-	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m)
+dp_xmit_routed_miss(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
+	struct rte_mbuf *m, struct dp_nh_cache *e, uint32_t rgen, uint32_t ngen)
 {
-	const uint32_t rgen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
-	const uint32_t ngen = atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire);
-	struct dp_nh_cache *e = dp_nh_cache_slot(w, dst);
 	const struct dp_nexthop *nh;
 	uint64_t nv;
 
-	if (likely(dp_nh_cache_fresh(e, dst, rgen, ngen))) {
-		if (likely(dp_mtu_ok(w, e->pidx, m)))
-			dp_xmit_resolved(w, e->pidx, &e->mac, proto, dp_is_asymmetric(to, e->pidx), m);
-		return;
-	}
 	if (unlikely(dp_route_lookup(dst, &nh) != 0)) {
 		/* Counted on the port the packet would have come from: we do
 		 * not know another. */

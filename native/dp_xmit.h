@@ -23,8 +23,6 @@
 #include "dp_conn.h"
 #include "dp_internal.h"
 
-void dp_xmit_routed(
-	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m);
 
 static inline struct dp_nh_cache *
 dp_nh_cache_slot(struct dp_worker *w, uint32_t dst)
@@ -87,6 +85,61 @@ dp_side_route(struct dp_side *s, uint32_t peer_addr)
 
 /* Counts and frees a packet over the egress MTU; returns false. */
 bool dp_mtu_exceeded(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
+
+static inline bool
+dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
+{
+	return to != NULL && to->valid && to->pidx != pidx;
+}
+
+/* Send with a resolved MAC; the common tail of routed sends. */
+static inline void
+dp_xmit_resolved(struct dp_worker *w, uint16_t pidx, const struct rte_ether_addr *dmac, enum dp_proto proto,
+	bool asymmetric, struct rte_mbuf *m)
+{
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+
+	rte_ether_addr_copy(dmac, &eh->dst_addr);
+	rte_ether_addr_copy(&dp.ports[pidx].mac, &eh->src_addr);
+	w->ctr->path[proto][pidx][DP_PATH_tx_routed]++;
+	if (asymmetric)
+		w->ctr->path[proto][pidx][DP_PATH_asymmetric]++;
+	dp_tx(w, pidx, m);
+}
+
+/* The routed send when the next-hop cache has no fresh entry for dst: route
+ * and neighbour lookups, the ARP hold queue (dp_xmit.c). */
+void dp_xmit_routed_miss(struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to,
+	struct rte_mbuf *m, struct dp_nh_cache *e, uint32_t rgen, uint32_t ngen);
+
+/*
+ * A routed send costs an LPM lookup and a neighbour hash lookup (hash and key
+ * compare), and routed traffic goes to few next hops (gateways, the reals of
+ * conns whose server side has not answered yet, everything when a symmetric
+ * switch is off). So the answers are remembered per destination, in a small
+ * direct-mapped cache that any route or neighbour change voids. A hit is
+ * inline: the common routed packet pays no call.
+ */
+static inline void
+dp_xmit_routed(
+	struct dp_worker *w, uint32_t dst, enum dp_proto proto, const struct dp_side *to, struct rte_mbuf *m)
+{
+	const uint32_t rgen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
+	const uint32_t ngen = atomic_load_explicit(&dpt.neigh_gen, memory_order_acquire);
+	struct dp_nh_cache *e = dp_nh_cache_slot(w, dst);
+
+	if (unlikely(!dp_nh_cache_fresh(e, dst, rgen, ngen))) {
+		dp_xmit_routed_miss(w, dst, proto, to, m, e, rgen, ngen);
+		return;
+	}
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+	if (unlikely(rte_be_to_cpu_16(ip->total_length) > dp.ports[e->pidx].conf.mtu)) {
+		dp_mtu_exceeded(w, e->pidx, m);
+		return;
+	}
+	dp_xmit_resolved(w, e->pidx, &e->mac, proto, dp_is_asymmetric(to, e->pidx), m);
+}
 
 /* Inline, the common case being a conn's packet with both sides recorded:
  * a few loads and stores, then the tx buffer. */
