@@ -23,6 +23,28 @@ export interface Suite {
   quiet: { maxLoad: number; loadAtStart: number[]; waitedS: number; reachedQuiet: boolean; note: string };
   cases: CaseResult[];
   targets?: TargetResult[];
+  /** An earlier run (`--before FILE`): its figures beside these, in the chart and the table. */
+  before?: BeforeRun;
+}
+
+/** The figures of an earlier results file, by id, to show "before" beside "after". */
+export interface BeforeRun {
+  file: string;
+  date: string;
+  startedAt: string;
+  figures: Record<string, { value: Spread; ratio?: Spread; unit: string }>;
+}
+
+/** The figures of a results file that `--before` compares with (those with a value). */
+export function beforeRun(file: string, prior: Suite): BeforeRun {
+  const figures: BeforeRun['figures'] = {};
+  for (const c of prior.cases) for (const f of c.figures) if (f.runs.length > 0) figures[f.id] = { value: f.value, ratio: f.ratio?.value, unit: f.unit };
+  return { file, date: prior.date, startedAt: prior.startedAt, figures };
+}
+
+/** Nanoseconds per packet of a packets-per-second figure (one worker core). */
+function nsPerPacket(pps: number): string {
+  return pps > 0 ? `${(1e9 / pps).toFixed(1)} ns` : '';
 }
 
 export interface TargetResult {
@@ -175,13 +197,15 @@ function fmtSpread(s: Spread, unit: string): string {
 /** Horizontal grouped bar chart of the forwarding figures (Mpps), testpmd vs retrace, with min–max whiskers. */
 export function forwardingSvg(s: Suite): string {
   const figs = allFigures(s).filter((f) => f.chart && f.runs.length > 0 && f.baseline);
-  const rowH = 46;
+  const before = (id: string): { value: Spread; ratio?: Spread } | undefined => s.before?.figures[id];
+  const withBefore = figs.some((f) => before(f.id));
+  const rowH = withBefore ? 64 : 46;
   const left = 300;
   const right = 110;
   const width = 1000;
   const top = 56;
   const height = top + figs.length * rowH + 40;
-  const maxV = Math.max(1, ...figs.flatMap((f) => [f.value.max, f.baseline!.value.max])) / 1e6;
+  const maxV = Math.max(1, ...figs.flatMap((f) => [f.value.max, f.baseline!.value.max, before(f.id)?.value.max ?? 0])) / 1e6;
   const scaleMax = Math.ceil(maxV / 2) * 2;
   const x = (v: number): number => left + (v / scaleMax) * (width - left - right);
   const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -197,6 +221,10 @@ export function forwardingSvg(s: Suite): string {
     `<rect x="${left}" y="30" width="12" height="12" fill="#9e9e9e"/><text x="${left + 16}" y="40">testpmd (median, whisker = min–max of runs)</text>`,
   );
   parts.push(`<rect x="${left + 300}" y="30" width="12" height="12" fill="#1f77b4"/><text x="${left + 316}" y="40">retrace (label: ratio to testpmd)</text>`);
+  if (withBefore)
+    parts.push(
+      `<rect x="${left + 520}" y="30" width="12" height="12" fill="#aec7e8"/><text x="${left + 536}" y="40">retrace before (${esc(s.before!.date)}, ${esc(s.before!.file)})</text>`,
+    );
   for (let t = 0; t <= scaleMax; t += scaleMax <= 10 ? 1 : 2) {
     const xx = x(t);
     parts.push(`<line x1="${xx.toFixed(1)}" y1="${top - 6}" x2="${xx.toFixed(1)}" y2="${height - 34}" stroke="#e0e0e0"/>`);
@@ -207,11 +235,13 @@ export function forwardingSvg(s: Suite): string {
     const y = top + i * rowH;
     const label = f.id;
     parts.push(`<text x="${left - 8}" y="${y + 22}" text-anchor="end">${esc(label)}</text>`);
-    const bars: [Spread, string, number][] = [
-      [f.baseline!.value, '#9e9e9e', y + 4],
-      [f.value, '#1f77b4', y + 22],
+    const b = before(f.id);
+    const bars: [Spread, string, number, Spread | undefined][] = [
+      [f.baseline!.value, '#9e9e9e', y + 4, undefined],
+      ...(b ? [[b.value, '#aec7e8', y + 22, b.ratio] as [Spread, string, number, Spread | undefined]] : []),
+      [f.value, '#1f77b4', y + (b ? 40 : 22), f.ratio?.value],
     ];
-    for (const [v, color, by] of bars) {
+    for (const [v, color, by, ratio] of bars) {
       const w = Math.max(1, x(v.median / 1e6) - left);
       parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="16" fill="${color}"/>`);
       if (v.n > 1) {
@@ -221,7 +251,7 @@ export function forwardingSvg(s: Suite): string {
         parts.push(`<line x1="${x(v.max / 1e6).toFixed(1)}" y1="${y0 - 4}" x2="${x(v.max / 1e6).toFixed(1)}" y2="${y0 + 4}" stroke="#000"/>`);
       }
       parts.push(
-        `<text x="${(x(Math.max(v.max, v.median) / 1e6) + 6).toFixed(1)}" y="${by + 12}" fill="#333">${(v.median / 1e6).toFixed(2)}${color === '#1f77b4' && f.ratio ? ` (${f.ratio.value.median.toFixed(2)}×)` : ''}</text>`,
+        `<text x="${(x(Math.max(v.max, v.median) / 1e6) + 6).toFixed(1)}" y="${by + 12}" fill="#333">${(v.median / 1e6).toFixed(2)}${ratio ? ` (${ratio.median.toFixed(2)}×)` : ''}</text>`,
       );
     }
   });
@@ -269,8 +299,13 @@ export function markdown(s: Suite, svgName: string): string {
   L.push('');
   L.push('Ratio = retrace ÷ testpmd macswap on the same pcap, computed per run pair; median (min – max).');
   L.push('');
-  L.push('| figure | ratio to testpmd | retrace | testpmd | CPU share retrace / testpmd |');
-  L.push('|---|---|---|---|---|');
+  if (s.before)
+    L.push(
+      `"Before": the same figure in \`${s.before.file}\` (run of ${s.before.startedAt}), as ratio to testpmd / retrace's rate; "ns/packet": one worker core's time per packet at retrace's median rate.`,
+      '',
+    );
+  L.push(`| figure | ratio to testpmd | retrace | ns/packet | testpmd | CPU share retrace / testpmd |${s.before ? ' before |' : ''}`);
+  L.push(`|---|---|---|---|---|---|${s.before ? '---|' : ''}`);
   for (const c of s.cases) {
     for (const f of c.figures) {
       const runs = (f.details.runs as { workerCpuShare?: number; testpmdCpuShare?: number }[] | undefined) ?? [];
@@ -281,7 +316,12 @@ export function markdown(s: Suite, svgName: string): string {
       const share = [range('workerCpuShare'), range('testpmdCpuShare')].filter(Boolean).join(' / ');
       const ratio = f.ratio ? fmtSpread(f.ratio.value, 'ratio') : '—';
       const val = f.runs.length ? fmtSpread(f.value, f.unit) : `skipped${f.notes.length ? `: ${f.notes.join(' ')}` : ''}`;
-      L.push(`| ${f.label} \`${f.id}\` | ${ratio} | ${val} | ${f.baseline ? fmtSpread(f.baseline.value, f.baseline.unit ?? f.unit) : '—'} | ${share} |`);
+      const ns = f.unit === 'pps' && f.runs.length ? nsPerPacket(f.value.median) : '';
+      const b = s.before?.figures[f.id];
+      const bcol = s.before ? ` ${b ? `${b.ratio ? `${fmtValue(b.ratio.median, 'ratio')} / ` : ''}${fmtValue(b.value.median, b.unit)}` : '—'} |` : '';
+      L.push(
+        `| ${f.label} \`${f.id}\` | ${ratio} | ${val} | ${ns} | ${f.baseline ? fmtSpread(f.baseline.value, f.baseline.unit ?? f.unit) : '—'} | ${share} |${bcol}`,
+      );
     }
   }
   L.push('');

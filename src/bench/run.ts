@@ -20,6 +20,8 @@
  *                      away and repeated after waiting for quiet, up to N attempts (3; quick 1)
  *   --min-share X      (0.95)
  *   --max-foreign X    (0.25)
+ *   --before FILE      an earlier results JSON: its figures beside these (chart bars and a table column),
+ *                      to show a change's before and after from two runs on the same machine
  *   --kernel           every retrace port gets a kernel interface (ports[].kernel) that stays idle:
  *                      the option's cost on the packet path (sets RETRACE_BENCH_KERNEL=1)
  */
@@ -33,7 +35,7 @@ import type { CaseResult, Ctx } from './harness';
 import { killAll } from './children';
 import { ForeignCpu, loadAvg, machineInfo } from './machine';
 import { pcapFileHeader } from './pcap';
-import { evaluateTargets, forwardingSvg, markdown, type Suite } from './report';
+import { beforeRun, evaluateTargets, forwardingSvg, markdown, type Suite } from './report';
 import { now, sleep } from './stats';
 
 interface Args {
@@ -52,13 +54,14 @@ interface Args {
   attempts?: number;
   minShare: number;
   maxForeign: number;
+  before?: string;
 }
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
   console.error('usage: node dist/bench/run.js [--quick] [--case NAME[,NAME]] [--runs N] [--warmup S] [--seconds S] [--profile]');
   console.error('       [--out DIR] [--date YYYY-MM-DD] [--merge] [--max-load X] [--wait-minutes M] [--no-wait]');
-  console.error('       [--attempts N] [--min-share X] [--max-foreign X] [--kernel]');
+  console.error('       [--attempts N] [--min-share X] [--max-foreign X] [--before FILE] [--kernel]');
   console.error(`cases: ${Object.keys(CASES).join(' ')}`);
   process.exit(2);
 }
@@ -131,6 +134,9 @@ function parseArgs(argv: string[]): Args {
       case '--max-foreign':
         a.maxForeign = num(v(), k);
         break;
+      case '--before':
+        a.before = v() ?? usage('--before needs a results JSON file');
+        break;
       case '--kernel':
         process.env.RETRACE_BENCH_KERNEL = '1';
         break;
@@ -144,6 +150,7 @@ function parseArgs(argv: string[]): Args {
   }
   for (const c of a.cases) if (!(c in CASES)) usage(`unknown case ${c}`);
   if (!/^\d{4}-\d{2}-\d{2}$/.test(a.date)) usage('--date must be YYYY-MM-DD');
+  if (a.before !== undefined && !fs.existsSync(a.before)) usage(`--before: no such file ${a.before}`);
   return a;
 }
 
@@ -253,6 +260,7 @@ async function main(): Promise<number> {
   fs.mkdirSync(a.out, { recursive: true });
   const jsonFile = path.join(a.out, `${base}.json`);
   const svgName = `${base}-forwarding.svg`;
+  const before = a.before ? beforeRun(path.relative(a.out, path.resolve(a.before)), JSON.parse(fs.readFileSync(a.before, 'utf8')) as Suite) : undefined;
   const prior: Suite | undefined = a.merge && fs.existsSync(jsonFile) ? (JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as Suite) : undefined;
   // Written after every case, so an interrupted run keeps what it measured.
   const save = (): Suite => {
@@ -277,6 +285,7 @@ async function main(): Promise<number> {
       quiet: prior ? { ...prior.quiet, note: `${prior.quiet.note}; re-run of ${a.cases.join(', ')}: ${quiet.note}` } : quiet,
       cases,
     };
+    if (before) suite.before = before;
     suite.targets = evaluateTargets(suite);
     fs.writeFileSync(jsonFile, JSON.stringify(suite, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2) + '\n');
     fs.writeFileSync(path.join(a.out, svgName), forwardingSvg(suite));
