@@ -121,6 +121,29 @@ bench_conn_of(uint32_t i, uint16_t vport, uint8_t proto)
 	return dp_conn_lookup(w, &k, &from);
 }
 
+struct rte_ipv4_hdr *
+bench_ipv4_frame(struct rte_mbuf *m, uint16_t port, uint8_t proto, uint32_t src, uint32_t dst, unsigned l4len)
+{
+	unsigned len = 14 + 20 + l4len;
+	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
+	if (p == NULL)
+		abort();
+	memcpy(p, PORT_MAC[port], 6);
+	memcpy(p + 6, PEER_MAC, 6);
+	p[12] = 0x08, p[13] = 0;
+	struct rte_ipv4_hdr *iph = (struct rte_ipv4_hdr *)(p + 14);
+	memset(iph, 0, 20);
+	iph->version_ihl = 0x45;
+	iph->total_length = htons((uint16_t)(len - 14));
+	iph->fragment_offset = htons(0x4000);
+	iph->time_to_live = 64;
+	iph->next_proto_id = proto;
+	iph->src_addr = src;
+	iph->dst_addr = dst;
+	iph->hdr_checksum = rte_ipv4_cksum(iph);
+	return iph;
+}
+
 struct rte_mbuf *
 bench_tcp_frame(uint16_t port, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint32_t seq,
 	uint32_t ack, uint8_t flags, uint32_t tsval, uint32_t tsecr, unsigned payload)
@@ -146,21 +169,7 @@ bench_tcp_frame(uint16_t port, uint32_t src, uint32_t dst, uint16_t sport, uint1
 		memcpy(opts + ol, ws, 4);
 		ol += 4;
 	}
-	unsigned len = 14 + 20 + 20 + ol + payload;
-	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
-	memcpy(p, PORT_MAC[port], 6);
-	memcpy(p + 6, PEER_MAC, 6);
-	p[12] = 0x08, p[13] = 0;
-	struct rte_ipv4_hdr *iph = (struct rte_ipv4_hdr *)(p + 14);
-	memset(iph, 0, 20);
-	iph->version_ihl = 0x45;
-	iph->total_length = htons((uint16_t)(len - 14));
-	iph->fragment_offset = htons(0x4000);
-	iph->time_to_live = 64;
-	iph->next_proto_id = IPPROTO_TCP;
-	iph->src_addr = src;
-	iph->dst_addr = dst;
-	iph->hdr_checksum = rte_ipv4_cksum(iph);
+	struct rte_ipv4_hdr *iph = bench_ipv4_frame(m, port, IPPROTO_TCP, src, dst, 20 + ol + payload);
 	struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)(iph + 1);
 	memset(th, 0, 20);
 	th->src_port = sport;

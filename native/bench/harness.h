@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <rte_ip.h>
 #include <rte_mbuf.h>
 
 #include "dp_conn.h"
@@ -48,6 +49,12 @@ uint16_t bench_cport(uint32_t i);
 
 /* The conn of client i to vport, or NULL. */
 struct dp_conn *bench_conn_of(uint32_t i, uint16_t vport, uint8_t proto);
+
+/* Appends Ethernet (PEER_MAC to port's MAC) and IPv4 (DF, TTL 64, checksum
+ * set) headers for l4len bytes of protocol proto to m; returns the IPv4
+ * header, the L4 bytes following it are the caller's to write. */
+struct rte_ipv4_hdr *bench_ipv4_frame(
+	struct rte_mbuf *m, uint16_t port, uint8_t proto, uint32_t src, uint32_t dst, unsigned l4len);
 
 /* A TCP frame arriving on port from the peer, with timestamps (and, on
  * SYNs, Linux's other options), payload bytes of 'x'. */

@@ -75,21 +75,7 @@ l4_frame(uint16_t port, uint8_t proto, uint32_t src, uint32_t dst, uint16_t spor
 	struct rte_mbuf *m = rte_pktmbuf_alloc(dp.pool);
 	unsigned l4len =
 		proto == IPPROTO_UDP ? sizeof(struct rte_udp_hdr) + 18 : sizeof(struct rte_icmp_hdr) + 18;
-	unsigned len = 14 + 20 + l4len;
-	uint8_t *p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)len);
-	memcpy(p, PORT_MAC[port], 6);
-	memcpy(p + 6, PEER_MAC, 6);
-	p[12] = 0x08, p[13] = 0;
-	struct rte_ipv4_hdr *iph = (struct rte_ipv4_hdr *)(p + 14);
-	memset(iph, 0, 20);
-	iph->version_ihl = 0x45;
-	iph->total_length = htons((uint16_t)(len - 14));
-	iph->fragment_offset = htons(0x4000);
-	iph->time_to_live = 64;
-	iph->next_proto_id = proto;
-	iph->src_addr = src;
-	iph->dst_addr = dst;
-	iph->hdr_checksum = rte_ipv4_cksum(iph);
+	struct rte_ipv4_hdr *iph = bench_ipv4_frame(m, port, proto, src, dst, l4len);
 	uint8_t *l4 = (uint8_t *)(iph + 1);
 	memset(l4, 'x', l4len);
 	if (proto == IPPROTO_UDP) {
