@@ -1,10 +1,13 @@
 /*
  * dp_conn.c: the per-worker conn table (see dp_conn.h).
  *
- * Storage: an rte_hash (two keys per conn, the side tagged into the data
- * word) and an rte_mempool of conn records. Expiry: an incremental walk of
- * the records, a bounded number per poll round, so a table of millions of
- * conns needs no per-conn timer.
+ * Storage: an rte_mempool of conn records, an rte_hash of the client-side
+ * keys (one insert per conn), and the server side in the LIP's own arrays
+ * (dp_tables.h): a packet to LIP:lport from a real finds its conn by a direct
+ * index into the array of its protocol, then checks the real's address and
+ * port against the record. Expiry: an incremental walk of the records, a
+ * bounded number per poll round, so a table of millions of conns needs no
+ * per-conn timer.
  *
  * Table pressure (IPVS's drop_entry, done at create time instead of by a
  * random walk): a SYN flood fills the table and the LIP source ports with
@@ -37,6 +40,66 @@
 #include "dp_conn.h"
 #include "dp_internal.h"
 #include "dp_sched.h"
+
+/*
+ * A LIP array slot holds a conn in 4 bytes rather than a pointer's 8 (a LIP
+ * has 3 x 65536 slots, and a table of millions of conns spreads over tens of
+ * LIPs: 768 KiB each instead of 1.5 MiB): the record's distance from the
+ * lowest record of the owning worker's pool in 8-byte units, plus one; 0 is
+ * an empty slot. Records are 8-byte aligned and a pool spans less than 32 GiB
+ * (both checked when the table is created). Only the port's owner worker
+ * writes or decodes a slot, so the base is that worker's.
+ */
+static uintptr_t dp_conn_base[DP_MAX_WORKERS];
+
+static inline uint32_t
+dp_conn_enc(const struct dp_worker *w, const struct dp_conn *c)
+{
+	return (uint32_t)(((uintptr_t)c - dp_conn_base[w->index]) >> 3) + 1;
+}
+
+static inline struct dp_conn *
+dp_conn_dec(const struct dp_worker *w, uint32_t v)
+{
+	return (struct dp_conn *)(dp_conn_base[w->index] + ((uintptr_t)(v - 1) << 3));
+}
+
+/* Slot of LIP:lport_be for protocol proto (enum dp_proto). Host order keeps a
+ * worker's consecutive ports on the same lines and pages. */
+static inline uint32_t *
+dp_conn_slot(const struct dp_lip *lip, unsigned proto, uint16_t lport_be)
+{
+	return &lip->conns[proto << 16 | rte_be_to_cpu_16(lport_be)];
+}
+
+/*
+ * The slot a packet with key k to the LIP lip would find its conn in, or NULL
+ * when none can be there: not a protocol with LIP ports, or a port another
+ * worker owns (its conn is not in this worker's table; the caller redirects).
+ */
+static inline uint32_t *
+dp_conn_lip_slot(const struct dp_worker *w, const struct dp_lip *lip, const struct dp_conn_key *k)
+{
+	unsigned proto;
+
+	switch (k->proto) {
+	case IPPROTO_TCP: proto = DP_PROTO_tcp; break;
+	case IPPROTO_UDP: proto = DP_PROTO_udp; break;
+	case IPPROTO_ICMP: proto = DP_PROTO_icmp; break;
+	default: return NULL;
+	}
+	if (unlikely(dp.nb_workers > 1) && rte_be_to_cpu_16(k->dport) % dp.nb_workers != w->index)
+		return NULL;
+	return dp_conn_slot(lip, proto, k->dport);
+}
+
+/* The slot names LIP:lport only: the conn is the packet's if it comes from the
+ * conn's real (address and port; for ICMP both ports are the echo id). */
+static inline bool
+dp_conn_server_match(const struct dp_conn *c, const struct dp_conn_key *k)
+{
+	return c->raddr == k->saddr && c->rport == k->sport;
+}
 
 static void
 dp_conn_rec_add(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
@@ -125,6 +188,32 @@ dp_conn_free(struct dp_worker *w, struct dp_conn *c)
 	rte_mempool_put(w->conn_pool, c);
 }
 
+/* The base of the LIP slot encoding (dp_conn_enc): the lowest record. */
+static int
+dp_conn_base_set(struct dp_worker *w, char *err, size_t errlen)
+{
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+
+	for (uint32_t i = 0; i < w->nb_conn_recs; i++) {
+		uintptr_t a = (uintptr_t)w->conn_recs[i];
+
+		if (a & 7) {
+			dp_set_err(err, errlen, "conn record not 8-byte aligned");
+			return -EINVAL;
+		}
+		lo = RTE_MIN(lo, a);
+		hi = RTE_MAX(hi, a);
+	}
+	if (w->nb_conn_recs == 0)
+		lo = hi = 0;
+	if ((hi - lo) >> 3 >= UINT32_MAX) {
+		dp_set_err(err, errlen, "the conn records of worker %u span 32 GiB or more", w->index);
+		return -EINVAL;
+	}
+	dp_conn_base[w->index] = lo;
+	return 0;
+}
+
 int
 dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t errlen)
 {
@@ -132,6 +221,7 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	int socket = (int)rte_lcore_to_socket_id(w->lcore_id);
 
 	/*
+	 * One key per conn, the client side's (the server side is in the LIP arrays).
 	 * rte_hash has entries + 1 key slots and entries rounded up to a power of two bucket slots.
 	 * A full conn table must not be a full hash: at 100% load every insert runs the cuckoo
 	 * displacement search, and under table pressure (a SYN flood keeps the table full, each SYN
@@ -139,7 +229,7 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	 * as at 60000 (docs/bench.md, table-pressure). So when the bucket slots would be less than
 	 * 9/8 of the keys, double them (+32 bytes per conn at most, for those sizes only).
 	 */
-	uint32_t entries = max_conns * 2;
+	uint32_t entries = max_conns;
 	if ((uint64_t)rte_align32pow2(entries) * 8 < (uint64_t)entries * 9)
 		entries = rte_align32pow2(entries) + 1;
 	snprintf(name, sizeof(name), "rt_conn%u_%d", w->index, getpid() % 100000);
@@ -206,7 +296,9 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 	}
 	w->nb_conn_recs = 0;
 	rte_mempool_obj_iter(w->conn_pool, dp_conn_rec_add, w);
-	int ret = dp_conn_pressure_create(w, max_conns, socket, err, errlen);
+	int ret = dp_conn_base_set(w, err, errlen);
+	if (ret == 0)
+		ret = dp_conn_pressure_create(w, max_conns, socket, err, errlen);
 	if (ret < 0) {
 		rte_free(w->conn_recs);
 		rte_mempool_free(w->conn_pool);
@@ -246,55 +338,125 @@ dp_conn_count(const struct dp_worker *w)
 	return atomic_load_explicit(&w->nb_conns, memory_order_relaxed);
 }
 
+/*
+ * A key to one of our LIPs is looked for in that LIP's array first, so a
+ * packet from a real costs no hash probe; when the array has no conn for it
+ * the hash still answers (an echo request to a LIP address is a local conn,
+ * keyed there like every client side).
+ */
 struct dp_conn *
 dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from)
 {
+	const struct dp_lip_set *ls = atomic_load_explicit(&dpt.lips, memory_order_acquire);
+	const struct dp_lip *lip = dp_lip_of(ls, k->daddr);
 	void *d;
 
+	if (lip != NULL) {
+		const uint32_t *slot = dp_conn_lip_slot(w, lip, k);
+
+		if (slot != NULL && *slot != 0) {
+			struct dp_conn *c = dp_conn_dec(w, *slot);
+
+			if (dp_conn_server_match(c, k)) {
+				*from = DP_SIDE_SERVER;
+				return c;
+			}
+		}
+	}
 	if (rte_hash_lookup_data(w->conns, k, &d) < 0)
 		return NULL;
 	return dp_conn_untag(d, from);
 }
 
+/* The record spans three lines; the forward path reads all of them. */
+static inline void
+dp_conn_prefetch(const struct dp_conn *c)
+{
+	rte_prefetch0(c);
+	rte_prefetch0((const char *)c + RTE_CACHE_LINE_SIZE);
+	rte_prefetch0((const char *)c + 2 * RTE_CACHE_LINE_SIZE);
+}
+
+/*
+ * In stages, so the misses of the burst overlap: the LIP slots of the keys to
+ * a LIP are prefetched, then read and their records prefetched; the other keys
+ * go to the hash in one bulk lookup meanwhile; only then are the records
+ * checked against their keys. A key to a LIP whose array has no conn for it
+ * is looked up in the hash alone (rare: stray packets, echo to a LIP).
+ */
 uint64_t
 dp_conn_lookup_bulk(struct dp_worker *w, const void **keys, unsigned n, struct dp_conn **conns, uint8_t *from)
 {
+	const struct dp_lip_set *ls = atomic_load_explicit(&dpt.lips, memory_order_acquire);
+	const void *hkeys[RTE_HASH_LOOKUP_BULK_MAX];
 	void *data[RTE_HASH_LOOKUP_BULK_MAX];
 	hash_sig_t sig[RTE_HASH_LOOKUP_BULK_MAX];
-	uint64_t hits = 0;
+	const uint32_t *slot[RTE_HASH_LOOKUP_BULK_MAX];
+	uint8_t hidx[RTE_HASH_LOOKUP_BULK_MAX];
+	uint64_t lipmask = 0, hits = 0, hhits = 0, m;
+	unsigned nh = 0;
 
-	/* The table's own hash (rte_hash_crc, seed 0), inline: two crc32
-	 * instructions per key, where the library would make an indirect call
-	 * to its hash function per key. */
-	for (unsigned j = 0; j < n; j++)
-		sig[j] = rte_hash_crc(keys[j], sizeof(struct dp_conn_key), 0);
-	rte_hash_lookup_with_hash_bulk_data(w->conns, keys, sig, n, &hits, data);
 	for (unsigned j = 0; j < n; j++) {
-		if (!(hits & (1ull << j))) {
+		const struct dp_conn_key *k = keys[j];
+		const struct dp_lip *lip = dp_lip_of(ls, k->daddr);
+
+		slot[j] = lip != NULL ? dp_conn_lip_slot(w, lip, k) : NULL;
+		if (slot[j] != NULL) {
+			rte_prefetch0(slot[j]);
+			lipmask |= 1ull << j;
+		} else {
+			hkeys[nh] = k;
+			hidx[nh++] = (uint8_t)j;
+		}
+	}
+	for (m = lipmask; m != 0; m &= m - 1) {
+		unsigned j = (unsigned)__builtin_ctzll(m);
+		uint32_t v = *slot[j];
+
+		conns[j] = v != 0 ? dp_conn_dec(w, v) : NULL;
+		if (v != 0)
+			dp_conn_prefetch(conns[j]);
+	}
+	if (nh != 0) {
+		/* The table's own hash (rte_hash_crc, seed 0), inline: two crc32
+		 * instructions per key, where the library would make an indirect
+		 * call to its hash function per key. */
+		for (unsigned i = 0; i < nh; i++)
+			sig[i] = rte_hash_crc(hkeys[i], sizeof(struct dp_conn_key), 0);
+		rte_hash_lookup_with_hash_bulk_data(w->conns, hkeys, sig, nh, &hhits, data);
+	}
+	for (unsigned i = 0; i < nh; i++) {
+		unsigned j = hidx[i];
+
+		if (!(hhits & (1ull << i))) {
 			conns[j] = NULL;
 			continue;
 		}
 		enum dp_side_id s;
-		struct dp_conn *c = dp_conn_untag(data[j], &s);
-		/* The record spans three lines; the forward path reads all of them. */
-		rte_prefetch0(c);
-		rte_prefetch0((char *)c + RTE_CACHE_LINE_SIZE);
-		rte_prefetch0((char *)c + 2 * RTE_CACHE_LINE_SIZE);
+		struct dp_conn *c = dp_conn_untag(data[i], &s);
+		dp_conn_prefetch(c);
 		conns[j] = c;
 		from[j] = (uint8_t)s;
+		hits |= 1ull << j;
+	}
+	for (m = lipmask; m != 0; m &= m - 1) {
+		unsigned j = (unsigned)__builtin_ctzll(m);
+		const struct dp_conn_key *k = keys[j];
+		void *d;
+
+		if (likely(conns[j] != NULL && dp_conn_server_match(conns[j], k))) {
+			from[j] = DP_SIDE_SERVER;
+			hits |= 1ull << j;
+		} else if (rte_hash_lookup_data(w->conns, k, &d) >= 0) {
+			enum dp_side_id s;
+			conns[j] = dp_conn_untag(d, &s);
+			from[j] = (uint8_t)s;
+			hits |= 1ull << j;
+		} else {
+			conns[j] = NULL;
+		}
 	}
 	return hits;
-}
-
-static inline void
-dp_conn_server_key(const struct dp_conn *c, struct dp_conn_key *k)
-{
-	memset(k, 0, sizeof(*k));
-	k->saddr = c->raddr;
-	k->daddr = c->laddr;
-	k->sport = c->rport;
-	k->dport = c->lport;
-	k->proto = c->proto;
 }
 
 static inline void
@@ -367,7 +529,6 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	const struct dp_svc_limits *lim = atomic_load_explicit(&svc->limits, memory_order_acquire);
 	struct dp_real *real;
 	struct dp_conn *c;
-	struct dp_conn_key sk;
 	void *obj;
 
 	/* A service without limits pays this one branch. */
@@ -424,11 +585,8 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 
 	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0))
 		goto full;
-	dp_conn_server_key(c, &sk);
-	if (unlikely(rte_hash_add_key_data(w->conns, &sk, dp_conn_tag(c, DP_SIDE_SERVER)) < 0)) {
-		rte_hash_del_key(w->conns, ck);
-		goto full;
-	}
+	/* The port came from this worker's free ring: its slot is empty and ours. */
+	*dp_conn_slot(c->lip, proto, c->lport) = dp_conn_enc(w, c);
 	w->conn_adds++;
 	if (c->proto == IPPROTO_TCP)
 		w->nb_half_open++; /* until dp_fnat_forward_conn sees the handshake end */
@@ -508,8 +666,7 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 		dp_conn_free(w, c);
 		return;
 	}
-	dp_conn_server_key(c, &k);
-	rte_hash_del_key(w->conns, &k);
+	*dp_conn_slot(c->lip, c->pidx_proto, c->lport) = 0;
 	rte_ring_enqueue_elem(c->lip->free_ports[w->index][c->pidx_proto], &port, sizeof(port));
 	if (c->pidx_proto == DP_PROTO_tcp)
 		w->tcp_lports--;

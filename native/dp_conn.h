@@ -4,8 +4,9 @@
  * Naming follows the four parties of full NAT: the client (caddr:cport)
  * talks to a virtual service (vaddr:vport); we talk to the real server
  * (raddr:rport) from a local address (laddr:lport). A conn is hashed under
- * two keys, the tuple a packet from the client carries and the tuple a
- * packet from the real server carries, so one lookup yields the conn and
+ * one key, the tuple a packet from the client carries; a packet from the
+ * real server is to laddr:lport, and the LIP's array for its protocol holds
+ * the conn at lport (dp_tables.h, dp_conn.c). A lookup yields the conn and
  * which side the packet came from.
  *
  * Each side has a record of where that side's packets arrive: port, the
@@ -152,7 +153,8 @@ _Static_assert(offsetof(struct dp_conn, seq_off) <= 136,
  * then rounds the record to 160, a 184-byte object. */
 _Static_assert(sizeof(struct dp_conn) <= 160, "struct dp_conn outgrows its 184-byte pool object");
 
-/* The hash's data word: conn pointer with the side in bit 0. */
+/* The hash's data word: conn pointer with the side in bit 0 (only client
+ * sides are hashed now; the tag keeps a lookup's answer in one word). */
 static inline void *
 dp_conn_tag(struct dp_conn *c, enum dp_side_id s)
 {
@@ -187,7 +189,9 @@ dp_conn_half_open(const struct dp_conn *c)
 	       !(c->flags & DP_CONN_F_LOCAL);
 }
 
-/* Worker: lookup; NULL on miss. */
+/* Worker: lookup; NULL on miss. A key to one of our LIPs is looked for in
+ * the LIP's array (the full tuple checked against the record), then in the
+ * hash. */
 struct dp_conn *dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id *from);
 
 /* Worker: look up n <= RTE_HASH_LOOKUP_BULK_MAX keys (struct dp_conn_key *)
@@ -198,7 +202,7 @@ uint64_t dp_conn_lookup_bulk(
 	struct dp_worker *w, const void **keys, unsigned n, struct dp_conn **conns, uint8_t *from);
 
 /* Worker: create a conn for a new client flow: picks the real, a LIP and a
- * source port, inserts both keys. Returns NULL and sets *drop on failure.
+ * source port, inserts the client key and fills the LIP slot. Returns NULL and sets *drop on failure.
  * Under table pressure it first evicts (destroys) an embryonic TCP conn of
  * this worker (dp_conn.c): callers hold no other conn pointer across it. */
 struct dp_conn *dp_conn_create(
@@ -212,7 +216,8 @@ struct dp_conn *dp_conn_create(
 /* Worker: create a local conn (client key only, no real, no LIP). */
 struct dp_conn *dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop);
 
-/* Worker: remove a conn now (both keys), return its port, drop references. */
+/* Worker: remove a conn now (hash key and LIP slot), return its port, drop
+ * references. */
 void dp_conn_destroy(struct dp_worker *w, struct dp_conn *c);
 
 /* Worker: the same without a closed event (a conn that never sent). */

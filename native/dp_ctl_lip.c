@@ -1,13 +1,17 @@
 /*
  * dp_ctl_lip.c: local addresses for the server side of FNAT (LIPs). Each
- * LIP holds, per worker and protocol, a ring of its free source ports; the
- * set of LIPs is replaced whole (RCU). Thread and errno rules:
+ * LIP holds, per worker and protocol, a ring of its free source ports, and
+ * per protocol the array of its conns by local port (how a packet from a
+ * real finds its conn, dp_conn.c); the set of LIPs, with its address index,
+ * is replaced whole (RCU). A LIP is removed only when no conn uses it, so
+ * its arrays are empty when freed. Thread and errno rules:
  * dp_ctl_internal.h.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <rte_malloc.h>
@@ -48,6 +52,21 @@ dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen)
 	}
 	lip->addr = addr;
 	lip->pidx = pidx;
+	/*
+	 * The server-side index of the conns on this LIP (dp_tables.h), 4 bytes a
+	 * slot: 768 KiB per LIP. Written here rather than zeroed by rte_zmalloc,
+	 * which skips memory fresh from the OS: every page is faulted in now, so
+	 * the first conn on a page does not take a page fault on the packet path
+	 * (and the memory bench counts what a LIP costs).
+	 */
+	size_t conns_bytes = sizeof(*lip->conns) * DP_PROTO_MAX * DP_LIP_CONN_SLOTS;
+	lip->conns = rte_malloc_socket(
+		"retrace_lip_conns", conns_bytes, RTE_CACHE_LINE_SIZE, (int)rte_socket_id());
+	if (lip->conns == NULL) {
+		ret = -ENOMEM;
+		goto nomem;
+	}
+	memset(lip->conns, 0, conns_bytes);
 	/* Port p belongs to worker p % nb_workers: a reply to LIP:p can be
 	 * steered to (or checked against) the worker owning its conn. */
 	for (unsigned w = 0; w < dp.nb_workers; w++) {
@@ -90,6 +109,7 @@ dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen)
 	}
 	*nset = *old;
 	nset->lips[nset->n++] = lip;
+	dp_lip_set_index(nset);
 	atomic_store(&dpt.lips, nset);
 	dp_grace_period();
 	rte_free(old);
@@ -97,12 +117,7 @@ dp_ctl_lip_add(uint32_t addr, uint16_t pidx, char *err, size_t errlen)
 nomem:
 	dp_set_err(err, errlen, "out of memory for the LIP's port pools");
 fail:
-	if (lip != NULL) {
-		for (unsigned w = 0; w < DP_MAX_WORKERS; w++)
-			for (int p = 0; p < DP_PROTO_MAX; p++)
-				rte_ring_free(lip->free_ports[w][p]);
-		rte_free(lip);
-	}
+	dp_lip_free(lip);
 	rte_free(nset);
 out:
 	pthread_mutex_unlock(&ctl_lock);
@@ -179,6 +194,7 @@ dp_ctl_lip_del(uint32_t addr, char *err, size_t errlen)
 	for (uint32_t k = 0; k < old->n; k++)
 		if ((int)k != i)
 			nset->lips[nset->n++] = old->lips[k];
+	dp_lip_set_index(nset);
 	atomic_store(&dpt.lips, nset);
 	dp_addr_clear_kind(addr, DP_ADDR_LIP);
 	dp_grace_period();
@@ -195,11 +211,10 @@ dp_ctl_lip_del(uint32_t addr, char *err, size_t errlen)
 		ret = -EBUSY;
 		goto out;
 	}
+	/* No conn uses it and no worker still holds the old set: its conn
+	 * slots are all empty and unreachable. */
 	rte_free(old);
-	for (unsigned w = 0; w < DP_MAX_WORKERS; w++)
-		for (int p = 0; p < DP_PROTO_MAX; p++)
-			rte_ring_free(lip->free_ports[w][p]);
-	rte_free(lip);
+	dp_lip_free(lip);
 out:
 	pthread_mutex_unlock(&ctl_lock);
 	return ret;

@@ -145,6 +145,31 @@ dp_real_set_free(struct dp_real_set *s)
 }
 
 void
+dp_lip_set_index(struct dp_lip_set *ls)
+{
+	memset(ls->slot, 0, sizeof(ls->slot));
+	for (uint32_t i = 0; i < ls->n; i++) {
+		uint32_t h = dp_lip_hash(ls->lips[i]->addr);
+
+		while (ls->slot[h].lip != 0)
+			h = (h + 1) & (DP_LIP_SLOTS - 1);
+		ls->slot[h] = (struct dp_lip_slot){ .addr = ls->lips[i]->addr, .lip = i + 1 };
+	}
+}
+
+void
+dp_lip_free(struct dp_lip *lip)
+{
+	if (lip == NULL)
+		return;
+	for (unsigned w = 0; w < DP_MAX_WORKERS; w++)
+		for (int p = 0; p < DP_PROTO_MAX; p++)
+			rte_ring_free(lip->free_ports[w][p]);
+	rte_free(lip->conns);
+	rte_free(lip);
+}
+
+void
 dp_tables_free(void)
 {
 	if (dpt.services != NULL) {
@@ -160,12 +185,8 @@ dp_tables_free(void)
 	}
 	if (dpt.lips != NULL) {
 		struct dp_lip_set *ls = atomic_load(&dpt.lips);
-		for (uint32_t i = 0; i < ls->n; i++) {
-			for (unsigned w = 0; w < DP_MAX_WORKERS; w++)
-				for (int p = 0; p < DP_PROTO_MAX; p++)
-					rte_ring_free(ls->lips[i]->free_ports[w][p]);
-			rte_free(ls->lips[i]);
-		}
+		for (uint32_t i = 0; i < ls->n; i++)
+			dp_lip_free(ls->lips[i]);
 		rte_free(ls);
 	}
 	rte_hash_free(dpt.addrs);

@@ -215,17 +215,71 @@ dp_real_sched_weight(const struct dp_real *r)
 /* ---- LIPs: per worker a ring of free source ports, ports p with
  * p % nb_workers == worker, so a reply's destination port names the worker
  * that owns its conn ---- */
+
+/*
+ * The server side of every conn is found through its LIP, not the conn hash:
+ * per protocol an array of 65536 slots indexed by the local port (host
+ * order), each the conn using LIP:port (dp_conn.c encodes it in 4 bytes) or
+ * 0. Slot p is written only by worker p % nb_workers, the owner of port p.
+ */
+#define DP_LIP_CONN_SLOTS 65536
+
 struct dp_lip {
 	uint32_t addr;
 	uint16_t pidx; /* port the LIP lives on (for ARP); informational */
+	/* [enum dp_proto << 16 | lport]: DP_PROTO_MAX * DP_LIP_CONN_SLOTS. */
+	uint32_t *conns;
 	struct rte_ring *free_ports[DP_MAX_WORKERS][DP_PROTO_MAX];
 	uint32_t capacity[DP_MAX_WORKERS]; /* ports per worker per protocol */
+};
+
+/*
+ * Address -> LIP for the packet path ("is this packet to one of our LIPs"):
+ * open addressing with linear probing over DP_LIP_SLOTS, at most a quarter
+ * full, built by the control thread with every new set. lip is an index into
+ * lips[] plus one; 0 ends a probe.
+ */
+#define DP_LIP_SLOTS 256
+_Static_assert(DP_LIP_SLOTS >= 4 * DP_MAX_LIPS, "LIP index too full");
+
+struct dp_lip_slot {
+	uint32_t addr;
+	uint32_t lip;
 };
 
 struct dp_lip_set {
 	uint32_t n;
 	struct dp_lip *lips[DP_MAX_LIPS];
+	struct dp_lip_slot slot[DP_LIP_SLOTS];
 };
+
+static inline uint32_t
+dp_lip_hash(uint32_t addr)
+{
+	/* Fibonacci hashing: LIPs are often consecutive addresses, which differ
+	 * in the top byte of the network-order word on a little-endian host. */
+	return (addr * 0x9E3779B1u) >> 24;
+}
+
+/* Any thread: the LIP with address addr in ls, or NULL. */
+static inline struct dp_lip *
+dp_lip_of(const struct dp_lip_set *ls, uint32_t addr)
+{
+	for (uint32_t h = dp_lip_hash(addr);; h = (h + 1) & (DP_LIP_SLOTS - 1)) {
+		const struct dp_lip_slot *s = &ls->slot[h];
+
+		if (s->lip == 0)
+			return NULL;
+		if (s->addr == addr)
+			return ls->lips[s->lip - 1];
+	}
+}
+
+/* Control thread: rebuild ls->slot from ls->lips (before publishing ls). */
+void dp_lip_set_index(struct dp_lip_set *ls);
+
+/* Control thread: free a LIP no worker can reach any more. */
+void dp_lip_free(struct dp_lip *lip);
 
 struct dp_tables {
 	struct rte_rcu_qsbr *qsbr; /* one thread id per worker */

@@ -12,16 +12,18 @@
  *   PCI, rte_mempool_populate_default keeps every object inside one 4 KiB page (the pools do not
  *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 25 conn records per
  *   page, 163.84 bytes each. With hugepages they pack at 2368 and 160 bytes;
- * - the conn hash (rte_hash, 16-byte keys, entries = 2 × max_conns because each conn is hashed
- *   under its client and its server tuple, raised to the next power of two + 1 when that leaves
- *   the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
+ * - the conn hash (rte_hash, 16-byte keys, entries = max_conns: each conn is hashed under its
+ *   client tuple only, its server side being a slot of its LIP's array; raised to the next power
+ *   of two + 1 when that leaves the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
  *   of 8 entries over the next power of two of the entries, as many again for the extendable
  *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
  *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
  *   pointers over the next power of two, and the worker an 8-byte index of every record (the
  *   expiry walk) and, with dataplane.table_pressure.evict_embryonic (the default), an 8-byte
  *   entry per conn over the next power of two (the embryonic FIFO);
- * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB).
+ * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB), and
+ *   per protocol an array of 65536 4-byte conn slots indexed by its port (768 KiB in all, every
+ *   page written when the LIP is added).
  */
 
 export const PAGE = 4096;
@@ -32,6 +34,12 @@ export const HASH_KEY_SLOT_BYTES = 32;
 export const HASH_BUCKET_BYTES = 64;
 export const HASH_BUCKET_ENTRIES = 8;
 export const LIP_RING_BYTES = 4 * 65536;
+export const LIP_CONN_SLOTS_BYTES = 3 * 4 * 65536;
+
+/** What `lips` LIPs allocate on a one-worker appliance: three port rings and the conn slots each. */
+export function lipBytes(lips: number): number {
+  return lips * (3 * LIP_RING_BYTES + LIP_CONN_SLOTS_BYTES);
+}
 
 /** Bytes per object of a pool populated in 4 KiB pages without IOVA-contiguous spanning. */
 export function perPageObjBytes(obj: number): number {
@@ -67,7 +75,7 @@ export interface ConnTableBytes {
 /** What one worker's conn table of max_conns conns allocates without hugepages (see the file comment). */
 export function connTableBytes(maxConns: number): ConnTableBytes {
   // dp_conn_table_create: bucket slots at least 9/8 of the keys (doubled when they would not be).
-  const entries = pow2ceil(2 * maxConns) * 8 < 2 * maxConns * 9 ? pow2ceil(2 * maxConns) + 1 : 2 * maxConns;
+  const entries = pow2ceil(maxConns) * 8 < maxConns * 9 ? pow2ceil(maxConns) + 1 : maxConns;
   const pool = maxConns * perPageObjBytes(CONN_OBJ_BYTES);
   const poolRing = 8 * pow2ceil(maxConns + 1);
   const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
@@ -96,7 +104,6 @@ export function mbufsFor(packets: number): number {
 
 /** eal.memory_mb for a run (mbuf pool, conn table, LIP port rings, event rings, heap margin). */
 export function retraceMemoryMb(opts: { mbufs: number; maxConns: number; lips: number; eventRing?: number }): number {
-  const bytes =
-    mbufPoolBytes(opts.mbufs) + connTableBytes(opts.maxConns).total + opts.lips * 3 * LIP_RING_BYTES + (opts.eventRing ?? 65536) * 128 + 256 * 2 ** 20;
+  const bytes = mbufPoolBytes(opts.mbufs) + connTableBytes(opts.maxConns).total + lipBytes(opts.lips) + (opts.eventRing ?? 65536) * 128 + 256 * 2 ** 20;
   return Math.ceil((bytes * 1.05) / 2 ** 20);
 }

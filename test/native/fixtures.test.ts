@@ -7,7 +7,22 @@
  */
 import { build, fields, type Frame } from './fixtures/frames';
 import { buildDriver, FixtureDriver, type TxFrame } from './fixtures/driver';
-import { FIXTURES, PORTS, portIndex, SETUP, tcpAck, tcpData, tcpReply, tcpSyn, tcpSynAck, TCP_REAL, CADDR, type Captures } from './fixtures/table';
+import {
+  FIXTURES,
+  PORTS,
+  portIndex,
+  SETUP,
+  tcpAck,
+  tcpData,
+  tcpReply,
+  tcpSyn,
+  tcpSynAck,
+  TCP_REAL,
+  CADDR,
+  echoToLip,
+  echoFromLip,
+  type Captures,
+} from './fixtures/table';
 
 const LPORT_MIN = 1024;
 const portName = (i: number): string => PORTS[i]?.name ?? `port${i}`;
@@ -76,6 +91,19 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     );
     for (const [k, v] of Object.entries(fx.path ?? {})) expect([k, path[k] ?? 0]).toEqual([k, v]);
     expect(res.mbufs).toBe(0);
+  });
+
+  it("echo to a LIP address whose echo id is the LIP port of a conn: one local conn, found again (not the FNAT conn's)", async () => {
+    // cap.echoId is the LIP echo id of the ICMP FNAT conn to rs1: that conn sits in the LIP's slot
+    // for this id, and the request (from the client, not rs1) must not match it but the local conn.
+    expect(cap.echoId).toBeGreaterThanOrEqual(LPORT_MIN);
+    const before = await driver.connCount();
+    for (let i = 0; i < 2; i++) {
+      const res = await driver.packet(portIndex('uplink-b'), build(echoToLip(cap.echoId)));
+      expect(res.tx.map((t) => [portName(t.port), t.frame.toString('hex')])).toEqual([['uplink-b', build(echoFromLip(cap.echoId)).toString('hex')]]);
+      expect(res.mbufs).toBe(0);
+      expect(await driver.connCount()).toBe(before + 1);
+    }
   });
 
   it('SipHash-2-4 of the driver gives the reference test vector (key 00..0f, message 00..0e)', async () => {

@@ -3,7 +3,7 @@
  */
 import { rssBytes } from '../machine';
 import { RetraceRun } from '../retrace';
-import { CONN_OBJ_BYTES, CONN_STRUCT_BYTES, LIP_RING_BYTES, connTableBytes, lipsFor, perPageObjBytes } from '../sizing';
+import { CONN_OBJ_BYTES, CONN_STRUCT_BYTES, connTableBytes, lipBytes, lipsFor, perPageObjBytes } from '../sizing';
 import { sleep, spread } from '../stats';
 import { clientFlows, figure, pcapFor, type Ctx, type Figure } from '../harness';
 
@@ -15,7 +15,7 @@ import { clientFlows, figure, pcapFor, type Ctx, type Figure } from '../harness'
  * mbufs, same eal.memory_mb) started with max_conns 1024 and no service, divided by the conns.
  * That is what the conns cost in pages actually touched: the record pool (its object headers are
  * written at start, so every page of it is resident), the hash key slots and buckets in use, and
- * the LIP source-port rings. Untouched zeroed allocations do not count (DPDK does not memset fresh
+ * the LIP source-port rings and conn slot arrays (written whole when a LIP is added). Untouched zeroed allocations do not count (DPDK does not memset fresh
  * pages from the OS), so it is a floor.
  *
  * Reserved: what the allocations need in EAL memory (eal.memory_mb must hold it), from sizing.ts,
@@ -64,7 +64,7 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
     );
   }
   const est = connTableBytes(maxConns);
-  const lipBytes = lips * 3 * LIP_RING_BYTES;
+  const lipsBytes = lipBytes(lips);
   const f = figure({
     id: 'memory-per-conn',
     label: `Resident memory per live conn (${flows} UDP conns, table sized for ${maxConns}; RSS difference)`,
@@ -73,15 +73,15 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
     higherIsBetter: false,
   });
   f.details = { flows, maxConns, lips, memoryMb, runs, perSlotAtStart: spread(idleSlot) };
-  const reservedLive = (est.total + lipBytes) / flows;
+  const reservedLive = (est.total + lipsBytes) / flows;
   const f2 = figure({
     id: 'memory-per-conn-reserved',
-    label: `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings included)`,
+    label: `Reserved EAL memory per live conn (allocation sizes, table sized for 1.25× the conns, LIP port rings and conn slots included)`,
     unit: 'B/conn',
     runs: [reservedLive],
     higherIsBetter: false,
   });
-  f2.details = { ...est, lipRings: lipBytes, flows, maxConns };
+  f2.details = { ...est, lipBytes: lipsBytes, flows, maxConns };
   const f3 = figure({
     id: 'memory-per-conn-slot',
     label: 'Reserved EAL memory per conn table slot (allocation sizes, no hugepages)',
