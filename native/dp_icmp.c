@@ -79,7 +79,7 @@ icmp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	if (unlikely(len < sizeof(*ic)))
 		return DP_DROP_icmp_truncated;
 	ic = rte_pktmbuf_mtod_offset(m, struct rte_icmp_hdr *, off);
-	if (unlikely(rte_raw_cksum(ic, len) != 0xffff))
+	if (unlikely(dp_csum_sum(ic, len) != 0xffff))
 		return DP_DROP_icmp_bad_checksum;
 	l4->hdr = ic;
 	l4->sport = ic->icmp_ident;
