@@ -130,7 +130,7 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	struct rte_icmp_hdr *ic = l4->hdr;
 	uint64_t av;
 
-	if (l4->flags != RTE_IP_ICMP_ECHO_REQUEST || dp_addr_lookup(ip->dst_addr, &av) < 0) {
+	if (l4->flags != RTE_IP_ICMP_ECHO_REQUEST || !dp_addr_lookup_cached(w, ip->dst_addr, &av)) {
 		/* Echo replies to a port address answer the kernel's own pings. */
 		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr))
 			dp_kni_up(w, pidx, m);
