@@ -82,6 +82,10 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     expect(await driver.command('siphash-vector')).toEqual(['siphash a129ca6149be45e5']);
   });
 
+  it('sums a message as rte_raw_cksum does (dp_csum_sum: every length 0..1600, every start offset 0..7)', async () => {
+    expect(await driver.command('csum-check')).toEqual([`csum ${3 * 8 * 1601} 0`]);
+  });
+
   it('counts the TCP rows on their real by name: packets and bytes to it and from it', async () => {
     const toReal = [build(tcpSyn), build(tcpData), build(tcpAck)];
     const fromReal = [build(tcpSynAck(cap)), build(tcpReply(cap))];
