@@ -58,9 +58,15 @@ dp_icmp_rate_ok(struct dp_worker *w, uint16_t pidx)
 	uint64_t per_worker = RTE_MAX(1u, rate / dp.nb_workers);
 	uint64_t cap = (uint64_t)RTE_MAX(1u, dp.conf.icmp_burst) * hz;
 	uint64_t elapsed = w->now_tsc - w->icmp_tb_tsc[pidx];
+	uint64_t add, tokens;
 
 	w->icmp_tb_tsc[pidx] = w->now_tsc;
-	w->icmp_tokens[pidx] = RTE_MIN(cap, w->icmp_tokens[pidx] + elapsed * per_worker);
+	/* A long quiet time (or the first message: elapsed is then the TSC
+	 * itself) times a high rate does not fit 64 bits: the bucket is full. */
+	if (__builtin_mul_overflow(elapsed, per_worker, &add) ||
+		__builtin_add_overflow(w->icmp_tokens[pidx], add, &tokens))
+		tokens = cap;
+	w->icmp_tokens[pidx] = RTE_MIN(cap, tokens);
 	if (w->icmp_tokens[pidx] < hz) {
 		w->ctr->drop[pidx][DP_DROP_icmp_rate_limited]++;
 		return false;
