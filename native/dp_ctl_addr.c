@@ -10,6 +10,16 @@
 #include "dp_ctl_internal.h"
 
 
+/* After every change of the address table, never before it: workers file a
+ * lookup under the generation they read before it (dp_addr_lookup_cached).
+ * 0 is skipped (a zeroed cache slot's). */
+static void
+dp_addr_gen_bump(void)
+{
+	if (atomic_fetch_add(&dpt.addr_gen, 1) + 1 == 0)
+		atomic_fetch_add(&dpt.addr_gen, 1);
+}
+
 /* Add kinds to a local address (creating it), keeping the port of the
  * first kind that set one. Caller holds ctl_lock. */
 int
@@ -26,6 +36,7 @@ dp_addr_set_kind(uint32_t addr, unsigned kind, uint16_t pidx)
 	}
 	struct dp_addr_key k = dp_addr_key(addr);
 	int ret = rte_hash_add_key_data(dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds | kind, port));
+	dp_addr_gen_bump();
 	return ret < 0 ? ret : 0;
 }
 
@@ -38,10 +49,10 @@ dp_addr_clear_kind(uint32_t addr, unsigned kind)
 		return -ENOENT;
 	unsigned kinds = dp_addr_kinds(cur) & ~kind;
 	struct dp_addr_key k = dp_addr_key(addr);
-	if (kinds == 0)
-		return rte_hash_del_key(dpt.addrs, &k) < 0 ? -ENOENT : 0;
-	int ret = rte_hash_add_key_data(
-		dpt.addrs, &k, (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
+	int ret = kinds == 0 ? (rte_hash_del_key(dpt.addrs, &k) < 0 ? -ENOENT : 0)
+			     : rte_hash_add_key_data(dpt.addrs, &k,
+				       (void *)(uintptr_t)dp_addr_pack(kinds, dp_addr_port(cur)));
+	dp_addr_gen_bump();
 	return ret < 0 ? ret : 0;
 }
 

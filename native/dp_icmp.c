@@ -46,21 +46,25 @@
 
 #define DP_ICMP_QUOTE_MAX 64 /* bytes of the offending packet after its IP header */
 
-bool
-dp_icmp_rate_ok(struct dp_worker *w, uint16_t pidx)
+/* The bucket, for a rate that is set; apart so that no limit costs the
+ * echo path one test, not a call. */
+static __rte_noinline bool
+icmp_rate_take(struct dp_worker *w, uint16_t pidx, uint32_t rate)
 {
-	uint32_t rate = dp.conf.icmp_rate;
-
-	if (rate == 0)
-		return true;
 	/* Tokens are scaled by hz so refill is one multiply. */
 	uint64_t hz = rte_get_tsc_hz();
 	uint64_t per_worker = RTE_MAX(1u, rate / dp.nb_workers);
 	uint64_t cap = (uint64_t)RTE_MAX(1u, dp.conf.icmp_burst) * hz;
 	uint64_t elapsed = w->now_tsc - w->icmp_tb_tsc[pidx];
+	uint64_t add, tokens;
 
 	w->icmp_tb_tsc[pidx] = w->now_tsc;
-	w->icmp_tokens[pidx] = RTE_MIN(cap, w->icmp_tokens[pidx] + elapsed * per_worker);
+	/* A long quiet time (or the first message: elapsed is then the TSC
+	 * itself) times a high rate does not fit 64 bits: the bucket is full. */
+	if (__builtin_mul_overflow(elapsed, per_worker, &add) ||
+		__builtin_add_overflow(w->icmp_tokens[pidx], add, &tokens))
+		tokens = cap;
+	w->icmp_tokens[pidx] = RTE_MIN(cap, tokens);
 	if (w->icmp_tokens[pidx] < hz) {
 		w->ctr->drop[pidx][DP_DROP_icmp_rate_limited]++;
 		return false;
@@ -69,8 +73,18 @@ dp_icmp_rate_ok(struct dp_worker *w, uint16_t pidx)
 	return true;
 }
 
-static enum dp_drop
-icmp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
+bool
+dp_icmp_rate_ok(struct dp_worker *w, uint16_t pidx)
+{
+	uint32_t rate = dp.conf.icmp_rate;
+
+	return rate == 0 || icmp_rate_take(w, pidx, rate);
+}
+
+/* Inlined into dp_icmp_take, the way echoes come in; icmp_parse is the
+ * same for the ops table. */
+static __rte_always_inline enum dp_drop
+icmp_parse_inline(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 {
 	uint32_t off = m->l2_len + m->l3_len;
 	uint32_t len = rte_be_to_cpu_16(ip->total_length) - m->l3_len;
@@ -79,7 +93,7 @@ icmp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	if (unlikely(len < sizeof(*ic)))
 		return DP_DROP_icmp_truncated;
 	ic = rte_pktmbuf_mtod_offset(m, struct rte_icmp_hdr *, off);
-	if (unlikely(rte_raw_cksum(ic, len) != 0xffff))
+	if (unlikely(dp_csum_sum(ic, len) != 0xffff))
 		return DP_DROP_icmp_bad_checksum;
 	l4->hdr = ic;
 	l4->sport = ic->icmp_ident;
@@ -87,6 +101,12 @@ icmp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
 	l4->svc_port = 0;
 	l4->flags = ic->icmp_type;
 	return DP_DROP_MAX;
+}
+
+static enum dp_drop
+icmp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4)
+{
+	return icmp_parse_inline(m, ip, l4);
 }
 
 static bool
@@ -121,6 +141,44 @@ icmp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t
 	ic->icmp_ident = sport;
 }
 
+/* Case 1, not ours to answer (an echo reply, or not our address): the
+ * kernel's, or nobody's. Out of line, as are the other rare paths below:
+ * icmp_local's frame stays small. */
+static __rte_noinline void
+icmp_local_not_ours(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, uint32_t dst)
+{
+	/* Echo replies to a port address answer the kernel's own pings. */
+	if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, dst))
+		dp_kni_up(w, pidx, m);
+	else
+		dp_drop(w, pidx, DP_DROP_no_handler, m);
+}
+
+/* Case 1, the first echo of an id: a local conn, client side only (NULL
+ * and m dropped when none can be had). */
+static __rte_noinline struct dp_conn *
+icmp_local_conn(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struct dp_l4 *l4)
+{
+	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(eh + 1);
+	struct dp_conn_key k = {
+		.saddr = ip->src_addr,
+		.daddr = ip->dst_addr,
+		.sport = l4->sport,
+		.dport = l4->dport,
+		.proto = IPPROTO_ICMP,
+	};
+	enum dp_drop why;
+	struct dp_conn *c = dp_conn_create_local(w, &k, &why);
+
+	if (c == NULL) {
+		dp_drop(w, pidx, why, m);
+		return NULL;
+	}
+	dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp);
+	return c;
+}
+
 /* Case 1: echo to one of our addresses. */
 static void
 icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4, struct dp_conn *c)
@@ -130,12 +188,8 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	struct rte_icmp_hdr *ic = l4->hdr;
 	uint64_t av;
 
-	if (l4->flags != RTE_IP_ICMP_ECHO_REQUEST || dp_addr_lookup(ip->dst_addr, &av) < 0) {
-		/* Echo replies to a port address answer the kernel's own pings. */
-		if (unlikely(dp.nb_kni != 0) && dp_kni_wants(pidx, ip->dst_addr))
-			dp_kni_up(w, pidx, m);
-		else
-			dp_drop(w, pidx, DP_DROP_no_handler, m);
+	if (unlikely(l4->flags != RTE_IP_ICMP_ECHO_REQUEST || !dp_addr_lookup_cached(w, ip->dst_addr, &av))) {
+		icmp_local_not_ours(w, pidx, m, ip->dst_addr);
 		return;
 	}
 	if (!dp_icmp_rate_ok(w, pidx)) {
@@ -143,36 +197,26 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 		return;
 	}
 	bool created = false;
-	if (c == NULL) {
-		struct dp_conn_key k = {
-			.saddr = ip->src_addr,
-			.daddr = ip->dst_addr,
-			.sport = l4->sport,
-			.dport = l4->dport,
-			.proto = IPPROTO_ICMP,
-		};
-		enum dp_drop why;
-
-		c = dp_conn_create_local(w, &k, &why);
-		if (c == NULL) {
-			dp_drop(w, pidx, why, m);
+	if (unlikely(c == NULL)) {
+		c = icmp_local_conn(w, pidx, m, l4);
+		if (c == NULL)
 			return;
-		}
-		dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp);
 		created = true;
-	} else if (dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp)) {
+	} else if (unlikely(dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_icmp))) {
 		dp_event_emit(w, c, DP_EV_PATH, DP_SIDE_CLIENT);
 	}
+	uint32_t len = rte_pktmbuf_pkt_len(m);
 	c->timeout_s = dpt.timeouts.icmp;
 	c->last_tsc = w->now_tsc;
 	c->pkts[DP_SIDE_CLIENT]++;
-	c->bytes[DP_SIDE_CLIENT] += rte_pktmbuf_pkt_len(m);
+	c->bytes[DP_SIDE_CLIENT] += len;
 	c->pkts[DP_SIDE_SERVER]++; /* our reply */
-	c->bytes[DP_SIDE_SERVER] += rte_pktmbuf_pkt_len(m);
-	if (created) /* after the counting: the event shows this exchange */
+	c->bytes[DP_SIDE_SERVER] += len;
+	if (unlikely(created)) /* after the counting: the event shows this exchange */
 		dp_event_emit(w, c, DP_EV_CREATED, 0);
 
-	/* The reply is the request turned around. */
+	/* The reply is the request turned around. Checksums are updated from
+	 * the verified ones, words as they lie in memory (dp_csum.h). */
 	uint16_t oldw = *(uint16_t *)ic;
 	ic->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
 	ic->icmp_code = 0;
@@ -180,13 +224,12 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 	uint32_t peer = ip->src_addr;
 	/* Swapping the addresses leaves the header sum as it is (verified at
 	 * input): only the TTL/protocol word changes. */
-	uint16_t ttl_proto = (uint16_t)(ip->time_to_live << 8 | ip->next_proto_id);
+	uint16_t *ttl_proto = (uint16_t *)&ip->time_to_live;
+	uint16_t old_tp = *ttl_proto;
 	ip->src_addr = ip->dst_addr;
 	ip->dst_addr = peer;
 	ip->time_to_live = 64;
-	ip->hdr_checksum = dp_csum_apply(
-		ip->hdr_checksum, dp_csum_acc16(0, rte_cpu_to_be_16(ttl_proto),
-					  rte_cpu_to_be_16((uint16_t)(64 << 8 | IPPROTO_ICMP))));
+	ip->hdr_checksum = dp_csum_apply(ip->hdr_checksum, dp_csum_acc16(0, old_tp, *ttl_proto));
 	dp_xmit_to_side(w, &c->side[DP_SIDE_CLIENT], peer, DP_PROTO_icmp, m);
 }
 
@@ -201,8 +244,9 @@ const struct dp_fnat_ops dp_fnat_icmp = {
 	.local = icmp_local,
 };
 
-/* Case 3: an error quoting a packet of a conn. */
-static void
+/* Case 3: an error quoting a packet of a conn. Not inlined: its frame
+ * would be dp_icmp_take's, whose common case is an echo. */
+static __rte_noinline void
 icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4)
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
@@ -359,7 +403,7 @@ dp_icmp_take(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l
 {
 	struct rte_ipv4_hdr *ip =
 		rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	enum dp_drop why = icmp_parse(m, ip, l4);
+	enum dp_drop why = icmp_parse_inline(m, ip, l4);
 
 	if (unlikely(why != DP_DROP_MAX)) {
 		dp_drop(w, pidx, why, m);

@@ -100,6 +100,19 @@ struct dp_nh_cache {
 	uint8_t valid;
 };
 
+/*
+ * One answer of "is addr ours" (dp_addr_lookup_cached, dp_tables.h): the
+ * address table's value with DP_ADDR_CACHED_FOUND set, or 0 for not ours,
+ * valid while dpt.addr_gen is still gen. A generation is never 0, so a
+ * zeroed slot never matches.
+ */
+#define DP_ADDR_CACHE_SLOTS 64
+struct dp_addr_cache {
+	uint32_t addr;
+	uint32_t gen;
+	uint64_t val;
+};
+
 /* Per-worker context, owned by one lcore. */
 struct dp_worker {
 	unsigned lcore_id;
@@ -140,6 +153,8 @@ struct dp_worker {
 
 	/* Routed sends: the last answers of route + neighbour lookup (dp_xmit.c). */
 	struct dp_nh_cache nh_cache[DP_NH_CACHE_SLOTS];
+	/* Echo to a local address asks "is it ours" per packet (dp_icmp.c). */
+	struct dp_addr_cache addr_cache[DP_ADDR_CACHE_SLOTS];
 
 	/* Packets waiting for ARP (dp_xmit.c). */
 	struct dp_held held[DP_HOLD_MAX];

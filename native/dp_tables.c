@@ -62,7 +62,11 @@ dp_tables_create(unsigned nb_workers, char *err, size_t errlen)
 	size_t sz = rte_rcu_qsbr_get_memsize(nb_workers);
 	char name[64];
 
+	/* Address generations go on from the last dataplane's and never are 0
+	 * (a zeroed cache slot's): no worker's cache can match a stale answer. */
+	uint32_t addr_gen = atomic_load(&dpt.addr_gen);
 	memset(&dpt, 0, sizeof(dpt));
+	atomic_store(&dpt.addr_gen, addr_gen + 1 != 0 ? addr_gen + 1 : 1);
 	dp_synproxy_init(); /* a new cookie secret with every dataplane */
 	dpt.qsbr = rte_zmalloc("retrace_qsbr", sz, RTE_CACHE_LINE_SIZE);
 	if (dpt.qsbr == NULL || rte_rcu_qsbr_init(dpt.qsbr, nb_workers) != 0) {
@@ -195,5 +199,7 @@ dp_tables_free(void)
 	rte_lpm_free(dpt.lpm);
 	rte_ring_free(dpt.learn);
 	rte_free(dpt.qsbr);
+	uint32_t addr_gen = atomic_load(&dpt.addr_gen);
 	memset(&dpt, 0, sizeof(dpt));
+	atomic_store(&dpt.addr_gen, addr_gen);
 }

@@ -32,6 +32,7 @@
 #include "dp.h"
 #include "dp_counters.h"
 #include "dp_ctl.h"
+#include "dp_internal.h"
 
 #define DP_LPORT_MIN 1024 /* LIP source ports handed out: [MIN, MAX] */
 #define DP_LPORT_MAX 65535
@@ -284,6 +285,7 @@ void dp_lip_free(struct dp_lip *lip);
 struct dp_tables {
 	struct rte_rcu_qsbr *qsbr; /* one thread id per worker */
 	struct rte_hash *addrs;	   /* uint32 addr -> packed kinds/port */
+	_Atomic uint32_t addr_gen; /* bumped after every change of addrs; starts at 1 */
 	struct rte_lpm *lpm;	   /* prefix -> nexthop index */
 	struct dp_nexthop nexthops[DP_MAX_NEXTHOPS];
 	_Atomic uint32_t route_gen; /* bumped on every route change */
@@ -340,6 +342,31 @@ dp_addr_lookup(uint32_t addr, uint64_t *val)
 	if (ret >= 0)
 		*val = (uint64_t)(uintptr_t)d;
 	return ret;
+}
+
+/*
+ * dp_addr_lookup through the worker's small cache: true when addr is ours,
+ * *val its kinds and port. The generation is read before the table, and the
+ * control side bumps it after changing the table (dp_addr_set_kind,
+ * dp_addr_clear_kind), so an answer the change may have overtaken is filed
+ * under a generation that is already gone: a removed address stops being
+ * answered with the next packet.
+ */
+#define DP_ADDR_CACHED_FOUND (1ull << 63)
+static inline bool
+dp_addr_lookup_cached(struct dp_worker *w, uint32_t addr, uint64_t *val)
+{
+	struct dp_addr_cache *e = &w->addr_cache[(addr * 2654435761u) >> 26];
+	uint32_t gen = atomic_load_explicit(&dpt.addr_gen, memory_order_acquire);
+
+	if (unlikely(e->addr != addr || e->gen != gen)) {
+		uint64_t v;
+		e->addr = addr;
+		e->gen = gen;
+		e->val = dp_addr_lookup(addr, &v) >= 0 ? v | DP_ADDR_CACHED_FOUND : 0;
+	}
+	*val = e->val & ~DP_ADDR_CACHED_FOUND;
+	return e->val != 0;
 }
 
 static inline int

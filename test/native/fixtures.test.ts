@@ -110,6 +110,18 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     expect(await driver.command('siphash-vector')).toEqual(['siphash a129ca6149be45e5']);
   });
 
+  it('sums a message as rte_raw_cksum does (dp_csum_sum: every length 0..1600, every start offset 0..7)', async () => {
+    expect(await driver.command('csum-check')).toEqual([`csum ${3 * 8 * 1601} 0`]);
+  });
+
+  it('ICMP rate limit: a bucket quiet for a while holds the burst, however high the rate', async () => {
+    // 2^26 messages/s for 2^38 TSC cycles: 2^64 tokens, one more than 64 bits hold.
+    expect(await driver.command(`icmp-bucket ${2 ** 26} 5 ${2 ** 38} 10`)).toEqual(['allowed 5']);
+    expect(await driver.command(`icmp-bucket 1000 3 ${2 ** 40} 10`)).toEqual(['allowed 3']);
+    // Quiet for no time at all: an empty bucket stays empty.
+    expect(await driver.command('icmp-bucket 1000 3 0 10')).toEqual(['allowed 0']);
+  });
+
   it('counts the TCP rows on their real by name: packets and bytes to it and from it', async () => {
     const toReal = [build(tcpSyn), build(tcpData), build(tcpAck)];
     const fromReal = [build(tcpSynAck(cap)), build(tcpReply(cap))];
