@@ -3,7 +3,7 @@
  * The `retrace` command.
  *   retrace serve [--config FILE] [flags]   run the appliance (dataplane + gRPC server)
  *   retrace lab demo                        the namespace lab demo (README's main command)
- *   retrace services|reals|conns|counters|top|apply|get-config|drain|undrain
+ *   retrace services|reals|conns|counters|ports|top|apply|get-config|drain|undrain
  *                                           clients of a running appliance (src/cli/commands.ts)
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage.
  */

@@ -7,6 +7,7 @@
  *   conns get PROTO CLIENT VIP   one conn by its client-side tuple (ConnService.GetConn)
  *   events                       conn events (ConnService.WatchConnEvents), one line each; --follow
  *   counters                     path counters per protocol × port, non-zero drops
+ *   ports                        ports: device, MAC, MTU, link, addresses, traffic, drops, kernel interface
  *   top                          live path counters with rates
  *   apply -f FILE                ApplyConfig from YAML; prints the diff
  *   get-config                   GetConfig as YAML (or JSON)
@@ -29,7 +30,7 @@ import {
 import { Protocol } from '../gen/retrace/v1/types';
 import { failure, serverAddress, serverOptions, UsageError, withApi, type ServerOptions } from './client';
 import { configToYaml, readConfigFile } from './config-file';
-import { diffCount, formatConns, formatCounters, formatDiff, formatEvent, formatServices } from './format';
+import { diffCount, formatConns, formatCounters, formatDiff, formatEvent, formatPorts, formatServices, portAddresses } from './format';
 import { runTop } from './top';
 
 const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
@@ -272,6 +273,22 @@ export function addClientCommands(program: Command): void {
         await withApi(opts, async (api) => {
           const c = await api.path.getCounters({});
           out(opts.json ? JSON.stringify(c, bigintJson, 2) : formatCounters(c));
+        });
+      }),
+    );
+
+  serverOptions(program.command('ports'))
+    .description('list the ports: device, MAC, MTU, link, addresses, packets and bytes, drops and errors, and the kernel interface counters')
+    .option('--json', 'print the ListPorts response as JSON, each port with its addresses (ListAddresses)')
+    .action(
+      action(async (opts: ServerOptions & { json?: boolean }) => {
+        await withApi(opts, async (api) => {
+          const [{ ports }, { addresses }] = await Promise.all([api.ports.listPorts({}), api.network.listAddresses({})]);
+          out(
+            opts.json
+              ? JSON.stringify({ ports: ports.map((p) => ({ ...p, addresses: portAddresses(p.name, addresses) })) }, bigintJson, 2)
+              : formatPorts(ports, addresses),
+          );
         });
       }),
     );

@@ -4,7 +4,9 @@ import type { Conn, WatchConnEventsResponse } from '../gen/retrace/v1/conn';
 import { ConnState } from '../gen/retrace/v1/conn';
 import { HealthCheckKind, HealthState, type HealthCheck } from '../gen/retrace/v1/health_check';
 import { ClientAddressMode, type VirtualService } from '../gen/retrace/v1/balancer';
+import type { Address } from '../gen/retrace/v1/network';
 import type { GetCountersResponse, PathCounters } from '../gen/retrace/v1/path';
+import { LinkState, type Port } from '../gen/retrace/v1/port';
 import { Protocol, Scheduler, SynProxyMode } from '../gen/retrace/v1/types';
 
 /**
@@ -184,6 +186,76 @@ export function formatCounters(c: GetCountersResponse): string {
     for (const [reason, value] of Object.entries(d.counters ?? {})) if (typeof value === 'bigint' && value !== 0n) drops.push([d.port, snake(reason), value]);
   }
   out.push(drops.length === 0 ? 'drops: none' : `drops:\n${table(['PORT', 'REASON', 'PACKETS'], drops)}`);
+  return out.join('\n');
+}
+
+const LINK_NAME: Record<number, string> = { [LinkState.LINK_STATE_UP]: 'up', [LinkState.LINK_STATE_DOWN]: 'down' };
+
+/** A port's addresses, "198.18.0.1/24", in the order ListAddresses gives them. */
+export function portAddresses(port: string, addresses: Address[]): string[] {
+  return addresses.filter((a) => a.port === port).map((a) => `${a.address}/${a.prefixLength}`);
+}
+
+/**
+ * Three tables, one row per port in each: what the port is (device, driver, MAC, MTU, link, speed,
+ * addresses; '-' for a speed or link state the driver does not report), its traffic and the
+ * driver's drops and errors, then the kernel interfaces of the ports that have one with their
+ * bound and their counters (RATE/BURST '-' = no limit, NETNS '-' = the appliance's own).
+ */
+export function formatPorts(ports: Port[], addresses: Address[]): string {
+  if (ports.length === 0) return 'no ports';
+  const zero = 0n;
+  const ids = ports.map((p) => [
+    p.name,
+    p.id,
+    p.device,
+    p.driver,
+    p.mac,
+    p.mtu,
+    LINK_NAME[p.linkState] ?? '-',
+    p.linkSpeedMbps === 0 ? '-' : p.linkSpeedMbps,
+    portAddresses(p.name, addresses).join(',') || '-',
+  ]);
+  const traffic = ports.map((p) => {
+    const s = p.stats;
+    return [
+      p.name,
+      s?.rxPackets ?? zero,
+      s?.rxBytes ?? zero,
+      s?.txPackets ?? zero,
+      s?.txBytes ?? zero,
+      s?.rxMissed ?? zero,
+      s?.rxNombuf ?? zero,
+      s?.rxErrors ?? zero,
+      s?.txErrors ?? zero,
+      s?.txDropped ?? zero,
+    ];
+  });
+  const out = [
+    table(['NAME', 'ID', 'DEVICE', 'DRIVER', 'MAC', 'MTU', 'LINK', 'SPEED-MBPS', 'ADDRESSES'], ids, [7]),
+    '',
+    table(['PORT', 'RX-PKTS', 'RX-BYTES', 'TX-PKTS', 'TX-BYTES', 'RX-MISSED', 'RX-NOMBUF', 'RX-ERRORS', 'TX-ERRORS', 'TX-DROPPED'], traffic),
+    '',
+  ];
+  const kernel = ports.filter((p) => p.kernel !== undefined);
+  if (kernel.length === 0) {
+    out.push('kernel interfaces: none');
+    return out.join('\n');
+  }
+  const rows = kernel.map((p) => {
+    const k = p.kernel!;
+    return [
+      p.name,
+      k.name,
+      k.netns || '-',
+      k.queue,
+      k.rate === 0 ? '-' : `${k.rate}/${k.burst}`,
+      p.stats?.toKernel ?? zero,
+      p.stats?.fromKernel ?? zero,
+      p.stats?.kernelDropped ?? zero,
+    ];
+  });
+  out.push('kernel interfaces:', table(['PORT', 'INTERFACE', 'NETNS', 'QUEUE', 'RATE/BURST', 'TO-KERNEL', 'FROM-KERNEL', 'KERNEL-DROPPED'], rows, [4]));
   return out.join('\n');
 }
 

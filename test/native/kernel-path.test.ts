@@ -244,3 +244,45 @@ describe('kernel interface: what goes up, what comes down (no namespaces)', () =
     expect(results.every((r) => r.mbufs === 0)).toBe(true);
   });
 });
+
+describe('kernel interface rate bucket after a long idle (no namespaces)', () => {
+  // Regression for the bucket refill (dp_kni_take): tokens are counted times hz and a refill added
+  // idle x rate, which at 2^26 frames/s after 2^38 cycles idle (about 100 s at a few GHz; on the
+  // first call the idle time is the whole TSC) is exactly 2^64: it wrapped to 0 and a bucket that
+  // should have been full dropped the frame. The driver sets the worker's clock for the bucket.
+  const RATE = 2 ** 26;
+  const IDLE = 2n ** 38n;
+  const UP = { name: 'uplink', mac: '02:00:00:00:00:21' };
+  const PEER = { ip: '198.18.40.2', mac: '02:dd:00:00:00:02' };
+  const ADDR = '198.18.40.1';
+  let driver: FixtureDriver;
+
+  beforeAll(async () => {
+    buildDriver();
+    driver = FixtureDriver.start();
+    for (const line of [`port ${UP.name} ${UP.mac} 1500`, `kernel 0 64 ${RATE} 1`, 'start', `addr ${ADDR}/24 0`]) await driver.command(line);
+  }, 180000);
+
+  afterAll(async () => {
+    if (driver === undefined) return;
+    try {
+      await driver.stop();
+    } finally {
+      driver.kill();
+    }
+  });
+
+  const frame = (n: number) =>
+    build({ eth: { src: PEER.mac, dst: UP.mac }, ip: ip(PEER.ip, ADDR, 200 + n), udp: { sport: 6100 + n, dport: 7000, payload: Buffer.from('x') } });
+  const outcome = (r: PacketResult) => ({ up: r.up.length, kni: r.kni, drops: r.drops, mbufs: r.mbufs });
+  const wentUp = { up: 1, kni: { '0/to_kernel': 1 }, drops: {}, mbufs: 0 };
+
+  it('the first frame, 2^38 cycles after the bucket was made, goes up', async () => {
+    expect(outcome(await driver.toKernel(0, IDLE, frame(1)))).toEqual(wentUp);
+  });
+
+  it('so does the next after another 2^38 cycles idle; one more at that instant is over the burst', async () => {
+    expect(outcome(await driver.toKernel(0, 2n * IDLE, frame(2)))).toEqual(wentUp);
+    expect(outcome(await driver.toKernel(0, 2n * IDLE, frame(3)))).toEqual({ up: 0, kni: {}, drops: { '0/kernel_dropped': 1 }, mbufs: 0 });
+  });
+});

@@ -3,7 +3,8 @@ import { UsageError, serverAddress } from '../../src/cli/client';
 import { parseConnTuple, parseReal, parseServiceKey } from '../../src/cli/commands';
 import { configToYaml, parseConfigDocument } from '../../src/cli/config-file';
 import { HealthCheck, HealthCheckKind, HealthState } from '../../src/gen/retrace/v1/health_check';
-import { formatCounters, formatDiff, formatServices, table } from '../../src/cli/format';
+import { formatCounters, formatDiff, formatPorts, formatServices, table } from '../../src/cli/format';
+import { LinkState, Port } from '../../src/gen/retrace/v1/port';
 import { renderTop } from '../../src/cli/top';
 import { ConfigDiff } from '../../src/gen/retrace/v1/config';
 import { GetCountersResponse, PathCounters } from '../../src/gen/retrace/v1/path';
@@ -298,6 +299,55 @@ describe('rendering', () => {
   it('shows the embryonic conns evicted under table pressure next to the conn count', () => {
     const c = GetCountersResponse.fromPartial({ connCount: 7n, connTable: { evictedEmbryonicTable: 42n, evictedEmbryonicPorts: 3n } });
     expect(formatCounters(c)).toMatch(/^conns: 7\nembryonic conns evicted \(table pressure\): 42 for the table, 3 for ports$/m);
+  });
+
+  it('lists the ports: what each is, its traffic and drops, then the kernel interfaces of those with one', () => {
+    const up = Port.fromPartial({
+      name: 'uplink-a',
+      id: 0,
+      device: 'net_af_packet0,iface=veth0',
+      driver: 'net_af_packet',
+      mac: '02:00:00:00:00:01',
+      mtu: 1500,
+      linkState: LinkState.LINK_STATE_UP,
+      linkSpeedMbps: 10000,
+      stats: {
+        rxPackets: 1234n,
+        rxBytes: 98765n,
+        txPackets: 1200n,
+        txBytes: 90000n,
+        rxMissed: 3n,
+        txDropped: 2n,
+        toKernel: 40n,
+        fromKernel: 38n,
+        kernelDropped: 1n,
+      },
+      kernel: { name: 'rt-up-a', netns: 'host', queue: 1024, rate: 10000, burst: 1000 },
+    });
+    const down = Port.fromPartial({ name: 'uplink-b', id: 1, device: '0000:03:00.0', driver: 'net_ixgbe', mac: '02:00:00:00:00:02', mtu: 9000 });
+    const addresses = [
+      { address: '198.18.0.1', prefixLength: 24, port: 'uplink-a' },
+      { address: '10.1.0.254', prefixLength: 24, port: 'uplink-c' },
+      { address: '198.18.1.1', prefixLength: 32, port: 'uplink-a' },
+    ];
+    expect(formatPorts([up, down], addresses).split('\n')).toEqual([
+      'NAME      ID  DEVICE                      DRIVER         MAC                 MTU  LINK  SPEED-MBPS  ADDRESSES',
+      'uplink-a   0  net_af_packet0,iface=veth0  net_af_packet  02:00:00:00:00:01  1500  up         10000  198.18.0.1/24,198.18.1.1/32',
+      'uplink-b   1  0000:03:00.0                net_ixgbe      02:00:00:00:00:02  9000  -              -  -',
+      '',
+      'PORT      RX-PKTS  RX-BYTES  TX-PKTS  TX-BYTES  RX-MISSED  RX-NOMBUF  RX-ERRORS  TX-ERRORS  TX-DROPPED',
+      'uplink-a     1234     98765     1200     90000          3          0          0          0           2',
+      'uplink-b        0         0        0         0          0          0          0          0           0',
+      '',
+      'kernel interfaces:',
+      'PORT      INTERFACE  NETNS  QUEUE  RATE/BURST  TO-KERNEL  FROM-KERNEL  KERNEL-DROPPED',
+      'uplink-a  rt-up-a    host    1024  10000/1000         40           38               1',
+    ]);
+    // No limit and the appliance's own namespace read as '-'; no kernel interface at all says so.
+    const unbound = Port.fromPartial({ ...up, kernel: { name: 'rt-up-a', netns: '', queue: 64, rate: 0, burst: 1 } });
+    expect(formatPorts([unbound], []).split('\n').pop()).toMatch(/^uplink-a\s+rt-up-a\s+-\s+64\s+-\s+40\s+38\s+1$/);
+    expect(formatPorts([down], []).split('\n').pop()).toBe('kernel interfaces: none');
+    expect(formatPorts([], [])).toBe('no ports');
   });
 
   it('prints a diff by kind with + ~ -', () => {
