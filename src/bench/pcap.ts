@@ -99,6 +99,20 @@ export function pcapFileHeader(): Buffer {
   return h;
 }
 
+/** A whole classic pcap file holding `frames` (timestamps 1 µs apart), for tests and labs that
+ * replay a few frames through net_pcap. */
+export function pcapOf(frames: Buffer[]): Buffer {
+  const recs = frames.map((f, i) => {
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(1700000000, 0);
+    h.writeUInt32LE(i, 4);
+    h.writeUInt32LE(f.length, 8);
+    h.writeUInt32LE(f.length, 12);
+    return Buffer.concat([h, f]);
+  });
+  return Buffer.concat([pcapFileHeader(), ...recs]);
+}
+
 export interface FrameRef {
   spec: FlowSpec;
   flow: number;

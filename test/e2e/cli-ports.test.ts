@@ -12,6 +12,7 @@ import { ApplianceProcess } from '../../src/lab/appliance';
 import { run } from '../../src/lab/sh';
 import { runCli, type RunResult } from '../helpers/cli';
 import { until } from '../helpers/wait';
+import { pcapOf } from '../../src/bench/pcap';
 
 const TAG = `${process.pid % 100000}`;
 const NETNS = `rt-cp${TAG}-k`;
@@ -19,25 +20,6 @@ const KIF = `rtcp${TAG}`;
 const UPLINK_ADDR = '198.18.50.1';
 const PEER = { ip: '198.18.50.9', mac: '02:00:00:00:50:09' };
 const PROBE_FRAMES = 4;
-
-/** A classic pcap file (microsecond timestamps, Ethernet). */
-function pcap(frames: Buffer[]): Buffer {
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0);
-  head.writeUInt16LE(2, 4);
-  head.writeUInt16LE(4, 6);
-  head.writeUInt32LE(65535, 16);
-  head.writeUInt32LE(1, 20);
-  const recs = frames.map((f, i) => {
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(1700000000, 0);
-    h.writeUInt32LE(i, 4);
-    h.writeUInt32LE(f.length, 8);
-    h.writeUInt32LE(f.length, 12);
-    return Buffer.concat([h, f]);
-  });
-  return Buffer.concat([head, ...recs]);
-}
 
 /** Broadcast IPv6 frames (dropped as unsupported_ethertype, counted as received). */
 const probeFrames = () =>
@@ -52,7 +34,7 @@ describe('retrace ports', () => {
   beforeAll(async () => {
     run('ip', ['netns', 'add', NETNS]);
     const rx = path.join(app.dir, 'probe-rx.pcap');
-    fs.writeFileSync(rx, pcap(probeFrames()));
+    fs.writeFileSync(rx, pcapOf(probeFrames()));
     app.start(`
 eal:
   memory_mb: 128

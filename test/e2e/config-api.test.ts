@@ -21,6 +21,7 @@ import { promised, type Promised } from '../../src/api/client';
 import { ApplianceProcess, CLI_PATH } from '../../src/lab/appliance';
 import { APPLIED_METADATA_KEY } from '../../src/api/metadata';
 import { runCli, type RunResult } from '../helpers/cli';
+import { pcapOf } from '../../src/bench/pcap';
 
 // ------------------------------------------------------------------------------------- fixtures
 
@@ -60,25 +61,6 @@ function ipv4Frame(dstMac: string, proto: 'tcp' | 'udp', src: string, dst: strin
   ip(dst).copy(iph, 16);
   iph.writeUInt16BE(checksum(iph) ^ (badIpChecksum ? 0x5555 : 0), 10);
   return Buffer.concat([mac(dstMac), mac('02:00:00:00:aa:01'), Buffer.from([0x08, 0x00]), iph, l4]);
-}
-
-/** A classic pcap file (microsecond timestamps, Ethernet). */
-function pcap(frames: Buffer[]): Buffer {
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0);
-  head.writeUInt16LE(2, 4);
-  head.writeUInt16LE(4, 6);
-  head.writeUInt32LE(65535, 16);
-  head.writeUInt32LE(1, 20);
-  const recs = frames.map((f, i) => {
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(1700000000, 0);
-    h.writeUInt32LE(i, 4);
-    h.writeUInt32LE(f.length, 8);
-    h.writeUInt32LE(f.length, 12);
-    return Buffer.concat([h, f]);
-  });
-  return Buffer.concat([head, ...recs]);
 }
 
 /** What the probe port receives once at start: drops of four reasons, TCP and UDP rx. */
@@ -188,7 +170,7 @@ describe('ConfigService, metrics and CLI on a net_ring appliance', () => {
 
   beforeAll(async () => {
     const rx = path.join(app.dir, 'probe-rx.pcap');
-    fs.writeFileSync(rx, pcap(probeFrames()));
+    fs.writeFileSync(rx, pcapOf(probeFrames()));
     app.start(`
 eal:
   memory_mb: 128

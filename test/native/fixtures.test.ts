@@ -45,14 +45,7 @@ describe('packet fixtures through the packet path (no namespaces)', () => {
     for (const line of SETUP) await driver.command(line);
   }, 180000);
 
-  afterAll(async () => {
-    if (driver === undefined) return;
-    try {
-      await driver.stop();
-    } finally {
-      driver.kill();
-    }
-  });
+  afterAll(() => FixtureDriver.close(driver));
 
   it.each(FIXTURES.map((f) => [f.name, f] as const))('%s', async (_name, fx) => {
     for (const line of fx.before ?? []) await driver.command(line);

@@ -81,14 +81,7 @@ describe('kernel interface: what goes up, what comes down (no namespaces)', () =
     for (const line of SETUP) await driver.command(line);
   }, 180000);
 
-  afterAll(async () => {
-    if (driver === undefined) return;
-    try {
-      await driver.stop();
-    } finally {
-      driver.kill();
-    }
-  });
+  afterAll(() => FixtureDriver.close(driver));
 
   /** Only the frames, counters and drops that moved, port indexes as names. */
   const summary = (r: PacketResult) => ({
@@ -263,14 +256,7 @@ describe('kernel interface rate bucket after a long idle (no namespaces)', () =>
     for (const line of [`port ${UP.name} ${UP.mac} 1500`, `kernel 0 64 ${RATE} 1`, 'start', `addr ${ADDR}/24 0`]) await driver.command(line);
   }, 180000);
 
-  afterAll(async () => {
-    if (driver === undefined) return;
-    try {
-      await driver.stop();
-    } finally {
-      driver.kill();
-    }
-  });
+  afterAll(() => FixtureDriver.close(driver));
 
   const frame = (n: number) =>
     build({ eth: { src: PEER.mac, dst: UP.mac }, ip: ip(PEER.ip, ADDR, 200 + n), udp: { sport: 6100 + n, dport: 7000, payload: Buffer.from('x') } });

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { flowEndpoint, inetChecksum, intToIp, packetOrder, writePcap, type FlowSpec } from '../../src/bench/pcap';
+import { flowEndpoint, inetChecksum, intToIp, packetOrder, pcapOf, writePcap, type FlowSpec } from '../../src/bench/pcap';
 import { parsePcap } from '../../src/lab/pcap';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-pcap-test-'));
@@ -120,4 +120,18 @@ describe('bench pcap generator', () => {
     expect(packets.every((p) => p.length === 128 && p.ipChecksumOk && p.l4ChecksumOk && p.payloadLength === 128 - 14 - 20 - 8)).toBe(true);
     expect(() => writePcap(path.join(dir, 'x.pcap'), { ...base, kind: 'udp', flows: 1, packetsPerFlow: 1, dst: '1.2.3.4', frameLen: 40 })).toThrow(/frameLen/);
   });
+});
+
+test('pcapOf: a file header, then one record per frame in order', () => {
+  const a = Buffer.from([1, 2, 3]);
+  const b = Buffer.alloc(60, 7);
+  const f = pcapOf([a, b]);
+  expect(f.length).toBe(24 + 16 + a.length + 16 + b.length);
+  expect(f.readUInt32LE(0)).toBe(0xa1b2c3d4);
+  expect(f.readUInt32LE(20)).toBe(1); // Ethernet
+  expect(f.readUInt32LE(24 + 8)).toBe(a.length); // incl_len
+  expect(f.subarray(24 + 16, 24 + 16 + a.length)).toEqual(a);
+  const second = 24 + 16 + a.length;
+  expect(f.readUInt32LE(second + 12)).toBe(b.length); // orig_len
+  expect(f.subarray(second + 16)).toEqual(b);
 });
