@@ -36,21 +36,9 @@ dp_side_record_slow(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const
 bool
 dp_mtu_exceeded(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 {
-	/* dp_fnat_forward checked (and answered) before the rewrite; this is
-	 * the guard for paths where the egress port was not known then. */
 	w->ctr->drop[pidx][DP_DROP_mtu_exceeded]++;
 	rte_pktmbuf_free(m);
 	return false;
-}
-
-static inline bool
-dp_mtu_ok(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
-{
-	const struct rte_ipv4_hdr *ip =
-		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-
-	return likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu) ||
-	       dp_mtu_exceeded(w, pidx, m);
 }
 
 static void

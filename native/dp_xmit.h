@@ -86,6 +86,19 @@ dp_side_route(struct dp_side *s, uint32_t peer_addr)
 /* Counts and frees a packet over the egress MTU; returns false. */
 bool dp_mtu_exceeded(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m);
 
+/* Does m fit port pidx's MTU? If not it is counted and freed (false).
+ * dp_fnat_forward checked (and answered) before the rewrite; this is the
+ * guard for paths where the egress port was not known then. */
+static inline bool
+dp_mtu_ok(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
+{
+	const struct rte_ipv4_hdr *ip =
+		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
+
+	return likely(rte_be_to_cpu_16(ip->total_length) <= dp.ports[pidx].conf.mtu) ||
+	       dp_mtu_exceeded(w, pidx, m);
+}
+
 static inline bool
 dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
 {
@@ -132,12 +145,8 @@ dp_xmit_routed(
 		dp_xmit_routed_miss(w, dst, proto, to, m, e, rgen, ngen);
 		return;
 	}
-	const struct rte_ipv4_hdr *ip =
-		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	if (unlikely(rte_be_to_cpu_16(ip->total_length) > dp.ports[e->pidx].conf.mtu)) {
-		dp_mtu_exceeded(w, e->pidx, m);
+	if (unlikely(!dp_mtu_ok(w, e->pidx, m)))
 		return;
-	}
 	dp_xmit_resolved(w, e->pidx, &e->mac, proto, dp_is_asymmetric(to, e->pidx), m);
 }
 
@@ -152,12 +161,8 @@ dp_xmit_to_side(
 		return;
 	}
 	uint16_t pidx = to->pidx;
-	const struct rte_ipv4_hdr *ip =
-		rte_pktmbuf_mtod_offset(m, const struct rte_ipv4_hdr *, sizeof(struct rte_ether_hdr));
-	if (unlikely(rte_be_to_cpu_16(ip->total_length) > dp.ports[pidx].conf.mtu)) {
-		dp_mtu_exceeded(w, pidx, m);
+	if (unlikely(!dp_mtu_ok(w, pidx, m)))
 		return;
-	}
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	rte_ether_addr_copy(&to->peer_mac, &eh->dst_addr);
 	rte_ether_addr_copy(&to->local_mac, &eh->src_addr);
