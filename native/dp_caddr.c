@@ -237,7 +237,8 @@ dp_ca_tcp_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_sid
 		} else if ((c->ca & (DP_CA_F_HDR_SENT | DP_CA_F_HDR_ACKED)) == DP_CA_F_HDR_SENT &&
 			   (f & RTE_TCP_ACK_FLAG)) {
 			/* The real's ack, in its own numbering: past the header? */
-			uint32_t end = c->ca_seq + (uint32_t)c->seq_off[DP_SIDE_CLIENT];
+			uint32_t end =
+				dp_conn_cold(c)->ca_seq + (uint32_t)dp_conn_cold(c)->seq_off[DP_SIDE_CLIENT];
 			if ((int32_t)(rte_be_to_cpu_32(th->recv_ack) - end) >= 0)
 				c->ca |= DP_CA_F_HDR_ACKED;
 		}
@@ -247,7 +248,7 @@ dp_ca_tcp_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_sid
 		return true;
 	if (f & RTE_TCP_SYN_FLAG) {
 		if (!(f & RTE_TCP_ACK_FLAG) && !(c->ca & DP_CA_F_HDR_SENT))
-			c->ca_seq = rte_be_to_cpu_32(th->sent_seq) + 1;
+			dp_conn_cold(c)->ca_seq = rte_be_to_cpu_32(th->sent_seq) + 1;
 		if (plen > 0 && mode != DP_CADDR_TOA)
 			dp_ca_cut_syn_data(m, ip, th, thl, plen);
 		return true;
@@ -259,7 +260,7 @@ dp_ca_tcp_pre(struct dp_worker *w, uint16_t pidx, struct dp_conn *c, enum dp_sid
 	}
 	if ((c->ca & DP_CA_F_HDR_ACKED) || plen == 0)
 		return true;
-	int32_t d = (int32_t)(rte_be_to_cpu_32(th->sent_seq) - c->ca_seq);
+	int32_t d = (int32_t)(rte_be_to_cpu_32(th->sent_seq) - dp_conn_cold(c)->ca_seq);
 	if (d < 0) {
 		dp_drop(w, pidx, DP_DROP_caddr_before_data, m);
 		return false;
@@ -302,7 +303,7 @@ dp_ca_tcp_hdr_segment(struct dp_worker *w, struct dp_conn *c, const struct rte_m
 	ip->total_length = rte_cpu_to_be_16((uint16_t)(m->l3_len + thl + plen));
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	nth->sent_seq = rte_cpu_to_be_32(c->ca_seq);
+	nth->sent_seq = rte_cpu_to_be_32(dp_conn_cold(c)->ca_seq);
 	nth->tcp_flags = (uint8_t)((th->tcp_flags & RTE_TCP_ACK_FLAG) | RTE_TCP_PSH_FLAG);
 	nth->tcp_urp = 0;
 	nth->cksum = 0;

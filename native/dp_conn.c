@@ -1,8 +1,10 @@
 /*
  * dp_conn.c: the per-worker conn table (see dp_conn.h).
  *
- * Storage: an rte_mempool of conn records, an rte_hash of the client-side
- * keys (one insert per conn), and the server side in the LIP's own arrays
+ * Storage: one block of records per worker (max_conns hot lines, then as
+ * many cold lines: dp_conn.h) with an rte_ring of the free record ids, an
+ * rte_hash of the client-side keys (one insert per conn), and the server
+ * side in the LIP's own arrays
  * (dp_tables.h): a packet to LIP:lport from a real finds its conn by a direct
  * index into the array of its protocol, then checks the real's address and
  * port against the record. Expiry: an incremental walk of the records, a
@@ -34,34 +36,34 @@
 #include <rte_hash.h>
 #include <rte_hash_crc.h>
 #include <rte_malloc.h>
-#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
 #include <rte_prefetch.h>
 
 #include "dp_conn.h"
 #include "dp_internal.h"
 #include "dp_sched.h"
 
+size_t dp_conn_cold_off;
+static unsigned dp_conn_tables; /* live tables: all have the same cold_off */
+
 /*
  * A LIP array slot holds a conn in 4 bytes rather than a pointer's 8 (a LIP
  * has 3 x 65536 slots, and a table of millions of conns spreads over tens of
- * LIPs: 768 KiB each instead of 1.5 MiB): the record's distance from the
- * lowest record of the owning worker's pool in 8-byte units, plus one; 0 is
- * an empty slot. Records are 8-byte aligned and a pool spans less than 32 GiB
- * (both checked when the table is created). Only the port's owner worker
- * writes or decodes a slot, so the base is that worker's.
+ * LIPs: 768 KiB each instead of 1.5 MiB): the record's id plus one; 0 is an
+ * empty slot. Only the port's owner worker writes or decodes a slot, so the
+ * id is into that worker's records.
  */
-static uintptr_t dp_conn_base[DP_MAX_WORKERS];
-
 static inline uint32_t
 dp_conn_enc(const struct dp_worker *w, const struct dp_conn *c)
 {
-	return (uint32_t)(((uintptr_t)c - dp_conn_base[w->index]) >> 3) + 1;
+	return (uint32_t)(c - w->conn_recs) + 1;
 }
 
 static inline struct dp_conn *
 dp_conn_dec(const struct dp_worker *w, uint32_t v)
 {
-	return (struct dp_conn *)(dp_conn_base[w->index] + ((uintptr_t)(v - 1) << 3));
+	return &w->conn_recs[v - 1];
 }
 
 /* Slot of LIP:lport_be for protocol proto (enum dp_proto). Host order keeps a
@@ -101,35 +103,23 @@ dp_conn_server_match(const struct dp_conn *c, const struct dp_conn_key *k)
 	return c->raddr == k->saddr && c->rport == k->sport;
 }
 
-static void
-dp_conn_rec_add(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
-{
-	struct dp_worker *w = arg;
-
-	(void)mp, (void)idx;
-	((struct dp_conn *)obj)->proto = 0; /* free */
-	w->conn_recs[w->nb_conn_recs++] = obj;
-}
-
 /*
- * An entry of the embryonic FIFO: the record's address (user-space addresses
- * fit 48 bits; checked at create) and the low 16 bits of the conn's
- * created_tsc, which tell the conn that entered from a later one in the same
- * record. A rare tag collision makes the eviction take a younger embryonic
+ * An entry of the embryonic FIFO: the record's id and the low 32 bits of the
+ * conn's created_tsc, which tell the conn that entered from a later one in
+ * the same record. A tag collision (two conns of one record created 2^32
+ * cycles apart to the cycle) would make the eviction take a younger embryonic
  * conn than the oldest: still an embryonic one.
  */
-#define DP_EMBRYO_PTR_SHIFT 16
-
 static inline uint64_t
-dp_embryo_entry(const struct dp_conn *c)
+dp_embryo_entry(const struct dp_worker *w, const struct dp_conn *c)
 {
-	return (uint64_t)(uintptr_t)c << DP_EMBRYO_PTR_SHIFT | (uint16_t)c->created_tsc;
+	return (uint64_t)(c - w->conn_recs) << 32 | (uint32_t)dp_conn_cold(c)->created_tsc;
 }
 
 static inline void
 dp_embryo_push(struct dp_worker *w, const struct dp_conn *c)
 {
-	w->embryo[w->embryo_tail++ & w->embryo_mask] = dp_embryo_entry(c);
+	w->embryo[w->embryo_tail++ & w->embryo_mask] = dp_embryo_entry(w, c);
 	/* Full: the oldest entry was overwritten. Its conn, if still embryonic,
 	 * is older than every other and expires on its own. */
 	if (w->embryo_tail - w->embryo_head > w->embryo_mask + 1)
@@ -155,16 +145,12 @@ dp_conn_pressure_create(struct dp_worker *w, uint32_t max_conns, int socket, cha
 		dp_set_err(err, errlen, "pressure percentages must be 0..100");
 		return -EINVAL;
 	}
-	for (uint32_t i = 0; i < w->nb_conn_recs; i++)
-		if ((uintptr_t)w->conn_recs[i] >> (64 - DP_EMBRYO_PTR_SHIFT) != 0) {
-			dp_set_err(err, errlen, "conn record above 2^48: cannot evict embryonic conns");
-			return -EINVAL;
-		}
 	uint32_t size = rte_align32pow2(max_conns);
 	snprintf(name, sizeof(name), "rt_embryo%u_%d", w->index, getpid() % 100000);
-	/* Zeroed, so its pages are faulted in now rather than by the worker as conns arrive (without
-	 * hugepages a first touch is a page fault on the packet path). */
-	w->embryo = rte_zmalloc_socket(name, sizeof(*w->embryo) * size, 0, socket);
+	/* Written whole, so its pages are faulted in now rather than by the worker as conns arrive
+	 * (without hugepages a first touch is a page fault on the packet path; rte_zmalloc would skip
+	 * the memset on memory it knows to be clean). */
+	w->embryo = rte_malloc_socket(name, sizeof(*w->embryo) * size, 0, socket);
 	if (w->embryo == NULL) {
 		dp_set_err(err, errlen,
 			"cannot create the embryonic conn queue of worker %u (%u entries) "
@@ -172,6 +158,7 @@ dp_conn_pressure_create(struct dp_worker *w, uint32_t max_conns, int socket, cha
 			w->index, size);
 		return -ENOMEM;
 	}
+	memset(w->embryo, 0, sizeof(*w->embryo) * size);
 	w->embryo_mask = size - 1;
 	if (conf->pressure_conns_pct != 0)
 		w->pressure_conns = (uint32_t)((uint64_t)max_conns * conf->pressure_conns_pct / 100);
@@ -180,38 +167,35 @@ dp_conn_pressure_create(struct dp_worker *w, uint32_t max_conns, int socket, cha
 	return 0;
 }
 
+/*
+ * A record from the free ring, both lines cleared. Ids are handed out in
+ * ring order, so until the table has been full once they come in sequence
+ * and conn_hwm bounds every record ever used: the walks stop there.
+ */
+static inline struct dp_conn *
+dp_conn_alloc(struct dp_worker *w)
+{
+	uint32_t id;
+
+	if (unlikely(rte_ring_sc_dequeue_elem(w->conn_free, &id, sizeof(id)) != 0))
+		return NULL;
+	if (id >= w->conn_hwm)
+		w->conn_hwm = id + 1;
+	struct dp_conn *c = &w->conn_recs[id];
+	memset(c, 0, sizeof(*c));
+	memset(dp_conn_cold(c), 0, sizeof(struct dp_conn_cold));
+	c->side[DP_SIDE_CLIENT].pidx = c->side[DP_SIDE_SERVER].pidx = DP_SIDE_NONE;
+	return c;
+}
+
 /* Every record goes back through here: proto 0 marks it free for the walks. */
 static inline void
 dp_conn_free(struct dp_worker *w, struct dp_conn *c)
 {
+	uint32_t id = (uint32_t)(c - w->conn_recs);
+
 	c->proto = 0;
-	rte_mempool_put(w->conn_pool, c);
-}
-
-/* The base of the LIP slot encoding (dp_conn_enc): the lowest record. */
-static int
-dp_conn_base_set(struct dp_worker *w, char *err, size_t errlen)
-{
-	uintptr_t lo = UINTPTR_MAX, hi = 0;
-
-	for (uint32_t i = 0; i < w->nb_conn_recs; i++) {
-		uintptr_t a = (uintptr_t)w->conn_recs[i];
-
-		if (a & 7) {
-			dp_set_err(err, errlen, "conn record not 8-byte aligned");
-			return -EINVAL;
-		}
-		lo = RTE_MIN(lo, a);
-		hi = RTE_MAX(hi, a);
-	}
-	if (w->nb_conn_recs == 0)
-		lo = hi = 0;
-	if ((hi - lo) >> 3 >= UINT32_MAX) {
-		dp_set_err(err, errlen, "the conn records of worker %u span 32 GiB or more", w->index);
-		return -EINVAL;
-	}
-	dp_conn_base[w->index] = lo;
-	return 0;
+	rte_ring_sp_enqueue_elem(w->conn_free, &id, sizeof(id));
 }
 
 int
@@ -263,71 +247,79 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 			w->index, max_conns, rte_strerror(rte_errno));
 		return -ENOMEM;
 	}
-	snprintf(name, sizeof(name), "rt_cpool%u_%d", w->index, getpid() % 100000);
-	w->conn_pool = rte_mempool_create(name, max_conns, sizeof(struct dp_conn), 0, 0, NULL, NULL, NULL,
-		NULL, socket,
-		RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET | RTE_MEMPOOL_F_NO_CACHE_ALIGN |
-			RTE_MEMPOOL_F_NO_SPREAD);
-	if (w->conn_pool == NULL) {
-		dp_set_err(err, errlen,
-			"cannot create the conn pool of worker %u (%u conns): %s "
-			"(raise eal.memory_mb or lower dataplane.max_conns)",
-			w->index, max_conns, rte_strerror(rte_errno));
+	/*
+	 * The records: max_conns hot lines then max_conns cold lines in one block, so that a cold
+	 * line is found from its hot line by a constant offset (dp_conn_cold). Written whole here, so
+	 * every page is faulted in now: without hugepages a first touch by the worker is a page fault
+	 * on the packet path (new conns ran at half speed when the block was left untouched), and
+	 * rte_zmalloc skips the memset on memory it knows to be clean.
+	 */
+	const size_t cold_off = (size_t)max_conns * sizeof(struct dp_conn);
+	if (dp_conn_tables != 0 && dp_conn_cold_off != cold_off) {
+		dp_set_err(err, errlen, "worker %u: every worker's conn table must have the same size",
+			w->index);
 		rte_hash_free(w->conns);
 		w->conns = NULL;
-		return -ENOMEM;
+		return -EINVAL;
 	}
-	/*
-	 * The expiry walk and conn dumps go over the records, not the hash: rte_hash_iterate
-	 * skips empty slots without bound, so a mostly empty table of millions of slots would
-	 * cost a full scan per poll round. Walking the records costs the budget, not the size.
-	 */
-	w->conn_recs = rte_zmalloc_socket(name, sizeof(*w->conn_recs) * max_conns, 0, socket);
-	if (w->conn_recs == NULL) {
+	snprintf(name, sizeof(name), "rt_crec%u_%d", w->index, getpid() % 100000);
+	w->conn_recs = rte_malloc_socket(name, 2 * cold_off, RTE_CACHE_LINE_SIZE, socket);
+	snprintf(name, sizeof(name), "rt_cfree%u_%d", w->index, getpid() % 100000);
+	w->conn_free = w->conn_recs == NULL
+			       ? NULL
+			       : rte_ring_create_elem(name, sizeof(uint32_t), rte_align32pow2(max_conns + 1),
+					 socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+	if (w->conn_free == NULL) {
 		dp_set_err(err, errlen,
-			"cannot create the conn index of worker %u (%u conns) "
+			"cannot create the conn records of worker %u (%u conns) "
 			"(raise eal.memory_mb or lower dataplane.max_conns)",
 			w->index, max_conns);
-		rte_mempool_free(w->conn_pool);
+		rte_free(w->conn_recs);
 		rte_hash_free(w->conns);
-		w->conn_pool = NULL;
+		w->conn_recs = NULL;
 		w->conns = NULL;
 		return -ENOMEM;
 	}
-	w->nb_conn_recs = 0;
-	rte_mempool_obj_iter(w->conn_pool, dp_conn_rec_add, w);
-	int ret = dp_conn_base_set(w, err, errlen);
-	if (ret == 0)
-		ret = dp_conn_pressure_create(w, max_conns, socket, err, errlen);
+	memset(w->conn_recs, 0, 2 * cold_off);
+	dp_conn_cold_off = cold_off;
+	for (uint32_t id = 0; id < max_conns; id++)
+		rte_ring_sp_enqueue_elem(w->conn_free, &id, sizeof(id));
+	w->nb_conn_recs = max_conns;
+	w->conn_hwm = 0;
+	int ret = dp_conn_pressure_create(w, max_conns, socket, err, errlen);
 	if (ret < 0) {
+		rte_ring_free(w->conn_free);
 		rte_free(w->conn_recs);
-		rte_mempool_free(w->conn_pool);
 		rte_hash_free(w->conns);
+		w->conn_free = NULL;
 		w->conn_recs = NULL;
-		w->conn_pool = NULL;
 		w->conns = NULL;
 		return ret;
 	}
+	dp_conn_tables++;
 	return 0;
 }
-
 void
 dp_conn_table_free(struct dp_worker *w)
 {
 	/* Give back references held by conns still alive at stop. */
-	for (uint32_t i = 0; i < w->nb_conn_recs; i++) {
-		struct dp_conn *c = w->conn_recs[i];
+	if (w->conn_recs == NULL)
+		return;
+	for (uint32_t i = 0; i < w->conn_hwm; i++) {
+		struct dp_conn *c = &w->conn_recs[i];
 		if (c->proto != 0 && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
 			atomic_fetch_sub(&c->real->refs, 1) == 1)
 			rte_free(c->real);
 	}
 	rte_hash_free(w->conns);
 	w->conns = NULL;
-	rte_mempool_free(w->conn_pool);
-	w->conn_pool = NULL;
+	rte_ring_free(w->conn_free);
+	w->conn_free = NULL;
 	rte_free(w->conn_recs);
 	w->conn_recs = NULL;
 	w->nb_conn_recs = 0;
+	w->conn_hwm = 0;
+	dp_conn_tables--;
 	rte_free(w->embryo);
 	w->embryo = NULL;
 }
@@ -368,13 +360,12 @@ dp_conn_lookup(struct dp_worker *w, const struct dp_conn_key *k, enum dp_side_id
 	return dp_conn_untag(d, from);
 }
 
-/* The record spans three lines; the forward path reads all of them. */
+/* The hot line is read, the cold line's counters written by every packet. */
 static inline void
 dp_conn_prefetch(const struct dp_conn *c)
 {
 	rte_prefetch0(c);
-	rte_prefetch0((const char *)c + RTE_CACHE_LINE_SIZE);
-	rte_prefetch0((const char *)c + 2 * RTE_CACHE_LINE_SIZE);
+	rte_prefetch0(dp_conn_cold(c));
 }
 
 /*
@@ -501,15 +492,16 @@ dp_conn_evict_embryonic(struct dp_worker *w, uint64_t min_age_tsc, enum dp_conn_
 {
 	for (unsigned n = 0; n < DP_EVICT_SCAN && w->embryo_head != w->embryo_tail; n++) {
 		uint64_t e = w->embryo[w->embryo_head & w->embryo_mask];
-		struct dp_conn *c = (struct dp_conn *)(uintptr_t)(e >> DP_EMBRYO_PTR_SHIFT);
+		struct dp_conn *c = &w->conn_recs[e >> 32];
+		const uint64_t created = dp_conn_cold(c)->created_tsc;
 
 		if (c->proto != IPPROTO_TCP || (c->flags & DP_CONN_F_LOCAL) ||
-			(uint16_t)c->created_tsc != (uint16_t)e || c->state > DP_TCP_SYN_RECV) {
+			(uint32_t)created != (uint32_t)e || c->state > DP_TCP_SYN_RECV) {
 			w->embryo_head++; /* stale */
 			continue;
 		}
 		/* The FIFO is in creation order: everything behind is younger. */
-		if (w->now_tsc - c->created_tsc < min_age_tsc)
+		if (w->now_tsc - created < min_age_tsc)
 			return false;
 		w->embryo_head++;
 		w->ctr->conn[why]++;
@@ -529,7 +521,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	const struct dp_svc_limits *lim = atomic_load_explicit(&svc->limits, memory_order_acquire);
 	struct dp_real *real;
 	struct dp_conn *c;
-	void *obj;
+	struct dp_conn_cold *cc;
 
 	/* A service without limits pays this one branch. */
 	if (unlikely(lim != NULL) && !dp_svc_admit(svc, lim, set, w->index, ck->saddr, w->now_tsc, drop))
@@ -548,20 +540,19 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 		dp_conn_evict_embryonic(w, w->evict_min_age_tsc, DP_CONN_evicted_embryonic_table);
 	else if (unlikely(proto == DP_PROTO_tcp && w->tcp_lports >= w->pressure_ports))
 		dp_conn_evict_embryonic(w, w->evict_min_age_tsc, DP_CONN_evicted_embryonic_ports);
-	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0) &&
-		(!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
-			rte_mempool_get(w->conn_pool, &obj) != 0)) {
+	c = dp_conn_alloc(w);
+	if (unlikely(c == NULL) && (!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
+					   (c = dp_conn_alloc(w)) == NULL)) {
 		*drop = DP_DROP_conn_table_full;
 		return NULL;
 	}
-	c = obj;
-	memset(c, 0, sizeof(*c));
-	c->lip = dp_lip_take(w, proto, &c->lport);
+	cc = dp_conn_cold(c);
+	cc->lip = dp_lip_take(w, proto, &c->lport);
 	/* Only a TCP conn gives back a TCP port: UDP and ICMP pools are apart. */
-	if (unlikely(c->lip == NULL) && proto == DP_PROTO_tcp &&
+	if (unlikely(cc->lip == NULL) && proto == DP_PROTO_tcp &&
 		dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_ports))
-		c->lip = dp_lip_take(w, proto, &c->lport);
-	if (unlikely(c->lip == NULL)) {
+		cc->lip = dp_lip_take(w, proto, &c->lport);
+	if (unlikely(cc->lip == NULL)) {
 		dp_conn_free(w, c);
 		*drop = DP_DROP_no_lip_port;
 		return NULL;
@@ -570,13 +561,13 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	c->vaddr = ck->daddr;
 	c->cport = ck->sport;
 	c->vport = ck->dport;
-	c->laddr = c->lip->addr;
+	c->laddr = cc->lip->addr;
 	c->raddr = real->addr;
 	/* ICMP echo keeps the id in the port slot and has no real port. */
 	c->rport = ck->proto == IPPROTO_ICMP ? c->lport : real->port;
 	c->proto = ck->proto;
-	c->pidx_proto = (uint8_t)proto;
-	c->created_tsc = c->last_tsc = w->now_tsc;
+	cc->created_tsc = w->now_tsc;
+	c->last = dp_tick(w->now_tsc);
 	c->real = real;
 	/* The mode a conn starts with stays its mode: a header is all or nothing. */
 	c->ca = atomic_load_explicit(&svc->ca_mode, memory_order_relaxed);
@@ -586,7 +577,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0))
 		goto full;
 	/* The port came from this worker's free ring: its slot is empty and ours. */
-	*dp_conn_slot(c->lip, proto, c->lport) = dp_conn_enc(w, c);
+	*dp_conn_slot(cc->lip, proto, c->lport) = dp_conn_enc(w, c);
 	w->conn_adds++;
 	if (c->proto == IPPROTO_TCP)
 		w->nb_half_open++; /* until dp_fnat_forward_conn sees the handshake end */
@@ -603,7 +594,7 @@ dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn
 	return c;
 full : {
 	uint32_t p = c->lport;
-	rte_ring_enqueue_elem(c->lip->free_ports[w->index][proto], &p, sizeof(p));
+	rte_ring_enqueue_elem(cc->lip->free_ports[w->index][proto], &p, sizeof(p));
 }
 	dp_conn_free(w, c);
 	*drop = DP_DROP_conn_table_full;
@@ -613,26 +604,22 @@ full : {
 struct dp_conn *
 dp_conn_create_local(struct dp_worker *w, const struct dp_conn_key *ck, enum dp_drop *drop)
 {
-	void *obj;
-	struct dp_conn *c;
+	struct dp_conn *c = dp_conn_alloc(w);
 
-	if (unlikely(rte_mempool_get(w->conn_pool, &obj) != 0) &&
-		(!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
-			rte_mempool_get(w->conn_pool, &obj) != 0)) {
+	if (unlikely(c == NULL) && (!dp_conn_evict_embryonic(w, 0, DP_CONN_evicted_embryonic_table) ||
+					   (c = dp_conn_alloc(w)) == NULL)) {
 		*drop = DP_DROP_conn_table_full;
 		return NULL;
 	}
-	c = obj;
-	memset(c, 0, sizeof(*c));
 	c->caddr = ck->saddr;
 	c->vaddr = ck->daddr;
 	c->cport = ck->sport;
 	c->vport = ck->dport;
 	c->proto = ck->proto;
-	c->pidx_proto = DP_PROTO_icmp;
 	c->flags = DP_CONN_F_LOCAL;
 	c->state = DP_TCP_ESTABLISHED;
-	c->created_tsc = c->last_tsc = w->now_tsc;
+	dp_conn_cold(c)->created_tsc = w->now_tsc;
+	c->last = dp_tick(w->now_tsc);
 	if (unlikely(rte_hash_add_key_data(w->conns, ck, dp_conn_tag(c, DP_SIDE_CLIENT)) < 0)) {
 		dp_conn_free(w, c);
 		*drop = DP_DROP_conn_table_full;
@@ -666,9 +653,11 @@ dp_conn_destroy_silent(struct dp_worker *w, struct dp_conn *c)
 		dp_conn_free(w, c);
 		return;
 	}
-	*dp_conn_slot(c->lip, c->pidx_proto, c->lport) = 0;
-	rte_ring_enqueue_elem(c->lip->free_ports[w->index][c->pidx_proto], &port, sizeof(port));
-	if (c->pidx_proto == DP_PROTO_tcp)
+	struct dp_lip *lip = dp_conn_cold(c)->lip;
+	const enum dp_proto proto = dp_conn_pproto(c);
+	*dp_conn_slot(lip, proto, c->lport) = 0;
+	rte_ring_enqueue_elem(lip->free_ports[w->index][proto], &port, sizeof(port));
+	if (proto == DP_PROTO_tcp)
 		w->tcp_lports--;
 	atomic_fetch_sub_explicit(&c->real->active, 1, memory_order_relaxed);
 	if (atomic_fetch_sub_explicit(&c->real->refs, 1, memory_order_acq_rel) == 1)
@@ -696,18 +685,47 @@ dp_conn_pressure_refresh(struct dp_worker *w)
 				    : (uint32_t)(total * dp.conf.pressure_ports_pct / 100);
 }
 
+/* A conn's idle timeout by its protocol and state (what dp_tcp_update and
+ * the others apply): read at expiry, so a changed timeout applies to every
+ * conn at once. */
+static inline uint32_t
+dp_conn_timeout_s(const struct dp_conn *c)
+{
+	const struct dp_timeouts *t = &dpt.timeouts;
+
+	switch (c->proto) {
+	case IPPROTO_TCP:
+		switch (c->state) {
+		case DP_TCP_ESTABLISHED: return t->tcp_established;
+		case DP_TCP_FIN_WAIT: return t->tcp_fin;
+		case DP_TCP_TIME_WAIT:
+		case DP_TCP_CLOSE: return t->tcp_close;
+		default: return t->tcp_syn;
+		}
+	case IPPROTO_UDP: return t->udp;
+	default: return t->icmp;
+	}
+}
+
 void
 dp_conn_expire_step(struct dp_worker *w)
 {
 	const uint64_t pass_tsc = rte_get_tsc_hz() * DP_EXPIRE_PASS_S;
 	const uint64_t hz = rte_get_tsc_hz();
-	const uint32_t n = w->nb_conn_recs;
+	const uint64_t tick_hz = hz >> DP_TICK_SHIFT;
+	const uint32_t now = dp_tick(w->now_tsc);
+	/* Records above the high-water mark were never handed out. */
+	const uint32_t n = w->conn_hwm;
 	uint64_t dt = w->now_tsc - w->expire_tsc;
 	uint32_t i = w->expire_cursor;
 	unsigned budget;
 
 	if (unlikely(w->embryo != NULL) && w->now_tsc - w->pressure_tsc > hz / 1000 * DP_PRESSURE_REFRESH_MS)
 		dp_conn_pressure_refresh(w);
+	if (n == 0)
+		return;
+	if (i >= n)
+		i = 0;
 
 	/*
 	 * Paced by time, not by rounds: the whole pool is examined once per DP_EXPIRE_PASS_S
@@ -725,15 +743,15 @@ dp_conn_expire_step(struct dp_worker *w)
 		w->expire_credit = 0; /* behind by more than a step: never save up a burst */
 
 	for (; budget > 0; budget--) {
-		struct dp_conn *c = w->conn_recs[i];
+		struct dp_conn *c = &w->conn_recs[i];
 
 		if (++i == n)
 			i = 0;
 		/* Records are walked in memory order: fetch a few ahead. */
-		rte_prefetch0(w->conn_recs[i + 4 < n ? i + 4 : i]);
+		rte_prefetch0(&w->conn_recs[i + 4 < n ? i + 4 : i]);
 		if (c->proto == 0)
 			continue;
-		if (w->now_tsc - c->last_tsc > (uint64_t)c->timeout_s * hz)
+		if ((uint64_t)(uint32_t)(now - c->last) > (uint64_t)dp_conn_timeout_s(c) * tick_hz)
 			dp_conn_destroy(w, c);
 	}
 	w->expire_cursor = i;

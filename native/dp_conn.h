@@ -9,9 +9,9 @@
  * the conn at lport (dp_tables.h, dp_conn.c). A lookup yields the conn and
  * which side the packet came from.
  *
- * Each side has a record of where that side's packets arrive: port, the
- * peer's MAC (our next hop toward it) and our MAC on that port. Packets to
- * a side go out with that record: no route lookup, no ARP. The record is
+ * Each side has a record of where that side's packets arrive: port and the
+ * peer's MAC (our next hop toward it). Packets to a side go out with that
+ * record, from the port's MAC: no route lookup, no ARP. The record is
  * taken from the first packet of that side and refreshed, with a
  * path_changes count, when a later packet arrives on another port or from
  * another MAC.
@@ -48,15 +48,25 @@ enum dp_side_id {
 	DP_SIDE_SERVER = 1
 };
 
+/*
+ * Where one side's packets arrive: 10 bytes, two of them in the hot line.
+ * Our MAC is not kept: dp_l2 accepts only frames to the port's MAC (or
+ * multicast), so replies leave from dp.ports[pidx].mac.
+ */
+#define DP_SIDE_NONE 0xff /* pidx of a side no packet has come from yet */
 struct dp_side {
-	struct rte_ether_addr peer_mac;	 /* L2 source of that side's packets */
-	struct rte_ether_addr local_mac; /* our MAC they were sent to */
-	uint8_t pidx;			 /* port they arrive on */
-	uint8_t valid;			 /* a packet from this side was seen */
-	uint8_t route_pidx;		 /* where a route lookup would send */
-	uint8_t route_ok;		 /* 0: no route to the peer at all */
-	uint32_t route_gen;		 /* dpt.route_gen route_pidx is from */
+	struct rte_ether_addr peer_mac; /* L2 source of that side's packets */
+	uint8_t pidx;			/* port they arrive on; DP_SIDE_NONE: none yet */
+	uint8_t route_pidx;		/* where a route lookup would send; DP_SIDE_NONE: no route */
+	uint16_t route_gen;		/* dp_route_gen16() route_pidx is from; 0: not computed */
 };
+_Static_assert(sizeof(struct dp_side) == 10, "struct dp_side grew");
+
+static inline bool
+dp_side_valid(const struct dp_side *s)
+{
+	return s->pidx != DP_SIDE_NONE;
+}
 
 enum dp_tcp_state {
 	DP_TCP_NONE = 0,
@@ -89,69 +99,95 @@ enum dp_tcp_state {
 #define DP_CA_F_HDR_ACKED 0x08 /* the real acknowledged the header: nothing left to check */
 #define DP_CA_F_TOA_DONE  0x10 /* the server sent data: no more TOA */
 
+/*
+ * A conn is two 64-byte lines, each a slot of its own array in the owning
+ * worker's record block (dp_conn.c): the hot line below, everything a packet
+ * of an established conn reads, and the cold line (struct dp_conn_cold),
+ * which a packet only writes (its counters) unless the conn uses a feature
+ * (SYN proxy, client address, sequence translation). Both arrays are indexed
+ * by the conn's id; dp_conn_cold() finds the cold line from the hot one.
+ */
 struct dp_conn {
 	uint32_t caddr, vaddr, laddr, raddr;
 	uint16_t cport, vport, lport, rport;
-	uint8_t proto;	    /* IPPROTO_* */
-	uint8_t pidx_proto; /* enum dp_proto */
+	struct dp_real *real;
+	uint32_t last; /* dp_tick() of the last packet */
+	uint8_t proto; /* IPPROTO_*; 0: a free record */
 	uint8_t state;
 	uint8_t flags;
-	uint32_t timeout_s;
-	uint64_t last_tsc;
-	uint64_t created_tsc;
-	struct dp_side side[2];
-	struct dp_real *real;
-	struct dp_lip *lip;
-	uint64_t pkts[2]; /* from client, from server */
-	uint64_t bytes[2];
-	/*
-	 * Not cache aligned on purpose: the fields above are 136 bytes and,
-	 * 8-byte aligned, always lie within three cache lines, which
-	 * dp_conn_lookup_bulk prefetches. The tail below is read only by conns with
-	 * a feature flag set.
-	 */
-
-	/*
-	 * Read only when DP_CONN_F_SEQ is set (so it may lie on a fourth line):
-	 * TCP sequence translation, by side. When the appliance adds bytes to
-	 * one side's stream (a PROXY protocol header) or answers one side's
-	 * handshake itself (a SYN proxy's cookie ISN), the two ends number the
-	 * same bytes differently. A segment from side s gets seq_off[s] added
-	 * to its seq and seq_off[other side] taken off its ack and SACK edges,
-	 * so each end sees its peer's numbering (tcp_seq_translate, dp_tcp.c).
-	 * Set it with dp_conn_seq_off_add.
-	 */
-	int32_t seq_off[2];
-
-	/*
-	 * Read only with DP_CONN_F_SYNPROXY (dp_synproxy.c): the real's TSval +
-	 * sp_ts_off is what the client sees (before the splice: our TSval), the
-	 * window scales the client and the real sent (DP_SP_WS_NONE: none), and
-	 * DP_SP_F_* in sp.
-	 */
-	int32_t sp_ts_off;
-	/* Read only when DP_CONN_F_CA is set: the client's first payload byte's
-	 * seq (its ISN + 1, from its SYN or, SYN-proxied, from its cookie ACK),
-	 * where a PROXY header goes. */
-	uint32_t ca_seq;
-	uint8_t sp_client_ws, sp_real_ws, sp;
 	/* With DP_CONN_F_CA: the client-address mode (dp_caddr.c), enum
 	 * dp_caddr_mode and the state bits DP_CA_F_*. */
 	uint8_t ca;
-};
-/* Every packet touches the first 136 bytes, which an 8-byte aligned record
- * always has within three cache lines (what dp_conn_lookup_bulk prefetches); the
- * tail after them is read only by conns with a feature flag set. Table
- * pressure keeps its state outside the record for this reason (dp_conn.c).
- * The pool object is the record plus a 24-byte mempool header. */
-_Static_assert(offsetof(struct dp_conn, seq_off) <= 136,
-	"the hot part of struct dp_conn outgrows three cache lines");
-/* The tail: seq_off, then the SYN proxy's and the client-address modes'
- * 4-byte words and their 4 flag and scale bytes, 20 bytes. 16 would keep
- * the 176-byte object of either feature alone, but the two words fill them
- * and the bytes, packed as tight as they go, still need 2 more: alignment
- * then rounds the record to 160, a 184-byte object. */
-_Static_assert(sizeof(struct dp_conn) <= 160, "struct dp_conn outgrows its 184-byte pool object");
+	struct dp_side side[2];
+	/*
+	 * Read only with DP_CONN_F_SYNPROXY (dp_synproxy.c): the window scales
+	 * the client and the real sent (DP_SP_WS_NONE: none) and DP_SP_F_* in
+	 * sp. Here rather than cold because the cold line is full.
+	 */
+	uint8_t sp_client_ws, sp_real_ws, sp;
+	uint8_t pad;
+} __rte_cache_aligned;
+_Static_assert(sizeof(struct dp_conn) == RTE_CACHE_LINE_SIZE, "the hot part of a conn outgrows one line");
+
+struct dp_conn_cold {
+	uint64_t pkts[2]; /* from client, from server */
+	uint64_t bytes[2];
+	uint64_t created_tsc;
+	struct dp_lip *lip;
+	/*
+	 * Read only when DP_CONN_F_SEQ is set: TCP sequence translation, by
+	 * side. When the appliance adds bytes to one side's stream (a PROXY
+	 * protocol header) or answers one side's handshake itself (a SYN
+	 * proxy's cookie ISN), the two ends number the same bytes differently.
+	 * A segment from side s gets seq_off[s] added to its seq and
+	 * seq_off[other side] taken off its ack and SACK edges, so each end
+	 * sees its peer's numbering (tcp_seq_translate, dp_tcp.c). Set it with
+	 * dp_conn_seq_off_add.
+	 */
+	int32_t seq_off[2];
+	/* With DP_CONN_F_SYNPROXY: the real's TSval + sp_ts_off is what the
+	 * client sees (before the splice: our TSval). */
+	int32_t sp_ts_off;
+	/* With DP_CONN_F_CA: the client's first payload byte's seq (its ISN + 1,
+	 * from its SYN or, SYN-proxied, from its cookie ACK), where a PROXY
+	 * header goes. */
+	uint32_t ca_seq;
+} __rte_cache_aligned;
+_Static_assert(
+	sizeof(struct dp_conn_cold) == RTE_CACHE_LINE_SIZE, "the cold part of a conn outgrows one line");
+
+/*
+ * A worker's records are one allocation: max_conns hot lines, then as many
+ * cold lines. Every worker has the same max_conns, so the cold line of any
+ * record lies dp.conn_cold_off bytes after its hot line (set when the tables
+ * are created, before any worker runs).
+ */
+extern size_t dp_conn_cold_off;
+
+static inline struct dp_conn_cold *
+dp_conn_cold(const struct dp_conn *c)
+{
+	return (struct dp_conn_cold *)((uintptr_t)c + dp_conn_cold_off);
+}
+
+/*
+ * Time of a conn's last packet, in ticks of 2^DP_TICK_SHIFT TSC cycles
+ * (0.4 ms at 2.6 GHz): 32 bits cover the longest timeout (7 days) for a TSC
+ * up to 7.4 GHz, and elapsed time is a wrapping subtraction.
+ */
+#define DP_TICK_SHIFT 20
+static inline uint32_t
+dp_tick(uint64_t tsc)
+{
+	return (uint32_t)(tsc >> DP_TICK_SHIFT);
+}
+
+/* The protocol's index (enum dp_proto) of an IPPROTO_* with LIP ports. */
+static inline enum dp_proto
+dp_conn_pproto(const struct dp_conn *c)
+{
+	return c->proto == 6 ? DP_PROTO_tcp : c->proto == 17 ? DP_PROTO_udp : DP_PROTO_icmp;
+}
 
 /* The hash's data word: conn pointer with the side in bit 0 (only client
  * sides are hashed now; the tag keeps a lookup's answer in one word). */
@@ -172,7 +208,9 @@ dp_conn_untag(void *d, enum dp_side_id *s)
 static inline void
 dp_conn_seq_off_add(struct dp_conn *c, enum dp_side_id s, int32_t off)
 {
-	c->seq_off[s] = (int32_t)((uint32_t)c->seq_off[s] + (uint32_t)off);
+	struct dp_conn_cold *cc = dp_conn_cold(c);
+
+	cc->seq_off[s] = (int32_t)((uint32_t)cc->seq_off[s] + (uint32_t)off);
 	c->flags |= DP_CONN_F_SEQ;
 }
 

@@ -69,6 +69,22 @@ dp_nexthop_get(uint16_t pidx, uint32_t gw, uint32_t *idx)
 
 /* Install prefix -> (pidx, gw) in the LPM (or the default slot), replacing
  * what is there. Caller holds ctl_lock. */
+
+/*
+ * A conn's side keeps the low 16 bits of the generation its route_pidx is
+ * from, 0 meaning "not computed" (dp_side_route): never publish one whose
+ * low 16 bits are 0. Only this (control) thread writes route_gen.
+ */
+static void
+dp_route_gen_bump(void)
+{
+	uint32_t g = atomic_load(&dpt.route_gen) + 1;
+
+	if ((uint16_t)g == 0)
+		g++;
+	atomic_store(&dpt.route_gen, g);
+}
+
 static int
 dp_lpm_install(
 	uint32_t prefix, uint8_t plen, uint16_t pidx, uint32_t gw, uint32_t *nh_out, char *err, size_t errlen)
@@ -87,7 +103,7 @@ dp_lpm_install(
 		dp_set_err(err, errlen, "route table full");
 		return -ENOSPC;
 	}
-	atomic_fetch_add(&dpt.route_gen, 1);
+	dp_route_gen_bump();
 	*nh_out = nh;
 	return 0;
 }
@@ -101,7 +117,7 @@ dp_lpm_remove(uint32_t prefix, uint8_t plen, uint32_t nh)
 		atomic_store(&dpt.default_nh, -1);
 	else
 		rte_lpm_delete(dpt.lpm, rte_be_to_cpu_32(prefix), plen);
-	atomic_fetch_add(&dpt.route_gen, 1);
+	dp_route_gen_bump();
 	dp_grace_period();
 	dpt.nexthops[nh].refs--;
 }

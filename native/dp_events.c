@@ -50,12 +50,19 @@ dp_conn_info_fill(const struct dp_worker *w, const struct dp_conn *c, struct dp_
 {
 	memset(e, 0, sizeof(*e));
 	e->time_ns = dp_tsc_to_ns(w->now_tsc);
-	e->created_ns = dp_tsc_to_ns(c->created_tsc);
-	e->last_ns = dp_tsc_to_ns(c->last_tsc);
+	const struct dp_conn_cold *cc = dp_conn_cold(c);
+	/* The record keeps its last packet's time in ticks (dp_tick): back to
+	 * TSC from now, never before the conn's creation. */
+	uint64_t last_tsc =
+		w->now_tsc - ((uint64_t)(uint32_t)(dp_tick(w->now_tsc) - c->last) << DP_TICK_SHIFT);
+	if ((int64_t)(last_tsc - cc->created_tsc) < 0)
+		last_tsc = cc->created_tsc;
+	e->created_ns = dp_tsc_to_ns(cc->created_tsc);
+	e->last_ns = dp_tsc_to_ns(last_tsc);
 	for (int s = 0; s < 2; s++) {
-		e->pkts[s] = c->pkts[s];
-		e->bytes[s] = c->bytes[s];
-		e->side_pidx[s] = c->side[s].valid ? c->side[s].pidx : 0xff;
+		e->pkts[s] = cc->pkts[s];
+		e->bytes[s] = cc->bytes[s];
+		e->side_pidx[s] = c->side[s].pidx; /* DP_SIDE_NONE (0xff) before its first packet */
 		memcpy(e->peer_mac[s], c->side[s].peer_mac.addr_bytes, 6);
 	}
 	e->caddr = c->caddr, e->vaddr = c->vaddr, e->laddr = c->laddr, e->raddr = c->raddr;
@@ -153,11 +160,11 @@ dp_mailbox_serve(struct dp_worker *w)
 	while (budget-- > 0) {
 		if (mb->kind == DP_MB_DUMP && mb->count >= mb->max)
 			break;
-		if (mb->cursor >= w->nb_conn_recs) {
+		if (mb->cursor >= w->conn_hwm) { /* above it no record was ever used */
 			mb->walked_all = 1;
 			break;
 		}
-		struct dp_conn *c = w->conn_recs[mb->cursor++];
+		struct dp_conn *c = &w->conn_recs[mb->cursor++];
 		if (c->proto == 0)
 			continue;
 		if (mb->kind == DP_MB_DUMP) {

@@ -73,7 +73,7 @@ dp_fnat_local_drop(
 static inline int
 dp_egress_port(struct dp_worker *w, const struct dp_side *to, enum dp_proto proto, uint32_t dst)
 {
-	if (to->valid && atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))
+	if (dp_side_valid(to) && atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))
 		return to->pidx;
 	return dp_route_port(w, dst);
 }
@@ -107,12 +107,15 @@ l4_stale(uint8_t p, const struct dp_conn *c, const struct dp_l4 *l4)
 				  : dp_fnat_icmp.stale(c, l4);
 }
 
-static __rte_always_inline uint32_t
+static __rte_always_inline void
 l4_update(uint8_t p, struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
-	return p == IPPROTO_TCP	  ? dp_tcp_update(c, from, l4)
-	       : p == IPPROTO_UDP ? dp_udp_update(c, from, l4)
-				  : dp_fnat_icmp.update(c, from, l4);
+	if (p == IPPROTO_TCP)
+		dp_tcp_update(c, from, l4);
+	else if (p == IPPROTO_UDP)
+		dp_udp_update(c, from, l4);
+	else
+		dp_fnat_icmp.update(c, from, l4);
 }
 
 static __rte_always_inline void
@@ -237,10 +240,11 @@ fnat_forward(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, const struc
 	}
 
 	uint8_t prev_state = c->state;
-	c->timeout_s = l4_update(ops->ipproto, c, from, l4);
-	c->last_tsc = w->now_tsc;
-	c->pkts[from]++;
-	c->bytes[from] += len;
+	l4_update(ops->ipproto, c, from, l4);
+	c->last = dp_tick(w->now_tsc);
+	struct dp_conn_cold *cc = dp_conn_cold(c);
+	cc->pkts[from]++;
+	cc->bytes[from] += len;
 	struct dp_real_stats *rs = &c->real->stats[w->index];
 	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_packets_to_real : DP_REAL_packets_from_real]++;
 	rs->ctr[from == DP_SIDE_CLIENT ? DP_REAL_bytes_to_real : DP_REAL_bytes_from_real] += len;

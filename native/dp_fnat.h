@@ -7,8 +7,8 @@
  *   may_create  may this packet open a conn? (TCP: a SYN; UDP: any; ICMP:
  *               an echo request)
  *   stale       is this conn finished so a new opening should replace it?
- *   update      advance protocol state for a packet from `from`; returns
- *               the conn's idle timeout in seconds
+ *   update      advance protocol state for a packet from `from` (the state
+ *               picks the idle timeout: dp_conn.c)
  *   rewrite     store the new ports (TCP: and translate sequence numbers)
  *               and fix the L4 checksum, given the checksum difference of
  *               the address rewrite (for protocols whose checksum covers a
@@ -39,7 +39,7 @@ struct dp_fnat_ops {
 	enum dp_drop (*parse)(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4);
 	bool (*may_create)(const struct dp_l4 *l4);
 	bool (*stale)(const struct dp_conn *c, const struct dp_l4 *l4);
-	uint32_t (*update)(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
+	void (*update)(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
 	void (*rewrite)(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport,
 		uint16_t dport, uint32_t addr_csum_acc);
 	void (*local)(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
@@ -54,13 +54,13 @@ struct dp_fnat_ops {
 enum dp_drop dp_tcp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4);
 bool dp_tcp_may_create(const struct dp_l4 *l4);
 bool dp_tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4);
-uint32_t dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
+void dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
 void dp_tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
 	uint32_t addr_csum_acc);
 enum dp_drop dp_udp_parse(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct dp_l4 *l4);
 bool dp_udp_may_create(const struct dp_l4 *l4);
 bool dp_udp_stale(const struct dp_conn *c, const struct dp_l4 *l4);
-uint32_t dp_udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
+void dp_udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4);
 void dp_udp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16_t sport, uint16_t dport,
 	uint32_t addr_csum_acc);
 

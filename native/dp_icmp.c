@@ -122,12 +122,11 @@ icmp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
 	return false;
 }
 
-static uint32_t
+static void
 icmp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
 	(void)from, (void)l4;
 	c->state = DP_TCP_ESTABLISHED;
-	return dpt.timeouts.icmp;
 }
 
 static void
@@ -206,12 +205,12 @@ icmp_local(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 
 		dp_event_emit(w, c, DP_EV_PATH, DP_SIDE_CLIENT);
 	}
 	uint32_t len = rte_pktmbuf_pkt_len(m);
-	c->timeout_s = dpt.timeouts.icmp;
-	c->last_tsc = w->now_tsc;
-	c->pkts[DP_SIDE_CLIENT]++;
-	c->bytes[DP_SIDE_CLIENT] += len;
-	c->pkts[DP_SIDE_SERVER]++; /* our reply */
-	c->bytes[DP_SIDE_SERVER] += len;
+	c->last = dp_tick(w->now_tsc);
+	struct dp_conn_cold *cc = dp_conn_cold(c);
+	cc->pkts[DP_SIDE_CLIENT]++;
+	cc->bytes[DP_SIDE_CLIENT] += len;
+	cc->pkts[DP_SIDE_SERVER]++; /* our reply */
+	cc->bytes[DP_SIDE_SERVER] += len;
 	if (unlikely(created)) /* after the counting: the event shows this exchange */
 		dp_event_emit(w, c, DP_EV_CREATED, 0);
 
@@ -355,12 +354,13 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 	if (in->next_proto_id == IPPROTO_TCP && unlikely(c->flags & DP_CONN_F_SEQ)) {
 		uint32_t v;
 		memcpy(&v, inl4 + 4, 4);
-		uint32_t nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) - (uint32_t)c->seq_off[to]);
+		const int32_t *seq_off = dp_conn_cold(c)->seq_off;
+		uint32_t nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) - (uint32_t)seq_off[to]);
 		seq_acc = dp_csum_acc32(seq_acc, v, nv);
 		memcpy(inl4 + 4, &nv, 4);
 		if (quoted >= 14 && (inl4[13] & RTE_TCP_ACK_FLAG)) {
 			memcpy(&v, inl4 + 8, 4);
-			nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) + (uint32_t)c->seq_off[from]);
+			nv = rte_cpu_to_be_32(rte_be_to_cpu_32(v) + (uint32_t)seq_off[from]);
 			seq_acc = dp_csum_acc32(seq_acc, v, nv);
 			memcpy(inl4 + 8, &nv, 4);
 		}
@@ -394,7 +394,7 @@ icmp_error_input(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct 
 	ip->time_to_live--;
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	c->last_tsc = w->now_tsc;
+	c->last = dp_tick(w->now_tsc);
 	dp_xmit_to_side(w, &c->side[to], odst, DP_PROTO_icmp, m);
 }
 
@@ -496,8 +496,6 @@ dp_icmp_send_error(struct dp_worker *w, uint16_t pidx, const struct rte_mbuf *or
 		memset(&tmp, 0, sizeof(tmp));
 		tmp.pidx = (uint8_t)pidx;
 		rte_ether_addr_copy(&eh->dst_addr, &tmp.peer_mac);
-		rte_ether_addr_copy(&eh->src_addr, &tmp.local_mac);
-		tmp.valid = 1;
 	} else {
 		tmp = *from;
 	}

@@ -126,14 +126,15 @@ struct dp_worker {
 
 	/* Conns (dp_conn.c). */
 	struct rte_hash *conns;
-	struct rte_mempool *conn_pool;
-	struct dp_conn **conn_recs; /* every record of conn_pool, in memory order */
-	uint32_t nb_conn_recs;
-	uint32_t expire_cursor; /* index into conn_recs */
-	uint64_t expire_tsc;	/* last expiry step */
-	uint64_t expire_credit; /* records x TSC cycles owed to the walk */
-	uint32_t conn_gen;	/* bumped at every removal: voids bulk lookup results */
-	uint32_t conn_adds;	/* bumped at every insertion: voids bulk lookup misses */
+	struct dp_conn *conn_recs;  /* max_conns hot lines, then their cold lines (dp_conn.h) */
+	struct rte_ring *conn_free; /* ids of the free records */
+	uint32_t nb_conn_recs;	    /* max_conns */
+	uint32_t conn_hwm;	    /* every id ever handed out is below it */
+	uint32_t expire_cursor;	    /* id the expiry walk looks at next */
+	uint64_t expire_tsc;	    /* last expiry step */
+	uint64_t expire_credit;	    /* records x TSC cycles owed to the walk */
+	uint32_t conn_gen;	    /* bumped at every removal: voids bulk lookup results */
+	uint32_t conn_adds;	    /* bumped at every insertion: voids bulk lookup misses */
 	_Atomic uint64_t nb_conns;
 
 	/*

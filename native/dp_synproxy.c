@@ -331,9 +331,6 @@ sp_answer_syn(
 	memset(&back, 0, sizeof(back));
 	back.pidx = (uint8_t)pidx;
 	rte_ether_addr_copy(&eh->src_addr, &back.peer_mac);
-	rte_ether_addr_copy(rte_is_unicast_ether_addr(&eh->dst_addr) ? &eh->dst_addr : &dp.ports[pidx].mac,
-		&back.local_mac);
-	back.valid = 1;
 
 	/* The answer fits in the first segment, which held the SYN's headers. */
 	if (m->next != NULL) {
@@ -419,24 +416,23 @@ sp_ack(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *l4,
 			c->sp_client_ws = (uint8_t)RTE_MIN(o.tsecr & 0xf, 14u);
 		if (o.tsecr & 0x10)
 			c->sp |= DP_SP_F_SACK;
-		c->sp_ts_off = (int32_t)o.tsecr; /* until the splice: our TSval */
+		dp_conn_cold(c)->sp_ts_off = (int32_t)o.tsecr; /* until the splice: our TSval */
 	}
 	/* A client-address mode saw no client SYN: the client's first byte is
 	 * the one after its ISN, which the cookie vouched for. */
 	if (c->flags & DP_CONN_F_CA)
-		c->ca_seq = isn + 1;
+		dp_conn_cold(c)->ca_seq = isn + 1;
 	/* Until the splice seq_off[SERVER] holds the cookie (F_SEQ not set). */
-	c->seq_off[DP_SIDE_SERVER] = (int32_t)cookie;
+	dp_conn_cold(c)->seq_off[DP_SIDE_SERVER] = (int32_t)cookie;
 	c->state = DP_TCP_SYN_SENT;
-	c->timeout_s = dpt.timeouts.tcp_syn;
-	c->last_tsc = w->now_tsc;
+	c->last = dp_tick(w->now_tsc);
 	dp_side_record(w, &c->side[DP_SIDE_CLIENT], pidx, eh, c->caddr, DP_PROTO_tcp);
 	dp_event_emit(w, c, DP_EV_CREATED, 0);
 
 	struct dp_sp_held *h = &w->sp_held[w->nb_sp_held++];
 	h->m = m;
 	h->c = c;
-	h->created_tsc = c->created_tsc;
+	h->created_tsc = dp_conn_cold(c)->created_tsc;
 	h->deadline_tsc = w->now_tsc + rte_get_tsc_hz() / 1000 * DP_SP_HOLD_MS;
 	h->pidx = pidx;
 	sp_syn_to_real(w, c, th, &o, (unsigned)idx);
@@ -474,7 +470,7 @@ sp_take_held(struct dp_worker *w, const struct dp_conn *c, struct dp_sp_held *ou
 
 	for (unsigned i = 0; i < w->nb_sp_held; i++) {
 		struct dp_sp_held *h = &w->sp_held[i];
-		if (h->c == c && h->created_tsc == c->created_tsc)
+		if (h->c == c && h->created_tsc == dp_conn_cold(c)->created_tsc)
 			out[n++] = *h;
 		else
 			w->sp_held[keep++] = *h;
@@ -499,20 +495,21 @@ sp_splice(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *
 {
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	const struct rte_tcp_hdr *th = l4->hdr;
-	uint32_t cookie = (uint32_t)c->seq_off[DP_SIDE_SERVER];
+	uint32_t cookie = (uint32_t)dp_conn_cold(c)->seq_off[DP_SIDE_SERVER];
 	struct sp_opts o;
 
 	sp_opts_parse(th, &o);
-	c->seq_off[DP_SIDE_SERVER] = 0;
+	dp_conn_cold(c)->seq_off[DP_SIDE_SERVER] = 0;
 	dp_conn_seq_off_add(c, DP_SIDE_SERVER, (int32_t)(cookie - rte_be_to_cpu_32(th->sent_seq)));
 	if (c->sp & DP_SP_F_TS) {
 		if (o.ts) {
-			c->sp_ts_off = (int32_t)((uint32_t)c->sp_ts_off - o.tsval);
+			dp_conn_cold(c)->sp_ts_off =
+				(int32_t)((uint32_t)dp_conn_cold(c)->sp_ts_off - o.tsval);
 		} else {
 			/* A real without timestamps: the client keeps sending its
 			 * own, which the real ignores (RFC 7323 3.2). */
 			c->sp &= (uint8_t)~DP_SP_F_TS;
-			c->sp_ts_off = 0;
+			dp_conn_cold(c)->sp_ts_off = 0;
 		}
 	}
 	c->sp_real_ws = o.ws;
@@ -520,10 +517,9 @@ sp_splice(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, struct dp_l4 *
 	if (dp_side_record(w, &c->side[DP_SIDE_SERVER], pidx, eh, c->raddr, DP_PROTO_tcp))
 		dp_event_emit(w, c, DP_EV_PATH, DP_SIDE_SERVER);
 	c->state = DP_TCP_SYN_RECV; /* half-open still, until the client's ACK goes through */
-	c->timeout_s = dpt.timeouts.tcp_syn;
-	c->last_tsc = w->now_tsc;
-	c->pkts[DP_SIDE_SERVER]++;
-	c->bytes[DP_SIDE_SERVER] += rte_pktmbuf_pkt_len(m);
+	c->last = dp_tick(w->now_tsc);
+	dp_conn_cold(c)->pkts[DP_SIDE_SERVER]++;
+	dp_conn_cold(c)->bytes[DP_SIDE_SERVER] += rte_pktmbuf_pkt_len(m);
 	dp_event_emit(w, c, DP_EV_STATE, 0);
 	/* The client had our SYN-ACK; the real's stops here. */
 	rte_pktmbuf_free(m);
@@ -557,8 +553,8 @@ dp_synproxy_pending(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, stru
 		/* Either side gave up: the RST goes through like any, the real's
 		 * numbered as the client expects (the next after the cookie). */
 		sp_drop_held(w, c);
-		uint32_t cookie = (uint32_t)c->seq_off[DP_SIDE_SERVER];
-		c->seq_off[DP_SIDE_SERVER] = 0;
+		uint32_t cookie = (uint32_t)dp_conn_cold(c)->seq_off[DP_SIDE_SERVER];
+		dp_conn_cold(c)->seq_off[DP_SIDE_SERVER] = 0;
 		c->flags &= (uint8_t)~DP_CONN_F_SP_PENDING;
 		if (from == DP_SIDE_SERVER) {
 			const struct rte_tcp_hdr *th = l4->hdr;
@@ -584,7 +580,7 @@ dp_synproxy_pending(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m, stru
 	struct dp_sp_held *h = &w->sp_held[w->nb_sp_held++];
 	h->m = m;
 	h->c = c;
-	h->created_tsc = c->created_tsc;
+	h->created_tsc = dp_conn_cold(c)->created_tsc;
 	h->deadline_tsc = w->now_tsc + rte_get_tsc_hz() / 1000 * DP_SP_HOLD_MS;
 	h->pidx = pidx;
 	return true;
@@ -607,7 +603,7 @@ dp_synproxy_fix(const struct dp_conn *c, enum dp_side_id from, struct rte_tcp_hd
 			th->rx_win = v;
 		}
 	}
-	if ((c->sp & DP_SP_F_TS) && c->sp_ts_off != 0) {
+	if ((c->sp & DP_SP_F_TS) && dp_conn_cold(c)->sp_ts_off != 0) {
 		const uint8_t *b = (const uint8_t *)th;
 		uint32_t at;
 		/* Nearly every segment of a timestamped conn starts its options with
@@ -624,9 +620,11 @@ dp_synproxy_fix(const struct dp_conn *c, enum dp_side_id from, struct rte_tcp_hd
 		uint32_t tsecr;
 		memcpy(&tsecr, b + at + 6, 4);
 		if (from == DP_SIDE_SERVER)
-			acc = dp_tcp_add32_at((uint8_t *)th, at + 2u, (uint32_t)c->sp_ts_off, acc);
+			acc = dp_tcp_add32_at(
+				(uint8_t *)th, at + 2u, (uint32_t)dp_conn_cold(c)->sp_ts_off, acc);
 		else if (tsecr != 0)
-			acc = dp_tcp_add32_at((uint8_t *)th, at + 6u, -(uint32_t)c->sp_ts_off, acc);
+			acc = dp_tcp_add32_at(
+				(uint8_t *)th, at + 6u, -(uint32_t)dp_conn_cold(c)->sp_ts_off, acc);
 	}
 	return acc;
 }
@@ -642,8 +640,8 @@ dp_synproxy_poll(struct dp_worker *w)
 	for (unsigned i = 0; i < w->nb_sp_held; i++) {
 		struct dp_sp_held *h = &w->sp_held[i];
 		const struct dp_conn *c = h->c;
-		if (c->proto == 0 || c->created_tsc != h->created_tsc || !(c->flags & DP_CONN_F_SP_PENDING) ||
-			w->now_tsc > h->deadline_tsc) {
+		if (c->proto == 0 || dp_conn_cold(c)->created_tsc != h->created_tsc ||
+			!(c->flags & DP_CONN_F_SP_PENDING) || w->now_tsc > h->deadline_tsc) {
 			dp_drop(w, h->pidx, DP_DROP_syn_proxy_pending, h->m);
 			continue;
 		}

@@ -63,10 +63,9 @@ dp_tcp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
 	return c->state == DP_TCP_TIME_WAIT || c->state == DP_TCP_CLOSE;
 }
 
-DP_PKT_INLINE uint32_t
+DP_PKT_INLINE void
 dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
-	const struct dp_timeouts *t = &dpt.timeouts;
 	uint8_t f = l4->flags;
 
 	if (f & RTE_TCP_RST_FLAG) {
@@ -89,13 +88,7 @@ dp_tcp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 		else if (c->state == DP_TCP_SYN_RECV && !(f & RTE_TCP_SYN_FLAG))
 			c->state = DP_TCP_ESTABLISHED;
 	}
-	switch (c->state) {
-	case DP_TCP_ESTABLISHED: return t->tcp_established;
-	case DP_TCP_FIN_WAIT: return t->tcp_fin;
-	case DP_TCP_TIME_WAIT:
-	case DP_TCP_CLOSE: return t->tcp_close;
-	default: return t->tcp_syn;
-	}
+	/* The state picks the idle timeout, at expiry (dp_conn.c). */
 }
 
 /*
@@ -165,9 +158,11 @@ dp_tcp_rewrite(struct dp_conn *c, enum dp_side_id from, struct dp_l4 *l4, uint16
 
 	/* One test for the common conn, which has neither. */
 	if (unlikely(c->flags & (DP_CONN_F_SEQ | DP_CONN_F_SYNPROXY))) {
-		if (c->flags & DP_CONN_F_SEQ)
+		if (c->flags & DP_CONN_F_SEQ) {
+			const struct dp_conn_cold *cc = dp_conn_cold(c);
 			acc = tcp_seq_translate(
-				th, (uint32_t)c->seq_off[from], (uint32_t)c->seq_off[from ^ 1], acc);
+				th, (uint32_t)cc->seq_off[from], (uint32_t)cc->seq_off[from ^ 1], acc);
+		}
 		if (c->flags & DP_CONN_F_SYNPROXY)
 			acc = dp_synproxy_fix(c, from, th, acc);
 	}

@@ -48,12 +48,11 @@ dp_udp_stale(const struct dp_conn *c, const struct dp_l4 *l4)
 	return false;
 }
 
-DP_PKT_INLINE uint32_t
+DP_PKT_INLINE void
 dp_udp_update(struct dp_conn *c, enum dp_side_id from, const struct dp_l4 *l4)
 {
 	(void)from, (void)l4;
 	c->state = DP_TCP_ESTABLISHED; /* "seen traffic"; UDP has no states */
-	return dpt.timeouts.udp;
 }
 
 DP_PKT_INLINE void

@@ -15,19 +15,12 @@ bool
 dp_side_record_slow(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
 	uint32_t peer_addr, enum dp_proto proto)
 {
-	bool moved = s->valid;
+	bool moved = dp_side_valid(s);
 
 	if (moved)
 		w->ctr->path[proto][pidx][DP_PATH_path_changes]++;
 	s->pidx = (uint8_t)pidx;
 	rte_ether_addr_copy(&eh->src_addr, &s->peer_mac);
-	/* Replies come from the address the peer used, unless it was a
-	 * broadcast/multicast (then: our MAC on that port). */
-	if (rte_is_unicast_ether_addr(&eh->dst_addr))
-		rte_ether_addr_copy(&eh->dst_addr, &s->local_mac);
-	else
-		rte_ether_addr_copy(&dp.ports[pidx].mac, &s->local_mac);
-	s->valid = 1;
 	s->route_gen = 0; /* recompute the divergence reference */
 	dp_side_route(s, peer_addr);
 	return moved;
@@ -93,7 +86,7 @@ dp_xmit_routed_miss(struct dp_worker *w, uint32_t dst, enum dp_proto proto, cons
 	if (unlikely(dp_route_lookup(dst, &nh) != 0)) {
 		/* Counted on the port the packet would have come from: we do
 		 * not know another. */
-		w->ctr->drop[to != NULL && to->valid ? to->pidx : 0][DP_DROP_no_route]++;
+		w->ctr->drop[to != NULL && dp_side_valid(to) ? to->pidx : 0][DP_DROP_no_route]++;
 		rte_pktmbuf_free(m);
 		return;
 	}

@@ -60,7 +60,8 @@ static inline bool
 dp_side_record(struct dp_worker *w, struct dp_side *s, uint16_t pidx, const struct rte_ether_hdr *eh,
 	uint32_t peer_addr, enum dp_proto proto)
 {
-	if (likely(s->valid && s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
+	/* A side no packet came from has pidx DP_SIDE_NONE, never a port. */
+	if (likely(s->pidx == pidx && rte_is_same_ether_addr(&s->peer_mac, &eh->src_addr)))
 		return false;
 	return dp_side_record_slow(w, s, pidx, eh, peer_addr, proto);
 }
@@ -70,16 +71,14 @@ static inline void
 dp_side_route(struct dp_side *s, uint32_t peer_addr)
 {
 	const struct dp_nexthop *nh;
-	uint32_t gen = atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
+	/* The low 16 bits (the control thread skips 0 there): a side whose
+	 * route was last computed exactly 65536 changes ago keeps its stale
+	 * route_pidx, which only the route_divergence counter would see. */
+	uint16_t gen = (uint16_t)atomic_load_explicit(&dpt.route_gen, memory_order_acquire);
 
 	if (likely(s->route_gen == gen && gen != 0))
 		return;
-	if (dp_route_lookup(peer_addr, &nh) == 0) {
-		s->route_pidx = (uint8_t)nh->pidx;
-		s->route_ok = 1;
-	} else {
-		s->route_ok = 0;
-	}
+	s->route_pidx = dp_route_lookup(peer_addr, &nh) == 0 ? (uint8_t)nh->pidx : DP_SIDE_NONE;
 	s->route_gen = gen;
 }
 
@@ -102,7 +101,7 @@ dp_mtu_ok(struct dp_worker *w, uint16_t pidx, struct rte_mbuf *m)
 static inline bool
 dp_is_asymmetric(const struct dp_side *to, uint16_t pidx)
 {
-	return to != NULL && to->valid && to->pidx != pidx;
+	return to != NULL && dp_side_valid(to) && to->pidx != pidx;
 }
 
 /* Send with a resolved MAC; the common tail of routed sends. */
@@ -156,7 +155,8 @@ static inline void
 dp_xmit_to_side(
 	struct dp_worker *w, struct dp_side *to, uint32_t peer_addr, enum dp_proto proto, struct rte_mbuf *m)
 {
-	if (unlikely(!to->valid || !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))) {
+	if (unlikely(!dp_side_valid(to) ||
+		     !atomic_load_explicit(&dpt.symmetric[proto], memory_order_relaxed))) {
 		dp_xmit_routed(w, peer_addr, proto, to, m);
 		return;
 	}
@@ -165,10 +165,10 @@ dp_xmit_to_side(
 		return;
 	struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	rte_ether_addr_copy(&to->peer_mac, &eh->dst_addr);
-	rte_ether_addr_copy(&to->local_mac, &eh->src_addr);
+	rte_ether_addr_copy(&dp.ports[pidx].mac, &eh->src_addr);
 	w->ctr->path[proto][pidx][DP_PATH_tx_symmetric]++;
 	dp_side_route(to, peer_addr);
-	if (unlikely(!to->route_ok || to->route_pidx != pidx))
+	if (unlikely(to->route_pidx != pidx)) /* DP_SIDE_NONE: no route at all */
 		w->ctr->path[proto][pidx][DP_PATH_route_divergence]++;
 	dp_tx(w, pidx, m);
 }

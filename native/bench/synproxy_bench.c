@@ -108,7 +108,9 @@ forward(uint32_t n, uint16_t vport, bool proxied, double secs)
 		/* Client data: acks what the real sent (in the client's numbering). */
 		for (uint16_t j = 0; j < BURST; j++) {
 			uint32_t ci = (i + j) % n;
-			uint32_t srv = proxied ? (uint32_t)cs[j]->seq_off[DP_SIDE_SERVER] + 500001 : 500001;
+			uint32_t srv =
+				proxied ? (uint32_t)dp_conn_cold(cs[j])->seq_off[DP_SIDE_SERVER] + 500001
+					: 500001;
 			b[j] = bench_tcp_frame(1, bench_client(ci), VIP, bench_cport(ci), vport, 1001, srv,
 				RTE_TCP_ACK_FLAG | RTE_TCP_PSH_FLAG, 200, 7000, 100);
 		}

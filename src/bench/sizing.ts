@@ -5,22 +5,21 @@
  *
  * - an mbuf is a 2368-byte mempool object: 64 header + 128 struct rte_mbuf + 128 headroom + 2048
  *   data room (retrace and testpmd both use 2176-byte buffers);
- * - a conn record (struct dp_conn: 136 bytes, not cache aligned) is a 160-byte mempool object: 24
- *   header + 136 (the pool is created with RTE_MEMPOOL_F_NO_CACHE_ALIGN and _NO_SPREAD, so there is
- *   no alignment and no channel-spreading padding);
+ * - a conn is two 64-byte lines, a hot one (struct dp_conn) and a cold one (struct dp_conn_cold),
+ *   slots of one per-worker block of max_conns hot lines then max_conns cold lines (no per-object
+ *   header, one allocation, written whole at start), with a ring of 4-byte free record ids;
  * - without hugepages (eal.hugepages false, --no-huge, what both sides run with here) and without
  *   PCI, rte_mempool_populate_default keeps every object inside one 4 KiB page (the pools do not
- *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each, and 25 conn records per
- *   page, 163.84 bytes each. With hugepages they pack at 2368 and 160 bytes;
+ *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each. With hugepages they pack
+ *   at 2368 bytes;
  * - the conn hash (rte_hash, 16-byte keys, entries = max_conns: each conn is hashed under its
  *   client tuple only, its server side being a slot of its LIP's array; raised to the next power
  *   of two + 1 when that leaves the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
  *   of 8 entries over the next power of two of the entries, as many again for the extendable
  *   bucket table (RTE_HASH_EXTRA_FLAGS_EXT_TABLE) with a 4-byte free ring over them, and a
- *   free-slot ring of 4 bytes over the next power of two; the record pool has a ring of 8-byte
- *   pointers over the next power of two, and the worker an 8-byte index of every record (the
- *   expiry walk) and, with dataplane.table_pressure.evict_embryonic (the default), an 8-byte
- *   entry per conn over the next power of two (the embryonic FIFO);
+ *   free-slot ring of 4 bytes over the next power of two; and, with
+ *   dataplane.table_pressure.evict_embryonic (the default), an 8-byte entry per conn over the next
+ *   power of two (the embryonic FIFO);
  * - every LIP has, per worker and protocol, a ring of its 64512 free source ports (256 KiB), and
  *   per protocol an array of 65536 4-byte conn slots indexed by its port (768 KiB in all, every
  *   page written when the LIP is added).
@@ -28,8 +27,8 @@
 
 export const PAGE = 4096;
 export const MBUF_OBJ_BYTES = 2368;
-export const CONN_OBJ_BYTES = 160;
-export const CONN_STRUCT_BYTES = 136;
+/** The hot and the cold line of a conn (native/dp_conn.h). */
+export const CONN_RECORD_BYTES = 128;
 export const HASH_KEY_SLOT_BYTES = 32;
 export const HASH_BUCKET_BYTES = 64;
 export const HASH_BUCKET_ENTRIES = 8;
@@ -59,13 +58,12 @@ export function mbufPoolBytes(n: number): number {
 }
 
 export interface ConnTableBytes {
-  pool: number;
-  poolRing: number;
+  records: number;
+  freeRing: number;
   hashBuckets: number;
   hashKeys: number;
   hashFreeRing: number;
   hashExtBuckets: number;
-  recordIndex: number;
   embryoQueue: number;
   total: number;
   /** total / maxConns */
@@ -76,17 +74,16 @@ export interface ConnTableBytes {
 export function connTableBytes(maxConns: number): ConnTableBytes {
   // dp_conn_table_create: bucket slots at least 9/8 of the keys (doubled when they would not be).
   const entries = pow2ceil(maxConns) * 8 < maxConns * 9 ? pow2ceil(maxConns) + 1 : maxConns;
-  const pool = maxConns * perPageObjBytes(CONN_OBJ_BYTES);
-  const poolRing = 8 * pow2ceil(maxConns + 1);
+  const records = maxConns * CONN_RECORD_BYTES;
+  const freeRing = 4 * pow2ceil(maxConns + 1);
   const hashBuckets = (pow2ceil(entries) / HASH_BUCKET_ENTRIES) * HASH_BUCKET_BYTES;
   const hashKeys = HASH_KEY_SLOT_BYTES * (entries + 1);
   const hashFreeRing = 4 * pow2ceil(entries + 1);
   const nbBuckets = pow2ceil(entries) / HASH_BUCKET_ENTRIES;
   const hashExtBuckets = nbBuckets * HASH_BUCKET_BYTES + 4 * pow2ceil(nbBuckets + 1);
-  const recordIndex = 8 * maxConns;
   const embryoQueue = 8 * pow2ceil(maxConns);
-  const total = pool + poolRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + recordIndex + embryoQueue;
-  return { pool, poolRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, recordIndex, embryoQueue, total, perConn: total / maxConns };
+  const total = records + freeRing + hashBuckets + hashKeys + hashFreeRing + hashExtBuckets + embryoQueue;
+  return { records, freeRing, hashBuckets, hashKeys, hashFreeRing, hashExtBuckets, embryoQueue, total, perConn: total / maxConns };
 }
 
 /** LIPs needed for `conns` conns of one protocol on one worker (64512 source ports each). */

@@ -3,7 +3,7 @@
  */
 import { rssBytes } from '../machine';
 import { RetraceRun } from '../retrace';
-import { CONN_OBJ_BYTES, CONN_STRUCT_BYTES, connTableBytes, lipBytes, lipsFor, perPageObjBytes } from '../sizing';
+import { CONN_RECORD_BYTES, connTableBytes, lipBytes, lipsFor } from '../sizing';
 import { sleep, spread } from '../stats';
 import { clientFlows, figure, pcapFor, type Ctx, type Figure } from '../harness';
 
@@ -89,6 +89,6 @@ export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
     runs: [est.perConn],
     higherIsBetter: false,
   });
-  f3.details = { ...est, structBytes: CONN_STRUCT_BYTES, recordObjectBytes: perPageObjBytes(CONN_OBJ_BYTES) };
+  f3.details = { ...est, recordBytes: CONN_RECORD_BYTES };
   return [f, f2, f3];
 }
