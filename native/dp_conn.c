@@ -302,9 +302,9 @@ dp_conn_table_create(struct dp_worker *w, uint32_t max_conns, char *err, size_t 
 void
 dp_conn_table_free(struct dp_worker *w)
 {
-	/* Give back references held by conns still alive at stop. */
-	if (w->conn_recs == NULL)
+	if (w->conn_recs == NULL) /* never created, or its creation failed and undid itself */
 		return;
+	/* Give back references held by conns still alive at stop. */
 	for (uint32_t i = 0; i < w->conn_hwm; i++) {
 		struct dp_conn *c = &w->conn_recs[i];
 		if (c->proto != 0 && !(c->flags & DP_CONN_F_LOCAL) && c->real != NULL &&
