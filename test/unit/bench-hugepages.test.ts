@@ -181,4 +181,46 @@ const root = process.getuid?.() === 0;
     expect(fs.readFileSync('/proc/mounts', 'utf8')).not.toContain(dir);
     expect(logs.at(-1)).toMatch(/^hugepages: released/);
   });
+
+  // The page count goes to a file of the test's own standing in for nr_hugepages (the kernel's
+  // would reserve real memory on a shared machine); the mount is real.
+  const fakeNr = (n: number) => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'retrace-nr-')), 'nr_hugepages');
+    fs.writeFileSync(file, `${n}\n`);
+    return file;
+  };
+  const read = (f: string) => Number(fs.readFileSync(f, 'utf8'));
+
+  it('grows by what each run needs and gives back exactly what it added', () => {
+    const nr = fakeNr(10);
+    const h = Hugepages.open('auto', () => undefined, nr);
+    try {
+      h.ensure(449, 'testpmd');
+      expect(read(nr)).toBe(10 + hugepagesFor(449));
+      h.ensure(300, 'retrace'); // fits in what is held
+      expect(read(nr)).toBe(10 + hugepagesFor(449));
+      fs.writeFileSync(nr, `${read(nr) + 5}\n`); // someone else adds 5 meanwhile
+      h.ensure(1000, 'retrace');
+      expect(read(nr)).toBe(15 + hugepagesFor(1000));
+      expect(h.state().peakPages).toBe(hugepagesFor(1000));
+    } finally {
+      h.release();
+    }
+    expect(read(nr)).toBe(15);
+    fs.rmSync(path.dirname(nr), { recursive: true, force: true });
+  });
+
+  it('a fixed count refuses a run that needs more, naming both numbers', () => {
+    const nr = fakeNr(0);
+    const h = Hugepages.open({ pages: 100 }, () => undefined, nr);
+    try {
+      expect(read(nr)).toBe(100);
+      expect(() => h.ensure(150, 'testpmd')).not.toThrow();
+      expect(() => h.ensure(449, 'testpmd')).toThrow(`--hugepages 100: testpmd with -m 449 needs ${hugepagesFor(449)} 2 MiB pages`);
+    } finally {
+      h.release();
+    }
+    expect(read(nr)).toBe(0);
+    fs.rmSync(path.dirname(nr), { recursive: true, force: true });
+  });
 });
