@@ -144,6 +144,14 @@ export class Hugepages {
     this.hold(need);
   }
 
+  /**
+   * Bytes of the pages this session holds. Between runs they are all free, but free hugepages are
+   * not in MemAvailable: a memory check made then counts them back in.
+   */
+  heldBytes(): number {
+    return this.held * 2 * 2 ** 20;
+  }
+
   /** Removes the hugepage files an exited EAL process with --file-prefix `prefix` left behind. */
   cleanPrefix(prefix: string): void {
     if (!this.mounted) return;

@@ -203,6 +203,7 @@ const root = process.getuid?.() === 0;
       h.ensure(1000, 'retrace');
       expect(read(nr)).toBe(15 + hugepagesFor(1000));
       expect(h.state().peakPages).toBe(hugepagesFor(1000));
+      expect(h.heldBytes()).toBe(hugepagesFor(1000) * 2 ** 21);
     } finally {
       h.release();
     }

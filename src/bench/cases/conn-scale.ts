@@ -55,10 +55,11 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
     const packets = lv.flows * ppf;
     const maxConns = Math.max(4096, Math.ceil(lv.flows * 1.25));
     const need = needBytes(packets, maxConns, ctx.huge !== undefined);
-    const budget = memoryBudget();
+    // The hugepages held for earlier levels serve this one too (and are not in MemAvailable).
+    const budget = memoryBudget() + (ctx.huge?.heldBytes() ?? 0);
     const id = `scale-${variant}-${lv.name}`;
     if (need > budget) {
-      const note = `${id} not run: net_pcap (infinite_rx) holds all ${packets} frames of the pcap as mbufs (${Math.round(perPageObjBytes(MBUF_OBJ_BYTES, pageBytes(ctx.huge !== undefined)))} bytes each with ${ctx.huge !== undefined ? '2 MiB hugepages' : '4 KiB pages'}) and with the conn table that needs ~${(need / 2 ** 30).toFixed(1)} GiB, over the budget of ${(budget / 2 ** 30).toFixed(1)} GiB (MemAvailable minus a 3 GiB margin)`;
+      const note = `${id} not run: net_pcap (infinite_rx) holds all ${packets} frames of the pcap as mbufs (${Math.round(perPageObjBytes(MBUF_OBJ_BYTES, pageBytes(ctx.huge !== undefined)))} bytes each with ${ctx.huge !== undefined ? '2 MiB hugepages' : '4 KiB pages'}) and with the conn table that needs ~${(need / 2 ** 30).toFixed(1)} GiB, over the budget of ${(budget / 2 ** 30).toFixed(1)} GiB (MemAvailable minus a 3 GiB margin${ctx.huge ? ', plus the hugepages held' : ''})`;
       ctx.log(`  ${note}`);
       const f = figure({ id, label: `UDP, ${lv.name} live conns, ${variant}`, unit: 'pps', runs: [] });
       f.notes.push(note);
