@@ -199,7 +199,10 @@ export class Hugepages {
     }
     // Otherwise <base> stays, and the watchdog retries once this process has gone.
     const now = readCount(this.sysfs);
-    this.log(`hugepages: released (nr_hugepages ${now}, ${this.nrBefore} before the session)${problems.length ? `; ${problems.join('; ')}` : ''}`);
+    // Lowering nr_hugepages below what is mapped turns the mapped pages into surplus ones, which the
+    // kernel frees as their last user exits: after a signal, the process just SIGKILLed.
+    const surplus = now > this.nrBefore ? ` until the processes being stopped have exited` : '';
+    this.log(`hugepages: released (nr_hugepages ${now}${surplus}, ${this.nrBefore} before the session)${problems.length ? `; ${problems.join('; ')}` : ''}`);
   }
 
   /** Raises our share of nr_hugepages to `need` pages (never lowers it). */
