@@ -9,7 +9,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { addClientCommands } from './cli/commands';
-import { ConfigError, loadConfig, stateFileProblem, type Overrides } from './config';
+import { ConfigError, hugeDirProblem, loadConfig, stateFileProblem, type Overrides } from './config';
 import { VERSION } from './version';
 
 function positiveInt(v: string): string {
@@ -47,6 +47,8 @@ export function buildProgram(): Command {
         cfg = loadConfig({ file: opts.config, overrides });
         const stateProblem = cfg.state.file === '' ? undefined : stateFileProblem(cfg.state.file);
         if (stateProblem !== undefined) throw new ConfigError('state.file', stateProblem);
+        const hugeProblem = cfg.eal.huge_dir === '' ? undefined : hugeDirProblem(cfg.eal.huge_dir);
+        if (hugeProblem !== undefined) throw new ConfigError('eal.huge_dir', hugeProblem);
       } catch (e) {
         if (e instanceof ConfigError) {
           process.stderr.write(`retrace: ${e.message}\n`);

@@ -10,7 +10,9 @@ import { writePcap, type FlowSpec, type PcapInfo } from './pcap';
 import { profileWorker, workerTid, type Profile } from './profile';
 import { NET, RetraceRun, dropDelta } from './retrace';
 import { median, now, sleep, spread, type Spread } from './stats';
-import { runTestpmd, type Sink } from './testpmd';
+import { runTestpmd, testpmdMbufs, type Sink } from './testpmd';
+import { hugepagesInUseMiB, type Hugepages } from './hugepages';
+import { testpmdMemoryMb } from './sizing';
 
 export interface Figure {
   id: string;
@@ -57,6 +59,10 @@ export interface Ctx {
   minShare: number;
   maxForeign: number;
   waitQuiet: () => Promise<void>;
+  /** --hugepages: both sides take 2 MiB pages from this hugetlbfs mount instead of running --no-huge. */
+  huge?: Hugepages;
+  /** --scale-levels: the conn-scale levels to run, by figure id (scale-locality-500K...); all when absent. */
+  scaleLevels?: string[];
 }
 
 export interface Quality {
@@ -183,18 +189,30 @@ export async function testpmd(
   ctx: Ctx,
   pcap: PcapInfo,
   sink: Sink = 'pcap',
-): Promise<{ pps: number; cpuShare: number; foreignCores: number; samples: number[] }> {
-  const r = await runTestpmd({
-    pcap: pcap.file,
-    packets: pcap.packets,
-    warmupS: ctx.warmupS,
-    seconds: ctx.measureS,
-    prefix: prefix(ctx),
-    sink,
-    emptyPcap: ctx.emptyPcap,
-  });
+): Promise<{ pps: number; cpuShare: number; foreignCores: number; samples: number[]; hugeMiB?: number }> {
+  const pre = prefix(ctx);
+  ctx.huge?.ensure(testpmdMemoryMb(testpmdMbufs(pcap.packets), true), 'testpmd');
+  let r;
+  // With --hugepages: the most hugepage memory in use while it ran (shows it took its pages there).
+  let hugeMiB = ctx.huge ? 0 : undefined;
+  const poll = ctx.huge ? setInterval(() => (hugeMiB = Math.max(hugeMiB ?? 0, hugepagesInUseMiB())), 1000) : undefined;
+  try {
+    r = await runTestpmd({
+      pcap: pcap.file,
+      packets: pcap.packets,
+      warmupS: ctx.warmupS,
+      seconds: ctx.measureS,
+      prefix: pre,
+      sink,
+      emptyPcap: ctx.emptyPcap,
+      hugeDir: ctx.huge?.dir,
+    });
+  } finally {
+    if (poll) clearInterval(poll);
+    ctx.huge?.cleanPrefix(pre);
+  }
   if (r.rxPps.length === 0) throw new Error('testpmd gave no samples');
-  return { pps: median(r.rxPps), cpuShare: r.cpuShare, foreignCores: r.foreignCores, samples: r.rxPps };
+  return { pps: median(r.rxPps), cpuShare: r.cpuShare, foreignCores: r.foreignCores, samples: r.rxPps, hugeMiB };
 }
 
 export interface MeasureOptions {
@@ -213,6 +231,8 @@ export interface Measured {
   foreignCores: number;
   conns: number;
   profile?: Profile;
+  /** With --hugepages: hugepage memory in use on the machine while measuring (the appliance's). */
+  hugeMiB?: number;
 }
 
 /** Measures a running, configured retrace: per-second rates over measureS after warmupS. */
@@ -228,6 +248,7 @@ export async function measure(ctx: Ctx, rr: RetraceRun, { out, profileTag }: Mea
   const cpuShare = cpuStart && tid !== undefined ? (threadCpuSeconds(rr.pid, tid) - cpuStart.cpu) / (now() - cpuStart.t) : NaN;
   const foreignCores = foreign.stop();
   const c1 = await rr.counters();
+  const hugeMiB = ctx.huge ? hugepagesInUseMiB() : undefined;
   const profile = prof ? await prof : undefined;
   const fwd = samples.map((s) => (out === 'servers' ? s.serversTx : s.clientTx));
   return {
@@ -239,6 +260,7 @@ export async function measure(ctx: Ctx, rr: RetraceRun, { out, profileTag }: Mea
     foreignCores,
     conns: Number(c1.connCount),
     profile,
+    hugeMiB,
   };
 }
 

@@ -5,6 +5,7 @@
  * generated here.
  */
 import type { CaseResult, Figure } from './harness';
+import type { HugepageState } from './hugepages';
 import type { MachineInfo } from './machine';
 import { si, type Spread } from './stats';
 
@@ -25,6 +26,8 @@ export interface Suite {
   targets?: TargetResult[];
   /** An earlier run (`--before FILE`): its figures beside these, in the chart and the table. */
   before?: BeforeRun;
+  /** --hugepages: both sides ran on 2 MiB hugepages (otherwise both run --no-huge). */
+  hugepages?: HugepageState;
 }
 
 /** The figures of an earlier results file, by id, to show "before" beside "after". */
@@ -273,6 +276,11 @@ export function markdown(s: Suite, svgName: string): string {
   L.push(`- CPU: ${m.cpuModel}, ${m.cores} cores (main lcore / Node control thread on CPU 0, the one worker or testpmd forwarding lcore on CPU 1)`);
   L.push(`- Memory: ${m.memoryGiB} GiB; kernel: ${m.kernel}; ${m.dpdk}; Node ${m.node}`);
   L.push(`- Load: ${s.quiet.note}`);
+  L.push(
+    s.hugepages
+      ? `- Memory pages: **2 MiB hugepages** for retrace and testpmd (\`--hugepages${s.hugepages.mode === 'auto' ? '' : ` ${s.hugepages.mode.pages}`}\`, at most ${s.hugepages.peakPages} pages held; hugetlbfs on ${s.hugepages.dir})`
+      : '- Memory pages: 4 KiB (`--no-huge`, both sides)',
+  );
   const allRuns = s.cases.flatMap((c) => c.figures.flatMap((f) => (f.details.runs as { attempts?: number; noisy?: boolean }[] | undefined) ?? []));
   const extra = allRuns.reduce((n, r) => n + Math.max(0, (r.attempts ?? 1) - 1), 0);
   const noisy = allRuns.filter((r) => r.noisy).length;

@@ -16,6 +16,7 @@ import { Real, VirtualService } from '../gen/retrace/v1/balancer';
 import { Protocol, Scheduler } from '../gen/retrace/v1/types';
 import { track } from './children';
 import { intToIp, ipToInt } from './pcap';
+import type { Hugepages } from './hugepages';
 import { lipsFor, mbufsFor, retraceMemoryMb } from './sizing';
 import { now, sleep } from './stats';
 
@@ -71,7 +72,14 @@ export interface RetraceOptions {
    * core the load generator needs.
    */
   busyPoll?: boolean;
+  /**
+   * --hugepages: eal.hugepages with eal.huge_dir = this mount, eal.memory_mb sized for 2 MiB
+   * pages, and a file prefix of the run's own whose hugepage files are removed after it stops.
+   */
+  huge?: Hugepages;
 }
+
+let runSeq = 0;
 
 export interface PortSnap {
   rx: number;
@@ -126,11 +134,15 @@ export class RetraceRun {
   readonly lips: number;
   readonly mbufs: number;
   readonly memoryMb: number;
+  /** eal.file_prefix: unique per run, so that its hugepage files can be told apart. */
+  readonly filePrefix = `rtbench-${process.pid}-r${runSeq++}`;
 
   constructor(readonly opts: RetraceOptions) {
     this.lips = opts.lips ?? lipsFor(opts.maxConns);
     this.mbufs = opts.mbufs ?? mbufsFor(opts.packets);
-    this.memoryMb = opts.memoryMb ?? retraceMemoryMb({ mbufs: this.mbufs, maxConns: opts.maxConns, lips: this.lips, eventRing: opts.eventRing });
+    this.memoryMb =
+      opts.memoryMb ??
+      retraceMemoryMb({ mbufs: this.mbufs, maxConns: opts.maxConns, lips: this.lips, eventRing: opts.eventRing, huge: opts.huge !== undefined });
   }
 
   configYaml(): string {
@@ -142,7 +154,9 @@ export class RetraceRun {
     return [
       'log: {level: warn}',
       `grpc: {event_history: ${o.eventHistory ?? 65536}, subscriber_buffer: ${o.subscriberBuffer ?? 4096}}`,
-      `eal: {memory_mb: ${this.memoryMb}}`,
+      o.huge !== undefined
+        ? `eal: {memory_mb: ${this.memoryMb}, hugepages: true, huge_dir: "${o.huge.dir}", file_prefix: "${this.filePrefix}"}`
+        : `eal: {memory_mb: ${this.memoryMb}}`,
       'dataplane:',
       '  workers: 1',
       `  mbufs: ${this.mbufs}`,
@@ -175,6 +189,7 @@ export class RetraceRun {
       this.kernelNetns = `retrace-bench-${process.pid}`;
       execFileSync('ip', ['netns', 'add', this.kernelNetns]);
     }
+    this.opts.huge?.ensure(this.memoryMb, 'retrace');
     this.app.start(this.configYaml());
     if (this.app.child) track(this.app.child);
     // Loading the pcap into mbufs and populating pools scale with their size.
@@ -284,6 +299,7 @@ export class RetraceRun {
       if (this.app.running) await this.app.stop(20000);
     } finally {
       await this.app.kill();
+      this.opts.huge?.cleanPrefix(this.filePrefix);
       if (this.kernelNetns !== undefined) {
         execFileSync('ip', ['netns', 'del', this.kernelNetns], { stdio: 'ignore' });
         this.kernelNetns = undefined;

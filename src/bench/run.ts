@@ -24,6 +24,11 @@
  *                      to show a change's before and after from two runs on the same machine
  *   --kernel           every retrace port gets a kernel interface (ports[].kernel) that stays idle:
  *                      the option's cost on the packet path (sets RETRACE_BENCH_KERNEL=1)
+ *   --hugepages [N]    both retrace and testpmd on 2 MiB hugepages instead of --no-huge: mounts
+ *                      hugetlbfs on a directory of its own, reserves N pages (without N: as many as
+ *                      each run needs, grown on demand), gives them back at the end (hugepages.ts);
+ *                      results are named <date>[-<cases>]-huge.*
+ *   --scale-levels L   conn-scale: only these levels, by figure id (scale-locality-1K,scale-locality-500K)
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -31,6 +36,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../lab/appliance';
 import { CASES } from './cases/index';
+import { SCALE_LEVEL_IDS } from './cases/conn-scale';
+import { Hugepages, parseHugepagesArg, type HugepageMode } from './hugepages';
 import type { CaseResult, Ctx } from './harness';
 import { killAll } from './children';
 import { ForeignCpu, loadAvg, machineInfo } from './machine';
@@ -55,13 +62,16 @@ interface Args {
   minShare: number;
   maxForeign: number;
   before?: string;
+  hugepages?: HugepageMode;
+  scaleLevels?: string[];
 }
 
 function usage(msg?: string): never {
   if (msg) console.error(`bench: ${msg}`);
   console.error('usage: node dist/bench/run.js [--quick] [--case NAME[,NAME]] [--runs N] [--warmup S] [--seconds S] [--profile]');
   console.error('       [--out DIR] [--date YYYY-MM-DD] [--merge] [--max-load X] [--wait-minutes M] [--no-wait]');
-  console.error('       [--attempts N] [--min-share X] [--max-foreign X] [--before FILE] [--kernel]');
+  console.error('       [--attempts N] [--min-share X] [--max-foreign X] [--before FILE] [--kernel] [--hugepages [N]]');
+  console.error('       [--scale-levels ID[,ID]]');
   console.error(`cases: ${Object.keys(CASES).join(' ')}`);
   process.exit(2);
 }
@@ -139,6 +149,21 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--kernel':
         process.env.RETRACE_BENCH_KERNEL = '1';
+        break;
+      case '--hugepages': {
+        let p: ReturnType<typeof parseHugepagesArg>;
+        try {
+          p = parseHugepagesArg(argv[i + 1]);
+        } catch (e) {
+          usage((e as Error).message);
+        }
+        a.hugepages = p.mode;
+        if (p.consumed) i++;
+        break;
+      }
+      case '--scale-levels':
+        a.scaleLevels = (v() ?? usage('--scale-levels needs figure ids')).split(',').filter(Boolean);
+        for (const l of a.scaleLevels) if (!SCALE_LEVEL_IDS.includes(l)) usage(`--scale-levels: unknown level ${l} (one of ${SCALE_LEVEL_IDS.join(' ')})`);
         break;
       case '-h':
       case '--help':
@@ -231,15 +256,32 @@ async function main(): Promise<number> {
     minShare: a.minShare,
     maxForeign: a.maxForeign,
     waitQuiet: () => waitForeignQuiet(log),
+    scaleLevels: a.scaleLevels,
   };
   const onSignal = (sig: NodeJS.Signals): void => {
     console.error(`bench: ${sig}, stopping the processes it started`);
     killAll();
     fs.rmSync(dir, { recursive: true, force: true });
+    // The 'exit' handler gives the hugepages back once the children are gone.
     process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  if (a.hugepages !== undefined) {
+    try {
+      ctx.huge = Hugepages.open(a.hugepages, log);
+    } catch (e) {
+      console.error(`bench: ${(e as Error).message}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      return 1;
+    }
+    const huge = ctx.huge;
+    // However the process ends (return, throw, signal): stop what it started, then give back.
+    process.on('exit', () => {
+      killAll();
+      huge.release();
+    });
+  }
 
   const machine = machineInfo();
   log(`retrace bench${a.quick ? ' (quick)' : ''}: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.kernel}, ${machine.dpdk}`);
@@ -255,7 +297,7 @@ async function main(): Promise<number> {
     : await waitQuiet(a, log);
   const startedAt = new Date().toISOString();
   const results: CaseResult[] = [];
-  const suffix = a.quick ? '-quick' : a.cases.length && !a.merge ? `-${a.cases.join('+')}` : '';
+  const suffix = (a.quick ? '-quick' : a.cases.length && !a.merge ? `-${a.cases.join('+')}` : '') + (ctx.huge ? '-huge' : '');
   const base = `${a.date}${suffix}`;
   fs.mkdirSync(a.out, { recursive: true });
   const jsonFile = path.join(a.out, `${base}.json`);
@@ -286,6 +328,7 @@ async function main(): Promise<number> {
       cases,
     };
     if (before) suite.before = before;
+    if (ctx.huge) suite.hugepages = ctx.huge.state();
     suite.targets = evaluateTargets(suite);
     fs.writeFileSync(jsonFile, JSON.stringify(suite, (_k, v) => (typeof v === 'bigint' ? Number(v) : v), 2) + '\n');
     fs.writeFileSync(path.join(a.out, svgName), forwardingSvg(suite));
@@ -313,6 +356,7 @@ async function main(): Promise<number> {
   }
   fs.rmSync(dir, { recursive: true, force: true });
   const suite = save();
+  ctx.huge?.release();
   log('');
   log('targets:');
   for (const t of suite.targets ?? [])

@@ -10,8 +10,9 @@
  *   header, one allocation, written whole at start), with a ring of 4-byte free record ids;
  * - without hugepages (eal.hugepages false, --no-huge, what both sides run with here) and without
  *   PCI, rte_mempool_populate_default keeps every object inside one 4 KiB page (the pools do not
- *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each. With hugepages they pack
- *   at 2368 bytes;
+ *   set RTE_MEMPOOL_F_NO_IOVA_CONTIG): one mbuf per page, 4096 bytes each. With hugepages (the
+ *   bench's --hugepages: 2 MiB pages in a hugetlbfs mount) the same rule keeps every object inside
+ *   one 2 MiB page: 885 mbufs per page (2369.7 bytes each); every size below takes `huge`;
  * - the conn hash (rte_hash, 16-byte keys, entries = max_conns: each conn is hashed under its
  *   client tuple only, its server side being a slot of its LIP's array; raised to the next power
  *   of two + 1 when that leaves the buckets less than 1/9 spare at full: then twice the buckets) has a 32-byte key slot per entry (+1), 64-byte buckets
@@ -26,6 +27,8 @@
  */
 
 export const PAGE = 4096;
+/** A 2 MiB hugepage: the page size of the bench's --hugepages runs. */
+export const HUGE_PAGE = 2 * 2 ** 20;
 export const MBUF_OBJ_BYTES = 2368;
 /** The hot and the cold line of a conn (native/dp_conn.h). */
 export const CONN_RECORD_BYTES = 128;
@@ -40,10 +43,15 @@ export function lipBytes(lips: number): number {
   return lips * (3 * LIP_RING_BYTES + LIP_CONN_SLOTS_BYTES);
 }
 
-/** Bytes per object of a pool populated in 4 KiB pages without IOVA-contiguous spanning. */
-export function perPageObjBytes(obj: number): number {
-  const perPage = Math.floor(PAGE / obj);
-  return perPage >= 1 ? PAGE / perPage : Math.ceil(obj / PAGE) * PAGE;
+/** The page size EAL memory comes in: 4 KiB with --no-huge, 2 MiB with hugepages. */
+export function pageBytes(huge = false): number {
+  return huge ? HUGE_PAGE : PAGE;
+}
+
+/** Bytes per object of a pool populated in pages of `page` bytes without IOVA-contiguous spanning. */
+export function perPageObjBytes(obj: number, page: number = PAGE): number {
+  const perPage = Math.floor(page / obj);
+  return perPage >= 1 ? page / perPage : Math.ceil(obj / page) * page;
 }
 
 export function pow2ceil(n: number): number {
@@ -52,9 +60,9 @@ export function pow2ceil(n: number): number {
   return p;
 }
 
-/** Bytes of an mbuf pool of n mbufs without hugepages (objects plus its ring of pointers). */
-export function mbufPoolBytes(n: number): number {
-  return n * perPageObjBytes(MBUF_OBJ_BYTES) + 8 * pow2ceil(n + 1);
+/** Bytes of an mbuf pool of n mbufs (objects plus its ring of pointers), in 4 KiB pages or, with `huge`, 2 MiB ones. */
+export function mbufPoolBytes(n: number, huge = false): number {
+  return n * perPageObjBytes(MBUF_OBJ_BYTES, pageBytes(huge)) + 8 * pow2ceil(n + 1);
 }
 
 export interface ConnTableBytes {
@@ -70,7 +78,7 @@ export interface ConnTableBytes {
   perConn: number;
 }
 
-/** What one worker's conn table of max_conns conns allocates without hugepages (see the file comment). */
+/** What one worker's conn table of max_conns conns allocates (see the file comment; the same in 4 KiB or 2 MiB pages: no pool packs its objects into pages). */
 export function connTableBytes(maxConns: number): ConnTableBytes {
   // dp_conn_table_create: bucket slots at least 9/8 of the keys (doubled when they would not be).
   const entries = pow2ceil(maxConns) * 8 < maxConns * 9 ? pow2ceil(maxConns) + 1 : maxConns;
@@ -100,7 +108,29 @@ export function mbufsFor(packets: number): number {
 }
 
 /** eal.memory_mb for a run (mbuf pool, conn table, LIP port rings, event rings, heap margin). */
-export function retraceMemoryMb(opts: { mbufs: number; maxConns: number; lips: number; eventRing?: number }): number {
-  const bytes = mbufPoolBytes(opts.mbufs) + connTableBytes(opts.maxConns).total + lipBytes(opts.lips) + (opts.eventRing ?? 65536) * 128 + 256 * 2 ** 20;
+export function retraceMemoryMb(opts: { mbufs: number; maxConns: number; lips: number; eventRing?: number; huge?: boolean }): number {
+  const bytes =
+    mbufPoolBytes(opts.mbufs, opts.huge) +
+    connTableBytes(opts.maxConns).total +
+    lipBytes(opts.lips) +
+    (opts.eventRing ?? 65536) * 128 +
+    256 * 2 ** 20;
   return Math.ceil((bytes * 1.05) / 2 ** 20);
+}
+
+/** testpmd's -m for a pool of `mbufs` mbufs: the pool plus 256 MiB for the rest of EAL. */
+export function testpmdMemoryMb(mbufs: number, huge = false): number {
+  return Math.ceil(mbufPoolBytes(mbufs, huge) / 2 ** 20) + 256;
+}
+
+/** Pages reserved beyond -m (32 MiB). */
+export const HUGEPAGE_MARGIN = 16;
+
+/**
+ * 2 MiB hugepages to reserve for an EAL process given -m `memoryMb`: EAL takes -m up front
+ * (rounded up to whole pages), and allocates more at run time only if the heap runs out; the
+ * margin covers that rounding per memseg list and the few pages EAL maps outside the heap.
+ */
+export function hugepagesFor(memoryMb: number): number {
+  return Math.ceil((memoryMb * 2 ** 20) / HUGE_PAGE) + HUGEPAGE_MARGIN;
 }

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { track } from './children';
 import { ForeignCpu, threadCpuSeconds } from './machine';
 import { workerTid } from './profile';
-import { mbufPoolBytes } from './sizing';
+import { testpmdMemoryMb } from './sizing';
 import { now } from './stats';
 
 export interface TestpmdResult {
@@ -43,19 +43,26 @@ export interface TestpmdOptions {
   /** Port 1 (default pcap; emptyPcap is required then). */
   sink?: Sink;
   emptyPcap?: string;
+  /** A hugetlbfs mount: EAL takes 2 MiB hugepages from it (--huge-dir) instead of running --no-huge. */
+  hugeDir?: string;
   binary?: string;
 }
 
-/** testpmd's argv for a pcap holding `packets` frames. */
-export function testpmdArgs(o: Pick<TestpmdOptions, 'pcap' | 'packets' | 'prefix' | 'sink' | 'emptyPcap'>): string[] {
+/** mbufs testpmd gets for a pcap of `packets` frames. */
+export function testpmdMbufs(packets: number): number {
   // infinite_rx copies the whole pcap into mbufs of the port's pool at queue setup; the pool also
   // needs room for descriptors, the per-lcore caches and bursts in flight.
-  const mbufs = o.packets + 32768;
-  const memMb = Math.ceil(mbufPoolBytes(mbufs) / 2 ** 20) + 256;
+  return packets + 32768;
+}
+
+/** testpmd's argv for a pcap holding `packets` frames. */
+export function testpmdArgs(o: Pick<TestpmdOptions, 'pcap' | 'packets' | 'prefix' | 'sink' | 'emptyPcap' | 'hugeDir'>): string[] {
+  const mbufs = testpmdMbufs(o.packets);
+  const memMb = testpmdMemoryMb(mbufs, o.hugeDir !== undefined);
   return [
     '-l',
     '0,1',
-    '--no-huge',
+    ...(o.hugeDir !== undefined ? ['--huge-dir', o.hugeDir] : ['--no-huge']),
     '-m',
     String(memMb),
     '--no-pci',

@@ -52,6 +52,44 @@ export function stateFileProblem(file: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Why eal.huge_dir cannot be used, or undefined. Checked by `retrace serve` before EAL starts:
+ * EAL given a directory that is not a hugetlbfs mount fails deep in rte_eal_init ("No available
+ * 2048 kB hugepages reported" or a mmap error), which names neither the key nor the cause.
+ * `mounts` is /proc/mounts' text (a parameter so that tests can give their own).
+ */
+export function hugeDirProblem(dir: string, mounts?: string): string | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? `${dir} does not exist (mount hugetlbfs there first)` : `cannot use ${dir}: ${code ?? (e as Error).message}`;
+  }
+  if (!st.isDirectory()) return `${dir} is not a directory`;
+  let text = mounts;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/mounts', 'utf8');
+    } catch (e) {
+      return `cannot read /proc/mounts to check ${dir}: ${(e as Error).message}`;
+    }
+  }
+  const real = fs.realpathSync(dir);
+  // /proc/mounts escapes space, tab, newline and backslash in paths as octal.
+  const unescape = (p: string) => p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const types = text
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length >= 3 && unescape(f[1]) === real)
+    .map((f) => f[2]);
+  if (types.length === 0) return `${dir} is not a mount point (mount -t hugetlbfs nodev ${dir})`;
+  // The last mount on a path is the one visible there.
+  const fstype = types[types.length - 1];
+  if (fstype !== 'hugetlbfs') return `${dir} is a ${fstype} mount, not hugetlbfs`;
+  return undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------

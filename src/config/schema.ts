@@ -194,6 +194,15 @@ const baseSchema = z.strictObject({
       memory_mb: intIn(64, 65536).default(256),
       /** Use hugepages; false → --no-huge (anonymous memory, no setup needed, no PCI DMA). */
       hugepages: z.boolean().default(false),
+      /**
+       * --huge-dir: the hugetlbfs mount EAL takes its hugepages from; "" → EAL's own choice (the
+       * first hugetlbfs mount of the default page size). Only with hugepages. Whether it is a
+       * hugetlbfs mount is checked by `retrace serve` at start (hugeDirProblem), not here.
+       */
+      huge_dir: z
+        .string()
+        .regex(/^(\/[^\0\s,]{0,4094})?$/, { error: 'must be "" or an absolute path (no spaces or commas)' })
+        .default(''),
       /** --file-prefix; "" → "retrace-<pid>" so that several instances never collide. */
       file_prefix: z
         .string()
@@ -343,6 +352,13 @@ function crossCheck(cfg: BaseConfig, ctx: z.RefinementCtx): void {
       message: `${cfg.ports.length} ports and ${kernelNames.size} kernel interfaces need ${ethdevs} DPDK ports; at most 32`,
     });
   }
+  if (!cfg.eal.hugepages && cfg.eal.huge_dir !== '') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['eal', 'huge_dir'],
+      message: 'needs eal.hugepages: true (without hugepages EAL runs --no-huge and has no huge dir)',
+    });
+  }
   if (!cfg.eal.hugepages) {
     cfg.eal.extra_args.forEach((a, i) => {
       if (a === '--in-memory') {
@@ -395,6 +411,7 @@ log:
 eal:
   memory_mb: 256              # -m
   hugepages: false            # false -> --no-huge
+  huge_dir: ""                # hugetlbfs mount for --huge-dir; "" -> EAL's choice
   file_prefix: ""             # "" -> retrace-<pid>
   lcores: ""                  # "" -> main lcore 0 on all CPUs, workers pinned to the last CPUs
   log_level: notice           # emerg alert crit error warning notice info debug

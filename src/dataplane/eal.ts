@@ -84,6 +84,7 @@ export function kernelDevname(portIndex: number): string {
 export function buildEalArgs(cfg: Config, pid: number, cpus: number | number[] = allowedCpus()): string[] {
   const args = ['retrace', '-m', String(cfg.eal.memory_mb)];
   if (!cfg.eal.hugepages) args.push('--no-huge');
+  else if (cfg.eal.huge_dir !== '') args.push('--huge-dir', cfg.eal.huge_dir);
   args.push('--no-shconf', '--file-prefix', filePrefix(cfg, pid));
   args.push('--lcores', lcoresArg(cfg, cpus), '--main-lcore', '0');
   args.push('--log-level', cfg.eal.log_level);

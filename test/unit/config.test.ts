@@ -52,6 +52,7 @@ describe('default config', () => {
       eal: {
         memory_mb: 256,
         hugepages: false,
+        huge_dir: '',
         file_prefix: '',
         lcores: '',
         log_level: 'notice',

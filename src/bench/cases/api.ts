@@ -36,7 +36,7 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
   const services = 10;
   const realsPer = 1000;
   const oneRun = async () => {
-    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: 16384, emptyPcap: ctx.emptyPcap });
+    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: 16384, emptyPcap: ctx.emptyPcap, huge: ctx.huge });
     try {
       await rr.start();
       await rr.setupNetwork();

@@ -6,7 +6,8 @@ import { DeleteConnsRequest } from '../../gen/retrace/v1/conn';
 import { memAvailable, rssBytes } from '../machine';
 import type { Profile } from '../profile';
 import { RetraceRun } from '../retrace';
-import { connTableBytes, lipsFor, mbufPoolBytes, mbufsFor } from '../sizing';
+import { connTableBytes, lipsFor, mbufPoolBytes, mbufsFor, perPageObjBytes, MBUF_OBJ_BYTES, pageBytes } from '../sizing';
+import { testpmdMbufs } from '../testpmd';
 import { now, sleep } from '../stats';
 import { clientFlows, figure, measure, pcapFor, pct0, shareJudge, testpmd, tryQuiet, withBaseline, type Ctx, type Figure } from '../harness';
 
@@ -29,12 +30,15 @@ function levels(ctx: Ctx): Level[] {
   ];
 }
 
-/** Bytes a run of `packets` frames and `maxConns` conns needs, for retrace and for testpmd. */
-function needBytes(packets: number, maxConns: number): number {
-  const retrace = mbufPoolBytes(mbufsFor(packets)) + connTableBytes(maxConns).total + 600 * 2 ** 20;
-  const tp = mbufPoolBytes(packets + 32768) + 300 * 2 ** 20;
+/** Bytes a run of `packets` frames and `maxConns` conns needs, for retrace and for testpmd (in 2 MiB pages with `huge`). */
+export function needBytes(packets: number, maxConns: number, huge = false): number {
+  const retrace = mbufPoolBytes(mbufsFor(packets), huge) + connTableBytes(maxConns).total + 600 * 2 ** 20;
+  const tp = mbufPoolBytes(testpmdMbufs(packets), huge) + 300 * 2 ** 20;
   return Math.max(retrace, tp);
 }
+
+/** Every level a conn-scale run may measure, by figure id (the 500K / 250K fallbacks included). */
+export const SCALE_LEVEL_IDS = ['random', 'locality'].flatMap((v) => ['1K', '100K', '250K', '500K', '1M', '4M'].map((n) => `scale-${v}-${n}`));
 
 /** What the scale runs may use: what the kernel says is available, minus a 3 GiB margin for the rest of the machine, and never more than 24 GiB minus that margin. */
 export function memoryBudget(): number {
@@ -50,11 +54,12 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
     const ppf = variant === 'random' ? 1 : 8;
     const packets = lv.flows * ppf;
     const maxConns = Math.max(4096, Math.ceil(lv.flows * 1.25));
-    const need = needBytes(packets, maxConns);
-    const budget = memoryBudget();
+    const need = needBytes(packets, maxConns, ctx.huge !== undefined);
+    // The hugepages held for earlier levels serve this one too (and are not in MemAvailable).
+    const budget = memoryBudget() + (ctx.huge?.heldBytes() ?? 0);
     const id = `scale-${variant}-${lv.name}`;
     if (need > budget) {
-      const note = `${id} not run: net_pcap (infinite_rx) holds all ${packets} frames of the pcap as mbufs (4 KiB each without hugepages) and with the conn table that needs ~${(need / 2 ** 30).toFixed(1)} GiB, over the budget of ${(budget / 2 ** 30).toFixed(1)} GiB (MemAvailable minus a 3 GiB margin)`;
+      const note = `${id} not run: net_pcap (infinite_rx) holds all ${packets} frames of the pcap as mbufs (${Math.round(perPageObjBytes(MBUF_OBJ_BYTES, pageBytes(ctx.huge !== undefined)))} bytes each with ${ctx.huge !== undefined ? '2 MiB hugepages' : '4 KiB pages'}) and with the conn table that needs ~${(need / 2 ** 30).toFixed(1)} GiB, over the budget of ${(budget / 2 ** 30).toFixed(1)} GiB (MemAvailable minus a 3 GiB margin${ctx.huge ? ', plus the hugepages held' : ''})`;
       ctx.log(`  ${note}`);
       const f = figure({ id, label: `UDP, ${lv.name} live conns, ${variant}`, unit: 'pps', runs: [] });
       f.notes.push(note);
@@ -68,7 +73,7 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
     const runs: unknown[] = [];
     let profile: Profile | undefined;
     const retrace = async (profileTag?: string) => {
-      const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, lips: lipsFor(lv.flows) + 1, emptyPcap: ctx.emptyPcap });
+      const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, lips: lipsFor(lv.flows) + 1, emptyPcap: ctx.emptyPcap, huge: ctx.huge });
       try {
         const t0 = now();
         await rr.start();
@@ -119,6 +124,7 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
         workerCpuShare: m.cpuShare,
         foreignCores: m.foreignCores,
         conns,
+        ...(m.hugeMiB !== undefined ? { hugeMiB: m.hugeMiB, testpmdHugeMiB: tp.hugeMiB } : {}),
         connsAfter: m.conns,
         startS,
         fillS,
@@ -158,7 +164,20 @@ export async function caseConnScale(ctx: Ctx): Promise<Figure[]> {
     return true;
   };
   const fallbacks: Level[] = [];
-  for (const variant of ['random', 'locality'] as const) {
+  if (ctx.scaleLevels !== undefined) {
+    // --scale-levels: just these, in the usual order; a level that does not fit is recorded as not run.
+    const all: Level[] = ['1K', '100K', '250K', '500K', '1M', '4M'].map((name) => ({
+      name,
+      flows: Number(name.slice(0, -1)) * (name.endsWith('M') ? 1e6 : 1e3),
+    }));
+    for (const variant of ['random', 'locality'] as const) {
+      for (const lv of all) {
+        if (!ctx.scaleLevels.includes(`scale-${variant}-${lv.name}`)) continue;
+        if ((await runLevel(variant, lv)) && !lvls.some((l) => l.name === lv.name) && !fallbacks.some((l) => l.name === lv.name)) fallbacks.push(lv);
+      }
+    }
+  }
+  for (const variant of ctx.scaleLevels === undefined ? (['random', 'locality'] as const) : []) {
     for (const lv of lvls) {
       const ok = await runLevel(variant, lv);
       // The 1M locality pcap (8 frames per flow) is 8M mbufs: when it does not fit, measure the

@@ -153,6 +153,7 @@ export async function caseControlLoad(ctx: Ctx): Promise<Figure[]> {
       packets: 0,
       maxConns: 16384,
       emptyPcap: ctx.emptyPcap,
+      huge: ctx.huge,
       busyPoll: false,
       extraYaml: `metrics: {listen: "127.0.0.1:${metricsPort}"}`,
     });

@@ -31,7 +31,13 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
   const details: Record<string, unknown>[] = [];
   let profile: Profile | undefined;
   const retrace = async (profileTag?: string) => {
-    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns: Math.max(16384, f.spec.flows * 2), emptyPcap: ctx.emptyPcap });
+    const rr = new RetraceRun({
+      pcap: pcap.file,
+      packets: pcap.packets,
+      maxConns: Math.max(16384, f.spec.flows * 2),
+      emptyPcap: ctx.emptyPcap,
+      huge: ctx.huge,
+    });
     try {
       await rr.start();
       await rr.setupNetwork();
@@ -89,6 +95,7 @@ async function forwarding(ctx: Ctx, f: FwdSpec): Promise<Figure> {
       workerCpuShare: m.cpuShare,
       foreignCores: m.foreignCores,
       conns: m.connsBefore,
+      ...(m.hugeMiB !== undefined ? { hugeMiB: m.hugeMiB, testpmdHugeMiB: tp.hugeMiB } : {}),
       ...(m.caddr !== undefined ? { clientAddress: m.caddr } : {}),
       dropsInWindow: m.drops,
       attempts: at.attempts,

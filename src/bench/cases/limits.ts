@@ -111,7 +111,7 @@ async function limitsFnat(ctx: Ctx): Promise<Figure[]> {
   const without = series();
   const runs: unknown[] = [];
   const one = async (limited: boolean) => {
-    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, emptyPcap: ctx.emptyPcap });
+    const rr = new RetraceRun({ pcap: pcap.file, packets: pcap.packets, maxConns, emptyPcap: ctx.emptyPcap, huge: ctx.huge });
     try {
       await rr.start();
       await rr.setupNetwork();
@@ -195,6 +195,7 @@ export async function caseTablePressure(ctx: Ctx): Promise<Figure[]> {
       maxConns: table,
       lips: 2,
       emptyPcap: ctx.emptyPcap,
+      huge: ctx.huge,
       tablePressure: DEFAULT_PRESSURE,
     });
     try {

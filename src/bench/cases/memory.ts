@@ -22,6 +22,9 @@ import { clientFlows, figure, pcapFor, type Ctx, type Figure } from '../harness'
  * per live conn (table sized 1.25 × flows) and per slot.
  */
 export async function caseMemory(ctx: Ctx): Promise<Figure[]> {
+  // RSS does not count hugetlbfs pages (they show as HugetlbPages in /proc/PID/status), so the
+  // measured figure would be the Node heap alone.
+  if (ctx.huge !== undefined) throw new Error('the memory case measures RSS, which hugetlbfs pages are not part of: run it without --hugepages');
   const flows = ctx.quick ? 50_000 : 1_000_000;
   const maxConns = Math.ceil(flows * 1.25);
   const lips = lipsFor(flows) + 1;

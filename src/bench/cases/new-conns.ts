@@ -87,6 +87,7 @@ export async function newConnsRun(ctx: Ctx, opts: NewConnsOptions): Promise<NewC
     maxConns: Math.ceil(flows * 1.3),
     lips: lipsFor(flows) + 1,
     emptyPcap: ctx.emptyPcap,
+    huge: ctx.huge,
     subscriberBuffer: opts.watch?.subscriberBuffer,
     tablePressure: opts.tablePressure,
   });
