@@ -35,7 +35,7 @@ dp_arp_learn(uint16_t pidx, uint32_t addr, const struct rte_ether_addr *mac)
 	msg.pidx = (uint8_t)pidx;
 	msg.pad = 0;
 	rte_ether_addr_copy(mac, &msg.mac);
-	rte_ring_enqueue_elem(dpt.learn, &msg, sizeof(msg));
+	dp_learn_post(&msg);
 }
 
 /*

@@ -7,9 +7,12 @@
  * dp_ctl_service.c; their shared rules are in dp_ctl_internal.h.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
+#include <unistd.h>
+
+#include <sys/eventfd.h>
 
 #include <netinet/in.h>
 
@@ -23,6 +26,10 @@ pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t hk_thread;
 static atomic_bool hk_run;
 static bool hk_started;
+/* The housekeeper sleeps on this eventfd until a sighting arrives or the
+ * next ageing pass is due; hk_sleeping says a worker must wake it. */
+static int hk_efd = -1;
+static atomic_bool hk_sleeping;
 
 bool
 dp_running(char *err, size_t errlen)
@@ -111,6 +118,35 @@ dp_ctl_conn_count(void)
 
 /* ------------------------------------------------------------ housekeeping */
 
+static void
+dp_hk_wake(void)
+{
+	uint64_t one = 1;
+
+	/* Non-blocking; a full counter (never, in practice) still wakes it. */
+	if (write(hk_efd, &one, sizeof(one)) < 0)
+		return;
+}
+
+void
+dp_learn_post(struct dp_learn_msg *msg)
+{
+	if (rte_ring_enqueue_elem(dpt.learn, msg, sizeof(*msg)) != 0)
+		return; /* ring full: learning waits for the host's next ARP */
+	/* One syscall per quiet spell, not per sighting: only when the
+	 * housekeeper has said it is going to sleep (pairs with the fence in
+	 * dp_housekeeper: either it sees this message or we see its flag). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_exchange(&hk_sleeping, false))
+		dp_hk_wake();
+}
+
+/*
+ * Sleeps in poll() between sightings rather than napping on a timer: it
+ * used to wake every 200 us to look at the ring, 5000 wake-ups a second
+ * that landed on the worker's CPU or the control thread's (docs/bench.md,
+ * "Unary latency while forwarding"). A sighting wakes it at once instead.
+ */
 static void *
 dp_housekeeper(void *arg)
 {
@@ -137,10 +173,20 @@ dp_housekeeper(void *arg)
 			pthread_mutex_unlock(&ctl_lock);
 			next_age = now + hz;
 		}
-		/* Neighbour learning latency is bounded by this nap; packets
-		 * waiting on ARP sit in the workers' hold queues meanwhile. */
-		struct timespec ts = { 0, 200 * 1000 };
-		nanosleep(&ts, NULL);
+		atomic_store(&hk_sleeping, true);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (rte_ring_count(dpt.learn) > 0) {
+			atomic_store(&hk_sleeping, false);
+			continue;
+		}
+		struct pollfd pfd = { .fd = hk_efd, .events = POLLIN };
+		int ms = (int)((next_age > now ? next_age - now : 0) * 1000 / hz) + 1;
+		if (poll(&pfd, 1, ms) > 0) {
+			uint64_t v;
+			if (read(hk_efd, &v, sizeof(v)) < 0)
+				v = 0; /* nothing to do: the wake-up is what counted */
+		}
+		atomic_store(&hk_sleeping, false);
 	}
 	return NULL;
 }
@@ -150,9 +196,17 @@ dp_ctl_start(char *err, size_t errlen)
 {
 	dp_neigh_reset();
 	dp_route_reset();
+	hk_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (hk_efd < 0) {
+		dp_set_err(err, errlen, "cannot create the housekeeping eventfd");
+		return -errno;
+	}
+	atomic_store(&hk_sleeping, false);
 	atomic_store(&hk_run, true);
 	if (pthread_create(&hk_thread, NULL, dp_housekeeper, NULL) != 0) {
 		dp_set_err(err, errlen, "cannot start the housekeeping thread");
+		close(hk_efd);
+		hk_efd = -1;
 		return -EAGAIN;
 	}
 	pthread_setname_np(hk_thread, "retrace-hk");
@@ -166,6 +220,9 @@ dp_ctl_stop(void)
 	if (!hk_started)
 		return;
 	atomic_store(&hk_run, false);
+	dp_hk_wake();
 	pthread_join(hk_thread, NULL);
+	close(hk_efd);
+	hk_efd = -1;
 	hk_started = false;
 }

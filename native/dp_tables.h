@@ -309,6 +309,10 @@ struct dp_learn_msg {
 	struct rte_ether_addr mac;
 };
 
+/* Worker side: queue a sighting for the housekeeper and wake it if it
+ * sleeps (dp_ctl.c). A full ring drops it. */
+void dp_learn_post(struct dp_learn_msg *msg);
+
 /* Lifecycle (dp_tables.c): create before workers launch, free after join. */
 int dp_tables_create(unsigned nb_workers, char *err, size_t errlen);
 void dp_tables_free(void);

@@ -1,6 +1,13 @@
 /**
  * Case (7), `api`: unary API latency while forwarding, and ApplyConfig with 10,000 reals.
+ *
+ * The client making the calls is this process (grpc-js, like the appliance), on the same CPU as
+ * the appliance's control thread. Its own garbage collection is part of what it sees, so it is
+ * recorded beside the figures (clientGc): how long this process paused for GC during the calls,
+ * and how many of the calls at or above the p99 overlapped such a pause (docs/bench.md, "Unary
+ * latency while forwarding").
  */
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { VirtualService, Real } from '../../gen/retrace/v1/balancer';
 import type { Config } from '../../gen/retrace/v1/config';
 import { Protocol, Scheduler } from '../../gen/retrace/v1/types';
@@ -21,6 +28,33 @@ function bigConfig(base: Config, { services, realsPer, weight }: { services: num
     vs.push(VirtualService.fromPartial({ protocol: Protocol.PROTOCOL_TCP, vip: `198.18.2.${s + 1}`, port: 80, scheduler: Scheduler.SCHEDULER_WRR, reals }));
   }
   return { ...base, virtualServices: [...base.virtualServices, ...vs] };
+}
+
+export interface ClientGc {
+  /** GC pauses of this process during the calls, their sum and the longest (ms). */
+  pauses: number;
+  totalMs: number;
+  maxMs: number;
+  /** Calls at or above the p99 of this run (both methods), and how many overlapped a pause. */
+  slowCalls: number;
+  slowInGc: number;
+}
+
+/** `calls` as [start s, duration ms] (now() clock), `gcs` as [start s, duration ms]. */
+export function clientGcShare(calls: [number, number][], gcs: [number, number][]): ClientGc {
+  const p99 = percentile(
+    calls.map((c) => c[1]),
+    99,
+  );
+  const slow = calls.filter((c) => c[1] >= p99);
+  const overlaps = (c: [number, number]) => gcs.some(([g, ms]) => g < c[0] + c[1] / 1000 && g + ms / 1000 > c[0]);
+  return {
+    pauses: gcs.length,
+    totalMs: gcs.reduce((a, g) => a + g[1], 0),
+    maxMs: gcs.reduce((a, g) => Math.max(a, g[1]), 0),
+    slowCalls: slow.length,
+    slowInGc: slow.filter(overlaps).length,
+  };
 }
 
 export async function caseApi(ctx: Ctx): Promise<Figure[]> {
@@ -47,15 +81,28 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
       const s0 = await rr.snapshot();
       const foreign = new ForeignCpu(() => [rr.pid]).start();
       const ms: Record<string, number[]> = { GetSystemInfo: [], ListPorts: [] };
+      const calls: [number, number][] = [];
+      // GC entries start on the performance clock (ms from timeOrigin); now() is in seconds.
+      const perfToNow = now() - performance.now() / 1000;
+      const gcs: [number, number][] = [];
+      const gcObserver = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) gcs.push([perfToNow + e.startTime / 1000, e.duration]);
+      });
+      gcObserver.observe({ entryTypes: ['gc'] });
       const until = now() + ctx.measureS;
       while (now() < until) {
         let t = now();
         await rr.api.system.getSystemInfo({});
         ms.GetSystemInfo.push((now() - t) * 1000);
+        calls.push([t, ms.GetSystemInfo[ms.GetSystemInfo.length - 1]]);
         t = now();
         await rr.api.ports.listPorts({});
         ms.ListPorts.push((now() - t) * 1000);
+        calls.push([t, ms.ListPorts[ms.ListPorts.length - 1]]);
       }
+      for (const e of gcObserver.takeRecords()) gcs.push([perfToNow + e.startTime / 1000, e.duration]);
+      gcObserver.disconnect();
+      const clientGc = clientGcShare(calls, gcs);
       const foreignCores = foreign.stop();
       const s1 = await rr.snapshot();
       const pps = (s1.servers.tx - s0.servers.tx) / (s1.t - s0.t);
@@ -80,14 +127,14 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
       const update = await timeApply(bigConfig(base, { services, realsPer, weight: 2 }));
       const del = await timeApply(base);
       const s2 = await rr.snapshot();
-      return { ms, pps, ppsDuringApply: (s2.servers.tx - s1.servers.tx) / (s2.t - s1.t), foreignCores, create, noop, update, del };
+      return { ms, pps, ppsDuringApply: (s2.servers.tx - s1.servers.tx) / (s2.t - s1.t), foreignCores, clientGc, create, noop, update, del };
     } finally {
       await rr.stop();
     }
   };
   for (let r = 0; r < ctx.runs; r++) {
     const at = await tryQuiet(ctx, { label: `api run ${r + 1}`, run: oneRun, judge: (x) => foreignJudge(ctx, x.foreignCores) });
-    const { ms, pps, ppsDuringApply, foreignCores, create, noop, update, del } = at.value;
+    const { ms, pps, ppsDuringApply, foreignCores, clientGc, create, noop, update, del } = at.value;
     fwd.push(pps);
     for (const [k, xs] of Object.entries(ms)) {
       lat[k].p50.push(percentile(xs, 50));
@@ -105,13 +152,14 @@ export async function caseApi(ctx: Ctx): Promise<Figure[]> {
       forwardingPpsDuringApply: ppsDuringApply,
       foreignCores,
       calls: lat.GetSystemInfo.n[r] + lat.ListPorts.n[r],
+      clientGc,
       apply: { create, noop, update, delete: del },
       attempts: at.attempts,
       discarded: at.discarded,
       noisy: at.noisy,
     });
     ctx.log(
-      `  api run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: GetSystemInfo p50 ${lat.GetSystemInfo.p50[r].toFixed(2)} p99 ${lat.GetSystemInfo.p99[r].toFixed(2)} ms, ListPorts p50 ${lat.ListPorts.p50[r].toFixed(2)} p99 ${lat.ListPorts.p99[r].toFixed(2)} ms (${lat.GetSystemInfo.n[r] + lat.ListPorts.n[r]} calls, forwarding ${(pps / 1e6).toFixed(2)} Mpps, other work ${foreignCores.toFixed(2)} cores); ApplyConfig 10,000 reals: create ${create.s.toFixed(3)} s ${JSON.stringify(create.diff)}, no-op ${noop.s.toFixed(3)} s, update ${update.s.toFixed(3)} s, delete ${del.s.toFixed(3)} s`,
+      `  api run ${r + 1}${at.noisy ? ' (NOISY)' : ''}: GetSystemInfo p50 ${lat.GetSystemInfo.p50[r].toFixed(2)} p99 ${lat.GetSystemInfo.p99[r].toFixed(2)} ms, ListPorts p50 ${lat.ListPorts.p50[r].toFixed(2)} p99 ${lat.ListPorts.p99[r].toFixed(2)} ms (${lat.GetSystemInfo.n[r] + lat.ListPorts.n[r]} calls, forwarding ${(pps / 1e6).toFixed(2)} Mpps, other work ${foreignCores.toFixed(2)} cores; client GC ${clientGc.totalMs.toFixed(0)} ms in ${clientGc.pauses} pauses, max ${clientGc.maxMs.toFixed(1)} ms, in ${clientGc.slowInGc} of the ${clientGc.slowCalls} calls >= p99); ApplyConfig 10,000 reals: create ${create.s.toFixed(3)} s ${JSON.stringify(create.diff)}, no-op ${noop.s.toFixed(3)} s, update ${update.s.toFixed(3)} s, delete ${del.s.toFixed(3)} s`,
     );
   }
   const out: Figure[] = [];
