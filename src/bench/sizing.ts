@@ -110,11 +110,7 @@ export function mbufsFor(packets: number): number {
 /** eal.memory_mb for a run (mbuf pool, conn table, LIP port rings, event rings, heap margin). */
 export function retraceMemoryMb(opts: { mbufs: number; maxConns: number; lips: number; eventRing?: number; huge?: boolean }): number {
   const bytes =
-    mbufPoolBytes(opts.mbufs, opts.huge) +
-    connTableBytes(opts.maxConns).total +
-    lipBytes(opts.lips) +
-    (opts.eventRing ?? 65536) * 128 +
-    256 * 2 ** 20;
+    mbufPoolBytes(opts.mbufs, opts.huge) + connTableBytes(opts.maxConns).total + lipBytes(opts.lips) + (opts.eventRing ?? 65536) * 128 + 256 * 2 ** 20;
   return Math.ceil((bytes * 1.05) / 2 ** 20);
 }
 
