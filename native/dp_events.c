@@ -51,10 +51,13 @@ dp_conn_info_fill(const struct dp_worker *w, const struct dp_conn *c, struct dp_
 	memset(e, 0, sizeof(*e));
 	e->time_ns = dp_tsc_to_ns(w->now_tsc);
 	const struct dp_conn_cold *cc = dp_conn_cold(c);
-	/* The record keeps its last packet's time in ticks (dp_tick): back to
-	 * TSC from now, never before the conn's creation. */
-	uint64_t last_tsc =
-		w->now_tsc - ((uint64_t)(uint32_t)(dp_tick(w->now_tsc) - c->last) << DP_TICK_SHIFT);
+	/* The record keeps its last packet's time as the low 32 bits of its
+	 * tick (dp_tick): the whole tick is the latest one with those bits up
+	 * to now, and its start is the time, never before the conn's creation.
+	 * Not "now minus the ticks elapsed": that moves with now's own
+	 * fraction of a tick, and two reads of one conn must agree. */
+	const uint64_t now_tick = w->now_tsc >> DP_TICK_SHIFT;
+	uint64_t last_tsc = (now_tick - (uint32_t)((uint32_t)now_tick - c->last)) << DP_TICK_SHIFT;
 	if ((int64_t)(last_tsc - cc->created_tsc) < 0)
 		last_tsc = cc->created_tsc;
 	e->created_ns = dp_tsc_to_ns(cc->created_tsc);
