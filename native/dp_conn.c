@@ -82,17 +82,13 @@ dp_conn_slot(const struct dp_lip *lip, unsigned proto, uint16_t lport_be)
 static inline uint32_t *
 dp_conn_lip_slot(const struct dp_worker *w, const struct dp_lip *lip, const struct dp_conn_key *k)
 {
-	unsigned proto;
+	const int proto = dp_proto_index(k->proto);
 
-	switch (k->proto) {
-	case IPPROTO_TCP: proto = DP_PROTO_tcp; break;
-	case IPPROTO_UDP: proto = DP_PROTO_udp; break;
-	case IPPROTO_ICMP: proto = DP_PROTO_icmp; break;
-	default: return NULL;
-	}
+	if (proto < 0)
+		return NULL;
 	if (unlikely(dp.nb_workers > 1) && rte_be_to_cpu_16(k->dport) % dp.nb_workers != w->index)
 		return NULL;
-	return dp_conn_slot(lip, proto, k->dport);
+	return dp_conn_slot(lip, (unsigned)proto, k->dport);
 }
 
 /* The slot names LIP:lport only: the conn is the packet's if it comes from the
@@ -515,9 +511,8 @@ struct dp_conn *
 dp_conn_create(struct dp_worker *w, struct dp_service *svc, const struct dp_conn_key *ck, enum dp_drop *drop)
 {
 	struct dp_real_set *set = atomic_load_explicit(&svc->set, memory_order_acquire);
-	enum dp_proto proto = ck->proto == IPPROTO_TCP	 ? DP_PROTO_tcp
-			      : ck->proto == IPPROTO_UDP ? DP_PROTO_udp
-							 : DP_PROTO_icmp;
+	/* Services exist for TCP, UDP and ICMP only. */
+	enum dp_proto proto = (enum dp_proto)dp_proto_index(ck->proto);
 	const struct dp_svc_limits *lim = atomic_load_explicit(&svc->limits, memory_order_acquire);
 	struct dp_real *real;
 	struct dp_conn *c;

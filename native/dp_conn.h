@@ -182,11 +182,12 @@ dp_tick(uint64_t tsc)
 	return (uint32_t)(tsc >> DP_TICK_SHIFT);
 }
 
-/* The protocol's index (enum dp_proto) of an IPPROTO_* with LIP ports. */
+/* The protocol's index (enum dp_proto) of a conn with LIP ports (TCP, UDP,
+ * ICMP echo). */
 static inline enum dp_proto
 dp_conn_pproto(const struct dp_conn *c)
 {
-	return c->proto == 6 ? DP_PROTO_tcp : c->proto == 17 ? DP_PROTO_udp : DP_PROTO_icmp;
+	return (enum dp_proto)dp_proto_index(c->proto);
 }
 
 /* The hash's data word: conn pointer with the side in bit 0 (only client

@@ -128,6 +128,18 @@ enum dp_proto {
 	DP_PROTO_MAX
 };
 
+/* enum dp_proto of an IP protocol number (IPPROTO_*), -1 for the others. */
+static inline int
+dp_proto_index(uint8_t ipproto)
+{
+	switch (ipproto) {
+	case 6 /* IPPROTO_TCP */: return DP_PROTO_tcp;
+	case 17 /* IPPROTO_UDP */: return DP_PROTO_udp;
+	case 1 /* IPPROTO_ICMP */: return DP_PROTO_icmp;
+	default: return -1;
+	}
+}
+
 enum dp_path_counter {
 #define X(n, d) DP_PATH_##n,
 	DP_PATH_COUNTER_LIST(X)

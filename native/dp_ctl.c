@@ -53,17 +53,6 @@ dp_valid_port(uint16_t pidx, char *err, size_t errlen)
 
 /* ----------------------------------------------------- switches, timeouts */
 
-static int
-dp_proto_index(uint8_t proto)
-{
-	switch (proto) {
-	case IPPROTO_TCP: return DP_PROTO_tcp;
-	case IPPROTO_UDP: return DP_PROTO_udp;
-	case IPPROTO_ICMP: return DP_PROTO_icmp;
-	default: return -1;
-	}
-}
-
 int
 dp_ctl_symmetric_set(uint8_t proto, bool on)
 {
